@@ -1,0 +1,243 @@
+"""Benchmark stage one (not a test): where does extraction time go, and does the pipeline overlap?
+
+In one run, on one generated dataset, with one worker count:
+  (a) decode + sample + crop only, in the decode pool            -> videos/s
+  (b) CLIP encoding only, on frames decoded beforehand            -> videos/s
+  (c) the full `mote extract`                                    -> videos/s
+  (d) a naive loop: decode one video, encode it, write it, next  -> videos/s
+plus the store's bytes against the raw fp16 bytes, and the extract process's peak RSS for N and
+4N videos. Targets: (c) >= 0.9 x the pipeline limit (min(a, b) with a GPU encoder,
+1/(1/a + 1/b) when decoding and encoding share the CPU cores), (c) >= 2 x (d) on 2 cores,
+store <= 1.02 x raw, RSS(4N) <= 1.10 x RSS(N).
+
+    python bench/extract.py --videos 200 --workers 2 [--model mote-tiny --device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from mote.cache_schema.store import FeatureStore, VideoResult
+from mote.pipeline.clip_model import build_clip
+from mote.pipeline.datasets import load_dataset
+from mote.pipeline.decode_pool import DecodePool, DecodeTask, decode_one
+from mote.pipeline.encoding import BatchedEncoder
+from mote.pipeline.synthetic import write_motion_dataset
+from mote.stages import extract
+
+
+def make_dataset(root: Path, videos: int, frames: int, size: tuple[int, int]):
+    per_class = -(-videos // 8)
+    return write_motion_dataset(root, videos_per_class=per_class, frames=frames, size=size, seed=0)
+
+
+def tasks_for(data, limit: int, size: int, frames: int) -> list[DecodeTask]:
+    spec = load_dataset("list", "custom", data.list_file, data.labels_file)
+    return [
+        DecodeTask(
+            index=i, path=str(data.root / item.video_id), frames=frames, clips=1, crops=1, size=size
+        )
+        for i, item in enumerate(spec.items[:limit])
+    ]
+
+
+def decode_only(tasks: list[DecodeTask], workers: int) -> tuple[float, list]:
+    """(a): the pool's throughput with nothing downstream; also returns the decoded views."""
+    decoded = []
+    with DecodePool(workers) as pool:
+        pool.results(timeout_s=0)  # workers are started by the constructor
+        time.sleep(3)  # let the spawned workers finish importing before the clock starts
+        start = time.perf_counter()
+        pending = list(tasks)
+        while pending or pool.inflight:
+            while pending and pool.inflight < pool.capacity:
+                pool.submit(pending.pop(0))
+            decoded.extend(pool.results(timeout_s=1.0))
+        seconds = time.perf_counter() - start
+    return len(tasks) / seconds, decoded
+
+
+def encode_only(clip, decoded: list, batch_size: int) -> float:
+    """(b): BatchedEncoder over frames already in memory."""
+    encoder = BatchedEncoder(clip, batch_size)
+    start = time.perf_counter()
+    for video in decoded:
+        encoder.add(video.index, video.views)
+    encoder.flush()
+    return len(decoded) / (time.perf_counter() - start)
+
+
+def naive_loop(tasks, clip, data, out: Path, frames: int) -> float:
+    """(d): one video at a time, decoded, encoded and written before the next starts."""
+    cfg = extract.ExtractConfig(
+        dataset="list",
+        out=out,
+        root=data.root,
+        list_file=data.list_file,
+        labels_file=data.labels_file,
+        model=clip.model_name,
+        pretrained=clip.pretrained,
+        frames=frames,
+        views="1x1",
+        chunk_videos=1,
+        limit=len(tasks),
+    )
+    dataset = load_dataset("list", "custom", data.list_file, data.labels_file)
+    store = extract.open_store(cfg, clip, dataset)
+    start = time.perf_counter()
+    for task in tasks:
+        video = decode_one(task)
+        v, t = video.views.shape[:2]
+        images = torch.from_numpy(video.views.reshape(v * t, *video.views.shape[2:]))
+        emb = clip.encode_frames(images).to(torch.float16).numpy().reshape(v, t, -1)
+        store.write_chunk(
+            store.chunk_of(task.index),
+            [VideoResult(task.index, emb, video.frame_indices, video.num_frames)],
+        )
+    return len(tasks) / (time.perf_counter() - start)
+
+
+RSS_SCRIPT = """
+import json, resource, sys
+from pathlib import Path
+from mote.stages import extract
+cfg = extract.ExtractConfig(**json.loads(sys.argv[1]))
+summary = extract.run(cfg)
+print(json.dumps({"rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "videos_per_s": summary["videos_per_s"], "n_done": summary["n_done"]}))
+"""
+
+
+def extract_in_subprocess(settings: dict) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", RSS_SCRIPT, json.dumps(settings, default=str)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def machine_description(gpu: bool) -> str:
+    cores = len(os.sched_getaffinity(0))
+    text = f"{platform.machine()} {platform.processor() or ''}, {cores} cores".replace("  ", " ")
+    return text + (f", {torch.cuda.get_device_name()}" if gpu else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--videos", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--model", default="mote-tiny")
+    parser.add_argument("--pretrained", default="none")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--video-frames", type=int, default=64)
+    parser.add_argument("--video-size", default="320x240")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="mote-bench-"))
+    width, height = (int(x) for x in args.video_size.split("x"))
+    n = args.videos
+    print(f"writing {4 * n} videos of {args.video_frames} frames at {width}x{height} to {work}")
+    data = make_dataset(work / "videos", 4 * n, args.video_frames, (width, height))
+
+    clip = build_clip(args.model, args.pretrained, args.device)
+    batch = args.batch_size or (256 if clip.device.type == "cuda" else 32)
+    tasks = tasks_for(data, n, clip.preprocess.size, args.frames)
+
+    a, decoded = decode_only(tasks, args.workers)
+    b = encode_only(clip, decoded, batch)
+    settings = dict(
+        dataset="list",
+        root=str(data.root),
+        list_file=str(data.list_file),
+        labels_file=str(data.labels_file),
+        model=args.model,
+        pretrained=args.pretrained,
+        device=args.device,
+        frames=args.frames,
+        decode_workers=args.workers,
+        batch_size=batch,
+    )
+    out_c = work / "full.zarr"
+    c_cfg = extract.ExtractConfig(
+        **{
+            **settings,
+            "out": out_c,
+            "limit": n,
+            "overwrite": True,
+            "root": data.root,
+            "list_file": data.list_file,
+            "labels_file": data.labels_file,
+        }
+    )
+    c = extract.run(c_cfg)["videos_per_s"]
+    d = naive_loop(tasks, clip, data, work / "naive.zarr", args.frames)
+
+    store = FeatureStore.open(out_c)
+    raw = store.summary()["n_videos"] * args.frames * clip.dim * 2
+    embeddings_bytes = sum(
+        p.stat().st_size for p in (out_c / "embeddings").rglob("*") if p.is_file()
+    )
+    total_bytes = sum(p.stat().st_size for p in out_c.rglob("*") if p.is_file())
+
+    rss_n = extract_in_subprocess({**settings, "out": str(work / "rss_n.zarr"), "limit": n})
+    rss_4n = extract_in_subprocess({**settings, "out": str(work / "rss_4n.zarr"), "limit": 4 * n})
+
+    gpu = clip.device.type == "cuda"
+    limit = min(a, b) if gpu else 1 / (1 / a + 1 / b)
+    figures = {
+        "machine": machine_description(gpu),
+        "model": args.model,
+        "device": str(clip.device),
+        "workers": args.workers,
+        "videos": n,
+        "video": f"{args.video_frames} frames {width}x{height}",
+        "frames_sampled": args.frames,
+        "a_decode_vps": round(a, 2),
+        "b_encode_vps": round(b, 2),
+        "c_extract_vps": round(c, 2),
+        "d_naive_vps": round(d, 2),
+        "pipeline_limit_vps": round(limit, 2),
+        "c_over_limit": round(c / limit, 3),
+        "c_over_d": round(c / d, 3),
+        "embeddings_over_raw": round(embeddings_bytes / raw, 4),
+        "store_over_raw": round(total_bytes / raw, 4),
+        "rss_n_mib": round(rss_n["rss_kib"] / 1024, 1),
+        "rss_4n_mib": round(rss_4n["rss_kib"] / 1024, 1),
+        "rss_4n_over_n": round(rss_4n["rss_kib"] / rss_n["rss_kib"], 3),
+    }
+    targets = {
+        "c_over_limit": (figures["c_over_limit"], ">=", 0.9),
+        "c_over_d": (figures["c_over_d"], ">=", 2.0),
+        "store_over_raw": (figures["store_over_raw"], "<=", 1.02),
+        "rss_4n_over_n": (figures["rss_4n_over_n"], "<=", 1.10),
+    }
+    for key, value in figures.items():
+        print(f"{key:>22}: {value}")
+    for key, (value, op, target) in targets.items():
+        met = value >= target if op == ">=" else value <= target
+        print(f"target {key} {op} {target}: {value} -> {'met' if met else 'NOT met'}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

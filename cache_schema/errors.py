@@ -1,0 +1,21 @@
+"""Errors of the feature store; each also subclasses the builtin a caller would naturally catch.
+
+Messages name the store path, what was found, what was asked for and the fix, because the CLI
+prints them as one line.
+"""
+
+
+class StoreError(ValueError):
+    """Base of every error the feature store raises on purpose."""
+
+
+class StoreMismatch(StoreError):
+    """The store exists but holds something other than what the command asked for."""
+
+
+class StoreNotFound(StoreError, FileNotFoundError):
+    """There is no feature store at the given path."""
+
+
+class StoreCorrupt(StoreError):
+    """The store is missing arrays or their shapes disagree with its attributes."""

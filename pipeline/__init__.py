@@ -1,0 +1,12 @@
+"""Shared parts of mote: decoding and sampling, the CLIP wrapper, the MoTE model, datasets, CLI."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from mote.pipeline import _torchvision_shim
+
+_torchvision_shim.install()
+
+try:
+    __version__ = version("mote")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,101 @@
+"""Settings for each command: a frozen dataclass, filled from defaults < ``--config`` file < flags.
+
+Config files are YAML or TOML whose keys mirror the command's options (``decode-workers`` or
+``decode_workers``). An unknown key is an error that lists the valid ones, so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tomllib
+import yaml
+
+from mote.pipeline.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) mapping of option names to values."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml", ".json"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"{path}: config files must end in .yaml, .yml or .toml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot parse config file: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping of option names to values")
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
+    """Convert a config-file value to the field's type, or explain why it cannot be."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | {"Path": Path})  # noqa: S307 (our own hints)
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        annotation = next(a for a in options if a is not type(None))
+    try:
+        if annotation is Path:
+            return Path(value).expanduser()
+        if annotation is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if annotation in (int, float, str):
+            if annotation is str and not isinstance(value, str):
+                raise TypeError
+            return annotation(value)
+        if typing.get_origin(annotation) is tuple:
+            return tuple(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: option '{name}' must be {getattr(annotation, '__name__', annotation)}, "
+            f"got {value!r}"
+        ) from None
+    return value
+
+
+def build_config(cls: type[T], config_file: Path | None = None, **flags: Any) -> T:
+    """Make ``cls`` from its defaults, then the config file, then flags that are not None."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        for key, value in read_config_file(config_file).items():
+            if key not in fields:
+                valid = ", ".join(sorted(name.replace("_", "-") for name in fields))
+                raise ConfigError(f"{config_file}: unknown option '{key}'. Valid options: {valid}")
+            values[key] = _coerce(key, value, fields[key].type, str(config_file))
+    values.update({key: value for key, value in flags.items() if value is not None})
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        names = ", ".join("--" + name.replace("_", "-") for name in missing)
+        raise ConfigError(f"missing required option(s): {names}")
+    return cls(**values)
+
+
+def to_jsonable(cfg: Any) -> dict[str, Any]:
+    """A config as plain JSON types (paths as strings), for config.json and stores."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))

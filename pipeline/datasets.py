@@ -1,0 +1,285 @@
+"""Video lists and class names (spec section 9), including the annotation files mote ships.
+
+Plain functions over the two text formats: a label CSV (``id,name`` header, one row per class in
+index order) and a list file (``relative/path label``, label last; ``path num_frames label`` too).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+from mote.pipeline.errors import AnnotationError
+
+ANNOTATIONS_PACKAGE = "mote.pipeline.annotations"
+_LIST_ONLY = ("list", "ssv2")  # datasets whose files the user always supplies
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One video: its path relative to the dataset root (its id in a store) and its label."""
+
+    video_id: str
+    label: int
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset split: the videos in list order and the class names in label order."""
+
+    name: str
+    split: str
+    items: tuple[VideoItem, ...]
+    class_names: tuple[str, ...]
+    labels_file: str
+    list_file: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+# split -> (list file, labels file), relative to the annotations package
+_SHIPPED: dict[str, dict[str, tuple[str, str]]] = {
+    "k400": {
+        "val": ("k400/vallist.txt", "k400/kinetics_400_labels.csv"),
+        "test": ("k400/testlist.txt", "k400/kinetics_400_labels.csv"),
+    },
+    "k600": {
+        f"split{n}": (f"k600/k160_test_split{n}.txt", f"k600/k160_labels_split{n}.csv")
+        for n in (1, 2, 3)
+    },
+    "ucf101": {
+        **{f"test{n}": (f"ucf101/testlist0{n}.txt", "ucf101/ucf_labels.csv") for n in (1, 2, 3)},
+        **{f"train{n}": (f"ucf101/trainlist0{n}.txt", "ucf101/ucf_labels.csv") for n in (1, 2, 3)},
+    },
+    "hmdb51": {
+        **{
+            f"test{n}": (f"hmdb51/vallist_split{n}.txt", "hmdb51/hmdb51_labels.csv")
+            for n in (1, 2, 3)
+        },
+        **{
+            f"train{n}": (f"hmdb51/trainlist_split{n}.txt", "hmdb51/hmdb51_labels.csv")
+            for n in (1, 2, 3)
+        },
+    },
+}
+# splits that exist but whose list is not shipped: the user passes --list
+_USER_LISTS = {"k400": {"train": "k400/kinetics_400_labels.csv"}}
+DATASETS: tuple[str, ...] = (*_SHIPPED, *_LIST_ONLY)
+
+_K400_TRAIN_HELP = (
+    "the K400 training list is not shipped; build it from the official Kinetics-400 annotation "
+    "CSV (label,youtube_id,time_start,time_end,split) with "
+    "mote.pipeline.datasets.kinetics_items_from_csv(csv, class_names, 'train') and write_list(), "
+    "then pass it with --list FILE"
+)
+
+
+def _lines(source: str | os.PathLike[str] | Traversable) -> list[str]:
+    """The file's lines without line endings; CRLF, CR and a UTF-8 BOM are tolerated."""
+    try:
+        data = source.read_bytes() if isinstance(source, Traversable) else Path(source).read_bytes()
+    except FileNotFoundError as exc:
+        raise AnnotationError(f"{source}: file not found") from exc
+    except OSError as exc:
+        raise AnnotationError(f"{source}: cannot read ({exc})") from exc
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{source}: not UTF-8 text ({exc})") from exc
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def read_labels(path: str | os.PathLike[str] | Traversable) -> list[str]:
+    """Class names in label order from an ``id,name`` CSV; ids must run 0..C-1 in order."""
+    rows = [(n, line.strip()) for n, line in enumerate(_lines(path), start=1) if line.strip()]
+    if not rows or rows[0][1].replace(" ", "").lower() != "id,name":
+        got = rows[0][1] if rows else "an empty file"
+        raise AnnotationError(f"{path}:1: expected the header 'id,name', got {got!r}")
+    names: list[str] = []
+    seen: dict[str, int] = {}
+    for lineno, line in rows[1:]:
+        index, sep, name = line.partition(",")
+        name = name.strip()
+        where = f"{path}:{lineno}"
+        if not sep or not name:
+            raise AnnotationError(f"{where}: expected 'index,name', got {line!r}")
+        if index.strip() != str(len(names)):
+            raise AnnotationError(
+                f"{where}: class id {index.strip()!r} out of order; ids must run 0, 1, 2, ... "
+                f"and this row should be {len(names)}"
+            )
+        if name in seen:
+            raise AnnotationError(f"{where}: class name {name!r} repeats line {seen[name]}")
+        seen[name] = lineno
+        names.append(name)
+    if not names:
+        raise AnnotationError(f"{path}: no classes after the 'id,name' header")
+    return names
+
+
+def _parse_list_line(line: str, where: str, num_classes: int | None) -> VideoItem:
+    """One list line: the label is the last field, the path everything before it."""
+    fields = line.split()
+    if len(fields) < 2:
+        raise AnnotationError(f"{where}: expected 'relative/path label', got {line!r}")
+    last = fields[-1]
+    head = line[: len(line) - len(last)].rstrip()
+    if len(fields) >= 3 and fields[-2].isdigit():  # the 'path num_frames label' variant
+        head = head[: len(head) - len(fields[-2])].rstrip()
+    try:
+        label = int(last)
+    except ValueError:
+        raise AnnotationError(
+            f"{where}: label {last!r} is not an integer (lines are 'relative/path label')"
+        ) from None
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+        raise AnnotationError(f"{where}: label {label} out of range {bound}")
+    return VideoItem(video_id=head, label=label)
+
+
+def read_list(
+    path: str | os.PathLike[str] | Traversable, num_classes: int | None = None
+) -> list[VideoItem]:
+    """Videos of a list file in file order; blank lines are skipped, a bad line names file:line."""
+    items: list[VideoItem] = []
+    first_line: dict[str, int] = {}
+    for lineno, raw in enumerate(_lines(path), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        item = _parse_list_line(line, f"{path}:{lineno}", num_classes)
+        if item.video_id in first_line:
+            raise AnnotationError(
+                f"{path}:{lineno}: video {item.video_id!r} already listed on line "
+                f"{first_line[item.video_id]}; each video may appear once"
+            )
+        first_line[item.video_id] = lineno
+        items.append(item)
+    if not items:
+        raise AnnotationError(f"{path}: no videos listed")
+    return items
+
+
+def write_list(path: str | os.PathLike[str], items: list[VideoItem]) -> None:
+    """Write ``relative/path label`` lines (LF), the format ``read_list`` reads."""
+    text = "".join(f"{item.video_id} {item.label}\n" for item in items)
+    Path(path).write_text(text, encoding="utf-8", newline="\n")
+
+
+def shipped_file(relative: str) -> Traversable:
+    """An annotation file inside the installed package (regular or editable install)."""
+    return resources.files(ANNOTATIONS_PACKAGE).joinpath(relative)
+
+
+def _files_for(
+    name: str, split: str, list_file: str | None, labels_file: str | None
+) -> tuple[str | Traversable, str | Traversable]:
+    """(list, labels) sources for a dataset split; user files override shipped ones."""
+    if name in _LIST_ONLY:
+        if list_file is None or labels_file is None:
+            raise AnnotationError(
+                f"dataset {name!r} needs --list FILE (lines 'relative/path label') and "
+                "--labels FILE (CSV 'id,name' with header)"
+            )
+        return list_file, labels_file
+    if name not in _SHIPPED:
+        raise AnnotationError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    splits = _SHIPPED[name]
+    user_splits = _USER_LISTS.get(name, {})
+    if split in splits:
+        shipped_list, shipped_labels = splits[split]
+        return (
+            list_file or shipped_file(shipped_list),
+            labels_file or shipped_file(shipped_labels),
+        )
+    if split in user_splits:
+        if list_file is None:
+            raise AnnotationError(f"{name} split {split!r}: {_K400_TRAIN_HELP}")
+        return list_file, labels_file or shipped_file(user_splits[split])
+    valid = ", ".join([*splits, *user_splits])
+    raise AnnotationError(f"{name} has no split {split!r}; valid splits: {valid}")
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    list_file: str | os.PathLike[str] | None = None,
+    labels_file: str | os.PathLike[str] | None = None,
+) -> DatasetSpec:
+    """A dataset split from the shipped annotations, or from --list/--labels files."""
+    name = name.lower()
+    list_src, labels_src = _files_for(
+        name,
+        split,
+        None if list_file is None else os.fspath(list_file),
+        None if labels_file is None else os.fspath(labels_file),
+    )
+    class_names = read_labels(labels_src)
+    items = read_list(list_src, num_classes=len(class_names))
+    return DatasetSpec(
+        name=name,
+        split=split,
+        items=tuple(items),
+        class_names=tuple(class_names),
+        labels_file=str(labels_src),
+        list_file=str(list_src),
+    )
+
+
+def kinetics_folder(label: str, dataset: str = "k400") -> str:
+    """A class's folder name: spaces become '_'; K400 also drops parentheses (K600 keeps them)."""
+    folder = label.replace(" ", "_")
+    if dataset == "k400":
+        folder = folder.replace("(", "").replace(")", "")
+    return folder
+
+
+def kinetics_items_from_csv(
+    csv_path: str | os.PathLike[str],
+    class_names: list[str] | tuple[str, ...],
+    split: str,
+    dataset: str = "k400",
+    root: str | os.PathLike[str] | None = None,
+) -> list[VideoItem]:
+    """Build a Kinetics list from the official CSV (``label,youtube_id,time_start,time_end,split``).
+
+    Rows of other splits are skipped. With ``root``, clips whose file is missing are left out.
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    reader = csv.DictReader(io.StringIO("\n".join(_lines(csv_path))))
+    needed = {"label", "youtube_id", "time_start", "time_end", "split"}
+    if reader.fieldnames is None or not needed <= set(reader.fieldnames):
+        raise AnnotationError(
+            f"{csv_path}:1: header {reader.fieldnames} lacks {sorted(needed)}; expected the "
+            "official Kinetics CSV columns label,youtube_id,time_start,time_end,split"
+        )
+    items: list[VideoItem] = []
+    splits_seen: set[str] = set()
+    for row in reader:
+        splits_seen.add(row["split"])
+        if row["split"] != split:
+            continue
+        where = f"{csv_path}:{reader.line_num}"
+        if row["label"] not in index:
+            raise AnnotationError(f"{where}: label {row['label']!r} is not a class of {dataset}")
+        try:
+            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+        except ValueError:
+            raise AnnotationError(f"{where}: time_start/time_end are not numbers") from None
+        folder = kinetics_folder(row["label"], dataset)
+        video_id = f"{folder}/{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
+        if root is None or (Path(root) / video_id).is_file():
+            items.append(VideoItem(video_id, index[row["label"]]))
+    if not splits_seen & {split}:
+        raise AnnotationError(
+            f"{csv_path}: no rows with split {split!r}; splits present: {sorted(splits_seen)}"
+        )
+    return items

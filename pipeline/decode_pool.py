@@ -1,0 +1,222 @@
+"""Decode and crop videos in worker processes, with a per-video timeout and crash isolation.
+
+Each worker owns one pipe and decodes one video at a time with one decode thread. Before a
+video it arms a ``SIGALRM`` timer with the default action (terminate): a decoder stuck inside
+C code is killed by the kernel, and a decoder that segfaults only takes its worker down. The
+pool notices the dead worker, records that video as failed with the reason, re-queues the
+worker's other videos and starts a fresh worker, so one bad file never stops or hangs a run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+import numpy as np
+
+from mote.pipeline.decode import open_video
+from mote.pipeline.errors import DecodeError
+from mote.pipeline.sampling import sample_indices
+from mote.pipeline.transforms import crop_views
+
+PER_WORKER_DEPTH = 2  # videos queued per worker: one decoding, one waiting, so no worker idles
+
+
+@dataclass(frozen=True)
+class DecodeTask:
+    """One video to decode: where it is and how to sample and crop it."""
+
+    index: int  # row of the video in the store
+    path: str
+    frames: int
+    clips: int
+    crops: int
+    size: int
+    mode: str = "eval"  # "eval" or "train" (see pipeline.sampling)
+    seed: int = 0
+    backend: str = "auto"
+
+
+@dataclass
+class DecodedVideo:
+    """The cropped uint8 views of one video, or why it has none."""
+
+    index: int
+    views: np.ndarray | None  # uint8 (views, frames, size, size, 3), view = clip * crops + crop
+    frame_indices: np.ndarray | None  # int32 (views, frames)
+    num_frames: int
+    reason: str = ""  # non-empty: the video failed
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def decode_one(task: DecodeTask) -> DecodedVideo:
+    """Decode, sample and crop one video; any decoding problem becomes a failed result."""
+    num_frames = 0
+    try:
+        with open_video(task.path, backend=task.backend) as video:
+            num_frames = video.num_frames
+            if num_frames < 1:
+                raise DecodeError("no frames")
+            rng = np.random.default_rng([task.seed, task.index])
+            indices = sample_indices(num_frames, task.frames, task.clips, task.mode, rng)
+            frames = video.get(indices.reshape(-1))  # (clips*T, H, W, 3)
+        crops = crop_views(frames, task.size, task.crops)  # (crops, clips*T, S, S, 3)
+    except DecodeError as error:
+        return DecodedVideo(task.index, None, None, num_frames, str(error) or "decode error")
+    except MemoryError:
+        return DecodedVideo(task.index, None, None, num_frames, "out of memory while decoding")
+    s = task.size
+    views = crops.reshape(task.crops, task.clips, task.frames, s, s, 3).transpose(1, 0, 2, 3, 4, 5)
+    views = np.ascontiguousarray(views.reshape(task.clips * task.crops, task.frames, s, s, 3))
+    frame_indices = np.repeat(indices.astype(np.int32), task.crops, axis=0)
+    return DecodedVideo(task.index, views, frame_indices, num_frames)
+
+
+def _worker_main(conn: Connection, timeout_s: float) -> None:
+    """Worker loop: receive a task, decode it under an alarm, send the result back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the alarm terminates a stuck decoder
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if task is None:
+            return
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+        result = decode_one(task)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        try:
+            conn.send(result)
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _death_reason(exitcode: int | None, timeout_s: float) -> str:
+    if exitcode == -signal.SIGALRM:
+        return f"decode timed out after {timeout_s:g} s (worker killed)"
+    if exitcode is not None and exitcode < 0:
+        return f"decoder crashed ({signal.Signals(-exitcode).name})"
+    return f"decoder process exited with code {exitcode}"
+
+
+class _Worker:
+    def __init__(self, context: mp.context.BaseContext, timeout_s: float) -> None:
+        self.conn, child = context.Pipe(duplex=True)
+        self.process = context.Process(target=_worker_main, args=(child, timeout_s), daemon=True)
+        self.process.start()
+        child.close()
+        self.inflight: deque[DecodeTask] = deque()
+
+
+def default_workers() -> int:
+    """One decode worker per available core."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+class DecodePool:
+    """A fixed set of decode processes fed through pipes; results come back as they finish.
+
+    ``workers=0`` decodes in the calling process (no isolation, no timeout): for debugging and
+    for callers that are already one-process-per-core, such as dask workers.
+    """
+
+    def __init__(self, workers: int, timeout_s: float = 120.0) -> None:
+        self.timeout_s = timeout_s
+        self._context = mp.get_context("spawn")  # never fork a process that holds torch/CUDA
+        self._workers = [_Worker(self._context, timeout_s) for _ in range(workers)]
+        self._local: deque[DecodeTask] = deque()
+        self._ready: deque[DecodedVideo] = deque()
+
+    @property
+    def capacity(self) -> int:
+        """How many tasks may be in flight before submit should wait for results."""
+        return max(1, len(self._workers) * PER_WORKER_DEPTH)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._local) + sum(len(w.inflight) for w in self._workers)
+
+    def submit(self, task: DecodeTask) -> None:
+        if not self._workers:
+            self._local.append(task)
+            return
+        worker = min(self._workers, key=lambda w: len(w.inflight))
+        worker.inflight.append(task)
+        worker.conn.send(task)
+
+    def results(self, timeout_s: float | None = None) -> Iterator[DecodedVideo]:
+        """Yield finished videos; waits up to ``timeout_s`` for the first one."""
+        if self._local:
+            yield decode_one(self._local.popleft())
+            return
+        if not self._workers or self.inflight == 0:
+            return
+        by_conn = {w.conn: w for w in self._workers}
+        by_sentinel = {w.process.sentinel: w for w in self._workers}
+        ready = wait(list(by_conn) + list(by_sentinel), timeout_s)
+        dead: list[_Worker] = []
+        for handle in ready:
+            if handle in by_conn:
+                worker = by_conn[handle]
+                yield from self._drain(worker)
+            elif by_sentinel[handle] not in dead:
+                dead.append(by_sentinel[handle])
+        for worker in dead:
+            yield from self._replace(worker)
+
+    def _drain(self, worker: _Worker) -> Iterator[DecodedVideo]:
+        while worker.inflight:
+            try:
+                if not worker.conn.poll():
+                    return
+                result: DecodedVideo = worker.conn.recv()
+            except (EOFError, OSError):
+                return  # the worker died; its sentinel reports it
+            worker.inflight.popleft()
+            yield result
+
+    def _replace(self, worker: _Worker) -> Iterator[DecodedVideo]:
+        """A worker died: fail its current video, restart it and re-queue the rest."""
+        yield from self._drain(worker)
+        worker.process.join()
+        reason = _death_reason(worker.process.exitcode, self.timeout_s)
+        pending = list(worker.inflight)
+        worker.conn.close()
+        self._workers.remove(worker)
+        self._workers.append(_Worker(self._context, self.timeout_s))
+        if pending:
+            culprit = pending.pop(0)
+            yield DecodedVideo(culprit.index, None, None, 0, reason)
+        for task in pending:
+            self.submit(task)
+
+    def close(self) -> None:
+        for worker in self._workers:
+            try:
+                worker.conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        deadline = time.monotonic() + 5
+        for worker in self._workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
+        self._workers = []
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

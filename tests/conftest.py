@@ -1,0 +1,71 @@
+"""Shared fixtures: real video files written with PyAV, and the environment every test needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub lookup without network costs ~47 s
+
+
+@dataclass(frozen=True)
+class MixedFolder:
+    """A `list` dataset whose list names good videos and every kind of broken one."""
+
+    root: Path
+    list_file: Path
+    labels_file: Path
+    good: tuple[str, ...]
+    broken: tuple[str, ...]
+
+
+def write_broken_videos(root: Path) -> list[str]:
+    """Write one file of each broken kind under ``root``; return their relative paths."""
+    from mote.pipeline.synthetic import write_numbered_video
+
+    broken = root / "broken"
+    broken.mkdir(parents=True, exist_ok=True)
+    (broken / "empty.mp4").write_bytes(b"")
+    (broken / "random.mp4").write_bytes(np.random.default_rng(0).bytes(20_000))
+    (broken / "text.mp4").write_text("this is not a video\n" * 50)
+    (broken / "folder.mp4").mkdir(exist_ok=True)
+    whole = write_numbered_video(broken / "whole.mp4", 120, size=(64, 48))
+    data = whole.read_bytes()
+    (broken / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    whole.unlink()
+    write_numbered_video(broken / "zero_frames.mp4", 0, size=(64, 48))
+    names = [
+        "missing.mp4",
+        "empty.mp4",
+        "random.mp4",
+        "text.mp4",
+        "folder.mp4",
+        "truncated.mp4",
+        "zero_frames.mp4",
+    ]
+    return [f"broken/{name}" for name in names]
+
+
+@pytest.fixture(scope="session")
+def motion_data(tmp_path_factory: pytest.TempPathFactory):
+    """A small generated motion dataset (real MP4 files), shared by the tests of a session."""
+    from mote.pipeline.synthetic import write_motion_dataset
+
+    return write_motion_dataset(tmp_path_factory.mktemp("motion"), videos_per_class=3, seed=1)
+
+
+@pytest.fixture(scope="session")
+def mixed_folder(tmp_path_factory: pytest.TempPathFactory, motion_data) -> MixedFolder:
+    """The motion videos plus broken files, listed together in one video list."""
+    root = motion_data.root
+    broken = write_broken_videos(root)
+    lines = motion_data.list_file.read_text().splitlines()
+    good = tuple(line.rsplit(" ", 1)[0] for line in lines)
+    list_file = tmp_path_factory.mktemp("lists") / "mixed.txt"
+    mixed = lines[:5] + [f"{path} 0" for path in broken] + lines[5:]
+    list_file.write_text("\n".join(mixed) + "\n")
+    return MixedFolder(root, list_file, motion_data.labels_file, good, tuple(broken))

@@ -1,0 +1,87 @@
+"""The decode worker pool: results for every task, timeouts and dead workers become failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from mote.pipeline.decode_pool import DecodePool, DecodeTask, decode_one
+from mote.pipeline.synthetic import read_frame_number, write_numbered_video
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pool")
+    short = write_numbered_video(root / "short.mp4", 40, size=(64, 48))
+    long = write_numbered_video(root / "long.mp4", 1500, size=(320, 240), gop=250)
+    return short, long
+
+
+def task(index: int, path, **kw) -> DecodeTask:
+    settings = dict(frames=8, clips=1, crops=1, size=48)
+    settings.update(kw)
+    return DecodeTask(index=index, path=str(path), **settings)
+
+
+def collect(pool: DecodePool, expected: int, limit_s: float = 60):
+    results = {}
+    deadline = time.monotonic() + limit_s
+    while len(results) < expected and time.monotonic() < deadline:
+        for video in pool.results(timeout_s=0.5):
+            results[video.index] = video
+    return results
+
+
+def test_decode_one_crops_the_sampled_frames(videos):
+    short, _ = videos
+    video = decode_one(task(0, short, size=48, clips=2, crops=3))
+    assert video.ok
+    assert video.views.shape == (6, 8, 48, 48, 3)
+    assert video.frame_indices.shape == (6, 8)
+    assert video.num_frames == 40
+    # view 0 is clip 0 / crop 0 (left); crop 2 (centre) of the same clip holds the same frames
+    np.testing.assert_array_equal(video.frame_indices[0], video.frame_indices[2])
+    np.testing.assert_array_equal(video.frame_indices[0], [0, 5, 10, 15, 20, 25, 30, 35])
+
+
+def test_frame_numbers_survive_decode_and_centre_crop(tmp_path):
+    path = write_numbered_video(tmp_path / "n.mp4", 64, size=(64, 64), gop=5)
+    video = decode_one(task(0, path, size=64))
+    got = [read_frame_number(frame) for frame in video.views[0]]
+    assert got == list(video.frame_indices[0])
+
+
+def test_pool_returns_every_task_once(videos):
+    short, _ = videos
+    with DecodePool(workers=2, timeout_s=60) as pool:
+        for i in range(6):
+            pool.submit(task(i, short))
+        results = collect(pool, 6)
+    assert sorted(results) == list(range(6))
+    assert all(video.ok for video in results.values())
+
+
+def test_timeout_fails_only_that_video_and_the_pool_recovers(videos):
+    short, long = videos
+    with DecodePool(workers=1, timeout_s=0.2) as pool:
+        pool.submit(task(0, long, frames=64))  # decoding 1500 frames at 320x240 takes > 0.2 s
+        pool.submit(task(1, short))
+        results = collect(pool, 2)
+    assert "timed out" in results[0].reason
+    assert results[1].ok
+
+
+def test_a_killed_worker_is_replaced_and_its_queue_requeued(videos):
+    short, long = videos
+    with DecodePool(workers=1, timeout_s=60) as pool:
+        pool.submit(task(0, long, frames=64))
+        pool.submit(task(1, short))
+        time.sleep(0.5)  # the worker is busy with the long video
+        os.kill(pool._workers[0].process.pid, signal.SIGKILL)
+        results = collect(pool, 2)
+    assert "crashed (SIGKILL)" in results[0].reason
+    assert results[1].ok
