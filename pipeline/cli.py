@@ -132,6 +132,14 @@ def extract(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Retry videos that failed before.")
     ] = False,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            help="Scale out on dask.distributed: a scheduler address (tcp://host:8786; workers "
+            "need mote and the same paths) or local:N for a local cluster of N workers. "
+            "[default: one local process with --decode-workers]"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -162,6 +170,7 @@ def extract(
         limit=limit,
         overwrite=overwrite or None,
         retry_failed=retry_failed or None,
+        dask=dask,
     )
     summary = stage.run(cfg, RichProgress())
     if as_json:

@@ -81,17 +81,18 @@ def decode_one(task: DecodeTask) -> DecodedVideo:
     return DecodedVideo(task.index, views, frame_indices, num_frames)
 
 
-def _worker_main(conn: Connection, timeout_s: float) -> None:
-    """Worker loop: receive a task, decode it under an alarm, send the result back."""
+def _worker_main(conn: Connection) -> None:
+    """Worker loop: receive (task, timeout), decode under an alarm, send the result back."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGALRM, signal.SIG_DFL)  # the alarm terminates a stuck decoder
     while True:
         try:
-            task = conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
-        if task is None:
+        if message is None:
             return
+        task, timeout_s = message
         signal.setitimer(signal.ITIMER_REAL, timeout_s)
         result = decode_one(task)
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -110,12 +111,12 @@ def _death_reason(exitcode: int | None, timeout_s: float) -> str:
 
 
 class _Worker:
-    def __init__(self, context: mp.context.BaseContext, timeout_s: float) -> None:
+    def __init__(self, context: mp.context.BaseContext) -> None:
         self.conn, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=_worker_main, args=(child, timeout_s), daemon=True)
+        self.process = context.Process(target=_worker_main, args=(child,), daemon=True)
         self.process.start()
         child.close()
-        self.inflight: deque[DecodeTask] = deque()
+        self.inflight: deque[tuple[DecodeTask, float]] = deque()  # (task, timeout)
 
 
 def default_workers() -> int:
@@ -133,7 +134,7 @@ class DecodePool:
     def __init__(self, workers: int, timeout_s: float = 120.0) -> None:
         self.timeout_s = timeout_s
         self._context = mp.get_context("spawn")  # never fork a process that holds torch/CUDA
-        self._workers = [_Worker(self._context, timeout_s) for _ in range(workers)]
+        self._workers = [_Worker(self._context) for _ in range(workers)]
         self._local: deque[DecodeTask] = deque()
         self._ready: deque[DecodedVideo] = deque()
 
@@ -147,12 +148,16 @@ class DecodePool:
         return len(self._local) + sum(len(w.inflight) for w in self._workers)
 
     def submit(self, task: DecodeTask) -> None:
+        """Queue a video on the least busy worker, under the pool's current timeout."""
         if not self._workers:
             self._local.append(task)
             return
+        self._send(task, self.timeout_s)
+
+    def _send(self, task: DecodeTask, timeout_s: float) -> None:
         worker = min(self._workers, key=lambda w: len(w.inflight))
-        worker.inflight.append(task)
-        worker.conn.send(task)
+        worker.inflight.append((task, timeout_s))
+        worker.conn.send((task, timeout_s))
 
     def results(self, timeout_s: float | None = None) -> Iterator[DecodedVideo]:
         """Yield finished videos; waits up to ``timeout_s`` for the first one."""
@@ -189,16 +194,16 @@ class DecodePool:
         """A worker died: fail its current video, restart it and re-queue the rest."""
         yield from self._drain(worker)
         worker.process.join()
-        reason = _death_reason(worker.process.exitcode, self.timeout_s)
         pending = list(worker.inflight)
         worker.conn.close()
         self._workers.remove(worker)
-        self._workers.append(_Worker(self._context, self.timeout_s))
+        self._workers.append(_Worker(self._context))
         if pending:
-            culprit = pending.pop(0)
+            (culprit, timeout_s), pending = pending[0], pending[1:]
+            reason = _death_reason(worker.process.exitcode, timeout_s)
             yield DecodedVideo(culprit.index, None, None, 0, reason)
-        for task in pending:
-            self.submit(task)
+        for task, timeout_s in pending:
+            self._send(task, timeout_s)
 
     def close(self) -> None:
         for worker in self._workers:

@@ -9,17 +9,27 @@ it stopped and ends bit-identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
 from mote.pipeline import __version__
 from mote.pipeline.clip_model import ClipEncoder, build_clip
 from mote.pipeline.datasets import DatasetSpec, load_dataset
-from mote.pipeline.decode_pool import DecodedVideo, DecodePool, DecodeTask, default_workers
+from mote.pipeline.decode_pool import (
+    DecodedVideo,
+    DecodePool,
+    DecodeTask,
+    decode_one,
+    default_workers,
+)
 from mote.pipeline.encoding import BatchedEncoder
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
@@ -53,6 +63,7 @@ class ExtractConfig:
     limit: int | None = None
     overwrite: bool = False
     retry_failed: bool = False
+    dask: str | None = None
 
     @property
     def resolved_split(self) -> str:
@@ -171,86 +182,228 @@ def _failed(video: DecodedVideo) -> VideoResult:
     return VideoResult(video.index, None, None, video.num_frames, video.reason)
 
 
-def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
-    """Extract every video of the dataset split that the store does not hold yet."""
-    progress = progress or NullProgress()
-    _check(cfg)
-    clips, crops = parse_views(cfg.resolved_views)
-    dataset = load_dataset(cfg.dataset, cfg.resolved_split, cfg.list_file, cfg.labels_file)
-    root = _video_root(cfg, dataset)
-    clip = build_clip(cfg.model, cfg.pretrained, cfg.device, cfg.seed)
-    store = open_store(cfg, clip, dataset)
-    todo = [int(v) for v in store.todo(retry_failed=cfg.retry_failed)]
-    batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
-    workers = default_workers() if cfg.decode_workers is None else cfg.decode_workers
+def _done(video: DecodedVideo, embeddings) -> VideoResult:
+    return VideoResult(video.index, embeddings, video.frame_indices, video.num_frames)
 
-    started = time.perf_counter()
-    done = failed = 0
-    progress.start(len(todo), f"extract {dataset.name}/{dataset.split}")
-    writer = ChunkWriter(store, todo)
-    encoder = BatchedEncoder(clip, batch_size)
-    frame_indices: dict[int, DecodedVideo] = {}  # decoded videos whose embeddings are pending
-    tasks = (
+
+def _tasks(cfg: ExtractConfig, store: FeatureStore, root: Path, size: int, todo) -> list:
+    clips, crops = parse_views(cfg.resolved_views)
+    return [
         DecodeTask(
             index=v,
             path=str(root / store.video_ids[v]),
             frames=cfg.frames,
             clips=clips,
             crops=crops,
-            size=clip.preprocess.size,
+            size=size,
             mode=cfg.sampling,
             seed=cfg.seed,
             backend=cfg.decoder,
         )
         for v in todo
-    )
-    remaining = len(todo)
+    ]
 
-    def finish(encoded: list) -> None:
-        nonlocal done
+
+@dataclass
+class _Counts:
+    done: int = 0
+    failed: int = 0
+    images: int = 0
+
+
+def _extract_local(
+    store: FeatureStore,
+    clip: ClipEncoder,
+    tasks: list[DecodeTask],
+    workers: int,
+    batch_size: int,
+    timeout_s: float,
+    progress: Progress,
+) -> _Counts:
+    """Decode in a process pool, encode here in fixed-size batches, write whole chunks."""
+    counts = _Counts()
+    writer = ChunkWriter(store, [task.index for task in tasks])
+    encoder = BatchedEncoder(clip, batch_size)
+    decoded: dict[int, DecodedVideo] = {}  # videos waiting for their embeddings
+
+    def write_encoded(encoded: list) -> None:
         for index, embeddings in encoded:
-            video = frame_indices.pop(index)
-            writer.add(VideoResult(index, embeddings, video.frame_indices, video.num_frames))
-            done += 1
+            writer.add(_done(decoded.pop(index), embeddings))
+            counts.done += 1
             progress.update(done=1, frames=embeddings.shape[0] * embeddings.shape[1])
 
-    with DecodePool(workers, cfg.decode_timeout) as pool:
-        for task in tasks:  # keep the pool full; collect results whenever it is
+    def take(videos) -> None:
+        for video in videos:
+            if not video.ok:
+                writer.add(_failed(video))
+                counts.failed += 1
+                progress.update(failed=1)
+                continue
+            decoded[video.index] = video
+            write_encoded(encoder.add(video.index, video.views))
+
+    with DecodePool(workers, timeout_s) as pool:
+        for task in tasks:
             pool.submit(task)
-            while pool.inflight >= pool.capacity:
-                remaining -= _collect(pool, writer, encoder, frame_indices, finish, progress)
+            while pool.inflight >= pool.capacity:  # keep every worker busy, never more
+                take(pool.results(timeout_s=1.0))
         while pool.inflight:
-            remaining -= _collect(pool, writer, encoder, frame_indices, finish, progress)
-        finish(encoder.flush())
-    failed = len(todo) - done
-    progress.finish()
+            take(pool.results(timeout_s=1.0))
+    write_encoded(encoder.flush())
+    counts.images = encoder.images_encoded
+    return counts
+
+
+# --------------------------------------------------------------------- dask.distributed
+
+_WORKER_CLIPS: dict[tuple, ClipEncoder] = {}  # one CLIP per dask worker process, built once
+
+
+def _worker_clip(model: str, pretrained: str, device: str, seed: int) -> ClipEncoder:
+    key = (model, pretrained, device, seed)
+    if key not in _WORKER_CLIPS:
+        clip = build_clip(model, pretrained, device, seed)
+        if clip.device.type == "cpu":
+            torch.set_num_threads(1)  # one core per dask worker thread
+        _WORKER_CLIPS[key] = clip
+    return _WORKER_CLIPS[key]
+
+
+def _decode_with_timeout(task: DecodeTask, timeout_s: float) -> DecodedVideo:
+    """decode_one in a helper thread; a decode that outlives the timeout is abandoned.
+
+    dask worker processes may not start children, so the pool's kill-on-timeout is not
+    available here; a stuck decoder thread is left behind and the video recorded as failed.
+    """
+    executor = ThreadPoolExecutor(max_workers=1)
+    future = executor.submit(decode_one, task)
+    try:
+        return future.result(timeout=timeout_s)
+    except FutureTimeout:
+        return DecodedVideo(task.index, None, None, 0, f"decode timed out after {timeout_s:g} s")
+    finally:
+        executor.shutdown(wait=False)
+
+
+def extract_chunk(
+    store: FeatureStore,
+    chunk: int,
+    tasks: list[DecodeTask],
+    clip_args: tuple[str, str, str, int],
+    batch_size: int,
+    timeout_s: float,
+) -> dict[str, int]:
+    """A dask task: decode, encode and write one whole chunk (its only writer)."""
+    clip = _worker_clip(*clip_args)
+    encoder = BatchedEncoder(clip, batch_size)
+    results: list[VideoResult] = []
+    decoded: dict[int, DecodedVideo] = {}
+    for task in tasks:
+        video = _decode_with_timeout(task, timeout_s)
+        if not video.ok:
+            results.append(_failed(video))
+            continue
+        decoded[video.index] = video
+        results += [_done(decoded.pop(i), emb) for i, emb in encoder.add(video.index, video.views)]
+    results += [_done(decoded.pop(i), emb) for i, emb in encoder.flush()]
+    store.write_chunk(chunk, results)
+    done = sum(not r.reason for r in results)
+    return {"done": done, "failed": len(results) - done, "images": encoder.images_encoded}
+
+
+def _dask_client(address: str):
+    """``local`` / ``local:N`` starts a LocalCluster of N one-thread workers; else connect."""
+    from dask.distributed import Client, LocalCluster
+
+    if address == "local" or address.startswith("local:"):
+        n = int(address.split(":", 1)[1]) if ":" in address else default_workers()
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, silence_logs=logging.ERROR
+        )
+        return Client(cluster), cluster
+    return Client(address), None
+
+
+def _extract_distributed(
+    cfg: ExtractConfig,
+    store: FeatureStore,
+    tasks: list[DecodeTask],
+    batch_size: int,
+    progress: Progress,
+) -> _Counts:
+    """One dask task per chunk of videos; workers write their chunks straight to the store."""
+    from dask.distributed import as_completed
+
+    by_chunk: dict[int, list[DecodeTask]] = {}
+    for task in tasks:
+        by_chunk.setdefault(store.chunk_of(task.index), []).append(task)
+    clip_args = (cfg.model, cfg.pretrained, cfg.device, cfg.seed)
+    counts = _Counts()
+    client, cluster = _dask_client(cfg.dask)
+    try:
+        futures = [
+            client.submit(
+                extract_chunk,
+                store,
+                chunk,
+                chunk_tasks,
+                clip_args,
+                batch_size,
+                cfg.decode_timeout,
+                pure=False,
+            )
+            for chunk, chunk_tasks in by_chunk.items()
+        ]
+        for future in as_completed(futures):
+            result = future.result()
+            counts.done += result["done"]
+            counts.failed += result["failed"]
+            counts.images += result["images"]
+            progress.update(done=result["done"], failed=result["failed"], frames=result["images"])
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return counts
+
+
+def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
+    """Extract every video of the dataset split that the store does not hold yet."""
+    progress = progress or NullProgress()
+    _check(cfg)
+    dataset = load_dataset(cfg.dataset, cfg.resolved_split, cfg.list_file, cfg.labels_file)
+    root = _video_root(cfg, dataset)
+    clip = build_clip(cfg.model, cfg.pretrained, cfg.device, cfg.seed)
+    store = open_store(cfg, clip, dataset)
+    tasks = _tasks(cfg, store, root, clip.preprocess.size, store.todo(cfg.retry_failed))
+    batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
+    workers = default_workers() if cfg.decode_workers is None else cfg.decode_workers
+
+    started = time.perf_counter()
+    progress.start(len(tasks), f"extract {dataset.name}/{dataset.split}")
+    try:
+        if cfg.dask:
+            counts = _extract_distributed(cfg, store, tasks, batch_size, progress)
+        else:
+            counts = _extract_local(
+                store, clip, tasks, workers, batch_size, cfg.decode_timeout, progress
+            )
+    finally:
+        progress.finish()
     store.consolidate()
     seconds = time.perf_counter() - started
     summary = store.summary()
     summary.update(
         store=str(cfg.out),
-        attempted=len(todo),
-        newly_done=done,
-        newly_failed=failed,
+        attempted=len(tasks),
+        newly_done=counts.done,
+        newly_failed=counts.failed,
         seconds=round(seconds, 3),
-        videos_per_s=round(len(todo) / seconds, 3) if seconds > 0 else 0.0,
-        frames_per_s=round(encoder.images_encoded / seconds, 1) if seconds > 0 else 0.0,
+        videos_per_s=round(len(tasks) / seconds, 3) if seconds > 0 else 0.0,
+        frames_per_s=round(counts.images / seconds, 1) if seconds > 0 else 0.0,
         decode_workers=workers,
         batch_size=batch_size,
         device=str(clip.device),
+        dask=cfg.dask,
     )
     return summary
-
-
-def _collect(pool, writer, encoder, pending, finish, progress) -> int:
-    """Take whatever the pool has finished: failures go straight to the writer."""
-    count = 0
-    for video in pool.results(timeout_s=1.0):
-        count += 1
-        if not video.ok:
-            writer.add(_failed(video))
-            progress.update(failed=1)
-            continue
-        pending[video.index] = video
-        finish(encoder.add(video.index, video.views))
-    return count

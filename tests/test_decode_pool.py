@@ -67,9 +67,10 @@ def test_pool_returns_every_task_once(videos):
 
 def test_timeout_fails_only_that_video_and_the_pool_recovers(videos):
     short, long = videos
-    with DecodePool(workers=1, timeout_s=0.2) as pool:
-        pool.submit(task(0, long, frames=64))  # decoding 1500 frames at 320x240 takes > 0.2 s
-        pool.submit(task(1, short))
+    with DecodePool(workers=1, timeout_s=0.001) as pool:
+        pool.submit(task(0, long, frames=64))  # no decode finishes within 1 ms
+        pool.timeout_s = 60
+        pool.submit(task(1, short))  # queued on the same worker, behind the doomed video
         results = collect(pool, 2)
     assert "timed out" in results[0].reason
     assert results[1].ok
