@@ -4,7 +4,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from mote.pipeline import _torchvision_shim
 
-_torchvision_shim.install()
+_torchvision_shim.install_hook()
 
 try:
     __version__ = version("mote")

@@ -13,7 +13,7 @@ from rich.table import Table
 from mote.cache_schema.errors import StoreError
 from mote.pipeline.config import build_config
 from mote.pipeline.console import RichProgress, stderr, stdout
-from mote.pipeline.errors import MoteError
+from mote.pipeline.errors import ConfigError, MoteError
 
 app = typer.Typer(
     name="mote",
@@ -132,6 +132,13 @@ def extract(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Retry videos that failed before.")
     ] = False,
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            help="Encode with this run's CLIP: its model, and its tuned visual weights blended "
+            "0.99/0.01 with the original (spec 7.4), e.g. a run from import-reference."
+        ),
+    ] = None,
     dask: Annotated[
         str | None,
         typer.Option(
@@ -171,6 +178,7 @@ def extract(
         overwrite=overwrite or None,
         retry_failed=retry_failed or None,
         dask=dask,
+        run=run,
     )
     summary = stage.run(cfg, RichProgress())
     if as_json:
@@ -194,12 +202,237 @@ def info(
         _print_summary_table(summary, str(store))
 
 
+def _parse_floats(text: str | None, count: int, option: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        raise ConfigError(f"{option} '{text}': expected {count} comma-separated numbers")
+    return values
+
+
+@app.command("train-temporal")
+def train_temporal(
+    train: Annotated[Path, typer.Option(help="Feature store to train on (mote extract).")],
+    out: Annotated[Path, typer.Option(help="Run folder to create.")],
+    val: Annotated[
+        Path | None, typer.Option(help="Feature store to validate on each epoch and at the end.")
+    ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="mote, transformer (Text4Vis baseline: one FFN per layer, CE only) or "
+            "meanpool (CLIP mean pooling). [default: mote]"
+        ),
+    ] = None,
+    experts: Annotated[int | None, typer.Option(help="Experts per layer N. [default: 4]")] = None,
+    layers: Annotated[
+        int | None, typer.Option(help="Temporal layers. [default: 4 for D=512, 6 for D=768]")
+    ] = None,
+    heads: Annotated[int | None, typer.Option(help="Attention heads. [default: D // 64]")] = None,
+    routing: Annotated[
+        str | None,
+        typer.Option(
+            help="Training routing (Table 2d/2a): multinomial, uniform, fixed, all. "
+            "[default: multinomial]"
+        ),
+    ] = None,
+    expert_init: Annotated[
+        str | None, typer.Option(help="different or same (Table 2a). [default: different]")
+    ] = None,
+    inference: Annotated[
+        str | None,
+        typer.Option(
+            help="Test-time experts (Table 2c): merge, ensemble, random. [default: merge]"
+        ),
+    ] = None,
+    wmr: Annotated[
+        bool | None, typer.Option("--wmr/--no-wmr", help="Weight Merging Regularization pass.")
+    ] = None,
+    wmr_beta: Annotated[
+        float | None, typer.Option(help="WMR temperature base beta. [default: 0.6]")
+    ] = None,
+    wmr_temperatures: Annotated[
+        str | None,
+        typer.Option(
+            help="discrete (spec set), point (always +inf), normal, uniform "
+            "(Tables 2e, 7f). [default: discrete]"
+        ),
+    ] = None,
+    wmr_loss: Annotated[
+        str | None, typer.Option(help="ce, kl or mse (Table 7c). [default: ce]")
+    ] = None,
+    mse: Annotated[bool | None, typer.Option("--mse/--no-mse", help="The 0.1 x MSE term.")] = None,
+    loss_weights: Annotated[
+        str | None, typer.Option(help="CE,WMR,MSE weights. [default: 1,0.5,0.1]")
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="[default: 30 for D=512, 20 for D=768 (spec 7)]")
+    ] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(help="[default: 5]")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Videos per step. [default: 192 for D=512, 144 for D=768]")
+    ] = None,
+    micro_batches: Annotated[
+        int | None,
+        typer.Option(
+            help="Micro-batches per step, each with its own routing draw (emulates "
+            "the reference's 3 GPUs). [default: 3]"
+        ),
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Temporal module lr. [default: 5e-5]")] = None,
+    clip_lr_ratio: Annotated[
+        float | None,
+        typer.Option(help="logit-scale lr = lr x ratio. [default: 0.07 (D=512), 0.06 (D=768)]"),
+    ] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="[default: 0.2]")] = None,
+    tfm: Annotated[
+        bool | None, typer.Option("--tfm/--no-tfm", help="TFM in the final evaluation.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda. [default: auto]")] = None,
+    memory_gb: Annotated[
+        float | None,
+        typer.Option(
+            help="Stream the store chunk by chunk when it is larger than this. "
+            "[default: half the RAM]"
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")
+    ] = False,
+    stop_after_epochs: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many epochs (continue later with --resume)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Stage two: train MoTE (or a baseline) on cached features, then evaluate close-set."""
+    from mote.stages import train_temporal as stage
+
+    cfg = build_config(
+        stage.TrainConfig,
+        config,
+        train=train,
+        out=out,
+        val=val,
+        arch=arch,
+        experts=experts,
+        layers=layers,
+        heads=heads,
+        routing=routing,
+        expert_init=expert_init,
+        inference=inference,
+        wmr=wmr,
+        wmr_beta=wmr_beta,
+        wmr_temperatures=wmr_temperatures,
+        wmr_loss=wmr_loss,
+        mse=mse,
+        loss_weights=_parse_floats(loss_weights, 3, "--loss-weights"),
+        epochs=epochs,
+        warmup_epochs=warmup_epochs,
+        batch_size=batch_size,
+        micro_batches=micro_batches,
+        lr=lr,
+        clip_lr_ratio=clip_lr_ratio,
+        weight_decay=weight_decay,
+        tfm=tfm,
+        seed=seed,
+        device=device,
+        memory_gb=memory_gb,
+        resume=resume or None,
+        stop_after_epochs=stop_after_epochs,
+    )
+    metrics = stage.run(cfg, RichProgress())
+    if as_json:
+        print(json.dumps(metrics))
+    else:
+        _print_metrics(metrics, f"run {cfg.out}")
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            value = f"{value:.2f}"
+        table.add_row(key, str(value))
+    stdout.print(table)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Option(help="Run folder (train-temporal or import-reference).")],
+    store: Annotated[Path, typer.Option(help="Feature store to score (any view layout).")],
+    tfm: Annotated[
+        bool, typer.Option("--tfm/--no-tfm", help="Temporal Feature Modulation.")
+    ] = True,
+    best: Annotated[
+        bool, typer.Option("--best", help="Use the best-validation weights, not the last.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option(help="Write per-video scores, per-view logits and rho (.safetensors/.npz)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Close-set top-1/top-5 of a run on a store, fusing every view the store holds."""
+    from mote.stages import evaluate as stage
+
+    result = stage.run(stage.EvaluateConfig(run, store, tfm, best, device, save_predictions))
+    if as_json:
+        print(json.dumps(result))
+    else:
+        _print_metrics(result, f"evaluate {run} on {store}")
+
+
+@app.command("import-reference")
+def import_reference(
+    ckpt: Annotated[
+        Path,
+        typer.Argument(
+            help="MoTE_B16.pt / MoTE_L14.pt or a reference last_model.pt / model_best.pt."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Run folder to create.")],
+    head_only: Annotated[
+        bool,
+        typer.Option(
+            "--head-only",
+            help="Import only the temporal module and text bank; CLIP "
+            "visual weights then come from --model/--pretrained.",
+        ),
+    ] = False,
+    model: Annotated[
+        str, typer.Option(help="The original CLIP: ViT-B-16 or ViT-L-14.")
+    ] = "ViT-B-16",
+    pretrained: Annotated[
+        str, typer.Option(help="Its weights (text tower, test-time blend).")
+    ] = "openai",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Convert a checkpoint of the reference implementation into a run folder."""
+    from mote.stages import import_reference as stage
+
+    result = stage.run(ckpt, out, head_only=head_only, model=model, pretrained=pretrained)
+    if as_json:
+        print(json.dumps(result))
+    else:
+        _print_metrics(result, f"imported {ckpt}")
+        stdout.print(f"next: mote extract --run {out} ... then mote evaluate --run {out} ...")
+
+
 @app.command()
 def demo(
     workdir: Annotated[
         Path | None, typer.Option(help="Where to write videos and stores. [default: ./mote-demo]")
     ] = None,
-    videos_per_class: Annotated[int | None, typer.Option(help="[default: 16]")] = None,
+    videos_per_class: Annotated[int | None, typer.Option(help="[default: 24]")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs. [default: 100]")] = None,
     seed: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -207,10 +440,14 @@ def demo(
     from mote.stages import demo as stage
 
     cfg = build_config(
-        stage.DemoConfig, config, workdir=workdir, videos_per_class=videos_per_class, seed=seed
+        stage.DemoConfig,
+        config,
+        workdir=workdir,
+        videos_per_class=videos_per_class,
+        epochs=epochs,
+        seed=seed,
     )
-    result = stage.run(cfg, RichProgress(), stdout)
-    _print_summary_table(result["info"], f"mote info {result['store']}")
+    stage.run(cfg, RichProgress(), stdout)
 
 
 def main() -> None:

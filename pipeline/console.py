@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -43,6 +41,12 @@ class RichProgress:
     """The ``Progress`` protocol drawn with rich on stderr."""
 
     def __init__(self, console: Console = stderr) -> None:
+        self._console = console
+        self._progress: Progress | None = None
+        self._task = None
+
+    def start(self, total: int, label: str) -> None:
+        """A fresh bar per stage, so one RichProgress can serve several stages in a row."""
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -51,13 +55,9 @@ class RichProgress:
             _FailedColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=console,
+            console=self._console,
             transient=False,
         )
-        self._task = None
-        self._started = time.perf_counter()
-
-    def start(self, total: int, label: str) -> None:
         self._progress.start()
         self._task = self._progress.add_task(label, total=total, failed=0, frames=0)
 
@@ -71,7 +71,9 @@ class RichProgress:
         )
 
     def message(self, text: str) -> None:
-        self._progress.console.print(text)
+        (self._progress.console if self._progress else self._console).print(text)
 
     def finish(self) -> None:
-        self._progress.stop()
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -1,58 +1,152 @@
 """``mote demo``: the whole pipeline on generated videos of moving shapes with ``mote-tiny``.
 
 The classes differ by motion direction (and shape), so temporal order matters: mean pooling of
-frame features cannot tell "moving left" from "moving right". Everything runs on the CPU.
+frame features cannot tell "moving left" from "moving right", a temporal module can. Everything
+runs on the CPU with a randomly initialised tiny CLIP, in a few minutes on 2 cores.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.synthetic import write_motion_dataset
-from mote.stages import extract, info
+from mote.stages import evaluate, extract, info, train_temporal
 
 
 @dataclass(frozen=True)
 class DemoConfig:
     workdir: Path = Path("mote-demo")
-    videos_per_class: int = 16
+    videos_per_class: int = 24
+    epochs: int = 100
     seed: int = 0
     decode_workers: int | None = None
 
 
-def run(cfg: DemoConfig, progress: Progress | None = None, console: Console | None = None) -> dict:
-    """Generate the demo videos, extract them with mote-tiny and show the store."""
-    progress = progress or NullProgress()
-    console = console or Console(quiet=True)
-    started = time.perf_counter()
-    videos = cfg.workdir / "videos"
-    console.print(f"[bold]1/2[/] writing demo videos to {videos}")
-    data = write_motion_dataset(videos, videos_per_class=cfg.videos_per_class, seed=cfg.seed)
-    console.print(f"    {len(data.class_names)} classes: {', '.join(data.class_names)}")
-    store = cfg.workdir / "features.zarr"
-    console.print(f"[bold]2/2[/] extracting CLIP (mote-tiny) frame features to {store}")
-    summary = extract.run(
+def split_list(list_file: Path, every: int = 4) -> tuple[Path, Path]:
+    """Every ``every``-th video of each class goes to validation, the rest to training."""
+    train, val = [], []
+    seen: dict[str, int] = {}
+    for line in list_file.read_text().splitlines():
+        label = line.rsplit(" ", 1)[1]
+        seen[label] = seen.get(label, 0) + 1
+        (val if seen[label] % every == 0 else train).append(line)
+    train_file, val_file = list_file.with_name("train.txt"), list_file.with_name("val.txt")
+    train_file.write_text("\n".join(train) + "\n")
+    val_file.write_text("\n".join(val) + "\n")
+    return train_file, val_file
+
+
+def _extract(
+    data, list_file: Path, out: Path, views: str, sampling: str, cfg: DemoConfig, progress: Progress
+) -> dict:
+    return extract.run(
         extract.ExtractConfig(
             dataset="list",
-            out=store,
+            out=out,
             root=data.root,
-            list_file=data.list_file,
+            list_file=list_file,
             labels_file=data.labels_file,
             model="mote-tiny",
             pretrained="none",
             frames=8,
-            views="1x1",
+            views=views,
+            sampling=sampling,
             seed=cfg.seed,
             device="cpu",
             decode_workers=cfg.decode_workers,
+            split=list_file.stem,
+            overwrite=True,
         ),
         progress,
     )
+
+
+def _train(arch: str, train: Path, val: Path, out: Path, cfg: DemoConfig, progress) -> dict:
+    if out.exists():
+        shutil.rmtree(out)
+    return train_temporal.run(
+        train_temporal.TrainConfig(
+            train=train,
+            val=val,
+            out=out,
+            arch=arch,
+            layers=2,
+            epochs=cfg.epochs,
+            warmup_epochs=5,
+            batch_size=32,
+            micro_batches=1,
+            lr=1e-3,
+            clip_lr_ratio=1.0,
+            seed=cfg.seed,
+            device="cpu",
+        ),
+        progress,
+    )
+
+
+def run(cfg: DemoConfig, progress: Progress | None = None, console: Console | None = None) -> dict:
+    """Generate videos, extract them, train MoTE and mean pooling, evaluate both."""
+    progress = progress or NullProgress()
+    console = console or Console(quiet=True)
+    started = time.perf_counter()
+    work = cfg.workdir
+    console.print(f"[bold]1/4[/] writing demo videos to {work / 'videos'}")
+    data = write_motion_dataset(
+        work / "videos", videos_per_class=cfg.videos_per_class, seed=cfg.seed
+    )
+    train_list, val_list = split_list(data.list_file)
+    console.print(f"    {len(data.class_names)} classes: {', '.join(data.class_names)}")
+
+    console.print("[bold]2/4[/] extracting mote-tiny CLIP frame features (random weights)")
+    train_store, val_store = work / "train.zarr", work / "val.zarr"
+    _extract(data, train_list, train_store, "2x1", "train", cfg, progress)
+    _extract(data, val_list, val_store, "3x1", "eval", cfg, progress)
+
+    console.print("[bold]3/4[/] training MoTE and the mean-pooling baseline from the cache")
+    runs = {arch: work / "runs" / arch for arch in ("mote", "meanpool")}
+    trained = {
+        arch: _train(arch, train_store, val_store, path, cfg, progress)
+        for arch, path in runs.items()
+    }
+
+    console.print("[bold]4/4[/] evaluating (3 clips per video, fused)")
+    results = {
+        arch: evaluate.run(evaluate.EvaluateConfig(run=path, store=val_store, device="cpu"))
+        for arch, path in runs.items()
+    }
+    table = Table(title="mote demo: close-set top-1 on held-out videos")
+    for column in ("arch", "top-1", "top-5", "videos", "trained params"):
+        table.add_column(column)
+    for arch, result in results.items():
+        params = "logit scale only" if arch == "meanpool" else f"{_params(runs[arch]):,}"
+        table.add_row(
+            arch, f"{result['top1']:.1f}", f"{result['top5']:.1f}", str(result["n_videos"]), params
+        )
+    console.print(table)
+    chance = 100.0 / len(data.class_names)
+    console.print(
+        f"chance is {chance:.1f}%; runs in {work / 'runs'}, stores {train_store}, {val_store}"
+    )
     seconds = time.perf_counter() - started
-    console.print(f"demo finished in {seconds:.1f} s; inspect the store with `mote info {store}`")
-    return {"extract": summary, "info": info.run(store), "store": str(store), "seconds": seconds}
+    console.print(f"demo finished in {seconds:.1f} s")
+    return {
+        "results": results,
+        "trained": trained,
+        "info": info.run(val_store),
+        "store": str(val_store),
+        "seconds": seconds,
+        "chance": chance,
+    }
+
+
+def _params(run: Path) -> int:
+    import json
+
+    return json.loads((run / "config.json").read_text())["params_merged"]

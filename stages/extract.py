@@ -33,6 +33,7 @@ from mote.pipeline.decode_pool import (
 from mote.pipeline.encoding import BatchedEncoder
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.run_clip import clip_for_run
 
 DEFAULT_SPLIT = {"k400": "val", "k600": "split1", "ucf101": "test1", "hmdb51": "test1"}
 DEFAULT_VIEWS = {"k600": "3x1", "ucf101": "3x1", "hmdb51": "3x1"}  # zero-shot protocol (spec 8.2)
@@ -64,6 +65,7 @@ class ExtractConfig:
     overwrite: bool = False
     retry_failed: bool = False
     dask: str | None = None
+    run: Path | None = None  # encode with this run's CLIP (tuned visual weights, spec 7.4 blend)
 
     @property
     def resolved_split(self) -> str:
@@ -98,6 +100,13 @@ def _check(cfg: ExtractConfig) -> None:
         raise ConfigError(f"--decode-timeout must be positive, got {cfg.decode_timeout}")
     if cfg.dataset != "list" and cfg.root is None:
         raise ConfigError(f"--root is required: the folder that holds the {cfg.dataset} videos")
+
+
+def _clip(cfg: ExtractConfig) -> ClipEncoder:
+    """The encoder: a run's CLIP (``--run``) or ``--model`` with ``--pretrained``."""
+    if cfg.run is None:
+        return build_clip(cfg.model, cfg.pretrained, cfg.device, cfg.seed)
+    return clip_for_run(cfg.run, cfg.device)
 
 
 def _video_root(cfg: ExtractConfig, dataset: DatasetSpec) -> Path:
@@ -215,9 +224,8 @@ def _extract_local(
     store: FeatureStore,
     clip: ClipEncoder,
     tasks: list[DecodeTask],
-    workers: int,
+    pool: DecodePool,
     batch_size: int,
-    timeout_s: float,
     progress: Progress,
 ) -> _Counts:
     """Decode in a process pool, encode here in fixed-size batches, write whole chunks."""
@@ -242,13 +250,12 @@ def _extract_local(
             decoded[video.index] = video
             write_encoded(encoder.add(video.index, video.views))
 
-    with DecodePool(workers, timeout_s) as pool:
-        for task in tasks:
-            pool.submit(task)
-            while pool.inflight >= pool.capacity:  # keep every worker busy, never more
-                take(pool.results(timeout_s=1.0))
-        while pool.inflight:
+    for task in tasks:
+        pool.submit(task)
+        while pool.inflight >= pool.capacity:  # keep every worker busy, never more
             take(pool.results(timeout_s=1.0))
+    while pool.inflight:
+        take(pool.results(timeout_s=1.0))
     write_encoded(encoder.flush())
     counts.images = encoder.images_encoded
     return counts
@@ -259,10 +266,15 @@ def _extract_local(
 _WORKER_CLIPS: dict[tuple, ClipEncoder] = {}  # one CLIP per dask worker process, built once
 
 
-def _worker_clip(model: str, pretrained: str, device: str, seed: int) -> ClipEncoder:
-    key = (model, pretrained, device, seed)
+def _worker_clip(
+    model: str, pretrained: str, device: str, seed: int, run: str | None = None
+) -> ClipEncoder:
+    key = (model, pretrained, device, seed, run)
     if key not in _WORKER_CLIPS:
-        clip = build_clip(model, pretrained, device, seed)
+        if run is None:
+            clip = build_clip(model, pretrained, device, seed)
+        else:
+            clip = clip_for_run(Path(run), device)
         if clip.device.type == "cpu":
             torch.set_num_threads(1)  # one core per dask worker thread
         _WORKER_CLIPS[key] = clip
@@ -289,7 +301,7 @@ def extract_chunk(
     store: FeatureStore,
     chunk: int,
     tasks: list[DecodeTask],
-    clip_args: tuple[str, str, str, int],
+    clip_args: tuple[str, str, str, int, str | None],
     batch_size: int,
     timeout_s: float,
 ) -> dict[str, int]:
@@ -337,7 +349,7 @@ def _extract_distributed(
     by_chunk: dict[int, list[DecodeTask]] = {}
     for task in tasks:
         by_chunk.setdefault(store.chunk_of(task.index), []).append(task)
-    clip_args = (cfg.model, cfg.pretrained, cfg.device, cfg.seed)
+    clip_args = (cfg.model, cfg.pretrained, cfg.device, cfg.seed, cfg.run and str(cfg.run))
     counts = _Counts()
     client, cluster = _dask_client(cfg.dask)
     try:
@@ -373,23 +385,22 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
     _check(cfg)
     dataset = load_dataset(cfg.dataset, cfg.resolved_split, cfg.list_file, cfg.labels_file)
     root = _video_root(cfg, dataset)
-    clip = build_clip(cfg.model, cfg.pretrained, cfg.device, cfg.seed)
-    store = open_store(cfg, clip, dataset)
-    tasks = _tasks(cfg, store, root, clip.preprocess.size, store.todo(cfg.retry_failed))
-    batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
     workers = default_workers() if cfg.decode_workers is None else cfg.decode_workers
-
-    started = time.perf_counter()
-    progress.start(len(tasks), f"extract {dataset.name}/{dataset.split}")
-    try:
-        if cfg.dask:
-            counts = _extract_distributed(cfg, store, tasks, batch_size, progress)
-        else:
-            counts = _extract_local(
-                store, clip, tasks, workers, batch_size, cfg.decode_timeout, progress
-            )
-    finally:
-        progress.finish()
+    # Start the decode workers first: they boot while the CLIP weights load.
+    with DecodePool(0 if cfg.dask else workers, cfg.decode_timeout) as pool:
+        clip = _clip(cfg)
+        store = open_store(cfg, clip, dataset)
+        tasks = _tasks(cfg, store, root, clip.preprocess.size, store.todo(cfg.retry_failed))
+        batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
+        started = time.perf_counter()
+        progress.start(len(tasks), f"extract {dataset.name}/{dataset.split}")
+        try:
+            if cfg.dask:
+                counts = _extract_distributed(cfg, store, tasks, batch_size, progress)
+            else:
+                counts = _extract_local(store, clip, tasks, pool, batch_size, progress)
+        finally:
+            progress.finish()
     store.consolidate()
     seconds = time.perf_counter() - started
     summary = store.summary()

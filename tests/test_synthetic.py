@@ -33,8 +33,11 @@ def test_numbered_frame_round_trip_and_ambiguous_frames():
 def test_default_classes_are_shape_by_direction_phrases():
     assert len(MOTION_CLASSES) == 8
     assert "circle moving left" in MOTION_CLASSES and "circle moving right" in MOTION_CLASSES
+    assert "square approaching" in MOTION_CLASSES and "square receding" in MOTION_CLASSES
     with pytest.raises(ValueError, match="moving"):
         write_motion_dataset("/nonexistent", classes=["triangle spinning"])
+    with pytest.raises(ValueError, match="approaching"):
+        write_motion_dataset("/nonexistent", classes=["circle moving sideways"])
 
 
 def test_motion_dataset_files_list_and_labels_agree(tmp_path):
@@ -109,3 +112,14 @@ def _leave_one_out_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
         guess = int(np.argmin([np.linalg.norm(features[i] - c) for c in centroids]))
         hits += guess == labels[i]
     return hits / len(labels)
+
+
+def test_approaching_grows_and_receding_is_its_reverse(tmp_path):
+    near = write_motion_dataset(tmp_path / "n", ["circle approaching"], videos_per_class=1, seed=4)
+    far = write_motion_dataset(tmp_path / "f", ["circle receding"], videos_per_class=1, seed=4)
+    grow = _frames(near.root / "circle_approaching/circle_approaching_000.mp4")
+    shrink = _frames(far.root / "circle_receding/circle_receding_000.mp4")
+    bright = [(frames > 128).mean(axis=(1, 2, 3)) for frames in (grow, shrink)]
+    assert bright[0][-1] > 3 * bright[0][0]  # the shape covers more of the frame as it nears
+    np.testing.assert_allclose(bright[0], bright[1][::-1], atol=0.01)
+    assert np.abs(grow.mean(axis=0) - shrink.mean(axis=0)).mean() < 2.0  # same mean frame

@@ -1,0 +1,100 @@
+"""Score cached features with a trained MoTE: per-view cosines, TFM rho, fused predictions.
+
+Shared by ``train-temporal`` (its final evaluation), ``evaluate`` and ``zeroshot``. Evaluation
+runs in fp32 without the logit scale (spec 8.1, pitfall 8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.metrics import fuse_views, topk_accuracy
+from mote.pipeline.mote_model import MoTE
+
+
+@dataclass
+class Scores:
+    """Everything an evaluation computed, per video and per view."""
+
+    video_ids: list[str]
+    labels: torch.Tensor  # (N,) int64
+    view_logits: torch.Tensor  # (N, V, C) cosine logits (TFM applied when on)
+    rho: torch.Tensor  # (N, V) TFM rho per view (1 when TFM is off)
+    fused: torch.Tensor  # (N, C) spec 8.1 fused class scores
+
+    def metrics(self) -> dict:
+        result = topk_accuracy(self.fused, self.labels)
+        result["n_videos"] = len(self.labels)
+        return result
+
+
+@torch.no_grad()
+def score_views(
+    model: MoTE,
+    embeddings: np.ndarray,
+    text: torch.Tensor,
+    tfm: bool,
+    device: torch.device | str = "cpu",
+    batch_videos: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine logits (N, V, C) and rho (N, V) for features (N, V, T, D), in batches of videos."""
+    model.eval().to(device)
+    text = torch.nn.functional.normalize(text.float().to(device), dim=-1)
+    n, v = embeddings.shape[:2]
+    logits = torch.empty(n, v, text.shape[0])
+    rho = torch.empty(n, v)
+    for start in range(0, n, batch_videos):
+        block = torch.from_numpy(np.asarray(embeddings[start : start + batch_videos]))
+        e = block.to(device=device, dtype=torch.float32)
+        b = e.shape[0]
+        flat_logits, flat_rho = model.predict(e.reshape(b * v, *e.shape[2:]), text, tfm=tfm)
+        logits[start : start + b] = flat_logits.reshape(b, v, -1).cpu()
+        rho[start : start + b] = flat_rho.reshape(b, v).cpu()
+    return logits, rho
+
+
+def score(
+    model: MoTE,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    video_ids: list[str],
+    text: torch.Tensor,
+    tfm: bool,
+    device: torch.device | str = "cpu",
+) -> Scores:
+    """Score every view, then fuse them as the reference does."""
+    if tfm and model.finetune_text.shape[0] == 0:
+        raise ConfigError(
+            "TFM needs the run's fine-tuning class text bank, and this run has none; "
+            "pass --no-tfm or use a run trained by mote train-temporal"
+        )
+    logits, rho = score_views(model, embeddings, text, tfm, device)
+    return Scores(
+        video_ids, torch.as_tensor(labels, dtype=torch.long), logits, rho, fuse_views(logits)
+    )
+
+
+def save_predictions(path: Path, scores: Scores, class_names: list[str]) -> None:
+    """Per-video fused scores, per-view logits and rho, ids and labels (safetensors or npz)."""
+    arrays = {
+        "fused_scores": scores.fused.numpy().astype(np.float32),
+        "view_logits": scores.view_logits.numpy().astype(np.float32),
+        "rho": scores.rho.numpy().astype(np.float32),
+        "labels": scores.labels.numpy().astype(np.int64),
+    }
+    path = Path(path)
+    if path.suffix == ".npz":
+        np.savez(
+            path, video_ids=np.array(scores.video_ids), class_names=np.array(class_names), **arrays
+        )
+    elif path.suffix == ".safetensors":
+        meta = {"video_ids": "\n".join(scores.video_ids), "class_names": "\n".join(class_names)}
+        save_file(arrays, str(path), metadata=meta)
+    else:
+        raise ConfigError(f"--save-predictions {path}: use a .safetensors or .npz file name")

@@ -1,0 +1,72 @@
+"""The CLIP that belongs to a run: the original weights, or the run's tuned visual tower.
+
+Runs that tuned CLIP (imported reference checkpoints, end-to-end fine-tuning) carry
+``clip.visual.*`` in their model file. Before every test the reference blends them with the
+original weights, 0.99 x tuned + 0.01 x original (spec 7.4); ``blend`` sets that factor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mote.pipeline.clip_model import ClipEncoder, build_clip, file_weights_id
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.run_folder import CLIP_PREFIX, CONFIG_FILE, MODEL_FILE, read_json
+
+TEST_BLEND = 0.99  # spec 7.4
+
+
+def run_clip_spec(run: Path) -> tuple[str, str]:
+    """(model, pretrained) of the CLIP a run was built on."""
+    config_file = Path(run) / CONFIG_FILE
+    if not config_file.is_file():
+        raise ConfigError(f"{run}: not a run folder (no {CONFIG_FILE})")
+    clip = read_json(config_file).get("clip") or {}
+    if not clip.get("model"):
+        raise ConfigError(f"{config_file}: records no CLIP model")
+    return clip["model"], clip.get("pretrained") or "openai"
+
+
+def tuned_visual(run: Path) -> dict[str, torch.Tensor]:
+    """The run's tuned visual weights (``visual.*`` names), empty when it has none."""
+    from safetensors import safe_open
+
+    file = Path(run) / MODEL_FILE
+    prefix = CLIP_PREFIX + "visual."
+    with safe_open(str(file), framework="pt", device="cpu") as handle:
+        names = [name for name in handle.keys() if name.startswith(prefix)]
+        return {name[len(CLIP_PREFIX) :]: handle.get_tensor(name) for name in names}
+
+
+def run_weights_id(run: Path, blend: float = TEST_BLEND) -> str | None:
+    """The weights identity a store made with this run's CLIP records (None: original CLIP)."""
+    if not tuned_visual(run):
+        return None
+    return f"run:{file_weights_id(Path(run) / MODEL_FILE)[7:]}:blend={blend:g}"
+
+
+def clip_for_run(run: Path, device: str = "auto", blend: float = TEST_BLEND) -> ClipEncoder:
+    """Build the run's CLIP; blend its tuned visual tower into the original when it has one."""
+    model, pretrained = run_clip_spec(run)
+    clip = build_clip(model, pretrained, device)
+    tuned = tuned_visual(run)
+    if not tuned:
+        return clip
+    original = clip.model.state_dict()
+    missing = sorted(set(tuned) - set(original))
+    if missing:
+        raise ConfigError(f"{run}: CLIP weights {missing[:3]} do not exist in {model}")
+    blended = {}
+    for name, value in tuned.items():
+        base = original[name]
+        if base.is_floating_point():
+            value = blend * value.to(base) + (1 - blend) * base
+        blended[name] = value.to(base.dtype)
+    clip.model.load_state_dict(blended, strict=False)
+    clip.weights_id = run_weights_id(run, blend) or clip.weights_id
+    clip.pretrained = f"run:{run}"
+    if hasattr(clip, "refresh_inference_copy"):
+        clip.refresh_inference_copy()
+    return clip

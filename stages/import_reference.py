@@ -1,0 +1,134 @@
+"""``mote import-reference``: turn a reference MoTE checkpoint into a mote run folder.
+
+Flow: read the checkpoint (``weights_only``, nothing executed), rebuild the temporal module with
+every key and shape checked, check the CLIP visual weights against the ``--model`` architecture,
+then write ``model.safetensors`` (MoTE state dict incl. ``logit_scale`` and the K400 text bank
+``finetune_text``; plus ``clip.visual.*`` unless ``head_only``) and ``config.json``. With
+``head_only`` evaluation uses the ``--pretrained`` CLIP visual weights instead of the fine-tuned
+ones; the run records which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import open_clip
+from torch import Tensor
+
+from mote.pipeline.clip_model import TINY_CONFIG, TINY_NAME
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.mote_model import MoTE
+from mote.pipeline.reference_import import (
+    CLIP_KEY,
+    TEMPORAL_KEY,
+    load_reference_checkpoint,
+    temporal_from_reference,
+    visual_from_reference,
+)
+from mote.pipeline.run_folder import CLIP_PREFIX, CONFIG_FILE, MODEL_FILE, save_model, write_json
+
+
+def run(
+    ckpt: Path,
+    out: Path,
+    head_only: bool = False,
+    model: str = "ViT-B-16",
+    pretrained: str = "openai",
+) -> dict:
+    """Write the run folder ``out``; return what ``--json`` prints."""
+    ckpt, out = Path(ckpt), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: already exists and is not an empty folder; pick a new one")
+    ref = load_reference_checkpoint(ckpt)
+    clip_state = visual_from_reference(ref[CLIP_KEY])
+    cfg, state, bank = temporal_from_reference(
+        ref[TEMPORAL_KEY], logit_scale=clip_state.pop("logit_scale", None)
+    )
+    check_visual(clip_state, model, cfg.dim, ckpt)
+    temporal = MoTE(cfg)
+    temporal.load_state_dict(state, strict=True)
+    extra: dict[str, Tensor] = {}
+    if not head_only:
+        extra = {CLIP_PREFIX + k: _float32(v) for k, v in clip_state.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    save_model(out / MODEL_FILE, temporal, extra)
+    params = {
+        "params_merged": temporal.num_params(merged=True),
+        "params_train": temporal.num_params(merged=False),
+    }
+    write_json(
+        out / CONFIG_FILE,
+        {
+            "arch": cfg.arch,
+            "model_config": dataclasses.asdict(cfg),
+            "clip": {"model": model, "pretrained": pretrained},
+            "source": "import-reference",
+            "checkpoint": str(ckpt),
+            **params,
+            "epoch": ref["epoch"],
+            "head_only": head_only,
+            "clip_weights": "pretrained" if head_only else "checkpoint",
+            "finetune_classes": int(bank.shape[0]),
+        },
+    )
+    return {
+        "out": str(out),
+        "arch": cfg.arch,
+        "dim": cfg.dim,
+        "layers": cfg.layers,
+        "experts": cfg.n_experts,
+        "heads": cfg.heads,
+        "epoch": ref["epoch"],
+        "finetune_classes": int(bank.shape[0]),
+        "clip_tensors": len(extra),
+        "head_only": head_only,
+        **params,
+    }
+
+
+def check_visual(visual: dict[str, Tensor], model: str, dim: int, ckpt: Path) -> None:
+    """The checkpoint's visual tower must be the ``--model`` architecture with output width D,
+    or evaluation would build one CLIP and load another's weights."""
+    cfg = TINY_CONFIG if model == TINY_NAME else open_clip.get_model_config(model)
+    if cfg is None:
+        raise ConfigError(
+            f"--model {model!r} is not an open_clip model name; the released checkpoints are "
+            "ViT-B-16 (MoTE_B16.pt) and ViT-L-14 (MoTE_L14.pt)"
+        )
+    vision = cfg["vision_cfg"]
+    patch, width, size = vision["patch_size"], vision["width"], vision["image_size"]
+    found = {
+        "embedding width": _shape(visual, "visual.proj", 1),
+        "visual width": _shape(visual, "visual.conv1.weight", 0),
+        "patch size": _shape(visual, "visual.conv1.weight", 3),
+        "visual layers": len(
+            {k.split(".")[3] for k in visual if k.startswith("visual.transformer.resblocks.")}
+        ),
+        "positions": _shape(visual, "visual.positional_embedding", 0),
+    }
+    want = {
+        "embedding width": cfg["embed_dim"],
+        "visual width": width,
+        "patch size": patch,
+        "visual layers": vision["layers"],
+        "positions": (size // patch) ** 2 + 1,
+    }
+    wrong = [f"{k} {found[k]} vs {want[k]}" for k in want if found[k] != want[k]]
+    if cfg["embed_dim"] != dim:
+        wrong.append(f"temporal module width {dim} vs {cfg['embed_dim']}")
+    if wrong:
+        raise ConfigError(
+            f"{ckpt}: its CLIP weights do not fit --model {model} ({'; '.join(wrong)}); "
+            "pass --model ViT-B-16 for MoTE_B16.pt or ViT-L-14 for MoTE_L14.pt"
+        )
+
+
+def _shape(state: dict[str, Tensor], key: str, axis: int) -> Any:
+    tensor = state.get(key)
+    return None if tensor is None or tensor.ndim <= axis else int(tensor.shape[axis])
+
+
+def _float32(t: Tensor) -> Tensor:
+    return t.float().contiguous() if t.is_floating_point() else t.contiguous()

@@ -1,0 +1,447 @@
+"""Stage two, ``mote train-temporal``: train MoTE (or a baseline) on cached CLIP features.
+
+Reads the training store into memory once (or streams it chunk by chunk when it does not fit),
+trains with the spec's optimiser and schedule (section 7), validates every epoch, writes the run
+folder, then evaluates the final weights on the validation store with every view it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+
+from mote.cache_schema.store import FeatureStore
+from mote.pipeline import __version__
+from mote.pipeline.clip_model import resolve_device
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.evaluation import score
+from mote.pipeline.features import InMemoryFeatures, StreamingFeatures
+from mote.pipeline.mote_model import ARCHS, MoTE, MoTEConfig, default_config
+from mote.pipeline.plots import plot_curves
+from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.run_folder import (
+    BEST_FILE,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    CURVES_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    read_json,
+    save_model,
+    save_tensors,
+    write_atomic,
+    write_json,
+)
+
+# Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
+SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}
+RESUME_IGNORED = ("resume", "stop_after_epochs", "device")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of ``mote train-temporal``; None means "the spec's default for this store"."""
+
+    train: Path
+    out: Path
+    val: Path | None = None
+    arch: str = "mote"
+    experts: int = 4
+    layers: int | None = None
+    heads: int | None = None
+    routing: str = "multinomial"
+    expert_init: str = "different"
+    inference: str = "merge"
+    wmr: bool = True
+    wmr_beta: float = 0.6
+    wmr_temperatures: str = "discrete"
+    wmr_loss: str = "ce"
+    mse: bool = True
+    loss_weights: tuple[float, float, float] = (1.0, 0.5, 0.1)
+    tfm_k: int = 5
+    tfm_gamma: float = 0.05
+    epochs: int | None = None
+    warmup_epochs: float = 5.0
+    batch_size: int | None = None
+    micro_batches: int = 3
+    lr: float = 5e-5
+    clip_lr_ratio: float | None = None
+    weight_decay: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    tfm: bool = True
+    memory_gb: float | None = None
+    resume: bool = False
+    stop_after_epochs: int | None = None
+
+
+def resolve(cfg: TrainConfig, dim: int) -> TrainConfig:
+    """Fill the spec's per-backbone defaults (epochs, batch, CLIP lr ratio)."""
+    epochs, batch, ratio = SPEC_DEFAULTS.get(dim, SPEC_DEFAULTS[512])
+    return replace(
+        cfg,
+        epochs=cfg.epochs or epochs,
+        batch_size=cfg.batch_size or batch,
+        clip_lr_ratio=cfg.clip_lr_ratio if cfg.clip_lr_ratio is not None else ratio,
+    )
+
+
+def model_config(cfg: TrainConfig, dim: int) -> MoTEConfig:
+    overrides = dict(
+        arch=cfg.arch,
+        experts=cfg.experts,
+        routing=cfg.routing,
+        expert_init=cfg.expert_init,
+        inference=cfg.inference,
+        wmr=cfg.wmr,
+        wmr_beta=cfg.wmr_beta,
+        wmr_temperatures=cfg.wmr_temperatures,
+        wmr_loss=cfg.wmr_loss,
+        mse=cfg.mse,
+        loss_weights=tuple(cfg.loss_weights),
+        tfm_k=cfg.tfm_k,
+        tfm_gamma=cfg.tfm_gamma,
+    )
+    if cfg.layers is not None:
+        overrides["layers"] = cfg.layers
+    if cfg.heads is not None:
+        overrides["heads"] = cfg.heads
+    return default_config(dim, **overrides)
+
+
+def lr_factor(epoch: float, warmup: float, epochs: int) -> float:
+    """Spec 7: linear warm-up from 0, then cosine to 0 at the last epoch."""
+    if epoch < warmup:
+        return epoch / warmup
+    span = max(epochs - warmup, 1e-12)
+    return 0.5 * (1 + math.cos(math.pi * min((epoch - warmup) / span, 1.0)))
+
+
+def _check(cfg: TrainConfig) -> None:
+    if cfg.arch not in ARCHS:
+        raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
+    if cfg.micro_batches < 1:
+        raise ConfigError(f"--micro-batches must be >= 1, got {cfg.micro_batches}")
+    if cfg.stop_after_epochs is not None and cfg.stop_after_epochs < 1:
+        raise ConfigError("--stop-after-epochs must be >= 1")
+
+
+def open_stores(cfg: TrainConfig) -> tuple[FeatureStore, FeatureStore | None]:
+    """The training store, and a validation store that must match its model and classes."""
+    train = FeatureStore.open(cfg.train)
+    if cfg.val is None:
+        return train, None
+    t = train.spec
+    val = FeatureStore.open(
+        cfg.val, expect={"model": t.model, "weights_id": t.weights_id, "dim": t.dim}
+    )
+    if tuple(val.class_names) != tuple(train.class_names):
+        raise ConfigError(
+            f"{cfg.val}: its {len(val.class_names)} classes differ from the training store "
+            f"{cfg.train} ({len(train.class_names)} classes, first difference: "
+            f"{_first_difference(train.class_names, val.class_names)}); close-set validation "
+            "needs the same classes in the same order"
+        )
+    return train, val
+
+
+def _first_difference(a, b) -> str:
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return f"class {i} is '{x}' vs '{y}'"
+    return f"{len(a)} vs {len(b)} classes"
+
+
+def feature_source(store: FeatureStore, memory_gb: float | None):
+    """In memory when the done features fit the budget (default: half the RAM), else streamed."""
+    spec = store.spec
+    n_bytes = store.n_videos * spec.views * spec.frames * spec.dim * 2
+    budget = (memory_gb * 2**30) if memory_gb else _ram_bytes() / 2
+    if n_bytes <= budget:
+        return InMemoryFeatures(store)
+    return StreamingFeatures(store, block_chunks=max(1, int(budget / 4 / _chunk_bytes(store))))
+
+
+def _chunk_bytes(store: FeatureStore) -> int:
+    s = store.spec
+    return max(1, store.chunk_videos * s.views * s.frames * s.dim * 2)
+
+
+def _ram_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def build_optimizer(model: MoTE, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW, weight decay on every parameter; logit_scale in the CLIP group (spec 6, 7)."""
+    temporal = [p for n, p in model.named_parameters() if n != "logit_scale" and p.requires_grad]
+    groups = []
+    if temporal:
+        groups.append({"params": temporal, "base_lr": cfg.lr})
+    groups.append({"params": [model.logit_scale], "base_lr": cfg.lr * cfg.clip_lr_ratio})
+    for group in groups:
+        group["lr"] = 0.0
+    return torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    return optimizer.param_groups[0]["lr"]
+
+
+# ------------------------------------------------------------------------------ checkpoint
+
+
+def save_checkpoint(path: Path, model, optimizer, generator, rng, epoch, best, scaler) -> None:
+    """Everything --resume needs to continue exactly: weights, optimiser, random state."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state = optimizer.state_dict()
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value)
+    tensors["generator"] = generator.get_state()
+    meta = {
+        "epoch": str(epoch),
+        "best": json.dumps(best),
+        "param_groups": json.dumps(state["param_groups"]),
+        "numpy_rng": json.dumps(rng.bit_generator.state),
+        "scaler": json.dumps(scaler.state_dict() if scaler is not None else {}),
+    }
+    save_tensors(path, tensors, meta)
+
+
+def load_checkpoint(path: Path, model, optimizer, generator, rng, scaler) -> tuple[int, dict]:
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        meta = handle.metadata()
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict = {"state": {}, "param_groups": json.loads(meta["param_groups"])}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, slot = name.split(".", 2)
+            state["state"].setdefault(int(index), {})[slot] = value
+    optimizer.load_state_dict(state)
+    generator.set_state(tensors["generator"])
+    rng.bit_generator.state = json.loads(meta["numpy_rng"])
+    if scaler is not None and json.loads(meta["scaler"]):
+        scaler.load_state_dict(json.loads(meta["scaler"]))
+    return int(meta["epoch"]), json.loads(meta["best"])
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def _train_epoch(model, optimizer, source, text, cfg, epoch, generator, rng, scaler, device):
+    model.train()
+    n = len(source)
+    iters = max(1, math.ceil(n / cfg.batch_size))
+    sums = {"total": 0.0, "ce": 0.0, "wmr": 0.0, "mse": 0.0}
+    correct = seen = 0
+    lr = optimizer.param_groups[0]["lr"]
+    for i, (features, labels) in enumerate(source.batches(cfg.batch_size, rng)):
+        if i == 0 or (i + 1) % 10 == 0:  # spec 7: lr stepped in blocks of 10 iterations
+            lr = _set_lr(optimizer, lr_factor(epoch + i / iters, cfg.warmup_epochs, cfg.epochs))
+        optimizer.zero_grad(set_to_none=True)
+        parts = np.array_split(np.arange(len(labels)), min(cfg.micro_batches, len(labels)))
+        for part in parts:  # one routing / temperature draw per micro-batch (spec 3.1)
+            e = torch.from_numpy(features[part]).to(device=device, dtype=torch.float32)
+            y = torch.from_numpy(labels[part]).to(device)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=scaler is not None):
+                losses = model.training_losses(e, y, text, generator=generator)
+            loss = losses["total"] / len(parts)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            for key in sums:
+                sums[key] += float(losses[key]) * len(part)
+            correct += int((losses["logits"].argmax(dim=1) == y).sum())
+            seen += len(part)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+    stats = {f"loss_{k}" if k != "total" else "loss": v / max(seen, 1) for k, v in sums.items()}
+    stats.update(lr=lr, train_top1=100.0 * correct / max(seen, 1), videos=seen)
+    return stats
+
+
+@torch.no_grad()
+def _val_top1(model, features: InMemoryFeatures | None, text, device) -> float | None:
+    """Per-epoch validation: one view (the first), no TFM (spec 7)."""
+    if features is None:
+        return None
+    model.eval()
+    tops = []
+    for start in range(0, len(features), 1024):
+        e = torch.from_numpy(features.embeddings[start : start + 1024, 0]).to(device).float()
+        logits, _ = model.predict(e, text, tfm=False)
+        tops.append(logits.argmax(dim=1).cpu())
+    predicted = torch.cat(tops)
+    return 100.0 * (predicted == torch.from_numpy(features.labels)).float().mean().item()
+
+
+def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
+    """Train, validate per epoch, write the run folder and return the final metrics."""
+    progress = progress or NullProgress()
+    _check(cfg)
+    train_store, val_store = open_stores(cfg)
+    spec = train_store.spec
+    cfg = resolve(cfg, spec.dim)
+    device = resolve_device(cfg.device)
+    mcfg = model_config(cfg, spec.dim)
+    out = cfg.out
+    resuming = cfg.resume and (out / CHECKPOINT_FILE).is_file()
+    if not cfg.resume and (out / CONFIG_FILE).exists():
+        raise ConfigError(
+            f"{out}: a run folder already exists; pass --resume to continue it or "
+            "choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(cfg.seed)
+    model = MoTE(mcfg).to(device)
+    text = torch.from_numpy(np.asarray(train_store.text_embeddings)).float().to(device)
+    model.set_finetune_text(text)
+    text = torch.nn.functional.normalize(text, dim=-1)
+    optimizer = build_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    rng = np.random.default_rng(cfg.seed)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+
+    run_config = {
+        "source": "train-temporal",
+        "tool_version": __version__,
+        "arch": mcfg.arch,
+        "train": {k: v for k, v in asdict(cfg).items()},
+        "model_config": asdict(mcfg),
+        "clip": {
+            "model": spec.model,
+            "pretrained": spec.pretrained,
+            "weights_id": spec.weights_id,
+            "dim": spec.dim,
+        },
+        "stores": {"train": str(cfg.train), "val": str(cfg.val) if cfg.val else None},
+        "train_sampling": {"frames": spec.frames, "views": spec.layout, "rule": spec.sampling},
+        "classes": list(train_store.class_names),
+        "params_merged": model.num_params(merged=True),
+        "params_train": model.num_params(merged=False),
+        "device": str(device),
+        "amp": scaler is not None,
+        "effective_batch": cfg.batch_size,
+        "micro_batch": math.ceil(cfg.batch_size / cfg.micro_batches),
+        "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its own "
+        "expert routing and WMR temperatures; their losses are averaged",
+    }
+    start_epoch, best = 0, {"top1": -1.0, "epoch": -1}
+    if resuming:
+        saved = read_json(out / CONFIG_FILE)
+        _check_resume(saved["train"], run_config["train"], out)
+        start_epoch, best = load_checkpoint(
+            out / CHECKPOINT_FILE, model, optimizer, generator, rng, scaler
+        )
+        _truncate_history(out / HISTORY_FILE, start_epoch)
+    write_json(out / CONFIG_FILE, run_config)
+
+    source = feature_source(train_store, cfg.memory_gb)
+    val_features = InMemoryFeatures(val_store) if val_store is not None else None
+    if len(source) == 0:
+        raise ConfigError(f"{cfg.train}: no video is done in this store; run `mote extract` first")
+    last_epoch = (
+        cfg.epochs
+        if cfg.stop_after_epochs is None
+        else min(cfg.epochs, start_epoch + cfg.stop_after_epochs)
+    )
+    progress.start(last_epoch - start_epoch, f"train {mcfg.arch} on {len(source)} videos")
+    for epoch in range(start_epoch, last_epoch):
+        started = time.perf_counter()
+        stats = _train_epoch(
+            model, optimizer, source, text, cfg, epoch, generator, rng, scaler, device
+        )
+        val_top1 = _val_top1(model, val_features, text, device)
+        seconds = time.perf_counter() - started
+        line = {
+            "epoch": epoch + 1,
+            **stats,
+            "val_top1": val_top1,
+            "seconds": round(seconds, 3),
+            "videos_per_s": round(stats["videos"] / seconds, 1),
+        }
+        with (out / HISTORY_FILE).open("a") as handle:
+            handle.write(json.dumps(line) + "\n")
+        save_model(out / MODEL_FILE, model)
+        if val_top1 is not None and val_top1 > best["top1"]:
+            best = {"top1": val_top1, "epoch": epoch + 1}
+            save_model(out / BEST_FILE, model)
+        save_checkpoint(
+            out / CHECKPOINT_FILE, model, optimizer, generator, rng, epoch + 1, best, scaler
+        )
+        progress.update(done=1)
+        if (epoch + 1) % max(1, cfg.epochs // 20) == 0 or epoch + 1 == last_epoch:
+            progress.message(_epoch_message(line, cfg.epochs))  # about 20 lines per run
+    progress.finish()
+    plot_curves(out / HISTORY_FILE, out / CURVES_FILE)
+    if last_epoch < cfg.epochs:
+        return {"run": str(out), "stopped_after_epoch": last_epoch, "epochs": cfg.epochs}
+    metrics = final_metrics(model, val_store, text, cfg, device)
+    metrics.update(
+        best_epoch=best["epoch"],
+        best_val_top1=best["top1"],
+        checkpoint="last",
+        epochs=cfg.epochs,
+        run=str(out),
+    )
+    write_json(out / METRICS_FILE, metrics)
+    return metrics
+
+
+def _epoch_message(line: dict, epochs: int) -> str:
+    val = f" val top-1 {line['val_top1']:.1f}" if line["val_top1"] is not None else ""
+    return (
+        f"epoch {line['epoch']}/{epochs} loss {line['loss']:.4f} (ce {line['loss_ce']:.4f} "
+        f"wmr {line['loss_wmr']:.4f} mse {line['loss_mse']:.4f}) lr {line['lr']:.2e}"
+        f"{val} {line['videos_per_s']:.0f} videos/s"
+    )
+
+
+def final_metrics(model, val_store, text, cfg: TrainConfig, device) -> dict:
+    """Close-set top-1/top-5 of the last weights on every view of the validation store."""
+    if val_store is None:
+        return {"top1": None, "top5": None, "views": None, "n_videos": 0}
+    indices, embeddings, labels = val_store.read_done()
+    ids = [val_store.video_ids[i] for i in indices]
+    scores = score(model, embeddings, labels, ids, text, cfg.tfm, device)
+    result = scores.metrics()
+    result.update(
+        views=val_store.spec.layout,
+        tfm=cfg.tfm,
+        store=str(cfg.val),
+        n_failed_skipped=int(val_store.n_videos - len(indices)),
+    )
+    return result
+
+
+def _check_resume(saved: dict, now: dict, out: Path) -> None:
+    diffs = [
+        f"{key}: {saved.get(key)!r} in the run, {now.get(key)!r} now"
+        for key in now
+        if key not in RESUME_IGNORED
+        and json.dumps(saved.get(key), default=str) != json.dumps(now.get(key), default=str)
+    ]
+    if diffs:
+        raise ConfigError(f"{out}: cannot resume with other settings ({'; '.join(diffs)})")
+
+
+def _truncate_history(path: Path, epochs: int) -> None:
+    """Drop history lines of epochs after the checkpoint (a run killed mid-epoch)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()][:epochs]
+    write_atomic(path, ("\n".join(lines) + "\n").encode() if lines else b"")

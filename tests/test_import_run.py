@@ -1,0 +1,111 @@
+"""A reference checkpoint with tuned CLIP weights: import it, extract with its CLIP, evaluate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from mote.cache_schema.errors import StoreMismatch
+from mote.pipeline.clip_model import build_clip
+from mote.pipeline.mote_model import MoTE, default_config
+from mote.stages import evaluate, extract, import_reference
+
+
+@pytest.fixture(scope="module")
+def imported_run(tmp_path_factory):
+    """A reference-layout checkpoint of mote-tiny whose visual tower was 'fine-tuned'."""
+    work = tmp_path_factory.mktemp("imported")
+    original = build_clip("mote-tiny", "none", device="cpu", seed=0)
+    g = torch.Generator().manual_seed(0)
+    tuned = {
+        k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+        for k, v in original.model.state_dict().items()
+        if k.startswith("visual.")
+    }
+    torch.manual_seed(1)
+    temporal = MoTE(default_config(64, layers=2))
+    temporal.set_finetune_text(torch.randn(400, 64))
+    state = temporal.state_dict()
+    fusion = {f"module.{k}": v for k, v in state.items() if k != "logit_scale"}
+    fusion["module.spe_cls_feature"] = fusion.pop("module.finetune_text")
+    ckpt = work / "MoTE_tiny.pt"
+    torch.save(
+        {
+            "epoch": 3,
+            "model_state_dict": {**tuned, "logit_scale": state["logit_scale"]},
+            "fusion_model_state_dict": fusion,
+            "optimizer_state_dict": {},
+        },
+        ckpt,
+    )
+    run = work / "run"
+    import_reference.run(ckpt, run, model="mote-tiny", pretrained="none")
+    return run, tuned, original
+
+
+def test_extract_with_the_run_uses_the_blended_tuned_weights(imported_run, motion_data, tmp_path):
+    run, tuned, original = imported_run
+    out = tmp_path / "run.zarr"
+    summary = extract.run(
+        extract.ExtractConfig(
+            dataset="list",
+            out=out,
+            root=motion_data.root,
+            list_file=motion_data.list_file,
+            labels_file=motion_data.labels_file,
+            run=run,
+            device="cpu",
+            limit=3,
+            decode_workers=0,
+        )
+    )
+    assert summary["n_done"] == 3
+    group = zarr.open_group(out, mode="r")
+    assert group.attrs["weights_id"].startswith("run:")
+    assert group.attrs["weights_id"].endswith("blend=0.99")
+
+    # the same frames through a CLIP with 0.99 * tuned + 0.01 * original by hand
+    by_hand = build_clip("mote-tiny", "none", device="cpu", seed=0)
+    base = original.model.state_dict()
+    by_hand.model.load_state_dict(
+        {k: 0.99 * v + 0.01 * base[k] if v.is_floating_point() else v for k, v in tuned.items()},
+        strict=False,
+    )
+    from mote.pipeline.decode_pool import DecodeTask, decode_one
+
+    video = decode_one(
+        DecodeTask(0, str(motion_data.root / str(group["video_ids"][0])), 8, 1, 1, 64)
+    )
+    expected = by_hand.encode_frames(torch.from_numpy(video.views[0])).to(torch.float16).numpy()
+    np.testing.assert_allclose(
+        group["embeddings"][0, 0].astype(np.float32), expected.astype(np.float32), atol=2e-3
+    )
+    plain = build_clip("mote-tiny", "none", device="cpu", seed=0)
+    differs = plain.encode_frames(torch.from_numpy(video.views[0])).to(torch.float16).numpy()
+    assert np.abs(differs.astype(np.float32) - expected.astype(np.float32)).max() > 1e-2
+
+    result = evaluate.run(evaluate.EvaluateConfig(run=run, store=out, device="cpu"))
+    assert result["n_videos"] == 3 and 0 <= result["top1"] <= 100
+
+
+def test_evaluate_refuses_a_store_made_with_the_original_clip(imported_run, motion_data, tmp_path):
+    run, _, _ = imported_run
+    out = tmp_path / "plain.zarr"
+    extract.run(
+        extract.ExtractConfig(
+            dataset="list",
+            out=out,
+            root=motion_data.root,
+            list_file=motion_data.list_file,
+            labels_file=motion_data.labels_file,
+            model="mote-tiny",
+            pretrained="none",
+            device="cpu",
+            limit=2,
+            decode_workers=0,
+        )
+    )
+    with pytest.raises(StoreMismatch, match="weights_id"):
+        evaluate.run(evaluate.EvaluateConfig(run=run, store=out, device="cpu"))
