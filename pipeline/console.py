@@ -24,8 +24,11 @@ class _RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         elapsed = task.elapsed or 0.0
+        unit = task.fields.get("unit", "videos")
         if elapsed <= 0:
-            return Text("-- videos/s", style="progress.data.speed")
+            return Text(f"-- {unit}/s", style="progress.data.speed")
+        if unit != "videos":
+            return Text(f"{task.completed / elapsed:.1f} {unit}/s", style="progress.data.speed")
         videos = task.completed / elapsed
         frames = task.fields.get("frames", 0) / elapsed
         return Text(f"{videos:.1f} videos/s {frames:.0f} frames/s", style="progress.data.speed")
@@ -33,6 +36,8 @@ class _RateColumn(ProgressColumn):
 
 class _FailedColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
+        if task.fields.get("unit", "videos") != "videos":
+            return Text("")
         failed = task.fields.get("failed", 0)
         return Text(f"{failed} failed", style="red" if failed else "dim")
 
@@ -45,7 +50,7 @@ class RichProgress:
         self._progress: Progress | None = None
         self._task = None
 
-    def start(self, total: int, label: str) -> None:
+    def start(self, total: int, label: str, unit: str = "videos") -> None:
         """A fresh bar per stage, so one RichProgress can serve several stages in a row."""
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -59,7 +64,7 @@ class RichProgress:
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task(label, total=total, failed=0, frames=0)
+        self._task = self._progress.add_task(label, total=total, failed=0, frames=0, unit=unit)
 
     def update(self, *, done: int = 0, failed: int = 0, frames: int = 0) -> None:
         task = self._progress.tasks[self._task]

@@ -50,7 +50,7 @@ def score_views(
     logits = torch.empty(n, v, text.shape[0])
     rho = torch.empty(n, v)
     for start in range(0, n, batch_videos):
-        block = torch.from_numpy(np.asarray(embeddings[start : start + batch_videos]))
+        block = torch.from_numpy(np.array(embeddings[start : start + batch_videos]))
         e = block.to(device=device, dtype=torch.float32)
         b = e.shape[0]
         flat_logits, flat_rho = model.predict(e.reshape(b * v, *e.shape[2:]), text, tfm=tfm)

@@ -215,7 +215,9 @@ class ExpertFFN(nn.Module):
 
     def merged_weights(self, coeffs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """phi = sum_i c_i theta_i for W_up, b_up, W_dn, b_dn, inside autograd (spec 4.3)."""
-        c = coeffs.to(self.fc_up[0].weight)
+        # Coefficients drawn on the CPU (WMR) stay Python floats: no host-to-device copy, no
+        # wait for the GPU; the stored inference coefficients are used where they live.
+        c = coeffs.tolist() if coeffs.device.type == "cpu" else coeffs.to(self.fc_up[0].weight)
 
         def merge(tensors: list[Tensor]) -> Tensor:
             merged = c[0] * tensors[0]

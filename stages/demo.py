@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.progress import NullProgress, Progress, Quiet
 from mote.pipeline.synthetic import write_motion_dataset
 from mote.stages import evaluate, extract, info, train_temporal
 
@@ -112,7 +112,7 @@ def run(cfg: DemoConfig, progress: Progress | None = None, console: Console | No
     console.print("[bold]3/4[/] training MoTE and the mean-pooling baseline from the cache")
     runs = {arch: work / "runs" / arch for arch in ("mote", "meanpool")}
     trained = {
-        arch: _train(arch, train_store, val_store, path, cfg, progress)
+        arch: _train(arch, train_store, val_store, path, cfg, Quiet(progress))
         for arch, path in runs.items()
     }
 

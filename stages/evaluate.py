@@ -50,7 +50,7 @@ def run(cfg: EvaluateConfig) -> dict:
     store = FeatureStore.open(cfg.store, expect=store_expectation(loaded))
     indices, embeddings, labels = store.read_done()
     ids = [store.video_ids[i] for i in indices]
-    text = torch.from_numpy(np.asarray(store.text_embeddings))
+    text = torch.from_numpy(np.array(store.text_embeddings))
     scores = score(loaded.model, embeddings, labels, ids, text, cfg.tfm, device)
     result = scores.metrics()
     result.update(

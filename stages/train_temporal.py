@@ -240,36 +240,57 @@ def load_checkpoint(path: Path, model, optimizer, generator, rng, scaler) -> tup
 # ------------------------------------------------------------------------------ training
 
 
+def train_step(model, optimizer, features, labels, text, micro_batches, generator, scaler):
+    """One optimiser step on a batch (torch tensors on the model's device).
+
+    The batch is split into ``micro_batches``, each with its own expert routing and WMR
+    temperatures (spec 3.1: the reference's GPUs draw independently); their mean losses are
+    averaged, as data-parallel training averages gradients. Returns summed loss terms and the
+    number of correct routed predictions as device tensors: nothing here waits for the GPU.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    zero = torch.zeros((), device=features.device)
+    sums = {"total": zero, "ce": zero, "wmr": zero, "mse": zero}
+    correct = zero
+    parts = torch.arange(len(labels)).tensor_split(min(micro_batches, len(labels)))
+    for part in parts:
+        e, y = features[part].float(), labels[part]
+        with torch.autocast("cuda", dtype=torch.float16, enabled=scaler is not None):
+            losses = model.training_losses(e, y, text, generator=generator)
+        loss = losses["total"] / len(parts)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        for key in sums:
+            sums[key] = sums[key] + losses[key].detach().float() * len(part)
+        correct = correct + (losses["logits"].argmax(dim=1) == y).sum()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return sums, correct
+
+
 def _train_epoch(model, optimizer, source, text, cfg, epoch, generator, rng, scaler, device):
     model.train()
-    n = len(source)
-    iters = max(1, math.ceil(n / cfg.batch_size))
-    sums = {"total": 0.0, "ce": 0.0, "wmr": 0.0, "mse": 0.0}
-    correct = seen = 0
+    iters = max(1, math.ceil(len(source) / cfg.batch_size))
+    sums = {key: torch.zeros((), device=device) for key in ("total", "ce", "wmr", "mse")}
+    correct, seen = torch.zeros((), device=device), 0
     lr = optimizer.param_groups[0]["lr"]
     for i, (features, labels) in enumerate(source.batches(cfg.batch_size, rng)):
         if i == 0 or (i + 1) % 10 == 0:  # spec 7: lr stepped in blocks of 10 iterations
             lr = _set_lr(optimizer, lr_factor(epoch + i / iters, cfg.warmup_epochs, cfg.epochs))
-        optimizer.zero_grad(set_to_none=True)
-        parts = np.array_split(np.arange(len(labels)), min(cfg.micro_batches, len(labels)))
-        for part in parts:  # one routing / temperature draw per micro-batch (spec 3.1)
-            e = torch.from_numpy(features[part]).to(device=device, dtype=torch.float32)
-            y = torch.from_numpy(labels[part]).to(device)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=scaler is not None):
-                losses = model.training_losses(e, y, text, generator=generator)
-            loss = losses["total"] / len(parts)
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            for key in sums:
-                sums[key] += float(losses[key]) * len(part)
-            correct += int((losses["logits"].argmax(dim=1) == y).sum())
-            seen += len(part)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        e = torch.from_numpy(features).to(device, non_blocking=True)
+        y = torch.from_numpy(labels).to(device, non_blocking=True)
+        step_sums, step_correct = train_step(
+            model, optimizer, e, y, text, cfg.micro_batches, generator, scaler
+        )
+        for key in sums:
+            sums[key] += step_sums[key]
+        correct += step_correct
+        seen += len(labels)
+    sums = {key: float(value) for key, value in sums.items()}  # one GPU sync per epoch
     stats = {f"loss_{k}" if k != "total" else "loss": v / max(seen, 1) for k, v in sums.items()}
-    stats.update(lr=lr, train_top1=100.0 * correct / max(seen, 1), videos=seen)
+    stats.update(lr=lr, train_top1=100.0 * float(correct) / max(seen, 1), videos=seen)
     return stats
 
 
@@ -308,7 +329,7 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
 
     torch.manual_seed(cfg.seed)
     model = MoTE(mcfg).to(device)
-    text = torch.from_numpy(np.asarray(train_store.text_embeddings)).float().to(device)
+    text = torch.from_numpy(np.array(train_store.text_embeddings)).float().to(device)
     model.set_finetune_text(text)
     text = torch.nn.functional.normalize(text, dim=-1)
     optimizer = build_optimizer(model, cfg)
@@ -359,7 +380,9 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         if cfg.stop_after_epochs is None
         else min(cfg.epochs, start_epoch + cfg.stop_after_epochs)
     )
-    progress.start(last_epoch - start_epoch, f"train {mcfg.arch} on {len(source)} videos")
+    progress.start(
+        last_epoch - start_epoch, f"train {mcfg.arch} on {len(source)} videos", unit="epochs"
+    )
     for epoch in range(start_epoch, last_epoch):
         started = time.perf_counter()
         stats = _train_epoch(
