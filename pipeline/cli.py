@@ -390,6 +390,102 @@ def evaluate(
         _print_metrics(result, f"evaluate {run} on {store}")
 
 
+@app.command()
+def zeroshot(
+    run: Annotated[Path, typer.Option(help="Run folder (train-temporal or import-reference).")],
+    dataset: Annotated[str, typer.Option(help="ucf101, hmdb51, k600 (3 splits each) or list.")],
+    store: Annotated[
+        list[Path],
+        typer.Option(
+            help="Feature store(s) holding the videos: one per split, or one made with "
+            "--split all; repeat the option for several."
+        ),
+    ],
+    split: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Standard datasets: evaluate only these splits. list: LIST:LABELS, "
+            "repeat once per split."
+        ),
+    ] = None,
+    tfm: Annotated[
+        bool,
+        typer.Option(
+            "--tfm/--no-tfm", help="Temporal Feature Modulation (K400 text bank as proxies)."
+        ),
+    ] = True,
+    allow_protocol_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--allow-protocol-mismatch",
+            help="Accept stores that are not 3x1 views of 8 frames with the evaluation sampling.",
+        ),
+    ] = False,
+    close_set_top1: Annotated[
+        float | None,
+        typer.Option(help="Close-set top-1 for the trade-off. [default: the run's metrics.json]"),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Per split: fused scores, per-view logits and rho (FILE_<split>.safetensors/.npz)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Zero-shot protocol: per split top-1/top-5, mean +- std, harmonic mean and trade-off."""
+    from mote.stages import zeroshot as stage
+
+    result = stage.run(
+        stage.ZeroShotConfig(
+            run=run,
+            dataset=dataset,
+            stores=tuple(store),
+            splits=tuple(split or ()),
+            tfm=tfm,
+            device=device,
+            allow_protocol_mismatch=allow_protocol_mismatch,
+            save_predictions=save_predictions,
+            close_set_top1=close_set_top1,
+        )
+    )
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(
+        title=f"zero-shot {dataset} ({result['views']} views, TFM {'on' if tfm else 'off'})"
+    )
+    for column in ("split", "classes", "top-1", "top-5", "videos", "missing"):
+        table.add_column(column)
+    for row in result["splits"]:
+        table.add_row(
+            row["split"],
+            str(row["classes"]),
+            f"{row['top1']:.2f}",
+            f"{row['top5']:.2f}",
+            str(row["n_videos"]),
+            str(row["n_missing"]),
+        )
+    table.add_row(
+        "mean +- std",
+        "",
+        f"{result['top1_mean']:.2f} +- {result['top1_std']:.2f}",
+        f"{result['top5_mean']:.2f}",
+        "",
+        "",
+    )
+    stdout.print(table)
+    if result.get("zs_hm") is not None:
+        line = f"zero-shot harmonic mean over the run's datasets: {result['zs_hm']:.2f}"
+        if result.get("tradeoff") is not None:
+            line += (
+                f"; trade-off with close-set top-1 {result['close_set_top1']:.2f}: "
+                f"{result['tradeoff']:.2f}"
+            )
+        stdout.print(line)
+
+
 @app.command("import-reference")
 def import_reference(
     ckpt: Annotated[
@@ -424,6 +520,32 @@ def import_reference(
     else:
         _print_metrics(result, f"imported {ckpt}")
         stdout.print(f"next: mote extract --run {out} ... then mote evaluate --run {out} ...")
+
+
+@app.command()
+def report(
+    runs: Annotated[
+        list[Path], typer.Argument(metavar="RUN", help="Run folders to compare (one or more).")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for report.md and PNGs.")] = Path("mote-report"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Markdown report and plots (curves, zero-shot bars, trade-off scatter) for runs."""
+    from mote.stages import report as stage
+
+    result = stage.run(stage.ReportConfig(tuple(runs), out))
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"report of {len(runs)} run(s)")
+    for column in ("run", "model", "close-set top-1", "HM ZS", "trade-off"):
+        table.add_column(column)
+    for row in result["runs"]:
+        cells = (row["top1"], row["zs_hm"], row["tradeoff"])
+        numbers = ["n/a" if v is None else f"{v:.2f}" for v in cells]
+        table.add_row(row["label"], row["switches"], *numbers)
+    stdout.print(table)
+    stdout.print(f"report: {result['report']} ({len(result['plots'])} plot(s) beside it)")
 
 
 @app.command()

@@ -208,14 +208,58 @@ def _files_for(
     raise AnnotationError(f"{name} has no split {split!r}; valid splits: {valid}")
 
 
+# The zero-shot protocol's splits (spec 8.2); split "all" is their union, so one store can serve
+# every split and a video shared by splits is encoded once.
+ZERO_SHOT_SPLITS: dict[str, tuple[str, ...]] = {
+    "ucf101": ("test1", "test2", "test3"),
+    "hmdb51": ("test1", "test2", "test3"),
+    "k600": ("split1", "split2", "split3"),
+}
+ALL_SPLITS = "all"
+
+
+def _union_of_splits(name: str) -> DatasetSpec:
+    """Every video of the protocol's splits once; classes are the union of their names (K600's
+    splits each have their own 160 of 217 names), labels re-indexed by name."""
+    parts = [load_dataset(name, split) for split in ZERO_SHOT_SPLITS[name]]
+    same = all(part.class_names == parts[0].class_names for part in parts)
+    names = (
+        parts[0].class_names if same else tuple(sorted({n for p in parts for n in p.class_names}))
+    )
+    index = {class_name: i for i, class_name in enumerate(names)}
+    items: dict[str, VideoItem] = {}
+    for part in parts:
+        for item in part.items:
+            label = index[part.class_names[item.label]]
+            known = items.setdefault(item.video_id, VideoItem(item.video_id, label))
+            if known.label != label:
+                raise AnnotationError(
+                    f"{name}: video {item.video_id} is '{names[known.label]}' in one split and "
+                    f"'{names[label]}' in another"
+                )
+    return DatasetSpec(
+        name=name,
+        split=ALL_SPLITS,
+        items=tuple(items.values()),
+        class_names=names,
+        labels_file=" + ".join(p.labels_file for p in parts) if not same else parts[0].labels_file,
+        list_file=" + ".join(p.list_file for p in parts),
+    )
+
+
 def load_dataset(
     name: str,
     split: str,
     list_file: str | os.PathLike[str] | None = None,
     labels_file: str | os.PathLike[str] | None = None,
 ) -> DatasetSpec:
-    """A dataset split from the shipped annotations, or from --list/--labels files."""
+    """A dataset split from the shipped annotations, or from --list/--labels files.
+
+    ``split="all"`` for ucf101, hmdb51 and k600 is the union of the zero-shot test splits.
+    """
     name = name.lower()
+    if split == ALL_SPLITS and name in ZERO_SHOT_SPLITS and list_file is None:
+        return _union_of_splits(name)
     list_src, labels_src = _files_for(
         name,
         split,

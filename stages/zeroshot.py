@@ -1,0 +1,156 @@
+"""``mote zeroshot``: the paper's zero-shot protocol (spec 8.2) on cached features.
+
+Each split is scored against its full class set with the run's model, TFM on (K400 text bank as
+the fine-tuning proxies) unless ``--no-tfm``, views fused as in close-set evaluation. Results
+go to ``RUN/zeroshot_<dataset>.json``; once the run holds results for several of UCF101,
+HMDB51 and K600, their harmonic mean (``zs_hm``) and the trade-off with the run's close-set
+top-1 are computed too (``RUN/zeroshot_summary.json``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mote.cache_schema.store import FeatureStore
+from mote.pipeline.clip_model import resolve_device
+from mote.pipeline.datasets import ZERO_SHOT_SPLITS, load_dataset
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.evaluation import save_predictions, score
+from mote.pipeline.metrics import harmonic_mean, mean_std, tradeoff
+from mote.pipeline.run_folder import METRICS_FILE, read_json, write_json
+from mote.pipeline.zeroshot import StoreIndex, protocol_problems
+from mote.stages.evaluate import store_expectation
+
+SUMMARY_FILE = "zeroshot_summary.json"
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig:
+    run: Path
+    dataset: str
+    stores: tuple[Path, ...]
+    splits: tuple[str, ...] = ()  # standard datasets: a subset of the protocol's; list: LIST:LABELS
+    tfm: bool = True
+    device: str = "auto"
+    allow_protocol_mismatch: bool = False
+    save_predictions: Path | None = None
+    close_set_top1: float | None = None
+    save: bool = True
+
+
+def _splits(cfg: ZeroShotConfig):
+    """(name, DatasetSpec) for every split the command evaluates."""
+    if cfg.dataset == "list":
+        if not cfg.splits:
+            raise ConfigError("--dataset list needs one --split LIST:LABELS per split")
+        out = []
+        for entry in cfg.splits:
+            list_file, sep, labels_file = entry.partition(":")
+            if not sep or not list_file or not labels_file:
+                raise ConfigError(f"--split {entry!r}: expected LIST:LABELS (two file paths)")
+            spec = load_dataset("list", Path(list_file).stem, list_file, labels_file)
+            out.append((Path(list_file).stem, spec))
+        return out
+    if cfg.dataset not in ZERO_SHOT_SPLITS:
+        raise ConfigError(
+            f"--dataset {cfg.dataset!r}: zero-shot protocols exist for "
+            f"{', '.join(ZERO_SHOT_SPLITS)} and list"
+        )
+    names = cfg.splits or ZERO_SHOT_SPLITS[cfg.dataset]
+    return [(name, load_dataset(cfg.dataset, name)) for name in names]
+
+
+def _open_stores(cfg: ZeroShotConfig, loaded) -> list[FeatureStore]:
+    expect = store_expectation(loaded)
+    stores = [FeatureStore.open(path, expect=expect) for path in cfg.stores]
+    if cfg.dataset != "list" and not cfg.allow_protocol_mismatch:
+        for path, store in zip(cfg.stores, stores, strict=True):
+            problems = protocol_problems(store)
+            if problems:
+                raise ConfigError(
+                    f"{path}: not the zero-shot protocol's sampling ({'; '.join(problems)}); "
+                    "extract with --views 3x1 --frames 8, or pass --allow-protocol-mismatch"
+                )
+    return stores
+
+
+def summarize(run: Path, close_set_top1: float | None = None) -> dict | None:
+    """zs_hm over the protocol datasets this run has results for, and the trade-off."""
+    means = {}
+    for name in ZERO_SHOT_SPLITS:
+        file = run / f"zeroshot_{name}.json"
+        if file.is_file():
+            means[name] = read_json(file)["top1_mean"]
+    if not means:
+        return None
+    if close_set_top1 is None and (run / METRICS_FILE).is_file():
+        close_set_top1 = read_json(run / METRICS_FILE).get("top1")
+    summary = {
+        "datasets": means,
+        "zs_hm": harmonic_mean(list(means.values())) if len(means) > 1 else None,
+        "close_set_top1": close_set_top1,
+        "tradeoff": None,
+        "complete": len(means) == len(ZERO_SHOT_SPLITS),
+    }
+    if summary["zs_hm"] is not None and close_set_top1:
+        summary["tradeoff"] = tradeoff(close_set_top1, summary["zs_hm"])
+    return summary
+
+
+def run(cfg: ZeroShotConfig) -> dict:
+    from mote.pipeline.run_folder import load_run
+
+    device = resolve_device(cfg.device)
+    loaded = load_run(cfg.run, device)
+    index = StoreIndex(_open_stores(cfg, loaded))
+    results = []
+    for name, dataset in _splits(cfg):
+        data = index.select(dataset)
+        if not data.video_ids:
+            raise ConfigError(
+                f"split {name}: none of its {len(dataset.items)} videos is done in "
+                f"the given stores; check --store and the video ids"
+            )
+        scores = score(
+            loaded.model, data.embeddings, data.labels, data.video_ids, data.text, cfg.tfm, device
+        )
+        metrics = scores.metrics()
+        results.append(
+            {
+                "split": name,
+                **metrics,
+                "n_missing": len(data.missing),
+                "classes": len(data.class_names),
+                "rho_mean": float(scores.rho.mean()),
+            }
+        )
+        if cfg.save_predictions is not None:
+            path = cfg.save_predictions
+            save_predictions(
+                path.with_name(f"{path.stem}_{name}{path.suffix}"), scores, list(data.class_names)
+            )
+    top1_mean, top1_std = mean_std([r["top1"] for r in results])
+    top5_mean, _ = mean_std([r["top5"] for r in results])
+    result = {
+        "dataset": cfg.dataset,
+        "splits": results,
+        "top1_mean": top1_mean,
+        "top1_std": top1_std,
+        "top5_mean": top5_mean,
+        "tfm": cfg.tfm,
+        "views": index.stores[0].spec.layout,
+        "run": str(cfg.run),
+        "stores": [str(p) for p in cfg.stores],
+    }
+    if cfg.save:
+        write_json(cfg.run / f"zeroshot_{cfg.dataset}.json", result)
+        summary = summarize(cfg.run, cfg.close_set_top1)
+        if summary is not None:
+            write_json(cfg.run / SUMMARY_FILE, summary)
+            result.update(
+                zs_hm=summary["zs_hm"],
+                tradeoff=summary["tradeoff"],
+                close_set_top1=summary["close_set_top1"],
+            )
+    return result

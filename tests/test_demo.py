@@ -1,0 +1,34 @@
+"""`mote demo` end to end (small settings): every stage runs on the generated videos."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mote.stages import demo
+
+
+def test_demo_runs_every_stage(tmp_path):
+    result = demo.run(demo.DemoConfig(workdir=tmp_path / "demo", videos_per_class=8, epochs=10))
+    assert set(result["results"]) == {"mote", "meanpool"}
+    assert result["info"]["n_failed"] == 0 and result["info"]["n_done"] > 0
+    assert all(len(z["splits"]) == 1 for z in result["zeroshot"].values())
+    assert Path(result["report"]).is_file()
+    for name in (
+        "train.zarr",
+        "val.zarr",
+        "heldout.zarr",
+        "runs/mote/model.safetensors",
+        "report/tradeoff.png",
+    ):
+        assert (tmp_path / "demo" / name).exists(), name
+
+
+def test_demo_command_help_names_the_workdir():
+    out = subprocess.run(
+        [sys.executable, "-m", "mote.pipeline.cli", "demo", "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "--workdir" in out.stdout
