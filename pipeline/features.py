@@ -18,24 +18,38 @@ Batch = tuple[np.ndarray, np.ndarray]  # (B, T, D) float16 features, (B,) int64 
 
 
 class InMemoryFeatures:
-    """The whole store's done videos in RAM (K400 ViT-L/14, 8 frames, 1 view: about 3 GB)."""
+    """The store's done videos in RAM (K400 ViT-L/14, 8 frames, 1 view: about 3 GB).
 
-    def __init__(self, store: FeatureStore) -> None:
+    ``videos`` keeps only these store rows (few-shot subsets); ``epoch_size`` repeats them, in a
+    fresh order each pass, until an epoch has that many samples (spec 8.3: the few-shot set is
+    repeated to the size of the full training set).
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        videos: np.ndarray | None = None,
+        epoch_size: int | None = None,
+    ) -> None:
         self.indices, self.embeddings, labels = store.read_done()
         self.labels = labels.astype(np.int64)
+        if videos is not None:
+            keep = np.isin(self.indices, np.asarray(videos))
+            self.indices, self.embeddings = self.indices[keep], self.embeddings[keep]
+            self.labels = self.labels[keep]
+        self.epoch_size = epoch_size
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return self.epoch_size or len(self.labels)
 
     def batches(self, batch_size: int, rng: np.random.Generator) -> Iterator[Batch]:
         n, views = self.embeddings.shape[:2]
-        order = rng.permutation(n)
-        view = rng.integers(views, size=n)
-        for start in range(0, n, batch_size):  # the last partial batch is kept (spec 7)
-            rows = np.sort(order[start : start + batch_size])
-            picked = self.embeddings[rows, view[rows]]
-            perm = rng.permutation(len(rows))
-            yield picked[perm], self.labels[rows][perm]
+        passes = -(-len(self) // n) if n else 0
+        order = np.concatenate([rng.permutation(n) for _ in range(passes)])[: len(self)]
+        view = rng.integers(views, size=len(order))
+        for start in range(0, len(order), batch_size):  # the last partial batch is kept (spec 7)
+            rows = order[start : start + batch_size]
+            yield self.embeddings[rows, view[start : start + batch_size]], self.labels[rows]
 
 
 class StreamingFeatures:

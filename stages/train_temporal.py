@@ -82,6 +82,8 @@ class TrainConfig:
     memory_gb: float | None = None
     resume: bool = False
     stop_after_epochs: int | None = None
+    videos: tuple[int, ...] | None = None  # train on these store rows only (few-shot)
+    epoch_size: int | None = None  # samples per epoch, repeating the videos (few-shot)
 
 
 def resolve(cfg: TrainConfig, dim: int) -> TrainConfig:
@@ -371,7 +373,11 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         _truncate_history(out / HISTORY_FILE, start_epoch)
     write_json(out / CONFIG_FILE, run_config)
 
-    source = feature_source(train_store, cfg.memory_gb)
+    if cfg.videos is not None or cfg.epoch_size is not None:
+        videos = None if cfg.videos is None else np.asarray(cfg.videos)
+        source = InMemoryFeatures(train_store, videos, cfg.epoch_size)
+    else:
+        source = feature_source(train_store, cfg.memory_gb)
     val_features = InMemoryFeatures(val_store) if val_store is not None else None
     if len(source) == 0:
         raise ConfigError(f"{cfg.train}: no video is done in this store; run `mote extract` first")

@@ -1,0 +1,74 @@
+"""`mote fewshot`: K videos per class, runs trained from scratch, single-view evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.synthetic import write_motion_dataset
+from mote.stages import demo, extract, fewshot, train_temporal
+
+
+def test_sample_shots_draws_k_per_class_from_done_videos():
+    labels = np.repeat(np.arange(4), 6)
+    done = np.ones(24, bool)
+    done[[0, 1, 2]] = False  # three videos of class 0 failed
+    rows = fewshot.sample_shots(labels, done, shots=3, seed=0)
+    assert np.bincount(labels[rows]).tolist() == [3, 3, 3, 3]
+    assert done[rows].all()
+    assert rows.tolist() == fewshot.sample_shots(labels, done, 3, 0).tolist()
+    assert rows.tolist() != fewshot.sample_shots(labels, done, 3, 1).tolist()
+    with pytest.raises(ConfigError, match="fewer than 4 shots"):
+        fewshot.sample_shots(labels, done, shots=4, seed=0)
+
+
+def test_fewshot_runs_every_k_and_seed(tmp_path):
+    data = write_motion_dataset(tmp_path / "v", videos_per_class=6, seed=2)
+    train_list, test_list = demo.split_list(data.list_file, every=3)
+    common = dict(
+        dataset="list",
+        root=data.root,
+        labels_file=data.labels_file,
+        model="mote-tiny",
+        pretrained="none",
+        device="cpu",
+        decode_workers=1,
+    )
+    extract.run(extract.ExtractConfig(out=tmp_path / "train.zarr", list_file=train_list, **common))
+    extract.run(
+        extract.ExtractConfig(
+            out=tmp_path / "test.zarr", list_file=test_list, views="3x1", **common
+        )
+    )
+    base = train_temporal.TrainConfig(
+        train=tmp_path / "train.zarr",
+        out=tmp_path,
+        layers=1,
+        batch_size=16,
+        micro_batches=1,
+        lr=1e-3,
+        warmup_epochs=1,
+    )
+    result = fewshot.run(
+        fewshot.FewShotConfig(
+            train=tmp_path / "train.zarr",
+            test=tmp_path / "test.zarr",
+            out=tmp_path / "fs",
+            shots=(1, 2),
+            seeds=(0, 1),
+            epochs=2,
+            device="cpu",
+            training=base,
+        )
+    )
+    assert set(result["shots"]) == {"1", "2"}
+    assert all(len(row["top1"]) == 2 for row in result["shots"].values())
+    config = json.loads((tmp_path / "fs" / "k2_seed1" / "config.json").read_text())
+    assert len(config["train"]["videos"]) == 2 * 8  # 2 shots x 8 classes
+    assert config["train"]["epoch_size"] == 32  # repeated to the full training set
+    history = (tmp_path / "fs" / "k2_seed1" / "history.jsonl").read_text().splitlines()
+    assert json.loads(history[0])["videos"] == 32
+    assert (tmp_path / "fs" / "fewshot.json").is_file()
