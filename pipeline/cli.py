@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -28,6 +29,16 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", help="YAML/TOML file whose keys mirror the options; flags win."),
 ]
+
+
+@contextlib.contextmanager
+def _resumable(command: str):
+    """Ctrl-C: say how to continue instead of click's bare 'Aborted!'."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        stderr.print(f"interrupted: rerun the same {command} command to continue where it stopped")
+        raise typer.Exit(130) from None
 
 
 def _print_summary_table(summary: dict, title: str) -> None:
@@ -76,6 +87,13 @@ def extract(
     ] = None,
     labels_file: Annotated[
         Path | None, typer.Option("--labels", help="Label CSV 'id,name' (list).")
+    ] = None,
+    kinetics_csv: Annotated[
+        Path | None,
+        typer.Option(
+            help="k400: the official annotation CSV (label,youtube_id,time_start,"
+            "time_end,split); the --split rows whose clips exist under --root."
+        ),
     ] = None,
     model: Annotated[
         str | None,
@@ -179,8 +197,10 @@ def extract(
         retry_failed=retry_failed or None,
         dask=dask,
         run=run,
+        kinetics_csv=kinetics_csv,
     )
-    summary = stage.run(cfg, RichProgress())
+    with _resumable("mote extract"):
+        summary = stage.run(cfg, RichProgress())
     if as_json:
         print(json.dumps(summary))
     else:
@@ -347,7 +367,8 @@ def train_temporal(
         resume=resume or None,
         stop_after_epochs=stop_after_epochs,
     )
-    metrics = stage.run(cfg, RichProgress())
+    with _resumable("mote train-temporal (add --resume)"):
+        metrics = stage.run(cfg, RichProgress())
     if as_json:
         print(json.dumps(metrics))
     else:

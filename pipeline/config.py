@@ -43,8 +43,6 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
     """Convert a config-file value to the field's type, or explain why it cannot be."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing) | {"Path": Path})  # noqa: S307 (our own hints)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -75,13 +73,14 @@ def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
 def build_config(cls: type[T], config_file: Path | None = None, **flags: Any) -> T:
     """Make ``cls`` from its defaults, then the config file, then flags that are not None."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)  # resolves the string annotations of `from __future__`
     values: dict[str, Any] = {}
     if config_file is not None:
         for key, value in read_config_file(config_file).items():
             if key not in fields:
                 valid = ", ".join(sorted(name.replace("_", "-") for name in fields))
                 raise ConfigError(f"{config_file}: unknown option '{key}'. Valid options: {valid}")
-            values[key] = _coerce(key, value, fields[key].type, str(config_file))
+            values[key] = _coerce(key, value, hints[key], str(config_file))
     values.update({key: value for key, value in flags.items() if value is not None})
     missing = [
         name

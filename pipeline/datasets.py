@@ -74,10 +74,9 @@ _USER_LISTS = {"k400": {"train": "k400/kinetics_400_labels.csv"}}
 DATASETS: tuple[str, ...] = (*_SHIPPED, *_LIST_ONLY)
 
 _K400_TRAIN_HELP = (
-    "the K400 training list is not shipped; build it from the official Kinetics-400 annotation "
-    "CSV (label,youtube_id,time_start,time_end,split) with "
-    "mote.pipeline.datasets.kinetics_items_from_csv(csv, class_names, 'train') and write_list(), "
-    "then pass it with --list FILE"
+    "the K400 training list is not shipped; pass the official Kinetics-400 annotation CSV "
+    "(label,youtube_id,time_start,time_end,split) with --kinetics-csv train.csv, or a list "
+    "built from it with --list FILE"
 )
 
 
@@ -327,3 +326,25 @@ def kinetics_items_from_csv(
             f"{csv_path}: no rows with split {split!r}; splits present: {sorted(splits_seen)}"
         )
     return items
+
+
+def kinetics_dataset(
+    csv_path: str | os.PathLike[str], split: str, root: str | os.PathLike[str]
+) -> DatasetSpec:
+    """K400 ``split`` from the official annotation CSV: the clips present under ``root``.
+
+    Clips that could not be downloaded are left out, as the shipped val list does.
+    """
+    labels = shipped_file("k400/kinetics_400_labels.csv")
+    names = read_labels(labels)
+    items = kinetics_items_from_csv(csv_path, names, split, "k400", root)
+    if not items:
+        raise AnnotationError(f"{csv_path}: none of its {split} clips exists under {root}")
+    return DatasetSpec(
+        name="k400",
+        split=split,
+        items=tuple(items),
+        class_names=tuple(names),
+        labels_file=str(labels),
+        list_file=os.fspath(csv_path),
+    )

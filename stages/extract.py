@@ -22,7 +22,7 @@ import torch
 from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
 from mote.pipeline import __version__
 from mote.pipeline.clip_model import ClipEncoder, build_clip
-from mote.pipeline.datasets import DatasetSpec, load_dataset
+from mote.pipeline.datasets import DatasetSpec, kinetics_dataset, load_dataset
 from mote.pipeline.decode_pool import (
     DecodedVideo,
     DecodePool,
@@ -66,6 +66,7 @@ class ExtractConfig:
     retry_failed: bool = False
     dask: str | None = None
     run: Path | None = None  # encode with this run's CLIP (tuned visual weights, spec 7.4 blend)
+    kinetics_csv: Path | None = None  # K400: the official annotation CSV instead of a list
 
     @property
     def resolved_split(self) -> str:
@@ -100,6 +101,14 @@ def _check(cfg: ExtractConfig) -> None:
         raise ConfigError(f"--decode-timeout must be positive, got {cfg.decode_timeout}")
     if cfg.dataset != "list" and cfg.root is None:
         raise ConfigError(f"--root is required: the folder that holds the {cfg.dataset} videos")
+
+
+def _dataset(cfg: ExtractConfig) -> DatasetSpec:
+    if cfg.kinetics_csv is None:
+        return load_dataset(cfg.dataset, cfg.resolved_split, cfg.list_file, cfg.labels_file)
+    if cfg.dataset != "k400":
+        raise ConfigError("--kinetics-csv is for --dataset k400 (the shipped 400 class names)")
+    return kinetics_dataset(cfg.kinetics_csv, cfg.split or "train", cfg.root)
 
 
 def _clip(cfg: ExtractConfig) -> ClipEncoder:
@@ -181,10 +190,6 @@ class ChunkWriter:
         if self._left[chunk] == 0:
             self.store.write_chunk(chunk, self._results.pop(chunk))
             del self._left[chunk]
-
-    @property
-    def open_chunks(self) -> int:
-        return len(self._left)
 
 
 def _failed(video: DecodedVideo) -> VideoResult:
@@ -383,7 +388,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
     """Extract every video of the dataset split that the store does not hold yet."""
     progress = progress or NullProgress()
     _check(cfg)
-    dataset = load_dataset(cfg.dataset, cfg.resolved_split, cfg.list_file, cfg.labels_file)
+    dataset = _dataset(cfg)
     root = _video_root(cfg, dataset)
     workers = default_workers() if cfg.decode_workers is None else cfg.decode_workers
     # Start the decode workers first: they boot while the CLIP weights load.

@@ -237,3 +237,46 @@ def test_resume_after_kill_9_is_bit_identical(motion_data, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["attempted"] < len(done_before)
     assert _store_files(broken) == _store_files(whole)
+
+
+def test_k400_training_split_from_the_official_csv(tmp_path):
+    from mote.pipeline.synthetic import write_numbered_video
+
+    root = tmp_path / "k400"
+    rows = ["label,youtube_id,time_start,time_end,split"]
+    for i, (label, split, present) in enumerate(
+        [
+            ("abseiling", "train", True),
+            ("hurling (sport)", "train", True),
+            ("abseiling", "train", False),
+            ("zumba", "validate", True),
+        ]
+    ):
+        youtube_id = f"vid{i:08d}"
+        rows.append(f"{label},{youtube_id},{i},{i + 10},{split}")
+        folder = label.replace(" ", "_").replace("(", "").replace(")", "")
+        if present:
+            write_numbered_video(root / folder / f"{youtube_id}_{i:06d}_{i + 10:06d}.mp4", 12)
+    csv = tmp_path / "train.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    summary = extract.run(
+        extract.ExtractConfig(
+            dataset="k400",
+            out=tmp_path / "k400.zarr",
+            root=root,
+            kinetics_csv=csv,
+            split="train",
+            model="mote-tiny",
+            pretrained="none",
+            device="cpu",
+            decode_workers=0,
+        )
+    )
+    assert summary["n_videos"] == 2 and summary["n_done"] == 2 and summary["classes"] == 400
+    group = zarr.open_group(tmp_path / "k400.zarr", mode="r")
+    assert list(group["video_ids"][:]) == [
+        "abseiling/vid00000000_000000_000010.mp4",
+        "hurling_sport/vid00000001_000001_000011.mp4",
+    ]
+    hurling = group.attrs["class_names"].index("hurling (sport)")
+    assert list(group["labels"][:]) == [0, hurling]
