@@ -203,7 +203,8 @@ def _files_for(
         if list_file is None:
             raise AnnotationError(f"{name} split {split!r}: {_K400_TRAIN_HELP}")
         return list_file, labels_file or shipped_file(user_splits[split])
-    valid = ", ".join([*splits, *user_splits])
+    union = [ALL_SPLITS] if name in ZERO_SHOT_SPLITS else []
+    valid = ", ".join([*splits, *user_splits, *union])
     raise AnnotationError(f"{name} has no split {split!r}; valid splits: {valid}")
 
 

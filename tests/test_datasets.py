@@ -115,7 +115,9 @@ def test_split_errors_explain_the_choices() -> None:
         load_dataset("k600", "val")
     with pytest.raises(AnnotationError, match="valid splits: test1, test2, test3, train1"):
         load_dataset("ucf101", "test4")
-    with pytest.raises(AnnotationError, match="kinetics_items_from_csv"):
+    with pytest.raises(AnnotationError, match="train3, all"):
+        load_dataset("hmdb51", "test4")
+    with pytest.raises(AnnotationError, match="--kinetics-csv"):
         load_dataset("k400", "train")
     with pytest.raises(AnnotationError, match="unknown dataset 'k700'"):
         load_dataset("k700", "val")
