@@ -12,6 +12,14 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub lookup without network costs ~47 s
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread: the tests' models are tiny, and intra-op threads on 2 shared cores
+    make them several times slower."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @dataclass(frozen=True)
 class MixedFolder:
     """A `list` dataset whose list names good videos and every kind of broken one."""
