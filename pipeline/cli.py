@@ -75,8 +75,12 @@ def _print_summary_table(summary: dict, title: str) -> None:
 
 @app.command()
 def extract(
-    dataset: Annotated[str, typer.Option(help="k400, k600, ucf101, hmdb51 or list.")],
-    out: Annotated[Path, typer.Option(help="Zarr store to write (resumed if it exists).")],
+    dataset: Annotated[
+        str | None, typer.Option(help="k400, k600, ucf101, hmdb51 or list. [required]")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Zarr store to write (resumed if it exists). [required]")
+    ] = None,
     root: Annotated[Path | None, typer.Option(help="Folder holding the videos.")] = None,
     split: Annotated[
         str | None,
@@ -236,8 +240,10 @@ def _parse_floats(text: str | None, count: int, option: str) -> tuple[float, ...
 
 @app.command("train-temporal")
 def train_temporal(
-    train: Annotated[Path, typer.Option(help="Feature store to train on (mote extract).")],
-    out: Annotated[Path, typer.Option(help="Run folder to create.")],
+    train: Annotated[
+        Path | None, typer.Option(help="Feature store to train on (mote extract). [required]")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder to create. [required]")] = None,
     val: Annotated[
         Path | None, typer.Option(help="Feature store to validate on each epoch and at the end.")
     ] = None,
@@ -394,6 +400,13 @@ def evaluate(
     best: Annotated[
         bool, typer.Option("--best", help="Use the best-validation weights, not the last.")
     ] = False,
+    tfm_gamma: Annotated[
+        float | None, typer.Option(help="Override the run's TFM gamma (Table 2f). [default: 0.05]")
+    ] = None,
+    tfm_k: Annotated[
+        int | None,
+        typer.Option(help="Override the run's TFM neighbours K (Table 7b). [default: 5]"),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
     save_predictions: Annotated[
         Path | None,
@@ -404,7 +417,9 @@ def evaluate(
     """Close-set top-1/top-5 of a run on a store, fusing every view the store holds."""
     from mote.stages import evaluate as stage
 
-    result = stage.run(stage.EvaluateConfig(run, store, tfm, best, device, save_predictions))
+    result = stage.run(
+        stage.EvaluateConfig(run, store, tfm, best, device, save_predictions, tfm_gamma, tfm_k)
+    )
     if as_json:
         print(json.dumps(result))
     else:
@@ -435,6 +450,13 @@ def zeroshot(
             "--tfm/--no-tfm", help="Temporal Feature Modulation (K400 text bank as proxies)."
         ),
     ] = True,
+    tfm_gamma: Annotated[
+        float | None, typer.Option(help="Override the run's TFM gamma (Table 2f). [default: 0.05]")
+    ] = None,
+    tfm_k: Annotated[
+        int | None,
+        typer.Option(help="Override the run's TFM neighbours K (Table 7b). [default: 5]"),
+    ] = None,
     allow_protocol_mismatch: Annotated[
         bool,
         typer.Option(
@@ -469,6 +491,8 @@ def zeroshot(
             allow_protocol_mismatch=allow_protocol_mismatch,
             save_predictions=save_predictions,
             close_set_top1=close_set_top1,
+            tfm_gamma=tfm_gamma,
+            tfm_k=tfm_k,
         )
     )
     if as_json:

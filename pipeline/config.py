@@ -20,6 +20,8 @@ import yaml
 from mote.pipeline.errors import ConfigError
 
 T = TypeVar("T")
+# Config-file keys that are spelled as the CLI flag, not as the setting's field name.
+FLAG_ALIASES = {"list": "list_file", "labels": "labels_file"}
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -38,7 +40,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot parse config file: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must hold a mapping of option names to values")
-    return {str(key).replace("-", "_"): value for key, value in data.items()}
+    named = {str(key).replace("-", "_"): value for key, value in data.items()}
+    return {FLAG_ALIASES.get(key, key): value for key, value in named.items()}
 
 
 def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:

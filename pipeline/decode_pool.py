@@ -41,6 +41,7 @@ class DecodeTask:
     mode: str = "eval"  # "eval" or "train" (see pipeline.sampling)
     seed: int = 0
     backend: str = "auto"
+    interpolation: str = "bicubic"  # the resize the store records (open_clip's preprocess)
 
 
 @dataclass
@@ -69,11 +70,16 @@ def decode_one(task: DecodeTask) -> DecodedVideo:
             rng = np.random.default_rng([task.seed, task.index])
             indices = sample_indices(num_frames, task.frames, task.clips, task.mode, rng)
             frames = video.get(indices.reshape(-1))  # (clips*T, H, W, 3)
-        crops = crop_views(frames, task.size, task.crops)  # (crops, clips*T, S, S, 3)
+        crops = crop_views(
+            frames, task.size, task.crops, task.interpolation
+        )  # (crops, clips*T, S, S, 3)
     except DecodeError as error:
         return DecodedVideo(task.index, None, None, num_frames, str(error) or "decode error")
     except MemoryError:
         return DecodedVideo(task.index, None, None, num_frames, "out of memory while decoding")
+    except Exception as error:  # noqa: BLE001 (one bad video must never stop a run)
+        reason = f"unexpected {type(error).__name__} while decoding: {error}"
+        return DecodedVideo(task.index, None, None, num_frames, reason)
     s = task.size
     views = crops.reshape(task.crops, task.clips, task.frames, s, s, 3).transpose(1, 0, 2, 3, 4, 5)
     views = np.ascontiguousarray(views.reshape(task.clips * task.crops, task.frames, s, s, 3))
@@ -171,7 +177,10 @@ class DecodePool:
     def _send(self, task: DecodeTask, timeout_s: float) -> None:
         worker = min(self._workers, key=lambda w: len(w.inflight))
         worker.inflight.append((task, timeout_s))
-        worker.conn.send((task, timeout_s))
+        try:
+            worker.conn.send((task, timeout_s))
+        except (BrokenPipeError, OSError):
+            pass  # the worker just died: its sentinel fires and _replace re-queues the task
 
     def results(self, timeout_s: float | None = None) -> Iterator[DecodedVideo]:
         """Yield finished videos; waits up to ``timeout_s`` for the first one."""

@@ -6,6 +6,7 @@ runs in fp32 without the logit scale (spec 8.1, pitfall 8).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,3 +99,22 @@ def save_predictions(path: Path, scores: Scores, class_names: list[str]) -> None
         save_file(arrays, str(path), metadata=meta)
     else:
         raise ConfigError(f"--save-predictions {path}: use a .safetensors or .npz file name")
+
+
+def check_predictions_path(path: Path | None) -> None:
+    """Fail before any work if predictions could not be written there; make its folder."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.suffix not in (".npz", ".safetensors"):
+        raise ConfigError(f"--save-predictions {path}: use a .safetensors or .npz file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def override_tfm(model: MoTE, gamma: float | None, k: int | None) -> None:
+    """Evaluate with another TFM gamma or K than the run was configured with (Tables 2f, 7b)."""
+    changes = {
+        name: value for name, value in (("tfm_gamma", gamma), ("tfm_k", k)) if value is not None
+    }
+    if changes:
+        model.cfg = dataclasses.replace(model.cfg, **changes)

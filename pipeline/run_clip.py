@@ -29,11 +29,34 @@ def run_clip_spec(run: Path) -> tuple[str, str]:
     return clip["model"], clip.get("pretrained") or "openai"
 
 
+def _random_seed(run: Path) -> int:
+    """The seed of a run built on random CLIP weights (``random:seed=N``), else 0."""
+    weights_id = (read_json(Path(run) / CONFIG_FILE).get("clip") or {}).get("weights_id") or ""
+    prefix = "random:seed="
+    return int(weights_id[len(prefix) :]) if weights_id.startswith(prefix) else 0
+
+
+def store_expectation(run) -> dict:
+    """What a store must match to be scored by a loaded run: the CLIP that made its features.
+
+    Runs that carry tuned CLIP weights need stores made with ``mote extract --run RUN``.
+    """
+    clip = run.config.get("clip", {})
+    expect = {key: clip[key] for key in ("model", "weights_id", "dim") if clip.get(key)}
+    expect.setdefault("dim", run.model.cfg.dim)
+    tuned = run_weights_id(run.path)
+    if tuned is not None:
+        expect["weights_id"] = tuned
+    return expect
+
+
 def tuned_visual(run: Path) -> dict[str, torch.Tensor]:
     """The run's tuned visual weights (``visual.*`` names), empty when it has none."""
     from safetensors import safe_open
 
     file = Path(run) / MODEL_FILE
+    if not file.is_file():
+        raise ConfigError(f"{run}: no {MODEL_FILE} (an unfinished run?); train or import it first")
     prefix = CLIP_PREFIX + "visual."
     with safe_open(str(file), framework="pt", device="cpu") as handle:
         names = [name for name in handle.keys() if name.startswith(prefix)]
@@ -50,7 +73,7 @@ def run_weights_id(run: Path, blend: float = TEST_BLEND) -> str | None:
 def clip_for_run(run: Path, device: str = "auto", blend: float = TEST_BLEND) -> ClipEncoder:
     """Build the run's CLIP; blend its tuned visual tower into the original when it has one."""
     model, pretrained = run_clip_spec(run)
-    clip = build_clip(model, pretrained, device)
+    clip = build_clip(model, pretrained, device, seed=_random_seed(run))
     tuned = tuned_visual(run)
     if not tuned:
         return clip

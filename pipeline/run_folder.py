@@ -120,6 +120,7 @@ class Run:
     config: dict
     model: MoTE
     extra: dict[str, torch.Tensor]
+    weights_file: str = MODEL_FILE  # which model file was loaded
 
     @property
     def clip_state(self) -> dict[str, torch.Tensor]:
@@ -137,6 +138,8 @@ def load_run(path: Path, device: str | torch.device = "cpu", best: bool = False)
             "or convert a released checkpoint with `mote import-reference`"
         )
     file = path / (BEST_FILE if best and (path / BEST_FILE).is_file() else MODEL_FILE)
+    if best and file.name != BEST_FILE:
+        raise ConfigError(f"{path}: no {BEST_FILE} (the run had no --val store); drop --best")
     model, extra = load_model_file(file, device)
     model.eval()
-    return Run(path, read_json(path / CONFIG_FILE), model, extra)
+    return Run(path, read_json(path / CONFIG_FILE), model, extra, file.name)

@@ -104,6 +104,6 @@ class StoreIndex:
         lacking = [n for n in class_names if n not in set(self.stores[0].class_names)][:3]
         raise ConfigError(
             f"no store holds text embeddings for all {len(class_names)} classes of this split "
-            f"(e.g. {lacking}); extract the dataset with its protocol's class list, e.g. "
-            "`mote extract --dataset k600 --split all`"
+            f"(e.g. {lacking}); extract the dataset with its own label file, e.g. "
+            "`mote extract --dataset <ucf101|hmdb51|k600> --split all`"
         )

@@ -15,9 +15,10 @@ import torch
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.clip_model import resolve_device
-from mote.pipeline.evaluation import save_predictions, score
-from mote.pipeline.run_clip import run_weights_id
-from mote.pipeline.run_folder import Run, load_run
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.evaluation import check_predictions_path, override_tfm, save_predictions, score
+from mote.pipeline.run_clip import store_expectation
+from mote.pipeline.run_folder import load_run
 
 
 @dataclass(frozen=True)
@@ -28,27 +29,19 @@ class EvaluateConfig:
     best: bool = False
     device: str = "auto"
     save_predictions: Path | None = None
-
-
-def store_expectation(run: Run) -> dict:
-    """What a store must match to be scored by this run: the CLIP that made the features.
-
-    Runs that carry tuned CLIP weights need stores made with ``mote extract --run RUN``.
-    """
-    clip = run.config.get("clip", {})
-    expect = {key: clip[key] for key in ("model", "weights_id", "dim") if clip.get(key)}
-    expect.setdefault("dim", run.model.cfg.dim)
-    tuned = run_weights_id(run.path)
-    if tuned is not None:
-        expect["weights_id"] = tuned
-    return expect
+    tfm_gamma: float | None = None  # override the run's TFM gamma (Table 2f)
+    tfm_k: int | None = None  # override the run's TFM K (Table 7b)
 
 
 def run(cfg: EvaluateConfig) -> dict:
     device = resolve_device(cfg.device)
+    check_predictions_path(cfg.save_predictions)
     loaded = load_run(cfg.run, device, best=cfg.best)
+    override_tfm(loaded.model, cfg.tfm_gamma, cfg.tfm_k)
     store = FeatureStore.open(cfg.store, expect=store_expectation(loaded))
     indices, embeddings, labels = store.read_done()
+    if len(indices) == 0:
+        raise ConfigError(f"{cfg.store}: no video is done in this store; run `mote extract` first")
     ids = [store.video_ids[i] for i in indices]
     text = torch.from_numpy(np.array(store.text_embeddings))
     scores = score(loaded.model, embeddings, labels, ids, text, cfg.tfm, device)
@@ -58,7 +51,7 @@ def run(cfg: EvaluateConfig) -> dict:
         tfm=cfg.tfm,
         run=str(cfg.run),
         store=str(cfg.store),
-        weights="best" if cfg.best else "last",
+        weights=loaded.weights_file,
         n_failed_skipped=int(store.n_videos - len(indices)),
         rho_mean=float(scores.rho.mean()) if len(scores.rho) else None,
         same_classes_as_training=list(store.class_names) == loaded.config.get("classes"),

@@ -101,6 +101,18 @@ def _check(cfg: ExtractConfig) -> None:
         raise ConfigError(f"--decode-timeout must be positive, got {cfg.decode_timeout}")
     if cfg.dataset != "list" and cfg.root is None:
         raise ConfigError(f"--root is required: the folder that holds the {cfg.dataset} videos")
+    if cfg.root is not None and not Path(cfg.root).is_dir():
+        raise ConfigError(f"--root {cfg.root}: no such folder")
+    if cfg.decoder not in ("auto", "decord", "pyav"):
+        raise ConfigError(f"--decoder must be auto, decord or pyav, got '{cfg.decoder}'")
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.decode_workers is not None and cfg.decode_workers < 0:
+        raise ConfigError(f"--decode-workers must be >= 0, got {cfg.decode_workers}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {cfg.limit}")
+    if cfg.dask and cfg.dask.startswith("local:") and not cfg.dask[6:].isdigit():
+        raise ConfigError(f"--dask {cfg.dask}: expected local:N with N workers")
 
 
 def _dataset(cfg: ExtractConfig) -> DatasetSpec:
@@ -197,10 +209,16 @@ def _failed(video: DecodedVideo) -> VideoResult:
 
 
 def _done(video: DecodedVideo, embeddings) -> VideoResult:
+    if not np.isfinite(embeddings).all():  # fp16 overflow or a broken frame: not a valid video
+        return VideoResult(
+            video.index, None, None, video.num_frames, "the encoder returned non-finite embeddings"
+        )
     return VideoResult(video.index, embeddings, video.frame_indices, video.num_frames)
 
 
-def _tasks(cfg: ExtractConfig, store: FeatureStore, root: Path, size: int, todo) -> list:
+def _tasks(
+    cfg: ExtractConfig, store: FeatureStore, root: Path, size: int, interpolation: str, todo
+) -> list:
     clips, crops = parse_views(cfg.resolved_views)
     return [
         DecodeTask(
@@ -213,6 +231,7 @@ def _tasks(cfg: ExtractConfig, store: FeatureStore, root: Path, size: int, todo)
             mode=cfg.sampling,
             seed=cfg.seed,
             backend=cfg.decoder,
+            interpolation=interpolation,
         )
         for v in todo
     ]
@@ -241,7 +260,12 @@ def _extract_local(
 
     def write_encoded(encoded: list) -> None:
         for index, embeddings in encoded:
-            writer.add(_done(decoded.pop(index), embeddings))
+            result = _done(decoded.pop(index), embeddings)
+            writer.add(result)
+            if result.reason:
+                counts.failed += 1
+                progress.update(failed=1)
+                continue
             counts.done += 1
             progress.update(done=1, frames=embeddings.shape[0] * embeddings.shape[1])
 
@@ -395,7 +419,8 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
     with DecodePool(0 if cfg.dask else workers, cfg.decode_timeout) as pool:
         clip = _clip(cfg)
         store = open_store(cfg, clip, dataset)
-        tasks = _tasks(cfg, store, root, clip.preprocess.size, store.todo(cfg.retry_failed))
+        p = clip.preprocess
+        tasks = _tasks(cfg, store, root, p.size, p.interpolation, store.todo(cfg.retry_failed))
         batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
         started = time.perf_counter()
         progress.start(len(tasks), f"extract {dataset.name}/{dataset.split}")

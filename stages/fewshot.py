@@ -8,6 +8,7 @@ single view. Report top-1 mean +- std over seeds for every K.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from mote.pipeline.errors import ConfigError
 from mote.pipeline.evaluation import score
 from mote.pipeline.metrics import mean_std
 from mote.pipeline.progress import NullProgress, Progress, Quiet
-from mote.pipeline.run_folder import load_run, write_json
+from mote.pipeline.run_folder import METRICS_FILE, load_run, write_json
 from mote.stages import train_temporal
 
 RESULTS_FILE = "fewshot.json"
@@ -72,9 +73,18 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
     labels = np.asarray(train.labels)
     done = train.status() == DONE
     full = int(done.sum())
+    if not cfg.shots or min(cfg.shots) < 1 or not cfg.seeds:
+        raise ConfigError("--shots must be positive integers and --seeds not empty")
+    fewest = min(int(((labels == c) & done).sum()) for c in np.unique(labels))
+    if max(cfg.shots) > fewest:
+        raise ConfigError(
+            f"{cfg.train}: a class has only {fewest} done videos, fewer than "
+            f"{max(cfg.shots)} shots; lower --shots"
+        )
     device = resolve_device(cfg.device)
     indices, embeddings, test_labels = test.read_done()
-    single_view = embeddings[:, :1]  # spec 8.3: a single view
+    view = train_temporal.centre_view(test.spec.crops)
+    single_view = embeddings[:, view : view + 1]  # spec 8.3: one view, the first clip's centre
     ids = [test.video_ids[i] for i in indices]
     text = torch.from_numpy(np.array(test.text_embeddings))
     base = cfg.training or train_temporal.TrainConfig(train=cfg.train, out=cfg.out)
@@ -84,19 +94,22 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
         for seed in cfg.seeds:
             rows = sample_shots(labels, done, shots, seed)
             out = cfg.out / f"k{shots}_seed{seed}"
-            train_cfg = replace(
-                base,
-                train=cfg.train,
-                val=None,
-                out=out,
-                epochs=cfg.epochs,
-                seed=seed,
-                device=cfg.device,
-                videos=tuple(int(r) for r in rows),
-                epoch_size=full,
-                resume=False,
-            )
-            train_temporal.run(train_cfg, Quiet(progress))
+            if not (out / METRICS_FILE).is_file():  # finished runs of an earlier call are kept
+                if out.exists():
+                    shutil.rmtree(out)  # an unfinished run: start it again
+                train_cfg = replace(
+                    base,
+                    train=cfg.train,
+                    val=None,
+                    out=out,
+                    epochs=cfg.epochs,
+                    seed=seed,
+                    device=cfg.device,
+                    videos=tuple(int(r) for r in rows),
+                    epoch_size=full,
+                    resume=False,
+                )
+                train_temporal.run(train_cfg, Quiet(progress))
             model = load_run(out, device).model
             scores = score(model, single_view, test_labels, ids, text, tfm=False, device=device)
             top1s.append(scores.metrics()["top1"])

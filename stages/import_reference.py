@@ -17,7 +17,7 @@ from typing import Any
 import open_clip
 from torch import Tensor
 
-from mote.pipeline.clip_model import TINY_CONFIG, TINY_NAME
+from mote.pipeline.clip_model import TINY_CONFIG, TINY_NAME, file_weights_id
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.mote_model import MoTE
 from mote.pipeline.reference_import import (
@@ -63,7 +63,11 @@ def run(
         {
             "arch": cfg.arch,
             "model_config": dataclasses.asdict(cfg),
-            "clip": {"model": model, "pretrained": pretrained},
+            "clip": {
+                "model": model,
+                "pretrained": pretrained,
+                **({"weights_id": _weights_id(pretrained)} if head_only else {}),
+            },
             "source": "import-reference",
             "checkpoint": str(ckpt),
             **params,
@@ -128,6 +132,15 @@ def check_visual(visual: dict[str, Tensor], model: str, dim: int, ckpt: Path) ->
 def _shape(state: dict[str, Tensor], key: str, axis: int) -> Any:
     tensor = state.get(key)
     return None if tensor is None or tensor.ndim <= axis else int(tensor.shape[axis])
+
+
+def _weights_id(pretrained: str) -> str:
+    """The identity ``build_clip`` gives these weights, so stores can be matched to the run."""
+    if pretrained.strip().lower() == "none":
+        return "random:seed=0"
+    if Path(pretrained).is_file():
+        return file_weights_id(pretrained)
+    return pretrained
 
 
 def _float32(t: Tensor) -> Tensor:

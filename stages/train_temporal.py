@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 
 from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.v1 import DONE, FAILED, PENDING
 from mote.pipeline import __version__
 from mote.pipeline.clip_model import resolve_device
 from mote.pipeline.errors import ConfigError
@@ -91,8 +92,8 @@ def resolve(cfg: TrainConfig, dim: int) -> TrainConfig:
     epochs, batch, ratio = SPEC_DEFAULTS.get(dim, SPEC_DEFAULTS[512])
     return replace(
         cfg,
-        epochs=cfg.epochs or epochs,
-        batch_size=cfg.batch_size or batch,
+        epochs=epochs if cfg.epochs is None else cfg.epochs,
+        batch_size=batch if cfg.batch_size is None else cfg.batch_size,
         clip_lr_ratio=cfg.clip_lr_ratio if cfg.clip_lr_ratio is not None else ratio,
     )
 
@@ -135,6 +136,12 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError(f"--micro-batches must be >= 1, got {cfg.micro_batches}")
     if cfg.stop_after_epochs is not None and cfg.stop_after_epochs < 1:
         raise ConfigError("--stop-after-epochs must be >= 1")
+    for name in ("epochs", "batch_size", "epoch_size"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if cfg.warmup_epochs < 0 or cfg.lr <= 0:
+        raise ConfigError("--warmup-epochs must be >= 0 and --lr positive")
 
 
 def open_stores(cfg: TrainConfig) -> tuple[FeatureStore, FeatureStore | None]:
@@ -297,14 +304,21 @@ def _train_epoch(model, optimizer, source, text, cfg, epoch, generator, rng, sca
 
 
 @torch.no_grad()
-def _val_top1(model, features: InMemoryFeatures | None, text, device) -> float | None:
-    """Per-epoch validation: one view (the first), no TFM (spec 7)."""
+def centre_view(crops: int) -> int:
+    """The view index of the first clip's centre crop (crop order: left, right, centre)."""
+    return crops - 1 if crops == 3 else 0
+
+
+def _val_top1(
+    model, features: InMemoryFeatures | None, text, device, view: int = 0
+) -> float | None:
+    """Per-epoch validation: one view (the first clip's centre crop), no TFM (spec 7)."""
     if features is None:
         return None
     model.eval()
     tops = []
     for start in range(0, len(features), 1024):
-        e = torch.from_numpy(features.embeddings[start : start + 1024, 0]).to(device).float()
+        e = torch.from_numpy(features.embeddings[start : start + 1024, view]).to(device).float()
         logits, _ = model.predict(e, text, tfm=False)
         tops.append(logits.argmax(dim=1).cpu())
     predicted = torch.cat(tops)
@@ -327,6 +341,16 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
             f"{out}: a run folder already exists; pass --resume to continue it or "
             "choose another --out"
         )
+    if cfg.videos is not None or cfg.epoch_size is not None:
+        videos = None if cfg.videos is None else np.asarray(cfg.videos)
+        source = InMemoryFeatures(train_store, videos, cfg.epoch_size)
+    else:
+        source = feature_source(train_store, cfg.memory_gb)
+    if len(source) == 0:
+        raise ConfigError(f"{cfg.train}: no video is done in this store; run `mote extract` first")
+    val_features = InMemoryFeatures(val_store) if val_store is not None else None
+    if val_features is not None and len(val_features) == 0:
+        raise ConfigError(f"{cfg.val}: no video is done in this store; run `mote extract` first")
     out.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
@@ -354,6 +378,10 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         "stores": {"train": str(cfg.train), "val": str(cfg.val) if cfg.val else None},
         "train_sampling": {"frames": spec.frames, "views": spec.layout, "rule": spec.sampling},
         "classes": list(train_store.class_names),
+        "train_videos": {
+            "done": int((train_store.status() == DONE).sum()),
+            "failed_skipped": int((train_store.status() == FAILED).sum()),
+        },
         "params_merged": model.num_params(merged=True),
         "params_train": model.num_params(merged=False),
         "device": str(device),
@@ -372,20 +400,18 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         )
         _truncate_history(out / HISTORY_FILE, start_epoch)
     write_json(out / CONFIG_FILE, run_config)
-
-    if cfg.videos is not None or cfg.epoch_size is not None:
-        videos = None if cfg.videos is None else np.asarray(cfg.videos)
-        source = InMemoryFeatures(train_store, videos, cfg.epoch_size)
-    else:
-        source = feature_source(train_store, cfg.memory_gb)
-    val_features = InMemoryFeatures(val_store) if val_store is not None else None
-    if len(source) == 0:
-        raise ConfigError(f"{cfg.train}: no video is done in this store; run `mote extract` first")
+    status = train_store.status()
+    progress.message(
+        f"training store: {int((status == DONE).sum())} videos done, "
+        f"{int((status == FAILED).sum())} failed and {int((status == PENDING).sum())} pending "
+        "(skipped)"
+    )
     last_epoch = (
         cfg.epochs
         if cfg.stop_after_epochs is None
         else min(cfg.epochs, start_epoch + cfg.stop_after_epochs)
     )
+    val_view = centre_view(val_store.spec.crops) if val_store is not None else 0
     progress.start(
         last_epoch - start_epoch, f"train {mcfg.arch} on {len(source)} videos", unit="epochs"
     )
@@ -394,7 +420,7 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         stats = _train_epoch(
             model, optimizer, source, text, cfg, epoch, generator, rng, scaler, device
         )
-        val_top1 = _val_top1(model, val_features, text, device)
+        val_top1 = _val_top1(model, val_features, text, device, val_view)
         seconds = time.perf_counter() - started
         line = {
             "epoch": epoch + 1,
@@ -419,7 +445,7 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     plot_curves(out / HISTORY_FILE, out / CURVES_FILE)
     if last_epoch < cfg.epochs:
         return {"run": str(out), "stopped_after_epoch": last_epoch, "epochs": cfg.epochs}
-    metrics = final_metrics(model, val_store, text, cfg, device)
+    metrics = final_metrics(model, val_store, val_features, text, cfg, device)
     metrics.update(
         best_epoch=best["epoch"],
         best_val_top1=best["top1"],
@@ -440,13 +466,13 @@ def _epoch_message(line: dict, epochs: int) -> str:
     )
 
 
-def final_metrics(model, val_store, text, cfg: TrainConfig, device) -> dict:
+def final_metrics(model, val_store, features, text, cfg: TrainConfig, device) -> dict:
     """Close-set top-1/top-5 of the last weights on every view of the validation store."""
     if val_store is None:
         return {"top1": None, "top5": None, "views": None, "n_videos": 0}
-    indices, embeddings, labels = val_store.read_done()
+    indices = features.indices
     ids = [val_store.video_ids[i] for i in indices]
-    scores = score(model, embeddings, labels, ids, text, cfg.tfm, device)
+    scores = score(model, features.embeddings, features.labels, ids, text, cfg.tfm, device)
     result = scores.metrics()
     result.update(
         views=val_store.spec.layout,

@@ -16,11 +16,11 @@ from mote.cache_schema.store import FeatureStore
 from mote.pipeline.clip_model import resolve_device
 from mote.pipeline.datasets import ZERO_SHOT_SPLITS, load_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.evaluation import save_predictions, score
+from mote.pipeline.evaluation import check_predictions_path, override_tfm, save_predictions, score
 from mote.pipeline.metrics import harmonic_mean, mean_std, tradeoff
+from mote.pipeline.run_clip import store_expectation
 from mote.pipeline.run_folder import METRICS_FILE, read_json, write_json
 from mote.pipeline.zeroshot import StoreIndex, protocol_problems
-from mote.stages.evaluate import store_expectation
 
 SUMMARY_FILE = "zeroshot_summary.json"
 
@@ -37,6 +37,8 @@ class ZeroShotConfig:
     save_predictions: Path | None = None
     close_set_top1: float | None = None
     save: bool = True
+    tfm_gamma: float | None = None
+    tfm_k: int | None = None
 
 
 def _splits(cfg: ZeroShotConfig):
@@ -76,22 +78,38 @@ def _open_stores(cfg: ZeroShotConfig, loaded) -> list[FeatureStore]:
 
 
 def summarize(run: Path, close_set_top1: float | None = None) -> dict | None:
-    """zs_hm over the protocol datasets this run has results for, and the trade-off."""
-    means = {}
+    """zs_hm over the protocol datasets this run has full-protocol results for, and the
+    trade-off with the close-set top-1 (given, remembered from an earlier call, or metrics.json).
+
+    A result that covers only some splits or was made with --allow-protocol-mismatch is listed
+    under ``excluded`` and not averaged.
+    """
+    means, excluded, tfm = {}, {}, set()
     for name in ZERO_SHOT_SPLITS:
         file = run / f"zeroshot_{name}.json"
-        if file.is_file():
-            means[name] = read_json(file)["top1_mean"]
-    if not means:
+        if not file.is_file():
+            continue
+        result = read_json(file)
+        if not result.get("protocol", False):
+            excluded[name] = "not the full protocol (a split subset or other sampling)"
+            continue
+        means[name] = result["top1_mean"]
+        tfm.add(result.get("tfm"))
+    if not means and not excluded:
         return None
+    previous = read_json(run / SUMMARY_FILE) if (run / SUMMARY_FILE).is_file() else {}
+    if close_set_top1 is None:
+        close_set_top1 = previous.get("close_set_top1")
     if close_set_top1 is None and (run / METRICS_FILE).is_file():
         close_set_top1 = read_json(run / METRICS_FILE).get("top1")
     summary = {
         "datasets": means,
+        "excluded": excluded,
         "zs_hm": harmonic_mean(list(means.values())) if len(means) > 1 else None,
         "close_set_top1": close_set_top1,
         "tradeoff": None,
         "complete": len(means) == len(ZERO_SHOT_SPLITS),
+        "tfm": tfm.pop() if len(tfm) == 1 else "mixed",
     }
     if summary["zs_hm"] is not None and close_set_top1:
         summary["tradeoff"] = tradeoff(close_set_top1, summary["zs_hm"])
@@ -102,10 +120,13 @@ def run(cfg: ZeroShotConfig) -> dict:
     from mote.pipeline.run_folder import load_run
 
     device = resolve_device(cfg.device)
+    splits = _splits(cfg)  # bad names fail before anything is loaded
+    check_predictions_path(cfg.save_predictions)
     loaded = load_run(cfg.run, device)
+    override_tfm(loaded.model, cfg.tfm_gamma, cfg.tfm_k)
     index = StoreIndex(_open_stores(cfg, loaded))
     results = []
-    for name, dataset in _splits(cfg):
+    for name, dataset in splits:
         data = index.select(dataset)
         if not data.video_ids:
             raise ConfigError(
@@ -142,6 +163,9 @@ def run(cfg: ZeroShotConfig) -> dict:
         "views": index.stores[0].spec.layout,
         "run": str(cfg.run),
         "stores": [str(p) for p in cfg.stores],
+        "protocol": cfg.dataset in ZERO_SHOT_SPLITS
+        and not cfg.allow_protocol_mismatch
+        and [name for name, _ in splits] == list(ZERO_SHOT_SPLITS[cfg.dataset]),
     }
     if cfg.save:
         write_json(cfg.run / f"zeroshot_{cfg.dataset}.json", result)

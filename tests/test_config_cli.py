@@ -82,3 +82,52 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     command = next(line for line in ci if "pytest" in line and not line.startswith("#"))
     assert command in (REPO / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--decoder", "ffmpeg"], "--decoder"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--decode-workers", "-1"], "--decode-workers"),
+        (["--dask", "local:abc"], "local:N"),
+    ],
+)
+def test_bad_extract_settings_fail_before_any_video(tmp_path, flags, message):
+    from mote.stages import extract
+
+    (tmp_path / "v").mkdir()
+    cfg = build_config(
+        ExtractConfig,
+        None,
+        dataset="ucf101",
+        out=tmp_path / "s.zarr",
+        root=tmp_path / "v",
+        **dict(
+            zip(
+                [f.lstrip("-").replace("-", "_") for f in flags[::2]],
+                [int(v) if v.lstrip("-").isdigit() else v for v in flags[1::2]],
+                strict=True,
+            )
+        ),
+    )
+    with pytest.raises(ConfigError, match=message):
+        extract.run(cfg)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_missing_root_folder_is_refused(tmp_path):
+    from mote.stages import extract
+
+    cfg = build_config(
+        ExtractConfig, None, dataset="ucf101", out=tmp_path / "s.zarr", root=tmp_path / "nowhere"
+    )
+    with pytest.raises(ConfigError, match="no such folder"):
+        extract.run(cfg)
+
+
+def test_config_file_accepts_the_flag_spellings_of_list_and_labels(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("dataset: list\nout: s.zarr\nlist: a.txt\nlabels: b.csv\n")
+    cfg = build_config(ExtractConfig, file)
+    assert (cfg.list_file, cfg.labels_file) == (Path("a.txt"), Path("b.csv"))

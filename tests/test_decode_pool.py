@@ -86,3 +86,22 @@ def test_a_killed_worker_is_replaced_and_its_queue_requeued(videos):
         results = collect(pool, 2)
     assert "crashed (SIGKILL)" in results[0].reason
     assert results[1].ok
+
+
+def test_submitting_to_a_worker_that_just_died_does_not_stop_the_run(videos):
+    short, _ = videos
+    with DecodePool(workers=1, timeout_s=60) as pool:
+        worker = pool._workers[0]
+        os.kill(worker.process.pid, signal.SIGKILL)
+        worker.process.join()  # dead, but the pool has not looked yet
+        for i in range(3):
+            pool.submit(task(i, short))
+        results = collect(pool, 3)
+    assert sorted(results) == [0, 1, 2]
+    assert sum(video.ok for video in results.values()) >= 2  # at most the first is lost
+
+
+def test_an_unexpected_error_becomes_a_failure_reason(tmp_path):
+    path = write_numbered_video(tmp_path / "n.mp4", 20, size=(64, 48))
+    video = decode_one(task(0, path, crops=2))  # crop_views only knows 1 or 3 crops
+    assert not video.ok and "unexpected" in video.reason

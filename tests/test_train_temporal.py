@@ -233,3 +233,32 @@ def test_meanpool_has_no_temporal_parameters(stores, tmp_path):
     trainable = [n for n, p in run.model.named_parameters() if p.requires_grad]
     assert trainable == ["logit_scale"]
     assert replace(run.model.cfg).arch == "meanpool"
+
+
+def test_empty_stores_and_bad_settings_are_refused_before_writing(stores, tmp_path):
+    empty = tmp_path / "empty.zarr"
+    base = FeatureStore.open(stores[1])
+    FeatureStore.create(
+        empty,
+        base.spec,
+        list(base.video_ids[:2]),
+        list(base.labels[:2]),
+        np.asarray(base.text_embeddings),
+    )
+    with pytest.raises(ConfigError, match="no video is done"):
+        train_temporal.run(config(stores, tmp_path / "run", val=empty))
+    assert not (tmp_path / "run").exists()
+    train_temporal.run(config(stores, tmp_path / "ok", epochs=1))
+    with pytest.raises(ConfigError, match="no video is done"):
+        evaluate.run(evaluate.EvaluateConfig(run=tmp_path / "ok", store=empty, device="cpu"))
+    with pytest.raises(ConfigError, match="--batch-size"):
+        train_temporal.run(config(stores, tmp_path / "run", batch_size=-4))
+    with pytest.raises(ConfigError, match="--epochs"):
+        train_temporal.run(config(stores, tmp_path / "run", epochs=0))
+
+
+def test_best_without_a_val_store_is_an_error(stores, tmp_path):
+    out = tmp_path / "noval"
+    train_temporal.run(config(stores, out, val=None, epochs=1))
+    with pytest.raises(ConfigError, match="--best"):
+        evaluate.run(evaluate.EvaluateConfig(run=out, store=stores[1], best=True, device="cpu"))
