@@ -14,9 +14,16 @@ from matplotlib.patches import Patch  # noqa: E402
 
 
 def read_history(path: Path) -> list[dict]:
+    """The epochs of ``history.jsonl``; a line still being written (a running job) is skipped."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def plot_curves(history: Path, out: Path, title: str | None = None) -> Path:

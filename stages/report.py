@@ -19,7 +19,7 @@ from mote.pipeline import __version__
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.metrics import harmonic_mean, mean_std, tradeoff
 from mote.pipeline.mote_model import MoTEConfig, default_config
-from mote.pipeline.plots import plot_curves, plot_tradeoff, plot_zeroshot_bars
+from mote.pipeline.plots import plot_curves, plot_tradeoff, plot_zeroshot_bars, read_history
 from mote.pipeline.run_folder import (
     CONFIG_FILE,
     HISTORY_FILE,
@@ -292,9 +292,9 @@ def _has_history(file: Path) -> bool:
 
 def _history_facts(file: Path) -> dict:
     """Epochs, training time and best validation top-1 from ``history.jsonl``."""
-    if not file.is_file():
+    rows = read_history(file)
+    if not rows:
         return {"epochs": None, "train_seconds": None, "best_val_top1": None}
-    rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
     vals = [r["val_top1"] for r in rows if r.get("val_top1") is not None]
     return {
         "epochs": len(rows),

@@ -234,3 +234,24 @@ def test_tfm_only_scales_the_temporal_stream():
     e = torch.from_numpy(features[:, 0]).float()
     s = model.forward_features(e, mode="merged", rho=0.0)  # rho -> 0: CLIP mean pooling
     assert torch.allclose(s, e, atol=1e-6)
+
+
+def test_view_fusion_is_softmax_mean_softmax_of_raw_cosines():
+    from mote.pipeline.metrics import fuse_views, topk_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    cos = torch.rand(5, 3, 7, generator=g) * 2 - 1  # (videos, views, classes), raw cosines
+    expected = torch.stack(
+        [
+            torch.softmax(torch.stack([torch.softmax(cos[n, v], 0) for v in range(3)]).mean(0), 0)
+            for n in range(5)
+        ]
+    )
+    torch.testing.assert_close(fuse_views(cos), expected)
+    # not the same as averaging logits scaled by 100: the reference fuses nearly flat softmaxes
+    scaled = torch.softmax(100 * cos, dim=-1).mean(dim=1)
+    assert not torch.allclose(fuse_views(cos), scaled)
+    labels = fuse_views(cos).argmax(dim=1)
+    assert topk_accuracy(fuse_views(cos), labels)["top1"] == 100.0
+    wrong = (labels + 1) % 7
+    assert topk_accuracy(fuse_views(cos), wrong, ks=(1, 7)) == {"top1": 0.0, "top7": 100.0}
