@@ -45,11 +45,17 @@ def _print_summary_table(summary: dict, title: str) -> None:
     table = Table(title=title, show_header=False)
     for key in (
         "store",
+        "schema_version",
+        "dataset",
+        "split",
         "model",
         "pretrained",
+        "weights_id",
         "dim",
         "frames",
         "views",
+        "sampling",
+        "classes",
         "n_videos",
         "n_done",
         "n_failed",
