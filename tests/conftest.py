@@ -58,6 +58,32 @@ def write_broken_videos(root: Path) -> list[str]:
     return [f"broken/{name}" for name in names]
 
 
+def tiny_extract_config(data, out: Path, **overrides):
+    """An ExtractConfig for a `list` dataset (anything with root, list_file, labels_file)
+    encoded by mote-tiny with seeded random weights on the CPU, decoding in this process."""
+    from mote.stages.extract import ExtractConfig
+
+    settings = dict(
+        dataset="list",
+        out=out,
+        root=data.root,
+        list_file=data.list_file,
+        labels_file=data.labels_file,
+        model="mote-tiny",
+        pretrained="none",
+        device="cpu",
+        decode_workers=0,
+    )
+    settings.update(overrides)
+    return ExtractConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def tiny_extract():
+    """``tiny_extract(data, out, **overrides)``: see ``tiny_extract_config``."""
+    return tiny_extract_config
+
+
 @pytest.fixture(scope="session")
 def motion_data(tmp_path_factory: pytest.TempPathFactory):
     """A small generated motion dataset (real MP4 files), shared by the tests of a session."""

@@ -8,23 +8,13 @@ import zarr
 from mote.stages import extract
 
 
-def test_local_cluster_store_equals_single_process_store(mixed_folder, tmp_path):
-    common = dict(
-        dataset="list",
-        root=mixed_folder.root,
-        list_file=mixed_folder.list_file,
-        labels_file=mixed_folder.labels_file,
-        model="mote-tiny",
-        pretrained="none",
-        device="cpu",
-        chunk_videos=4,
-        batch_size=16,
-    )
+def test_local_cluster_store_equals_single_process_store(mixed_folder, tmp_path, tiny_extract):
+    common = dict(chunk_videos=4, batch_size=16)
     single = extract.run(
-        extract.ExtractConfig(out=tmp_path / "one.zarr", decode_workers=1, **common)
+        tiny_extract(mixed_folder, tmp_path / "one.zarr", decode_workers=1, **common)
     )
     spread = extract.run(
-        extract.ExtractConfig(out=tmp_path / "dask.zarr", dask="local:2", **common)
+        tiny_extract(mixed_folder, tmp_path / "dask.zarr", dask="local:2", **common)
     )
 
     assert spread["n_done"] == single["n_done"] == len(mixed_folder.good)

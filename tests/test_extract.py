@@ -18,22 +18,16 @@ from mote.cache_schema.errors import StoreMismatch
 from mote.stages import extract
 
 
-def tiny_config(data, out: Path, **overrides) -> extract.ExtractConfig:
-    settings = dict(
-        dataset="list",
-        out=out,
-        root=data.root,
-        list_file=data.list_file,
-        labels_file=data.labels_file,
-        model="mote-tiny",
-        pretrained="none",
-        device="cpu",
-        decode_workers=2,
-        chunk_videos=4,
-        batch_size=16,
-    )
-    settings.update(overrides)
-    return extract.ExtractConfig(**settings)
+@pytest.fixture
+def tiny_config(tiny_extract):
+    """mote-tiny extraction with 2 decode workers, chunks of 4 videos, CLIP batches of 16."""
+
+    def build(data, out: Path, **overrides) -> extract.ExtractConfig:
+        return tiny_extract(
+            data, out, **{"decode_workers": 2, "chunk_videos": 4, "batch_size": 16, **overrides}
+        )
+
+    return build
 
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -46,7 +40,7 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
-def test_broken_videos_are_recorded_and_good_ones_stored(mixed_folder, tmp_path):
+def test_broken_videos_are_recorded_and_good_ones_stored(mixed_folder, tmp_path, tiny_config):
     out = tmp_path / "mixed.zarr"
     summary = extract.run(tiny_config(mixed_folder, out))
 
@@ -70,7 +64,7 @@ def test_broken_videos_are_recorded_and_good_ones_stored(mixed_folder, tmp_path)
             assert np.abs(embeddings[row]).sum(axis=-1).min() > 0  # every frame encoded
 
 
-def test_info_json_lists_the_failures(mixed_folder, tmp_path):
+def test_info_json_lists_the_failures(mixed_folder, tmp_path, tiny_config):
     out = tmp_path / "info.zarr"
     extract.run(tiny_config(mixed_folder, out, decode_workers=0))
     result = cli("info", str(out), "--json")
@@ -96,7 +90,7 @@ def test_info_json_lists_the_failures(mixed_folder, tmp_path):
     assert info["model"] == "mote-tiny" and info["frames"] == 8 and info["views"] == "1x1"
 
 
-def test_rerun_skips_done_videos_and_retry_failed_retries(mixed_folder, tmp_path):
+def test_rerun_skips_done_videos_and_retry_failed_retries(mixed_folder, tmp_path, tiny_config):
     out = tmp_path / "resume.zarr"
     first = extract.run(tiny_config(mixed_folder, out))
     again = extract.run(tiny_config(mixed_folder, out))
@@ -106,7 +100,7 @@ def test_rerun_skips_done_videos_and_retry_failed_retries(mixed_folder, tmp_path
     assert retried["n_done"] == first["n_done"]
 
 
-def test_multi_view_store_shapes_and_indices(motion_data, tmp_path):
+def test_multi_view_store_shapes_and_indices(motion_data, tmp_path, tiny_config):
     out = tmp_path / "views.zarr"
     extract.run(tiny_config(motion_data, out, views="3x3", frames=4, limit=5))
     group = zarr.open_group(out, mode="r")
@@ -116,7 +110,7 @@ def test_multi_view_store_shapes_and_indices(motion_data, tmp_path):
     assert (indices[:, 0] != indices[:, 3]).any()  # clips differ
 
 
-def test_reopening_with_other_settings_names_both_values(motion_data, tmp_path):
+def test_reopening_with_other_settings_names_both_values(motion_data, tmp_path, tiny_config):
     out = tmp_path / "mismatch.zarr"
     extract.run(tiny_config(motion_data, out, limit=4))
     with pytest.raises(StoreMismatch) as error:

@@ -25,24 +25,11 @@ def test_sample_shots_draws_k_per_class_from_done_videos():
         fewshot.sample_shots(labels, done, shots=4, seed=0)
 
 
-def test_fewshot_runs_every_k_and_seed(tmp_path):
+def test_fewshot_runs_every_k_and_seed(tmp_path, tiny_extract):
     data = write_motion_dataset(tmp_path / "v", videos_per_class=6, seed=2)
     train_list, test_list = demo.split_list(data.list_file, every=3)
-    common = dict(
-        dataset="list",
-        root=data.root,
-        labels_file=data.labels_file,
-        model="mote-tiny",
-        pretrained="none",
-        device="cpu",
-        decode_workers=1,
-    )
-    extract.run(extract.ExtractConfig(out=tmp_path / "train.zarr", list_file=train_list, **common))
-    extract.run(
-        extract.ExtractConfig(
-            out=tmp_path / "test.zarr", list_file=test_list, views="3x1", **common
-        )
-    )
+    extract.run(tiny_extract(data, tmp_path / "train.zarr", list_file=train_list))
+    extract.run(tiny_extract(data, tmp_path / "test.zarr", list_file=test_list, views="3x1"))
     base = train_temporal.TrainConfig(
         train=tmp_path / "train.zarr",
         out=tmp_path,

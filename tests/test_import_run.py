@@ -45,22 +45,12 @@ def imported_run(tmp_path_factory):
     return run, tuned, original
 
 
-def test_extract_with_the_run_uses_the_blended_tuned_weights(imported_run, motion_data, tmp_path):
+def test_extract_with_the_run_uses_the_blended_tuned_weights(
+    imported_run, motion_data, tmp_path, tiny_extract
+):
     run, tuned, original = imported_run
     out = tmp_path / "run.zarr"
-    summary = extract.run(
-        extract.ExtractConfig(
-            dataset="list",
-            out=out,
-            root=motion_data.root,
-            list_file=motion_data.list_file,
-            labels_file=motion_data.labels_file,
-            run=run,
-            device="cpu",
-            limit=3,
-            decode_workers=0,
-        )
-    )
+    summary = extract.run(tiny_extract(motion_data, out, run=run, limit=3))
     assert summary["n_done"] == 3
     group = zarr.open_group(out, mode="r")
     assert group.attrs["weights_id"].startswith("run:")
@@ -90,22 +80,11 @@ def test_extract_with_the_run_uses_the_blended_tuned_weights(imported_run, motio
     assert result["n_videos"] == 3 and 0 <= result["top1"] <= 100
 
 
-def test_evaluate_refuses_a_store_made_with_the_original_clip(imported_run, motion_data, tmp_path):
+def test_evaluate_refuses_a_store_made_with_the_original_clip(
+    imported_run, motion_data, tmp_path, tiny_extract
+):
     run, _, _ = imported_run
     out = tmp_path / "plain.zarr"
-    extract.run(
-        extract.ExtractConfig(
-            dataset="list",
-            out=out,
-            root=motion_data.root,
-            list_file=motion_data.list_file,
-            labels_file=motion_data.labels_file,
-            model="mote-tiny",
-            pretrained="none",
-            device="cpu",
-            limit=2,
-            decode_workers=0,
-        )
-    )
+    extract.run(tiny_extract(motion_data, out, limit=2))
     with pytest.raises(StoreMismatch, match="weights_id"):
         evaluate.run(evaluate.EvaluateConfig(run=run, store=out, device="cpu"))

@@ -21,27 +21,23 @@ from mote.stages import demo, evaluate, extract, train_temporal
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
+def stores(tmp_path_factory, tiny_extract):
     """Train (2 random clips per video) and val (3 clips) stores of the motion videos."""
     work = tmp_path_factory.mktemp("stage2")
     data = write_motion_dataset(work / "videos", videos_per_class=24, seed=3)
     train_list, val_list = demo.split_list(data.list_file)
-    common = dict(
-        dataset="list",
-        root=data.root,
-        labels_file=data.labels_file,
-        model="mote-tiny",
-        pretrained="none",
-        device="cpu",
-        decode_workers=2,
-    )
     extract.run(
-        extract.ExtractConfig(
-            out=work / "train.zarr", list_file=train_list, views="2x1", sampling="train", **common
+        tiny_extract(
+            data,
+            work / "train.zarr",
+            list_file=train_list,
+            views="2x1",
+            sampling="train",
+            decode_workers=2,
         )
     )
     extract.run(
-        extract.ExtractConfig(out=work / "val.zarr", list_file=val_list, views="3x1", **common)
+        tiny_extract(data, work / "val.zarr", list_file=val_list, views="3x1", decode_workers=2)
     )
     return work / "train.zarr", work / "val.zarr", len(data.class_names)
 
@@ -185,26 +181,14 @@ def test_evaluate_cli_json(stores, tmp_path):
     assert {"top1", "top5", "views", "n_videos"} <= set(data) and data["tfm"] is False
 
 
-def test_val_store_with_other_classes_is_refused(stores, tmp_path):
+def test_val_store_with_other_classes_is_refused(stores, tmp_path, tiny_extract):
     train, val, _ = stores
     other = tmp_path / "other"
     data = write_motion_dataset(
         other, classes=("circle moving left", "square moving up"), videos_per_class=2, seed=5
     )
     store = tmp_path / "other.zarr"
-    extract.run(
-        extract.ExtractConfig(
-            dataset="list",
-            out=store,
-            root=data.root,
-            list_file=data.list_file,
-            labels_file=data.labels_file,
-            model="mote-tiny",
-            pretrained="none",
-            device="cpu",
-            decode_workers=0,
-        )
-    )
+    extract.run(tiny_extract(data, store))
     with pytest.raises(ConfigError, match="classes differ"):
         train_temporal.run(config(stores, tmp_path / "run", val=store))
 
