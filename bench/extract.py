@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 from mote.cache_schema.store import FeatureStore, VideoResult
-from mote.pipeline.clip_model import build_clip
-from mote.pipeline.datasets import load_dataset
-from mote.pipeline.decode_pool import DecodePool, DecodeTask, decode_one
-from mote.pipeline.encoding import BatchedEncoder
-from mote.pipeline.synthetic import SyntheticDataset, write_motion_dataset
+from mote.pipeline.clip.clip_model import build_clip
+from mote.pipeline.clip.encoding import BatchedEncoder
+from mote.pipeline.data.datasets import load_dataset
+from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
+from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, decode_one
 from mote.stages import extract
 
 

@@ -25,9 +25,10 @@ import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
-from mote.pipeline.clip_model import build_clip, resolve_device
-from mote.pipeline.features import InMemoryFeatures, StreamingFeatures
-from mote.pipeline.mote_model import MoTE
+from mote.pipeline.clip.clip_model import build_clip
+from mote.pipeline.device import resolve_device
+from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
+from mote.pipeline.temporal.mote_model import MoTE
 from mote.stages.train_temporal import TrainConfig, build_optimizer, model_config, train_step
 
 CLIP_FOR_DIM = {512: "ViT-B-16", 768: "ViT-L-14", 64: "mote-tiny"}

@@ -22,7 +22,7 @@ DONE = 1
 FAILED = 2
 STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
 
-# Frame-sampling rules a store may record (pipeline/sampling.py, spec section 7.1).
+# Frame-sampling rules a store may record (pipeline/video/sampling.py, spec section 7.1).
 SAMPLING_RULES = ("eval", "train")
 
 # Keys of the preprocessing record (open_clip's preprocess config of the model).

@@ -16,8 +16,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.progress import NullProgress, Progress, Quiet
-from mote.pipeline.synthetic import write_motion_dataset
 from mote.stages import evaluate, extract, info, report, train_temporal, zeroshot
 
 # Classes the demo never trains on: vertical motion, evaluated zero-shot.

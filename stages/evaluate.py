@@ -14,11 +14,16 @@ import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore
-from mote.pipeline.clip_model import resolve_device
+from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.evaluation import check_predictions_path, override_tfm, save_predictions, score
-from mote.pipeline.run_clip import store_expectation
-from mote.pipeline.run_folder import load_run
+from mote.pipeline.runs.run_clip import store_expectation
+from mote.pipeline.runs.run_folder import load_run
+from mote.pipeline.temporal.evaluation import (
+    check_predictions_path,
+    override_tfm,
+    save_predictions,
+    score,
+)
 
 
 @dataclass(frozen=True)

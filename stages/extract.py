@@ -21,19 +21,19 @@ import torch
 
 from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
 from mote.pipeline import __version__
-from mote.pipeline.clip_model import ClipEncoder, build_clip
-from mote.pipeline.datasets import DatasetSpec, kinetics_dataset, load_dataset
-from mote.pipeline.decode_pool import (
+from mote.pipeline.clip.clip_model import ClipEncoder, build_clip
+from mote.pipeline.clip.encoding import BatchedEncoder
+from mote.pipeline.data.datasets import DatasetSpec, kinetics_dataset, load_dataset
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.runs.run_clip import clip_for_run
+from mote.pipeline.video.decode_pool import (
     DecodedVideo,
     DecodePool,
     DecodeTask,
     decode_one,
     default_workers,
 )
-from mote.pipeline.encoding import BatchedEncoder
-from mote.pipeline.errors import ConfigError
-from mote.pipeline.progress import NullProgress, Progress
-from mote.pipeline.run_clip import clip_for_run
 
 DEFAULT_SPLIT = {"k400": "val", "k600": "split1", "ucf101": "test1", "hmdb51": "test1"}
 DEFAULT_VIEWS = {"k600": "3x1", "ucf101": "3x1", "hmdb51": "3x1"}  # zero-shot protocol (spec 8.2)

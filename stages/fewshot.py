@@ -17,12 +17,12 @@ import torch
 
 from mote.cache_schema.store import FeatureStore
 from mote.cache_schema.v1 import DONE
-from mote.pipeline.clip_model import resolve_device
+from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.evaluation import score
-from mote.pipeline.metrics import mean_std
 from mote.pipeline.progress import NullProgress, Progress, Quiet
-from mote.pipeline.run_folder import METRICS_FILE, load_run, write_json
+from mote.pipeline.runs.run_folder import METRICS_FILE, load_run, write_json
+from mote.pipeline.temporal.evaluation import score
+from mote.pipeline.temporal.metrics import mean_std
 from mote.stages import train_temporal
 
 RESULTS_FILE = "fewshot.json"

@@ -17,17 +17,23 @@ from typing import Any
 import open_clip
 from torch import Tensor
 
-from mote.pipeline.clip_model import TINY_CONFIG, TINY_NAME, file_weights_id
+from mote.pipeline.clip.clip_model import TINY_CONFIG, TINY_NAME, file_weights_id
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.mote_model import MoTE
-from mote.pipeline.reference_import import (
+from mote.pipeline.runs.reference_import import (
     CLIP_KEY,
     TEMPORAL_KEY,
     load_reference_checkpoint,
     temporal_from_reference,
     visual_from_reference,
 )
-from mote.pipeline.run_folder import CLIP_PREFIX, CONFIG_FILE, MODEL_FILE, save_model, write_json
+from mote.pipeline.runs.run_folder import (
+    CLIP_PREFIX,
+    CONFIG_FILE,
+    MODEL_FILE,
+    save_model,
+    write_json,
+)
+from mote.pipeline.temporal.mote_model import MoTE
 
 
 def run(

@@ -17,15 +17,15 @@ from typing import Any
 
 from mote.pipeline import __version__
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.metrics import harmonic_mean, mean_std, tradeoff
-from mote.pipeline.mote_model import MoTEConfig, default_config
-from mote.pipeline.plots import plot_curves, plot_tradeoff, plot_zeroshot_bars, read_history
-from mote.pipeline.run_folder import (
+from mote.pipeline.runs.plots import plot_curves, plot_tradeoff, plot_zeroshot_bars, read_history
+from mote.pipeline.runs.run_folder import (
     CONFIG_FILE,
     HISTORY_FILE,
     METRICS_FILE,
     write_atomic,
 )
+from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
+from mote.pipeline.temporal.mote_model import MoTEConfig, default_config
 
 REPORT_FILE = "report.md"
 BARS_FILE = "zeroshot_bars.png"

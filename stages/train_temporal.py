@@ -21,14 +21,11 @@ from safetensors import safe_open
 from mote.cache_schema.store import FeatureStore
 from mote.cache_schema.v1 import DONE, FAILED, PENDING
 from mote.pipeline import __version__
-from mote.pipeline.clip_model import resolve_device
+from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.evaluation import score
-from mote.pipeline.features import InMemoryFeatures, StreamingFeatures
-from mote.pipeline.mote_model import ARCHS, MoTE, MoTEConfig, default_config
-from mote.pipeline.plots import plot_curves
 from mote.pipeline.progress import NullProgress, Progress
-from mote.pipeline.run_folder import (
+from mote.pipeline.runs.plots import plot_curves
+from mote.pipeline.runs.run_folder import (
     BEST_FILE,
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -42,6 +39,9 @@ from mote.pipeline.run_folder import (
     write_atomic,
     write_json,
 )
+from mote.pipeline.temporal.evaluation import score
+from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
+from mote.pipeline.temporal.mote_model import ARCHS, MoTE, MoTEConfig, default_config
 
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
 SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}

@@ -13,14 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mote.cache_schema.store import FeatureStore
-from mote.pipeline.clip_model import resolve_device
-from mote.pipeline.datasets import ZERO_SHOT_SPLITS, load_dataset
+from mote.pipeline.data.datasets import ZERO_SHOT_SPLITS, load_dataset
+from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.evaluation import check_predictions_path, override_tfm, save_predictions, score
-from mote.pipeline.metrics import harmonic_mean, mean_std, tradeoff
-from mote.pipeline.run_clip import store_expectation
-from mote.pipeline.run_folder import METRICS_FILE, read_json, write_json
-from mote.pipeline.zeroshot import StoreIndex, protocol_problems
+from mote.pipeline.runs.run_clip import store_expectation
+from mote.pipeline.runs.run_folder import METRICS_FILE, read_json, write_json
+from mote.pipeline.temporal.evaluation import (
+    check_predictions_path,
+    override_tfm,
+    save_predictions,
+    score,
+)
+from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
+from mote.pipeline.temporal.zeroshot import StoreIndex, protocol_problems
 
 SUMMARY_FILE = "zeroshot_summary.json"
 
@@ -117,7 +122,7 @@ def summarize(run: Path, close_set_top1: float | None = None) -> dict | None:
 
 
 def run(cfg: ZeroShotConfig) -> dict:
-    from mote.pipeline.run_folder import load_run
+    from mote.pipeline.runs.run_folder import load_run
 
     device = resolve_device(cfg.device)
     splits = _splits(cfg)  # bad names fail before anything is loaded

@@ -33,7 +33,7 @@ class MixedFolder:
 
 def write_broken_videos(root: Path) -> list[str]:
     """Write one file of each broken kind under ``root``; return their relative paths."""
-    from mote.pipeline.synthetic import write_numbered_video
+    from mote.pipeline.data.synthetic import write_numbered_video
 
     broken = root / "broken"
     broken.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def tiny_extract():
 @pytest.fixture(scope="session")
 def motion_data(tmp_path_factory: pytest.TempPathFactory):
     """A small generated motion dataset (real MP4 files), shared by the tests of a session."""
-    from mote.pipeline.synthetic import write_motion_dataset
+    from mote.pipeline.data.synthetic import write_motion_dataset
 
     return write_motion_dataset(tmp_path_factory.mktemp("motion"), videos_per_class=3, seed=1)
 

@@ -14,15 +14,15 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from mote.pipeline.clip_model import (
+from mote.pipeline.clip.clip_model import (
     TINY_CONFIG,
     ClipEncoder,
     _unreachable,
     build_clip,
     register_tiny,
 )
+from mote.pipeline.clip.text import TEMPLATES, class_text_embeddings
 from mote.pipeline.errors import ConfigError, WeightsUnavailable
-from mote.pipeline.text import TEMPLATES, class_text_embeddings
 
 
 def frames(batch: int, size: int = 64, seed: int = 0) -> torch.Tensor:
@@ -199,7 +199,7 @@ def test_tag_weights_are_found_in_the_local_caches(
 ) -> None:
     import huggingface_hub.constants
 
-    from mote.pipeline import clip_model
+    from mote.pipeline.clip import clip_model
 
     snapshot = tmp_path / "hub" / "models--org--repo" / "snapshots" / "abc123"
     snapshot.mkdir(parents=True)

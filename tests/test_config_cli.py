@@ -52,7 +52,7 @@ def test_bad_views(bad):
 
 def test_help_lists_commands():
     result = subprocess.run(
-        [sys.executable, "-m", "mote.pipeline.cli", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "mote.stages.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0
     for command in ("extract", "info", "demo"):
@@ -64,7 +64,7 @@ def test_missing_root_is_a_one_line_error(tmp_path):
         [
             sys.executable,
             "-m",
-            "mote.pipeline.cli",
+            "mote.stages.cli",
             "extract",
             "--dataset",
             "k400",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mote.pipeline.datasets import (
+from mote.pipeline.data.datasets import (
     VideoItem,
     kinetics_items_from_csv,
     load_dataset,

@@ -10,9 +10,9 @@ import decord
 import numpy as np
 import pytest
 
-from mote.pipeline.decode import DecordSource, PyAVSource, open_video
+from mote.pipeline.data.synthetic import read_frame_number, write_frames, write_numbered_video
 from mote.pipeline.errors import DecodeError
-from mote.pipeline.synthetic import read_frame_number, write_frames, write_numbered_video
+from mote.pipeline.video.decode import DecordSource, PyAVSource, open_video
 
 BACKENDS = ("decord", "pyav")
 N = 150

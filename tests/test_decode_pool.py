@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from mote.pipeline.decode_pool import DecodePool, DecodeTask, decode_one
-from mote.pipeline.synthetic import read_frame_number, write_numbered_video
+from mote.pipeline.data.synthetic import read_frame_number, write_numbered_video
+from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, decode_one
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def test_demo_runs_every_stage(tmp_path):
 
 def test_demo_command_help_names_the_workdir():
     out = subprocess.run(
-        [sys.executable, "-m", "mote.pipeline.cli", "demo", "--help"],
+        [sys.executable, "-m", "mote.stages.cli", "demo", "--help"],
         capture_output=True,
         text=True,
     )

@@ -32,7 +32,7 @@ def tiny_config(tiny_extract):
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mote.pipeline.cli", *args],
+        [sys.executable, "-m", "mote.stages.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -145,8 +145,8 @@ def test_reopening_with_other_settings_names_both_values(motion_data, tmp_path, 
 
 def test_decoded_frames_match_the_stored_indices(tmp_path):
     """The stored frame indices are the spec's evaluation indices of each video's length."""
-    from mote.pipeline.sampling import eval_indices
-    from mote.pipeline.synthetic import write_numbered_video
+    from mote.pipeline.data.synthetic import write_numbered_video
+    from mote.pipeline.video.sampling import eval_indices
 
     root = tmp_path / "videos"
     lengths = [5, 30, 61]
@@ -210,7 +210,7 @@ def test_resume_after_kill_9_is_bit_identical(motion_data, tmp_path):
 
     broken = tmp_path / "killed.zarr"
     process = subprocess.Popen(
-        [sys.executable, "-m", "mote.pipeline.cli", *args, "--out", str(broken)],
+        [sys.executable, "-m", "mote.stages.cli", *args, "--out", str(broken)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -234,7 +234,7 @@ def test_resume_after_kill_9_is_bit_identical(motion_data, tmp_path):
 
 
 def test_k400_training_split_from_the_official_csv(tmp_path):
-    from mote.pipeline.synthetic import write_numbered_video
+    from mote.pipeline.data.synthetic import write_numbered_video
 
     root = tmp_path / "k400"
     rows = ["label,youtube_id,time_start,time_end,split"]

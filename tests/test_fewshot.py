@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.synthetic import write_motion_dataset
 from mote.stages import demo, extract, fewshot, train_temporal
 
 

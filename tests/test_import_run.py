@@ -8,8 +8,8 @@ import torch
 import zarr
 
 from mote.cache_schema.errors import StoreMismatch
-from mote.pipeline.clip_model import build_clip
-from mote.pipeline.mote_model import MoTE, default_config
+from mote.pipeline.clip.clip_model import build_clip
+from mote.pipeline.temporal.mote_model import MoTE, default_config
 from mote.stages import evaluate, extract, import_reference
 
 
@@ -63,7 +63,7 @@ def test_extract_with_the_run_uses_the_blended_tuned_weights(
         {k: 0.99 * v + 0.01 * base[k] if v.is_floating_point() else v for k, v in tuned.items()},
         strict=False,
     )
-    from mote.pipeline.decode_pool import DecodeTask, decode_one
+    from mote.pipeline.video.decode_pool import DecodeTask, decode_one
 
     video = decode_one(
         DecodeTask(0, str(motion_data.root / str(group["video_ids"][0])), 8, 1, 1, 64)

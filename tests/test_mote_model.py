@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.mote_model import (
+from mote.pipeline.temporal.mote_model import (
     MoTE,
     MoTEConfig,
     default_config,

@@ -12,15 +12,15 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-from mote.pipeline.clip_model import build_clip
+from mote.pipeline.clip.clip_model import build_clip
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.mote_model import MoTE, MoTEConfig, default_config
-from mote.pipeline.reference_import import (
+from mote.pipeline.runs.reference_import import (
     load_reference_checkpoint,
     temporal_from_reference,
     visual_from_reference,
 )
-from mote.pipeline.run_folder import load_run
+from mote.pipeline.runs.run_folder import load_run
+from mote.pipeline.temporal.mote_model import MoTE, MoTEConfig, default_config
 from mote.stages import import_reference
 
 D, LAYERS = 64, 2

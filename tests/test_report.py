@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mote.pipeline.cli import app
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.mote_model import default_config
+from mote.pipeline.temporal.mote_model import default_config
 from mote.stages import report, zeroshot
+from mote.stages.cli import app
 from mote.stages.report import ReportConfig, describe_switches
 
 L14 = 768

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mote.pipeline.sampling import eval_indices, sample_indices, train_bounds, train_indices
+from mote.pipeline.video.sampling import eval_indices, sample_indices, train_bounds, train_indices
 
 
 def test_worked_example_training_bounds():

@@ -7,13 +7,13 @@ import csv
 import numpy as np
 import pytest
 
-from mote.pipeline.decode import open_video
-from mote.pipeline.synthetic import (
+from mote.pipeline.data.synthetic import (
     MOTION_CLASSES,
     numbered_frame,
     read_frame_number,
     write_motion_dataset,
 )
+from mote.pipeline.video.decode import open_video
 
 
 def _frames(path) -> np.ndarray:

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from mote.cache_schema.store import FeatureStore
+from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.features import InMemoryFeatures, StreamingFeatures
-from mote.pipeline.run_folder import load_run
-from mote.pipeline.synthetic import write_motion_dataset
+from mote.pipeline.runs.run_folder import load_run
+from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.stages import demo, evaluate, extract, train_temporal
 
 
@@ -161,7 +161,7 @@ def test_evaluate_cli_json(stores, tmp_path):
         [
             sys.executable,
             "-m",
-            "mote.pipeline.cli",
+            "mote.stages.cli",
             "evaluate",
             "--run",
             str(out),

@@ -12,13 +12,13 @@ import torch
 
 from mote.cache_schema.errors import StoreMismatch
 from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
-from mote.pipeline.datasets import load_dataset
+from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.evaluation import score
-from mote.pipeline.metrics import harmonic_mean, mean_std, tradeoff
-from mote.pipeline.mote_model import MoTE, default_config
-from mote.pipeline.run_folder import save_model, write_json
-from mote.pipeline.zeroshot import StoreIndex
+from mote.pipeline.runs.run_folder import save_model, write_json
+from mote.pipeline.temporal.evaluation import score
+from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
+from mote.pipeline.temporal.mote_model import MoTE, default_config
+from mote.pipeline.temporal.zeroshot import StoreIndex
 from mote.stages import zeroshot
 
 D = 64
@@ -170,7 +170,7 @@ def test_cli_prints_the_table(tmp_path, run_folder):
         [
             sys.executable,
             "-m",
-            "mote.pipeline.cli",
+            "mote.stages.cli",
             "zeroshot",
             "--run",
             str(run_folder),
@@ -237,7 +237,7 @@ def test_tfm_only_scales_the_temporal_stream():
 
 
 def test_view_fusion_is_softmax_mean_softmax_of_raw_cosines():
-    from mote.pipeline.metrics import fuse_views, topk_accuracy
+    from mote.pipeline.temporal.metrics import fuse_views, topk_accuracy
 
     g = torch.Generator().manual_seed(0)
     cos = torch.rand(5, 3, 7, generator=g) * 2 - 1  # (videos, views, classes), raw cosines

@@ -31,9 +31,9 @@ def frames() -> np.ndarray:
 
 
 def compute() -> dict[str, torch.Tensor]:
-    from mote.pipeline.clip_model import build_clip
-    from mote.pipeline.mote_model import MoTE, default_config
-    from mote.pipeline.transforms import crop_views
+    from mote.pipeline.clip.clip_model import build_clip
+    from mote.pipeline.temporal.mote_model import MoTE, default_config
+    from mote.pipeline.video.transforms import crop_views
 
     clip = build_clip("mote-tiny", "none", device="cpu", seed=0)
     views = crop_views(frames(), clip.preprocess.size, 3)  # (3 crops, 4 frames, S, S, 3)

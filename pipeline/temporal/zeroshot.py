@@ -15,7 +15,7 @@ import torch
 
 from mote.cache_schema.store import FeatureStore
 from mote.cache_schema.v1 import DONE
-from mote.pipeline.datasets import DatasetSpec
+from mote.pipeline.data.datasets import DatasetSpec
 from mote.pipeline.errors import ConfigError
 
 # Spec 8.2: 8 frames, 3 clips x 1 crop, the evaluation sampling rule.

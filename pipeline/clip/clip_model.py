@@ -34,9 +34,10 @@ import open_clip
 import torch
 from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
 
-from mote.pipeline import text as text_mod
+from mote.pipeline.clip import text as text_mod
+from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError, WeightsUnavailable
-from mote.pipeline.transforms import PreprocessSpec, normalize
+from mote.pipeline.video.transforms import PreprocessSpec, normalize
 
 TINY_NAME = "mote-tiny"
 # A test-size CLIP (contract "Common options"): 64-d embeddings, 2 layers per tower, 64 px input.
@@ -177,19 +178,6 @@ def build_clip(model: str, pretrained: str, device: str = "auto", seed: int = 0)
         arch=resolved.arch,
         device=torch_device,
     )
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; an unavailable CUDA device is a config error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {device!r} is not a torch device ({exc})") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return resolved
 
 
 def register_tiny() -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from mote.pipeline.clip_model import ClipEncoder, build_clip, file_weights_id
+from mote.pipeline.clip.clip_model import ClipEncoder, build_clip, file_weights_id
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.run_folder import CLIP_PREFIX, CONFIG_FILE, MODEL_FILE, read_json
+from mote.pipeline.runs.run_folder import CLIP_PREFIX, CONFIG_FILE, MODEL_FILE, read_json
 
 TEST_BLEND = 0.99  # spec 7.4
 

@@ -20,10 +20,10 @@ from multiprocessing.connection import Connection, wait
 
 import numpy as np
 
-from mote.pipeline.decode import open_video
 from mote.pipeline.errors import DecodeError
-from mote.pipeline.sampling import sample_indices
-from mote.pipeline.transforms import crop_views
+from mote.pipeline.video.decode import open_video
+from mote.pipeline.video.sampling import sample_indices
+from mote.pipeline.video.transforms import crop_views
 
 PER_WORKER_DEPTH = 2  # videos queued per worker: one decoding, one waiting, so no worker idles
 

@@ -15,8 +15,8 @@ import torch
 from safetensors.numpy import save_file
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.metrics import fuse_views, topk_accuracy
-from mote.pipeline.mote_model import MoTE
+from mote.pipeline.temporal.metrics import fuse_views, topk_accuracy
+from mote.pipeline.temporal.mote_model import MoTE
 
 
 @dataclass

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from mote.cache_schema.errors import StoreError
 from mote.pipeline.config import build_config
-from mote.pipeline.console import RichProgress, stderr, stdout
 from mote.pipeline.errors import ConfigError, MoteError
+from mote.stages.console import RichProgress, stderr, stdout
 
 app = typer.Typer(
     name="mote",

@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.mote_model import MoTE, MoTEConfig
+from mote.pipeline.temporal.mote_model import MoTE, MoTEConfig
 
 RUN_FORMAT = "mote.run"
 RUN_VERSION = "1"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mote.pipeline.errors import AnnotationError
 
-ANNOTATIONS_PACKAGE = "mote.pipeline.annotations"
+ANNOTATIONS_PACKAGE = "mote.pipeline.data.annotations"
 _LIST_ONLY = ("list", "ssv2")  # datasets whose files the user always supplies
 
 

@@ -1,0 +1,1 @@
+"""Datasets: shipped annotation lists, Kinetics CSVs, and the generated demo videos."""

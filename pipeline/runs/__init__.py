@@ -1,0 +1,1 @@
+"""Run folders: the files a run owns, the CLIP a run encodes with, reference import, plots."""

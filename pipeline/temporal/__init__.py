@@ -1,0 +1,1 @@
+"""The temporal model and its scores: MoTE, cached-feature batches, evaluation, metrics."""

@@ -1,0 +1,5 @@
+"""``python -m mote.stages ...`` runs the ``mote`` command (what ``torchrun -m`` needs)."""
+
+from mote.stages.cli import main
+
+main()
