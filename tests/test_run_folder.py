@@ -333,7 +333,7 @@ def small_run(tmp_path) -> RunFolder:
 def test_damaged_model_and_config_files_are_one_line_each(small_run, tmp_path):
     store = tmp_path / "absent.zarr"  # the run is read first; the store is never reached
     good = small_run.model_file.read_bytes()
-    for damaged in (good[: len(good) // 2], good[:5], b""):
+    for damaged in (good[: len(good) // 2], b""):  # cut short, empty
         small_run.model_file.write_bytes(damaged)
         result = mote_cli("evaluate", "--run", str(small_run.path), "--store", str(store))
         assert_one_line_error(result, str(small_run.model_file), "retrain", "re-import")

@@ -173,7 +173,7 @@ def save_model(path: Path, model: MoTE, extra: dict[str, torch.Tensor] | None = 
 def load_model_file(path: Path, device: str | torch.device = "cpu") -> tuple[MoTE, dict]:
     """A MoTE from a model file, and the file's other tensors (e.g. ``clip.visual.*``)."""
     if not path.is_file():
-        raise ConfigError(f"{path}: no model file here")
+        raise RunFileError(f"{path}: no model file here (an unfinished run?); {REMAKE}")
     tensors, metadata = read_tensors(path)
     if metadata.get("format") != RUN_FORMAT or "model_config" not in metadata:
         raise ConfigError(
