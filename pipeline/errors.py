@@ -23,3 +23,11 @@ class DecodeError(MoteError, RuntimeError):
 
 class WeightsUnavailable(MoteError, RuntimeError):
     """CLIP weights could not be found locally and cannot be downloaded."""
+
+
+class RunFileError(ConfigError):
+    """A run folder's file is missing, cut short or damaged; the message says how to remake it."""
+
+
+class OutputError(MoteError, OSError):
+    """A file could not be written (permission denied, read-only file system, disk full)."""

@@ -196,6 +196,6 @@ def _run(cfg: DemoConfig, progress: Progress, console: Console) -> dict:
 
 
 def _params(run: Path) -> int:
-    import json
+    from mote.pipeline.runs.run_folder import RunFolder
 
-    return json.loads((run / "config.json").read_text())["params_merged"]
+    return RunFolder(run).read_config()["params_merged"]

@@ -17,13 +17,8 @@ from mote.cache_schema.store import FeatureStore
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_clip import store_expectation
-from mote.pipeline.runs.run_folder import load_run
-from mote.pipeline.temporal.evaluation import (
-    check_predictions_path,
-    override_tfm,
-    save_predictions,
-    score,
-)
+from mote.pipeline.runs.run_folder import check_predictions_path, load_run, save_predictions
+from mote.pipeline.temporal.evaluation import override_tfm, score
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,10 @@ from mote.cache_schema.v1 import DONE
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress, Quiet
-from mote.pipeline.runs.run_folder import METRICS_FILE, load_run, write_json
+from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.metrics import mean_std
 from mote.stages import train_temporal
-
-RESULTS_FILE = "fewshot.json"
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,7 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
         for seed in cfg.seeds:
             rows = sample_shots(labels, done, shots, seed)
             out = cfg.out / f"k{shots}_seed{seed}"
-            if not (out / METRICS_FILE).is_file():  # finished runs of an earlier call are kept
+            if not RunFolder(out).is_finished():  # finished runs of an earlier call are kept
                 if out.exists():
                     shutil.rmtree(out)  # an unfinished run: start it again
                 train_cfg = replace(
@@ -129,5 +127,5 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
         "n_test_videos": len(indices),
         "epoch_size": full,
     }
-    write_json(cfg.out / RESULTS_FILE, summary)
+    RunFolder(cfg.out).write_fewshot(summary)
     return summary

@@ -2,8 +2,8 @@
 
 Flow: read the checkpoint (``weights_only``, nothing executed), rebuild the temporal module with
 every key and shape checked, check the CLIP visual weights against the ``--model`` architecture,
-then write ``model.safetensors`` (MoTE state dict incl. ``logit_scale`` and the K400 text bank
-``finetune_text``; plus ``clip.visual.*`` unless ``head_only``) and ``config.json``. With
+then write the run folder's model file (MoTE state dict incl. ``logit_scale`` and the K400 text
+bank ``finetune_text``; plus ``clip.visual.*`` unless ``head_only``) and config. With
 ``head_only`` evaluation uses the ``--pretrained`` CLIP visual weights instead of the fine-tuned
 ones; the run records which.
 """
@@ -26,13 +26,7 @@ from mote.pipeline.runs.reference_import import (
     temporal_from_reference,
     visual_from_reference,
 )
-from mote.pipeline.runs.run_folder import (
-    CLIP_PREFIX,
-    CONFIG_FILE,
-    MODEL_FILE,
-    save_model,
-    write_json,
-)
+from mote.pipeline.runs.run_folder import CLIP_PREFIX, RunFolder
 from mote.pipeline.temporal.mote_model import MoTE
 
 
@@ -58,14 +52,14 @@ def run(
     extra: dict[str, Tensor] = {}
     if not head_only:
         extra = {CLIP_PREFIX + k: _float32(v) for k, v in clip_state.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    save_model(out / MODEL_FILE, temporal, extra)
+    folder = RunFolder(out)
+    folder.create()
+    folder.save_model(temporal, extra)
     params = {
         "params_merged": temporal.num_params(merged=True),
         "params_train": temporal.num_params(merged=False),
     }
-    write_json(
-        out / CONFIG_FILE,
+    folder.write_config(
         {
             "arch": cfg.arch,
             "model_config": dataclasses.asdict(cfg),

@@ -1,15 +1,14 @@
 """``mote report``: one Markdown page and PNG plots that compare runs at a glance.
 
-Reads only the files runs leave behind (``config.json``, ``history.jsonl``, ``metrics.json`` and
-the ``zeroshot_<dataset>.json`` / ``zeroshot_summary.json`` files of ``mote zeroshot``), so an
-ablation set (the paper's Table 1 rows, say) can be compared without loading a model. A run
+Reads only the files runs leave behind (config, history, metrics and the zero-shot results of
+``mote zeroshot``, all through ``RunFolder``), so an ablation set (the paper's Table 1 rows, say)
+can be compared without loading a model. A run
 without zero-shot results is reported close-set only and left out of the trade-off scatter.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,21 +16,14 @@ from typing import Any
 
 from mote.pipeline import __version__
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.plots import plot_curves, plot_tradeoff, plot_zeroshot_bars, read_history
-from mote.pipeline.runs.run_folder import (
-    CONFIG_FILE,
-    HISTORY_FILE,
-    METRICS_FILE,
-    write_atomic,
-)
+from mote.pipeline.runs.plots import plot_tradeoff, plot_zeroshot_bars
+from mote.pipeline.runs.run_folder import RunFolder, make_folder, write_atomic
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
 from mote.pipeline.temporal.mote_model import MoTEConfig, default_config
 
 REPORT_FILE = "report.md"
 BARS_FILE = "zeroshot_bars.png"
 TRADEOFF_FILE = "tradeoff.png"
-ZEROSHOT_PREFIX = "zeroshot_"
-SUMMARY_FILE = "zeroshot_summary.json"
 DATASET_ORDER = ("ucf101", "hmdb51", "k600")  # spec 8.4's HM ZS datasets, in the paper's order
 DISPLAY = {"ucf101": "UCF101", "hmdb51": "HMDB51", "k600": "K600", "k400": "K400", "ssv2": "SSv2"}
 
@@ -66,16 +58,15 @@ def run(cfg: ReportConfig) -> dict:
     if not cfg.runs:
         raise ConfigError("mote report: no run folder given; pass one or more RUN folders")
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     paths = [Path(p) for p in cfg.runs]
     rows = [summarize_run(p, label) for p, label in zip(paths, unique_labels(paths), strict=True)]
     plots: list[str] = []
     for row in rows:
-        history = Path(row["path"]) / HISTORY_FILE
-        if _has_history(history):
-            row["curves"] = str(
-                plot_curves(history, out / f"curves_{row['label']}.png", row["label"])
-            )
+        folder = RunFolder(row["path"])
+        if folder.read_history():
+            curves = folder.write_curves(row["label"], out / f"curves_{row['label']}.png")
+            row["curves"] = str(curves)
             plots.append(row["curves"])
     bars = {r["label"]: _split_values(r) for r in rows if r["zeroshot"]}
     if bars:
@@ -179,11 +170,12 @@ def _token(name: str, value: Any) -> str:
 
 def summarize_run(path: Path, label: str) -> dict:
     """One report row from a run folder's files; zero-shot fields are empty when absent."""
-    config = _read(path / CONFIG_FILE, required=True)
+    folder = RunFolder(path)
+    config = folder.read_config()
     model_config = config.get("model_config") or {"arch": config.get("arch", "mote")}
-    metrics = _read(path / METRICS_FILE) or {}
+    metrics = folder.read_metrics() or {}
     zeroshot = read_zeroshot(path)
-    summary = _read(path / SUMMARY_FILE)
+    summary = folder.read_zeroshot_summary()
     for name, mean in ((summary or {}).get("datasets") or {}).items():
         zeroshot.setdefault(name, {"top1_mean": float(mean), "top1_std": None, "splits": []})
     zeroshot = dict(sorted(zeroshot.items(), key=lambda item: _dataset_rank(item[0])))
@@ -195,7 +187,7 @@ def summarize_run(path: Path, label: str) -> dict:
     if zs_hm is not None and top1 is not None:
         trade = tradeoff(float(top1), float(zs_hm))
     tfm = _tfm(zeroshot, metrics, config)
-    history = _history_facts(path / HISTORY_FILE)
+    history = _history_facts(folder.read_history())
     return {
         "label": label,
         "path": str(path),
@@ -231,13 +223,9 @@ def _zs_hm(zeroshot: dict[str, dict], summary: dict | None) -> tuple[float | Non
 
 
 def read_zeroshot(path: Path) -> dict[str, dict]:
-    """``zeroshot_<dataset>.json`` files of a run: dataset -> {top1_mean, top1_std, splits, ...}."""
+    """Zero-shot results of a run: dataset -> {top1_mean, top1_std, splits, ...}."""
     results: dict[str, dict] = {}
-    for file in sorted(path.glob(f"{ZEROSHOT_PREFIX}*.json")):
-        if file.name == SUMMARY_FILE:
-            continue
-        data = _read(file, required=True)
-        name = data.get("dataset") or file.stem[len(ZEROSHOT_PREFIX) :]
+    for name, file, data in RunFolder(path).zeroshot_results():
         splits = [s for s in data.get("splits") or [] if s.get("top1") is not None]
         mean, std = data.get("top1_mean"), data.get("top1_std")
         if mean is None:
@@ -257,25 +245,6 @@ def read_zeroshot(path: Path) -> dict[str, dict]:
     return results
 
 
-def _read(file: Path, required: bool = False) -> Any:
-    if not file.is_file():
-        if required:
-            hint = (
-                "not a run folder; train one with `mote train-temporal` or convert a checkpoint "
-                "with `mote import-reference`"
-                if file.name == CONFIG_FILE
-                else "the file is missing"
-            )
-            raise ConfigError(f"{file.parent}: no {file.name} here ({hint})")
-        return None
-    try:
-        return json.loads(file.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(
-            f"{file}: not valid JSON ({error}); was it cut short? rerun the command that wrote it"
-        ) from error
-
-
 def _tfm(zeroshot: dict[str, dict], metrics: dict, config: dict) -> bool:
     """Whether the reported numbers used TFM: zero-shot files first, then the close-set ones."""
     flags = [d["tfm"] for d in zeroshot.values() if d.get("tfm") is not None]
@@ -286,13 +255,8 @@ def _tfm(zeroshot: dict[str, dict], metrics: dict, config: dict) -> bool:
     return bool((config.get("train") or {}).get("tfm", True))
 
 
-def _has_history(file: Path) -> bool:
-    return file.is_file() and any(line.strip() for line in file.read_text().splitlines())
-
-
-def _history_facts(file: Path) -> dict:
-    """Epochs, training time and best validation top-1 from ``history.jsonl``."""
-    rows = read_history(file)
+def _history_facts(rows: list[dict]) -> dict:
+    """Epochs, training time and best validation top-1 from a run's history."""
     if not rows:
         return {"epochs": None, "train_seconds": None, "best_val_top1": None}
     vals = [r["val_top1"] for r in rows if r.get("val_top1") is not None]

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from mote.cache_schema.store import FeatureStore
 from mote.cache_schema.v1 import DONE, FAILED, PENDING
@@ -24,21 +23,7 @@ from mote.pipeline import __version__
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
-from mote.pipeline.runs.plots import plot_curves
-from mote.pipeline.runs.run_folder import (
-    BEST_FILE,
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
-    CURVES_FILE,
-    HISTORY_FILE,
-    METRICS_FILE,
-    MODEL_FILE,
-    read_json,
-    save_model,
-    save_tensors,
-    write_atomic,
-    write_json,
-)
+from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import ARCHS, MoTE, MoTEConfig, default_config
@@ -46,6 +31,8 @@ from mote.pipeline.temporal.mote_model import ARCHS, MoTE, MoTEConfig, default_c
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
 SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}
 RESUME_IGNORED = ("resume", "stop_after_epochs", "device")
+PATH_SETTINGS = ("train", "val", "out")  # compared as resolved paths on --resume
+FEW_STEPS = 10  # fewer optimiser steps per epoch than this: say so, with the fix
 
 
 @dataclass(frozen=True)
@@ -210,7 +197,9 @@ def _set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
 # ------------------------------------------------------------------------------ checkpoint
 
 
-def save_checkpoint(path: Path, model, optimizer, generator, rng, epoch, best, scaler) -> None:
+def save_checkpoint(
+    folder: RunFolder, model, optimizer, generator, rng, epoch, best, scaler
+) -> None:
     """Everything --resume needs to continue exactly: weights, optimiser, random state."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     state = optimizer.state_dict()
@@ -225,13 +214,13 @@ def save_checkpoint(path: Path, model, optimizer, generator, rng, epoch, best, s
         "numpy_rng": json.dumps(rng.bit_generator.state),
         "scaler": json.dumps(scaler.state_dict() if scaler is not None else {}),
     }
-    save_tensors(path, tensors, meta)
+    folder.save_checkpoint(tensors, meta)
 
 
-def load_checkpoint(path: Path, model, optimizer, generator, rng, scaler) -> tuple[int, dict]:
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        meta = handle.metadata()
-        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+def load_checkpoint(
+    folder: RunFolder, model, optimizer, generator, rng, scaler
+) -> tuple[int, dict]:
+    tensors, meta = folder.read_checkpoint()
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict = {"state": {}, "param_groups": json.loads(meta["param_groups"])}
     for name, value in tensors.items():
@@ -303,16 +292,18 @@ def _train_epoch(model, optimizer, source, text, cfg, epoch, generator, rng, sca
     return stats
 
 
-@torch.no_grad()
 def centre_view(crops: int) -> int:
     """The view index of the first clip's centre crop (crop order: left, right, centre)."""
     return crops - 1 if crops == 3 else 0
 
 
+@torch.no_grad()
 def _val_top1(
     model, features: InMemoryFeatures | None, text, device, view: int = 0
 ) -> float | None:
-    """Per-epoch validation: one view (the first clip's centre crop), no TFM (spec 7)."""
+    """Per-epoch validation: one view (the first clip's centre crop), no TFM (spec 7).
+
+    Without gradients: validation must not build (and hold) an autograd graph per batch."""
     if features is None:
         return None
     model.eval()
@@ -329,18 +320,14 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     """Train, validate per epoch, write the run folder and return the final metrics."""
     progress = progress or NullProgress()
     _check(cfg)
+    folder = RunFolder(cfg.out)
+    folder.check_new(cfg.resume)
     train_store, val_store = open_stores(cfg)
     spec = train_store.spec
     cfg = resolve(cfg, spec.dim)
     device = resolve_device(cfg.device)
     mcfg = model_config(cfg, spec.dim)
     out = cfg.out
-    resuming = cfg.resume and (out / CHECKPOINT_FILE).is_file()
-    if not cfg.resume and (out / CONFIG_FILE).exists():
-        raise ConfigError(
-            f"{out}: a run folder already exists; pass --resume to continue it or "
-            "choose another --out"
-        )
     if cfg.videos is not None or cfg.epoch_size is not None:
         videos = None if cfg.videos is None else np.asarray(cfg.videos)
         source = InMemoryFeatures(train_store, videos, cfg.epoch_size)
@@ -351,7 +338,8 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     val_features = InMemoryFeatures(val_store) if val_store is not None else None
     if val_features is not None and len(val_features) == 0:
         raise ConfigError(f"{cfg.val}: no video is done in this store; run `mote extract` first")
-    out.mkdir(parents=True, exist_ok=True)
+    warnings = few_steps_warnings(len(source), cfg.batch_size, cfg.epochs)
+    folder.create()
 
     torch.manual_seed(cfg.seed)
     model = MoTE(mcfg).to(device)
@@ -367,7 +355,7 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         "source": "train-temporal",
         "tool_version": __version__,
         "arch": mcfg.arch,
-        "train": {k: v for k, v in asdict(cfg).items()},
+        "train": _settings(cfg),
         "model_config": asdict(mcfg),
         "clip": {
             "model": spec.model,
@@ -387,25 +375,28 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         "device": str(device),
         "amp": scaler is not None,
         "effective_batch": cfg.batch_size,
+        "steps_per_epoch": steps_per_epoch(len(source), cfg.batch_size),
+        "warnings": warnings,
         "micro_batch": math.ceil(cfg.batch_size / cfg.micro_batches),
         "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its own "
         "expert routing and WMR temperatures; their losses are averaged",
     }
     start_epoch, best = 0, {"top1": -1.0, "epoch": -1}
-    if resuming:
-        saved = read_json(out / CONFIG_FILE)
-        _check_resume(saved["train"], run_config["train"], out)
-        start_epoch, best = load_checkpoint(
-            out / CHECKPOINT_FILE, model, optimizer, generator, rng, scaler
-        )
-        _truncate_history(out / HISTORY_FILE, start_epoch)
-    write_json(out / CONFIG_FILE, run_config)
+    if cfg.resume and folder.is_run():
+        _check_resume(folder.read_config().get("train") or {}, run_config["train"], out)
+        if folder.has_checkpoint():
+            start_epoch, best = load_checkpoint(folder, model, optimizer, generator, rng, scaler)
+        # a kill between an epoch's history line and its checkpoint leaves a line to redo
+        folder.keep_history(start_epoch)
+    folder.write_config(run_config)
     status = train_store.status()
     progress.message(
         f"training store: {int((status == DONE).sum())} videos done, "
         f"{int((status == FAILED).sum())} failed and {int((status == PENDING).sum())} pending "
         "(skipped)"
     )
+    for warning in warnings:
+        progress.message(warning)
     last_epoch = (
         cfg.epochs
         if cfg.stop_after_epochs is None
@@ -429,22 +420,24 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
             "seconds": round(seconds, 3),
             "videos_per_s": round(stats["videos"] / seconds, 1),
         }
-        with (out / HISTORY_FILE).open("a") as handle:
-            handle.write(json.dumps(line) + "\n")
-        save_model(out / MODEL_FILE, model)
+        folder.append_history(line)
+        folder.save_model(model)
         if val_top1 is not None and val_top1 > best["top1"]:
             best = {"top1": val_top1, "epoch": epoch + 1}
-            save_model(out / BEST_FILE, model)
-        save_checkpoint(
-            out / CHECKPOINT_FILE, model, optimizer, generator, rng, epoch + 1, best, scaler
-        )
+            folder.save_model(model, best=True)
+        save_checkpoint(folder, model, optimizer, generator, rng, epoch + 1, best, scaler)
         progress.update(done=1)
         if (epoch + 1) % max(1, cfg.epochs // 20) == 0 or epoch + 1 == last_epoch:
             progress.message(_epoch_message(line, cfg.epochs))  # about 20 lines per run
     progress.finish()
-    plot_curves(out / HISTORY_FILE, out / CURVES_FILE)
+    folder.write_curves()
     if last_epoch < cfg.epochs:
-        return {"run": str(out), "stopped_after_epoch": last_epoch, "epochs": cfg.epochs}
+        return {
+            "run": str(out),
+            "stopped_after_epoch": last_epoch,
+            "epochs": cfg.epochs,
+            "warnings": warnings,
+        }
     metrics = final_metrics(model, val_store, val_features, text, cfg, device)
     metrics.update(
         best_epoch=best["epoch"],
@@ -453,8 +446,8 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         epochs=cfg.epochs,
         run=str(out),
     )
-    write_json(out / METRICS_FILE, metrics)
-    return metrics
+    folder.write_metrics(metrics)
+    return {**metrics, "warnings": warnings}
 
 
 def _epoch_message(line: dict, epochs: int) -> str:
@@ -483,20 +476,45 @@ def final_metrics(model, val_store, features, text, cfg: TrainConfig, device) ->
     return result
 
 
+def steps_per_epoch(videos: int, batch_size: int) -> int:
+    """Optimiser steps of one epoch (the last partial batch is a step too, spec 7)."""
+    return max(1, math.ceil(videos / batch_size))
+
+
+def few_steps_warnings(videos: int, batch_size: int, epochs: int) -> list[str]:
+    """A warning with the fix when an epoch is fewer than ``FEW_STEPS`` optimiser steps: with
+    the spec's batch on a small store (160 videos) a run is 30 steps and trains to chance."""
+    steps = steps_per_epoch(videos, batch_size)
+    if steps >= FEW_STEPS:
+        return []
+    batch = max(1, videos // FEW_STEPS)
+    return [
+        f"{videos} videos at batch {batch_size} give {steps} step{'s' if steps != 1 else ''} "
+        f"per epoch, {steps * epochs} steps in all: lower --batch-size to {batch} or raise "
+        "--epochs"
+    ]
+
+
+def _settings(cfg: TrainConfig) -> dict:
+    """The settings as the run config records them: paths resolved, so a resume can be matched."""
+    settings = asdict(cfg)
+    for key in PATH_SETTINGS:
+        if settings.get(key) is not None:
+            settings[key] = str(Path(settings[key]).resolve())
+    return settings
+
+
+def _same_setting(key: str, saved, now) -> bool:
+    if key in PATH_SETTINGS and saved is not None and now is not None:
+        return Path(saved).resolve() == Path(now).resolve()
+    return json.dumps(saved, default=str) == json.dumps(now, default=str)
+
+
 def _check_resume(saved: dict, now: dict, out: Path) -> None:
     diffs = [
         f"{key}: {saved.get(key)!r} in the run, {now.get(key)!r} now"
         for key in now
-        if key not in RESUME_IGNORED
-        and json.dumps(saved.get(key), default=str) != json.dumps(now.get(key), default=str)
+        if key not in RESUME_IGNORED and not _same_setting(key, saved.get(key), now.get(key))
     ]
     if diffs:
         raise ConfigError(f"{out}: cannot resume with other settings ({'; '.join(diffs)})")
-
-
-def _truncate_history(path: Path, epochs: int) -> None:
-    """Drop history lines of epochs after the checkpoint (a run killed mid-epoch)."""
-    if not path.is_file():
-        return
-    lines = [line for line in path.read_text().splitlines() if line.strip()][:epochs]
-    write_atomic(path, ("\n".join(lines) + "\n").encode() if lines else b"")

@@ -2,9 +2,9 @@
 
 Each split is scored against its full class set with the run's model, TFM on (K400 text bank as
 the fine-tuning proxies) unless ``--no-tfm``, views fused as in close-set evaluation. Results
-go to ``RUN/zeroshot_<dataset>.json``; once the run holds results for several of UCF101,
+go to the run folder, one file per dataset; once the run holds results for several of UCF101,
 HMDB51 and K600, their harmonic mean (``zs_hm``) and the trade-off with the run's close-set
-top-1 are computed too (``RUN/zeroshot_summary.json``).
+top-1 are computed too (the run's zero-shot summary; see ``RunFolder``).
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ from mote.pipeline.data.datasets import ZERO_SHOT_SPLITS, load_dataset
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_clip import store_expectation
-from mote.pipeline.runs.run_folder import METRICS_FILE, read_json, write_json
-from mote.pipeline.temporal.evaluation import (
+from mote.pipeline.runs.run_folder import (
+    RunFolder,
     check_predictions_path,
-    override_tfm,
+    load_run,
     save_predictions,
-    score,
+    split_predictions_path,
 )
+from mote.pipeline.temporal.evaluation import override_tfm, score
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
 from mote.pipeline.temporal.zeroshot import StoreIndex, protocol_problems
-
-SUMMARY_FILE = "zeroshot_summary.json"
 
 
 @dataclass(frozen=True)
@@ -84,17 +83,17 @@ def _open_stores(cfg: ZeroShotConfig, loaded) -> list[FeatureStore]:
 
 def summarize(run: Path, close_set_top1: float | None = None) -> dict | None:
     """zs_hm over the protocol datasets this run has full-protocol results for, and the
-    trade-off with the close-set top-1 (given, remembered from an earlier call, or metrics.json).
+    trade-off with the close-set top-1 (given, remembered from an earlier call, or the metrics).
 
     A result that covers only some splits or was made with --allow-protocol-mismatch is listed
     under ``excluded`` and not averaged.
     """
+    folder = RunFolder(run)
     means, excluded, tfm = {}, {}, set()
     for name in ZERO_SHOT_SPLITS:
-        file = run / f"zeroshot_{name}.json"
-        if not file.is_file():
+        result = folder.read_zeroshot(name)
+        if result is None:
             continue
-        result = read_json(file)
         if not result.get("protocol", False):
             excluded[name] = "not the full protocol (a split subset or other sampling)"
             continue
@@ -102,11 +101,11 @@ def summarize(run: Path, close_set_top1: float | None = None) -> dict | None:
         tfm.add(result.get("tfm"))
     if not means and not excluded:
         return None
-    previous = read_json(run / SUMMARY_FILE) if (run / SUMMARY_FILE).is_file() else {}
+    previous = folder.read_zeroshot_summary() or {}
     if close_set_top1 is None:
         close_set_top1 = previous.get("close_set_top1")
-    if close_set_top1 is None and (run / METRICS_FILE).is_file():
-        close_set_top1 = read_json(run / METRICS_FILE).get("top1")
+    if close_set_top1 is None:
+        close_set_top1 = (folder.read_metrics() or {}).get("top1")
     summary = {
         "datasets": means,
         "excluded": excluded,
@@ -122,8 +121,6 @@ def summarize(run: Path, close_set_top1: float | None = None) -> dict | None:
 
 
 def run(cfg: ZeroShotConfig) -> dict:
-    from mote.pipeline.runs.run_folder import load_run
-
     device = resolve_device(cfg.device)
     splits = _splits(cfg)  # bad names fail before anything is loaded
     check_predictions_path(cfg.save_predictions)
@@ -152,9 +149,8 @@ def run(cfg: ZeroShotConfig) -> dict:
             }
         )
         if cfg.save_predictions is not None:
-            path = cfg.save_predictions
             save_predictions(
-                path.with_name(f"{path.stem}_{name}{path.suffix}"), scores, list(data.class_names)
+                split_predictions_path(cfg.save_predictions, name), scores, list(data.class_names)
             )
     top1_mean, top1_std = mean_std([r["top1"] for r in results])
     top5_mean, _ = mean_std([r["top5"] for r in results])
@@ -173,10 +169,11 @@ def run(cfg: ZeroShotConfig) -> dict:
         and [name for name, _ in splits] == list(ZERO_SHOT_SPLITS[cfg.dataset]),
     }
     if cfg.save:
-        write_json(cfg.run / f"zeroshot_{cfg.dataset}.json", result)
+        folder = RunFolder(cfg.run)
+        folder.write_zeroshot(cfg.dataset, result)
         summary = summarize(cfg.run, cfg.close_set_top1)
         if summary is not None:
-            write_json(cfg.run / SUMMARY_FILE, summary)
+            folder.write_zeroshot_summary(summary)
             result.update(
                 zs_hm=summary["zs_hm"],
                 tradeoff=summary["tradeoff"],

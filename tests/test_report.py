@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.runs.run_folder import CONFIG_FILE
 from mote.pipeline.temporal.mote_model import default_config
 from mote.stages import report, zeroshot
 from mote.stages.cli import app
@@ -200,7 +201,7 @@ def test_cli_report_and_errors(runs: list[Path], tmp_path: Path):
     assert "report.md" in result.output and "80.13" in result.output
     assert (out / "report.md").is_file() and (out / "tradeoff.png").is_file()
 
-    with pytest.raises(ConfigError, match="no config.json here"):
+    with pytest.raises(ConfigError, match=f"not a run folder \\(no {CONFIG_FILE}\\)"):
         report.run(ReportConfig((tmp_path,), out))
     with pytest.raises(ConfigError, match="no run folder given"):
         report.run(ReportConfig((), out))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,25 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from matplotlib.patches import Patch  # noqa: E402
 
 
-def read_history(path: Path) -> list[dict]:
-    """The epochs of ``history.jsonl``; a line still being written (a running job) is skipped."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def plot_curves(history: Path, out: Path, title: str | None = None) -> Path:
-    """Loss terms (left) and train / validation top-1 (right) per epoch.
-
-    ``title`` defaults to the run folder's name.
-    """
-    rows = read_history(history)
+def plot_curves(rows: Sequence[Mapping], out: Path, title: str) -> Path:
+    """Loss terms (left) and train / validation top-1 (right) per epoch of a run's history."""
     fig, (losses, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [row["epoch"] for row in rows]
     for key, label in (
@@ -55,7 +37,7 @@ def plot_curves(history: Path, out: Path, title: str | None = None) -> Path:
     accuracy.set_xlabel("epoch")
     accuracy.set_ylabel("top-1 (%)")
     accuracy.legend()
-    fig.suptitle(title if title is not None else history.parent.name)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

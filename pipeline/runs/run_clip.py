@@ -13,25 +13,23 @@ import torch
 
 from mote.pipeline.clip.clip_model import ClipEncoder, build_clip, file_weights_id
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.run_folder import CLIP_PREFIX, CONFIG_FILE, MODEL_FILE, read_json
+from mote.pipeline.runs.run_folder import CLIP_PREFIX, RunFolder
 
 TEST_BLEND = 0.99  # spec 7.4
 
 
 def run_clip_spec(run: Path) -> tuple[str, str]:
     """(model, pretrained) of the CLIP a run was built on."""
-    config_file = Path(run) / CONFIG_FILE
-    if not config_file.is_file():
-        raise ConfigError(f"{run}: not a run folder (no {CONFIG_FILE})")
-    clip = read_json(config_file).get("clip") or {}
+    folder = RunFolder(run)
+    clip = folder.read_config().get("clip") or {}
     if not clip.get("model"):
-        raise ConfigError(f"{config_file}: records no CLIP model")
+        raise ConfigError(f"{folder.config_file}: records no CLIP model")
     return clip["model"], clip.get("pretrained") or "openai"
 
 
 def _random_seed(run: Path) -> int:
     """The seed of a run built on random CLIP weights (``random:seed=N``), else 0."""
-    weights_id = (read_json(Path(run) / CONFIG_FILE).get("clip") or {}).get("weights_id") or ""
+    weights_id = (RunFolder(run).read_config().get("clip") or {}).get("weights_id") or ""
     prefix = "random:seed="
     return int(weights_id[len(prefix) :]) if weights_id.startswith(prefix) else 0
 
@@ -52,22 +50,15 @@ def store_expectation(run) -> dict:
 
 def tuned_visual(run: Path) -> dict[str, torch.Tensor]:
     """The run's tuned visual weights (``visual.*`` names), empty when it has none."""
-    from safetensors import safe_open
-
-    file = Path(run) / MODEL_FILE
-    if not file.is_file():
-        raise ConfigError(f"{run}: no {MODEL_FILE} (an unfinished run?); train or import it first")
-    prefix = CLIP_PREFIX + "visual."
-    with safe_open(str(file), framework="pt", device="cpu") as handle:
-        names = [name for name in handle.keys() if name.startswith(prefix)]
-        return {name[len(CLIP_PREFIX) :]: handle.get_tensor(name) for name in names}
+    tensors = RunFolder(run).model_tensors(CLIP_PREFIX + "visual.")
+    return {name[len(CLIP_PREFIX) :]: value for name, value in tensors.items()}
 
 
 def run_weights_id(run: Path, blend: float = TEST_BLEND) -> str | None:
     """The weights identity a store made with this run's CLIP records (None: original CLIP)."""
     if not tuned_visual(run):
         return None
-    return f"run:{file_weights_id(Path(run) / MODEL_FILE)[7:]}:blend={blend:g}"
+    return f"run:{file_weights_id(RunFolder(run).model_file)[7:]}:blend={blend:g}"
 
 
 def clip_for_run(run: Path, device: str = "auto", blend: float = TEST_BLEND) -> ClipEncoder:

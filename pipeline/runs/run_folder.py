@@ -1,4 +1,5 @@
-"""The run folder (``RUN/``) that training writes and evaluation reads.
+"""The run folder (``RUN/``) that training writes and evaluation reads; the only module that
+knows its file names and formats.
 
 | file | content |
 |---|---|
@@ -10,8 +11,13 @@
 | ``metrics.json`` | final metrics (contract key names) |
 | ``curves.png`` | loss and accuracy curves |
 | ``checkpoint.safetensors`` | optimiser and random state for ``--resume`` |
+| ``zeroshot_<dataset>.json`` | ``mote zeroshot`` results of one dataset |
+| ``zeroshot_summary.json`` | zero-shot harmonic mean and trade-off over the datasets |
+| ``fewshot.json`` | ``mote fewshot`` summary (in the folder that holds its runs) |
 
-Everything loads with safetensors: loading a run never executes code.
+Predictions (``--save-predictions``) are written as ``.safetensors`` or ``.npz`` files.
+Everything loads with safetensors: loading a run never executes code. Every read of a damaged
+file and every failed write raises a one-line error naming the file and the way out.
 """
 
 from __future__ import annotations
@@ -20,15 +26,18 @@ import dataclasses
 import json
 import os
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mote.pipeline.errors import ConfigError
+from mote.pipeline.errors import ConfigError, OutputError, RunFileError
 from mote.pipeline.temporal.mote_model import MoTE, MoTEConfig
 
 RUN_FORMAT = "mote.run"
@@ -40,30 +49,98 @@ HISTORY_FILE = "history.jsonl"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+ZEROSHOT_PREFIX = "zeroshot_"
+ZEROSHOT_SUMMARY_FILE = "zeroshot_summary.json"
+FEWSHOT_FILE = "fewshot.json"
+PREDICTION_SUFFIXES = (".safetensors", ".npz")
 CLIP_PREFIX = "clip."  # CLIP weights inside model files (end-to-end and imported runs)
+REMAKE = "retrain the run (`mote train-temporal`) or re-import it (`mote import-reference`)"
+NOT_A_RUN = (
+    "train one with `mote train-temporal` or convert a released checkpoint with "
+    "`mote import-reference`"
+)
+
+
+# ------------------------------------------------------------------------------ files
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` into one line naming it and the way out."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, OutputError):
+            raise
+        reason = error.strerror or str(error)
+        raise OutputError(
+            f"{path}: cannot write ({reason}); make the folder writable, free disk space, "
+            "or choose another output path"
+        ) from error
+
+
+def make_folder(path: Path) -> None:
+    """``mkdir -p`` with a one-line error."""
+    with writing(path):
+        Path(path).mkdir(parents=True, exist_ok=True)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a file so that a reader (or a crash) never sees half of it."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with writing(path):
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
 
 def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+def read_json(path: Path, remake: str = REMAKE) -> Any:
+    """A JSON file; a damaged one raises one line that says how to write it again."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunFileError(f"{path}: not valid JSON ({error}); {remake}") from error
+    except OSError as error:
+        raise RunFileError(f"{path}: cannot be read ({error.strerror or error})") from error
+
+
+def _read_optional(path: Path, remake: str) -> Any:
+    return read_json(path, remake) if path.is_file() else None
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """safetensors file written atomically; tensors are copied to contiguous CPU memory."""
     plain = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(plain, str(tmp), metadata={"format": RUN_FORMAT, "version": RUN_VERSION, **metadata})
-    os.replace(tmp, path)
+    with writing(path):
+        save_file(
+            plain, str(tmp), metadata={"format": RUN_FORMAT, "version": RUN_VERSION, **metadata}
+        )
+        os.replace(tmp, path)
+
+
+def read_tensors(
+    path: Path, prefix: str = "", remake: str = REMAKE
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors whose names start with ``prefix``, and the file's metadata.
+
+    A truncated, empty or otherwise damaged file raises one line (safetensors' own error is
+    dozens of lines of Rust context)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            names = [name for name in handle.keys() if name.startswith(prefix)]
+            return {name: handle.get_tensor(name) for name in names}, metadata
+    except FileNotFoundError as error:
+        raise RunFileError(f"{path}: no such file; {remake}") from error
+    except Exception as error:  # SafetensorError and friends: the file is damaged
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RunFileError(
+            f"{path}: damaged or cut short, cannot be read ({reason[:120]}); {remake}"
+        ) from error
 
 
 def config_to_json(cfg: MoTEConfig) -> str:
@@ -96,20 +173,285 @@ def save_model(path: Path, model: MoTE, extra: dict[str, torch.Tensor] | None = 
 def load_model_file(path: Path, device: str | torch.device = "cpu") -> tuple[MoTE, dict]:
     """A MoTE from a model file, and the file's other tensors (e.g. ``clip.visual.*``)."""
     if not path.is_file():
-        raise ConfigError(f"{path}: no model file here")
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        metadata = handle.metadata() or {}
-        if metadata.get("format") != RUN_FORMAT or "model_config" not in metadata:
-            raise ConfigError(
-                f"{path}: not a mote model file (format {metadata.get('format')!r}); for a "
-                "checkpoint of the reference implementation use `mote import-reference`"
-            )
-        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    model = MoTE(config_from_json(metadata["model_config"]))
-    own = set(model.state_dict())
-    model.load_state_dict({k: v for k, v in tensors.items() if k in own}, strict=True)
+        raise RunFileError(f"{path}: no model file here (an unfinished run?); {REMAKE}")
+    tensors, metadata = read_tensors(path)
+    if metadata.get("format") != RUN_FORMAT or "model_config" not in metadata:
+        raise ConfigError(
+            f"{path}: not a mote model file (format {metadata.get('format')!r}); for a "
+            "checkpoint of the reference implementation use `mote import-reference`"
+        )
+    try:
+        model = MoTE(config_from_json(metadata["model_config"]))
+        own = set(model.state_dict())
+        model.load_state_dict({k: v for k, v in tensors.items() if k in own}, strict=True)
+    except (RuntimeError, TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        reason = str(error).strip().splitlines()[0][:120]
+        raise RunFileError(
+            f"{path}: its weights do not fit its model config ({reason}); {REMAKE}"
+        ) from error
     rest = {k: v for k, v in tensors.items() if k not in own}
     return model.to(device), rest
+
+
+# ------------------------------------------------------------------------------ predictions
+
+
+def check_predictions_path(path: Path | None) -> None:
+    """Fail before any work if predictions could not be written there; make its folder."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.suffix not in PREDICTION_SUFFIXES:
+        raise ConfigError(f"--save-predictions {path}: use a .safetensors or .npz file name")
+    make_folder(path.parent)
+    probe = path.with_name(f".{path.name}.probe")
+    with writing(path):  # a read-only folder fails now, not after the scoring
+        probe.write_bytes(b"")
+        probe.unlink()
+
+
+def split_predictions_path(path: Path, split: str) -> Path:
+    """``FILE_<split>.<suffix>``: the predictions of one split of a multi-split command."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_{split}{path.suffix}")
+
+
+def save_predictions(path: Path, scores: Any, class_names: list[str]) -> None:
+    """Per-video fused scores, per-view logits and rho, ids and labels (safetensors or npz).
+
+    ``scores`` is a ``mote.pipeline.temporal.evaluation.Scores``."""
+    arrays = {
+        "fused_scores": scores.fused.numpy().astype(np.float32),
+        "view_logits": scores.view_logits.numpy().astype(np.float32),
+        "rho": scores.rho.numpy().astype(np.float32),
+        "labels": scores.labels.numpy().astype(np.int64),
+    }
+    path = Path(path)
+    if path.suffix not in PREDICTION_SUFFIXES:
+        raise ConfigError(f"--save-predictions {path}: use a .safetensors or .npz file name")
+    with writing(path):
+        if path.suffix == ".npz":
+            np.savez(
+                path,
+                video_ids=np.array(scores.video_ids),
+                class_names=np.array(class_names),
+                **arrays,
+            )
+        else:
+            from safetensors.numpy import save_file as save_numpy
+
+            meta = {"video_ids": "\n".join(scores.video_ids), "class_names": "\n".join(class_names)}
+            save_numpy(arrays, str(path), metadata=meta)
+
+
+# ------------------------------------------------------------------------------ the folder
+
+
+class RunFolder:
+    """Paths and typed reads and writes of one run folder; nothing else spells its files."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def best_file(self) -> Path:
+        return self.path / BEST_FILE
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def history_file(self) -> Path:
+        return self.path / HISTORY_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def curves_file(self) -> Path:
+        return self.path / CURVES_FILE
+
+    @property
+    def checkpoint_file(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def zeroshot_summary_file(self) -> Path:
+        return self.path / ZEROSHOT_SUMMARY_FILE
+
+    @property
+    def fewshot_file(self) -> Path:
+        return self.path / FEWSHOT_FILE
+
+    def zeroshot_file(self, dataset: str) -> Path:
+        return self.path / f"{ZEROSHOT_PREFIX}{dataset}.json"
+
+    # -------------------------------------------------------------- state
+
+    def is_run(self) -> bool:
+        """A mote run: it has a config file (written before the first epoch)."""
+        return self.config_file.is_file()
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint_file.is_file()
+
+    def has_best(self) -> bool:
+        return self.best_file.is_file()
+
+    def is_finished(self) -> bool:
+        """Training ended and wrote its final metrics."""
+        return self.metrics_file.is_file()
+
+    def check_new(self, resume: bool) -> None:
+        """Refuse to train into a file, a folder of other files, or a run without --resume."""
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"--out {path}: is a file, not a folder; choose a folder for the run")
+        if self.is_run():
+            if not resume:
+                raise ConfigError(
+                    f"{path}: a run folder already exists; pass --resume to continue it or "
+                    "choose another --out"
+                )
+            return
+        if path.is_dir() and any(path.iterdir()):
+            raise ConfigError(
+                f"--out {path}: the folder holds other files and no mote run (no {CONFIG_FILE}); "
+                "choose a new or empty folder"
+            )
+
+    def create(self) -> None:
+        make_folder(self.path)
+
+    # -------------------------------------------------------------- config, history, metrics
+
+    def read_config(self) -> dict:
+        if not self.config_file.is_file():
+            raise RunFileError(f"{self.path}: not a run folder (no {CONFIG_FILE}); {NOT_A_RUN}")
+        config = read_json(self.config_file)
+        if not isinstance(config, dict):
+            raise RunFileError(f"{self.config_file}: not a JSON object; {REMAKE}")
+        return config
+
+    def write_config(self, config: dict) -> None:
+        write_json(self.config_file, config)
+
+    def read_history(self) -> list[dict]:
+        """The epochs so far; a line still being written (a running or killed job) is skipped."""
+        if not self.history_file.is_file():
+            return []
+        rows = []
+        for line in self.history_file.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+                rows.append(row)
+        return rows
+
+    def append_history(self, row: dict) -> None:
+        """One epoch's line, appended (the file is only ever cut back by ``keep_history``)."""
+        with writing(self.history_file), self.history_file.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def keep_history(self, epochs: int) -> None:
+        """Keep epochs 1..``epochs``, each once: the epochs a checkpoint holds. A run killed
+        after an epoch's history line and before its checkpoint redoes that epoch on resume."""
+        rows = {row["epoch"]: row for row in self.read_history() if row["epoch"] <= epochs}
+        text = "".join(json.dumps(rows[e]) + "\n" for e in sorted(rows))
+        if self.history_file.is_file() or text:
+            write_atomic(self.history_file, text.encode())
+
+    def read_metrics(self) -> dict | None:
+        return _read_optional(self.metrics_file, "rerun the training, or delete the file")
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_json(self.metrics_file, metrics)
+
+    def write_curves(self, title: str | None = None, out: Path | None = None) -> Path:
+        """Loss and accuracy curves of the history (``curves.png`` unless ``out``)."""
+        from mote.pipeline.runs.plots import plot_curves
+
+        target = out or self.curves_file
+        with writing(target):
+            return plot_curves(self.read_history(), target, title or self.path.name)
+
+    # -------------------------------------------------------------- zero- and few-shot
+
+    def read_zeroshot(self, dataset: str) -> dict | None:
+        return _read_optional(self.zeroshot_file(dataset), _RERUN_ZEROSHOT)
+
+    def write_zeroshot(self, dataset: str, result: dict) -> None:
+        write_json(self.zeroshot_file(dataset), result)
+
+    def zeroshot_results(self) -> list[tuple[str, Path, dict]]:
+        """(dataset, file, result) of every zero-shot file of the run, by file name."""
+        found = []
+        for file in sorted(self.path.glob(f"{ZEROSHOT_PREFIX}*.json")):
+            if file.name == ZEROSHOT_SUMMARY_FILE:
+                continue
+            data = read_json(file, _RERUN_ZEROSHOT)
+            name = (data.get("dataset") if isinstance(data, dict) else None) or file.stem[
+                len(ZEROSHOT_PREFIX) :
+            ]
+            found.append((name, file, data if isinstance(data, dict) else {}))
+        return found
+
+    def read_zeroshot_summary(self) -> dict | None:
+        return _read_optional(self.zeroshot_summary_file, _RERUN_ZEROSHOT)
+
+    def write_zeroshot_summary(self, summary: dict) -> None:
+        write_json(self.zeroshot_summary_file, summary)
+
+    def read_fewshot(self) -> dict | None:
+        return _read_optional(self.fewshot_file, "rerun `mote fewshot`, or delete the file")
+
+    def write_fewshot(self, summary: dict) -> None:
+        write_json(self.fewshot_file, summary)
+
+    # -------------------------------------------------------------- weights
+
+    def save_model(
+        self, model: MoTE, extra: dict[str, torch.Tensor] | None = None, best: bool = False
+    ) -> None:
+        save_model(self.best_file if best else self.model_file, model, extra)
+
+    def load_model(
+        self, best: bool = False, device: str | torch.device = "cpu"
+    ) -> tuple[MoTE, dict]:
+        return load_model_file(self.best_file if best else self.model_file, device)
+
+    def model_tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        """Tensors of the model file whose names start with ``prefix``."""
+        if not self.model_file.is_file():
+            raise RunFileError(
+                f"{self.path}: no {MODEL_FILE} (an unfinished run?); train or import it first"
+            )
+        return read_tensors(self.model_file, prefix)[0]
+
+    def save_checkpoint(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        save_tensors(self.checkpoint_file, tensors, metadata)
+
+    def read_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        return read_tensors(
+            self.checkpoint_file,
+            remake="delete it to restart the run from scratch, or retrain into a new --out",
+        )
+
+
+_RERUN_ZEROSHOT = "rerun `mote zeroshot` for this run, or delete the file"
 
 
 @dataclass
@@ -131,15 +473,10 @@ class Run:
 
 def load_run(path: Path, device: str | torch.device = "cpu", best: bool = False) -> Run:
     """Open ``RUN/`` for evaluation; ``best`` picks the best-validation weights if saved."""
-    path = Path(path)
-    if not (path / CONFIG_FILE).is_file():
-        raise ConfigError(
-            f"{path}: not a run folder (no {CONFIG_FILE}); train one with `mote train-temporal` "
-            "or convert a released checkpoint with `mote import-reference`"
-        )
-    file = path / (BEST_FILE if best and (path / BEST_FILE).is_file() else MODEL_FILE)
-    if best and file.name != BEST_FILE:
+    folder = RunFolder(path)
+    config = folder.read_config()
+    if best and not folder.has_best():
         raise ConfigError(f"{path}: no {BEST_FILE} (the run had no --val store); drop --best")
-    model, extra = load_model_file(file, device)
+    model, extra = folder.load_model(best, device)
     model.eval()
-    return Run(path, read_json(path / CONFIG_FILE), model, extra, file.name)
+    return Run(folder.path, config, model, extra, BEST_FILE if best else MODEL_FILE)

@@ -1,18 +1,17 @@
 """Score cached features with a trained MoTE: per-view cosines, TFM rho, fused predictions.
 
 Shared by ``train-temporal`` (its final evaluation), ``evaluate`` and ``zeroshot``. Evaluation
-runs in fp32 without the logit scale (spec 8.1, pitfall 8).
+runs in fp32 without the logit scale (spec 8.1, pitfall 8). Prediction files are written by
+``mote.pipeline.runs.run_folder``, which owns every run file format.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
 
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.temporal.metrics import fuse_views, topk_accuracy
@@ -79,36 +78,6 @@ def score(
     return Scores(
         video_ids, torch.as_tensor(labels, dtype=torch.long), logits, rho, fuse_views(logits)
     )
-
-
-def save_predictions(path: Path, scores: Scores, class_names: list[str]) -> None:
-    """Per-video fused scores, per-view logits and rho, ids and labels (safetensors or npz)."""
-    arrays = {
-        "fused_scores": scores.fused.numpy().astype(np.float32),
-        "view_logits": scores.view_logits.numpy().astype(np.float32),
-        "rho": scores.rho.numpy().astype(np.float32),
-        "labels": scores.labels.numpy().astype(np.int64),
-    }
-    path = Path(path)
-    if path.suffix == ".npz":
-        np.savez(
-            path, video_ids=np.array(scores.video_ids), class_names=np.array(class_names), **arrays
-        )
-    elif path.suffix == ".safetensors":
-        meta = {"video_ids": "\n".join(scores.video_ids), "class_names": "\n".join(class_names)}
-        save_file(arrays, str(path), metadata=meta)
-    else:
-        raise ConfigError(f"--save-predictions {path}: use a .safetensors or .npz file name")
-
-
-def check_predictions_path(path: Path | None) -> None:
-    """Fail before any work if predictions could not be written there; make its folder."""
-    if path is None:
-        return
-    path = Path(path)
-    if path.suffix not in (".npz", ".safetensors"):
-        raise ConfigError(f"--save-predictions {path}: use a .safetensors or .npz file name")
-    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def override_tfm(model: MoTE, gamma: float | None, k: int | None) -> None:

@@ -1,0 +1,394 @@
+"""Run folders: the one API that knows their files, refused `--out`s, exact history after a kill,
+resume by resolved path, one-line errors for damaged or unwritable run files, few-step warning,
+gradient-free validation. Stores are real zarr stores of random features (no extraction)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
+from mote.pipeline.errors import ConfigError, OutputError, RunFileError
+from mote.pipeline.runs.run_folder import RunFolder, load_run
+from mote.pipeline.temporal.mote_model import MoTE, default_config
+from mote.stages import train_temporal
+
+D = 64
+CLASSES = ("a", "b", "c", "d")
+
+
+def make_store(path: Path, videos: int = 32, views: tuple[int, int] = (1, 1), seed: int = 0):
+    """A real store of random mote-tiny-sized features, every video done."""
+    clips, crops = views
+    spec = StoreSpec(
+        model="mote-tiny",
+        pretrained="none",
+        weights_id="random:seed=0",
+        dim=D,
+        frames=8,
+        clips=clips,
+        crops=crops,
+        sampling="eval",
+        sampling_seed=0,
+        preprocess={"size": 64, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"},
+        dataset="list",
+        split="test",
+        class_names=CLASSES,
+        tool_version="test",
+    )
+    rng = np.random.default_rng(seed)
+    text = rng.standard_normal((len(CLASSES), D)).astype(np.float32)
+    ids = [f"v{i}" for i in range(videos)]
+    labels = [i % len(CLASSES) for i in range(videos)]
+    store = FeatureStore.create(path, spec, ids, labels, text, chunk_videos=16)
+    for chunk in range(store.n_chunks):
+        start, stop = store.chunk_range(chunk)
+        store.write_chunk(
+            chunk,
+            [
+                VideoResult(
+                    i,
+                    rng.standard_normal((clips * crops, 8, D)).astype(np.float16),
+                    np.zeros((clips * crops, 8), np.int32),
+                    8,
+                )
+                for i in range(start, stop)
+            ],
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> tuple[Path, Path]:
+    work = tmp_path_factory.mktemp("runfolder")
+    return make_store(work / "train.zarr"), make_store(work / "val.zarr", 16, (3, 1), seed=1)
+
+
+def config(stores, out, **overrides) -> train_temporal.TrainConfig:
+    train, val = stores
+    settings = dict(
+        train=train,
+        val=val,
+        out=out,
+        layers=1,
+        epochs=3,
+        warmup_epochs=1,
+        batch_size=8,
+        micro_batches=1,
+        lr=1e-3,
+        clip_lr_ratio=1.0,
+        device="cpu",
+    )
+    settings.update(overrides)
+    return train_temporal.TrainConfig(**settings)
+
+
+def history_epochs(folder: RunFolder) -> list[int]:
+    """Epoch numbers of every line of the history file, read strictly (no tolerant reader)."""
+    return [json.loads(line)["epoch"] for line in folder.history_file.read_text().splitlines()]
+
+
+class Killed(BaseException):
+    """What a SIGKILL between an epoch's history line and its checkpoint looks like in-process."""
+
+
+# ------------------------------------------------------------------------------ the API
+
+
+def test_history_reader_skips_torn_lines_and_keep_history_dedupes(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.create()
+    for epoch in (1, 2, 2, 3):
+        folder.append_history({"epoch": epoch, "loss": float(epoch)})
+    with folder.history_file.open("a") as handle:
+        handle.write('{"epoch": 4, "lo')  # a line cut short by a kill
+    assert [r["epoch"] for r in folder.read_history()] == [1, 2, 2, 3]
+    folder.keep_history(2)
+    assert history_epochs(folder) == [1, 2]
+    folder.keep_history(0)
+    assert folder.read_history() == []
+
+
+def test_zeroshot_results_and_summaries_round_trip(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.write_zeroshot("ucf101", {"dataset": "ucf101", "top1_mean": 70.0})
+    folder.write_zeroshot_summary({"zs_hm": None})
+    folder.write_metrics({"top1": 80.0})
+    assert [name for name, _, _ in folder.zeroshot_results()] == ["ucf101"]
+    assert folder.read_zeroshot("ucf101")["top1_mean"] == 70.0
+    assert folder.read_zeroshot("hmdb51") is None
+    assert folder.read_metrics() == {"top1": 80.0} and folder.is_finished()
+    folder.zeroshot_file("k600").write_text('{"dataset": "k6')
+    with pytest.raises(RunFileError, match="not valid JSON.*rerun `mote zeroshot`"):
+        folder.zeroshot_results()
+
+
+# ------------------------------------------------------------------------------ --out
+
+
+def test_out_into_a_foreign_folder_or_a_file_is_refused(stores, tmp_path):
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "history.jsonl").write_text("my own log, not JSON\n")
+    with pytest.raises(ConfigError, match="holds other files and no mote run"):
+        train_temporal.run(config(stores, foreign, epochs=1))
+    with pytest.raises(ConfigError, match="holds other files and no mote run"):
+        train_temporal.run(config(stores, foreign, epochs=1, resume=True))
+    assert sorted(p.name for p in foreign.iterdir()) == ["history.jsonl"]
+    assert (foreign / "history.jsonl").read_text() == "my own log, not JSON\n"
+    a_file = tmp_path / "run.txt"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        train_temporal.run(config(stores, a_file, epochs=1))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    train_temporal.run(config(stores, empty, epochs=1))  # an empty folder is fine
+    assert RunFolder(empty).is_finished()
+
+
+def test_out_that_is_a_file_is_one_line_on_the_cli(stores, tmp_path):
+    a_file = tmp_path / "run.txt"
+    a_file.write_text("x")
+    result = mote_cli(
+        "train-temporal", "--train", str(stores[0]), "--out", str(a_file), "--device", "cpu"
+    )
+    assert_one_line_error(result, str(a_file), "is a file")
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+def test_a_kill_between_history_and_checkpoint_never_duplicates_an_epoch(
+    stores, tmp_path, monkeypatch
+):
+    whole = RunFolder(tmp_path / "whole")
+    train_temporal.run(config(stores, whole.path))
+    folder = RunFolder(tmp_path / "killed")
+
+    def kill(*args, **kwargs):
+        raise Killed
+
+    for stop_after in (None, 1):  # killed in epoch 1 (no checkpoint yet), then in epoch 2
+        real = train_temporal.save_checkpoint
+        if stop_after is not None:
+            train_temporal.run(config(stores, folder.path, resume=True, stop_after_epochs=1))
+        monkeypatch.setattr(train_temporal, "save_checkpoint", kill)
+        with pytest.raises(Killed):
+            train_temporal.run(config(stores, folder.path, resume=True))
+        monkeypatch.setattr(train_temporal, "save_checkpoint", real)
+    # what the second kill left: epochs 1 and 2 in the history, the checkpoint at epoch 1
+    assert history_epochs(folder) == [1, 2]
+    train_temporal.run(config(stores, folder.path, resume=True))
+    assert history_epochs(folder) == [1, 2, 3]
+    a, b = load_file(whole.model_file), load_file(folder.model_file)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_matches_runs_by_resolved_path(stores, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train, val = stores
+    relative = Path("runs") / "x"
+    stopped = train_temporal.run(config(stores, relative, epochs=2, stop_after_epochs=1))
+    assert stopped["stopped_after_epoch"] == 1
+    saved = RunFolder(relative).read_config()["train"]
+    assert saved["out"] == str(tmp_path.resolve() / "runs" / "x")
+    # the same run, spelled absolute, through a symlinked store path
+    link = tmp_path / "train-link.zarr"
+    link.symlink_to(train)
+    result = train_temporal.run(config((link, val), tmp_path / "runs" / "x", epochs=2, resume=True))
+    assert result["epochs"] == 2 and history_epochs(RunFolder(relative)) == [1, 2]
+    with pytest.raises(ConfigError, match="cannot resume with other settings"):
+        train_temporal.run(config(stores, relative, epochs=2, lr=5e-4, resume=True))
+
+
+# ------------------------------------------------------------------------------ warnings
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def start(self, total, label, unit="videos") -> None:
+        pass
+
+    def update(self, *, done=0, failed=0, frames=0) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        self.messages.append(text)
+
+    def finish(self) -> None:
+        pass
+
+
+def test_few_steps_per_epoch_are_reported_with_the_fix(stores, tmp_path):
+    progress = Recorder()
+    result = train_temporal.run(config(stores, tmp_path / "few", epochs=2), progress)
+    expected = (
+        "32 videos at batch 8 give 4 steps per epoch, 8 steps in all: lower --batch-size to 3 "
+        "or raise --epochs"
+    )
+    assert expected in progress.messages
+    assert result["warnings"] == [expected]
+    saved = RunFolder(tmp_path / "few").read_config()
+    assert saved["warnings"] == [expected] and saved["steps_per_epoch"] == 4
+    # 32 videos at batch 3: 11 steps per epoch, no warning
+    progress = Recorder()
+    result = train_temporal.run(config(stores, tmp_path / "many", epochs=1, batch_size=3), progress)
+    assert result["warnings"] == [] and not any("steps per epoch" in m for m in progress.messages)
+    assert train_temporal.few_steps_warnings(160, 192, 30) == [
+        "160 videos at batch 192 give 1 step per epoch, 30 steps in all: lower --batch-size to "
+        "16 or raise --epochs"
+    ]
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+@dataclass
+class Features:
+    embeddings: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def test_per_epoch_validation_builds_no_autograd_graph():
+    torch.manual_seed(0)
+    model = MoTE(default_config(D, layers=1))
+    text = torch.nn.functional.normalize(torch.randn(len(CLASSES), D), dim=-1)
+    rng = np.random.default_rng(0)
+    features = Features(
+        rng.standard_normal((20, 3, 8, D)).astype(np.float16), np.arange(20) % len(CLASSES)
+    )
+    seen: list[bool] = []
+    outputs: list[bool] = []
+
+    def hook(module, inputs, output):
+        seen.append(torch.is_grad_enabled())
+        if isinstance(output, torch.Tensor):
+            outputs.append(output.requires_grad)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    top1 = train_temporal._val_top1(model, features, text, "cpu", view=2)
+    for handle in handles:
+        handle.remove()
+    assert 0.0 <= top1 <= 100.0
+    assert seen and not any(seen), "validation ran with gradients enabled"
+    assert outputs and not any(outputs)
+    assert torch.is_grad_enabled()  # and it leaves the caller's mode alone
+
+
+# ------------------------------------------------------------------------------ one-line faults
+
+
+def mote_cli(*args: str, preexec_fn=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("MOTE_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "mote.stages", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        preexec_fn=preexec_fn,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def small_run(tmp_path) -> RunFolder:
+    """A run folder as import-reference leaves it, for the store of ``make_store``."""
+    folder = RunFolder(tmp_path / "run")
+    folder.create()
+    torch.manual_seed(0)
+    model = MoTE(default_config(D, layers=1))
+    model.set_finetune_text(torch.randn(len(CLASSES), D))
+    folder.save_model(model)
+    folder.write_config(
+        {"arch": "mote", "clip": {"model": "mote-tiny", "weights_id": "random:seed=0", "dim": D}}
+    )
+    return folder
+
+
+def test_damaged_model_and_config_files_are_one_line_each(small_run, tmp_path):
+    store = tmp_path / "absent.zarr"  # the run is read first; the store is never reached
+    good = small_run.model_file.read_bytes()
+    for damaged in (good[: len(good) // 2], b""):  # cut short, empty
+        small_run.model_file.write_bytes(damaged)
+        result = mote_cli("evaluate", "--run", str(small_run.path), "--store", str(store))
+        assert_one_line_error(result, str(small_run.model_file), "retrain", "re-import")
+    small_run.model_file.write_bytes(good)
+    small_run.config_file.write_text('{"arch": "mote", "clip": {"mod')
+    result = mote_cli("evaluate", "--run", str(small_run.path), "--store", str(store))
+    assert_one_line_error(result, str(small_run.config_file), "not valid JSON", "retrain")
+    with pytest.raises(RunFileError):
+        load_run(small_run.path)
+
+
+def _without_dac_override() -> None:
+    """Root ignores file modes; drop that power (CAP_DAC_OVERRIDE) in the child process."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(24, 1, 0, 0, 0) != 0:  # PR_CAPBSET_DROP, CAP_DAC_OVERRIDE
+        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE)")
+
+
+def test_read_only_run_folder_is_one_line(small_run, tmp_path):
+    store = make_store(tmp_path / "test.zarr", 8, (3, 1))
+    target = small_run.path / "predictions.npz"
+    small_run.path.chmod(0o555)
+    try:
+        result = mote_cli(
+            "evaluate",
+            "--run",
+            str(small_run.path),
+            "--store",
+            str(store),
+            "--device",
+            "cpu",
+            "--save-predictions",
+            str(target),
+            preexec_fn=_without_dac_override,
+        )
+    finally:
+        small_run.path.chmod(0o755)
+    assert_one_line_error(result, str(target), "cannot write", "Permission denied")
+    assert not target.exists()
+    # the same folder, writable again, takes the predictions
+    result = mote_cli(
+        "evaluate", "--run", str(small_run.path), "--store", str(store), "--device", "cpu",
+        "--save-predictions", str(target),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert target.is_file()
+
+
+def test_write_errors_name_the_file(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    folder = RunFolder(blocker / "run")
+    with pytest.raises(OutputError, match=f"{blocker / 'run'}: cannot write"):
+        folder.create()
+    with pytest.raises(OutputError, match="cannot write"):
+        RunFolder(blocker).write_metrics({"top1": 1.0})
