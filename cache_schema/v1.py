@@ -20,7 +20,7 @@ VERSION = 1
 PENDING = 0
 DONE = 1
 FAILED = 2
-STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+STATUS_CODES = (PENDING, DONE, FAILED)
 
 # Frame-sampling rules a store may record (pipeline/video/sampling.py, spec section 7.1).
 SAMPLING_RULES = ("eval", "train")
@@ -74,6 +74,10 @@ ARRAYS: dict[str, ArraySpec] = {
     "failure_reason": ArraySpec("str", ("video",), ""),
     "text_embeddings": ArraySpec("float32", ("class", "dim"), 0.0),
 }
+
+# The arrays written once when the store is created (from the dataset list and the text tower);
+# extraction never rewrites them, so `--repair` cannot restore them.
+CREATION_ARRAYS = ("labels", "video_ids", "text_embeddings")
 
 # The arrays a writer fills per chunk, in write order: the status always comes last.
 WRITE_ORDER = ("embeddings", "frame_indices", "num_frames", "failure_reason", "status")

@@ -340,6 +340,12 @@ def train_temporal(
         int | None,
         typer.Option(help="Stop after this many epochs (continue later with --resume)."),
     ] = None,
+    allow_partial: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial", help="Train on the done videos of a store still being extracted."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -378,6 +384,7 @@ def train_temporal(
         memory_gb=memory_gb,
         resume=resume or None,
         stop_after_epochs=stop_after_epochs,
+        allow_partial=allow_partial or None,
     )
     with _resumable("mote train-temporal (add --resume)"):
         metrics = stage.run(cfg, RichProgress())
