@@ -612,6 +612,13 @@ class FeatureStore:
 
     def chunk_problem(self, name: str, chunk: int) -> str:
         """Why chunk ``chunk`` of ``name`` cannot be decoded, or "" when it decodes."""
+        return self.try_read_chunk(name, chunk)[1]
+
+    def try_read_chunk(self, name: str, chunk: int) -> tuple[np.ndarray | None, str]:
+        """(data, "") of one chunk as stored, unchecked; (None, why) when it cannot be decoded.
+
+        An absent chunk file decodes to the fill value: check ``chunk_file`` where that matters.
+        """
         arr = self._arrays[name]
         if v1.ARRAYS[name].per_video:
             start, stop = self.chunk_range(chunk)
@@ -619,12 +626,26 @@ class FeatureStore:
         else:
             key = slice(None)
         try:
-            arr[key]
-        except Exception as err:
+            return arr[key], ""
+        except Exception as err:  # codecs raise many types
             if "checksum" in str(err).lower():
-                return "fails its checksum (the file is damaged or truncated)"
-            return f"cannot be decoded ({_short(err)})"
-        return ""
+                return None, "fails its checksum (the file is damaged or truncated)"
+            return None, f"cannot be decoded ({_short(err)})"
+
+    def mark_pending(self, videos: Sequence[int] | np.ndarray) -> None:
+        """Set these videos back to pending so extraction redoes them (``--repair``).
+
+        A status chunk that cannot be decoded is rewritten whole, its videos pending.
+        """
+        if not self._writable:
+            raise StoreError(f"{self.path}: opened read-only; open it with writable=True to write.")
+        rows = np.unique(np.asarray(videos, dtype=np.int64))
+        for chunk in np.unique(rows // self.chunk_videos):
+            start, stop = self.chunk_range(int(chunk))
+            old, _ = self.try_read_chunk("status", int(chunk))
+            new = np.full(stop - start, v1.PENDING, np.uint8) if old is None else old.copy()
+            new[rows[(rows >= start) & (rows < stop)] - start] = v1.PENDING
+            self._arrays["status"][start:stop] = new
 
     def _read_all(self, name: str) -> np.ndarray:
         """A whole array that is written at creation, so every chunk file must exist."""
