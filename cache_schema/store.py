@@ -554,7 +554,7 @@ class FeatureStore:
         return self.path / name / arr.metadata.encode_chunk_key(coords)
 
     def has_checksums(self) -> bool:
-        """Whether every array ends its chunks with a CRC32C (stores written since mote 0.1.1)."""
+        """Whether every array ends its chunks with a CRC32C (v1 stores written before may not)."""
         return all(
             any(isinstance(codec, Crc32cCodec) for codec in arr.metadata.codecs)
             for arr in self._arrays.values()

@@ -3,6 +3,8 @@
 One module per schema version (as zarr-metadata does), so a reader can tell exactly what v1 means.
 ``docs/store-format.md`` describes the same layout for readers without mote. Adding an optional
 root attribute keeps the version; any other change needs a ``v2`` module and a version bump.
+Chunk checksums (a ``crc32c`` codec after ``zstd``) are such a compatible change: each array
+declares its codecs in its own ``zarr.json``, so v1 stores with and without them read alike.
 """
 
 from __future__ import annotations

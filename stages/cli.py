@@ -284,7 +284,7 @@ def _print_verify(checked: dict) -> None:
     sampled = len(checked["sampled"])
     extra = f", {sampled} video(s) re-encoded" if sampled else ""
     if not checked["checksums"]:
-        stdout.print("note: this store has no chunk checksums (written before mote 0.1.1)")
+        stdout.print("note: this store has no chunk checksums (written before they were added)")
     if checked["ok"]:
         stdout.print(f"verified: {checked['chunks_read']} chunks read{extra}, no damage found")
     else:

@@ -384,3 +384,33 @@ def test_separate_writers_fill_separate_chunks_at_once(tmp_path: Path) -> None:
     assert store.done_mask().all()
     idx, emb, _ = store.read_done()
     np.testing.assert_array_equal(emb, np.stack([done(spec, i).embeddings for i in idx]))
+
+
+def test_every_array_of_a_new_store_ends_its_chunks_with_a_crc32c(tmp_path: Path) -> None:
+    store = new_store(tmp_path / "s.zarr")
+    for name in v1.ARRAYS:
+        meta = json.loads((tmp_path / "s.zarr" / name / "zarr.json").read_text())
+        assert [c["name"] for c in meta["codecs"]][-2:] == ["zstd", "crc32c"], name
+    assert store.has_checksums()
+
+
+def test_a_v1_store_without_checksums_stays_readable(tmp_path: Path, monkeypatch) -> None:
+    from zarr.codecs import ZstdCodec
+
+    from mote.cache_schema import store as store_module
+    from mote.cache_schema.verify import verify
+
+    monkeypatch.setattr(store_module, "_COMPRESSORS", (ZstdCodec(level=1, checksum=False),))
+    spec = make_spec()
+    old = new_store(tmp_path / "old.zarr", spec)
+    old.write_chunk(1, [done(spec, i) for i in range(4, 8)])
+    monkeypatch.undo()
+    again = FeatureStore.open(tmp_path / "old.zarr")
+    assert not again.has_checksums() and again.summary()["checksums"] is False
+    idx, emb, _ = again.read_done()
+    assert idx.tolist() == [4, 5, 6, 7]
+    np.testing.assert_array_equal(emb[0], done(spec, 4).embeddings)
+    assert verify(again).ok
+    again.chunk_file("embeddings", 1).unlink()  # a missing file is still caught without checksums
+    with pytest.raises(StoreCorrupt, match="array 'embeddings' chunk 1 .* is missing"):
+        FeatureStore.open(tmp_path / "old.zarr").read_done()
