@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import ZarrUserWarning
 
 from mote.cache_schema import v1
@@ -29,8 +29,9 @@ from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch, St
 # Measured on 1,024 videos x 3 views x 8 frames x 768 (fp16, CLIP-like spread per dimension):
 # zstd level 1 stores 0.93 x the raw bytes at ~450 MB/s; blosc-lz4 with byte shuffle stores
 # 1.00 x. Blosc is avoided because with internal threads on it orders blocks differently from
-# run to run, which would break byte-identical stores.
-_COMPRESSORS = (ZstdCodec(level=1, checksum=False),)
+# run to run, which would break byte-identical stores. A CRC32C of the compressed bytes ends every
+# chunk file, so a flipped bit or a truncated file fails loudly instead of decoding to garbage.
+_COMPRESSORS = (ZstdCodec(level=1, checksum=False), Crc32cCodec())
 
 Indices = slice | Sequence[int] | np.ndarray
 
@@ -44,6 +45,12 @@ def _plain(value: Any) -> Any:
         raise TypeError(f"cannot store {type(obj).__name__} {obj!r} as a JSON attribute")
 
     return json.loads(json.dumps(value, default=default))
+
+
+def _short(err: BaseException, limit: int = 100) -> str:
+    """An exception as a short one-line text for error messages."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _show(value: Any, limit: int = 80) -> str:
@@ -349,17 +356,31 @@ class FeatureStore:
 
     @property
     def video_ids(self) -> tuple[str, ...]:
-        """Video ids (paths relative to the dataset root), in store order."""
+        """Video ids (paths relative to the dataset root), in store order; checked non-empty."""
         if self._video_ids is None:
-            self._video_ids = tuple(str(v) for v in self._arrays["video_ids"][:])
+            ids = self._read_all("video_ids")
+            empty = np.flatnonzero(np.asarray([not str(v) for v in ids], dtype=bool))
+            if empty.size:
+                raise self.damage("video_ids", self._chunk(int(empty[0])), "holds an empty id")
+            self._video_ids = tuple(str(v) for v in ids)
         return self._video_ids
 
     @property
     def labels(self) -> np.ndarray:
-        """int32 (video,) class index of each video (read-only)."""
+        """int32 (video,) class index of each video (read-only); checked in the class range."""
         if self._labels is None:
-            self._labels = np.asarray(self._arrays["labels"][:], dtype=np.int32)
-            self._labels.flags.writeable = False
+            labels = np.asarray(self._read_all("labels"), dtype=np.int32)
+            n_classes = len(self._spec.class_names)
+            bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+            if bad.size:
+                row = int(bad[0])
+                raise self.damage(
+                    "labels",
+                    self._chunk(row),
+                    f"gives video {row} label {int(labels[row])}, outside 0..{n_classes - 1}",
+                )
+            labels.flags.writeable = False
+            self._labels = labels
         return self._labels
 
     @property
@@ -370,13 +391,37 @@ class FeatureStore:
     def text_embeddings(self) -> np.ndarray:
         """float32 (class, dim) template-averaged class text embeddings (read-only)."""
         if self._text is None:
-            self._text = np.asarray(self._arrays["text_embeddings"][:], dtype=np.float32)
-            self._text.flags.writeable = False
+            text = np.asarray(self._read_all("text_embeddings"), dtype=np.float32)
+            if not np.isfinite(text).all():
+                raise self.damage("text_embeddings", 0, "holds NaN or inf")
+            text.flags.writeable = False
+            self._text = text
         return self._text
 
     def status(self) -> np.ndarray:
-        """uint8 (video,) current status of every video (v1.PENDING, DONE or FAILED)."""
-        return np.asarray(self._arrays["status"][:], dtype=np.uint8)
+        """uint8 (video,) current status of every video; use the masks below to interpret it."""
+        return self._checked_status(self._read("status", slice(None)), 0)
+
+    def done_mask(self) -> np.ndarray:
+        """bool (video,): the videos whose data are valid."""
+        return self.status() == v1.DONE
+
+    def failed_mask(self) -> np.ndarray:
+        """bool (video,): the videos extraction gave up on (their reasons are in failures())."""
+        return self.status() == v1.FAILED
+
+    def pending_mask(self) -> np.ndarray:
+        """bool (video,): the videos not extracted yet (extraction unfinished or interrupted)."""
+        return self.status() == v1.PENDING
+
+    def counts(self) -> dict[str, int]:
+        """How many videos are done, failed and pending."""
+        st = self.status()
+        return {
+            "done": int(np.sum(st == v1.DONE)),
+            "failed": int(np.sum(st == v1.FAILED)),
+            "pending": int(np.sum(st == v1.PENDING)),
+        }
 
     def todo(self, retry_failed: bool = False) -> np.ndarray:
         """int64 indices of the videos still to extract: pending, plus failed when retrying."""
@@ -385,12 +430,6 @@ class FeatureStore:
         if retry_failed:
             mask |= st == v1.FAILED
         return np.flatnonzero(mask).astype(np.int64)
-
-    def todo_by_chunk(self, retry_failed: bool = False) -> dict[int, np.ndarray]:
-        """The videos of ``todo`` grouped by chunk, the unit one writer owns."""
-        idx = self.todo(retry_failed)  # sorted, so each chunk's videos are one run
-        chunks, starts = np.unique(idx // self.chunk_videos, return_index=True)
-        return {int(c): part for c, part in zip(chunks, np.split(idx, starts[1:]), strict=True)}
 
     def chunk_of(self, video: int) -> int:
         """The chunk that holds video ``video``."""
@@ -482,7 +521,7 @@ class FeatureStore:
 
     def _read_block(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """The stored data of videos start..stop-1, to merge a partial write into."""
-        block = {name: self._arrays[name][start:stop] for name in v1.WRITE_ORDER[:-1]}
+        block = {name: self._read(name, slice(start, stop)) for name in v1.WRITE_ORDER[:-1]}
         block["failure_reason"] = np.asarray(block["failure_reason"], dtype=object)
         return block
 
@@ -508,37 +547,185 @@ class FeatureStore:
 
     # ------------------------------------------------------------------ reading
 
+    def chunk_file(self, name: str, chunk: int) -> Path:
+        """The file that holds chunk ``chunk`` of array ``name`` (for checks and repairs)."""
+        arr = self._arrays[name]
+        coords = (int(chunk),) + (0,) * (arr.ndim - 1)
+        return self.path / name / arr.metadata.encode_chunk_key(coords)
+
+    def has_checksums(self) -> bool:
+        """Whether every array ends its chunks with a CRC32C (v1 stores written before may not)."""
+        return all(
+            any(isinstance(codec, Crc32cCodec) for codec in arr.metadata.codecs)
+            for arr in self._arrays.values()
+        )
+
+    def damage(self, name: str, chunk: int, what: str) -> StoreCorrupt:
+        """The one-line error for a damaged chunk: store, array, chunk, its videos and the fix."""
+        if v1.ARRAYS[name].per_video:
+            start, stop = self.chunk_range(chunk)
+            where = f"chunk {chunk} (videos {start}..{stop - 1})"
+            fix = (
+                f"repair it with `mote extract ... --out {self.path} --repair` "
+                f"(`mote info {self.path} --verify` lists all damage)"
+            )
+        else:
+            where = f"chunk {chunk}"
+            fix = f"re-create it with `mote extract ... --out {self.path} --overwrite`"
+        if name in v1.CREATION_ARRAYS:
+            fix = f"re-create it with `mote extract ... --out {self.path} --overwrite`"
+        return StoreCorrupt(f"{self.path}: array {name!r} {where} {what}; {fix}.")
+
+    def _chunk(self, row: int) -> int:
+        return int(row) // self.chunk_videos
+
+    def _chunks_of(self, name: str, rows: np.ndarray) -> np.ndarray:
+        if not v1.ARRAYS[name].per_video:
+            return np.zeros(1, np.int64)
+        return np.unique(np.asarray(rows, dtype=np.int64) // self.chunk_videos)
+
     def _read(self, name: str, indices: Indices) -> np.ndarray:
+        """Read rows of ``name``; a chunk that fails to decode becomes a StoreCorrupt naming it."""
         arr = self._arrays[name]
         if isinstance(indices, slice):
-            return arr[indices]
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size == 0:
-            return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
-        if idx.min() < 0 or idx.max() >= self.n_videos:
-            raise IndexError(f"video indices must be in 0..{self.n_videos - 1} for {self.path}")
-        return arr.oindex[idx]
+            rows = np.arange(arr.shape[0])[indices]
+            getter = arr.__getitem__
+            key: Any = indices
+        else:
+            rows = np.asarray(indices, dtype=np.int64).reshape(-1)
+            if rows.size == 0:
+                return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
+            if rows.min() < 0 or rows.max() >= self.n_videos:
+                raise IndexError(f"video indices must be in 0..{self.n_videos - 1} for {self.path}")
+            getter, key = arr.oindex.__getitem__, rows
+        try:
+            return getter(key)
+        except Exception as err:  # codecs raise many types: find the chunk and name it
+            for chunk in self._chunks_of(name, rows):
+                problem = self.chunk_problem(name, int(chunk))
+                if problem:
+                    raise self.damage(name, int(chunk), problem) from err
+            raise StoreCorrupt(
+                f"{self.path}: array {name!r} cannot be read ({_short(err)}); "
+                f"re-create it with `mote extract ... --out {self.path} --overwrite`."
+            ) from err
+
+    def chunk_problem(self, name: str, chunk: int) -> str:
+        """Why chunk ``chunk`` of ``name`` cannot be decoded, or "" when it decodes."""
+        return self.try_read_chunk(name, chunk)[1]
+
+    def try_read_chunk(self, name: str, chunk: int) -> tuple[np.ndarray | None, str]:
+        """(data, "") of one chunk as stored, unchecked; (None, why) when it cannot be decoded.
+
+        An absent chunk file decodes to the fill value: check ``chunk_file`` where that matters.
+        """
+        arr = self._arrays[name]
+        if v1.ARRAYS[name].per_video:
+            start, stop = self.chunk_range(chunk)
+            key: Any = slice(start, stop)
+        else:
+            key = slice(None)
+        try:
+            return arr[key], ""
+        except Exception as err:  # codecs raise many types
+            if "checksum" in str(err).lower():
+                return None, "fails its checksum (the file is damaged or truncated)"
+            return None, f"cannot be decoded ({_short(err)})"
+
+    def mark_pending(self, videos: Sequence[int] | np.ndarray) -> None:
+        """Set these videos back to pending so extraction redoes them (``--repair``).
+
+        A status chunk that cannot be decoded is rewritten whole, its videos pending.
+        """
+        if not self._writable:
+            raise StoreError(f"{self.path}: opened read-only; open it with writable=True to write.")
+        rows = np.unique(np.asarray(videos, dtype=np.int64))
+        for chunk in np.unique(rows // self.chunk_videos):
+            start, stop = self.chunk_range(int(chunk))
+            old, _ = self.try_read_chunk("status", int(chunk))
+            new = np.full(stop - start, v1.PENDING, np.uint8) if old is None else old.copy()
+            new[rows[(rows >= start) & (rows < stop)] - start] = v1.PENDING
+            self._arrays["status"][start:stop] = new
+
+    def _read_all(self, name: str) -> np.ndarray:
+        """A whole array that is written at creation, so every chunk file must exist."""
+        n_chunks = self.n_chunks if v1.ARRAYS[name].per_video else 1
+        for chunk in range(n_chunks):
+            if not self.chunk_file(name, chunk).is_file():
+                raise self.damage(name, chunk, "is missing (its file was deleted)")
+        return self._read(name, slice(None))
+
+    def _checked_status(self, status: np.ndarray, first_row: int) -> np.ndarray:
+        status = np.asarray(status, dtype=np.uint8)
+        bad = np.flatnonzero(~np.isin(status, v1.STATUS_CODES))
+        if bad.size:
+            row = first_row + int(bad[0])
+            raise self.damage("status", self._chunk(row), f"holds unknown status {status[bad[0]]}")
+        return status
+
+    def _read_done_rows(self, name: str, indices: Indices) -> np.ndarray:
+        """Read per-video data, checking every done row it returns holds a valid result.
+
+        A chunk file that is absent reads as the fill value in zarr, so the file of every chunk
+        with a done row must exist; done embeddings must be finite and not all zero.
+        """
+        rows = (
+            np.arange(self.n_videos)[indices]
+            if isinstance(indices, slice)
+            else np.asarray(indices, dtype=np.int64).reshape(-1)
+        )
+        data = self._read(name, indices)
+        if rows.size == 0:
+            return data
+        status = self._read("status", indices)
+        done = np.asarray(status) == v1.DONE
+        for chunk in self._chunks_of(name, rows[done]):
+            if not self.chunk_file(name, int(chunk)).is_file():
+                raise self.damage(
+                    name, int(chunk), "is missing (its file was deleted) but holds done videos"
+                )
+        if not done.any():
+            return data
+        part = np.asarray(data[done])
+        flat = part.reshape(len(part), -1)
+        if name == "embeddings":
+            bad = ~np.isfinite(flat).all(axis=1)
+            what = "holds NaN or inf in done video {row}"
+            if not bad.any():
+                bad = ~flat.any(axis=1)
+                what = "holds an all-zero embedding for done video {row}"
+        elif name == "frame_indices":
+            bad = (flat < 0).any(axis=1)
+            what = "holds a negative frame index for done video {row}"
+        else:
+            bad = (flat < 1).all(axis=1)
+            what = "holds no frame count for done video {row}"
+        if bad.any():
+            row = int(rows[done][np.flatnonzero(bad)[0]])
+            raise self.damage(name, self._chunk(row), what.format(row=row))
+        return data
 
     def read_embeddings(self, indices: Indices) -> np.ndarray:
-        """float16 (k, view, frame, dim); valid only for videos whose status is done."""
-        return self._read("embeddings", indices)
+        """float16 (k, view, frame, dim); valid only for done videos (and checked for them)."""
+        return self._read_done_rows("embeddings", indices)
 
     def read_frame_indices(self, indices: Indices) -> np.ndarray:
         """int32 (k, view, frame) sampled frame indices; -1 where not extracted."""
-        return self._read("frame_indices", indices)
+        return self._read_done_rows("frame_indices", indices)
 
     def read_num_frames(self, indices: Indices) -> np.ndarray:
         """int32 (k,) frames the decoder reported; -1 where never written."""
-        return self._read("num_frames", indices)
+        return self._read_done_rows("num_frames", indices)
 
     def iter_done(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (indices, embeddings, labels) chunk by chunk for done videos only."""
-        status, labels, emb = self.status(), self.labels, self._arrays["embeddings"]
+        done_all, labels = self.done_mask(), self.labels
         for chunk in range(self.n_chunks):
             start, stop = self.chunk_range(chunk)
-            done = np.flatnonzero(status[start:stop] == v1.DONE)
+            done = np.flatnonzero(done_all[start:stop])
             if done.size:
-                yield done + start, emb[start:stop][done], labels[done + start]
+                emb = self.read_embeddings(slice(start, stop))
+                yield done + start, emb[done], labels[done + start]
 
     def read_done(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(indices int64, embeddings float16, labels int32) of every done video, in store order."""
@@ -552,10 +739,10 @@ class FeatureStore:
 
     def failures(self) -> list[dict[str, str]]:
         """Every failed video as {video, reason}, in store order."""
-        idx = np.flatnonzero(self.status() == v1.FAILED)
+        idx = np.flatnonzero(self.failed_mask())
         if not idx.size:
             return []
-        reasons = self._arrays["failure_reason"].oindex[idx]
+        reasons = self._read("failure_reason", idx)
         ids = self.video_ids
         return [{"video": ids[i], "reason": str(r)} for i, r in zip(idx, reasons, strict=True)]
 
@@ -565,7 +752,7 @@ class FeatureStore:
 
     def summary(self) -> dict[str, Any]:
         """What `mote info --json` prints: identity, sampling, shapes and progress."""
-        s, st = self._spec, self.status()
+        s, counts = self._spec, self.counts()
         return {
             "path": str(self.path),
             "schema": v1.SCHEMA,
@@ -584,9 +771,10 @@ class FeatureStore:
             "split": s.split,
             "tool_version": s.tool_version,
             "n_videos": self.n_videos,
-            "n_done": int(np.sum(st == v1.DONE)),
-            "n_failed": int(np.sum(st == v1.FAILED)),
-            "n_pending": int(np.sum(st == v1.PENDING)),
+            "n_done": counts["done"],
+            "n_failed": counts["failed"],
+            "n_pending": counts["pending"],
+            "checksums": self.has_checksums(),
             "classes": len(s.class_names),
             "failures": self.failures(),
             "chunk_videos": self.chunk_videos,

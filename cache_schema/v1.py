@@ -3,6 +3,8 @@
 One module per schema version (as zarr-metadata does), so a reader can tell exactly what v1 means.
 ``docs/store-format.md`` describes the same layout for readers without mote. Adding an optional
 root attribute keeps the version; any other change needs a ``v2`` module and a version bump.
+Chunk checksums (a ``crc32c`` codec after ``zstd``) are such a compatible change: each array
+declares its codecs in its own ``zarr.json``, so v1 stores with and without them read alike.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ VERSION = 1
 PENDING = 0
 DONE = 1
 FAILED = 2
-STATUS_NAMES = {PENDING: "pending", DONE: "done", FAILED: "failed"}
+STATUS_CODES = (PENDING, DONE, FAILED)
 
 # Frame-sampling rules a store may record (pipeline/video/sampling.py, spec section 7.1).
 SAMPLING_RULES = ("eval", "train")
@@ -74,6 +76,10 @@ ARRAYS: dict[str, ArraySpec] = {
     "failure_reason": ArraySpec("str", ("video",), ""),
     "text_embeddings": ArraySpec("float32", ("class", "dim"), 0.0),
 }
+
+# The arrays written once when the store is created (from the dataset list and the text tower);
+# extraction never rewrites them, so `--repair` cannot restore them.
+CREATION_ARRAYS = ("labels", "video_ids", "text_embeddings")
 
 # The arrays a writer fills per chunk, in write order: the status always comes last.
 WRITE_ORDER = ("embeddings", "frame_indices", "num_frames", "failure_reason", "status")

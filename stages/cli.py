@@ -160,6 +160,13 @@ def extract(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Retry videos that failed before.")
     ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Verify every chunk and re-extract the videos whose stored data are damaged.",
+        ),
+    ] = False,
     run: Annotated[
         Path | None,
         typer.Option(
@@ -205,6 +212,7 @@ def extract(
         limit=limit,
         overwrite=overwrite or None,
         retry_failed=retry_failed or None,
+        repair=repair or None,
         dask=dask,
         run=run,
         kinetics_csv=kinetics_csv,
@@ -215,21 +223,77 @@ def extract(
         print(json.dumps(summary))
     else:
         _print_summary_table(summary, f"extracted {summary['store']}")
+        repaired = summary.get("repaired")
+        if repaired is not None:
+            for line in repaired["problems"]:
+                stderr.print(f"repaired: {line}", highlight=False, soft_wrap=True)
+            stdout.print(f"repair: {repaired['videos']} damaged video(s) re-extracted")
 
 
 @app.command()
 def info(
     store: Annotated[Path, typer.Argument(help="A feature store written by mote extract.")],
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Read every chunk: checksums, missing files, NaN/inf or all-zero done rows, "
+            "labels, ids. Exits 1 if anything is damaged.",
+        ),
+    ] = False,
+    sample: Annotated[
+        int,
+        typer.Option(
+            help="With --verify: re-encode this many random done videos (needs --root) and "
+            "compare them with the stored embeddings."
+        ),
+    ] = 0,
+    root: Annotated[
+        Path | None, typer.Option(help="Folder the store's video ids are relative to.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="Device for --sample: auto, cpu, cuda.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Schema, model, sampling, shapes and done/failed/pending counts of a feature store."""
     from mote.stages import info as stage
 
-    summary = stage.run(store)
+    cfg = stage.InfoConfig(store=store, verify=verify, sample=sample, root=root, device=device)
+    summary = stage.run(cfg)
+    checked = summary.get("verify")
     if as_json:
         print(json.dumps(summary))
     else:
         _print_summary_table(summary, str(store))
+        if checked is not None:
+            _print_verify(checked)
+    if checked is not None and not checked["ok"]:
+        raise typer.Exit(1)
+
+
+def _print_verify(checked: dict) -> None:
+    """One line per problem on stderr, then a verdict."""
+    for problem in checked["problems"]:
+        videos = problem["videos"]
+        shown = ", ".join(str(v) for v in videos[:8]) + (" ..." if len(videos) > 8 else "")
+        stderr.print(
+            f"[bold red]damaged:[/] {problem['store']}: array {problem['array']!r} chunk "
+            f"{problem['chunk']} (videos {shown or '-'}) {problem['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    sampled = len(checked["sampled"])
+    extra = f", {sampled} video(s) re-encoded" if sampled else ""
+    if not checked["checksums"]:
+        stdout.print("note: this store has no chunk checksums (written before they were added)")
+    if checked["ok"]:
+        stdout.print(f"verified: {checked['chunks_read']} chunks read{extra}, no damage found")
+    else:
+        fix = (
+            "repair with `mote extract ... --repair`"
+            if checked["repairable"]
+            else "re-create the store with `mote extract ... --overwrite`"
+        )
+        stdout.print(f"{len(checked['problems'])} problem(s) found{extra}; {fix}")
 
 
 def _parse_floats(text: str | None, count: int, option: str) -> tuple[float, ...] | None:
@@ -340,6 +404,12 @@ def train_temporal(
         int | None,
         typer.Option(help="Stop after this many epochs (continue later with --resume)."),
     ] = None,
+    allow_partial: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial", help="Train on the done videos of a store still being extracted."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -378,6 +448,7 @@ def train_temporal(
         memory_gb=memory_gb,
         resume=resume or None,
         stop_after_epochs=stop_after_epochs,
+        allow_partial=allow_partial or None,
     )
     with _resumable("mote train-temporal (add --resume)"):
         metrics = stage.run(cfg, RichProgress())

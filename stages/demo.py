@@ -187,7 +187,7 @@ def _run(cfg: DemoConfig, progress: Progress, console: Console) -> dict:
         "results": results,
         "trained": trained,
         "zeroshot": zero,
-        "info": info.run(val_store),
+        "info": info.run(info.InfoConfig(store=val_store)),
         "store": str(val_store),
         "seconds": seconds,
         "chance": chance,

@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mote.cache_schema.errors import StoreCorrupt
 from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
+from mote.cache_schema.verify import verify
 from mote.pipeline import __version__
 from mote.pipeline.clip.clip_model import ClipEncoder, build_clip
 from mote.pipeline.clip.encoding import BatchedEncoder
@@ -64,6 +66,7 @@ class ExtractConfig:
     limit: int | None = None
     overwrite: bool = False
     retry_failed: bool = False
+    repair: bool = False  # verify the store, redo the videos whose data are damaged
     dask: str | None = None
     run: Path | None = None  # encode with this run's CLIP (tuned visual weights, spec 7.4 blend)
     kinetics_csv: Path | None = None  # K400: the official annotation CSV instead of a list
@@ -113,6 +116,8 @@ def _check(cfg: ExtractConfig) -> None:
         raise ConfigError(f"--limit must be >= 1, got {cfg.limit}")
     if cfg.dask and cfg.dask.startswith("local:") and not cfg.dask[6:].isdigit():
         raise ConfigError(f"--dask {cfg.dask}: expected local:N with N workers")
+    if cfg.repair and cfg.overwrite:
+        raise ConfigError("--repair keeps the store and --overwrite replaces it: pass one of them")
 
 
 def _dataset(cfg: ExtractConfig) -> DatasetSpec:
@@ -184,6 +189,23 @@ def open_store(cfg: ExtractConfig, clip: ClipEncoder, dataset: DatasetSpec) -> F
     return store
 
 
+def repair(store: FeatureStore) -> dict:
+    """Verify every chunk and mark the videos with damaged data pending, so this run redoes
+    them; an unusable chunk is redone whole, so it is rewritten without being read."""
+    report = verify(store)
+    fixed_at_creation = report.unrepairable()
+    if fixed_at_creation:
+        raise StoreCorrupt(
+            f"{fixed_at_creation[0].line()}; this array is written when the store is created, so "
+            f"--repair cannot restore it: re-create the store with `mote extract ... --out "
+            f"{store.path} --overwrite`."
+        )
+    videos = report.damaged_videos()
+    if videos.size:
+        store.mark_pending(videos)
+    return {"problems": [p.line() for p in report.problems], "videos": len(videos)}
+
+
 class ChunkWriter:
     """Holds finished videos until every video of their chunk is resolved, then writes it."""
 
@@ -216,9 +238,10 @@ def _done(video: DecodedVideo, embeddings) -> VideoResult:
     return VideoResult(video.index, embeddings, video.frame_indices, video.num_frames)
 
 
-def _tasks(
+def decode_tasks(
     cfg: ExtractConfig, store: FeatureStore, root: Path, size: int, interpolation: str, todo
 ) -> list:
+    """One DecodeTask per store row in ``todo`` (also used by `mote info --sample`)."""
     clips, crops = parse_views(cfg.resolved_views)
     return [
         DecodeTask(
@@ -419,8 +442,10 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
     with DecodePool(0 if cfg.dask else workers, cfg.decode_timeout) as pool:
         clip = _clip(cfg)
         store = open_store(cfg, clip, dataset)
+        repaired = repair(store) if cfg.repair else None
         p = clip.preprocess
-        tasks = _tasks(cfg, store, root, p.size, p.interpolation, store.todo(cfg.retry_failed))
+        todo = store.todo(cfg.retry_failed)
+        tasks = decode_tasks(cfg, store, root, p.size, p.interpolation, todo)
         batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
         started = time.perf_counter()
         progress.start(len(tasks), f"extract {dataset.name}/{dataset.split}")
@@ -447,4 +472,6 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
         device=str(clip.device),
         dask=cfg.dask,
     )
+    if repaired is not None:
+        summary["repaired"] = repaired
     return summary

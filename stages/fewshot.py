@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore
-from mote.cache_schema.v1 import DONE
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress, Quiet
@@ -69,7 +68,7 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
             "protocol trains and tests on the same classes"
         )
     labels = np.asarray(train.labels)
-    done = train.status() == DONE
+    done = train.done_mask()
     full = int(done.sum())
     if not cfg.shots or min(cfg.shots) < 1 or not cfg.seeds:
         raise ConfigError("--shots must be positive integers and --seeds not empty")

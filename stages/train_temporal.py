@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore
-from mote.cache_schema.v1 import DONE, FAILED, PENDING
 from mote.pipeline import __version__
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
@@ -70,6 +69,7 @@ class TrainConfig:
     memory_gb: float | None = None
     resume: bool = False
     stop_after_epochs: int | None = None
+    allow_partial: bool = False  # train on the done videos of a store still being extracted
     videos: tuple[int, ...] | None = None  # train on these store rows only (few-shot)
     epoch_size: int | None = None  # samples per epoch, repeating the videos (few-shot)
 
@@ -134,6 +134,14 @@ def _check(cfg: TrainConfig) -> None:
 def open_stores(cfg: TrainConfig) -> tuple[FeatureStore, FeatureStore | None]:
     """The training store, and a validation store that must match its model and classes."""
     train = FeatureStore.open(cfg.train)
+    counts = train.counts()
+    if counts["pending"] and not cfg.allow_partial:
+        raise ConfigError(
+            f"{cfg.train}: {counts['pending']} of {train.n_videos} videos are still pending "
+            f"(extraction unfinished or still running); finish it with `mote extract ... --out "
+            f"{cfg.train}` (a rerun resumes), or pass --allow-partial to train on the "
+            f"{counts['done']} done videos"
+        )
     if cfg.val is None:
         return train, None
     t = train.spec
@@ -351,6 +359,7 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     rng = np.random.default_rng(cfg.seed)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
 
+    train_counts = train_store.counts()
     run_config = {
         "source": "train-temporal",
         "tool_version": __version__,
@@ -367,8 +376,8 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         "train_sampling": {"frames": spec.frames, "views": spec.layout, "rule": spec.sampling},
         "classes": list(train_store.class_names),
         "train_videos": {
-            "done": int((train_store.status() == DONE).sum()),
-            "failed_skipped": int((train_store.status() == FAILED).sum()),
+            "done": train_counts["done"],
+            "failed_skipped": train_counts["failed"],
         },
         "params_merged": model.num_params(merged=True),
         "params_train": model.num_params(merged=False),
@@ -389,11 +398,9 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         # a kill between an epoch's history line and its checkpoint leaves a line to redo
         folder.keep_history(start_epoch)
     folder.write_config(run_config)
-    status = train_store.status()
     progress.message(
-        f"training store: {int((status == DONE).sum())} videos done, "
-        f"{int((status == FAILED).sum())} failed and {int((status == PENDING).sum())} pending "
-        "(skipped)"
+        f"training store: {train_counts['done']} videos done, {train_counts['failed']} failed "
+        f"and {train_counts['pending']} pending (skipped)"
     )
     for warning in warnings:
         progress.message(warning)

@@ -84,7 +84,7 @@ def test_create_then_open_round_trips(tmp_path: Path) -> None:
     assert (store.n_videos, store.n_chunks, store.chunk_videos) == (10, 3, 4)
     assert store.chunk_range(2) == (8, 10) and store.chunk_of(9) == 2 and store.chunk_of(4) == 1
     assert store.todo().tolist() == list(range(10))
-    assert (store.status() == v1.PENDING).all()
+    assert store.pending_mask().all()
     store.write_chunk(2, [done(spec, 8), done(spec, 9)])
 
     again = FeatureStore.open(tmp_path / "s.zarr")
@@ -93,7 +93,7 @@ def test_create_then_open_round_trips(tmp_path: Path) -> None:
     assert again.video_ids == tuple(ids)
     np.testing.assert_array_equal(again.labels, labels)
     np.testing.assert_array_equal(again.text_embeddings, text_bank(spec).astype(np.float32))
-    assert again.status().tolist() == [0] * 8 + [1, 1]
+    assert again.done_mask().tolist() == [False] * 8 + [True, True]
     np.testing.assert_array_equal(
         again.read_embeddings([9, 8]), [done(spec, 9).embeddings, done(spec, 8).embeddings]
     )
@@ -123,7 +123,8 @@ def test_write_chunk_merges_a_partial_chunk_then_the_rest(tmp_path: Path) -> Non
     store = new_store(tmp_path / "s.zarr", spec)
     store.write_chunk(0, [done(spec, 0), VideoResult.failure(2, "file not found")])
     store.write_chunk(0, [done(spec, 1), done(spec, 3)])
-    assert store.status()[:4].tolist() == [v1.DONE, v1.DONE, v1.FAILED, v1.DONE]
+    assert store.done_mask()[:4].tolist() == [True, True, False, True]
+    assert store.failed_mask()[:4].tolist() == [False, False, True, False]
     for i in (0, 1, 3):
         np.testing.assert_array_equal(store.read_embeddings([i])[0], done(spec, i).embeddings)
     assert store.failures() == [{"video": "shapes/clip_002.mp4", "reason": "file not found"}]
@@ -132,7 +133,8 @@ def test_write_chunk_merges_a_partial_chunk_then_the_rest(tmp_path: Path) -> Non
     assert store.todo().tolist() == list(range(4, 10))
     assert store.todo(retry_failed=True).tolist() == [2, *range(4, 10)]
     store.write_chunk(0, [done(spec, 2), VideoResult.failure(0, "no frames", num_frames=0)])
-    assert store.status()[:4].tolist() == [v1.FAILED, v1.DONE, v1.DONE, v1.DONE]
+    assert store.done_mask()[:4].tolist() == [False, True, True, True]
+    assert store.failed_mask()[:4].tolist() == [True, False, False, False]
     assert not store.read_embeddings([0]).any() and (store.read_frame_indices([0]) == -1).all()
     np.testing.assert_array_equal(store.read_embeddings([1])[0], done(spec, 1).embeddings)
     assert store.failures() == [{"video": "shapes/clip_000.mp4", "reason": "no frames"}]
@@ -145,7 +147,7 @@ def test_a_whole_chunk_write_reads_no_stored_data(tmp_path: Path) -> None:
     store.write_chunk(2, [done(spec, 8)])
     for chunk in ("0", "2"):  # damage the stored embeddings chunk: reading it now fails
         (tmp_path / "s.zarr" / "embeddings" / "c" / chunk / "0" / "0" / "0").write_bytes(b"x" * 64)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(StoreCorrupt, match="array 'embeddings' chunk 0 .* fails its checksum"):
         store.write_chunk(0, [done(spec, 1)])  # a partial write must merge, so it reads
     store.write_chunk(0, [done(spec, i) for i in range(4)])
     store.write_chunk(2, [done(spec, 8), done(spec, 9)])  # the short last chunk too
@@ -168,7 +170,7 @@ def test_write_chunk_rejects_results_it_cannot_store(tmp_path: Path) -> None:
         store.write_chunk(0, [nan])
     with pytest.raises(ValueError, match="two results for video 1"):
         store.write_chunk(0, [done(spec, 1), done(spec, 1)])
-    assert (store.status() == v1.PENDING).all()
+    assert store.pending_mask().all()
     read_only = FeatureStore.open(tmp_path / "s.zarr")
     with pytest.raises(StoreError, match="read-only"):
         read_only.write_chunk(0, [done(spec, 0)])
@@ -183,7 +185,7 @@ def test_status_is_written_after_the_data(tmp_path: Path) -> None:
         store.write_chunk(0, [done(spec, i) for i in range(4)])
     blocker.rmdir()
     again = FeatureStore.open(tmp_path / "s.zarr")
-    assert (again.status() == v1.PENDING).all()  # never marked done, though the data are there
+    assert again.pending_mask().all()  # never marked done, though the data are there
     np.testing.assert_array_equal(again.read_embeddings([2])[0], done(spec, 2).embeddings)
     assert again.todo().tolist() == list(range(10))
 
@@ -198,7 +200,7 @@ def test_a_rewritten_done_video_is_pending_until_its_new_data_is_written(tmp_pat
     redo = [replace(done(spec, i), embeddings=-done(spec, i).embeddings) for i in range(4, 8)]
     with pytest.raises(OSError):
         store.write_chunk(1, redo)
-    assert store.status()[4:8].tolist() == [v1.PENDING] * 4
+    assert store.pending_mask()[4:8].all()
 
 
 @pytest.mark.parametrize(
@@ -379,6 +381,36 @@ def test_separate_writers_fill_separate_chunks_at_once(tmp_path: Path) -> None:
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         list(pool.map(fill, range(3)))
-    assert (store.status() == v1.DONE).all()
+    assert store.done_mask().all()
     idx, emb, _ = store.read_done()
     np.testing.assert_array_equal(emb, np.stack([done(spec, i).embeddings for i in idx]))
+
+
+def test_every_array_of_a_new_store_ends_its_chunks_with_a_crc32c(tmp_path: Path) -> None:
+    store = new_store(tmp_path / "s.zarr")
+    for name in v1.ARRAYS:
+        meta = json.loads((tmp_path / "s.zarr" / name / "zarr.json").read_text())
+        assert [c["name"] for c in meta["codecs"]][-2:] == ["zstd", "crc32c"], name
+    assert store.has_checksums()
+
+
+def test_a_v1_store_without_checksums_stays_readable(tmp_path: Path, monkeypatch) -> None:
+    from zarr.codecs import ZstdCodec
+
+    from mote.cache_schema import store as store_module
+    from mote.cache_schema.verify import verify
+
+    monkeypatch.setattr(store_module, "_COMPRESSORS", (ZstdCodec(level=1, checksum=False),))
+    spec = make_spec()
+    old = new_store(tmp_path / "old.zarr", spec)
+    old.write_chunk(1, [done(spec, i) for i in range(4, 8)])
+    monkeypatch.undo()
+    again = FeatureStore.open(tmp_path / "old.zarr")
+    assert not again.has_checksums() and again.summary()["checksums"] is False
+    idx, emb, _ = again.read_done()
+    assert idx.tolist() == [4, 5, 6, 7]
+    np.testing.assert_array_equal(emb[0], done(spec, 4).embeddings)
+    assert verify(again).ok
+    again.chunk_file("embeddings", 1).unlink()  # a missing file is still caught without checksums
+    with pytest.raises(StoreCorrupt, match="array 'embeddings' chunk 1 .* is missing"):
+        FeatureStore.open(tmp_path / "old.zarr").read_done()

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 import numpy as np
 
 from mote.cache_schema.store import FeatureStore
-from mote.cache_schema.v1 import DONE
 
 Batch = tuple[np.ndarray, np.ndarray]  # (B, T, D) float16 features, (B,) int64 labels
 
@@ -61,8 +60,7 @@ class StreamingFeatures:
     def __init__(self, store: FeatureStore, block_chunks: int = 16) -> None:
         self.store = store
         self.block_chunks = max(1, block_chunks)
-        status = store.status()
-        self._done = status == DONE
+        self._done = store.done_mask()
         self._labels = np.asarray(store.labels, dtype=np.int64)
 
     def __len__(self) -> int:

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore
-from mote.cache_schema.v1 import DONE
 from mote.pipeline.data.datasets import DatasetSpec
 from mote.pipeline.errors import ConfigError
 
@@ -61,7 +60,7 @@ class StoreIndex:
         self.stores = stores
         self._where: dict[str, tuple[int, int]] = {}
         for s, store in enumerate(stores):
-            done = store.status() == DONE
+            done = store.done_mask()
             for row, video in enumerate(store.video_ids):
                 if done[row]:
                     self._where.setdefault(video, (s, row))
