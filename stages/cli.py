@@ -1,34 +1,120 @@
-"""The ``mote`` command: thin typer wrappers that build a config and call a stage's ``run``."""
+"""The ``mote`` command: thin typer wrappers that build a config and call a stage's ``run``.
 
-from __future__ import annotations
+Commands are built lazily (``_Commands``): building one imports its stage and config dataclass
+(torch, open_clip), which ``mote --help`` need not wait for. Every ``[default: X]`` in ``--help``
+comes from the config dataclass (stages/options.py); ``main`` turns every fault into one line.
+"""
 
 import contextlib
+import errno
+import inspect
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from mote.cache_schema.errors import StoreError
 from mote.pipeline.config import build_config
-from mote.pipeline.errors import ConfigError, MoteError
+from mote.pipeline.errors import MoteError
 from mote.stages.console import RichProgress, stderr, stdout
+from mote.stages.options import (
+    config_parameters,
+    config_values,
+    default_help,
+    opt,
+    parse_tuple,
+    with_default,
+    with_signature,
+)
+
+# name -> builder returning the command function; the builder's docstring is the command's help.
+_BUILDERS: dict[str, Callable[[], Callable[..., None]]] = {}
+
+
+def command(name: str) -> Callable:
+    def register(builder: Callable[[], Callable[..., None]]) -> Callable:
+        _BUILDERS[name] = builder
+        return builder
+
+    return register
+
+
+def _build(name: str) -> click.Command:
+    builder = _BUILDERS[name]
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single.command(name, help=builder.__doc__)(builder())
+    return typer.main.get_command(single)
+
+
+class _Commands(TyperGroup):
+    """A typer group whose commands are built on first use; its own help lists docstrings."""
+
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_BUILDERS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _BUILDERS:
+            return None
+        if self._listing:
+            return click.Command(name, help=_BUILDERS[name].__doc__)
+        built = self.__dict__.setdefault("_built", {})
+        if name not in built:
+            built[name] = _build(name)
+        return built[name]
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
 
 app = typer.Typer(
     name="mote",
-    help="MoTE video recognition from CLIP: extract CLIP frame features once into a Zarr store, "
-    "then train and evaluate temporal experts from the cache in minutes.",
+    cls=_Commands,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _mote() -> None:
+    """MoTE video recognition from CLIP: extract CLIP frame features once into a Zarr store,
+    then train and evaluate temporal experts from the cache in minutes."""
+
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", help="YAML/TOML file whose keys mirror the options; flags win."),
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def config_command(name: str, cls: type, run: Callable[[Any, bool], None]) -> Callable[..., None]:
+    """A command whose options are the help-carrying fields of ``cls``, plus --json, --config."""
+
+    def callback(config: Path | None = None, as_json: bool = False, **options: Any) -> None:
+        run(build_config(cls, config, **config_values(cls, options)), as_json)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    extra = [
+        inspect.Parameter("as_json", keyword, default=False, annotation=JsonOpt),
+        inspect.Parameter("config", keyword, default=None, annotation=ConfigOpt),
+    ]
+    callback.__name__ = name.replace("-", "_")
+    return with_signature(callback, [*config_parameters(cls), *extra])
 
 
 @contextlib.contextmanager
@@ -79,195 +165,234 @@ def _print_summary_table(summary: dict, title: str) -> None:
         stdout.print(failed)
 
 
-@app.command()
-def extract(
-    dataset: Annotated[
-        str | None, typer.Option(help="k400, k600, ucf101, hmdb51 or list. [required]")
-    ] = None,
-    out: Annotated[
-        Path | None, typer.Option(help="Zarr store to write (resumed if it exists). [required]")
-    ] = None,
-    root: Annotated[Path | None, typer.Option(help="Folder holding the videos.")] = None,
-    split: Annotated[
-        str | None,
-        typer.Option(help="k400: val|test|train; k600: split1-3; ucf101/hmdb51: test1-3|train1-3."),
-    ] = None,
-    list_file: Annotated[
-        Path | None, typer.Option("--list", help="Video list 'relative/path label' (list).")
-    ] = None,
-    labels_file: Annotated[
-        Path | None, typer.Option("--labels", help="Label CSV 'id,name' (list).")
-    ] = None,
-    kinetics_csv: Annotated[
-        Path | None,
-        typer.Option(
-            help="k400: the official annotation CSV (label,youtube_id,time_start,"
-            "time_end,split); the --split rows whose clips exist under --root."
-        ),
-    ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="open_clip model name, JSON config, local-dir:PATH, or mote-tiny. "
-            "[default: ViT-B-16]"
-        ),
-    ] = None,
-    pretrained: Annotated[
-        str | None,
-        typer.Option(
-            help="Weights tag (openai), a local weights file, or none (random, --seed). "
-            "[default: openai]"
-        ),
-    ] = None,
-    frames: Annotated[int | None, typer.Option(help="Frames per view T. [default: 8]")] = None,
-    views: Annotated[
-        str | None,
-        typer.Option(
-            help="CLIPSxCROPS: 1x1, 3x1, 4x3. [default: 3x1 for ucf101/hmdb51/k600, else 1x1]"
-        ),
-    ] = None,
-    sampling: Annotated[
-        str | None,
-        typer.Option(
-            help="eval (segment starts, spec 7.1) or train (seeded random). [default: eval]"
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed for random weights and train sampling. [default: 0]")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto, cpu, cuda, cuda:1. [default: auto]")
-    ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Images per CLIP batch. [default: 256 on GPU, 32 on CPU]")
-    ] = None,
-    decode_workers: Annotated[
-        int | None,
-        typer.Option(help="Decode processes; 0 decodes in this process. [default: one per core]"),
-    ] = None,
-    decoder: Annotated[
-        str | None, typer.Option(help="auto, decord or pyav. [default: auto = decord]")
-    ] = None,
-    decode_timeout: Annotated[
-        float | None,
-        typer.Option(help="Seconds before a video's decode is abandoned. [default: 120]"),
-    ] = None,
-    chunk_videos: Annotated[
-        int | None, typer.Option(help="Videos per Zarr chunk. [default: 32]")
-    ] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N videos of the list.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start the store over.")] = False,
-    retry_failed: Annotated[
-        bool, typer.Option("--retry-failed", help="Retry videos that failed before.")
-    ] = False,
-    repair: Annotated[
-        bool,
-        typer.Option(
-            "--repair",
-            help="Verify every chunk and re-extract the videos whose stored data are damaged.",
-        ),
-    ] = False,
-    run: Annotated[
-        Path | None,
-        typer.Option(
-            help="Encode with this run's CLIP: its model, and its tuned visual weights blended "
-            "0.99/0.01 with the original (spec 7.4), e.g. a run from import-reference."
-        ),
-    ] = None,
-    dask: Annotated[
-        str | None,
-        typer.Option(
-            help="Scale out on dask.distributed: a scheduler address (tcp://host:8786; workers "
-            "need mote and the same paths) or local:N for a local cluster of N workers. "
-            "[default: one local process with --decode-workers]"
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    config: ConfigOpt = None,
-) -> None:
+def _print_metrics(metrics: dict, title: str) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            value = f"{value:.2f}"
+        table.add_row(key, str(value))
+    stdout.print(table)
+
+
+@command("extract")
+def _extract() -> Callable[..., None]:
     """Stage one: decode videos, run the CLIP visual encoder, write a Zarr feature store."""
     from mote.stages import extract as stage
 
-    cfg = build_config(
-        stage.ExtractConfig,
-        config,
-        dataset=dataset,
-        out=out,
-        root=root,
-        split=split,
-        list_file=list_file,
-        labels_file=labels_file,
-        model=model,
-        pretrained=pretrained,
-        frames=frames,
-        views=views,
-        sampling=sampling,
-        seed=seed,
-        device=device,
-        batch_size=batch_size,
-        decode_workers=decode_workers,
-        decoder=decoder,
-        decode_timeout=decode_timeout,
-        chunk_videos=chunk_videos,
-        limit=limit,
-        overwrite=overwrite or None,
-        retry_failed=retry_failed or None,
-        repair=repair or None,
-        dask=dask,
-        run=run,
-        kinetics_csv=kinetics_csv,
-    )
-    with _resumable("mote extract"):
-        summary = stage.run(cfg, RichProgress())
-    if as_json:
-        print(json.dumps(summary))
-    else:
-        _print_summary_table(summary, f"extracted {summary['store']}")
-        repaired = summary.get("repaired")
-        if repaired is not None:
-            for line in repaired["problems"]:
-                stderr.print(f"repaired: {line}", highlight=False, soft_wrap=True)
-            stdout.print(f"repair: {repaired['videos']} damaged video(s) re-extracted")
+    C = stage.ExtractConfig
+
+    def extract(
+        dataset: Annotated[
+            str | None, opt(C, "dataset", "k400, k600, ucf101, hmdb51 or list.")
+        ] = None,
+        out: Annotated[
+            Path | None, opt(C, "out", "Zarr store to write (resumed if it exists).")
+        ] = None,
+        root: Annotated[Path | None, opt(C, "root", "Folder holding the videos.")] = None,
+        split: Annotated[
+            str | None,
+            opt(
+                C, "split", "k400: val|test|train; k600: split1-3; ucf101/hmdb51: test1-3|train1-3."
+            ),
+        ] = None,
+        list_file: Annotated[
+            Path | None, opt(C, "list_file", "Video list 'relative/path label' (list).", "--list")
+        ] = None,
+        labels_file: Annotated[
+            Path | None, opt(C, "labels_file", "Label CSV 'id,name' (list).", "--labels")
+        ] = None,
+        kinetics_csv: Annotated[
+            Path | None,
+            opt(
+                C,
+                "kinetics_csv",
+                "k400: the official annotation CSV (label,youtube_id,time_start,"
+                "time_end,split); the --split rows whose clips exist under --root.",
+            ),
+        ] = None,
+        model: Annotated[
+            str | None,
+            opt(C, "model", "open_clip model name, JSON config, local-dir:PATH, or mote-tiny."),
+        ] = None,
+        pretrained: Annotated[
+            str | None,
+            opt(
+                C,
+                "pretrained",
+                "Weights tag (openai), a local weights file, or none (random, --seed).",
+            ),
+        ] = None,
+        frames: Annotated[
+            int | None, opt(C, "frames", f"Frames per view T, 1 to {stage.MAX_FRAMES}.")
+        ] = None,
+        views: Annotated[
+            str | None,
+            typer.Option(
+                help=with_default(
+                    "CLIPSxCROPS: 1x1, 3x1, 4x3.",
+                    ", ".join(f"{v} for {d}" for d, v in stage.DEFAULT_VIEWS.items())
+                    + ", else 1x1",
+                )
+            ),
+        ] = None,
+        sampling: Annotated[
+            str | None,
+            opt(C, "sampling", "eval (segment starts, spec 7.1) or train (seeded random)."),
+        ] = None,
+        seed: Annotated[
+            int | None, opt(C, "seed", "Seed for random weights and train sampling.")
+        ] = None,
+        device: Annotated[str | None, opt(C, "device", "auto, cpu, cuda, cuda:1.")] = None,
+        batch_size: Annotated[
+            int | None,
+            typer.Option(help=with_default("Images per CLIP batch.", "256 on GPU, 32 on CPU")),
+        ] = None,
+        decode_workers: Annotated[
+            int | None,
+            typer.Option(
+                help=with_default("Decode processes; 0 decodes in this process.", "one per core")
+            ),
+        ] = None,
+        decoder: Annotated[str | None, opt(C, "decoder", "auto, decord or pyav.")] = None,
+        decode_timeout: Annotated[
+            float | None,
+            opt(C, "decode_timeout", "Seconds before a video's decode is abandoned."),
+        ] = None,
+        chunk_videos: Annotated[
+            int | None, opt(C, "chunk_videos", "Videos per Zarr chunk.")
+        ] = None,
+        limit: Annotated[
+            int | None, opt(C, "limit", "Only the first N videos of the list.")
+        ] = None,
+        overwrite: Annotated[
+            bool, opt(C, "overwrite", "Start the store over.", "--overwrite")
+        ] = False,
+        retry_failed: Annotated[
+            bool, opt(C, "retry_failed", "Retry videos that failed before.", "--retry-failed")
+        ] = False,
+        repair: Annotated[
+            bool,
+            opt(
+                C,
+                "repair",
+                "Verify every chunk and re-extract the videos whose stored data are damaged.",
+                "--repair",
+            ),
+        ] = False,
+        run: Annotated[
+            Path | None,
+            opt(
+                C,
+                "run",
+                "Encode with this run's CLIP: its model, and its tuned visual weights blended "
+                "0.99/0.01 with the original (spec 7.4), e.g. a run from import-reference.",
+            ),
+        ] = None,
+        dask: Annotated[
+            str | None,
+            typer.Option(
+                help=with_default(
+                    "Scale out on dask.distributed: a scheduler address (tcp://host:8786; "
+                    "workers need mote and the same paths) or local:N for a local cluster of N "
+                    "workers.",
+                    "one local process with --decode-workers",
+                )
+            ),
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+        config: ConfigOpt = None,
+    ) -> None:
+        cfg = build_config(
+            C,
+            config,
+            dataset=dataset,
+            out=out,
+            root=root,
+            split=split,
+            list_file=list_file,
+            labels_file=labels_file,
+            model=model,
+            pretrained=pretrained,
+            frames=frames,
+            views=views,
+            sampling=sampling,
+            seed=seed,
+            device=device,
+            batch_size=batch_size,
+            decode_workers=decode_workers,
+            decoder=decoder,
+            decode_timeout=decode_timeout,
+            chunk_videos=chunk_videos,
+            limit=limit,
+            overwrite=overwrite or None,
+            retry_failed=retry_failed or None,
+            repair=repair or None,
+            dask=dask,
+            run=run,
+            kinetics_csv=kinetics_csv,
+        )
+        with _resumable("mote extract"):
+            summary = stage.run(cfg, RichProgress())
+        if as_json:
+            print(json.dumps(summary))
+        else:
+            _print_summary_table(summary, f"extracted {summary['store']}")
+            repaired = summary.get("repaired")
+            if repaired is not None:
+                for line in repaired["problems"]:
+                    stderr.print(f"repaired: {line}", highlight=False, soft_wrap=True)
+                stdout.print(f"repair: {repaired['videos']} damaged video(s) re-extracted")
+
+    return extract
 
 
-@app.command()
-def info(
-    store: Annotated[Path, typer.Argument(help="A feature store written by mote extract.")],
-    verify: Annotated[
-        bool,
-        typer.Option(
-            "--verify",
-            help="Read every chunk: checksums, missing files, NaN/inf or all-zero done rows, "
-            "labels, ids. Exits 1 if anything is damaged.",
-        ),
-    ] = False,
-    sample: Annotated[
-        int,
-        typer.Option(
-            help="With --verify: re-encode this many random done videos (needs --root) and "
-            "compare them with the stored embeddings."
-        ),
-    ] = 0,
-    root: Annotated[
-        Path | None, typer.Option(help="Folder the store's video ids are relative to.")
-    ] = None,
-    device: Annotated[str, typer.Option(help="Device for --sample: auto, cpu, cuda.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
+@command("info")
+def _info() -> Callable[..., None]:
     """Schema, model, sampling, shapes and done/failed/pending counts of a feature store."""
     from mote.stages import info as stage
 
-    cfg = stage.InfoConfig(store=store, verify=verify, sample=sample, root=root, device=device)
-    summary = stage.run(cfg)
-    checked = summary.get("verify")
-    if as_json:
-        print(json.dumps(summary))
-    else:
-        _print_summary_table(summary, str(store))
-        if checked is not None:
-            _print_verify(checked)
-    if checked is not None and not checked["ok"]:
-        raise typer.Exit(1)
+    C = stage.InfoConfig
+
+    def info(
+        store: Annotated[Path, typer.Argument(help="A feature store written by mote extract.")],
+        verify: Annotated[
+            bool,
+            opt(
+                C,
+                "verify",
+                "Read every chunk: checksums, missing files, NaN/inf or all-zero done rows, "
+                "labels, ids. Exits 1 if anything is damaged.",
+                "--verify",
+            ),
+        ] = False,
+        sample: Annotated[
+            int,
+            opt(
+                C,
+                "sample",
+                "With --verify: re-encode this many random done videos (needs --root) and "
+                "compare them with the stored embeddings.",
+            ),
+        ] = 0,
+        root: Annotated[
+            Path | None, opt(C, "root", "Folder the store's video ids are relative to.")
+        ] = None,
+        device: Annotated[str, opt(C, "device", "Device for --sample: auto, cpu, cuda.")] = "auto",
+        as_json: JsonOpt = False,
+    ) -> None:
+        cfg = C(store=store, verify=verify, sample=sample, root=root, device=device)
+        summary = stage.run(cfg)
+        checked = summary.get("verify")
+        if as_json:
+            print(json.dumps(summary))
+        else:
+            _print_summary_table(summary, str(store))
+            if checked is not None:
+                _print_verify(checked)
+        if checked is not None and not checked["ok"]:
+            raise typer.Exit(1)
+
+    return info
 
 
 def _print_verify(checked: dict) -> None:
@@ -296,285 +421,193 @@ def _print_verify(checked: dict) -> None:
         stdout.print(f"{len(checked['problems'])} problem(s) found{extra}; {fix}")
 
 
-def _parse_floats(text: str | None, count: int, option: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != count:
-        raise ConfigError(f"{option} '{text}': expected {count} comma-separated numbers")
-    return values
-
-
-@app.command("train-temporal")
-def train_temporal(
-    train: Annotated[
-        Path | None, typer.Option(help="Feature store to train on (mote extract). [required]")
-    ] = None,
-    out: Annotated[Path | None, typer.Option(help="Run folder to create. [required]")] = None,
-    val: Annotated[
-        Path | None, typer.Option(help="Feature store to validate on each epoch and at the end.")
-    ] = None,
-    arch: Annotated[
-        str | None,
-        typer.Option(
-            help="mote, transformer (Text4Vis baseline: one FFN per layer, CE only) or "
-            "meanpool (CLIP mean pooling). [default: mote]"
-        ),
-    ] = None,
-    experts: Annotated[int | None, typer.Option(help="Experts per layer N. [default: 4]")] = None,
-    layers: Annotated[
-        int | None, typer.Option(help="Temporal layers. [default: 4 for D=512, 6 for D=768]")
-    ] = None,
-    heads: Annotated[int | None, typer.Option(help="Attention heads. [default: D // 64]")] = None,
-    routing: Annotated[
-        str | None,
-        typer.Option(
-            help="Training routing (Table 2d/2a): multinomial, uniform, fixed, all. "
-            "[default: multinomial]"
-        ),
-    ] = None,
-    expert_init: Annotated[
-        str | None, typer.Option(help="different or same (Table 2a). [default: different]")
-    ] = None,
-    inference: Annotated[
-        str | None,
-        typer.Option(
-            help="Test-time experts (Table 2c): merge, ensemble, random. [default: merge]"
-        ),
-    ] = None,
-    wmr: Annotated[
-        bool | None, typer.Option("--wmr/--no-wmr", help="Weight Merging Regularization pass.")
-    ] = None,
-    wmr_beta: Annotated[
-        float | None, typer.Option(help="WMR temperature base beta. [default: 0.6]")
-    ] = None,
-    wmr_temperatures: Annotated[
-        str | None,
-        typer.Option(
-            help="discrete (spec set), point (always +inf), normal, uniform "
-            "(Tables 2e, 7f). [default: discrete]"
-        ),
-    ] = None,
-    wmr_loss: Annotated[
-        str | None, typer.Option(help="ce, kl or mse (Table 7c). [default: ce]")
-    ] = None,
-    mse: Annotated[bool | None, typer.Option("--mse/--no-mse", help="The 0.1 x MSE term.")] = None,
-    loss_weights: Annotated[
-        str | None, typer.Option(help="CE,WMR,MSE weights. [default: 1,0.5,0.1]")
-    ] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="[default: 30 for D=512, 20 for D=768 (spec 7)]")
-    ] = None,
-    warmup_epochs: Annotated[float | None, typer.Option(help="[default: 5]")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="Videos per step. [default: 192 for D=512, 144 for D=768]")
-    ] = None,
-    micro_batches: Annotated[
-        int | None,
-        typer.Option(
-            help="Micro-batches per step, each with its own routing draw (emulates "
-            "the reference's 3 GPUs). [default: 3]"
-        ),
-    ] = None,
-    lr: Annotated[float | None, typer.Option(help="Temporal module lr. [default: 5e-5]")] = None,
-    clip_lr_ratio: Annotated[
-        float | None,
-        typer.Option(help="logit-scale lr = lr x ratio. [default: 0.07 (D=512), 0.06 (D=768)]"),
-    ] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="[default: 0.2]")] = None,
-    tfm: Annotated[
-        bool | None, typer.Option("--tfm/--no-tfm", help="TFM in the final evaluation.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda. [default: auto]")] = None,
-    memory_gb: Annotated[
-        float | None,
-        typer.Option(
-            help="Stream the store chunk by chunk when it is larger than this. "
-            "[default: half the RAM]"
-        ),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its last epoch.")
-    ] = False,
-    stop_after_epochs: Annotated[
-        int | None,
-        typer.Option(help="Stop after this many epochs (continue later with --resume)."),
-    ] = None,
-    allow_partial: Annotated[
-        bool,
-        typer.Option(
-            "--allow-partial", help="Train on the done videos of a store still being extracted."
-        ),
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
-    config: ConfigOpt = None,
-) -> None:
+@command("train-temporal")
+def _train_temporal() -> Callable[..., None]:
     """Stage two: train MoTE (or a baseline) on cached features, then evaluate close-set."""
     from mote.stages import train_temporal as stage
 
-    cfg = build_config(
-        stage.TrainConfig,
-        config,
-        train=train,
-        out=out,
-        val=val,
-        arch=arch,
-        experts=experts,
-        layers=layers,
-        heads=heads,
-        routing=routing,
-        expert_init=expert_init,
-        inference=inference,
-        wmr=wmr,
-        wmr_beta=wmr_beta,
-        wmr_temperatures=wmr_temperatures,
-        wmr_loss=wmr_loss,
-        mse=mse,
-        loss_weights=_parse_floats(loss_weights, 3, "--loss-weights"),
-        epochs=epochs,
-        warmup_epochs=warmup_epochs,
-        batch_size=batch_size,
-        micro_batches=micro_batches,
-        lr=lr,
-        clip_lr_ratio=clip_lr_ratio,
-        weight_decay=weight_decay,
-        tfm=tfm,
-        seed=seed,
-        device=device,
-        memory_gb=memory_gb,
-        resume=resume or None,
-        stop_after_epochs=stop_after_epochs,
-        allow_partial=allow_partial or None,
-    )
-    with _resumable("mote train-temporal (add --resume)"):
-        metrics = stage.run(cfg, RichProgress())
-    if as_json:
-        print(json.dumps(metrics))
-    else:
-        _print_metrics(metrics, f"run {cfg.out}")
+    def run(cfg: Any, as_json: bool) -> None:
+        with _resumable("mote train-temporal (add --resume)"):
+            metrics = stage.run(cfg, RichProgress())
+        if as_json:
+            print(json.dumps(metrics))
+        else:
+            _print_metrics(metrics, f"run {cfg.out}")
+
+    return config_command("train-temporal", stage.TrainConfig, run)
 
 
-def _print_metrics(metrics: dict, title: str) -> None:
-    table = Table(title=title, show_header=False)
-    for key, value in metrics.items():
-        if isinstance(value, float):
-            value = f"{value:.2f}"
-        table.add_row(key, str(value))
-    stdout.print(table)
-
-
-@app.command()
-def evaluate(
-    run: Annotated[Path, typer.Option(help="Run folder (train-temporal or import-reference).")],
-    store: Annotated[Path, typer.Option(help="Feature store to score (any view layout).")],
-    tfm: Annotated[
-        bool, typer.Option("--tfm/--no-tfm", help="Temporal Feature Modulation.")
-    ] = True,
-    best: Annotated[
-        bool, typer.Option("--best", help="Use the best-validation weights, not the last.")
-    ] = False,
-    tfm_gamma: Annotated[
-        float | None, typer.Option(help="Override the run's TFM gamma (Table 2f). [default: 0.05]")
-    ] = None,
-    tfm_k: Annotated[
-        int | None,
-        typer.Option(help="Override the run's TFM neighbours K (Table 7b). [default: 5]"),
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
-    save_predictions: Annotated[
-        Path | None,
-        typer.Option(help="Write per-video scores, per-view logits and rho (.safetensors/.npz)."),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
+@command("evaluate")
+def _evaluate() -> Callable[..., None]:
     """Close-set top-1/top-5 of a run on a store, fusing every view the store holds."""
     from mote.stages import evaluate as stage
 
-    result = stage.run(
-        stage.EvaluateConfig(run, store, tfm, best, device, save_predictions, tfm_gamma, tfm_k)
-    )
-    if as_json:
-        print(json.dumps(result))
-    else:
-        _print_metrics(result, f"evaluate {run} on {store}")
+    C = stage.EvaluateConfig
+
+    def evaluate(
+        run: Annotated[Path, typer.Option(help="Run folder (train-temporal or import-reference).")],
+        store: Annotated[Path, typer.Option(help="Feature store to score (any view layout).")],
+        tfm: Annotated[
+            bool | None, opt(C, "tfm", "Temporal Feature Modulation.", "--tfm/--no-tfm")
+        ] = None,
+        best: Annotated[
+            bool, opt(C, "best", "Use the best-validation weights, not the last.", "--best")
+        ] = False,
+        tfm_gamma: Annotated[
+            float | None,
+            typer.Option(
+                help=default_help(
+                    _mote_config(), "tfm_gamma", "Override the run's TFM gamma (Table 2f)."
+                )
+            ),
+        ] = None,
+        tfm_k: Annotated[
+            int | None,
+            typer.Option(
+                help=default_help(
+                    _mote_config(), "tfm_k", "Override the run's TFM neighbours K (Table 7b)."
+                )
+            ),
+        ] = None,
+        device: Annotated[str | None, opt(C, "device", "auto, cpu, cuda.")] = None,
+        save_predictions: Annotated[
+            Path | None,
+            typer.Option(
+                help="Write per-video scores, per-view logits and rho (.safetensors/.npz)."
+            ),
+        ] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        cfg = build_config(
+            C,
+            None,
+            run=run,
+            store=store,
+            tfm=tfm,
+            best=best or None,
+            device=device,
+            save_predictions=save_predictions,
+            tfm_gamma=tfm_gamma,
+            tfm_k=tfm_k,
+        )
+        result = stage.run(cfg)
+        if as_json:
+            print(json.dumps(result))
+        else:
+            _print_metrics(result, f"evaluate {run} on {store}")
+
+    return evaluate
 
 
-@app.command()
-def zeroshot(
-    run: Annotated[Path, typer.Option(help="Run folder (train-temporal or import-reference).")],
-    dataset: Annotated[str, typer.Option(help="ucf101, hmdb51, k600 (3 splits each) or list.")],
-    store: Annotated[
-        list[Path],
-        typer.Option(
-            help="Feature store(s) holding the videos: one per split, or one made with "
-            "--split all; repeat the option for several."
-        ),
-    ],
-    split: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Standard datasets: evaluate only these splits. list: LIST:LABELS, "
-            "repeat once per split."
-        ),
-    ] = None,
-    tfm: Annotated[
-        bool,
-        typer.Option(
-            "--tfm/--no-tfm", help="Temporal Feature Modulation (K400 text bank as proxies)."
-        ),
-    ] = True,
-    tfm_gamma: Annotated[
-        float | None, typer.Option(help="Override the run's TFM gamma (Table 2f). [default: 0.05]")
-    ] = None,
-    tfm_k: Annotated[
-        int | None,
-        typer.Option(help="Override the run's TFM neighbours K (Table 7b). [default: 5]"),
-    ] = None,
-    allow_protocol_mismatch: Annotated[
-        bool,
-        typer.Option(
-            "--allow-protocol-mismatch",
-            help="Accept stores that are not 3x1 views of 8 frames with the evaluation sampling.",
-        ),
-    ] = False,
-    close_set_top1: Annotated[
-        float | None,
-        typer.Option(help="Close-set top-1 for the trade-off. [default: the run's metrics.json]"),
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
-    save_predictions: Annotated[
-        Path | None,
-        typer.Option(
-            help="Per split: fused scores, per-view logits and rho (FILE_<split>.safetensors/.npz)."
-        ),
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
+def _mote_config() -> type:
+    """MoTEConfig: the run's TFM defaults that --tfm-gamma/--tfm-k override."""
+    from mote.pipeline.temporal.mote_model import MoTEConfig
+
+    return MoTEConfig
+
+
+@command("zeroshot")
+def _zeroshot() -> Callable[..., None]:
     """Zero-shot protocol: per split top-1/top-5, mean +- std, harmonic mean and trade-off."""
     from mote.stages import zeroshot as stage
 
-    result = stage.run(
-        stage.ZeroShotConfig(
+    C = stage.ZeroShotConfig
+
+    def zeroshot(
+        run: Annotated[Path, typer.Option(help="Run folder (train-temporal or import-reference).")],
+        dataset: Annotated[str, typer.Option(help="ucf101, hmdb51, k600 (3 splits each) or list.")],
+        store: Annotated[
+            list[Path],
+            typer.Option(
+                help="Feature store(s) holding the videos: one per split, or one made with "
+                "--split all; repeat the option for several."
+            ),
+        ],
+        split: Annotated[
+            list[str] | None,
+            typer.Option(
+                help=with_default(
+                    "Standard datasets: evaluate only these splits. list: LIST:LABELS, "
+                    "repeat once per split.",
+                    "every split of the protocol",
+                )
+            ),
+        ] = None,
+        tfm: Annotated[
+            bool | None,
+            opt(
+                C,
+                "tfm",
+                "Temporal Feature Modulation (K400 text bank as proxies).",
+                "--tfm/--no-tfm",
+            ),
+        ] = None,
+        tfm_gamma: Annotated[
+            float | None,
+            typer.Option(
+                help=default_help(
+                    _mote_config(), "tfm_gamma", "Override the run's TFM gamma (Table 2f)."
+                )
+            ),
+        ] = None,
+        tfm_k: Annotated[
+            int | None,
+            typer.Option(
+                help=default_help(
+                    _mote_config(), "tfm_k", "Override the run's TFM neighbours K (Table 7b)."
+                )
+            ),
+        ] = None,
+        allow_protocol_mismatch: Annotated[
+            bool,
+            opt(
+                C,
+                "allow_protocol_mismatch",
+                "Accept stores that are not 3x1 views of 8 frames with the evaluation sampling.",
+                "--allow-protocol-mismatch",
+            ),
+        ] = False,
+        close_set_top1: Annotated[
+            float | None,
+            typer.Option(
+                help=with_default("Close-set top-1 for the trade-off.", "the run's metrics.json")
+            ),
+        ] = None,
+        device: Annotated[str | None, opt(C, "device", "auto, cpu, cuda.")] = None,
+        save_predictions: Annotated[
+            Path | None,
+            typer.Option(
+                help="Per split: fused scores, per-view logits and rho "
+                "(FILE_<split>.safetensors/.npz)."
+            ),
+        ] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        cfg = build_config(
+            C,
+            None,
             run=run,
             dataset=dataset,
             stores=tuple(store),
             splits=tuple(split or ()),
             tfm=tfm,
             device=device,
-            allow_protocol_mismatch=allow_protocol_mismatch,
+            allow_protocol_mismatch=allow_protocol_mismatch or None,
             save_predictions=save_predictions,
             close_set_top1=close_set_top1,
             tfm_gamma=tfm_gamma,
             tfm_k=tfm_k,
         )
-    )
-    if as_json:
-        print(json.dumps(result))
-        return
+        result = stage.run(cfg)
+        if as_json:
+            print(json.dumps(result))
+            return
+        _print_zeroshot(result, dataset, cfg.tfm)
+
+    return zeroshot
+
+
+def _print_zeroshot(result: dict, dataset: str, tfm: bool) -> None:
     table = Table(
         title=f"zero-shot {dataset} ({result['views']} views, TFM {'on' if tfm else 'off'})"
     )
@@ -608,168 +641,301 @@ def zeroshot(
         stdout.print(line)
 
 
-def _parse_ints(text: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(f"{option} '{text}': expected comma-separated integers") from None
-
-
-@app.command()
-def fewshot(
-    train: Annotated[Path, typer.Option(help="Store to draw the K shots per class from.")],
-    test: Annotated[Path, typer.Option(help="Store to evaluate on (single view).")],
-    out: Annotated[Path, typer.Option(help="Folder for the runs and fewshot.json.")],
-    shots: Annotated[str, typer.Option(help="K values, comma-separated.")] = "2,4,8,16",
-    seeds: Annotated[str, typer.Option(help="Sampling/training seeds per K.")] = "0,1,2",
-    epochs: Annotated[int, typer.Option(help="10 for UCF101/HMDB51, 2 for SSv2 (spec 8.3).")] = 10,
-    arch: Annotated[str, typer.Option(help="mote, transformer or meanpool.")] = "mote",
-    lr: Annotated[float | None, typer.Option(help="Temporal lr. [default: 5e-5]")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option(help="[default: 192 for D=512, 144 for D=768]")
-    ] = None,
-    layers: Annotated[int | None, typer.Option(help="[default: by D, spec 2.1]")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
+@command("fewshot")
+def _fewshot() -> Callable[..., None]:
     """K-shot protocol: train from CLIP features on K videos per class, mean +- std over seeds."""
     from mote.stages import fewshot as stage
     from mote.stages import train_temporal as training
 
-    base = build_config(
-        training.TrainConfig,
-        None,
-        train=train,
-        out=out,
-        arch=arch,
-        lr=lr,
-        batch_size=batch_size,
-        layers=layers,
-    )
-    result = stage.run(
-        stage.FewShotConfig(
+    C, T = stage.FewShotConfig, training.TrainConfig
+
+    def fewshot(
+        train: Annotated[Path, typer.Option(help="Store to draw the K shots per class from.")],
+        test: Annotated[Path, typer.Option(help="Store to evaluate on (single view).")],
+        out: Annotated[Path, typer.Option(help="Folder for the runs and fewshot.json.")],
+        shots: Annotated[str | None, opt(C, "shots", "K values, comma-separated.")] = None,
+        seeds: Annotated[str | None, opt(C, "seeds", "Sampling/training seeds per K.")] = None,
+        epochs: Annotated[
+            int | None, opt(C, "epochs", "10 for UCF101/HMDB51, 2 for SSv2 (spec 8.3).")
+        ] = None,
+        arch: Annotated[str | None, opt(T, "arch", "mote, transformer or meanpool.")] = None,
+        lr: Annotated[float | None, opt(T, "lr", "Temporal lr.")] = None,
+        batch_size: Annotated[int | None, opt(T, "batch_size", "Videos per step.")] = None,
+        layers: Annotated[int | None, opt(T, "layers", "Temporal layers.")] = None,
+        device: Annotated[str | None, opt(C, "device", "auto, cpu, cuda.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        base = build_config(
+            T, None, train=train, out=out, arch=arch, lr=lr, batch_size=batch_size, layers=layers
+        )
+        hints = {"shots": "--shots", "seeds": "--seeds"}
+        parsed = {
+            name: parse_tuple(text, tuple[int, ...], hints[name])
+            for name, text in (("shots", shots), ("seeds", seeds))
+            if text is not None
+        }
+        cfg = build_config(
+            C,
+            None,
             train=train,
             test=test,
             out=out,
-            shots=_parse_ints(shots, "--shots"),
-            seeds=_parse_ints(seeds, "--seeds"),
             epochs=epochs,
             device=device,
             training=base,
-        ),
-        RichProgress(),
-    )
-    if as_json:
-        print(json.dumps(result))
-        return
-    table = Table(title=f"{len(result['shots'])} K-shot settings, top-1 over seeds")
-    for column in ("K", "top-1 mean +- std", "per seed"):
-        table.add_column(column)
-    for k, row in result["shots"].items():
-        table.add_row(
-            k,
-            f"{row['top1_mean']:.2f} +- {row['top1_std']:.2f}",
-            ", ".join(f"{v:.1f}" for v in row["top1"]),
+            **parsed,
         )
-    stdout.print(table)
+        result = stage.run(cfg, RichProgress())
+        if as_json:
+            print(json.dumps(result))
+            return
+        table = Table(title=f"{len(result['shots'])} K-shot settings, top-1 over seeds")
+        for column in ("K", "top-1 mean +- std", "per seed"):
+            table.add_column(column)
+        for k, row in result["shots"].items():
+            table.add_row(
+                k,
+                f"{row['top1_mean']:.2f} +- {row['top1_std']:.2f}",
+                ", ".join(f"{v:.1f}" for v in row["top1"]),
+            )
+        stdout.print(table)
+
+    return fewshot
 
 
-@app.command("import-reference")
-def import_reference(
-    ckpt: Annotated[
-        Path,
-        typer.Argument(
-            help="MoTE_B16.pt / MoTE_L14.pt or a reference last_model.pt / model_best.pt."
-        ),
-    ],
-    out: Annotated[Path, typer.Option(help="Run folder to create.")],
-    head_only: Annotated[
-        bool,
-        typer.Option(
-            "--head-only",
-            help="Import only the temporal module and text bank; CLIP "
-            "visual weights then come from --model/--pretrained.",
-        ),
-    ] = False,
-    model: Annotated[
-        str, typer.Option(help="The original CLIP: ViT-B-16 or ViT-L-14.")
-    ] = "ViT-B-16",
-    pretrained: Annotated[
-        str, typer.Option(help="Its weights (text tower, test-time blend).")
-    ] = "openai",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
+@command("import-reference")
+def _import_reference() -> Callable[..., None]:
     """Convert a checkpoint of the reference implementation into a run folder."""
     from mote.stages import import_reference as stage
 
-    result = stage.run(ckpt, out, head_only=head_only, model=model, pretrained=pretrained)
-    if as_json:
-        print(json.dumps(result))
-    else:
-        _print_metrics(result, f"imported {ckpt}")
-        stdout.print(f"next: mote extract --run {out} ... then mote evaluate --run {out} ...")
+    C = stage.ImportReferenceConfig
+
+    def import_reference(
+        ckpt: Annotated[
+            Path,
+            typer.Argument(
+                help="MoTE_B16.pt / MoTE_L14.pt or a reference last_model.pt / model_best.pt."
+            ),
+        ],
+        out: Annotated[Path, typer.Option(help="Run folder to create.")],
+        head_only: Annotated[
+            bool,
+            opt(
+                C,
+                "head_only",
+                "Import only the temporal module and text bank; CLIP "
+                "visual weights then come from --model/--pretrained.",
+                "--head-only",
+            ),
+        ] = False,
+        model: Annotated[
+            str | None, opt(C, "model", "The original CLIP: ViT-B-16 or ViT-L-14.")
+        ] = None,
+        pretrained: Annotated[
+            str | None, opt(C, "pretrained", "Its weights (text tower, test-time blend).")
+        ] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        cfg = build_config(
+            C,
+            None,
+            ckpt=ckpt,
+            out=out,
+            head_only=head_only or None,
+            model=model,
+            pretrained=pretrained,
+        )
+        result = stage.run(cfg)
+        if as_json:
+            print(json.dumps(result))
+        else:
+            _print_metrics(result, f"imported {ckpt}")
+            stdout.print(f"next: mote extract --run {out} ... then mote evaluate --run {out} ...")
+
+    return import_reference
 
 
-@app.command()
-def report(
-    runs: Annotated[
-        list[Path], typer.Argument(metavar="RUN", help="Run folders to compare (one or more).")
-    ],
-    out: Annotated[Path, typer.Option(help="Folder for report.md and PNGs.")] = Path("mote-report"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
+@command("report")
+def _report() -> Callable[..., None]:
     """Markdown report and plots (curves, zero-shot bars, trade-off scatter) for runs."""
     from mote.stages import report as stage
 
-    result = stage.run(stage.ReportConfig(tuple(runs), out))
-    if as_json:
-        print(json.dumps(result))
-        return
-    table = Table(title=f"report of {len(runs)} run(s)")
-    for column in ("run", "model", "close-set top-1", "HM ZS", "trade-off"):
-        table.add_column(column)
-    for row in result["runs"]:
-        cells = (row["top1"], row["zs_hm"], row["tradeoff"])
-        numbers = ["n/a" if v is None else f"{v:.2f}" for v in cells]
-        table.add_row(row["label"], row["switches"], *numbers)
-    stdout.print(table)
-    stdout.print(f"report: {result['report']} ({len(result['plots'])} plot(s) beside it)")
+    C = stage.ReportConfig
+
+    def report(
+        runs: Annotated[
+            list[Path], typer.Argument(metavar="RUN", help="Run folders to compare (one or more).")
+        ],
+        out: Annotated[Path | None, opt(C, "out", "Folder for report.md and PNGs.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        result = stage.run(build_config(C, None, runs=tuple(runs), out=out))
+        if as_json:
+            print(json.dumps(result))
+            return
+        table = Table(title=f"report of {len(runs)} run(s)")
+        for column in ("run", "model", "close-set top-1", "HM ZS", "trade-off"):
+            table.add_column(column)
+        for row in result["runs"]:
+            cells = (row["top1"], row["zs_hm"], row["tradeoff"])
+            numbers = ["n/a" if v is None else f"{v:.2f}" for v in cells]
+            table.add_row(row["label"], row["switches"], *numbers)
+        stdout.print(table)
+        stdout.print(f"report: {result['report']} ({len(result['plots'])} plot(s) beside it)")
+
+    return report
 
 
-@app.command()
-def demo(
-    workdir: Annotated[
-        Path | None, typer.Option(help="Where to write videos and stores. [default: ./mote-demo]")
-    ] = None,
-    videos_per_class: Annotated[int | None, typer.Option(help="[default: 24]")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs. [default: 100]")] = None,
-    seed: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
-    config: ConfigOpt = None,
-) -> None:
+@command("demo")
+def _demo() -> Callable[..., None]:
     """Run the whole pipeline on a built-in dataset of generated videos with a tiny CLIP."""
     from mote.stages import demo as stage
 
-    cfg = build_config(
-        stage.DemoConfig,
-        config,
-        workdir=workdir,
-        videos_per_class=videos_per_class,
-        epochs=epochs,
-        seed=seed,
+    C = stage.DemoConfig
+
+    def demo(
+        workdir: Annotated[
+            Path | None, opt(C, "workdir", "Where to write videos and stores.")
+        ] = None,
+        videos_per_class: Annotated[
+            int | None, opt(C, "videos_per_class", "Generated videos per class.")
+        ] = None,
+        epochs: Annotated[int | None, opt(C, "epochs", "Training epochs.")] = None,
+        seed: Annotated[int | None, opt(C, "seed", "Seed of the videos and the runs.")] = None,
+        config: ConfigOpt = None,
+    ) -> None:
+        cfg = build_config(
+            C,
+            config,
+            workdir=workdir,
+            videos_per_class=videos_per_class,
+            epochs=epochs,
+            seed=seed,
+        )
+        result = stage.run(cfg, RichProgress())
+        print_demo(result)
+
+    return demo
+
+
+def print_demo(result: dict) -> None:
+    """The demo's two result tables and closing lines."""
+    table = Table(title="mote demo: close-set top-1 on held-out videos")
+    for column in ("arch", "top-1", "top-5", "videos", "trained params"):
+        table.add_column(column)
+    for row in result["close_set"]:
+        params = row["trained_params"]
+        table.add_row(
+            row["arch"],
+            f"{row['top1']:.1f}",
+            f"{row['top5']:.1f}",
+            str(row["n_videos"]),
+            "logit scale only" if params is None else f"{params:,}",
+        )
+    stdout.print(table)
+    stdout.print(f"chance is {result['chance']:.1f}%")
+    table = Table(title="mote demo: zero-shot top-1 on held-out classes (TFM on)")
+    for column in ("arch", "top-1", "videos"):
+        table.add_column(column)
+    for row in result["zero_shot"]:
+        table.add_row(row["arch"], f"{row['top1']:.1f}", str(row["n_videos"]))
+    stdout.print(table)
+    stdout.print(
+        f"    held out: {', '.join(result['held_out'])}; a random tiny CLIP text tower knows "
+        f"nothing of these words, so expect about chance ({result['zero_shot_chance']:.0f}%): "
+        "this exercises the protocol, not CLIP"
     )
-    stage.run(cfg, RichProgress(), stdout)
+    stdout.print(f"demo finished in {result['seconds']:.1f} s; report: {result['report']}")
+
+
+# ------------------------------------------------------------------------------ faults
+
+OS_FAULTS = {
+    errno.ENOSPC: "disk full; free some space (or write elsewhere), then rerun the same command "
+    "to continue",
+    errno.EDQUOT: "disk quota exceeded; free some space (or write elsewhere), then rerun",
+    errno.EROFS: "read-only file system; write to a folder on a writable disk",
+    errno.EACCES: "permission denied; fix the permissions or choose another path",
+    errno.EPERM: "operation not permitted; fix the permissions or choose another path",
+    errno.EISDIR: "is a folder where a file is expected; pass a file path",
+    errno.ENOTDIR: "a part of this path is a file, not a folder (an --out that is a file?); "
+    "choose another path",
+    errno.EEXIST: "already exists and is not a folder (an --out that is a file?); "
+    "choose another path",
+    errno.ENOENT: "no such file or folder; check the path",
+    errno.EIO: "input/output error from the disk; check the disk and rerun",
+}
+
+
+def _zarr_source(error: BaseException) -> str | None:
+    """The zarr array (store path) a failing read or write was working on, from its traceback."""
+    found = None
+    tb = error.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if type(value).__module__.startswith("zarr") and hasattr(value, "store_path"):
+                found = found or str(value.store_path)
+        tb = tb.tb_next
+    return found
+
+
+def _in_codec(error: BaseException) -> bool:
+    tb = error.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if "/zarr/" in name or "numcodecs" in name:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def fault_message(error: BaseException) -> str:
+    """One line for any fault: what failed on which file, and the way out."""
+    if isinstance(error, MoteError | StoreError):
+        return str(error)
+    if isinstance(error, OSError):
+        name = error.filename or _zarr_source(error) or "a file"
+        if error.filename2:
+            name = f"{name} -> {error.filename2}"
+        reason = OS_FAULTS.get(error.errno or -1)
+        if reason is None:
+            reason = f"{error.strerror or error}; check the path and the disk, then rerun"
+        return f"{name}: {reason}"
+    if _in_codec(error):
+        where = _zarr_source(error) or "a feature store"
+        return (
+            f"{where}: cannot decode stored data ({type(error).__name__}: {error}); the store is "
+            "damaged: check it with `mote info STORE --verify` and rebuild the damaged rows with "
+            "`mote extract ... --repair`"
+        )
+    return (
+        f"unexpected {type(error).__name__}: {error}; rerun with MOTE_DEBUG=1 for the traceback "
+        "and report it"
+    )
+
+
+def _print_error(message: str) -> None:
+    """'error: ...' on stderr; plain text when stderr is not a terminal (no escape codes)."""
+    line = " ".join(message.split())
+    if sys.stderr.isatty():
+        stderr.print(Text.assemble(("error: ", "bold red"), line), soft_wrap=True)
+    else:
+        print(f"error: {line}", file=sys.stderr, flush=True)
 
 
 def main() -> None:
-    """Entry point: run the app, turning mote's own errors into one line and exit code 2."""
+    """Entry point: every fault is one line on stderr and a non-zero exit (2 for mote's own
+    errors, 1 for the rest); ``MOTE_DEBUG=1`` re-raises, showing the traceback."""
     try:
         app()
-    except (MoteError, StoreError) as error:
-        stderr.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
     except KeyboardInterrupt:
-        stderr.print("interrupted: rerun the same command to resume where it stopped")
+        _print_error("interrupted: rerun the same command to resume where it stopped")
         sys.exit(130)
+    except Exception as error:  # the last resort: never a traceback unless asked for
+        if os.environ.get("MOTE_DEBUG", "") not in ("", "0"):
+            raise
+        _print_error(fault_message(error))
+        sys.exit(2 if isinstance(error, MoteError | StoreError) else 1)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from mote.pipeline.data.datasets import DatasetSpec, kinetics_dataset, load_data
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_clip import clip_for_run
+from mote.pipeline.temporal.mote_model import MoTEConfig
 from mote.pipeline.video.decode_pool import (
     DecodedVideo,
     DecodePool,
@@ -39,6 +40,8 @@ from mote.pipeline.video.decode_pool import (
 
 DEFAULT_SPLIT = {"k400": "val", "k600": "split1", "ucf101": "test1", "hmdb51": "test1"}
 DEFAULT_VIEWS = {"k600": "3x1", "ucf101": "3x1", "hmdb51": "3x1"}  # zero-shot protocol (spec 8.2)
+# Frames per view: no more than MoTE's positional table has rows (spec 2.3), or none can be scored.
+MAX_FRAMES = next(f.default for f in fields(MoTEConfig) if f.name == "context")
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,11 @@ def parse_views(views: str) -> tuple[int, int]:
 
 
 def _check(cfg: ExtractConfig) -> None:
-    if cfg.frames < 1:
-        raise ConfigError(f"--frames must be >= 1, got {cfg.frames}")
+    if not 1 <= cfg.frames <= MAX_FRAMES:
+        raise ConfigError(
+            f"--frames {cfg.frames}: must be 1 to {MAX_FRAMES} (the temporal model's positional "
+            f"table has {MAX_FRAMES} rows); the spec uses 8, 16 or 32"
+        )
     if cfg.sampling not in ("eval", "train"):
         raise ConfigError(f"--sampling must be 'eval' or 'train', got '{cfg.sampling}'")
     if cfg.chunk_videos < 1:

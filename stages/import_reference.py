@@ -30,15 +30,21 @@ from mote.pipeline.runs.run_folder import CLIP_PREFIX, RunFolder
 from mote.pipeline.temporal.mote_model import MoTE
 
 
-def run(
-    ckpt: Path,
-    out: Path,
-    head_only: bool = False,
-    model: str = "ViT-B-16",
-    pretrained: str = "openai",
-) -> dict:
-    """Write the run folder ``out``; return what ``--json`` prints."""
-    ckpt, out = Path(ckpt), Path(out)
+@dataclasses.dataclass(frozen=True)
+class ImportReferenceConfig:
+    """Settings of ``mote import-reference``."""
+
+    ckpt: Path  # MoTE_B16.pt / MoTE_L14.pt or a reference last_model.pt / model_best.pt
+    out: Path  # the run folder to create
+    head_only: bool = False  # only the temporal module and text bank; CLIP from --pretrained
+    model: str = "ViT-B-16"  # the original CLIP architecture
+    pretrained: str = "openai"  # its weights (text tower, test-time blend)
+
+
+def run(cfg: ImportReferenceConfig) -> dict:
+    """Write the run folder ``cfg.out``; return what ``--json`` prints."""
+    ckpt, out = Path(cfg.ckpt), Path(cfg.out)
+    head_only, model, pretrained = cfg.head_only, cfg.model, cfg.pretrained
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: already exists and is not an empty folder; pick a new one")
     ref = load_reference_checkpoint(ckpt)

@@ -11,7 +11,9 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,50 +28,84 @@ from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import ARCHS, MoTE, MoTEConfig, default_config
+from mote.stages.options import option_fields, setting
 
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
 SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}
 RESUME_IGNORED = ("resume", "stop_after_epochs", "device")
 PATH_SETTINGS = ("train", "val", "out")  # compared as resolved paths on --resume
 FEW_STEPS = 10  # fewer optimiser steps per epoch than this: say so, with the fix
+# MoTEConfig fields the training store decides, not the user.
+FROM_STORE = ("dim",)
+
+
+def _spec_default(index: int) -> Callable[[], str]:
+    """Help text of a per-width default of SPEC_DEFAULTS: '30 for D=512, 20 for D=768'."""
+    return lambda: ", ".join(f"{v[index]:g} for D={dim}" for dim, v in SPEC_DEFAULTS.items())
+
+
+def with_model_switches(cls: type) -> type:
+    """Add every MoTEConfig switch (a field with help) to a settings class, after ``val``.
+
+    So one new MoTEConfig field with help is a train-temporal flag, a ``--config`` key and an
+    entry of the run's config.json. Per-width switches (heads, layers) default to None here:
+    "``default_config``'s value for the store's width".
+    """
+    hints = typing.get_type_hints(MoTEConfig)
+    own = dict(cls.__annotations__)
+    added = {}
+    for f in option_fields(MoTEConfig):
+        if f.name in FROM_STORE:
+            continue
+        required = f.default is MISSING and f.default_factory is MISSING
+        added[f.name] = hints[f.name] | None if required else hints[f.name]
+        setattr(cls, f.name, field(default=None if required else f.default, metadata=f.metadata))
+    names = list(own)
+    at = names.index("val") + 1
+    order = names[:at] + list(added) + names[at:]
+    cls.__annotations__ = {name: own.get(name, added.get(name)) for name in order}
+    return cls
 
 
 @dataclass(frozen=True)
+@with_model_switches
 class TrainConfig:
-    """Settings of ``mote train-temporal``; None means "the spec's default for this store"."""
+    """Settings of ``mote train-temporal``; None means "the spec's default for this store".
 
-    train: Path
-    out: Path
-    val: Path | None = None
-    arch: str = "mote"
-    experts: int = 4
-    layers: int | None = None
-    heads: int | None = None
-    routing: str = "multinomial"
-    expert_init: str = "different"
-    inference: str = "merge"
-    wmr: bool = True
-    wmr_beta: float = 0.6
-    wmr_temperatures: str = "discrete"
-    wmr_loss: str = "ce"
-    mse: bool = True
-    loss_weights: tuple[float, float, float] = (1.0, 0.5, 0.1)
-    tfm_k: int = 5
-    tfm_gamma: float = 0.05
-    epochs: int | None = None
-    warmup_epochs: float = 5.0
-    batch_size: int | None = None
-    micro_batches: int = 3
-    lr: float = 5e-5
-    clip_lr_ratio: float | None = None
-    weight_decay: float = 0.2
-    seed: int = 0
-    device: str = "auto"
-    tfm: bool = True
-    memory_gb: float | None = None
-    resume: bool = False
-    stop_after_epochs: int | None = None
-    allow_partial: bool = False  # train on the done videos of a store still being extracted
+    The model switches (arch, experts, routing, WMR, TFM, ...) are MoTEConfig's fields, added by
+    ``with_model_switches``; fields with help are CLI options (stages/options.py).
+    """
+
+    train: Path = setting(help="Feature store to train on (mote extract).")
+    out: Path = setting(help="Run folder to create.")
+    val: Path | None = setting(None, "Feature store to validate on each epoch and at the end.")
+    epochs: int | None = setting(None, "Training epochs (spec 7).", default_text=_spec_default(0))
+    warmup_epochs: float = setting(5.0, "Linear lr warm-up epochs.")
+    batch_size: int | None = setting(None, "Videos per step.", default_text=_spec_default(1))
+    micro_batches: int = setting(
+        3,
+        "Micro-batches per step, each with its own routing draw (emulates the reference's 3 GPUs).",
+    )
+    lr: float = setting(5e-5, "Temporal module lr.")
+    clip_lr_ratio: float | None = setting(
+        None, "logit-scale lr = lr x ratio.", default_text=_spec_default(2)
+    )
+    weight_decay: float = setting(0.2, "AdamW weight decay.")
+    seed: int = setting(0, "Seed of initialisation, routing and batch order.")
+    device: str = setting("auto", "auto, cpu, cuda.")
+    tfm: bool = setting(True, "TFM in the final evaluation.")
+    memory_gb: float | None = setting(
+        None,
+        "Stream the store chunk by chunk when it is larger than this.",
+        default_text="half the RAM",
+    )
+    resume: bool = setting(False, "Continue the run in --out from its last epoch.")
+    stop_after_epochs: int | None = setting(
+        None, "Stop after this many epochs (continue later with --resume)."
+    )
+    allow_partial: bool = setting(
+        False, "Train on the done videos of a store that is still being extracted."
+    )
     videos: tuple[int, ...] | None = None  # train on these store rows only (few-shot)
     epoch_size: int | None = None  # samples per epoch, repeating the videos (few-shot)
 
@@ -86,25 +122,12 @@ def resolve(cfg: TrainConfig, dim: int) -> TrainConfig:
 
 
 def model_config(cfg: TrainConfig, dim: int) -> MoTEConfig:
-    overrides = dict(
-        arch=cfg.arch,
-        experts=cfg.experts,
-        routing=cfg.routing,
-        expert_init=cfg.expert_init,
-        inference=cfg.inference,
-        wmr=cfg.wmr,
-        wmr_beta=cfg.wmr_beta,
-        wmr_temperatures=cfg.wmr_temperatures,
-        wmr_loss=cfg.wmr_loss,
-        mse=cfg.mse,
-        loss_weights=tuple(cfg.loss_weights),
-        tfm_k=cfg.tfm_k,
-        tfm_gamma=cfg.tfm_gamma,
-    )
-    if cfg.layers is not None:
-        overrides["layers"] = cfg.layers
-    if cfg.heads is not None:
-        overrides["heads"] = cfg.heads
+    """The MoTEConfig of these settings; switches left None take ``default_config``'s value."""
+    overrides = {
+        f.name: getattr(cfg, f.name)
+        for f in option_fields(MoTEConfig)
+        if f.name not in FROM_STORE and getattr(cfg, f.name) is not None
+    }
     return default_config(dim, **overrides)
 
 

@@ -41,7 +41,9 @@ def imported_run(tmp_path_factory):
         ckpt,
     )
     run = work / "run"
-    import_reference.run(ckpt, run, model="mote-tiny", pretrained="none")
+    import_reference.run(
+        import_reference.ImportReferenceConfig(ckpt, run, model="mote-tiny", pretrained="none")
+    )
     return run, tuned, original
 
 

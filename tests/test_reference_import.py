@@ -180,7 +180,9 @@ def test_single_ffn_baseline_and_meanpool_checkpoints(original):
 def test_stage_writes_a_loadable_run_folder(tmp_path, original, tiny_visual):
     ckpt = reference_checkpoint(tmp_path / "MoTE_tiny.pt", original, tiny_visual)
     out = tmp_path / "run"
-    summary = import_reference.run(ckpt, out, model="mote-tiny", pretrained="none")
+    summary = import_reference.run(
+        import_reference.ImportReferenceConfig(ckpt, out, model="mote-tiny", pretrained="none")
+    )
     assert summary["params_merged"] == LAYERS * (12 * D * D + 13 * D) + 77 * D
     assert summary["clip_tensors"] == len(tiny_visual) and summary["epoch"] == 29
     config = json.loads((out / "config.json").read_text())
@@ -207,17 +209,27 @@ def test_stage_writes_a_loadable_run_folder(tmp_path, original, tiny_visual):
 
 def test_stage_head_only_and_refusals(tmp_path, original, tiny_visual):
     ckpt = reference_checkpoint(tmp_path / "MoTE_tiny.pt", original, tiny_visual)
-    summary = import_reference.run(ckpt, tmp_path / "head", head_only=True, model="mote-tiny")
+    summary = import_reference.run(
+        import_reference.ImportReferenceConfig(
+            ckpt, tmp_path / "head", head_only=True, model="mote-tiny"
+        )
+    )
     assert summary["clip_tensors"] == 0
     tensors = safetensors.torch.load_file(str(tmp_path / "head" / "model.safetensors"))
     assert not any(k.startswith("clip.") for k in tensors)
     config = json.loads((tmp_path / "head" / "config.json").read_text())
     assert config["head_only"] is True and config["clip_weights"] == "pretrained"
     with pytest.raises(ConfigError, match="already exists"):
-        import_reference.run(ckpt, tmp_path / "head", model="mote-tiny")
+        import_reference.run(
+            import_reference.ImportReferenceConfig(ckpt, tmp_path / "head", model="mote-tiny")
+        )
     with pytest.raises(ConfigError, match="embedding width 64 vs 512"):
-        import_reference.run(ckpt, tmp_path / "b16", model="ViT-B-16")
+        import_reference.run(
+            import_reference.ImportReferenceConfig(ckpt, tmp_path / "b16", model="ViT-B-16")
+        )
     with pytest.raises(ConfigError, match="not an open_clip model"):
-        import_reference.run(ckpt, tmp_path / "x", model="ViT-Q-99")
+        import_reference.run(
+            import_reference.ImportReferenceConfig(ckpt, tmp_path / "x", model="ViT-Q-99")
+        )
     assert not (tmp_path / "b16").exists()
     assert MoTEConfig.from_dict(config["model_config"]) == original.cfg

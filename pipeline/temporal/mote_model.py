@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
 import torch
@@ -43,27 +43,61 @@ MIN_ABS_TAU = 1e-6  # a continuous draw of exactly 0 would make i/tau infinite f
 ExpertChoice = int | Tensor | Literal["all"]
 
 
+# Spec 2.1 sizes by embedding width D: (heads, layers); other widths: D // 64 heads, 4 layers.
+WIDTH_SIZES = {512: (8, 4), 768: (12, 6)}
+
+
+def width_default_text(name: str) -> str:
+    """How ``default_config`` picks ``heads`` or ``layers``, as help text ('8 for D=512, ...')."""
+    index = {"heads": 0, "layers": 1}[name]
+    known = ", ".join(f"{sizes[index]} for D={dim}" for dim, sizes in WIDTH_SIZES.items())
+    return f"{known}, else {'D // 64' if name == 'heads' else 4}"
+
+
+def switch(default: Any = MISSING, help: str = "", **meta: Any) -> Any:
+    """A MoTEConfig field that is also a training option: ``help`` makes it a
+    ``train-temporal`` flag, a ``--config`` key and a ``config.json`` entry (stages/options.py)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
 @dataclass(frozen=True)
 class MoTEConfig:
-    """Every architecture and ablation switch of spec sections 2-5 and 10."""
+    """Every architecture and ablation switch of spec sections 2-5 and 10.
+
+    Fields made with ``switch(help=...)`` are ``train-temporal`` options; fields without help
+    (D, the positional table, the logit-scale start) come from the store or the spec.
+    """
 
     dim: int  # D, the CLIP joint embedding width of the features
-    heads: int  # attention heads (spec 2.1: D // 64; at least 1)
-    layers: int  # L
-    arch: str = "mote"  # "mote" | "transformer" (Text4Vis) | "meanpool" (CLIP mean pooling)
-    experts: int = 4  # N (ignored unless arch == "mote")
+    heads: int = switch(
+        help="Attention heads.", default_text=lambda: width_default_text("heads")
+    )  # spec 2.1: D // 64; at least 1
+    layers: int = switch(
+        help="Temporal layers L.", default_text=lambda: width_default_text("layers")
+    )
+    arch: str = switch(
+        "mote",
+        "mote, transformer (Text4Vis baseline: one FFN per layer, CE only) or "
+        "meanpool (CLIP mean pooling).",
+    )
+    experts: int = switch(4, "Experts per layer N (arch mote).")
     context: int = 77  # rows of the positional table (spec 2.3)
-    routing: str = "multinomial"  # spec 3.1 / Table 2d,2a: multinomial | uniform | fixed | all
-    expert_init: str = "different"  # Table 2a: different | same
-    inference: str = "merge"  # Table 2c: merge | ensemble | random
-    wmr: bool = True  # spec 4
-    wmr_beta: float = 0.6
-    wmr_temperatures: str = "discrete"  # spec 4.1 | point (+inf) | normal N(0,1) | uniform
-    wmr_loss: str = "ce"  # Table 7c: ce | kl | mse
-    mse: bool = True  # spec 4.4, the 0.1 * MSE term
-    loss_weights: tuple[float, float, float] = (1.0, 0.5, 0.1)  # CE, WMR, MSE
-    tfm_k: int = 5  # spec 5
-    tfm_gamma: float = 0.05
+    routing: str = switch(
+        "multinomial", "Training routing (spec 3.1, Table 2d/2a): multinomial, uniform, fixed, all."
+    )
+    expert_init: str = switch("different", "different or same (Table 2a).")
+    inference: str = switch("merge", "Test-time experts (Table 2c): merge, ensemble, random.")
+    wmr: bool = switch(True, "Weight Merging Regularization pass (spec 4).")
+    wmr_beta: float = switch(0.6, "WMR temperature base beta (spec 4.1).")
+    wmr_temperatures: str = switch(
+        "discrete",
+        "discrete (spec 4.1 set), point (always +inf), normal, uniform (Tables 2e, 7f).",
+    )
+    wmr_loss: str = switch("ce", "ce, kl or mse (Table 7c).")
+    mse: bool = switch(True, "The MSE term of spec 4.4.")
+    loss_weights: tuple[float, float, float] = switch((1.0, 0.5, 0.1), "CE,WMR,MSE weights.")
+    tfm_k: int = switch(5, "TFM neighbours K (spec 5, Table 7b).")
+    tfm_gamma: float = switch(0.05, "TFM gamma (spec 5, Table 2f).")
     logit_scale_init: float = math.log(100)
 
     def __post_init__(self) -> None:
@@ -118,7 +152,7 @@ def default_config(dim: int, **overrides: Any) -> MoTEConfig:
 
     For other widths the head count is the largest divisor of D not above max(1, D // 64).
     """
-    heads, layers = {512: (8, 4), 768: (12, 6)}.get(dim, (max(1, dim // 64), 4))
+    heads, layers = WIDTH_SIZES.get(dim, (max(1, dim // 64), 4))
     while dim % heads:
         heads -= 1
     return MoTEConfig(**{"dim": dim, "heads": heads, "layers": layers, **overrides})

@@ -1,0 +1,171 @@
+"""Every fault is one line naming the file and the way out; --help shows dataclass defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+import typer
+import zarr
+from typer.testing import CliRunner
+
+from mote.pipeline.config import build_config
+from mote.pipeline.errors import ConfigError
+from mote.stages.cli import app, fault_message
+from mote.stages.extract import ExtractConfig
+from mote.stages.options import format_default
+
+
+def mote(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MOTE_DEBUG": ""}
+    return subprocess.run(
+        [sys.executable, "-m", "mote.stages.cli", *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_out_that_is_a_file_is_one_plain_line(tmp_path):
+    (tmp_path / "run").mkdir()
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    result = mote("report", str(tmp_path / "run"), "--out", str(taken))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert str(taken) in lines[0] and "choose another path" in lines[0]
+    assert "Traceback" not in result.stderr and "\x1b[" not in result.stderr
+
+
+def test_mote_debug_shows_the_traceback(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    env = {**os.environ, "MOTE_DEBUG": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "mote.stages.cli", "report", str(tmp_path), "--out", str(taken)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_real_os_errors_map_to_their_fix(tmp_path):
+    file = tmp_path / "f"
+    file.write_text("x")
+    with pytest.raises(OSError) as not_dir:
+        (file / "inside.json").write_text("y")  # a real ENOTDIR
+    assert not_dir.value.errno == errno.ENOTDIR
+    assert fault_message(not_dir.value).startswith(f"{file / 'inside.json'}: a part of this path")
+    with pytest.raises(OSError) as exists:
+        file.mkdir(parents=True, exist_ok=True)  # what a stage does with an --out that is a file
+    assert "already exists and is not a folder" in fault_message(exists.value)
+    for code, words in [
+        (errno.ENOSPC, "disk full"),
+        (errno.EROFS, "read-only file system"),
+        (errno.EACCES, "permission denied"),
+    ]:
+        message = fault_message(OSError(code, os.strerror(code), str(tmp_path / "s.zarr")))
+        assert message.startswith(f"{tmp_path / 's.zarr'}: {words}"), message
+
+
+def test_undecodable_chunk_names_the_array(tmp_path):
+    array = zarr.create_array(
+        tmp_path / "s.zarr" / "embeddings", shape=(40,), chunks=(10,), dtype="f4"
+    )
+    array[:] = np.arange(40, dtype="f4")
+    chunk = tmp_path / "s.zarr" / "embeddings" / "c" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[4:12] = b"\xff" * 8
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(Exception) as caught:
+        zarr.open_array(tmp_path / "s.zarr" / "embeddings")[:]
+    message = fault_message(caught.value)
+    assert "s.zarr/embeddings" in message and "damaged" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("frames", [0, 78, 500])
+def test_frames_beyond_the_model_are_refused(tmp_path, frames):
+    from mote.stages import extract
+
+    (tmp_path / "v").mkdir()
+    cfg = build_config(
+        ExtractConfig,
+        None,
+        dataset="ucf101",
+        out=tmp_path / "s.zarr",
+        root=tmp_path / "v",
+        frames=frames,
+    )
+    with pytest.raises(ConfigError, match="--frames"):
+        extract.run(cfg)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def _classes() -> dict[str, list[type]]:
+    from mote.pipeline.temporal.mote_model import MoTEConfig
+    from mote.stages import (
+        demo,
+        evaluate,
+        extract,
+        fewshot,
+        import_reference,
+        report,
+        train_temporal,
+        zeroshot,
+    )
+
+    return {
+        "extract": [extract.ExtractConfig],
+        "train-temporal": [train_temporal.TrainConfig],
+        "evaluate": [evaluate.EvaluateConfig, MoTEConfig],
+        "zeroshot": [zeroshot.ZeroShotConfig, MoTEConfig],
+        "fewshot": [fewshot.FewShotConfig, train_temporal.TrainConfig],
+        "import-reference": [import_reference.ImportReferenceConfig],
+        "report": [report.ReportConfig],
+        "demo": [demo.DemoConfig],
+        "info": [],
+    }
+
+
+def test_every_help_shows_the_dataclass_defaults():
+    group = typer.main.get_command(app)
+    classes = _classes()
+    assert set(classes) == set(group.list_commands(None))
+    for name, owners in classes.items():
+        shown = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "400"}).output
+        command = group.get_command(None, name)
+        options = [p for p in command.params if isinstance(p, click.Option)]
+        for param in options:
+            fields = [f for cls in owners for f in dataclasses.fields(cls) if f.name == param.name]
+            if not fields or "default_text" in fields[0].metadata:
+                continue
+            value = format_default(fields[0].default)
+            if value is None:
+                continue
+            line = next(
+                line for line in shown.splitlines() if re.search(rf"{param.opts[0]}\b", line)
+            )
+            assert f"[default: {value}]" in line, (name, param.opts, line)
+
+
+def test_adding_a_mote_switch_needs_only_the_field():
+    """TrainConfig and the CLI options follow MoTEConfig: every switch with help is both."""
+    from mote.pipeline.temporal.mote_model import MoTEConfig
+    from mote.stages.train_temporal import TrainConfig, model_config
+
+    switches = [f.name for f in dataclasses.fields(MoTEConfig) if f.metadata.get("help")]
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(switches) <= train_fields
+    cfg = build_config(TrainConfig, None, train=Path("t"), out=Path("o"), tfm_k=3, experts=2)
+    assert (model_config(cfg, 512).tfm_k, model_config(cfg, 512).experts) == (3, 2)
+    assert model_config(cfg, 768).layers == 6
+    shown = CliRunner().invoke(app, ["train-temporal", "--help"], env={"COLUMNS": "400"}).output
+    for name in switches:
+        assert "--" + name.replace("_", "-") in shown, name
