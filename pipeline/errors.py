@@ -4,6 +4,8 @@ The CLI prints the message of a ``MoteError`` (or a store error) as one line and
 so every message names the input, the reason and, where there is one, the fix.
 """
 
+import errno
+
 
 class MoteError(Exception):
     """Base of every error mote raises on purpose."""
@@ -31,3 +33,29 @@ class RunFileError(ConfigError):
 
 class OutputError(MoteError, OSError):
     """A file could not be written (permission denied, read-only file system, disk full)."""
+
+
+# What an operating-system fault means for a user, and the way out, by errno.
+OS_FAULTS = {
+    errno.ENOSPC: "disk full; free some space (or write elsewhere), then rerun the same command "
+    "to continue",
+    errno.EDQUOT: "disk quota exceeded; free some space (or write elsewhere), then rerun",
+    errno.EROFS: "read-only file system; write to a folder on a writable disk",
+    errno.EACCES: "permission denied; fix the permissions or choose another path",
+    errno.EPERM: "operation not permitted; fix the permissions or choose another path",
+    errno.EISDIR: "is a folder where a file is expected; pass a file path",
+    errno.ENOTDIR: "a part of this path is a file, not a folder (an --out that is a file?); "
+    "choose another path",
+    errno.EEXIST: "already exists and is not a folder (an --out that is a file?); "
+    "choose another path",
+    errno.ENOENT: "no such file or folder; check the path",
+    errno.EIO: "input/output error from the disk; check the disk and rerun",
+}
+
+
+def os_fault_reason(error: OSError) -> str:
+    """The reason and the fix for an OSError, without its file name (callers put that first)."""
+    reason = OS_FAULTS.get(error.errno or -1)
+    if reason is None:
+        reason = f"{error.strerror or error}; check the path and the disk, then rerun"
+    return reason

@@ -6,7 +6,6 @@ comes from the config dataclass (stages/options.py); ``main`` turns every fault 
 """
 
 import contextlib
-import errno
 import inspect
 import json
 import os
@@ -23,7 +22,7 @@ from typer.core import TyperGroup
 
 from mote.cache_schema.errors import StoreError
 from mote.pipeline.config import build_config
-from mote.pipeline.errors import MoteError
+from mote.pipeline.errors import MoteError, os_fault_reason
 from mote.stages.console import RichProgress, stderr, stdout
 from mote.stages.options import (
     config_parameters,
@@ -850,22 +849,6 @@ def print_demo(result: dict) -> None:
 
 # ------------------------------------------------------------------------------ faults
 
-OS_FAULTS = {
-    errno.ENOSPC: "disk full; free some space (or write elsewhere), then rerun the same command "
-    "to continue",
-    errno.EDQUOT: "disk quota exceeded; free some space (or write elsewhere), then rerun",
-    errno.EROFS: "read-only file system; write to a folder on a writable disk",
-    errno.EACCES: "permission denied; fix the permissions or choose another path",
-    errno.EPERM: "operation not permitted; fix the permissions or choose another path",
-    errno.EISDIR: "is a folder where a file is expected; pass a file path",
-    errno.ENOTDIR: "a part of this path is a file, not a folder (an --out that is a file?); "
-    "choose another path",
-    errno.EEXIST: "already exists and is not a folder (an --out that is a file?); "
-    "choose another path",
-    errno.ENOENT: "no such file or folder; check the path",
-    errno.EIO: "input/output error from the disk; check the disk and rerun",
-}
-
 
 def _zarr_source(error: BaseException) -> str | None:
     """The zarr array (store path) a failing read or write was working on, from its traceback."""
@@ -897,10 +880,7 @@ def fault_message(error: BaseException) -> str:
         name = error.filename or _zarr_source(error) or "a file"
         if error.filename2:
             name = f"{name} -> {error.filename2}"
-        reason = OS_FAULTS.get(error.errno or -1)
-        if reason is None:
-            reason = f"{error.strerror or error}; check the path and the disk, then rerun"
-        return f"{name}: {reason}"
+        return f"{name}: {os_fault_reason(error)}"
     if _in_codec(error):
         where = _zarr_source(error) or "a feature store"
         return (

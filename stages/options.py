@@ -74,6 +74,7 @@ def default_help(cls: type, name: str, help: str = "") -> str:
 
 def opt(cls: type, name: str, help: str, *flags: str, **kwargs: Any) -> Any:
     """A typer.Option whose help ends with the default of ``cls.name``."""
+    kwargs.setdefault("show_default", False)  # the help text already ends with it
     return typer.Option(*flags, help=default_help(cls, name, help), **kwargs)
 
 

@@ -31,15 +31,19 @@ def mote(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_out_that_is_a_file_is_one_plain_line(tmp_path):
+@pytest.mark.parametrize("command", ["report", "train-temporal"])
+def test_out_that_is_a_file_is_one_plain_line(tmp_path, command):
     (tmp_path / "run").mkdir()
     taken = tmp_path / "taken"
     taken.write_text("not a folder")
-    result = mote("report", str(tmp_path / "run"), "--out", str(taken))
-    assert result.returncode == 1
+    if command == "report":
+        result = mote("report", str(tmp_path / "run"), "--out", str(taken))
+    else:
+        result = mote("train-temporal", "--train", str(tmp_path / "none.zarr"), "--out", str(taken))
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert str(taken) in lines[0] and "choose another path" in lines[0]
+    assert str(taken) in lines[0] and ("another" in lines[0] or "file" in lines[0])
     assert "Traceback" not in result.stderr and "\x1b[" not in result.stderr
 
 

@@ -373,7 +373,7 @@ def test_read_only_run_folder_is_one_line(small_run, tmp_path):
         )
     finally:
         small_run.path.chmod(0o755)
-    assert_one_line_error(result, str(target), "cannot write", "Permission denied")
+    assert_one_line_error(result, str(target), "cannot write", "permission denied")
     assert not target.exists()
     # the same folder, writable again, takes the predictions
     result = mote_cli(

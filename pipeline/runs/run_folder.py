@@ -37,7 +37,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mote.pipeline.errors import ConfigError, OutputError, RunFileError
+from mote.pipeline.errors import ConfigError, OutputError, RunFileError, os_fault_reason
 from mote.pipeline.temporal.mote_model import MoTE, MoTEConfig
 
 RUN_FORMAT = "mote.run"
@@ -72,11 +72,8 @@ def writing(path: Path) -> Iterator[None]:
     except OSError as error:
         if isinstance(error, OutputError):
             raise
-        reason = error.strerror or str(error)
-        raise OutputError(
-            f"{path}: cannot write ({reason}); make the folder writable, free disk space, "
-            "or choose another output path"
-        ) from error
+        name = error.filename or path
+        raise OutputError(f"{name}: cannot write: {os_fault_reason(error)}") from error
 
 
 def make_folder(path: Path) -> None:
