@@ -40,10 +40,6 @@ class BatchedEncoder:
         self._waiting = 0  # images queued but not yet encoded
         self.images_encoded = 0
 
-    @property
-    def waiting_images(self) -> int:
-        return self._waiting
-
     def add(self, index: int, views: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """Queue one video's uint8 views (V, T, S, S, 3); return videos whose embeddings are done.
 
