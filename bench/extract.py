@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from mote.cache_schema.store import FeatureStore, VideoResult
-from mote.pipeline.clip.clip_model import build_clip
+from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
-from mote.pipeline.clip.clip_model import build_clip
+from mote.pipeline.clip.build import build_clip
 from mote.pipeline.device import resolve_device
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import MoTE

@@ -8,7 +8,7 @@ import torch
 import zarr
 
 from mote.cache_schema.errors import StoreMismatch
-from mote.pipeline.clip.clip_model import build_clip
+from mote.pipeline.clip.build import build_clip
 from mote.pipeline.temporal.mote_model import MoTE, default_config
 from mote.stages import evaluate, extract, import_reference
 

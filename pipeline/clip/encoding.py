@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mote.pipeline.clip.clip_model import ClipEncoder
+from mote.pipeline.clip.encoder import ClipEncoder
 
 
 @dataclass
