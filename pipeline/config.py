@@ -8,7 +8,6 @@ silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from pathlib import Path
@@ -96,8 +95,3 @@ def build_config(cls: type[T], config_file: Path | None = None, **flags: Any) ->
         names = ", ".join("--" + name.replace("_", "-") for name in missing)
         raise ConfigError(f"missing required option(s): {names}")
     return cls(**values)
-
-
-def to_jsonable(cfg: Any) -> dict[str, Any]:
-    """A config as plain JSON types (paths as strings), for config.json and stores."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))

@@ -23,7 +23,8 @@ from mote.cache_schema.errors import StoreCorrupt
 from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
 from mote.cache_schema.verify import verify
 from mote.pipeline import __version__
-from mote.pipeline.clip.clip_model import ClipEncoder, build_clip
+from mote.pipeline.clip.build import build_clip
+from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.data.datasets import DatasetSpec, kinetics_dataset, load_dataset
 from mote.pipeline.errors import ConfigError

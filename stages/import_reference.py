@@ -17,7 +17,8 @@ from typing import Any
 import open_clip
 from torch import Tensor
 
-from mote.pipeline.clip.clip_model import TINY_CONFIG, TINY_NAME, file_weights_id
+from mote.pipeline.clip.factory import TINY_CONFIG, TINY_NAME
+from mote.pipeline.clip.weights import file_weights_id
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.reference_import import (
     CLIP_KEY,

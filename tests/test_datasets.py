@@ -87,6 +87,17 @@ def test_list_variants(tmp_path: Path) -> None:
     ]
 
 
+def test_list_paths_with_spaces_take_the_label_from_the_last_field(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_text("clip 7.mp4 3\nmy clip 7 2\nmy  clip.mp4 300 1\nraw_frames 16 0\n")
+    assert read_list(path, num_classes=4) == [
+        VideoItem("clip 7.mp4", 3),
+        VideoItem("my clip 7", 2),  # not the video 'my clip' with 7 frames
+        VideoItem("my  clip.mp4", 1),  # a video file name, then the frame count
+        VideoItem("raw_frames", 0),  # the classic three-field 'path num_frames label'
+    ]
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

@@ -79,10 +79,11 @@ def test_timeout_fails_only_that_video_and_the_pool_recovers(videos):
 def test_a_killed_worker_is_replaced_and_its_queue_requeued(videos):
     short, long = videos
     with DecodePool(workers=1, timeout_s=60) as pool:
+        pid = pool._workers[0].process.pid
+        os.kill(pid, signal.SIGSTOP)  # frozen: it cannot finish anything, however fast it is
         pool.submit(task(0, long, frames=64))
         pool.submit(task(1, short))
-        time.sleep(0.5)  # the worker is busy with the long video
-        os.kill(pool._workers[0].process.pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)  # dies with video 0 certainly in flight
         results = collect(pool, 2)
     assert "crashed (SIGKILL)" in results[0].reason
     assert results[1].ok

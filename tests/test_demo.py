@@ -10,8 +10,13 @@ from mote.stages import demo
 
 
 def test_demo_runs_every_stage(tmp_path):
-    result = demo.run(demo.DemoConfig(workdir=tmp_path / "demo", videos_per_class=8, epochs=10))
+    result = demo.run(demo.DemoConfig(workdir=tmp_path / "demo", videos_per_class=12, epochs=40))
     assert set(result["results"]) == {"mote", "meanpool"}
+    # The demo's point: MoTE learns the motion directions, which mean pooling cannot see.
+    # Measured: mote 29.2 (7 of 24 held-out videos), meanpool 12.5, chance 12.5 (8 classes).
+    mote, meanpool = result["results"]["mote"], result["results"]["meanpool"]
+    assert result["chance"] == 100 / 8 and mote["n_videos"] == 24
+    assert mote["top1"] >= result["chance"] + 10 and mote["top1"] > meanpool["top1"]
     assert result["info"]["n_failed"] == 0 and result["info"]["n_done"] > 0
     assert all(len(z["splits"]) == 1 for z in result["zeroshot"].values())
     assert Path(result["report"]).is_file()

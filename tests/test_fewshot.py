@@ -6,9 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+from mote.cache_schema.store import FeatureStore
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.runs.run_folder import load_run
 from mote.stages import demo, extract, fewshot, train_temporal
 
 
@@ -29,7 +32,8 @@ def test_fewshot_runs_every_k_and_seed(tmp_path, tiny_extract):
     data = write_motion_dataset(tmp_path / "v", videos_per_class=6, seed=2)
     train_list, test_list = demo.split_list(data.list_file, every=3)
     extract.run(tiny_extract(data, tmp_path / "train.zarr", list_file=train_list))
-    extract.run(tiny_extract(data, tmp_path / "test.zarr", list_file=test_list, views="3x1"))
+    # 2 clips x 3 crops: the single evaluated view, the first clip's centre crop, is view 2
+    extract.run(tiny_extract(data, tmp_path / "test.zarr", list_file=test_list, views="2x3"))
     base = train_temporal.TrainConfig(
         train=tmp_path / "train.zarr",
         out=tmp_path,
@@ -58,4 +62,20 @@ def test_fewshot_runs_every_k_and_seed(tmp_path, tiny_extract):
     assert config["train"]["epoch_size"] == 32  # repeated to the full training set
     history = (tmp_path / "fs" / "k2_seed1" / "history.jsonl").read_text().splitlines()
     assert json.loads(history[0])["videos"] == 32
+
+    # every score recomputed by hand: each run's model on view 2 alone, top-1 of the cosines
+    test_store = FeatureStore.open(tmp_path / "test.zarr")
+    _, embeddings, labels = test_store.read_done()
+    assert result["n_test_videos"] == len(labels) == 16
+    text = torch.from_numpy(np.array(test_store.text_embeddings))
+    text = torch.nn.functional.normalize(text, dim=-1)
+    centre = torch.from_numpy(np.array(embeddings[:, 2])).float()  # (N, T, D)
+    for shots, row in result["shots"].items():
+        for seed, top1 in zip(row["seeds"], row["top1"], strict=True):
+            model = load_run(tmp_path / "fs" / f"k{shots}_seed{seed}").model.eval()
+            with torch.no_grad():
+                logits, _ = model.predict(centre, text.float(), tfm=False)
+            by_hand = 100 * (logits.argmax(dim=1).numpy() == labels).mean()
+            assert top1 == pytest.approx(by_hand, abs=1e-4)
+        assert row["top1_mean"] == pytest.approx(np.mean(row["top1"]))
     assert (tmp_path / "fs" / "fewshot.json").is_file()

@@ -8,7 +8,7 @@ import torch
 import zarr
 
 from mote.cache_schema.errors import StoreMismatch
-from mote.pipeline.clip.clip_model import build_clip
+from mote.pipeline.clip.build import build_clip
 from mote.pipeline.temporal.mote_model import MoTE, default_config
 from mote.stages import evaluate, extract, import_reference
 
@@ -78,8 +78,15 @@ def test_extract_with_the_run_uses_the_blended_tuned_weights(
     differs = plain.encode_frames(torch.from_numpy(video.views[0])).to(torch.float16).numpy()
     assert np.abs(differs.astype(np.float32) - expected.astype(np.float32)).max() > 1e-2
 
-    result = evaluate.run(evaluate.EvaluateConfig(run=run, store=out, device="cpu"))
-    assert result["n_videos"] == 3 and 0 <= result["top1"] <= 100
+    predictions = tmp_path / "pred.npz"
+    result = evaluate.run(
+        evaluate.EvaluateConfig(run=run, store=out, device="cpu", save_predictions=predictions)
+    )
+    saved = np.load(predictions)
+    assert result["n_videos"] == 3
+    assert saved["labels"].tolist() == [int(x) for x in group["labels"][:3]]
+    by_hand = 100 * (saved["fused_scores"].argmax(axis=1) == saved["labels"]).mean()
+    assert result["top1"] == pytest.approx(by_hand, abs=1e-4)
 
 
 def test_evaluate_refuses_a_store_made_with_the_original_clip(

@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 import torch.nn.functional as F
 
-from mote.pipeline.clip.clip_model import build_clip
+from mote.pipeline.clip.build import build_clip
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.reference_import import (
     load_reference_checkpoint,

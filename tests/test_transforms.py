@@ -84,7 +84,7 @@ def test_spec_comes_from_open_clip_and_normalize_matches_its_eval_transform() ->
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from mote.pipeline.clip.clip_model import build_clip
+    from mote.pipeline.clip.build import build_clip
 
     encoder = build_clip("mote-tiny", "none", device="cpu")
     cfg = open_clip.get_model_preprocess_cfg(encoder.model)

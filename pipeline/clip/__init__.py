@@ -1,1 +1,1 @@
-"""The CLIP side: building open_clip models and weights, frame and text encoding."""
+"""The CLIP side: factory (names to architectures), weights (and download), encoder, build_clip."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mote.pipeline.clip.clip_model import ClipEncoder
+from mote.pipeline.clip.encoder import ClipEncoder
 
 
 @dataclass
@@ -39,10 +39,6 @@ class BatchedEncoder:
         self._open: dict[int, _Pending] = {}  # videos with embeddings not yet complete
         self._waiting = 0  # images queued but not yet encoded
         self.images_encoded = 0
-
-    @property
-    def waiting_images(self) -> int:
-        return self._waiting
 
     def add(self, index: int, views: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """Queue one video's uint8 views (V, T, S, S, 3); return videos whose embeddings are done.

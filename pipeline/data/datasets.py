@@ -124,14 +124,19 @@ def read_labels(path: str | os.PathLike[str] | Traversable) -> list[str]:
 
 
 def _parse_list_line(line: str, where: str, num_classes: int | None) -> VideoItem:
-    """One list line: the label is the last field, the path everything before it."""
+    """One list line: the label is the last field, the path everything before it (spaces kept).
+
+    An integer just before the label is the ``path num_frames label`` variant's frame count only
+    when the path cannot contain it: the line has exactly three fields, or what precedes the
+    integer ends in a video extension. So ``my clip 7 2`` is the video ``my clip 7``.
+    """
     fields = line.split()
     if len(fields) < 2:
         raise AnnotationError(f"{where}: expected 'relative/path label', got {line!r}")
-    last = fields[-1]
-    head = line[: len(line) - len(last)].rstrip()
-    if len(fields) >= 3 and fields[-2].isdigit():  # the 'path num_frames label' variant
-        head = head[: len(head) - len(fields[-2])].rstrip()
+    head, last = line.rsplit(maxsplit=1)
+    parts = head.rsplit(maxsplit=1)
+    if len(parts) == 2 and parts[1].isdigit() and (len(fields) == 3 or _has_video_suffix(parts[0])):
+        head = parts[0]  # the 'path num_frames label' variant
     try:
         label = int(last)
     except ValueError:
@@ -142,6 +147,10 @@ def _parse_list_line(line: str, where: str, num_classes: int | None) -> VideoIte
         bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
         raise AnnotationError(f"{where}: label {label} out of range {bound}")
     return VideoItem(video_id=head, label=label)
+
+
+def _has_video_suffix(path: str) -> bool:
+    return Path(path).suffix.lower() in {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg"}
 
 
 def read_list(

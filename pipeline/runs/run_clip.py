@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
-from mote.pipeline.clip.clip_model import ClipEncoder, build_clip, file_weights_id
+from mote.pipeline.clip.build import build_clip
+from mote.pipeline.clip.encoder import ClipEncoder
+from mote.pipeline.clip.weights import file_weights_id
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import CLIP_PREFIX, RunFolder
 

@@ -156,7 +156,6 @@ class DecodePool:
         self._context = _worker_context()
         self._workers = [_Worker(self._context) for _ in range(workers)]
         self._local: deque[DecodeTask] = deque()
-        self._ready: deque[DecodedVideo] = deque()
 
     @property
     def capacity(self) -> int:

@@ -31,7 +31,7 @@ def frames() -> np.ndarray:
 
 
 def compute() -> dict[str, torch.Tensor]:
-    from mote.pipeline.clip.clip_model import build_clip
+    from mote.pipeline.clip.build import build_clip
     from mote.pipeline.temporal.mote_model import MoTE, default_config
     from mote.pipeline.video.transforms import crop_views
 
