@@ -72,8 +72,7 @@ def writing(path: Path) -> Iterator[None]:
     except OSError as error:
         if isinstance(error, OutputError):
             raise
-        name = error.filename or path
-        raise OutputError(f"{name}: cannot write: {os_fault_reason(error)}") from error
+        raise OutputError(f"{path}: cannot write: {os_fault_reason(error)}") from error
 
 
 def make_folder(path: Path) -> None:
