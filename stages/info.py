@@ -62,7 +62,7 @@ def run(cfg: InfoConfig) -> dict:
 
 def _sample(store: FeatureStore, cfg: InfoConfig, report: VerifyReport) -> list[int]:
     """Re-encode random done videos whose chunks verified clean; add a problem per mismatch."""
-    from mote.pipeline.clip.clip_model import build_clip
+    from mote.pipeline.clip.build import build_clip
     from mote.pipeline.clip.encoding import BatchedEncoder
     from mote.pipeline.video.decode_pool import decode_one
     from mote.stages.extract import ExtractConfig, decode_tasks
