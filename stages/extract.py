@@ -37,6 +37,7 @@ from mote.pipeline.video.decode_pool import (
     DecodeTask,
     decode_one,
     default_workers,
+    store_tasks,
 )
 
 DEFAULT_SPLIT = {"k400": "val", "k600": "split1", "ucf101": "test1", "hmdb51": "test1"}
@@ -245,28 +246,6 @@ def _done(video: DecodedVideo, embeddings) -> VideoResult:
     return VideoResult(video.index, embeddings, video.frame_indices, video.num_frames)
 
 
-def decode_tasks(
-    cfg: ExtractConfig, store: FeatureStore, root: Path, size: int, interpolation: str, todo
-) -> list:
-    """One DecodeTask per store row in ``todo`` (also used by `mote info --sample`)."""
-    clips, crops = parse_views(cfg.resolved_views)
-    return [
-        DecodeTask(
-            index=v,
-            path=str(root / store.video_ids[v]),
-            frames=cfg.frames,
-            clips=clips,
-            crops=crops,
-            size=size,
-            mode=cfg.sampling,
-            seed=cfg.seed,
-            backend=cfg.decoder,
-            interpolation=interpolation,
-        )
-        for v in todo
-    ]
-
-
 @dataclass
 class _Counts:
     done: int = 0
@@ -450,9 +429,8 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
         clip = _clip(cfg)
         store = open_store(cfg, clip, dataset)
         repaired = repair(store) if cfg.repair else None
-        p = clip.preprocess
         todo = store.todo(cfg.retry_failed)
-        tasks = decode_tasks(cfg, store, root, p.size, p.interpolation, todo)
+        tasks = store_tasks(store.spec, store.video_ids, todo, root, cfg.decoder)
         batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
         started = time.perf_counter()
         progress.start(len(tasks), f"extract {dataset.name}/{dataset.split}")

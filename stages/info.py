@@ -64,8 +64,7 @@ def _sample(store: FeatureStore, cfg: InfoConfig, report: VerifyReport) -> list[
     """Re-encode random done videos whose chunks verified clean; add a problem per mismatch."""
     from mote.pipeline.clip.build import build_clip
     from mote.pipeline.clip.encoding import BatchedEncoder
-    from mote.pipeline.video.decode_pool import decode_one
-    from mote.stages.extract import ExtractConfig, decode_tasks
+    from mote.pipeline.video.decode_pool import decode_one, store_tasks
 
     damaged = set(v for p in report.problems for v in p.videos)
     candidates = np.asarray([i for i in np.flatnonzero(store.done_mask()) if i not in damaged])
@@ -81,18 +80,7 @@ def _sample(store: FeatureStore, cfg: InfoConfig, report: VerifyReport) -> list[
             f"{spec.pretrained} loads {clip.weights_id} here, so the sample cannot be re-encoded; "
             "verify on the machine that extracted the store"
         )
-    extract_cfg = ExtractConfig(
-        dataset=spec.dataset,
-        out=store.path,
-        root=cfg.root,
-        frames=spec.frames,
-        views=spec.layout,
-        sampling=spec.sampling,
-        seed=spec.sampling_seed,
-        decoder=cfg.decoder,
-    )
-    p = clip.preprocess
-    tasks = decode_tasks(extract_cfg, store, Path(cfg.root), p.size, p.interpolation, rows)
+    tasks = store_tasks(spec, store.video_ids, rows, Path(cfg.root), cfg.decoder)
     encoder = BatchedEncoder(clip, 256 if clip.device.type == "cuda" else 32)
     stored_idx = dict(zip(rows.tolist(), store.read_frame_indices(rows), strict=True))
     fresh: dict[int, np.ndarray] = {}

@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +26,9 @@ from mote.pipeline.errors import DecodeError
 from mote.pipeline.video.decode import open_video
 from mote.pipeline.video.sampling import sample_indices
 from mote.pipeline.video.transforms import crop_views
+
+if TYPE_CHECKING:  # only for the hint: decode workers never import zarr
+    from mote.cache_schema.store import StoreSpec
 
 PER_WORKER_DEPTH = 2  # videos queued per worker: one decoding, one waiting, so no worker idles
 
@@ -42,6 +47,31 @@ class DecodeTask:
     seed: int = 0
     backend: str = "auto"
     interpolation: str = "bicubic"  # the resize the store records (open_clip's preprocess)
+
+
+def store_tasks(
+    spec: StoreSpec, video_ids: tuple[str, ...], rows, root: Path, backend: str = "auto"
+) -> list[DecodeTask]:
+    """One DecodeTask per store row, sampled and cropped exactly as the store records.
+
+    Extraction, repair and ``mote info --sample`` all build their tasks here, so a re-encoded
+    video is compared with the same frames the store was made from.
+    """
+    return [
+        DecodeTask(
+            index=int(row),
+            path=str(Path(root) / video_ids[row]),
+            frames=spec.frames,
+            clips=spec.clips,
+            crops=spec.crops,
+            size=int(spec.preprocess["size"]),
+            mode=spec.sampling,
+            seed=spec.sampling_seed,
+            backend=backend,
+            interpolation=spec.preprocess["interpolation"],
+        )
+        for row in rows
+    ]
 
 
 @dataclass
