@@ -331,3 +331,18 @@ def test_broken_array_metadata_is_a_one_line_error(motion_data, tmp_path):
     fixed = mote_extract(motion_data, out)
     assert fixed.returncode == 0, fixed.stderr
     assert_fully_readable(out, FeatureStore.open(out).n_videos)
+
+
+def test_ctrl_c_releases_the_claim(motion_data, tmp_path, reference):
+    out = tmp_path / "s.zarr"
+    run = subprocess.Popen(
+        extract_args(motion_data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    wait_until_claimed_by(out, run)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert not (out / CLAIM_FILE).exists()
+    resumed = mote_extract(motion_data, out)  # no takeover needed: the claim was released
+    assert resumed.returncode == 0 and "taking over" not in resumed.stderr, resumed.stderr
+    assert files(out) == files(reference)
