@@ -405,7 +405,12 @@ class FeatureStore:
         except (OSError, ValueError):
             root = None  # open names the problem
         if isinstance(root, dict) and isinstance(root.get("attributes"), dict):
-            v1.check_root(root["attributes"], path)  # a foreign or other-version store first
+            if "schema" not in root["attributes"]:  # interrupted creations never get here
+                raise StoreMismatch(
+                    f"{path}: a Zarr group but not a mote feature store (no 'schema' root "
+                    "attribute), so mote will not write there; choose another --out."
+                )
+            v1.check_root(root["attributes"], path)  # another schema version
         missing = _array_metadata_missing(path)  # raises on a broken file, before zarr reads it
         if missing and claim is not None:
             _restore_array_metadata(path, missing)

@@ -22,7 +22,9 @@ import zarr
 
 from mote.cache_schema import v1
 from mote.cache_schema.claim import CLAIM_FILE, ClaimOwner, StoreBusy, StoreClaim
+from mote.cache_schema.errors import StoreError
 from mote.cache_schema.store import FeatureStore
+from mote.pipeline.progress import NullProgress
 from mote.stages import extract
 
 HOLD = (
@@ -257,9 +259,12 @@ def test_a_folder_that_is_not_a_mote_store_is_never_deleted(motion_data, tmp_pat
     zarr.create_group(store=str(out), zarr_format=3)  # a group without attributes ...
     (out / "thesis.tex").write_text("precious")  # ... that holds something else
     before = files(out)
-    for extra in ((), ("--overwrite",)):
-        message = one_line_error(mote_extract(motion_data, out, *extra))
-        assert str(out) in message
+    for overwrite in (False, True):
+        cfg = extract.ExtractConfig(**_settings(motion_data), out=out, overwrite=overwrite)
+        with pytest.raises(StoreError, match=str(out)) as error:
+            extract.run(cfg)
+        assert "choose another --out" in str(error.value)
+        assert "pass --overwrite" not in str(error.value)
     assert files(out) == before
 
 
@@ -307,14 +312,22 @@ def test_finished_read_only_store_resumes_with_nothing_to_do(motion_data, tmp_pa
     assert "frames is 8 in the store but 4 now" in one_line_error(more)
 
 
+class Messages(NullProgress):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
 def test_writable_finished_store_writes_nothing(motion_data, tmp_path):
-    out = tmp_path / "s.zarr"
-    extract.run(extract.ExtractConfig(**{**_settings(motion_data), "out": out}))
-    before = snapshot(out)
-    result = mote_extract(motion_data, out)
-    assert result.returncode == 0, result.stderr
-    assert "nothing to do" in result.stderr
-    assert snapshot(out) == before
+    cfg = extract.ExtractConfig(**_settings(motion_data), out=tmp_path / "s.zarr")
+    extract.run(cfg)
+    before = snapshot(cfg.out)
+    progress = Messages()
+    assert extract.run(cfg, progress)["attempted"] == 0
+    assert any("nothing to do" in line for line in progress.lines)
+    assert snapshot(cfg.out) == before
 
 
 def test_broken_array_metadata_is_a_one_line_error(motion_data, tmp_path):
