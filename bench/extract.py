@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from mote.cache_schema.claim import StoreClaim
 from mote.cache_schema.store import FeatureStore, VideoResult
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoding import BatchedEncoder
@@ -107,18 +108,19 @@ def naive_loop(tasks, clip, data, out: Path, frames: int) -> float:
         limit=len(tasks),
     )
     dataset = load_dataset("list", "custom", data.list_file, data.labels_file)
-    store = extract.open_store(cfg, clip, dataset)
-    start = time.perf_counter()
-    for task in tasks:
-        video = decode_one(task)
-        v, t = video.views.shape[:2]
-        images = torch.from_numpy(video.views.reshape(v * t, *video.views.shape[2:]))
-        emb = clip.encode_frames(images).to(torch.float16).cpu().numpy().reshape(v, t, -1)
-        store.write_chunk(
-            store.chunk_of(task.index),
-            [VideoResult(task.index, emb, video.frame_indices, video.num_frames)],
-        )
-    return len(tasks) / (time.perf_counter() - start)
+    with StoreClaim.acquire(out) as claim:
+        store = extract.open_store(cfg, clip, dataset, claim)
+        start = time.perf_counter()
+        for task in tasks:
+            video = decode_one(task)
+            v, t = video.views.shape[:2]
+            images = torch.from_numpy(video.views.reshape(v * t, *video.views.shape[2:]))
+            emb = clip.encode_frames(images).to(torch.float16).cpu().numpy().reshape(v, t, -1)
+            store.write_chunk(
+                store.chunk_of(task.index),
+                [VideoResult(task.index, emb, video.frame_indices, video.num_frames)],
+            )
+        return len(tasks) / (time.perf_counter() - start)
 
 
 RSS_SCRIPT = """

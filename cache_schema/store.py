@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,6 +25,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import ZarrUserWarning
 
 from mote.cache_schema import v1
+from mote.cache_schema.claim import CLAIM_FILE, StoreClaim
 from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch, StoreNotFound
 
 # Measured on 1,024 videos x 3 views x 8 frames x 768 (fp16, CLIP-like spread per dimension):
@@ -137,24 +139,83 @@ class VideoResult:
         return bool(self.reason)
 
 
+def _creation_interrupted(path: Path) -> bool:
+    """Whether ``path`` is a mote store whose creation never finished, so nothing in it is valid.
+
+    ``create`` writes an attribute-less root group, then the v1 arrays, then every root attribute
+    at once; a folder with that root and nothing but v1 arrays (and temporary files) is one.
+    """
+    try:
+        root = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(root, dict) or root.get("node_type") != "group" or root.get("attributes"):
+        return False
+    for entry in path.iterdir():
+        if entry.name in v1.ARRAYS:
+            if not entry.is_dir():
+                return False
+        elif entry.name not in ("zarr.json", CLAIM_FILE) and not entry.name.endswith(".partial"):
+            return False
+    return True
+
+
+def _empty_folder(path: Path) -> None:
+    """Delete everything in ``path`` but the claim file (the caller holds that claim)."""
+    for entry in path.iterdir():
+        if entry.name == CLAIM_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def _clear_target(path: Path, overwrite: bool) -> None:
-    """Make room for a new store, deleting only an existing Zarr store and only on request."""
+    """Make room for a new store under its claim, deleting only mote stores.
+
+    An interrupted creation is cleared without ``--overwrite`` (nothing in it is valid); a
+    finished store only with it; a folder holding anything else is never touched.
+    """
     if not path.exists():
         return
     if not path.is_dir():
         raise StoreError(f"{path}: exists and is a file, not a store folder; choose another --out.")
-    if not any(path.iterdir()):
+    if not any(entry.name != CLAIM_FILE for entry in path.iterdir()):
         return
+    if _creation_interrupted(path):
+        _empty_folder(path)
+        return
+    if not (path / "zarr.json").is_file():
+        raise StoreError(
+            f"{path}: exists and is not a Zarr store (no zarr.json), so mote will not write or "
+            "delete anything there; choose another --out."
+        )
     if not overwrite:
         raise StoreError(
             f"{path}: already exists; pass --overwrite to replace it or choose another --out."
         )
-    if not (path / "zarr.json").is_file():
+    foreign = _foreign_entries(path)
+    if foreign:
         raise StoreError(
-            f"{path}: exists and is not a Zarr store, so --overwrite will not delete it; "
-            "choose another --out."
+            f"{path}: holds {foreign[0]!r}, which is no part of a mote feature store, so "
+            "--overwrite will not delete it; choose another --out."
         )
-    shutil.rmtree(path)
+    _empty_folder(path)
+
+
+def _foreign_entries(path: Path) -> list[str]:
+    """Names in ``path`` that a mote store of this or another schema version would not hold."""
+    try:
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes") or {}
+    except (OSError, ValueError, AttributeError):
+        attrs = {}
+    if isinstance(attrs, dict) and attrs.get("schema") == v1.SCHEMA:
+        return []  # a mote store, maybe of another version: its layout is its own
+    known = {*v1.ARRAYS, "zarr.json", CLAIM_FILE}
+    return sorted(
+        e.name for e in path.iterdir() if e.name not in known and not e.name.endswith(".partial")
+    )
 
 
 def _check_inputs(
@@ -206,6 +267,7 @@ class FeatureStore:
         self._video_ids: tuple[str, ...] | None = None
         self._labels: np.ndarray | None = None
         self._text: np.ndarray | None = None
+        self.restored_metadata: list[str] = []  # array files a resume restored (resume)
 
     def __reduce__(self) -> tuple:
         """Pickle as (path, writable) so dask workers reopen the store instead of copying it."""
@@ -226,8 +288,13 @@ class FeatureStore:
         text_embeddings: np.ndarray,
         chunk_videos: int = 32,
         overwrite: bool = False,
+        claim: StoreClaim | None = None,
     ) -> FeatureStore:
-        """Create an empty store (every video pending); the root attributes are written last."""
+        """Create an empty store (every video pending); the root attributes are written last.
+
+        Runs under ``claim`` (the caller's claim on ``path``) or, without one, under a claim of
+        its own that ends with this call.
+        """
         path = Path(path)
         if isinstance(chunk_videos, bool) or not isinstance(chunk_videos, int | np.integer):
             raise ValueError(f"chunk_videos must be a positive integer, got {chunk_videos!r}")
@@ -235,6 +302,10 @@ class FeatureStore:
         if chunk_videos < 1:
             raise ValueError(f"chunk_videos must be a positive integer, got {chunk_videos}")
         ids, labs, text = _check_inputs(spec, video_ids, labels, text_embeddings)
+        if claim is None:
+            with StoreClaim.acquire(path) as own:
+                return cls.create(path, spec, ids, labs, text, chunk_videos, overwrite, own)
+        claim.check(path)
         _clear_target(path, overwrite)
         group = zarr.create_group(store=str(path), zarr_format=3)
         sizes = {
@@ -298,18 +369,60 @@ class FeatureStore:
         labels: Sequence[int] | np.ndarray,
         text_embeddings: np.ndarray | Callable[[], np.ndarray],
         chunk_videos: int = 32,
+        claim: StoreClaim | None = None,
     ) -> FeatureStore:
         """Resume the store at ``path`` if it holds this spec and video list, else create it.
 
         ``text_embeddings`` may be a function, called only when the store is created (the text
         tower is slow on a CPU). A resumed store keeps its own chunking and text embeddings;
-        any mote version may resume a store of the same schema version.
+        any mote version may resume a store of the same schema version. A store whose creation
+        was interrupted is created again. Runs under ``claim`` (see ``create``).
         """
         path = Path(path)
-        if not (path / "zarr.json").is_file():
+        if claim is None:
+            with StoreClaim.acquire(path) as own:
+                return cls.open_or_create(
+                    path, spec, video_ids, labels, text_embeddings, chunk_videos, own
+                )
+        claim.check(path)
+        if not (path / "zarr.json").is_file() or _creation_interrupted(path):
             text = text_embeddings() if callable(text_embeddings) else text_embeddings
-            return cls.create(path, spec, video_ids, labels, text, chunk_videos)
-        store = cls.open(path, writable=True)
+            return cls.create(path, spec, video_ids, labels, text, chunk_videos, claim=claim)
+        return cls.resume(path, spec, video_ids, labels, claim)
+
+    @classmethod
+    def resume(
+        cls,
+        path: str | Path,
+        spec: StoreSpec,
+        video_ids: Sequence[str],
+        labels: Sequence[int] | np.ndarray,
+        claim: StoreClaim | None = None,
+    ) -> FeatureStore:
+        """Open an existing store to continue it, checking it holds this spec and video list.
+
+        With ``claim`` the store opens writable and array metadata files that were deleted are
+        restored from the consolidated copy; without, it opens read-only and writes nothing.
+        """
+        path = Path(path)
+        if claim is not None:
+            claim.check(path)
+        try:
+            root = json.loads((path / "zarr.json").read_text())
+        except (OSError, ValueError):
+            root = None  # open names the problem
+        if isinstance(root, dict) and isinstance(root.get("attributes"), dict):
+            if "schema" not in root["attributes"]:  # interrupted creations never get here
+                raise StoreMismatch(
+                    f"{path}: a Zarr group but not a mote feature store (no 'schema' root "
+                    "attribute), so mote will not write there; choose another --out."
+                )
+            v1.check_root(root["attributes"], path)  # another schema version
+        missing = _array_metadata_missing(path)  # raises on a broken file, before zarr reads it
+        if missing and claim is not None:
+            _restore_array_metadata(path, missing)
+        store = cls.open(path, writable=claim is not None)
+        store.restored_metadata = missing if claim is not None else []
         fix = "pass --overwrite to start again, or choose another --out"
         ours, theirs = store.spec.to_attrs(), spec.to_attrs()
         diffs = [
@@ -325,12 +438,14 @@ class FeatureStore:
             raise StoreMismatch(f"{path}: cannot resume: {problem}; {fix}.")
         return store
 
-    def remove_partial_files(self) -> int:
+    def remove_partial_files(self, claim: StoreClaim) -> int:
         """Delete temporary chunk files (``*.partial``) left by a writer that was killed.
 
         zarr writes each chunk to a temporary file and renames it into place, so a killed
-        writer can leave one behind. Call this only when no other process is writing.
+        writer can leave one behind. Only the claim's holder may do this: another live writer's
+        in-flight chunk is a ``.partial`` file too.
         """
+        claim.check(self.path)
         leftovers = list(self.path.rglob("*.partial"))
         for leftover in leftovers:
             leftover.unlink(missing_ok=True)
@@ -538,12 +653,48 @@ class FeatureStore:
             block["frame_indices"][row] = np.asarray(res.frame_indices, dtype=np.int32)
             block["failure_reason"][row] = ""
 
-    def consolidate(self) -> None:
-        """Write consolidated metadata into the root zarr.json (one read opens the store)."""
+    def needs_consolidation(self) -> bool:
+        """Whether the root's consolidated metadata is missing, or differs from an array's own.
+
+        A missing array file counts as "differs": its restore is a change to write.
+        """
+        try:
+            copy = json.loads((self.path / "zarr.json").read_text())["consolidated_metadata"]
+            held = copy["metadata"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return True
+        for name in v1.ARRAYS:
+            try:
+                own = json.loads((self.path / name / "zarr.json").read_text())
+            except (OSError, ValueError):
+                return True
+            if held.get(name) != own:
+                return True
+        return False
+
+    def consolidate(self) -> bool:
+        """Write consolidated metadata into the root zarr.json (one read opens the store).
+
+        Writes only when it would change (a finished store is left untouched, read-only ones
+        included) and never drops an array: a deleted array file is restored from the
+        consolidated copy first, a broken one is refused. Returns whether it wrote.
+        """
+        missing = _array_metadata_missing(self.path)
+        if not self.needs_consolidation():
+            return False
+        if not self._writable:
+            raise StoreError(f"{self.path}: opened read-only; open it with writable=True to write.")
+        _restore_array_metadata(self.path, missing)
         with warnings.catch_warnings():
             # zarr notes that consolidated metadata is not yet in the v3 spec; readers ignore it.
             warnings.simplefilter("ignore", ZarrUserWarning)
             zarr.consolidate_metadata(str(self.path))
+        if self.needs_consolidation():  # never leave a store whose readers miss an array
+            raise StoreCorrupt(
+                f"{self.path}: its consolidated metadata does not hold every array after "
+                f"consolidation; re-run `mote extract ... --out {self.path} --overwrite`."
+            )
+        return True
 
     # ------------------------------------------------------------------ reading
 
@@ -856,3 +1007,60 @@ def _video_list_difference(
             f"{int(labels[i])} in the dataset"
         )
     return ""
+
+
+def _array_metadata_missing(path: Path) -> list[str]:
+    """The v1 arrays whose own zarr.json is deleted but held in the consolidated metadata.
+
+    Raises StoreCorrupt naming the file when one is unreadable, differs from its consolidated
+    copy (readers use the copy, so consolidating it would change what they read), or is deleted
+    with no copy to restore it from.
+    """
+    root = path / "zarr.json"
+    try:
+        held = json.loads(root.read_text())["consolidated_metadata"]["metadata"]
+        if not isinstance(held, dict):
+            held = {}
+    except (OSError, ValueError, KeyError, TypeError):
+        held = {}
+    missing = []
+    for name in v1.ARRAYS:
+        file = path / name / "zarr.json"
+        copy = held.get(name)
+        if not file.exists():
+            if copy is None:
+                raise StoreCorrupt(
+                    f"{file}: missing, and {root} holds no copy of it; re-run "
+                    f"`mote extract ... --out {path} --overwrite`."
+                )
+            missing.append(name)
+            continue
+        fix = (
+            f"delete it and rerun `mote extract` to restore it from the consolidated metadata in "
+            f"{root}, or re-run `mote extract ... --out {path} --overwrite`"
+            if copy is not None
+            else f"re-run `mote extract ... --out {path} --overwrite`"
+        )
+        try:
+            own = json.loads(file.read_text())
+        except (OSError, ValueError) as err:
+            reason = getattr(err, "strerror", None) or f"not valid JSON: {err}"
+            raise StoreCorrupt(f"{file}: unreadable array metadata ({reason}); {fix}.") from None
+        if copy is not None and own != copy:
+            raise StoreCorrupt(
+                f"{file}: differs from its consolidated copy in {root} that readers use; {fix}."
+            )
+    return missing
+
+
+def _restore_array_metadata(path: Path, names: Sequence[str]) -> None:
+    """Write each named array's zarr.json back from the consolidated copy in the root."""
+    if not names:
+        return
+    held = json.loads((path / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
+    for name in names:
+        file = path / name / "zarr.json"
+        file.parent.mkdir(exist_ok=True)
+        partial = file.with_name(f"zarr.json.{os.getpid()}.partial")
+        partial.write_text(json.dumps(held[name], indent=2))
+        partial.replace(file)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mote.cache_schema.claim import StoreClaim, StoreReadOnly
 from mote.cache_schema.errors import StoreCorrupt
 from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
 from mote.cache_schema.verify import verify
@@ -176,8 +177,14 @@ def store_spec(cfg: ExtractConfig, clip: ClipEncoder, dataset: DatasetSpec) -> S
     )
 
 
-def open_store(cfg: ExtractConfig, clip: ClipEncoder, dataset: DatasetSpec) -> FeatureStore:
-    """Reopen the store to resume (checking it matches), or create it with the text bank."""
+def open_store(
+    cfg: ExtractConfig, clip: ClipEncoder, dataset: DatasetSpec, claim: StoreClaim | None
+) -> FeatureStore:
+    """Reopen the store to resume (checking it matches), or create it with the text bank.
+
+    Every write happens under ``claim``; without one (the folder is read-only) the store opens
+    read-only, which is enough only when nothing is left to do.
+    """
     spec = store_spec(cfg, clip, dataset)
     items = dataset.items[: cfg.limit] if cfg.limit else dataset.items
     video_ids = [item.video_id for item in items]
@@ -186,14 +193,31 @@ def open_store(cfg: ExtractConfig, clip: ClipEncoder, dataset: DatasetSpec) -> F
     def text() -> np.ndarray:
         return clip.class_text_embeddings(dataset.class_names)
 
+    if claim is None:
+        store = FeatureStore.resume(cfg.out, spec, video_ids, labels)
+        left = len(store.todo(cfg.retry_failed))
+        if cfg.overwrite or left or store.needs_consolidation():
+            work = "--overwrite" if cfg.overwrite else f"{left} videos to extract"
+            raise StoreReadOnly(
+                f"{cfg.out}: read-only, but this run has work to do ({work}); make the folder "
+                "writable, or choose another --out."
+            )
+        return store
     if cfg.overwrite:
         return FeatureStore.create(
-            cfg.out, spec, video_ids, labels, text(), chunk_videos=cfg.chunk_videos, overwrite=True
+            cfg.out,
+            spec,
+            video_ids,
+            labels,
+            text(),
+            chunk_videos=cfg.chunk_videos,
+            overwrite=True,
+            claim=claim,
         )
     store = FeatureStore.open_or_create(
-        cfg.out, spec, video_ids, labels, text, chunk_videos=cfg.chunk_videos
+        cfg.out, spec, video_ids, labels, text, chunk_videos=cfg.chunk_videos, claim=claim
     )
-    store.remove_partial_files()  # a killed run may have left temporary chunk files
+    store.remove_partial_files(claim)  # a killed run may have left temporary chunk files
     return store
 
 
@@ -212,6 +236,26 @@ def repair(store: FeatureStore) -> dict:
     if videos.size:
         store.mark_pending(videos)
     return {"problems": [p.line() for p in report.problems], "videos": len(videos)}
+
+
+def claim_store(cfg: ExtractConfig, progress: Progress) -> StoreClaim | None:
+    """Claim ``--out`` for this run; None for an existing read-only store (nothing to write).
+
+    A second run on a claimed store is refused naming the owner; a claim whose process is gone
+    is taken over with a notice.
+    """
+    try:
+        claim = StoreClaim.acquire(cfg.out)
+    except StoreReadOnly:
+        if not (Path(cfg.out) / "zarr.json").is_file():
+            raise
+        return None
+    if claim.taken_over is not None:
+        progress.message(
+            f"{cfg.out}: taking over the claim of a run that is gone "
+            f"({claim.taken_over.describe()})"
+        )
+    return claim
 
 
 class ChunkWriter:
@@ -426,22 +470,36 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
     workers = default_workers() if cfg.decode_workers is None else cfg.decode_workers
     # Start the decode workers first: they boot while the CLIP weights load.
     with DecodePool(0 if cfg.dask else workers, cfg.decode_timeout) as pool:
-        clip = _clip(cfg)
-        store = open_store(cfg, clip, dataset)
-        repaired = repair(store) if cfg.repair else None
-        todo = store.todo(cfg.retry_failed)
-        tasks = store_tasks(store.spec, store.video_ids, todo, root, cfg.decoder)
-        batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
-        started = time.perf_counter()
-        progress.start(len(tasks), f"extract {dataset.name}/{dataset.split}")
+        # Claimed before the model loads: a second writer is refused at once. Released however
+        # the run ends (errors, Ctrl-C); the dask driver holds it for its workers.
+        claim = claim_store(cfg, progress)
         try:
-            if cfg.dask:
-                counts = _extract_distributed(cfg, store, tasks, batch_size, progress)
+            clip = _clip(cfg)
+            store = open_store(cfg, clip, dataset, claim)
+            if store.restored_metadata:
+                names = ", ".join(f"{name}/zarr.json" for name in store.restored_metadata)
+                progress.message(f"{cfg.out}: restored {names} from the consolidated metadata")
+            repaired = repair(store) if cfg.repair else None
+            todo = store.todo(cfg.retry_failed)
+            tasks = store_tasks(store.spec, store.video_ids, todo, root, cfg.decoder)
+            batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
+            started = time.perf_counter()
+            if not tasks and not store.needs_consolidation():
+                progress.message(f"{cfg.out}: nothing to do: every video is done or failed")
+                counts = _Counts()
             else:
-                counts = _extract_local(store, clip, tasks, pool, batch_size, progress)
+                progress.start(len(tasks), f"extract {dataset.name}/{dataset.split}")
+                try:
+                    if cfg.dask:
+                        counts = _extract_distributed(cfg, store, tasks, batch_size, progress)
+                    else:
+                        counts = _extract_local(store, clip, tasks, pool, batch_size, progress)
+                finally:
+                    progress.finish()
+                store.consolidate()
         finally:
-            progress.finish()
-    store.consolidate()
+            if claim is not None:
+                claim.release()
     seconds = time.perf_counter() - started
     summary = store.summary()
     summary.update(
