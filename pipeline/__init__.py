@@ -1,4 +1,4 @@
-"""Shared parts of mote: decoding and sampling, the CLIP wrapper, the MoTE model, datasets, CLI."""
+"""What the commands share: video decoding, the CLIP side, datasets, MoTE, run folders."""
 
 from importlib.metadata import PackageNotFoundError, version
 
