@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -135,3 +137,15 @@ def test_fallback_resizes_to_the_size_and_takes_a_random_crop() -> None:
 def test_augment_clip_rejects_float_frames() -> None:
     with pytest.raises(ValueError, match="uint8 frames"):
         augment_clip(np.zeros((1, 8, 8, 3), np.float32), 8, np.random.default_rng(0))
+
+
+def test_augment_runs_without_torch() -> None:
+    """Decode workers import augment like transforms: numpy and PIL only, never torch."""
+    code = (
+        "import sys, numpy as np; from mote.pipeline.video.augment import augment_clip; "
+        "augment_clip(np.zeros((2, 20, 30, 3), np.uint8), 16, np.random.default_rng(0)); "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

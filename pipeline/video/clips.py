@@ -258,6 +258,7 @@ def make_loader(
     prefetch_factor: int = 2,
     seed: int = 0,
     shuffle: bool = True,
+    context: str | None = None,
 ) -> ClipLoader:
     """A loader over ``dataset``: give ``batch_size`` (``EpochBatches``) or a ``batch_sampler``.
 
@@ -265,6 +266,7 @@ def make_loader(
     torch thread; ``prefetch_factor`` batches queued per worker; ``pin_memory`` defaults to
     ``torch.cuda.is_available()``. The loader has its own torch generator (from ``seed``) so
     iterating it never consumes the global torch RNG that routing and dropout use.
+    ``context`` is the workers' start method (None: torch's default, fork on Linux).
     """
     if (batch_size is None) == (batch_sampler is None):
         raise ValueError("make_loader needs exactly one of batch_size and batch_sampler.")
@@ -280,6 +282,7 @@ def make_loader(
             worker_init_fn=_worker_init,
             persistent_workers=True,
             prefetch_factor=prefetch_factor,
+            multiprocessing_context=context,
         )
     return ClipLoader(
         dataset,
