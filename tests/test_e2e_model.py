@@ -314,3 +314,17 @@ def test_a_tuned_run_reextracts_and_evaluates_through_the_cli(model, clips, moti
         from mote.stages import evaluate
 
         evaluate.run(evaluate.EvaluateConfig(run=run, store=tmp_path / "raw.zarr", device="cpu"))
+
+
+def test_predict_scores_merged_in_fp32_and_keeps_the_mode(model, clips, names):
+    frames, _ = clips
+    net = copy.deepcopy(model).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, rho = net.predict(frames, tfm=True)
+    assert net.training and logits.dtype == torch.float32 and logits.shape == (4, len(names))
+    with torch.no_grad():
+        e = net.encode_frames(frames)
+        want, want_rho = net.temporal.predict(e, net.class_text, tfm=True)
+    torch.testing.assert_close(logits, want)
+    torch.testing.assert_close(rho, want_rho)
+    assert float(logits.abs().max()) <= 1.0 + 1e-6  # plain cosines, no logit scale (spec 8)
