@@ -287,6 +287,16 @@ def _extract() -> Callable[..., None]:
                 "0.99/0.01 with the original (spec 7.4), e.g. a run from import-reference.",
             ),
         ] = None,
+        blend: Annotated[
+            bool | None,
+            opt(
+                C,
+                "blend",
+                "With --run: blend the tuned visual weights 0.99/0.01 with the original (spec "
+                "7.4); --no-blend encodes with the tuned weights as trained.",
+                "--blend/--no-blend",
+            ),
+        ] = None,
         dask: Annotated[
             str | None,
             typer.Option(
@@ -328,6 +338,7 @@ def _extract() -> Callable[..., None]:
             repair=repair or None,
             dask=dask,
             run=run,
+            blend=blend,
             kinetics_csv=kinetics_csv,
         )
         with _resumable("mote extract"):

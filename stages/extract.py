@@ -30,7 +30,7 @@ from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.data.datasets import DatasetSpec, kinetics_dataset, load_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
-from mote.pipeline.runs.run_clip import clip_for_run
+from mote.pipeline.runs.run_clip import TEST_BLEND, clip_for_run
 from mote.pipeline.temporal.mote_model import MoTEConfig
 from mote.pipeline.video.decode_pool import (
     DecodedVideo,
@@ -75,6 +75,7 @@ class ExtractConfig:
     repair: bool = False  # verify the store, redo the videos whose data are damaged
     dask: str | None = None
     run: Path | None = None  # encode with this run's CLIP (tuned visual weights, spec 7.4 blend)
+    blend: bool = True  # --run: 0.99 tuned + 0.01 original (spec 7.4); off = the tuned weights
     kinetics_csv: Path | None = None  # K400: the official annotation CSV instead of a list
 
     @property
@@ -141,7 +142,12 @@ def _clip(cfg: ExtractConfig) -> ClipEncoder:
     """The encoder: a run's CLIP (``--run``) or ``--model`` with ``--pretrained``."""
     if cfg.run is None:
         return build_clip(cfg.model, cfg.pretrained, cfg.device, cfg.seed)
-    return clip_for_run(cfg.run, cfg.device)
+    return clip_for_run(cfg.run, cfg.device, _blend(cfg.blend))
+
+
+def _blend(on: bool) -> float:
+    """The factor of the run's tuned weights in the CLIP that encodes (spec 7.4)."""
+    return TEST_BLEND if on else 1.0
 
 
 def _video_root(cfg: ExtractConfig, dataset: DatasetSpec) -> Path:
@@ -349,14 +355,14 @@ _WORKER_CLIPS: dict[tuple, ClipEncoder] = {}  # one CLIP per dask worker process
 
 
 def _worker_clip(
-    model: str, pretrained: str, device: str, seed: int, run: str | None = None
+    model: str, pretrained: str, device: str, seed: int, run: str | None = None, blend: bool = True
 ) -> ClipEncoder:
-    key = (model, pretrained, device, seed, run)
+    key = (model, pretrained, device, seed, run, blend)
     if key not in _WORKER_CLIPS:
         if run is None:
             clip = build_clip(model, pretrained, device, seed)
         else:
-            clip = clip_for_run(Path(run), device)
+            clip = clip_for_run(Path(run), device, _blend(blend))
         if clip.device.type == "cpu":
             torch.set_num_threads(1)  # one core per dask worker thread
         _WORKER_CLIPS[key] = clip
@@ -383,7 +389,7 @@ def extract_chunk(
     store: FeatureStore,
     chunk: int,
     tasks: list[DecodeTask],
-    clip_args: tuple[str, str, str, int, str | None],
+    clip_args: tuple[str, str, str, int, str | None, bool],
     batch_size: int,
     timeout_s: float,
 ) -> dict[str, int]:
@@ -431,7 +437,8 @@ def _extract_distributed(
     by_chunk: dict[int, list[DecodeTask]] = {}
     for task in tasks:
         by_chunk.setdefault(store.chunk_of(task.index), []).append(task)
-    clip_args = (cfg.model, cfg.pretrained, cfg.device, cfg.seed, cfg.run and str(cfg.run))
+    run_path = cfg.run and str(cfg.run)
+    clip_args = (cfg.model, cfg.pretrained, cfg.device, cfg.seed, run_path, cfg.blend)
     counts = _Counts()
     client, cluster = _dask_client(cfg.dask)
     try:

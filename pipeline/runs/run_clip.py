@@ -2,7 +2,8 @@
 
 Runs that tuned CLIP (imported reference checkpoints, end-to-end fine-tuning) carry
 ``clip.visual.*`` in their model file. Before every test the reference blends them with the
-original weights, 0.99 x tuned + 0.01 x original (spec 7.4); ``blend`` sets that factor.
+original weights, 0.99 x tuned + 0.01 x original (spec 7.4); ``blend`` sets that factor
+(1 = the tuned weights as trained: ``mote extract --run RUN --no-blend``).
 """
 
 from __future__ import annotations
@@ -36,15 +37,16 @@ def _random_seed(run: Path) -> int:
     return int(weights_id[len(prefix) :]) if weights_id.startswith(prefix) else 0
 
 
-def store_expectation(run) -> dict:
+def store_expectation(run, blend: float = TEST_BLEND) -> dict:
     """What a store must match to be scored by a loaded run: the CLIP that made its features.
 
-    Runs that carry tuned CLIP weights need stores made with ``mote extract --run RUN``.
+    Runs that carry tuned CLIP weights need stores made with ``mote extract --run RUN`` (with
+    this ``blend``; 1 for ``--no-blend`` stores).
     """
     clip = run.config.get("clip", {})
     expect = {key: clip[key] for key in ("model", "weights_id", "dim") if clip.get(key)}
     expect.setdefault("dim", run.model.cfg.dim)
-    tuned = run_weights_id(run.path)
+    tuned = run_weights_id(run.path, blend)
     if tuned is not None:
         expect["weights_id"] = tuned
     return expect
@@ -77,7 +79,7 @@ def clip_for_run(run: Path, device: str = "auto", blend: float = TEST_BLEND) -> 
     blended = {}
     for name, value in tuned.items():
         base = original[name]
-        if base.is_floating_point():
+        if base.is_floating_point() and blend != 1:
             value = blend * value.to(base) + (1 - blend) * base
         blended[name] = value.to(base.dtype)
     clip.model.load_state_dict(blended, strict=False)
