@@ -114,6 +114,13 @@ def test_fused_step_splits_a_ragged_batch_as_the_loop(size):
     assert_same_step(*both_steps(cfg_of(), size=size))
 
 
+def test_micro_batch_sizes_follow_tensor_split():
+    for size in range(1, 20):
+        for parts in range(1, 5):
+            split = torch.arange(size).tensor_split(min(parts, size))
+            assert micro_batch_sizes(size, parts) == [len(part) for part in split]
+
+
 def test_one_generator_per_micro_batch_slot():
     assert_same_step(*both_steps(cfg_of(), generators=M))
     assert_same_step(*both_steps(cfg_of(wmr=False), generators=M))

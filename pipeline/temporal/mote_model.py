@@ -327,7 +327,8 @@ def draw_step(
 def micro_batch_sizes(batch: int, micro_batches: int) -> list[int]:
     """Sizes of the micro-batches a batch splits into (``tensor_split``: larger ones first)."""
     parts = min(micro_batches, batch)
-    return [len(part) for part in torch.arange(batch).tensor_split(parts)]
+    base, extra = divmod(batch, parts)
+    return [base + (j < extra) for j in range(parts)]
 
 
 def quick_gelu(x: Tensor) -> Tensor:
@@ -724,7 +725,8 @@ class MoTE(nn.Module):
             x = eg
         elif cfg.arch == "transformer":
             u = eg.reshape(m * b, t, d) + self.frame_position_embeddings.weight[:t]
-            x = self.transformer(u, [0] * cfg.layers).view(m, b, t, d) + eg
+            blocks = self.transformer.resblocks
+            x = self._stream(u, lambda i, h: blocks[i].mlp._expert(h, 0)).view(m, b, t, d) + eg
         else:
             x, x_r = self._fused_streams(eg, draws)
         logits = self.cosine_logits(self.pool(x.reshape(m * b, t, d)), text)  # (Mb, C)
