@@ -17,6 +17,7 @@ Expert i in code is expert i+1 in the spec's 1-based formulas (routing softmax([
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -186,15 +187,50 @@ def tfm_rho_from_similarity(m: Tensor | float, gamma: float) -> Tensor:
     return torch.exp(-(1.0 - torch.as_tensor(m, dtype=torch.float32)) / gamma)
 
 
+@functools.cache
+def _routing_table(routing: str, n: int) -> Tensor:
+    """The probabilities a routed draw samples from (cached: the same tensor every draw)."""
+    return routing_probabilities(n) if routing == "multinomial" else torch.full((n,), 1.0 / n)
+
+
+def expert_draw(
+    routing: str, n: int, layers: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """``sample_experts`` as an int64 tensor (layers,): the same generator calls."""
+    if routing == "fixed":
+        return torch.full((layers,), n - 1, dtype=torch.int64)
+    return torch.multinomial(
+        _routing_table(routing, n), layers, replacement=True, generator=generator
+    )
+
+
 def sample_experts(
     routing: str, n: int, layers: int, generator: torch.Generator | None = None
 ) -> list[int]:
     """One expert index per layer for a routed pass (spec 3.1), shared by the whole batch."""
-    if routing == "fixed":
-        return [n - 1] * layers
-    probs = routing_probabilities(n) if routing == "multinomial" else torch.full((n,), 1.0 / n)
-    draws = torch.multinomial(probs, layers, replacement=True, generator=generator)
-    return [int(k) for k in draws]
+    return expert_draw(routing, n, layers, generator).tolist()
+
+
+@functools.cache
+def _temperature_table(beta: float) -> Tensor:
+    return torch.tensor(wmr_temperature_set(beta), dtype=torch.float64)
+
+
+def temperature_draw(
+    scheme: str, beta: float, layers: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """``sample_temperatures`` as a float64 tensor (layers,): the same generator calls."""
+    if scheme == "point":
+        return torch.full((layers,), math.inf, dtype=torch.float64)
+    if scheme == "discrete":
+        table = _temperature_table(beta)
+        return table[torch.randint(len(table), (layers,), generator=generator)]
+    if scheme == "normal":
+        raw = torch.randn(layers, generator=generator, dtype=torch.float64)
+    else:
+        span = 16.0 * beta
+        raw = (torch.rand(layers, generator=generator, dtype=torch.float64) * 2 - 1) * span
+    return torch.copysign(raw.abs().clamp_min(MIN_ABS_TAU), raw)
 
 
 def sample_temperatures(
@@ -206,18 +242,93 @@ def sample_temperatures(
     "normal": N(0, 1); "uniform": U(-16 beta, 16 beta), i.e. the discrete set's range.
     Continuous draws are kept at least 1e-6 away from 0.
     """
-    if scheme == "point":
-        return [math.inf] * layers
-    if scheme == "discrete":
-        values = wmr_temperature_set(beta)
-        picks = torch.randint(len(values), (layers,), generator=generator)
-        return [values[int(i)] for i in picks]
-    if scheme == "normal":
-        raw = torch.randn(layers, generator=generator, dtype=torch.float64)
+    return temperature_draw(scheme, beta, layers, generator).tolist()
+
+
+def wmr_coefficient_rows(taus: Tensor, n: int) -> Tensor:
+    """``wmr_coefficients`` for a whole tensor of temperatures: (...,) float64 -> (..., N)."""
+    index = torch.arange(1, n + 1, dtype=torch.float64)
+    return torch.softmax(index / taus.to(torch.float64).unsqueeze(-1), dim=-1).float()
+
+
+@dataclass(frozen=True)
+class StepDraws:
+    """The random draws of one training step of M micro-batches, as tensors (spec 3.1, 4.1).
+
+    Made on the CPU by ``draw_step`` (so the CPU generators, and with them resume, stay exact)
+    and handed to the device whole: the fused step sees no Python numbers, so its graph is
+    static. Fields are None where the config makes no such draw.
+    """
+
+    micro_batches: int
+    experts: Tensor | None = None  # (M, L) int64 routed expert; None: routing "all" or no MoTE
+    temperatures: Tensor | None = None  # (M, L) float64 WMR tau (inf allowed); None: no WMR
+    routed: Tensor | None = None  # (M, L, N) float32 one-hot of ``experts``
+    merge: Tensor | None = None  # (M, L, N) float32 WMR coefficients softmax(i / tau)
+
+    def to(self, device: torch.device | str) -> StepDraws:
+        """The same draws on ``device`` (copies start without waiting where they can)."""
+
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return StepDraws(
+            self.micro_batches,
+            move(self.experts),
+            move(self.temperatures),
+            move(self.routed),
+            move(self.merge),
+        )
+
+
+def draw_step(
+    generator: torch.Generator | Sequence[torch.Generator | None] | None,
+    micro_batches: int,
+    cfg: MoTEConfig,
+) -> StepDraws:
+    """The draws the per-micro-batch loop makes for ``micro_batches`` micro-batches, in its order.
+
+    Micro-batch j draws its routed experts, then its WMR temperatures (what
+    ``training_losses`` draws), from ``generator`` (one generator shared in order j = 0..M-1)
+    or from ``generator[j]`` (a list: one generator per micro-batch slot). None is the global
+    generator. The transformer and meanpool baselines draw nothing.
+    """
+    if micro_batches < 1:
+        raise ConfigError(f"draw_step needs at least 1 micro-batch, got {micro_batches}")
+    if isinstance(generator, Sequence):
+        gens = list(generator)
+        if len(gens) != micro_batches:
+            raise ConfigError(
+                f"draw_step got {len(gens)} generators for {micro_batches} micro-batches; "
+                "give one generator per micro-batch or a single shared one"
+            )
     else:
-        span = 16.0 * beta
-        raw = (torch.rand(layers, generator=generator, dtype=torch.float64) * 2 - 1) * span
-    return [math.copysign(max(abs(t), MIN_ABS_TAU), t) for t in raw.tolist()]
+        gens = [generator] * micro_batches
+    if cfg.arch != "mote":
+        return StepDraws(micro_batches)
+    experts: list[Tensor] = []
+    taus: list[Tensor] = []
+    for gen in gens:
+        if cfg.routing != "all":
+            experts.append(expert_draw(cfg.routing, cfg.experts, cfg.layers, gen))
+        if cfg.wmr:
+            taus.append(temperature_draw(cfg.wmr_temperatures, cfg.wmr_beta, cfg.layers, gen))
+    expert_t = torch.stack(experts) if experts else None
+    tau_t = torch.stack(taus) if taus else None
+    return StepDraws(
+        micro_batches,
+        expert_t,
+        tau_t,
+        None if expert_t is None else F.one_hot(expert_t, cfg.experts).float(),
+        None if tau_t is None else wmr_coefficient_rows(tau_t, cfg.experts),
+    )
+
+
+def micro_batch_sizes(batch: int, micro_batches: int) -> list[int]:
+    """Sizes of the micro-batches a batch splits into (``tensor_split``: larger ones first)."""
+    parts = min(micro_batches, batch)
+    base, extra = divmod(batch, parts)
+    return [base + (j < extra) for j in range(parts)]
 
 
 def quick_gelu(x: Tensor) -> Tensor:
@@ -227,6 +338,17 @@ def quick_gelu(x: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------
 # Modules
+
+
+def _self_attention(attn: nn.MultiheadAttention, h: Tensor) -> Tensor:
+    """``attn(h, h, h)[0]`` for batch-first h (R, T, D) with the same parameters and the same
+    scaled-dot-product kernel, without the module's layout round trips (fewer operator calls)."""
+    r, t, d = h.shape
+    heads = attn.num_heads
+    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).view(r, t, 3, heads, d // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (R, H, T, D / H) each
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(r, t, d)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
 class ExpertFFN(nn.Module):
@@ -278,6 +400,31 @@ class ExpertFFN(nn.Module):
 
     def _expert(self, h: Tensor, i: int) -> Tensor:
         return self.fc_dn[i](quick_gelu(self.fc_up[i](h)))  # (B, T, 4D) inside
+
+    def stacked(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Every expert's W_up (N, 4D, D), b_up (N, 4D), W_dn (N, D, 4D), b_dn (N, D), in the
+        autograd graph, so one batched op can run several experts or merges at once."""
+        return (
+            torch.stack([expert.weight for expert in self.fc_up]),
+            torch.stack([expert.bias for expert in self.fc_up]),
+            torch.stack([expert.weight for expert in self.fc_dn]),
+            torch.stack([expert.bias for expert in self.fc_dn]),
+        )
+
+    @staticmethod
+    def grouped(h: Tensor, w_up: Tensor, b_up: Tensor, w_dn: Tensor, b_dn: Tensor) -> Tensor:
+        """Group g runs its own FFN: h (G, R, D) with W_up (G, 4D, D), b_up (G, 4D), W_dn
+        (G, D, 4D), b_dn (G, D) -> (G, R, D), two batched matmuls."""
+        a = quick_gelu(torch.baddbmm(b_up.unsqueeze(1), h, w_up.transpose(1, 2)))
+        return torch.baddbmm(b_dn.unsqueeze(1), a, w_dn.transpose(1, 2))
+
+    def all_experts(self, h: Tensor) -> Tensor:
+        """Routing "all" batched: every expert on h (..., D), outputs averaged -> (..., D)."""
+        w_up, b_up, w_dn, b_dn = self.stacked()
+        flat = h.reshape(1, -1, h.shape[-1]).expand(self.n, -1, -1)  # (N, R, D)
+        a = quick_gelu(torch.baddbmm(b_up.unsqueeze(1), flat, w_up.transpose(1, 2)))
+        out = torch.baddbmm(b_dn.unsqueeze(1), a, w_dn.transpose(1, 2)).mean(dim=0)
+        return out.view(h.shape)
 
 
 class TemporalBlock(nn.Module):
@@ -545,6 +692,194 @@ class MoTE(nn.Module):
         w_ce, w_wmr, w_mse = cfg.loss_weights
         total = w_ce * ce + w_wmr * wmr + w_mse * mse
         return {"total": total, "ce": ce, "wmr": wmr, "mse": mse, "logits": logits}
+
+    def training_losses_fused(
+        self, e: Tensor, labels: Tensor, text: Tensor, draws: StepDraws
+    ) -> dict[str, Tensor]:
+        """``training_losses`` of M micro-batches in one batched pass, same numbers.
+
+        e (M, b, T, D) with labels (M, b), or e (B, T, D) with labels (B,) split as the
+        per-micro-batch loop splits it (``micro_batch_sizes``; M = draws.micro_batches). Each
+        micro-batch keeps its own routed experts and WMR temperatures (``draws``); attention
+        runs once on the whole batch (routed and WMR streams together). Returns "loss" (the
+        mean over micro-batches of their totals: what the loop backpropagates), per
+        micro-batch terms "total", "ce", "wmr", "mse" (M,), their sizes "sizes" (M,) and the
+        routed cosines "logits" (B, C) in batch order.
+        """
+        cfg = self.cfg
+        eg, yg, valid, sizes, order = self._grouped_batch(e, labels, draws.micro_batches)
+        m, b, t, d = eg.shape
+        if cfg.arch != "meanpool" and (t > cfg.context or d != cfg.dim):
+            raise ConfigError(
+                f"features of shape {tuple(e.shape)} do not fit this model (at most "
+                f"{cfg.context} frames of width {cfg.dim})"
+            )
+
+        def per_micro_batch(v: Tensor) -> Tensor:  # (M, b) per-sample values -> (M,) means
+            return v.mean(dim=1) if valid is None else (v * valid).sum(dim=1) / sizes
+
+        sigma = self.logit_scale.exp()
+        flat_y = yg.reshape(m * b)
+        x_r = None
+        if cfg.arch == "meanpool":
+            x = eg
+        elif cfg.arch == "transformer":
+            u = eg.reshape(m * b, t, d) + self.frame_position_embeddings.weight[:t]
+            blocks = self.transformer.resblocks
+            x = self._stream(u, lambda i, h: blocks[i].mlp._expert(h, 0)).view(m, b, t, d) + eg
+        else:
+            x, x_r = self._fused_streams(eg, draws)
+        logits = self.cosine_logits(self.pool(x.reshape(m * b, t, d)), text)  # (Mb, C)
+        ce = per_micro_batch(F.cross_entropy(sigma * logits, flat_y, reduction="none").view(m, b))
+        wmr = mse = ce.new_zeros(m)
+        if x_r is not None:
+            wmr = per_micro_batch(self._wmr_term_per_sample(x_r, x, logits, flat_y, text, sigma))
+        if cfg.arch == "mote" and cfg.mse:
+            x_mse = x if x_r is None else x_r
+            mse = per_micro_batch((x_mse - eg).pow(2).mean(dim=(2, 3)))
+        w_ce, w_wmr, w_mse = cfg.loss_weights
+        total = w_ce * ce + w_wmr * wmr + w_mse * mse
+        if order is not None:
+            logits = logits[order]
+        return {
+            "loss": total.mean(),
+            "total": total,
+            "ce": ce,
+            "wmr": wmr,
+            "mse": mse,
+            "sizes": sizes,
+            "logits": logits,
+        }
+
+    @staticmethod
+    def _grouped_batch(
+        e: Tensor, labels: Tensor, micro_batches: int
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
+        """(M, b, ...) views of the batch: features, labels, a validity mask (None when all
+        micro-batches are full), sizes (M,) and the rows of the batch order (None: already)."""
+        if e.ndim == 4:
+            if e.shape[0] != micro_batches or labels.shape != e.shape[:2]:
+                raise ConfigError(
+                    f"fused features {tuple(e.shape)} / labels {tuple(labels.shape)} do not "
+                    f"hold {micro_batches} micro-batches as (M, b, T, D) / (M, b)"
+                )
+            sizes = torch.full((micro_batches,), e.shape[1], dtype=e.dtype, device=e.device)
+            return e, labels, None, sizes, None
+        batch = e.shape[0]
+        parts = micro_batch_sizes(batch, micro_batches)
+        if len(parts) != micro_batches:
+            raise ConfigError(
+                f"a batch of {batch} makes {len(parts)} micro-batches, but the draws are for "
+                f"{micro_batches}; draw for min(micro_batches, batch)"
+            )
+        b = parts[0]
+        if batch == b * micro_batches:
+            sizes = torch.full((micro_batches,), b, dtype=e.dtype, device=e.device)
+            return (
+                e.reshape(micro_batches, b, *e.shape[1:]),
+                labels.reshape(micro_batches, b),
+                None,
+                sizes,
+                None,
+            )
+        # Uneven (the last batch of an epoch): pad each micro-batch to b with copies of its
+        # first row, weighted 0.
+        rows, keep, start = [], [], 0
+        for n in parts:
+            rows += list(range(start, start + n)) + [start] * (b - n)
+            keep += [float(i < n) for i in range(b)]
+            start += n
+        order = [m * b + i for m, n in enumerate(parts) for i in range(n)]
+        index = torch.tensor(rows, device=e.device)
+        valid = torch.tensor(keep, dtype=e.dtype, device=e.device).view(micro_batches, b)
+        sizes = torch.tensor(parts, dtype=e.dtype, device=e.device)
+        return (
+            e[index].view(micro_batches, b, *e.shape[1:]),
+            labels[index].view(micro_batches, b),
+            valid,
+            sizes,
+            torch.tensor(order, device=e.device),
+        )
+
+    def _fused_streams(self, eg: Tensor, draws: StepDraws) -> tuple[Tensor, Tensor | None]:
+        """Routed frame outputs x and WMR outputs x_r (None without WMR), both (M, b, T, D)."""
+        cfg = self.cfg
+        m, b, t, d = eg.shape
+        if cfg.routing != "all" and draws.routed is None:
+            raise ConfigError(f"draws hold no routed experts for routing={cfg.routing!r}")
+        if cfg.wmr and draws.merge is None:
+            raise ConfigError("draws hold no WMR coefficients, but the config has WMR on")
+        u = eg + self.frame_position_embeddings.weight[:t]  # (M, b, T, D)
+        blocks = self.transformer.resblocks
+        if cfg.routing == "all":  # every micro-batch runs the same FFNs: one flat pass
+            x = self._stream(u.reshape(m * b, t, d), lambda i, h: blocks[i].mlp.all_experts(h))
+            x = x.view(m, b, t, d) + eg
+            if not cfg.wmr:
+                return x, None
+            merged = self._merged_ffns(draws.merge.to(eg.device))
+            x_r = self._stream(
+                u.reshape(m * b, t, d),
+                lambda i, h: ExpertFFN.grouped(h.view(m, b * t, d), *(w[i] for w in merged)),
+            )
+            return x, x_r.view(m, b, t, d) + eg
+        coeffs = draws.routed.to(eg.device)
+        groups = m
+        if cfg.wmr:  # routed and WMR streams share attention and LayerNorms: one 2M-group pass
+            coeffs = torch.cat([coeffs, draws.merge.to(eg.device)])
+            u = torch.cat([u, u])
+            groups = 2 * m
+        merged = self._merged_ffns(coeffs)
+        s = self._stream(
+            u.reshape(groups * b, t, d),
+            lambda i, h: ExpertFFN.grouped(h.view(groups, b * t, d), *(w[i] for w in merged)),
+        ).view(groups, b, t, d)
+        if not cfg.wmr:
+            return s + eg, None
+        return s[:m] + eg, s[m:] + eg
+
+    def _merged_ffns(self, coeffs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """phi = sum_i c_i theta_i (spec 4.3) for every group and layer at once: coeffs
+        (G, L, N) -> W_up (L, G, 4D, D), b_up (L, G, 4D), W_dn (L, G, D, 4D), b_dn (L, G, D).
+        A one-hot row gives exactly that expert (1 * w + 0 * w' = w), so routed passes are
+        merges too. Merged in fp32 under autocast, as ``merged_weights`` does."""
+        g, layers, n = coeffs.shape
+        mlps = [block.mlp for block in self.transformer.resblocks]
+
+        def merge(tensors: list[Tensor]) -> Tensor:
+            stacked = torch.stack(tensors).view(layers, n, -1)  # (L, N, P)
+            return torch.bmm(c, stacked).view(layers, g, *tensors[0].shape)
+
+        with torch.autocast(coeffs.device.type, enabled=False):
+            c = coeffs.transpose(0, 1).to(mlps[0].fc_up[0].weight.dtype)  # (L, G, N)
+            return (
+                merge([fc.weight for mlp in mlps for fc in mlp.fc_up]),
+                merge([fc.bias for mlp in mlps for fc in mlp.fc_up]),
+                merge([fc.weight for mlp in mlps for fc in mlp.fc_dn]),
+                merge([fc.bias for mlp in mlps for fc in mlp.fc_dn]),
+            )
+
+    def _stream(self, u: Tensor, ffn: Any) -> Tensor:
+        """The blocks of spec 2.2 on u (R, T, D), with ``ffn(layer, ln_2(u))`` as the FFN."""
+        r, t, d = u.shape
+        for i, block in enumerate(self.transformer.resblocks):
+            u = u + _self_attention(block.attn, block.ln_1(u))
+            u = u + ffn(i, block.ln_2(u)).reshape(r, t, d)
+        return u
+
+    def _wmr_term_per_sample(
+        self, x_r: Tensor, x: Tensor, logits: Tensor, labels: Tensor, text: Tensor, sigma: Tensor
+    ) -> Tensor:
+        """``_wmr_term`` before its batch mean: (M, b) per-sample values."""
+        m, b = x_r.shape[:2]
+        kind = self.cfg.wmr_loss
+        if kind == "mse":
+            return (x_r - x.detach()).pow(2).mean(dim=(2, 3))
+        logits_r = sigma * self.cosine_logits(self.pool(x_r.flatten(0, 1)), text)
+        if kind == "ce":
+            return F.cross_entropy(logits_r, labels, reduction="none").view(m, b)
+        target = F.softmax((sigma * logits).detach(), dim=-1)
+        kl = F.kl_div(F.log_softmax(logits_r, dim=-1), target, reduction="none")
+        return kl.sum(dim=-1).view(m, b)
 
     def _wmr_term(
         self, x_r: Tensor, x: Tensor, logits: Tensor, labels: Tensor, text: Tensor, sigma: Tensor

@@ -1,0 +1,152 @@
+"""Benchmark the training step alone (issue 10, not a test): plain per-micro-batch loop vs the
+fused step, for mote, transformer and meanpool, on random features (no store).
+
+Reports per arch and step kind: aten operator calls per step (torch profiler, CPU activity; the
+figure that does not depend on the machine) and videos/s. The optimiser is AdamW as
+train-temporal builds it (per-tensor loop) for the plain step and ``adamw`` (foreach on CPU,
+fused on CUDA) for the fused one.
+
+    python bench/fused_step.py --dim 512 --batch 192 --micro-batches 3 [--device cuda] \
+        [--steps 5] [--compile] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from mote.pipeline.device import resolve_device
+from mote.pipeline.temporal.fused import (
+    adamw,
+    draw_step,
+    fused_loss_fn,
+    fused_train_step,
+    micro_batch_sizes,
+    plain_train_step,
+)
+from mote.pipeline.temporal.mote_model import MoTE, default_config
+
+ARCHS = ("mote", "transformer", "meanpool")
+
+
+def make_step(kind: str, arch: str, args: argparse.Namespace, device: torch.device):
+    """A zero-argument callable running one training step of ``kind`` on fixed random data."""
+    torch.manual_seed(0)
+    cfg = default_config(args.dim, arch=arch)
+    model = MoTE(cfg).to(device).train()
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(args.batch, args.frames, args.dim, generator=g).half().to(device)
+    y = torch.randint(args.classes, (args.batch,), generator=g).to(device)
+    text = F.normalize(torch.randn(args.classes, args.dim, generator=g), dim=-1).to(device)
+    params = [{"params": list(model.parameters()), "lr": 1e-5}]
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    gen = torch.Generator().manual_seed(1)
+    m = len(micro_batch_sizes(args.batch, args.micro_batches))
+    if kind == "plain":
+        opt = torch.optim.AdamW(params, weight_decay=0.2)
+
+        def step():
+            return plain_train_step(model, opt, e, y, text, m, gen, scaler)
+
+        return step
+    opt = adamw(params, device, weight_decay=0.2)
+    loss_fn = fused_loss_fn(model, compile=args.compile)
+
+    def step():
+        return fused_train_step(
+            model, opt, e, y, text, draw_step(gen, m, cfg), scaler, loss_fn=loss_fn
+        )
+
+    return step
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def aten_ops_per_step(step, steps: int) -> tuple[float, list[tuple[str, int]]]:
+    """aten:: events per step under the profiler (after the warm-up), and the commonest ones."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    names = Counter(ev.name for ev in prof.events() if ev.name.startswith("aten::"))
+    return sum(names.values()) / steps, names.most_common(8)
+
+
+def videos_per_s(step, steps: int, batch: int, device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--classes", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=192)
+    parser.add_argument("--micro-batches", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per case")
+    parser.add_argument("--profile-steps", type=int, default=2)
+    parser.add_argument("--archs", default=",".join(ARCHS))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="fused: torch.compile on CUDA")
+    parser.add_argument("--top", action="store_true", help="print the commonest aten ops")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    rows = []
+    for arch in args.archs.split(","):
+        for kind in ("plain", "fused"):
+            step = make_step(kind, arch, args, device)
+            for _ in range(2):  # warm-up (and compilation)
+                step()
+            ops, top = aten_ops_per_step(step, args.profile_steps)
+            vps = videos_per_s(step, args.steps, args.batch, device)
+            rows.append(
+                {
+                    "arch": arch,
+                    "step": kind,
+                    "aten_ops_per_step": round(ops),
+                    "videos_per_s": round(vps, 1),
+                }
+            )
+            print(f"{arch:>12} {kind:>6}: {ops:8.0f} aten ops/step  {vps:10.1f} videos/s")
+            if args.top:
+                print("              ", top)
+    by = {(r["arch"], r["step"]): r for r in rows}
+    for arch in args.archs.split(","):
+        plain, fused = by[(arch, "plain")], by[(arch, "fused")]
+        print(
+            f"{arch:>12}: ops cut {plain['aten_ops_per_step'] / fused['aten_ops_per_step']:.1f}x, "
+            f"speed-up {fused['videos_per_s'] / plain['videos_per_s']:.2f}x"
+        )
+    figures = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads"
+        + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
+        "torch": torch.__version__,
+        "device": str(device),
+        "dim": args.dim,
+        "batch": args.batch,
+        "micro_batches": args.micro_batches,
+        "compile": args.compile,
+        "rows": rows,
+    }
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(figures, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

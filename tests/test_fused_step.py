@@ -1,0 +1,250 @@
+"""The fused training step (issue 10) against the per-micro-batch loop it replaces.
+
+From the same weights and the same draws, ``fused_train_step`` must give the loop's loss terms
+and every gradient to 1e-5 (fp32, CPU), for every switch that changes what a micro-batch runs;
+``draw_step`` must consume the CPU generators exactly as the loop does, so resume stays exact.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.temporal.fused import (
+    adamw,
+    adamw_options,
+    draw_step,
+    fused_loss_fn,
+    fused_train_step,
+    micro_batch_sizes,
+    plain_train_step,
+)
+from mote.pipeline.temporal.mote_model import (
+    MoTE,
+    MoTEConfig,
+    StepDraws,
+    sample_experts,
+    sample_temperatures,
+    wmr_coefficients,
+)
+
+D, HEADS, LAYERS, T, C, M = 64, 2, 2, 8, 6, 3
+
+
+def cfg_of(**overrides) -> MoTEConfig:
+    return MoTEConfig(**{"dim": D, "heads": HEADS, "layers": LAYERS, **overrides})
+
+
+def model_of(cfg: MoTEConfig) -> MoTE:
+    """A float32 model whose zero-initialised biases are made random, so they are exercised."""
+    torch.manual_seed(0)
+    model = MoTE(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(std=0.05)
+    return model
+
+
+def batch(size: int, seed: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    e = torch.randn(size, T, D, generator=g)
+    y = torch.randint(C, (size,), generator=g)
+    text = F.normalize(torch.randn(C, D, generator=g), dim=-1)
+    return e, y, text
+
+
+def both_steps(cfg: MoTEConfig, size: int = 12, generators: int | None = None):
+    """Run the plain and the fused step from the same weights and seeds; return both models
+    and both (sums, correct)."""
+    plain, fused = model_of(cfg), model_of(cfg)
+    e, y, text = batch(size)
+    parts = len(micro_batch_sizes(size, M))
+
+    def gens():
+        if generators is None:
+            return torch.Generator().manual_seed(9)
+        return [torch.Generator().manual_seed(100 + j) for j in range(parts)]
+
+    opt_plain = torch.optim.AdamW(plain.parameters(), lr=1e-3, weight_decay=0.2)
+    opt_fused = adamw(fused.parameters(), "cpu", lr=1e-3, weight_decay=0.2)
+    out_plain = plain_train_step(plain, opt_plain, e, y, text, M, gens(), None)
+    out_fused = fused_train_step(fused, opt_fused, e, y, text, draw_step(gens(), parts, cfg))
+    return plain, fused, out_plain, out_fused
+
+
+def assert_same_step(plain, fused, out_plain, out_fused) -> None:
+    (sums_p, correct_p), (sums_f, correct_f) = out_plain, out_fused
+    for key in ("total", "ce", "wmr", "mse"):
+        torch.testing.assert_close(sums_f[key], sums_p[key], rtol=1e-5, atol=1e-5, msg=key)
+    assert int(correct_f) == int(correct_p)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters(), strict=True):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert (p.grad - q.grad).abs().max().item() <= 1e-5, name
+
+
+CONFIGS = {
+    "mote defaults": {},
+    "no WMR": {"wmr": False},
+    "no MSE": {"mse": False},
+    "no WMR, no MSE": {"wmr": False, "mse": False},
+    "uniform routing": {"routing": "uniform"},
+    "fixed routing, no WMR": {"routing": "fixed", "wmr": False},
+    "all routing": {"routing": "all"},
+    "all routing, no WMR": {"routing": "all", "wmr": False},
+    "kl WMR loss, normal taus": {"wmr_loss": "kl", "wmr_temperatures": "normal"},
+    "mse WMR loss, uniform taus": {"wmr_loss": "mse", "wmr_temperatures": "uniform"},
+    "point taus": {"wmr_temperatures": "point"},
+    "transformer": {"arch": "transformer"},
+    "meanpool": {"arch": "meanpool"},
+}
+
+
+@pytest.mark.parametrize("overrides", CONFIGS.values(), ids=CONFIGS.keys())
+def test_fused_step_equals_the_per_micro_batch_loop(overrides):
+    assert_same_step(*both_steps(cfg_of(**overrides)))
+
+
+@pytest.mark.parametrize("size", [11, 2], ids=["uneven micro-batches", "fewer videos than M"])
+def test_fused_step_splits_a_ragged_batch_as_the_loop(size):
+    assert_same_step(*both_steps(cfg_of(), size=size))
+
+
+def test_micro_batch_sizes_follow_tensor_split():
+    for size in range(1, 20):
+        for parts in range(1, 5):
+            split = torch.arange(size).tensor_split(min(parts, size))
+            assert micro_batch_sizes(size, parts) == [len(part) for part in split]
+
+
+def test_one_generator_per_micro_batch_slot():
+    assert_same_step(*both_steps(cfg_of(), generators=M))
+    assert_same_step(*both_steps(cfg_of(wmr=False), generators=M))
+
+
+def test_every_trainable_parameter_gets_a_gradient_with_wmr():
+    _, fused, _, _ = both_steps(cfg_of())
+    for name, p in fused.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_without_wmr_only_routed_experts_get_gradients():
+    cfg = cfg_of(wmr=False, routing="fixed")
+    _, fused, _, _ = both_steps(cfg)
+    for name, p in fused.named_parameters():
+        if ".mlp.fc_" in name:
+            assert (p.grad is not None) == (int(name.split(".")[5]) == cfg.experts - 1), name
+
+
+def test_draw_step_consumes_the_generator_like_the_loop():
+    cfg = cfg_of()
+    g_loop, g_fused = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    want = []
+    for _ in range(M):  # the loop: routed experts, then WMR temperatures, per micro-batch
+        experts = sample_experts(cfg.routing, cfg.experts, LAYERS, g_loop)
+        taus = sample_temperatures(cfg.wmr_temperatures, cfg.wmr_beta, LAYERS, g_loop)
+        want.append((experts, taus))
+    draws = draw_step(g_fused, M, cfg)
+    assert torch.equal(g_loop.get_state(), g_fused.get_state())
+    assert draws.experts.tolist() == [w[0] for w in want]
+    assert draws.temperatures.tolist() == [w[1] for w in want]
+    assert draws.experts.dtype == torch.int64 and draws.temperatures.dtype == torch.float64
+    for j, (experts, taus) in enumerate(want):
+        assert torch.equal(draws.routed[j], F.one_hot(torch.tensor(experts), 4).float())
+        for layer, tau in enumerate(taus):
+            assert torch.equal(draws.merge[j, layer], wmr_coefficients(tau, cfg.experts))
+
+
+def test_draw_step_with_one_generator_per_slot():
+    cfg = cfg_of(wmr_temperatures="normal")
+    draws = draw_step([torch.Generator().manual_seed(10 + j) for j in range(M)], M, cfg)
+    for j in range(M):
+        g = torch.Generator().manual_seed(10 + j)
+        assert draws.experts[j].tolist() == sample_experts(cfg.routing, 4, LAYERS, g)
+        assert draws.temperatures[j].tolist() == sample_temperatures("normal", 0.6, LAYERS, g)
+    with pytest.raises(ConfigError, match="2 generators for 3 micro-batches"):
+        draw_step([torch.Generator(), torch.Generator()], M, cfg)
+
+
+def test_draws_are_tensors_and_baselines_draw_nothing():
+    g = torch.Generator().manual_seed(0)
+    before = g.get_state()
+    for arch in ("transformer", "meanpool"):
+        assert draw_step(g, M, cfg_of(arch=arch)) == StepDraws(M)
+    assert torch.equal(g.get_state(), before)
+    draws = draw_step(g, M, cfg_of(routing="all", wmr_temperatures="point"))
+    assert draws.experts is None and draws.routed is None
+    assert torch.equal(draws.merge, torch.full((M, LAYERS, 4), 0.25))
+    assert torch.equal(g.get_state(), before)  # "all" and "point" draw nothing
+
+
+def test_stacked_micro_batches_equal_the_flat_batch():
+    cfg = cfg_of()
+    model = model_of(cfg)
+    e, y, text = batch(12)
+    draws = draw_step(torch.Generator().manual_seed(1), M, cfg)
+    flat = model.training_losses_fused(e, y, text, draws)
+    stacked = model.training_losses_fused(e.view(M, 4, T, D), y.view(M, 4), text, draws)
+    for key in ("loss", "total", "ce", "wmr", "mse", "logits"):
+        assert torch.equal(flat[key], stacked[key]), key
+    with pytest.raises(ConfigError, match="a batch of 2 makes 2 micro-batches, but the draws are"):
+        model.training_losses_fused(e[:2], y[:2], text, draws)
+    with pytest.raises(ConfigError, match=r"do not hold 2 micro-batches as \(M, b, T, D\)"):
+        two = draw_step(torch.Generator(), 2, cfg)
+        model.training_losses_fused(e.view(M, 4, T, D), y.view(M, 4), text, two)
+
+
+def test_fused_adamw_matches_the_per_tensor_loop():
+    """The optimiser the fused step uses computes the same update as train-temporal's."""
+    assert adamw_options("cpu") == {"fused": True} and adamw_options("cuda") == {"fused": True}
+    models = [model_of(cfg_of()), model_of(cfg_of())]
+    opts = [
+        torch.optim.AdamW(models[0].parameters(), lr=1e-2, weight_decay=0.2),
+        adamw(models[1].parameters(), "cpu", lr=1e-2, weight_decay=0.2),
+    ]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=g) for p in models[0].parameters()]
+        for model, opt in zip(models, opts, strict=True):
+            for p, grad in zip(model.parameters(), grads, strict=True):
+                p.grad = grad.clone()
+            opt.step()
+    for p, q in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-6)
+
+
+def test_compile_stays_eager_on_cpu():
+    model = model_of(cfg_of())
+    assert fused_loss_fn(model, compile=True) == model.training_losses_fused
+
+
+def aten_calls(step) -> int:
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(ev.name.startswith("aten::") for ev in prof.events())
+
+
+def test_fused_step_makes_at_least_5x_fewer_operator_calls():
+    """Issue 10's machine-independent figure: aten calls per MoTE step (WMR, MSE, 3
+    micro-batches, AdamW included); it does not depend on D or the batch size."""
+    cfg = cfg_of(layers=4)
+    plain, fused = model_of(cfg), model_of(cfg)
+    e, y, text = batch(12)
+    opt_p = torch.optim.AdamW(plain.parameters(), lr=1e-4)
+    opt_f = adamw(fused.parameters(), "cpu", lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+
+    def plain_step():
+        plain_train_step(plain, opt_p, e, y, text, M, g, None)
+
+    def fused_step():
+        fused_train_step(fused, opt_f, e, y, text, draw_step(g, M, cfg))
+
+    for step in (plain_step, fused_step):
+        step()  # optimiser state exists from here on
+    before, after = aten_calls(plain_step), aten_calls(fused_step)
+    assert before >= 5 * after, (before, after)
