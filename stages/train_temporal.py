@@ -419,8 +419,11 @@ def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
         progress=progress,
         title=f"train {mcfg.arch} on {len(source)} videos",
     )
-    if ctx.is_main:
-        folder.write_curves()
+    if not ctx.is_main:
+        if not result.stopped:
+            ctx.barrier()  # wait for rank 0's final evaluation
+        return {"run": str(out), "rank": ctx.rank}
+    folder.write_curves()
     if result.stopped:
         return {
             "run": str(out),
@@ -428,9 +431,6 @@ def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
             "epochs": cfg.epochs,
             "warnings": warnings,
         }
-    if not ctx.is_main:
-        ctx.barrier()
-        return {"run": str(out), "rank": ctx.rank}
     metrics = final_metrics(model, val_store, val_features, text, cfg, device)
     metrics.update(
         best_epoch=result.best["epoch"],
