@@ -29,7 +29,8 @@ from mote.pipeline.clip.build import build_clip
 from mote.pipeline.device import resolve_device
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import MoTE
-from mote.stages.train_temporal import TrainConfig, build_optimizer, model_config, train_step
+from mote.pipeline.train.step import LossModule, train_step
+from mote.stages.train_temporal import TrainConfig, build_optimizer, model_config
 
 CLIP_FOR_DIM = {512: "ViT-B-16", 768: "ViT-L-14", 64: "mote-tiny"}
 
@@ -78,8 +79,10 @@ def write_store(path: Path, videos: int, dim: int, frames: int, classes: int) ->
 
 def timed_steps(model, optimizer, batches, text, cfg, device, steps: int) -> float:
     """Steps per second over `steps` steps after 3 warm-up steps; batches yields (e, y)."""
-    generator = torch.Generator().manual_seed(0)
+    generators = [torch.Generator().manual_seed(k) for k in range(cfg.micro_batches)]
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    precision = "fp16" if scaler is not None else "fp32"
+    losses = LossModule(model, None)
     model.train()
     for i, (e, y) in enumerate(batches):
         if i == 3:
@@ -88,7 +91,7 @@ def timed_steps(model, optimizer, batches, text, cfg, device, steps: int) -> flo
             start = time.perf_counter()
         if i == steps + 3:
             break
-        train_step(model, optimizer, e, y, text, cfg.micro_batches, generator, scaler)
+        train_step(losses, optimizer, e, y, text, generators, scaler=scaler, precision=precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps / (time.perf_counter() - start)

@@ -433,12 +433,18 @@ def _print_verify(checked: dict) -> None:
 
 @command("train-temporal")
 def _train_temporal() -> Callable[..., None]:
-    """Stage two: train MoTE (or a baseline) on cached features, then evaluate close-set."""
+    """Stage two: train MoTE (or a baseline) on cached features, then evaluate close-set.
+
+    Many GPUs (one process each, DDP; gloo on CPU):
+    torchrun --nproc-per-node N -m mote.stages train-temporal --train S --out RUN
+    """
     from mote.stages import train_temporal as stage
 
     def run(cfg: Any, as_json: bool) -> None:
         with _resumable("mote train-temporal (add --resume)"):
             metrics = stage.run(cfg, RichProgress())
+        if metrics.get("rank", 0):
+            return  # under torchrun rank 0 alone reports
         if as_json:
             print(json.dumps(metrics))
         else:

@@ -3,6 +3,8 @@
 Reads the training store into memory once (or streams it chunk by chunk when it does not fit),
 trains with the spec's optimiser and schedule (section 7), validates every epoch, writes the run
 folder, then evaluates the final weights on the validation store with every view it holds.
+The loop itself (schedule, micro-batch steps, checkpoints, torchrun DDP) is the shared one in
+mote.pipeline.train; this module keeps what is specific to cached features.
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,13 +22,19 @@ import torch
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline import __version__
-from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import ARCHS, MoTE, MoTEConfig, default_config
+from mote.pipeline.train.checkpoint import save_checkpoint
+from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.train.loop import LoopConfig, Trainer
+from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches, rank_share
+from mote.pipeline.train.schedule import build_optimizer as shared_optimizer
+from mote.pipeline.train.schedule import mote_groups
+from mote.pipeline.train.step import PRECISIONS
 from mote.stages.options import option_fields, setting
 
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
@@ -84,7 +91,8 @@ class TrainConfig:
     batch_size: int | None = setting(None, "Videos per step.", default_text=_spec_default(1))
     micro_batches: int = setting(
         3,
-        "Micro-batches per step, each with its own routing draw (emulates the reference's 3 GPUs).",
+        "Micro-batches per step, each with its own routing draw (emulates the reference's 3 "
+        "GPUs); under torchrun a multiple of the process count, split among the processes.",
     )
     lr: float = setting(5e-5, "Temporal module lr.")
     clip_lr_ratio: float | None = setting(
@@ -93,6 +101,9 @@ class TrainConfig:
     weight_decay: float = setting(0.2, "AdamW weight decay.")
     seed: int = setting(0, "Seed of initialisation, routing and batch order.")
     device: str = setting("auto", "auto, cpu, cuda.")
+    precision: str = setting(
+        "auto", f"{', '.join(PRECISIONS)}; auto: fp16 with a loss scaler on CUDA, fp32 on CPU."
+    )
     tfm: bool = setting(True, "TFM in the final evaluation.")
     memory_gb: float | None = setting(
         None,
@@ -131,19 +142,15 @@ def model_config(cfg: TrainConfig, dim: int) -> MoTEConfig:
     return default_config(dim, **overrides)
 
 
-def lr_factor(epoch: float, warmup: float, epochs: int) -> float:
-    """Spec 7: linear warm-up from 0, then cosine to 0 at the last epoch."""
-    if epoch < warmup:
-        return epoch / warmup
-    span = max(epochs - warmup, 1e-12)
-    return 0.5 * (1 + math.cos(math.pi * min((epoch - warmup) / span, 1.0)))
-
-
 def _check(cfg: TrainConfig) -> None:
     if cfg.arch not in ARCHS:
         raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
     if cfg.micro_batches < 1:
         raise ConfigError(f"--micro-batches must be >= 1, got {cfg.micro_batches}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"
+        )
     if cfg.stop_after_epochs is not None and cfg.stop_after_epochs < 1:
         raise ConfigError("--stop-after-epochs must be >= 1")
     for name in ("epochs", "batch_size", "epoch_size"):
@@ -208,119 +215,60 @@ def _ram_bytes() -> int:
 
 
 def build_optimizer(model: MoTE, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW, weight decay on every parameter; logit_scale in the CLIP group (spec 6, 7)."""
-    temporal = [p for n, p in model.named_parameters() if n != "logit_scale" and p.requires_grad]
-    groups = []
-    if temporal:
-        groups.append({"params": temporal, "base_lr": cfg.lr})
-    groups.append({"params": [model.logit_scale], "base_lr": cfg.lr * cfg.clip_lr_ratio})
-    for group in groups:
-        group["lr"] = 0.0
-    return torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
+    """Spec 7's AdamW: the temporal group at --lr, logit_scale at --lr x --clip-lr-ratio."""
+    return shared_optimizer(mote_groups(model, cfg.lr, cfg.clip_lr_ratio), cfg.weight_decay)
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
-    for group in optimizer.param_groups:
-        group["lr"] = group["base_lr"] * factor
-    return optimizer.param_groups[0]["lr"]
+class CachedBatches:
+    """This rank's share of each global batch of cached features (the loop's ``EpochData``).
 
-
-# ------------------------------------------------------------------------------ checkpoint
-
-
-def save_checkpoint(
-    folder: RunFolder, model, optimizer, generator, rng, epoch, best, scaler
-) -> None:
-    """Everything --resume needs to continue exactly: weights, optimiser, random state."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    state = optimizer.state_dict()
-    for index, slots in state["state"].items():
-        for name, value in slots.items():
-            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value)
-    tensors["generator"] = generator.get_state()
-    meta = {
-        "epoch": str(epoch),
-        "best": json.dumps(best),
-        "param_groups": json.dumps(state["param_groups"]),
-        "numpy_rng": json.dumps(rng.bit_generator.state),
-        "scaler": json.dumps(scaler.state_dict() if scaler is not None else {}),
-    }
-    folder.save_checkpoint(tensors, meta)
-
-
-def load_checkpoint(
-    folder: RunFolder, model, optimizer, generator, rng, scaler
-) -> tuple[int, dict]:
-    tensors, meta = folder.read_checkpoint()
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict = {"state": {}, "param_groups": json.loads(meta["param_groups"])}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, slot = name.split(".", 2)
-            state["state"].setdefault(int(index), {})[slot] = value
-    optimizer.load_state_dict(state)
-    generator.set_state(tensors["generator"])
-    rng.bit_generator.state = json.loads(meta["numpy_rng"])
-    if scaler is not None and json.loads(meta["scaler"]):
-        scaler.load_state_dict(json.loads(meta["scaler"]))
-    return int(meta["epoch"]), json.loads(meta["best"])
-
-
-# ------------------------------------------------------------------------------ training
-
-
-def train_step(model, optimizer, features, labels, text, micro_batches, generator, scaler):
-    """One optimiser step on a batch (torch tensors on the model's device).
-
-    The batch is split into ``micro_batches``, each with its own expert routing and WMR
-    temperatures (spec 3.1: the reference's GPUs draw independently); their mean losses are
-    averaged, as data-parallel training averages gradients. Returns summed loss terms and the
-    number of correct routed predictions as device tensors: nothing here waits for the GPU.
+    In memory: the shared-seed sampler over the epoch's samples, each with a view drawn from
+    (seed, epoch), so every rank agrees. Streamed: every rank reads the same blocks in the same
+    order and keeps its share of each batch (simple; each rank reads the whole store).
     """
-    optimizer.zero_grad(set_to_none=True)
-    zero = torch.zeros((), device=features.device)
-    sums = {"total": zero, "ce": zero, "wmr": zero, "mse": zero}
-    correct = zero
-    parts = torch.arange(len(labels)).tensor_split(min(micro_batches, len(labels)))
-    for part in parts:
-        e, y = features[part].float(), labels[part]
-        with torch.autocast("cuda", dtype=torch.float16, enabled=scaler is not None):
-            losses = model.training_losses(e, y, text, generator=generator)
-        loss = losses["total"] / len(parts)
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        for key in sums:
-            sums[key] = sums[key] + losses[key].detach().float() * len(part)
-        correct = correct + (losses["logits"].argmax(dim=1) == y).sum()
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    return sums, correct
 
-
-def _train_epoch(model, optimizer, source, text, cfg, epoch, generator, rng, scaler, device):
-    model.train()
-    iters = max(1, math.ceil(len(source) / cfg.batch_size))
-    sums = {key: torch.zeros((), device=device) for key in ("total", "ce", "wmr", "mse")}
-    correct, seen = torch.zeros((), device=device), 0
-    lr = optimizer.param_groups[0]["lr"]
-    for i, (features, labels) in enumerate(source.batches(cfg.batch_size, rng)):
-        if i == 0 or (i + 1) % 10 == 0:  # spec 7: lr stepped in blocks of 10 iterations
-            lr = _set_lr(optimizer, lr_factor(epoch + i / iters, cfg.warmup_epochs, cfg.epochs))
-        e = torch.from_numpy(features).to(device, non_blocking=True)
-        y = torch.from_numpy(labels).to(device, non_blocking=True)
-        step_sums, step_correct = train_step(
-            model, optimizer, e, y, text, cfg.micro_batches, generator, scaler
+    def __init__(
+        self,
+        source: InMemoryFeatures | StreamingFeatures,
+        batch_size: int,
+        micro_batches: int,
+        ctx: DistContext,
+        seed: int,
+    ) -> None:
+        self.source, self.batch_size, self.micro_batches = source, batch_size, micro_batches
+        self.ctx, self.seed, self.epoch = ctx, seed, 0
+        self.sampler = ShardedBatchSampler(
+            len(source), batch_size, micro_batches, ctx.rank, ctx.world_size, seed
         )
-        for key in sums:
-            sums[key] += step_sums[key]
-        correct += step_correct
-        seen += len(labels)
-    sums = {key: float(value) for key, value in sums.items()}  # one GPU sync per epoch
-    stats = {f"loss_{k}" if k != "total" else "loss": v / max(seen, 1) for k, v in sums.items()}
-    stats.update(lr=lr, train_top1=100.0 * float(correct) / max(seen, 1), videos=seen)
-    return stats
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return steps_per_epoch(len(self.source), self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if isinstance(self.source, InMemoryFeatures):
+            yield from self._in_memory(self.source)
+            return
+        rng = np.random.default_rng([self.seed, self.epoch])
+        for features, labels in self.source.batches(self.batch_size, rng):
+            share = rank_share(len(labels), self.micro_batches, self.ctx.rank, self.ctx.world_size)
+            yield torch.from_numpy(features[share]), torch.from_numpy(labels[share])
+
+    def _in_memory(self, source: InMemoryFeatures) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, views = source.embeddings.shape[:2]
+        size = len(source)
+        rows = np.arange(size)
+        if size != n:  # few-shot --epoch-size: fresh passes over the videos, cut to size
+            rng = np.random.default_rng([self.seed, self.epoch, 2])
+            rows = np.concatenate([rng.permutation(n) for _ in range(-(-size // n))])[:size]
+        view = np.random.default_rng([self.seed, self.epoch, 1]).integers(views, size=size)
+        for positions in self.sampler:
+            picked = rows[positions]
+            features = source.embeddings[picked, view[positions]]
+            yield torch.from_numpy(features), torch.from_numpy(source.labels[picked])
 
 
 def centre_view(crops: int) -> int:
@@ -348,15 +296,27 @@ def _val_top1(
 
 
 def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
-    """Train, validate per epoch, write the run folder and return the final metrics."""
-    progress = progress or NullProgress()
+    """Train, validate per epoch, write the run folder and return the final metrics.
+
+    Under torchrun every process runs this; rank 0 alone writes and reports, the others return
+    ``{"run": ..., "rank": r}``.
+    """
     _check(cfg)
+    ctx = DistContext.from_env(cfg.device)
+    try:
+        return _run(cfg, ctx, (progress or NullProgress()) if ctx.is_main else NullProgress())
+    finally:
+        ctx.close()
+
+
+def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
+    check_micro_batches(cfg.micro_batches, ctx.world_size)
     folder = RunFolder(cfg.out)
     folder.check_new(cfg.resume)
     train_store, val_store = open_stores(cfg)
     spec = train_store.spec
     cfg = resolve(cfg, spec.dim)
-    device = resolve_device(cfg.device)
+    device = ctx.device
     mcfg = model_config(cfg, spec.dim)
     out = cfg.out
     if cfg.videos is not None or cfg.epoch_size is not None:
@@ -366,11 +326,14 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         source = feature_source(train_store, cfg.memory_gb)
     if len(source) == 0:
         raise ConfigError(f"{cfg.train}: no video is done in this store; run `mote extract` first")
-    val_features = InMemoryFeatures(val_store) if val_store is not None else None
-    if val_features is not None and len(val_features) == 0:
-        raise ConfigError(f"{cfg.val}: no video is done in this store; run `mote extract` first")
+    val_features = None
+    if val_store is not None and ctx.is_main:
+        val_features = InMemoryFeatures(val_store)
+        if len(val_features) == 0:
+            raise ConfigError(
+                f"{cfg.val}: no video is done in this store; run `mote extract` first"
+            )
     warnings = few_steps_warnings(len(source), cfg.batch_size, cfg.epochs)
-    folder.create()
 
     torch.manual_seed(cfg.seed)
     model = MoTE(mcfg).to(device)
@@ -378,9 +341,20 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     model.set_finetune_text(text)
     text = torch.nn.functional.normalize(text, dim=-1)
     optimizer = build_optimizer(model, cfg)
-    generator = torch.Generator().manual_seed(cfg.seed + 1)
-    rng = np.random.default_rng(cfg.seed)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    loop = LoopConfig(
+        epochs=cfg.epochs,
+        micro_batches=cfg.micro_batches,
+        warmup_epochs=cfg.warmup_epochs,
+        seed=cfg.seed,
+        precision=cfg.precision,
+        resume=cfg.resume,
+        stop_after_epochs=cfg.stop_after_epochs,
+    )
+    trainer = Trainer(loop, ctx, model, optimizer)
+    # looked up at call time, so a test can simulate a kill by replacing save_checkpoint here
+    trainer.save_checkpoint = lambda folder_, epoch, best: save_checkpoint(
+        folder_, ctx, trainer.losses, optimizer, trainer.scaler, epoch, best, trainer.random
+    )
 
     train_counts = train_store.counts()
     run_config = {
@@ -405,78 +379,68 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
         "params_merged": model.num_params(merged=True),
         "params_train": model.num_params(merged=False),
         "device": str(device),
-        "amp": scaler is not None,
+        "world_size": ctx.world_size,
+        "precision": trainer.precision,
+        "amp": trainer.precision != "fp32",
         "effective_batch": cfg.batch_size,
         "steps_per_epoch": steps_per_epoch(len(source), cfg.batch_size),
         "warnings": warnings,
         "micro_batch": math.ceil(cfg.batch_size / cfg.micro_batches),
         "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its own "
-        "expert routing and WMR temperatures; their losses are averaged",
+        "expert routing and WMR temperatures; their losses are averaged. Under torchrun each "
+        "process trains micro_batches / world_size of them",
     }
-    start_epoch, best = 0, {"top1": -1.0, "epoch": -1}
     if cfg.resume and folder.is_run():
         _check_resume(folder.read_config().get("train") or {}, run_config["train"], out)
-        if folder.has_checkpoint():
-            start_epoch, best = load_checkpoint(folder, model, optimizer, generator, rng, scaler)
-        # a kill between an epoch's history line and its checkpoint leaves a line to redo
-        folder.keep_history(start_epoch)
-    folder.write_config(run_config)
-    progress.message(
-        f"training store: {train_counts['done']} videos done, {train_counts['failed']} failed "
-        f"and {train_counts['pending']} pending (skipped)"
-    )
-    for warning in warnings:
-        progress.message(warning)
-    last_epoch = (
-        cfg.epochs
-        if cfg.stop_after_epochs is None
-        else min(cfg.epochs, start_epoch + cfg.stop_after_epochs)
-    )
-    val_view = centre_view(val_store.spec.crops) if val_store is not None else 0
-    progress.start(
-        last_epoch - start_epoch, f"train {mcfg.arch} on {len(source)} videos", unit="epochs"
-    )
-    for epoch in range(start_epoch, last_epoch):
-        started = time.perf_counter()
-        stats = _train_epoch(
-            model, optimizer, source, text, cfg, epoch, generator, rng, scaler, device
+    ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
+    if ctx.is_main:
+        folder.create()
+        folder.write_config(run_config)
+        progress.message(
+            f"training store: {train_counts['done']} videos done, {train_counts['failed']} "
+            f"failed and {train_counts['pending']} pending (skipped)"
         )
-        val_top1 = _val_top1(model, val_features, text, device, val_view)
-        seconds = time.perf_counter() - started
-        line = {
-            "epoch": epoch + 1,
-            **stats,
-            "val_top1": val_top1,
-            "seconds": round(seconds, 3),
-            "videos_per_s": round(stats["videos"] / seconds, 1),
-        }
-        folder.append_history(line)
-        folder.save_model(model)
-        if val_top1 is not None and val_top1 > best["top1"]:
-            best = {"top1": val_top1, "epoch": epoch + 1}
-            folder.save_model(model, best=True)
-        save_checkpoint(folder, model, optimizer, generator, rng, epoch + 1, best, scaler)
-        progress.update(done=1)
-        if (epoch + 1) % max(1, cfg.epochs // 20) == 0 or epoch + 1 == last_epoch:
-            progress.message(_epoch_message(line, cfg.epochs))  # about 20 lines per run
-    progress.finish()
+        for warning in warnings:
+            progress.message(warning)
+    val_view = centre_view(val_store.spec.crops) if val_store is not None else 0
+    data = CachedBatches(source, cfg.batch_size, cfg.micro_batches, ctx, cfg.seed)
+    every = max(1, cfg.epochs // 20)
+
+    def report(line: dict, last_epoch: int) -> None:  # about 20 lines per run
+        if line["epoch"] % every == 0 or line["epoch"] == last_epoch:
+            progress.message(_epoch_message(line, cfg.epochs))
+
+    result = trainer.fit(
+        data,
+        text,
+        folder,
+        validate=lambda: _val_top1(model, val_features, text, device, val_view),
+        on_epoch=report,
+        progress=progress,
+        title=f"train {mcfg.arch} on {len(source)} videos",
+    )
+    if not ctx.is_main:
+        if not result.stopped:
+            ctx.barrier()  # wait for rank 0's final evaluation
+        return {"run": str(out), "rank": ctx.rank}
     folder.write_curves()
-    if last_epoch < cfg.epochs:
+    if result.stopped:
         return {
             "run": str(out),
-            "stopped_after_epoch": last_epoch,
+            "stopped_after_epoch": result.last_epoch,
             "epochs": cfg.epochs,
             "warnings": warnings,
         }
     metrics = final_metrics(model, val_store, val_features, text, cfg, device)
     metrics.update(
-        best_epoch=best["epoch"],
-        best_val_top1=best["top1"],
+        best_epoch=result.best["epoch"],
+        best_val_top1=result.best["top1"],
         checkpoint="last",
         epochs=cfg.epochs,
         run=str(out),
     )
     folder.write_metrics(metrics)
+    ctx.barrier()
     return {**metrics, "warnings": warnings}
 
 

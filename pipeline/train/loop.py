@@ -1,0 +1,208 @@
+"""The epoch loop every training command runs, on one process or many (torchrun).
+
+A command brings its model head, optimiser groups, data and validation; the ``Trainer`` does the
+rest the same way for all: spec 7's lr blocks, micro-batch routing draws, AMP, DDP gradient
+averaging, metrics summed over ranks, history / model / checkpoint writes on rank 0 only, and an
+exact ``--resume``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sized
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.runs.run_folder import RunFolder
+from mote.pipeline.train.checkpoint import RandomState, load_checkpoint, save_checkpoint
+from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.train.sampler import check_micro_batches
+from mote.pipeline.train.schedule import lr_changes_at, lr_factor, set_lr
+from mote.pipeline.train.step import (
+    LOSS_TERMS,
+    LossModule,
+    make_scaler,
+    resolve_precision,
+    train_step,
+)
+
+
+class EpochData(Sized, Iterable, Protocol):
+    """This rank's share of each global batch: iterating yields (inputs, labels) on the CPU or
+    the device; ``len`` is the steps per epoch (the same on every rank)."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The loop's settings; ``micro_batches`` counts the whole world's micro-batches per step."""
+
+    epochs: int
+    micro_batches: int = 1
+    warmup_epochs: float = 5.0
+    seed: int = 0
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: fp16 + scaler on CUDA, else fp32)
+    resume: bool = False
+    stop_after_epochs: int | None = None
+
+
+@dataclass
+class FitResult:
+    start_epoch: int  # epochs done before this call (a resume)
+    last_epoch: int  # epochs done after it
+    best: dict  # {"top1": best val top-1 or -1, "epoch": its epoch or -1}
+    epochs: int  # the run's planned epochs
+
+    @property
+    def stopped(self) -> bool:
+        """Stopped by --stop-after-epochs before the last epoch."""
+        return self.last_epoch < self.epochs
+
+
+def routing_seed(seed: int, slot: int) -> int:
+    """The routing/WMR generator seed of micro-batch slot ``slot`` (``seed`` initialises the
+    model, so the slots start one above it)."""
+    return seed + 1 + slot
+
+
+class Trainer:
+    """Holds one rank's training state: the (DDP-wrapped) loss module, optimiser, scaler, routing
+    generators. Build it on every rank with the same arguments."""
+
+    def __init__(
+        self,
+        loop: LoopConfig,
+        ctx: DistContext,
+        head: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        features_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        check_micro_batches(loop.micro_batches, ctx.world_size)
+        self.loop, self.ctx, self.head, self.optimizer = loop, ctx, head, optimizer
+        self.precision = resolve_precision(loop.precision, ctx.device)
+        self.scaler = make_scaler(self.precision, ctx.device)
+        self.losses = LossModule(head, features_of).to(ctx.device)
+        self.module = ctx.wrap(self.losses, find_unused_parameters=True)
+        per_rank = loop.micro_batches // ctx.world_size
+        slots = range(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
+        self.random = RandomState(
+            {s: torch.Generator().manual_seed(routing_seed(loop.seed, s)) for s in slots}
+        )
+        self.lr = 0.0
+
+    # ------------------------------------------------------------------ one epoch
+
+    def train_epoch(self, data: EpochData, text: torch.Tensor, epoch: int) -> dict:
+        """One epoch; the returned stats are sums over every rank (one sync per epoch)."""
+        ctx, loop = self.ctx, self.loop
+        self.module.train()
+        data.set_epoch(epoch)
+        iters = max(1, len(data))
+        device = ctx.device
+        totals = torch.zeros(len(LOSS_TERMS) + 2, device=device)  # terms, correct, videos
+        generators = list(self.random.routing.values())
+        for i, (inputs, labels) in enumerate(data):
+            if lr_changes_at(i):  # spec 7: lr stepped in blocks of 10 iterations
+                factor = lr_factor(epoch + i / iters, loop.warmup_epochs, loop.epochs)
+                self.lr = set_lr(self.optimizer, factor)
+            inputs = inputs.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            size = torch.tensor(len(labels), device=device)
+            global_size = ctx.all_reduce_sum(size.clone()) if ctx.distributed else len(labels)
+            sums, correct = train_step(
+                self.module,
+                self.optimizer,
+                inputs,
+                labels,
+                text,
+                generators,
+                world_size=ctx.world_size,
+                scaler=self.scaler,
+                precision=self.precision,
+                global_size=global_size,
+            )
+            totals += torch.stack([*(sums[k] for k in LOSS_TERMS), correct.float(), size.float()])
+        values = ctx.all_reduce_sum(totals).tolist()
+        seen = max(values[-1], 1.0)
+        stats = {
+            ("loss" if key == "total" else f"loss_{key}"): value / seen
+            for key, value in zip(LOSS_TERMS, values, strict=False)
+        }
+        stats.update(lr=self.lr, train_top1=100.0 * values[-2] / seen, videos=int(values[-1]))
+        return stats
+
+    # ------------------------------------------------------------------ the run
+
+    def fit(
+        self,
+        data: EpochData,
+        text: torch.Tensor,
+        folder: RunFolder,
+        *,
+        validate: Callable[[], float | None] | None = None,
+        save_model: Callable[[bool], None] | None = None,
+        on_epoch: Callable[[dict, int], None] | None = None,
+        progress: Progress | None = None,
+        title: str = "train",
+    ) -> FitResult:
+        """Train from epoch 0, or from the checkpoint when ``loop.resume``, to ``loop.epochs``
+        (or ``stop_after_epochs`` more). Every rank calls it.
+
+        Rank 0 alone runs ``validate()`` (per-epoch top-1 or None), appends the history line,
+        calls ``save_model(best)`` (default: the head through ``folder.save_model``) for the last
+        weights and, on a new best val top-1, the best ones; then ``on_epoch(line, last_epoch)``.
+        The checkpoint is written at the end of every epoch.
+        """
+        ctx, loop = self.ctx, self.loop
+        progress = progress if progress is not None and ctx.is_main else NullProgress()
+        save_model = save_model or (lambda best: folder.save_model(self.head, best=best))
+        start, best = 0, {"top1": -1.0, "epoch": -1}
+        if loop.resume and folder.has_checkpoint():
+            start, best = load_checkpoint(
+                folder, ctx, self.losses, self.optimizer, self.scaler, self.random
+            )
+        if loop.resume and ctx.is_main:
+            folder.keep_history(start)  # a kill between history line and checkpoint: redo it
+        ctx.barrier()
+        last = loop.epochs
+        if loop.stop_after_epochs is not None:
+            last = min(loop.epochs, start + loop.stop_after_epochs)
+        progress.start(last - start, title, unit="epochs")
+        for epoch in range(start, last):
+            started = time.perf_counter()
+            stats = self.train_epoch(data, text, epoch)
+            if ctx.is_main:
+                val_top1 = None
+                if validate is not None:
+                    self.head.eval()
+                    val_top1 = validate()
+                seconds = time.perf_counter() - started
+                line = {
+                    "epoch": epoch + 1,
+                    **stats,
+                    "val_top1": val_top1,
+                    "seconds": round(seconds, 3),
+                    "videos_per_s": round(stats["videos"] / seconds, 1),
+                }
+                folder.append_history(line)
+                save_model(False)
+                if val_top1 is not None and val_top1 > best["top1"]:
+                    best = {"top1": val_top1, "epoch": epoch + 1}
+                    save_model(True)
+            self.save_checkpoint(folder, epoch + 1, best)
+            progress.update(done=1)
+            if ctx.is_main and on_epoch is not None:
+                on_epoch(line, last)
+        progress.finish()
+        best = ctx.broadcast(best)
+        return FitResult(start, last, best, loop.epochs)
+
+    def save_checkpoint(self, folder: RunFolder, epoch: int, best: dict) -> None:
+        """A collective: every rank calls it (a test may replace it to simulate a kill)."""
+        save_checkpoint(
+            folder, self.ctx, self.losses, self.optimizer, self.scaler, epoch, best, self.random
+        )

@@ -1,0 +1,173 @@
+"""The shared training loop on several processes: torchrun + gloo on the CPU, real stores.
+
+A W-process run sees exactly the data and routing draws of a 1-process run with the same global
+batch and micro-batches, so their weights agree up to the order of float sums in the gradient
+all-reduce (measured: max difference ~1e-7; the tolerance is 1e-5).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mote.pipeline.data.synthetic import write_motion_dataset
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches, rank_share
+from mote.stages import extract, train_temporal
+
+COMMON = dict(layers=1, epochs=3, warmup_epochs=1, batch_size=10, lr=1e-3, clip_lr_ratio=1.0)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_extract) -> Path:
+    """A small training store (2 random clips per video) of the motion videos."""
+    work = tmp_path_factory.mktemp("ddp")
+    data = write_motion_dataset(work / "videos", videos_per_class=3, seed=4)
+    out = work / "train.zarr"
+    extract.run(tiny_extract(data, out, views="2x1", sampling="train", decode_workers=1))
+    return out
+
+
+def _flags(settings: dict) -> list[str]:
+    flags = []
+    for key, value in settings.items():
+        name = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(name)
+        elif value is False:
+            flags.append("--no-" + key.replace("_", "-"))
+        else:
+            flags += [name, str(value)]
+    return flags
+
+
+def torchrun(store: Path, out: Path, processes: int = 2, **settings) -> dict | None:
+    """``torchrun --nproc-per-node N -m mote.stages train-temporal ... --json`` on the CPU."""
+    args = {**COMMON, "train": store, "val": store, "out": out, "device": "cpu", **settings}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes)]
+        + ["--standalone", "-m", "mote.stages", "train-temporal", "--json"]
+        + _flags(args),
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(printed) == 1, result.stdout  # rank 0 alone reports
+    return json.loads(printed[0])
+
+
+def in_process(store: Path, out: Path, **settings) -> dict:
+    cfg = {**COMMON, "train": store, "val": store, "out": out, "device": "cpu", **settings}
+    return train_temporal.run(train_temporal.TrainConfig(**cfg))
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "model.safetensors")
+
+
+def history(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------ sampler
+
+
+def test_sampler_covers_every_item_once_and_keeps_the_last_partial_batch():
+    sampler = ShardedBatchSampler(23, batch_size=5, micro_batches=1)
+    batches = list(sampler)
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 3] and len(sampler) == 5
+    assert sorted(i for b in batches for i in b) == list(range(23))
+
+
+def test_sampler_permutation_is_shared_by_ranks_and_changes_with_the_epoch():
+    ranks = [ShardedBatchSampler(40, 8, 4, rank=r, world_size=2, seed=7) for r in range(2)]
+    assert np.array_equal(ranks[0].permutation(), ranks[1].permutation())
+    first = ranks[0].permutation()
+    again = ShardedBatchSampler(40, 8, 4, rank=0, world_size=2, seed=7).permutation()
+    assert np.array_equal(first, again)  # a function of (seed, epoch) only: resumable
+    ranks[0].set_epoch(1)
+    assert not np.array_equal(first, ranks[0].permutation())
+    assert sorted(ranks[0].permutation()) == list(range(40))
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_rank_shards_are_disjoint_and_make_up_the_global_batch(world):
+    samplers = [ShardedBatchSampler(27, 10, 4, rank=r, world_size=world) for r in range(world)]
+    single = ShardedBatchSampler(27, 10, 4)
+    for step, shares in enumerate(zip(*samplers, strict=True)):
+        glob = single.global_batches()[step]
+        assert sum(len(s) for s in shares) == len(glob)
+        assert [i for s in shares for i in s] == glob.tolist()  # in order, no overlap
+        # each rank's share re-split is exactly its global micro-batches
+        parts = torch.as_tensor(glob).tensor_split(4)
+        for rank, share in enumerate(shares):
+            mine = torch.as_tensor(share, dtype=torch.long).tensor_split(4 // world)
+            expected = parts[rank * 4 // world : (rank + 1) * 4 // world]
+            assert [m.tolist() for m in mine] == [p.tolist() for p in expected]
+    assert rank_share(7, 4, 1, 2) == slice(4, 7)  # micro-batch sizes 2, 2, 2, 1
+
+
+def test_micro_batches_must_divide_among_the_processes():
+    check_micro_batches(4, 2)
+    with pytest.raises(ConfigError, match="not a positive multiple of the 2 processes"):
+        check_micro_batches(3, 2)
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_batch_and_only_rank_0_writes(store, tmp_path):
+    # without WMR a routed step leaves experts without gradient: DDP must allow it (pitfall 12)
+    settings = dict(micro_batches=2, wmr=False)
+    one = in_process(store, tmp_path / "one", **settings)
+    two = torchrun(store, tmp_path / "two", **settings)
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=0, msg=key)
+    # the epochs' summed metrics agree too: the ranks' sums are all-reduced
+    h1, h2 = history(tmp_path / "one"), history(tmp_path / "two")
+    assert [h["epoch"] for h in h2] == [1, 2, 3]  # one line per epoch, not one per rank
+    for x, y in zip(h1, h2, strict=True):
+        assert y["videos"] == x["videos"]
+        assert y["loss"] == pytest.approx(x["loss"], abs=1e-4)
+        assert y["train_top1"] == pytest.approx(x["train_top1"], abs=1e-6)
+    assert two["top1"] == pytest.approx(one["top1"], abs=1e-6)
+    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert config["world_size"] == 2 and config["precision"] == "fp32"
+    files = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+@pytest.mark.slow
+def test_a_resumed_two_process_run_ends_with_the_uninterrupted_weights(store, tmp_path):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    settings = dict(micro_batches=4)
+    torchrun(store, whole, **settings)
+    stopped = torchrun(store, part, stop_after_epochs=1, **settings)
+    assert stopped["stopped_after_epoch"] == 1
+    assert json.loads((part / "config.json").read_text())["world_size"] == 2
+    torchrun(store, part, resume=True, **settings)
+    a, b = weights(whole), weights(part)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["epoch"] for h in history(part)] == [1, 2, 3]
+    # the checkpoint holds every rank's random state and each micro-batch slot's generator
+    from safetensors import safe_open
+
+    with safe_open(part / "checkpoint.safetensors", "pt") as f:
+        names = set(f.keys())
+    assert {"rank0.torch", "rank1.torch"} <= names
+    assert {f"routing.{slot}" for slot in range(4)} <= names
