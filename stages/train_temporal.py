@@ -39,7 +39,7 @@ from mote.stages.options import option_fields, setting
 
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
 SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}
-RESUME_IGNORED = ("resume", "stop_after_epochs", "device")
+RESUME_IGNORED = ("resume", "stop_after_epochs", "device", "fused", "compile")
 PATH_SETTINGS = ("train", "val", "out")  # compared as resolved paths on --resume
 FEW_STEPS = 10  # fewer optimiser steps per epoch than this: say so, with the fix
 # MoTEConfig fields the training store decides, not the user.
@@ -103,6 +103,14 @@ class TrainConfig:
     device: str = setting("auto", "auto, cpu, cuda.")
     precision: str = setting(
         "auto", f"{', '.join(PRECISIONS)}; auto: fp16 with a loss scaler on CUDA, fp32 on CPU."
+    )
+    fused: bool = setting(
+        True,
+        "Run a step's micro-batches in one batched pass (same update as one by one, far fewer "
+        "operator calls); --no-fused runs them one by one.",
+    )
+    compile: bool = setting(
+        False, "Compile the fused step with CUDA graphs (torch.compile, CUDA only)."
     )
     tfm: bool = setting(True, "TFM in the final evaluation.")
     memory_gb: float | None = setting(
@@ -349,6 +357,8 @@ def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
         precision=cfg.precision,
         resume=cfg.resume,
         stop_after_epochs=cfg.stop_after_epochs,
+        fused=cfg.fused,
+        compile=cfg.compile,
     )
     trainer = Trainer(loop, ctx, model, optimizer)
     # looked up at call time, so a test can simulate a kill by replacing save_checkpoint here

@@ -9,12 +9,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import comparable_weights
 from safetensors.torch import load_file
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.run_folder import load_run
+from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.stages import demo, evaluate, extract, train_temporal
 
@@ -265,3 +266,27 @@ def test_best_without_a_val_store_is_an_error(stores, tmp_path):
     train_temporal.run(config(stores, out, val=None, epochs=1))
     with pytest.raises(ConfigError, match="--best"):
         evaluate.run(evaluate.EvaluateConfig(run=out, store=stores[1], best=True, device="cpu"))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"wmr": False}, {"arch": "transformer"}],
+    ids=["mote-wmr", "mote-no-wmr", "transformer"],
+)
+def test_fused_step_trains_like_the_micro_batch_loop(stores, tmp_path, overrides):
+    """The default (fused) step and --no-fused give the same run: losses per epoch and every
+    weight after 2 epochs of 32-video steps in 2 micro-batches (fp32, CPU)."""
+    runs = {}
+    for fused in (True, False):
+        out = tmp_path / f"fused-{fused}"
+        runs[fused] = train_temporal.run(config(stores, out, epochs=2, fused=fused, **overrides))
+        runs[fused]["weights"] = load_file(out / "model.safetensors")
+        runs[fused]["history"] = RunFolder(out).read_history()
+    fused, plain = runs[True], runs[False]
+    for a, b in zip(fused["history"], plain["history"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
+        assert a["train_top1"] == pytest.approx(b["train_top1"], abs=1e-6)
+    assert fused["weights"].keys() == plain["weights"].keys()
+    a, b = comparable_weights(fused["weights"]), comparable_weights(plain["weights"])
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-5, msg=key)

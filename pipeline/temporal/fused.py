@@ -60,17 +60,31 @@ def fused_loss_fn(model: MoTE, compile: bool = False) -> LossFn:
     return model.training_losses_fused
 
 
-def drop_unrouted_grads(model: MoTE, draws: StepDraws) -> None:
+def drop_unrouted_grads(
+    model: MoTE,
+    draws: StepDraws | None,
+    all_reduce: Callable[[Tensor], Tensor] | None = None,
+) -> None:
     """Without WMR the loop never touches an expert no micro-batch routed to: its gradient
     stays None and AdamW skips it (no decay, no moment update). The fused pass gives such an
-    expert an exact zero gradient; setting it back to None keeps the update identical."""
+    expert an exact zero gradient; setting it back to None keeps the update identical.
+
+    ``all_reduce`` (data-parallel runs) sums the usage over ranks: an expert counts as routed
+    when any rank routed to it, as DistributedDataParallel then averages its gradient. A rank
+    with no data this step passes ``draws=None``.
+    """
     cfg = model.cfg
-    if cfg.arch != "mote" or cfg.wmr or cfg.routing == "all" or draws.experts is None:
+    if cfg.arch != "mote" or cfg.wmr or cfg.routing == "all":
         return
-    used = {(layer, int(k)) for row in draws.experts.tolist() for layer, k in enumerate(row)}
+    used = torch.zeros(cfg.layers, cfg.experts)
+    if draws is not None and draws.experts is not None:
+        for layer in range(cfg.layers):
+            used[layer, draws.experts[:, layer].cpu()] = 1.0
+    if all_reduce is not None:
+        used = all_reduce(used.to(model.logit_scale.device)).cpu()
     for layer, block in enumerate(model.transformer.resblocks):
         for expert in range(cfg.experts):
-            if (layer, expert) not in used:
+            if not used[layer, expert]:
                 for linear in (block.mlp.fc_up[expert], block.mlp.fc_dn[expert]):
                     linear.weight.grad = None
                     linear.bias.grad = None

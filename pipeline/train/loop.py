@@ -24,6 +24,7 @@ from mote.pipeline.train.schedule import lr_changes_at, lr_factor, set_lr
 from mote.pipeline.train.step import (
     LOSS_TERMS,
     LossModule,
+    fused_step,
     make_scaler,
     resolve_precision,
     train_step,
@@ -48,6 +49,8 @@ class LoopConfig:
     precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: fp16 + scaler on CUDA, else fp32)
     resume: bool = False
     stop_after_epochs: int | None = None
+    fused: bool = True  # every micro-batch in one batched pass (same update as one by one)
+    compile: bool = False  # compile the fused losses with CUDA graphs (CUDA only)
 
 
 @dataclass
@@ -85,7 +88,9 @@ class Trainer:
         self.loop, self.ctx, self.head, self.optimizer = loop, ctx, head, optimizer
         self.precision = resolve_precision(loop.precision, ctx.device)
         self.scaler = make_scaler(self.precision, ctx.device)
-        self.losses = LossModule(head, features_of).to(ctx.device)
+        self.losses = LossModule(head, features_of, compile=loop.compile).to(ctx.device)
+        self.fused = loop.fused and self.losses.can_fuse
+        self.step = fused_step if self.fused else train_step
         self.module = ctx.wrap(self.losses, find_unused_parameters=True)
         per_rank = loop.micro_batches // ctx.world_size
         slots = range(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
@@ -105,6 +110,7 @@ class Trainer:
         device = ctx.device
         totals = torch.zeros(len(LOSS_TERMS) + 2, device=device)  # terms, correct, videos
         generators = list(self.random.routing.values())
+        extra = {"all_reduce": ctx.all_reduce_sum} if ctx.distributed and self.fused else {}
         for i, (inputs, labels) in enumerate(data):
             if lr_changes_at(i):  # spec 7: lr stepped in blocks of 10 iterations
                 factor = lr_factor(epoch + i / iters, loop.warmup_epochs, loop.epochs)
@@ -113,7 +119,7 @@ class Trainer:
             labels = labels.to(device, non_blocking=True)
             size = torch.tensor(len(labels), device=device)
             global_size = ctx.all_reduce_sum(size.clone()) if ctx.distributed else len(labels)
-            sums, correct = train_step(
+            sums, correct = self.step(
                 self.module,
                 self.optimizer,
                 inputs,
@@ -124,6 +130,7 @@ class Trainer:
                 scaler=self.scaler,
                 precision=self.precision,
                 global_size=global_size,
+                **extra,
             )
             totals += torch.stack([*(sums[k] for k in LOSS_TERMS), correct.float(), size.float()])
         values = ctx.all_reduce_sum(totals).tolist()

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 import torch
 
+from mote.pipeline.temporal.fused import adamw
+
 LR_BLOCK = 10  # spec 7: the lr is piecewise constant over blocks of 10 iterations
 
 
@@ -43,7 +45,8 @@ def build_optimizer(
         kept = [p for p in params if p.requires_grad]
         if kept:
             param_groups.append({"params": kept, "name": name, "base_lr": base_lr, "lr": 0.0})
-    return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
+    device = param_groups[0]["params"][0].device if param_groups else torch.device("cpu")
+    return adamw(param_groups, device, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay)
 
 
 def mote_groups(

@@ -2,6 +2,11 @@
 
 The reference draws routing per GPU process; here each micro-batch slot of a global batch has its
 own generator, so 2 ranks x 1 micro-batch and 1 rank x 2 micro-batches make the same draws.
+
+Two steps compute the same update: ``fused_step`` (the default) runs all of a rank's
+micro-batches in one batched pass of ``MoTE.training_losses_fused`` with the draws made up front
+on the CPU generators, one backward; ``train_step`` runs them one by one (``--no-fused``, and the
+reference the fused one is tested against).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.temporal.fused import drop_unrouted_grads, fused_loss_fn
+from mote.pipeline.temporal.mote_model import StepDraws, draw_step
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 LOSS_TERMS = ("total", "ce", "wmr", "mse")
@@ -43,7 +50,10 @@ class LossModule(torch.nn.Module):
     """
 
     def __init__(
-        self, head: torch.nn.Module, features_of: Callable[[torch.Tensor], torch.Tensor] | None
+        self,
+        head: torch.nn.Module,
+        features_of: Callable[[torch.Tensor], torch.Tensor] | None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.head = head
@@ -51,6 +61,10 @@ class LossModule(torch.nn.Module):
             self.features_of = features_of
         else:
             self._features_of = features_of
+        # Compiled (CUDA graphs) only on CUDA and on request; eager everywhere else.
+        self._fused_losses = (
+            fused_loss_fn(head, compile) if hasattr(head, "training_losses_fused") else None
+        )
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
         fn = self.features_of if "features_of" in self._modules else self._features_of
@@ -62,11 +76,20 @@ class LossModule(torch.nn.Module):
         labels: torch.Tensor,
         text: torch.Tensor,
         generator: torch.Generator | None = None,
+        draws: StepDraws | None = None,
     ) -> dict[str, torch.Tensor]:
+        """Per-micro-batch losses (``generator``), or every micro-batch at once (``draws``)."""
         if len(labels) == 0:  # a rank with no data this step still joins DDP's gradient sync
             zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
             return {key: zero for key in LOSS_TERMS}
-        return self.head.training_losses(self.features(inputs).float(), labels, text, generator)
+        features = self.features(inputs).float()
+        if draws is not None:
+            return self._fused_losses(features, labels, text, draws)
+        return self.head.training_losses(features, labels, text, generator)
+
+    @property
+    def can_fuse(self) -> bool:
+        return self._fused_losses is not None
 
 
 def train_step(
@@ -92,10 +115,7 @@ def train_step(
     nothing here waits for the GPU.
     """
     local_parts = len(generators)
-    micro_batches = local_parts * world_size
-    n_global = len(labels) if global_size is None else global_size
-    used = torch.clamp(torch.as_tensor(n_global, device=labels.device), max=micro_batches)
-    weight = world_size / used.clamp(min=1).float()
+    weight = _micro_batch_weight(labels, local_parts, world_size, global_size)
     optimizer.zero_grad(set_to_none=True)
     zero = torch.zeros((), device=labels.device)
     sums = dict.fromkeys(LOSS_TERMS, zero)
@@ -121,4 +141,69 @@ def train_step(
         scaler.update()
     else:
         optimizer.step()
+    return sums, correct
+
+
+def _micro_batch_weight(
+    labels: torch.Tensor, local_parts: int, world_size: int, global_size: torch.Tensor | int | None
+) -> torch.Tensor:
+    """The factor on each micro-batch's mean loss: 1 / (non-empty micro-batches of the global
+    batch), times ``world_size`` because DDP averages (not sums) gradients over ranks."""
+    n_global = len(labels) if global_size is None else global_size
+    used = torch.clamp(
+        torch.as_tensor(n_global, device=labels.device), max=local_parts * world_size
+    )
+    return world_size / used.clamp(min=1).float()
+
+
+def fused_step(
+    module: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    text: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    *,
+    world_size: int = 1,
+    scaler: torch.amp.GradScaler | None = None,
+    precision: str = "fp32",
+    global_size: torch.Tensor | int | None = None,
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``train_step``'s update in one batched pass: the same split into micro-batches, the same
+    draws from the same generators, one forward and one backward (issue 10).
+
+    ``module`` is a ``LossModule`` (or DDP around one) whose head has ``training_losses_fused``.
+    ``all_reduce`` sums a tensor over ranks; it tells which experts no rank routed to, which the
+    per-micro-batch step leaves without a gradient (AdamW then skips them), and so must this.
+    """
+    losses = (
+        module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
+    )
+    head = losses.head
+    parts = min(len(generators), len(labels))
+    weight = _micro_batch_weight(labels, len(generators), world_size, global_size)
+    optimizer.zero_grad(set_to_none=True)
+    draws = draw_step(list(generators[:parts]), parts, head.cfg) if parts else None
+    dtype = _DTYPES.get(precision)
+    with torch.autocast(labels.device.type, dtype=dtype, enabled=dtype is not None):
+        if draws is None:  # nothing on this rank: join the gradient sync with a zero loss
+            out = module(inputs, labels, text)
+        else:
+            out = module(inputs, labels, text, draws=draws.to(labels.device))
+    loss = out["total"].sum() * weight  # each micro-batch's mean, weighted as train_step does
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    if draws is not None or all_reduce is not None:
+        drop_unrouted_grads(head, draws, all_reduce)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if draws is None:
+        zero = torch.zeros((), device=labels.device)
+        return dict.fromkeys(LOSS_TERMS, zero), zero
+    sizes = out["sizes"].detach().float()
+    sums = {key: (out[key].detach().float() * sizes).sum() for key in LOSS_TERMS}
+    correct = (out["logits"].detach().argmax(dim=1) == labels).sum()
     return sums, correct
