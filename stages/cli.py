@@ -917,6 +917,19 @@ def print_demo(result: dict) -> None:
         f"nothing of these words, so expect about chance ({result['zero_shot_chance']:.0f}%): "
         "this exercises the protocol, not CLIP"
     )
+    predictions = result.get("predict")
+    if predictions is not None:
+        table = Table(title="mote demo: mote predict on two held-out video files")
+        for column in ("video", "true class", "top-3 (fused score)"):
+            table.add_column(column)
+        for video, truth in zip(predictions["videos"], result["predict_truth"], strict=True):
+            top = ", ".join(f"{row['class']} ({row['prob']:.4f})" for row in video["top"])
+            table.add_row(Path(video["video"]).name, truth, top or f"failed: {video['error']}")
+        stdout.print(table)
+        stdout.print(
+            f"    try it on any video: mote predict --run {result['predict_run']} "
+            f"{predictions['videos'][0]['video']}"
+        )
     stdout.print(f"demo finished in {result['seconds']:.1f} s; report: {result['report']}")
 
 
