@@ -920,15 +920,21 @@ def print_demo(result: dict) -> None:
     predictions = result.get("predict")
     if predictions is not None:
         table = Table(title="mote demo: mote predict on two held-out video files")
-        for column in ("video", "true class", "top-3 (fused score)"):
+        for column in ("video", "true class", "predicted", "score", "runner-up"):
             table.add_column(column)
         for video, truth in zip(predictions["videos"], result["predict_truth"], strict=True):
-            top = ", ".join(f"{row['class']} ({row['prob']:.4f})" for row in video["top"])
-            table.add_row(Path(video["video"]).name, truth, top or f"failed: {video['error']}")
+            top = video["top"]
+            if not top:
+                table.add_row(Path(video["video"]).name, truth, f"failed: {video['error']}")
+                continue
+            runner_up = top[1]["class"] if len(top) > 1 else ""
+            cells = (top[0]["class"], f"{top[0]['prob']:.4f}", runner_up)
+            table.add_row(Path(video["video"]).name, truth, *cells)
         stdout.print(table)
         stdout.print(
             f"    try it on any video: mote predict --run {result['predict_run']} "
-            f"{predictions['videos'][0]['video']}"
+            f"{predictions['videos'][0]['video']}",
+            soft_wrap=True,
         )
     stdout.print(f"demo finished in {result['seconds']:.1f} s; report: {result['report']}")
 
