@@ -243,3 +243,25 @@ def test_an_imported_reference_run_predicts_with_its_blended_clip(
         assert [entry["class"] for entry in video["top"]] == [
             k400[entry["label"]] for entry in video["top"]
         ]
+
+
+def test_cli_tables_and_the_exit_status_when_every_video_fails(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from mote.stages.cli import app
+
+    run, data, _, held_out = trained
+    broken = tmp_path / "random.mp4"
+    broken.write_bytes(np.random.default_rng(1).bytes(5_000))
+    base = ["predict", "--run", str(run), "--device", "cpu", "--decode-workers", "0"]
+    env = {"COLUMNS": "200"}
+    shown = CliRunner().invoke(
+        app, [*base, str(held_out[0][0]), str(broken), "--top-k", "2"], env=env
+    )
+    assert shown.exit_code == 0, shown.output
+    assert str(held_out[0][0]) in shown.output and f"{broken}: failed: " in shown.output
+    assert sum(name in shown.output for name in data.class_names) >= 2
+    assert "1 of 2 video(s) labelled against 8 of the run's classes" in shown.output
+    failed = CliRunner().invoke(app, [*base, str(broken), "--json"], env=env)
+    assert failed.exit_code == 1
+    assert json.loads(failed.output)["error"] and json.loads(failed.output)["top"] == []
