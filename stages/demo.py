@@ -16,7 +16,7 @@ import torch
 
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.progress import NullProgress, Progress, Quiet
-from mote.stages import evaluate, extract, info, report, train_temporal, zeroshot
+from mote.stages import evaluate, extract, info, predict, report, train_temporal, zeroshot
 
 # Classes the demo never trains on: vertical motion, evaluated zero-shot.
 HELD_OUT = ("circle moving up", "circle moving down", "square moving up", "square moving down")
@@ -94,7 +94,8 @@ def _train(arch: str, train: Path, val: Path, out: Path, cfg: DemoConfig, progre
 
 
 def run(cfg: DemoConfig, progress: Progress | None = None) -> dict:
-    """Generate videos, extract them, train MoTE and mean pooling, evaluate both.
+    """Generate videos, extract them, train MoTE and mean pooling, evaluate both, then label two
+    held-out video files with ``mote predict``.
 
     Steps are reported as plain ``progress.message`` lines; the returned dict holds every
     number the CLI's tables show (``close_set`` and ``zero_shot`` rows).
@@ -112,26 +113,26 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
     started = time.perf_counter()
     work = cfg.workdir
     say = progress.message
-    say(f"1/6 writing demo videos to {work / 'videos'}")
+    say(f"1/7 writing demo videos to {work / 'videos'}")
     data = write_motion_dataset(
         work / "videos", videos_per_class=cfg.videos_per_class, seed=cfg.seed
     )
     train_list, val_list = split_list(data.list_file)
     say(f"    {len(data.class_names)} classes: {', '.join(data.class_names)}")
 
-    say("2/6 extracting mote-tiny CLIP frame features (random weights)")
+    say("2/7 extracting mote-tiny CLIP frame features (random weights)")
     train_store, val_store = work / "train.zarr", work / "val.zarr"
     _extract(data, train_list, train_store, "2x1", "train", cfg, progress)
     _extract(data, val_list, val_store, "3x1", "eval", cfg, progress)
 
-    say("3/6 training MoTE and the mean-pooling baseline from the cache")
+    say("3/7 training MoTE and the mean-pooling baseline from the cache")
     runs = {arch: work / "runs" / arch for arch in ("mote", "meanpool")}
     trained = {
         arch: _train(arch, train_store, val_store, path, cfg, Quiet(progress))
         for arch, path in runs.items()
     }
 
-    say("4/6 evaluating (3 clips per video, fused)")
+    say("4/7 evaluating (3 clips per video, fused)")
     results = {
         arch: evaluate.run(evaluate.EvaluateConfig(run=path, store=val_store, device="cpu"))
         for arch, path in runs.items()
@@ -148,7 +149,7 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
     ]
     chance = 100.0 / len(data.class_names)
 
-    say(f"5/6 zero-shot on {len(HELD_OUT)} held-out classes")
+    say(f"5/7 zero-shot on {len(HELD_OUT)} held-out classes")
     unseen = write_motion_dataset(
         work / "heldout",
         classes=HELD_OUT,
@@ -174,10 +175,25 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
         for arch, r in zero.items()
     ]
 
-    say(f"6/6 report of both runs in {work / 'report'}")
+    say(f"6/7 report of both runs in {work / 'report'}")
     written = report.run(report.ReportConfig(runs=tuple(runs.values()), out=work / "report"))
+    say("7/7 mote predict: the MoTE run labels two held-out video files")
+    labelled = _held_out_videos(data.root, val_list, 2)
+    predictions = predict.run(
+        predict.PredictConfig(
+            run=runs["mote"],
+            videos=tuple(path for path, _ in labelled),
+            top_k=3,
+            device="cpu",
+            decode_workers=cfg.decode_workers,
+        ),
+        progress,
+    )
     seconds = time.perf_counter() - started
     return {
+        "predict": predictions,
+        "predict_truth": [data.class_names[label] for _, label in labelled],
+        "predict_run": str(runs["mote"]),
         "results": results,
         "trained": trained,
         "zeroshot": zero,
@@ -191,6 +207,15 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
         "chance": chance,
         "report": written["report"],
     }
+
+
+def _held_out_videos(root: Path, val_list: Path, n: int) -> list[tuple[Path, int]]:
+    """(path, label) of the first held-out video of ``n`` classes (the validation list's order)."""
+    videos: dict[int, Path] = {}
+    for line in val_list.read_text().splitlines():
+        path, label = line.rsplit(" ", 1)
+        videos.setdefault(int(label), root / path)
+    return [(path, label) for label, path in list(videos.items())[:n]]
 
 
 def _params(run: Path) -> int:

@@ -120,6 +120,7 @@ def _classes() -> dict[str, list[type]]:
         extract,
         fewshot,
         import_reference,
+        predict,
         report,
         train_temporal,
         zeroshot,
@@ -133,6 +134,7 @@ def _classes() -> dict[str, list[type]]:
         "fewshot": [fewshot.FewShotConfig, train_temporal.TrainConfig],
         "import-reference": [import_reference.ImportReferenceConfig],
         "report": [report.ReportConfig],
+        "predict": [predict.PredictConfig],
         "demo": [demo.DemoConfig],
         "info": [],
     }

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from mote.stages import demo
+from mote.stages.cli import print_demo
 
 
-def test_demo_runs_every_stage(tmp_path):
+def test_demo_runs_every_stage(tmp_path, capsys):
     result = demo.run(demo.DemoConfig(workdir=tmp_path / "demo", videos_per_class=12, epochs=40))
     assert set(result["results"]) == {"mote", "meanpool"}
     # The demo's point: MoTE learns the motion directions, which mean pooling cannot see.
@@ -20,6 +21,19 @@ def test_demo_runs_every_stage(tmp_path):
     assert result["info"]["n_failed"] == 0 and result["info"]["n_done"] > 0
     assert all(len(z["splits"]) == 1 for z in result["zeroshot"].values())
     assert Path(result["report"]).is_file()
+    # It ends with `mote predict` on two held-out video files, labelled by the MoTE run.
+    predicted = result["predict"]
+    assert predicted["n_videos"] == 2 and predicted["n_failed"] == 0
+    assert predicted["vocabulary"] == "run" and predicted["classes"] == 8
+    for video, truth in zip(predicted["videos"], result["predict_truth"], strict=True):
+        assert video["error"] is None and Path(video["video"]).is_file()
+        assert Path(video["video"]).parent.name == truth.replace(" ", "_")
+        assert len(video["top"]) == 3 and video["top"][0]["prob"] >= video["top"][2]["prob"]
+    assert result["predict_run"] == str(tmp_path / "demo" / "runs" / "mote")
+    print_demo(result)
+    shown = capsys.readouterr().out
+    assert "mote predict on two held-out video files" in shown
+    assert f"mote predict --run {result['predict_run']} {predicted['videos'][0]['video']}" in shown
     for name in (
         "train.zarr",
         "val.zarr",

@@ -1,0 +1,293 @@
+"""``mote predict``: what is in these videos? Top-k classes of a run, straight from video files.
+
+No list, no labels CSV, no store: each video is decoded in the worker pool with the sampling and
+views rules of ``mote extract --run`` (evaluation sampling, default 1x1 views, the run's frames),
+encoded by the run's CLIP (its tuned visual tower blended 0.99/0.01 with the original, spec 7.4),
+and scored by the run's temporal module with the evaluation code (views fused as spec 8.1).
+
+Close-set (default): the run's own classes and text bank, TFM on as in ``mote evaluate``.
+Open vocabulary (``--classes`` or ``--labels``): the names' 28-template text embeddings from the
+run CLIP's text tower, TFM relative to the run's fine-tuning text bank, as in ``mote zeroshot``.
+A video that cannot be decoded gets its reason and the others are still scored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mote.pipeline.clip.encoding import BatchedEncoder
+from mote.pipeline.data.datasets import read_labels, shipped_file
+from mote.pipeline.device import resolve_device
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.runs.run_clip import clip_for_run
+from mote.pipeline.runs.run_folder import Run, load_run
+from mote.pipeline.temporal.evaluation import score
+from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers
+from mote.stages.options import setting
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+DEFAULT_FRAMES = 8  # the paper's T, for runs that do not record their training frames
+K400_LABELS = "k400/kinetics_400_labels.csv"  # the class order of the reference's text bank
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Everything ``mote predict`` needs; flags and ``--config`` keys use these names."""
+
+    run: Path = setting(
+        help="Run folder: train-temporal, import-reference (with clip. weights) or finetune-e2e."
+    )
+    videos: tuple[Path, ...] = ()  # the positional VIDEO... arguments: files or folders
+    recursive: bool = setting(False, "Look for videos in the subfolders of folder arguments.")
+    top_k: int = setting(5, "Classes to show per video.")
+    classes: str | None = setting(
+        None,
+        "Open vocabulary: comma-separated class names to score against instead of the run's "
+        "classes (text templates and TFM, the zero-shot path).",
+        default_text="the run's classes",
+    )
+    labels_file: Path | None = setting(
+        None,
+        "Open vocabulary from an 'id,name' label CSV (like --classes).",
+        flag="--labels",
+        default_text="the run's classes",
+    )
+    frames: int | None = setting(
+        None,
+        "Frames per view T.",
+        default_text=f"the run's training frames, {DEFAULT_FRAMES} when it records none",
+    )
+    views: str = setting("1x1", "CLIPSxCROPS: 1x1, 3x1, 4x3; the views are fused (spec 8.1).")
+    tfm: bool = setting(True, "Temporal Feature Modulation (the run's fine-tuning text bank).")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1.")
+    batch_size: int | None = setting(
+        None, "Images per CLIP batch.", default_text="256 on GPU, 32 on CPU"
+    )
+    decode_workers: int | None = setting(
+        None,
+        "Decode processes; 0 decodes in this process.",
+        default_text="one per core, at most one per video",
+    )
+    decoder: str = setting("auto", "auto, decord or pyav.")
+    decode_timeout: float = setting(120.0, "Seconds before a video's decode is abandoned.")
+
+
+def parse_views(views: str) -> tuple[int, int]:
+    """'4x3' -> (4 clips, 3 crops), the rule of ``mote extract --views`` (spec section 7.3)."""
+    try:
+        clips, crops = (int(part) for part in views.lower().split("x"))
+    except ValueError:
+        raise ConfigError(
+            f"--views '{views}': expected CLIPSxCROPS such as 1x1, 3x1 or 4x3"
+        ) from None
+    if clips < 1 or crops not in (1, 3):
+        raise ConfigError(f"--views '{views}': clips must be >= 1 and crops 1 or 3")
+    return clips, crops
+
+
+def _check(cfg: PredictConfig) -> None:
+    if not cfg.videos:
+        raise ConfigError("mote predict needs at least one VIDEO (a file or a folder of videos)")
+    if cfg.top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {cfg.top_k}")
+    if cfg.classes is not None and cfg.labels_file is not None:
+        raise ConfigError("--classes and --labels both name the classes: pass one of them")
+    if cfg.decoder not in ("auto", "decord", "pyav"):
+        raise ConfigError(f"--decoder must be auto, decord or pyav, got '{cfg.decoder}'")
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.decode_workers is not None and cfg.decode_workers < 0:
+        raise ConfigError(f"--decode-workers must be >= 0, got {cfg.decode_workers}")
+    if cfg.decode_timeout <= 0:
+        raise ConfigError(f"--decode-timeout must be positive, got {cfg.decode_timeout}")
+    parse_views(cfg.views)
+
+
+def find_videos(paths: tuple[Path, ...], recursive: bool) -> list[Path]:
+    """The videos to label, in argument order: files as given (even with another extension:
+    the user named them), folders as their video files (sorted; subfolders with ``recursive``).
+    A path that does not exist is kept, so it is reported as "file not found" like a bad file."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            pattern = path.rglob("*") if recursive else path.iterdir()
+            inside = [p for p in pattern if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS]
+            if not inside:
+                hint = "" if recursive else "; pass --recursive to search its subfolders"
+                raise ConfigError(
+                    f"{path}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in this folder{hint}"
+                )
+            found += sorted(inside)
+        else:
+            found.append(path)
+    unique = dict.fromkeys(found)  # the same video named twice is scored once
+    return list(unique)
+
+
+def open_vocabulary(cfg: PredictConfig) -> list[str] | None:
+    """The names of ``--classes`` or ``--labels``; None for the run's own classes."""
+    if cfg.labels_file is not None:
+        return read_labels(cfg.labels_file)
+    if cfg.classes is None:
+        return None
+    names = [name.strip() for name in cfg.classes.split(",") if name.strip()]
+    if not names:
+        raise ConfigError(f"--classes {cfg.classes!r}: no class names; separate them with commas")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"--classes: {', '.join(map(repr, repeated))} named more than once")
+    return names
+
+
+def run_classes(loaded: Run) -> list[str]:
+    """The class names of a run's fine-tuning text bank, in its row order.
+
+    train-temporal runs record them; imported reference runs carry the K400 bank (the
+    reference's class order is the shipped K400 label file's).
+    """
+    rows = int(loaded.model.finetune_text.shape[0])
+    names = loaded.config.get("classes")
+    if names is None and rows == 400:
+        names = read_labels(shipped_file(K400_LABELS))
+    if not names or len(names) != rows:
+        held = "no" if rows == 0 else f"a {rows}-row"
+        raise ConfigError(
+            f"{loaded.path}: the run has {held} class text bank without class names in its "
+            "config.json; name the classes with --classes 'a,b,c' or --labels labels.csv"
+        )
+    return list(names)
+
+
+def run_frames(loaded: Run, frames: int | None) -> int:
+    """``--frames``, else the frames per view the run was trained on; within its position table."""
+    if frames is None:
+        sampling = loaded.config.get("train_sampling") or {}
+        frames = int(sampling.get("frames") or DEFAULT_FRAMES)
+    context = loaded.model.cfg.context
+    if not 1 <= frames <= context:
+        raise ConfigError(
+            f"--frames {frames}: must be 1 to {context} (the run's positional table has "
+            f"{context} rows)"
+        )
+    return frames
+
+
+def _video_result(path: Path, reason: str | None = None) -> dict:
+    return {"video": str(path), "top": [], "error": reason}
+
+
+def _decode_and_encode(
+    videos: list[Path],
+    pool: DecodePool,
+    clip,
+    frames: int,
+    views: tuple[int, int],
+    cfg: PredictConfig,
+    progress: Progress,
+) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Embeddings float16 (V, T, D) per video index, and the reason of every video without."""
+    clips, crops = views
+    batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
+    encoder = BatchedEncoder(clip, batch_size)
+    embeddings: dict[int, np.ndarray] = {}
+    failed: dict[int, str] = {}
+
+    def keep(encoded: list[tuple[int, np.ndarray]]) -> None:
+        for index, values in encoded:
+            if np.isfinite(values).all():
+                embeddings[index] = values
+                progress.update(done=1, frames=values.shape[0] * values.shape[1])
+            else:
+                failed[index] = "the encoder returned non-finite embeddings"
+                progress.update(failed=1)
+
+    def take(decoded) -> None:
+        for video in decoded:
+            if not video.ok:
+                failed[video.index] = video.reason
+                progress.update(failed=1)
+                continue
+            keep(encoder.add(video.index, video.views))
+
+    size, interpolation = clip.preprocess.size, clip.preprocess.interpolation
+    for index, path in enumerate(videos):
+        task = DecodeTask(
+            index, str(path), frames, clips, crops, size, "eval", 0, cfg.decoder, interpolation
+        )
+        pool.submit(task)
+        while pool.inflight >= pool.capacity:
+            take(pool.results(timeout_s=1.0))
+    while pool.inflight:
+        take(pool.results(timeout_s=1.0))
+    keep(encoder.flush())
+    return embeddings, failed
+
+
+def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
+    """Label every video; return the per-video top-k (``videos``) and what was used."""
+    progress = progress or NullProgress()
+    _check(cfg)
+    views = parse_views(cfg.views)
+    videos = find_videos(cfg.videos, cfg.recursive)
+    names = open_vocabulary(cfg)  # a bad label file fails before anything loads
+    device = resolve_device(cfg.device)
+    workers = cfg.decode_workers
+    if workers is None:
+        workers = min(default_workers(), len(videos))
+    started = time.perf_counter()
+    # The decode workers boot while the weights load (once for all videos).
+    with DecodePool(workers, cfg.decode_timeout) as pool:
+        loaded = load_run(cfg.run, device)
+        frames = run_frames(loaded, cfg.frames)
+        clip = clip_for_run(cfg.run, str(device))
+        if names is None:
+            names = run_classes(loaded)
+            text = loaded.model.finetune_text.detach().float().cpu()
+        else:
+            text = clip.class_text_embeddings(names).float()
+        progress.start(len(videos), f"predict {len(videos)} video(s)")
+        try:
+            embeddings, failed = _decode_and_encode(
+                videos, pool, clip, frames, views, cfg, progress
+            )
+        finally:
+            progress.finish()
+    results = [_video_result(path, failed.get(i)) for i, path in enumerate(videos)]
+    scored = sorted(embeddings)
+    if scored:
+        stacked = np.stack([embeddings[i] for i in scored])  # (N, V, T, D)
+        ids = [str(videos[i]) for i in scored]
+        labels = np.zeros(len(scored), dtype=np.int64)  # unknown: only the scores are used
+        fused = score(loaded.model, stacked, labels, ids, text, cfg.tfm, device).fused
+        k = min(cfg.top_k, len(names))
+        probs, ranked = fused.topk(k, dim=1)
+        for row, index in enumerate(scored):
+            results[index]["top"] = [
+                {"label": int(c), "class": names[int(c)], "prob": float(p)}
+                for p, c in zip(probs[row].tolist(), ranked[row].tolist(), strict=True)
+            ]
+    clips, crops = views
+    return {
+        "run": str(cfg.run),
+        "vocabulary": "run" if cfg.classes is None and cfg.labels_file is None else "open",
+        "classes": len(names),
+        "tfm": cfg.tfm,
+        "frames": frames,
+        "views": f"{clips}x{crops}",
+        "device": str(clip.device),
+        "n_videos": len(videos),
+        "n_failed": len(videos) - len(scored),
+        "seconds": round(time.perf_counter() - started, 3),
+        "videos": results,
+    }
+
+
+def top_class(result: dict) -> list[str | None]:
+    """The top-1 class name of each video (None where it failed): a short view for callers."""
+    return [video["top"][0]["class"] if video["top"] else None for video in result["videos"]]
