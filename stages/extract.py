@@ -40,6 +40,7 @@ from mote.pipeline.video.decode_pool import (
     default_workers,
     store_tasks,
 )
+from mote.pipeline.video.sampling import parse_views
 
 DEFAULT_SPLIT = {"k400": "val", "k600": "split1", "ucf101": "test1", "hmdb51": "test1"}
 DEFAULT_VIEWS = {"k600": "3x1", "ucf101": "3x1", "hmdb51": "3x1"}  # zero-shot protocol (spec 8.2)
@@ -85,19 +86,6 @@ class ExtractConfig:
     @property
     def resolved_views(self) -> str:
         return self.views or DEFAULT_VIEWS.get(self.dataset, "1x1")
-
-
-def parse_views(views: str) -> tuple[int, int]:
-    """'4x3' -> (4 clips, 3 crops); crops must be 1 or 3 (spec section 7.3)."""
-    try:
-        clips, crops = (int(part) for part in views.lower().split("x"))
-    except ValueError:
-        raise ConfigError(
-            f"--views '{views}': expected CLIPSxCROPS such as 1x1, 3x1 or 4x3"
-        ) from None
-    if clips < 1 or crops not in (1, 3):
-        raise ConfigError(f"--views '{views}': clips must be >= 1 and crops 1 or 3")
-    return clips, crops
 
 
 def _check(cfg: ExtractConfig) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.data.datasets import read_labels, shipped_file
@@ -28,6 +29,7 @@ from mote.pipeline.runs.run_clip import clip_for_run
 from mote.pipeline.runs.run_folder import Run, load_run
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers
+from mote.pipeline.video.sampling import parse_views
 from mote.stages.options import setting
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
@@ -75,19 +77,6 @@ class PredictConfig:
     )
     decoder: str = setting("auto", "auto, decord or pyav.")
     decode_timeout: float = setting(120.0, "Seconds before a video's decode is abandoned.")
-
-
-def parse_views(views: str) -> tuple[int, int]:
-    """'4x3' -> (4 clips, 3 crops), the rule of ``mote extract --views`` (spec section 7.3)."""
-    try:
-        clips, crops = (int(part) for part in views.lower().split("x"))
-    except ValueError:
-        raise ConfigError(
-            f"--views '{views}': expected CLIPSxCROPS such as 1x1, 3x1 or 4x3"
-        ) from None
-    if clips < 1 or crops not in (1, 3):
-        raise ConfigError(f"--views '{views}': clips must be >= 1 and crops 1 or 3")
-    return clips, crops
 
 
 def _check(cfg: PredictConfig) -> None:
@@ -229,6 +218,16 @@ def _decode_and_encode(
     return embeddings, failed
 
 
+def class_probabilities(logits: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """(N, C) probabilities: softmax of the run's learned scale x cosine, averaged over views.
+
+    The ranking uses the spec's fused score (what ``mote evaluate`` reports: softmax of raw
+    cosines, which sit within a few hundredths of uniform). Users read probabilities, so they
+    come from the scale CLIP and training use (about 100): the same order for one view."""
+    scale = float(logit_scale.detach().exp())
+    return torch.softmax(scale * logits.float(), dim=-1).mean(dim=1)
+
+
 def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
     """Label every video; return the per-video top-k (``videos``) and what was used."""
     progress = progress or NullProgress()
@@ -264,13 +263,19 @@ def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
         stacked = np.stack([embeddings[i] for i in scored])  # (N, V, T, D)
         ids = [str(videos[i]) for i in scored]
         labels = np.zeros(len(scored), dtype=np.int64)  # unknown: only the scores are used
-        fused = score(loaded.model, stacked, labels, ids, text, cfg.tfm, device).fused
+        scores = score(loaded.model, stacked, labels, ids, text, cfg.tfm, device)
+        probs = class_probabilities(scores.view_logits, loaded.model.logit_scale)
         k = min(cfg.top_k, len(names))
-        probs, ranked = fused.topk(k, dim=1)
+        fused, ranked = scores.fused.topk(k, dim=1)
         for row, index in enumerate(scored):
             results[index]["top"] = [
-                {"label": int(c), "class": names[int(c)], "prob": float(p)}
-                for p, c in zip(probs[row].tolist(), ranked[row].tolist(), strict=True)
+                {
+                    "label": int(c),
+                    "class": names[int(c)],
+                    "prob": float(probs[row, c]),
+                    "score": float(s),
+                }
+                for s, c in zip(fused[row].tolist(), ranked[row].tolist(), strict=True)
             ]
     clips, crops = views
     return {

@@ -11,7 +11,8 @@ import pytest
 
 from mote.pipeline.config import build_config
 from mote.pipeline.errors import ConfigError
-from mote.stages.extract import ExtractConfig, parse_views
+from mote.pipeline.video.sampling import parse_views
+from mote.stages.extract import ExtractConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

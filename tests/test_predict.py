@@ -74,6 +74,7 @@ def test_a_trained_run_labels_held_out_videos_above_chance(trained):
         assert video["video"] == str(path) and video["error"] is None
         top = video["top"]
         assert len(top) == 5 and all(row["class"] in data.class_names for row in top)
+        assert [row["score"] for row in top] == sorted((row["score"] for row in top), reverse=True)
         assert [row["prob"] for row in top] == sorted((row["prob"] for row in top), reverse=True)
         assert top[0]["class"] == data.class_names[top[0]["label"]]
         hits += top[0]["label"] == label
@@ -99,7 +100,7 @@ def test_predictions_are_the_evaluation_scores_of_the_same_videos(trained, tiny_
     for row, video in enumerate(result["videos"]):
         probs = np.zeros(8)
         for entry in video["top"]:
-            probs[entry["label"]] = entry["prob"]
+            probs[entry["label"]] = entry["score"]
         np.testing.assert_allclose(probs, fused[row], rtol=0, atol=1e-6)
 
 
@@ -122,6 +123,7 @@ def test_cli_json_open_vocabulary_and_a_broken_file(trained, tmp_path):
     assert [line["video"] for line in lines] == videos
     for line in (lines[0], lines[2]):
         assert set(line) == {"video", "top", "error"} and line["error"] is None
+        assert all(set(row) == {"label", "class", "prob", "score"} for row in line["top"])
         assert sorted(row["class"] for row in line["top"]) == sorted(names)  # top-k capped at 4
         assert all(names[row["label"]] == row["class"] for row in line["top"])
         assert abs(sum(row["prob"] for row in line["top"]) - 1) < 1e-5
@@ -234,7 +236,7 @@ def test_an_imported_reference_run_predicts_with_its_blended_clip(
     for row, video in enumerate(same["videos"]):
         probs = np.zeros(8)
         for entry in video["top"]:
-            probs[entry["label"]] = entry["prob"]
+            probs[entry["label"]] = entry["score"]
         np.testing.assert_allclose(probs, fused[row], rtol=0, atol=1e-6)
     closed = _predict(imported_run, videos, top_k=3, decode_workers=0)
     k400 = read_labels(shipped_file(predict.K400_LABELS))

@@ -19,6 +19,8 @@ from typing import Literal
 
 import numpy as np
 
+from mote.pipeline.errors import ConfigError
+
 
 def _check(n: int, frames: int, clips: int = 1) -> None:
     """Reject counts that give no valid index."""
@@ -68,3 +70,17 @@ def sample_indices(
         _check(n, frames, clips)
         return np.stack([train_indices(n, frames, rng) for _ in range(clips)])
     raise ValueError(f"unknown sampling mode {mode!r}: use 'eval' or 'train'.")
+
+
+def parse_views(views: str) -> tuple[int, int]:
+    """'4x3' -> (4 clips, 3 crops), as ``--views`` spells a view layout; crops must be 1 or 3
+    (spec section 7.3)."""
+    try:
+        clips, crops = (int(part) for part in views.lower().split("x"))
+    except ValueError:
+        raise ConfigError(
+            f"--views '{views}': expected CLIPSxCROPS such as 1x1, 3x1 or 4x3"
+        ) from None
+    if clips < 1 or crops not in (1, 3):
+        raise ConfigError(f"--views '{views}': clips must be >= 1 and crops 1 or 3")
+    return clips, crops
