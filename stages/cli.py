@@ -453,6 +453,30 @@ def _train_temporal() -> Callable[..., None]:
     return config_command("train-temporal", stage.TrainConfig, run)
 
 
+@command("finetune-e2e")
+def _finetune_e2e() -> Callable[..., None]:
+    """Stage three (optional): tune CLIP's visual tower and MoTE together on decoded videos.
+
+    Warm-start from a train-temporal run with --init-run RUN and --text-from STORE; re-extract
+    with the tuned encoder afterwards: mote extract ... --run RUN.
+    Many GPUs (one process each, DDP; gloo on CPU):
+    torchrun --nproc-per-node N -m mote.stages finetune-e2e --dataset D --root DIR --out RUN
+    """
+    from mote.stages import finetune_e2e as stage
+
+    def run(cfg: Any, as_json: bool) -> None:
+        with _resumable("mote finetune-e2e (add --resume)"):
+            metrics = stage.run(cfg, RichProgress())
+        if metrics.get("rank", 0):
+            return  # under torchrun rank 0 alone reports
+        if as_json:
+            print(json.dumps(metrics))
+        else:
+            _print_metrics(metrics, f"run {cfg.out}")
+
+    return config_command("finetune-e2e", stage.FinetuneConfig, run)
+
+
 @command("evaluate")
 def _evaluate() -> Callable[..., None]:
     """Close-set top-1/top-5 of a run on a store, fusing every view the store holds."""

@@ -27,7 +27,7 @@ from mote.pipeline import __version__
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.encoding import BatchedEncoder
-from mote.pipeline.data.datasets import DatasetSpec, kinetics_dataset, load_dataset
+from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_clip import TEST_BLEND, clip_for_run
@@ -100,10 +100,7 @@ def _check(cfg: ExtractConfig) -> None:
         raise ConfigError(f"--chunk-videos must be >= 1, got {cfg.chunk_videos}")
     if cfg.decode_timeout <= 0:
         raise ConfigError(f"--decode-timeout must be positive, got {cfg.decode_timeout}")
-    if cfg.dataset != "list" and cfg.root is None:
-        raise ConfigError(f"--root is required: the folder that holds the {cfg.dataset} videos")
-    if cfg.root is not None and not Path(cfg.root).is_dir():
-        raise ConfigError(f"--root {cfg.root}: no such folder")
+    check_root(cfg.dataset, cfg.root)
     if cfg.decoder not in ("auto", "decord", "pyav"):
         raise ConfigError(f"--decoder must be auto, decord or pyav, got '{cfg.decoder}'")
     if cfg.batch_size is not None and cfg.batch_size < 1:
@@ -118,12 +115,12 @@ def _check(cfg: ExtractConfig) -> None:
         raise ConfigError("--repair keeps the store and --overwrite replaces it: pass one of them")
 
 
-def _dataset(cfg: ExtractConfig) -> DatasetSpec:
-    if cfg.kinetics_csv is None:
-        return load_dataset(cfg.dataset, cfg.resolved_split, cfg.list_file, cfg.labels_file)
-    if cfg.dataset != "k400":
-        raise ConfigError("--kinetics-csv is for --dataset k400 (the shipped 400 class names)")
-    return kinetics_dataset(cfg.kinetics_csv, cfg.split or "train", cfg.root)
+def _dataset(cfg: ExtractConfig) -> tuple[DatasetSpec, Path]:
+    """The split and its video root (--kinetics-csv reads the CSV's --split, default train)."""
+    split = (cfg.split or "train") if cfg.kinetics_csv is not None else cfg.resolved_split
+    return open_dataset(
+        cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root
+    )
 
 
 def _clip(cfg: ExtractConfig) -> ClipEncoder:
@@ -136,12 +133,6 @@ def _clip(cfg: ExtractConfig) -> ClipEncoder:
 def _blend(on: bool) -> float:
     """The factor of the run's tuned weights in the CLIP that encodes (spec 7.4)."""
     return TEST_BLEND if on else 1.0
-
-
-def _video_root(cfg: ExtractConfig, dataset: DatasetSpec) -> Path:
-    if cfg.root is not None:
-        return cfg.root
-    return Path(dataset.list_file).parent  # `list` datasets default to the list file's folder
 
 
 def store_spec(cfg: ExtractConfig, clip: ClipEncoder, dataset: DatasetSpec) -> StoreSpec:
@@ -460,8 +451,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
     """Extract every video of the dataset split that the store does not hold yet."""
     progress = progress or NullProgress()
     _check(cfg)
-    dataset = _dataset(cfg)
-    root = _video_root(cfg, dataset)
+    dataset, root = _dataset(cfg)
     workers = default_workers() if cfg.decode_workers is None else cfg.decode_workers
     # Start the decode workers first: they boot while the CLIP weights load.
     with DecodePool(0 if cfg.dask else workers, cfg.decode_timeout) as pool:

@@ -51,13 +51,15 @@ def _spec_default(index: int) -> Callable[[], str]:
     return lambda: ", ".join(f"{v[index]:g} for D={dim}" for dim, v in SPEC_DEFAULTS.items())
 
 
-def with_model_switches(cls: type) -> type:
-    """Add every MoTEConfig switch (a field with help) to a settings class, after ``val``.
+def with_model_switches(cls: type | None = None, *, after: str = "val") -> type | Callable:
+    """Add every MoTEConfig switch (a field with help) to a settings class, after ``after``.
 
     So one new MoTEConfig field with help is a train-temporal flag, a ``--config`` key and an
     entry of the run's config.json. Per-width switches (heads, layers) default to None here:
     "``default_config``'s value for the store's width".
     """
+    if cls is None:  # used as @with_model_switches(after=...)
+        return lambda c: with_model_switches(c, after=after)
     hints = typing.get_type_hints(MoTEConfig)
     own = dict(cls.__annotations__)
     added = {}
@@ -68,7 +70,7 @@ def with_model_switches(cls: type) -> type:
         added[f.name] = hints[f.name] | None if required else hints[f.name]
         setattr(cls, f.name, field(default=None if required else f.default, metadata=f.metadata))
     names = list(own)
-    at = names.index("val") + 1
+    at = names.index(after) + 1
     order = names[:at] + list(added) + names[at:]
     cls.__annotations__ = {name: own.get(name, added.get(name)) for name in order}
     return cls

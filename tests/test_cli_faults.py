@@ -119,6 +119,7 @@ def _classes() -> dict[str, list[type]]:
         evaluate,
         extract,
         fewshot,
+        finetune_e2e,
         import_reference,
         predict,
         report,
@@ -129,6 +130,7 @@ def _classes() -> dict[str, list[type]]:
     return {
         "extract": [extract.ExtractConfig],
         "train-temporal": [train_temporal.TrainConfig],
+        "finetune-e2e": [finetune_e2e.FinetuneConfig],
         "evaluate": [evaluate.EvaluateConfig, MoTEConfig],
         "zeroshot": [zeroshot.ZeroShotConfig, MoTEConfig],
         "fewshot": [fewshot.FewShotConfig, train_temporal.TrainConfig],

@@ -14,7 +14,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from mote.pipeline.errors import AnnotationError
+from mote.pipeline.errors import AnnotationError, ConfigError
 
 ANNOTATIONS_PACKAGE = "mote.pipeline.data.annotations"
 _LIST_ONLY = ("list", "ssv2")  # datasets whose files the user always supplies
@@ -358,3 +358,33 @@ def kinetics_dataset(
         labels_file=str(labels),
         list_file=os.fspath(csv_path),
     )
+
+
+def check_root(dataset: str, root: str | os.PathLike[str] | None, flag: str = "--root") -> None:
+    """A shipped dataset needs the folder of its videos; a ``list`` one defaults to its list's."""
+    if dataset != "list" and root is None:
+        raise ConfigError(f"{flag} is required: the folder that holds the {dataset} videos")
+    if root is not None and not Path(root).is_dir():
+        raise ConfigError(f"{flag} {root}: no such folder")
+
+
+def open_dataset(
+    name: str,
+    split: str,
+    list_file: str | os.PathLike[str] | None = None,
+    labels_file: str | os.PathLike[str] | None = None,
+    kinetics_csv: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> tuple[DatasetSpec, Path]:
+    """The dataset options of the commands that read videos (``--dataset``, ``--split``,
+    ``--list/--labels``, ``--kinetics-csv``, ``--root``): the split, and the folder its video
+    paths are relative to (``--root``, else the list file's folder)."""
+    if kinetics_csv is None:
+        dataset = load_dataset(name, split, list_file, labels_file)
+    elif name != "k400":
+        raise ConfigError("--kinetics-csv is for --dataset k400 (the shipped 400 class names)")
+    elif root is None:
+        raise ConfigError("--kinetics-csv needs --root: the folder that holds the k400 clips")
+    else:
+        dataset = kinetics_dataset(kinetics_csv, split, root)
+    return dataset, Path(root) if root is not None else Path(dataset.list_file).parent

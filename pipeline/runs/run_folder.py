@@ -11,6 +11,7 @@ knows its file names and formats.
 | ``metrics.json`` | final metrics (contract key names) |
 | ``curves.png`` | loss and accuracy curves |
 | ``checkpoint.safetensors`` | optimiser and random state for ``--resume`` |
+| ``failures.jsonl`` | videos that could not be decoded (``finetune-e2e``): one JSON line each |
 | ``zeroshot_<dataset>.json`` | ``mote zeroshot`` results of one dataset |
 | ``zeroshot_summary.json`` | zero-shot harmonic mean and trade-off over the datasets |
 | ``fewshot.json`` | ``mote fewshot`` summary (in the folder that holds its runs) |
@@ -49,6 +50,7 @@ HISTORY_FILE = "history.jsonl"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 CHECKPOINT_FILE = "checkpoint.safetensors"
+FAILURES_FILE = "failures.jsonl"
 ZEROSHOT_PREFIX = "zeroshot_"
 ZEROSHOT_SUMMARY_FILE = "zeroshot_summary.json"
 FEWSHOT_FILE = "fewshot.json"
@@ -283,6 +285,10 @@ class RunFolder:
         return self.path / CHECKPOINT_FILE
 
     @property
+    def failures_file(self) -> Path:
+        return self.path / FAILURES_FILE
+
+    @property
     def zeroshot_summary_file(self) -> Path:
         return self.path / ZEROSHOT_SUMMARY_FILE
 
@@ -369,6 +375,26 @@ class RunFolder:
         text = "".join(json.dumps(rows[e]) + "\n" for e in sorted(rows))
         if self.history_file.is_file() or text:
             write_atomic(self.history_file, text.encode())
+
+    def read_failures(self) -> list[dict]:
+        """The videos listed as undecodable so far ({"split", "video", "reason", "epoch"})."""
+        if not self.failures_file.is_file():
+            return []
+        rows = []
+        for line in self.failures_file.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+            if isinstance(row, dict) and "video" in row:
+                rows.append(row)
+        return rows
+
+    def append_failures(self, rows: list[dict]) -> None:
+        """Videos that failed to decode, one line each; the run goes on without them."""
+        if rows:
+            with writing(self.failures_file), self.failures_file.open("a") as handle:
+                handle.write("".join(json.dumps(row) + "\n" for row in rows))
 
     def read_metrics(self) -> dict | None:
         return _read_optional(self.metrics_file, "rerun the training, or delete the file")

@@ -1,0 +1,559 @@
+"""Stage three (optional), ``mote finetune-e2e``: tune CLIP's visual tower and MoTE together on
+decoded videos, the reference's own recipe (spec 7), on one process or many (torchrun).
+
+Clips are decoded, sampled (spec 7.1) and augmented (spec 7.2) in DataLoader worker processes;
+the loop (schedule, micro-batch routing draws, AMP, DDP, checkpoints, exact ``--resume``) is the
+shared one of mote.pipeline.train, with the visual tower as the feature function, so DDP averages
+its gradients and the checkpoint holds it. A video that cannot be decoded is skipped, counted and
+listed in ``RUN/failures.jsonl``. The run folder is a cache run's plus the tuned tower, so
+``mote extract --run``, ``evaluate``, ``zeroshot`` and ``report`` read it as they read any run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mote.pipeline import __version__
+from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_start
+from mote.pipeline.runs.run_folder import RunFolder
+from mote.pipeline.temporal.e2e import EndToEnd, build_end_to_end
+from mote.pipeline.temporal.metrics import topk_accuracy
+from mote.pipeline.temporal.mote_model import ARCHS
+from mote.pipeline.train.checkpoint import save_checkpoint
+from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.train.loop import LoopConfig, Trainer
+from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches
+from mote.pipeline.train.schedule import build_optimizer, mote_groups
+from mote.pipeline.train.step import PRECISIONS
+from mote.pipeline.video.clips import ClipDataset, ClipFailure, make_loader
+from mote.stages.options import setting
+from mote.stages.train_temporal import (
+    SPEC_DEFAULTS,
+    few_steps_warnings,
+    model_config,
+    resolve,
+    steps_per_epoch,
+    with_model_switches,
+)
+
+# The training split when --split is not given (k600 ships only its zero-shot test splits).
+TRAIN_SPLIT = {"k400": "train", "k600": "split1", "ucf101": "train1", "hmdb51": "train1"}
+CHECKPOINTED_WIDTH = 768  # ViT-L/14: gradient checkpointing on by default (spec 7)
+MAX_WORKERS = 8
+RESUME_IGNORED = ("resume", "stop_after_epochs", "device", "workers")
+PATH_SETTINGS = (
+    "root", "list_file", "labels_file", "kinetics_csv", "val_list", "val_labels", "val_root",
+    "out", "init_run", "text_from",
+)  # fmt: skip
+
+
+def _spec_default(index: int) -> str:
+    return ", ".join(f"{v[index]:g} for D={dim}" for dim, v in SPEC_DEFAULTS.items())
+
+
+def default_workers() -> int:
+    """One decode worker per available core, up to ``MAX_WORKERS``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_WORKERS, cores or 1))
+
+
+@dataclass(frozen=True)
+@with_model_switches(after="val_limit")
+class FinetuneConfig:
+    """Settings of ``mote finetune-e2e``; None means "the spec's default for this CLIP".
+
+    The MoTE switches (arch, experts, layers, WMR, ...) are MoTEConfig's fields, added by
+    ``with_model_switches`` as for train-temporal; fields with help are CLI options.
+    """
+
+    dataset: str = setting(help="k400, k600, ucf101, hmdb51 or list.")
+    out: Path = setting(help="Run folder to create.")
+    root: Path | None = setting(
+        None, "Folder holding the videos.", default_text="the list file's folder (list)"
+    )
+    split: str | None = setting(
+        None,
+        "Training split: k400 train (with --list or --kinetics-csv); ucf101/hmdb51 train1-3.",
+        default_text=", ".join(f"{s} for {d}" for d, s in TRAIN_SPLIT.items()),
+    )
+    list_file: Path | None = setting(
+        None, "Training video list 'relative/path label'.", flag="--list"
+    )
+    labels_file: Path | None = setting(None, "Label CSV 'id,name'.", flag="--labels")
+    kinetics_csv: Path | None = setting(
+        None, "k400: the official annotation CSV; the --split rows whose clips exist under --root."
+    )
+    model: str = setting("ViT-B-16", "open_clip model name, JSON config, or mote-tiny.")
+    pretrained: str = setting("openai", "Weights tag, a local weights file, or none (random).")
+    frames: int = setting(8, "Frames per clip T.")
+    val_split: str | None = setting(
+        None, "Validation split of the same dataset (1 view, eval sampling, spec 7)."
+    )
+    val_list: Path | None = setting(None, "Validation video list (instead of --val-split).")
+    val_labels: Path | None = setting(
+        None, "Validation label CSV.", default_text="the training labels"
+    )
+    val_root: Path | None = setting(
+        None, "Folder of the validation videos.", default_text="--root, else the list's folder"
+    )
+    val_limit: int | None = setting(
+        None, "Validate on N videos spread evenly over the list (a quick per-epoch check)."
+    )
+    epochs: int | None = setting(None, "Training epochs (spec 7).", default_text=_spec_default(0))
+    warmup_epochs: float = setting(5.0, "Linear lr warm-up epochs.")
+    batch_size: int | None = setting(
+        None, "Videos per step (all processes).", default_text=_spec_default(1)
+    )
+    micro_batches: int = setting(
+        3,
+        "Micro-batches per step, each with its own routing draw (the reference's 3 GPUs); "
+        "under torchrun a multiple of the process count, split among the processes.",
+    )
+    lr: float = setting(5e-5, "Temporal module lr.")
+    clip_lr_ratio: float | None = setting(
+        None, "Visual tower and logit-scale lr = lr x ratio.", default_text=_spec_default(2)
+    )
+    weight_decay: float = setting(0.2, "AdamW weight decay.")
+    seed: int = setting(0, "Seed of initialisation, routing, batch order and clip draws.")
+    device: str = setting("auto", "auto, cpu, cuda.")
+    precision: str = setting(
+        "auto", f"{', '.join(PRECISIONS)}; auto: fp16 with a loss scaler on CUDA, fp32 on CPU."
+    )
+    grad_checkpointing: bool | None = setting(
+        None,
+        "Recompute each CLIP block in the backward pass (less memory, same numbers).",
+        flag="--grad-checkpointing/--no-grad-checkpointing",
+        default_text=f"on for D={CHECKPOINTED_WIDTH} (ViT-L/14), else off",
+    )
+    workers: int | None = setting(
+        None,
+        "Decode worker processes per training process (0: decode in the training process).",
+        default_text=f"one per core, up to {MAX_WORKERS}",
+    )
+    decoder: str = setting("auto", "auto, decord or pyav.")
+    init_run: Path | None = setting(
+        None, "Warm start: the temporal module and logit scale of a train-temporal run."
+    )
+    text_from: Path | None = setting(
+        None, "Take the class text embeddings from this feature store (same CLIP weights)."
+    )
+    tfm: bool = setting(True, "TFM in the final evaluation.")
+    resume: bool = setting(False, "Continue the run in --out from its last epoch.")
+    stop_after_epochs: int | None = setting(
+        None, "Stop after this many epochs (continue later with --resume)."
+    )
+
+
+def _check(cfg: FinetuneConfig) -> None:
+    check_root(cfg.dataset, cfg.root)
+    if cfg.val_root is not None and not Path(cfg.val_root).is_dir():
+        raise ConfigError(f"--val-root {cfg.val_root}: no such folder")
+    if cfg.val_split is not None and cfg.val_list is not None:
+        raise ConfigError("--val-split and --val-list both name validation videos: pass one")
+    if cfg.val_split is not None and cfg.dataset == "list":
+        raise ConfigError("--val-split needs a shipped --dataset; for a list use --val-list FILE")
+    if cfg.arch not in ARCHS:
+        raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"
+        )
+    if cfg.decoder not in ("auto", "decord", "pyav"):
+        raise ConfigError(f"--decoder must be auto, decord or pyav, got '{cfg.decoder}'")
+    for name in ("epochs", "batch_size", "val_limit", "frames", "stop_after_epochs"):
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
+    if cfg.warmup_epochs < 0 or cfg.lr <= 0:
+        raise ConfigError("--warmup-epochs must be >= 0 and --lr positive")
+    if cfg.clip_lr_ratio is not None and cfg.clip_lr_ratio < 0:
+        raise ConfigError(f"--clip-lr-ratio must be >= 0, got {cfg.clip_lr_ratio}")
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def datasets(cfg: FinetuneConfig) -> tuple[DatasetSpec, Path, DatasetSpec | None, Path | None]:
+    """The training split and its root; the validation split (same classes) and its root."""
+    split = cfg.split or TRAIN_SPLIT.get(cfg.dataset, "custom")
+    train, root = open_dataset(
+        cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root
+    )
+    if cfg.val_split is None and cfg.val_list is None:
+        return train, root, None, None
+    if cfg.val_list is not None:
+        labels = cfg.val_labels or Path(train.labels_file)
+        val, val_root = open_dataset("list", "val", cfg.val_list, labels, None, cfg.val_root)
+        if cfg.val_root is None and cfg.root is not None:
+            val_root = Path(cfg.root)
+    else:
+        val, val_root = open_dataset(
+            cfg.dataset, cfg.val_split, None, cfg.val_labels, cfg.kinetics_csv, cfg.root
+        )
+        val_root = Path(cfg.val_root) if cfg.val_root is not None else val_root
+    if tuple(val.class_names) != tuple(train.class_names):
+        raise ConfigError(
+            f"validation list {val.list_file}: its {len(val.class_names)} classes differ from "
+            f"the training list's {len(train.class_names)}; close-set validation needs the same "
+            "classes in the same order (pass --val-labels with the training label file)"
+        )
+    if cfg.val_limit is not None and cfg.val_limit < len(val.items):
+        keep = np.unique(np.linspace(0, len(val.items) - 1, cfg.val_limit).round().astype(int))
+        val = replace(val, items=tuple(val.items[i] for i in keep))
+    return train, root, val, val_root
+
+
+class FailureLog:
+    """Videos that could not be decoded: gathered from every rank, each listed once (rank 0
+    appends them to ``RUN/failures.jsonl`` with the reason; resumed runs keep the list)."""
+
+    def __init__(self, folder: RunFolder, ctx: DistContext) -> None:
+        self.folder, self.ctx = folder, ctx
+        self.seen: set[tuple[str, str]] = set()
+        self.count = {"train": 0, "val": 0}
+
+    def load(self) -> None:
+        for row in self.folder.read_failures():
+            self._mark(row.get("split", "train"), row["video"])
+
+    def _mark(self, split: str, video: str) -> bool:
+        if (split, video) in self.seen:
+            return False
+        self.seen.add((split, video))
+        self.count[split] = self.count.get(split, 0) + 1
+        return True
+
+    def record(self, split: str, epoch: int, failed: list[ClipFailure], gather: bool) -> list:
+        """A collective when ``gather`` (every rank calls it); returns the new failures."""
+        everyone = self.ctx.gather(failed) if gather else [failed]
+        if not self.ctx.is_main:
+            return []
+        rows = []
+        for failure in (f for rank in everyone for f in rank):
+            if self._mark(split, failure.video):
+                rows.append(
+                    {
+                        "split": split,
+                        "video": failure.video,
+                        "reason": failure.reason,
+                        "epoch": epoch + 1,
+                    }  # fmt: skip
+                )
+        self.folder.append_failures(rows)
+        return rows
+
+
+class VideoBatches:
+    """This rank's share of each global batch of training clips (the loop's ``EpochData``):
+    the shared-seed sharded sampler over the list, decoded by the clip loader's workers.
+
+    Failed videos leave their batch (the step trains on the rest) and are logged at the end
+    of the epoch."""
+
+    def __init__(
+        self,
+        dataset: ClipDataset,
+        batch_size: int,
+        micro_batches: int,
+        ctx: DistContext,
+        seed: int,
+        workers: int,
+        failures: FailureLog,
+        on_failure=None,
+    ) -> None:
+        self.sampler = ShardedBatchSampler(
+            len(dataset), batch_size, micro_batches, ctx.rank, ctx.world_size, seed
+        )
+        self.loader = make_loader(
+            dataset,
+            batch_sampler=self.sampler,
+            workers=workers,
+            pin_memory=ctx.device.type == "cuda",
+            seed=seed + ctx.rank,
+        )
+        self.failures, self.on_failure, self.epoch = failures, on_failure, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        failed: list[ClipFailure] = []
+        for batch in self.loader:
+            failed += batch.failed
+            yield batch.frames, batch.labels
+        new = self.failures.record("train", self.epoch, failed, gather=True)
+        if new and self.on_failure is not None:
+            self.on_failure(new)
+
+
+class FrameFeatures(torch.nn.Module):
+    """The loop's feature function: ``model.encode_frames``. An ``nn.Module`` holding the visual
+    tower, so DDP averages the tower's gradients and the checkpoint holds its weights."""
+
+    def __init__(self, model: EndToEnd) -> None:
+        super().__init__()
+        self.visual = model.visual  # the same module: registered here for DDP and checkpoints
+        object.__setattr__(self, "_model", model)  # not a submodule (no second temporal copy)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self._model.encode_frames(frames)
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+@torch.no_grad()
+def predict_clips(
+    model: EndToEnd, loader, failures: FailureLog, epoch: int, tfm: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine logits (N, C) and labels of the decodable validation clips (fp32, spec 7)."""
+    scores, labels, failed = [], [], []
+    for batch in loader:
+        failed += batch.failed
+        if len(batch):
+            logits, _ = model.predict(batch.frames.to(model.class_text.device), tfm=tfm)
+            scores.append(logits.float().cpu())
+            labels.append(batch.labels)
+    failures.record("val", epoch, failed, gather=False)
+    if not scores:
+        return torch.zeros(0, len(model.class_names)), torch.zeros(0, dtype=torch.long)
+    return torch.cat(scores), torch.cat(labels)
+
+
+# ------------------------------------------------------------------------------ the run
+
+
+def run(cfg: FinetuneConfig, progress: Progress | None = None) -> dict:
+    """Fine-tune, validate per epoch, write the run folder and return the final metrics.
+
+    Under torchrun every process runs this; rank 0 alone writes and reports, the others return
+    ``{"run": ..., "rank": r}``.
+    """
+    _check(cfg)
+    ctx = DistContext.from_env(cfg.device)
+    try:
+        return _run(cfg, ctx, (progress or NullProgress()) if ctx.is_main else NullProgress())
+    finally:
+        ctx.close()
+
+
+def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
+    check_micro_batches(cfg.micro_batches, ctx.world_size)
+    folder = RunFolder(cfg.out)
+    folder.check_new(cfg.resume)
+    train_set, root, val_set, val_root = datasets(cfg)
+    device = ctx.device
+
+    model = build_end_to_end(
+        cfg.model,
+        cfg.pretrained,
+        train_set.class_names,
+        device=device,
+        seed=cfg.seed,
+        config=lambda dim: model_config(cfg, dim),
+        text_from=cfg.text_from,
+    )
+    dim = model.clip.dim
+    cfg = resolve(cfg, dim)
+    if cfg.grad_checkpointing is None:
+        cfg = replace(cfg, grad_checkpointing=dim == CHECKPOINTED_WIDTH)
+    if cfg.workers is None:
+        cfg = replace(cfg, workers=default_workers())
+    model.set_grad_checkpointing(cfg.grad_checkpointing)
+    init = warm_start(model, cfg.init_run) if cfg.init_run is not None else None
+
+    text = model.class_text
+    groups = mote_groups(model.temporal, cfg.lr, cfg.clip_lr_ratio, visual=model.visual)
+    optimizer = build_optimizer(groups, cfg.weight_decay)
+    loop = LoopConfig(
+        epochs=cfg.epochs,
+        micro_batches=cfg.micro_batches,
+        warmup_epochs=cfg.warmup_epochs,
+        seed=cfg.seed,
+        precision=cfg.precision,
+        resume=cfg.resume,
+        stop_after_epochs=cfg.stop_after_epochs,
+    )
+    trainer = Trainer(loop, ctx, model.temporal, optimizer, features_of=FrameFeatures(model))
+    # looked up at call time, so a test can simulate a kill by replacing save_checkpoint here
+    trainer.save_checkpoint = lambda folder_, epoch, best: save_checkpoint(
+        folder_, ctx, trainer.losses, optimizer, trainer.scaler, epoch, best, trainer.random
+    )
+
+    warnings = few_steps_warnings(len(train_set.items), cfg.batch_size, cfg.epochs)
+    config = {
+        "source": "finetune-e2e",
+        "tool_version": __version__,
+        "train": _settings(cfg),
+        **run_config(model),
+        "datasets": {
+            "train": _describe(train_set, root),
+            "val": _describe(val_set, val_root) if val_set is not None else None,
+        },
+        "train_sampling": {"frames": cfg.frames, "rule": "train", "augment": "spec 7.2"},
+        "val_sampling": {"frames": cfg.frames, "views": "1x1", "rule": "eval", "blend": None},
+        "init_run": init,
+        "text": str(cfg.text_from) if cfg.text_from is not None else "class templates",
+        "device": str(device),
+        "world_size": ctx.world_size,
+        "precision": trainer.precision,
+        "amp": trainer.precision != "fp32",
+        "grad_checkpointing": cfg.grad_checkpointing,
+        "effective_batch": cfg.batch_size,
+        "micro_batch": math.ceil(cfg.batch_size / cfg.micro_batches),
+        "steps_per_epoch": steps_per_epoch(len(train_set.items), cfg.batch_size),
+        "warnings": warnings,
+        "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its own "
+        "expert routing and WMR temperatures. Under torchrun each process trains "
+        "micro_batches / world_size of them",
+    }
+    if cfg.resume and folder.is_run():
+        _check_resume(folder.read_config().get("train") or {}, config["train"], cfg.out)
+    ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
+    failures = FailureLog(folder, ctx)
+    if ctx.is_main:
+        folder.create()
+        folder.write_config(config)
+        if cfg.resume:
+            failures.load()
+        for warning in warnings:
+            progress.message(warning)
+
+    def tell(rows: list[dict]) -> None:
+        for row in rows:
+            progress.message(f"skipped {row['video']}: {row['reason']}")
+
+    train_clips = ClipDataset(
+        train_set.items, root, model.preprocess, cfg.frames, "train", cfg.seed, cfg.decoder
+    )
+    data = VideoBatches(
+        train_clips,
+        cfg.batch_size,
+        cfg.micro_batches,
+        ctx,
+        cfg.seed,
+        cfg.workers,
+        failures,
+        on_failure=tell,
+    )
+    val_loader = None
+    if val_set is not None and ctx.is_main:
+        val_clips = ClipDataset(
+            val_set.items, val_root, model.preprocess, cfg.frames, "eval", cfg.seed, cfg.decoder
+        )
+        val_loader = make_loader(
+            val_clips,
+            batch_size=config["micro_batch"],
+            workers=cfg.workers,
+            shuffle=False,
+            pin_memory=device.type == "cuda",
+        )
+
+    def validate() -> float | None:
+        if val_loader is None:
+            return None
+        scores, labels = predict_clips(model, val_loader, failures, data.epoch)
+        return topk_accuracy(scores, labels, (1,))["top1"] if len(labels) else None
+
+    every = max(1, cfg.epochs // 20)
+
+    def report(line: dict, last_epoch: int) -> None:
+        if line["epoch"] % every == 0 or line["epoch"] == last_epoch:
+            progress.message(_epoch_message(line, cfg.epochs))
+
+    result = trainer.fit(
+        data,
+        text,
+        folder,
+        validate=validate,
+        save_model=lambda best: save_end_to_end(folder, model, best),
+        on_epoch=report,
+        progress=progress,
+        title=f"fine-tune {model.clip.model} + {model.temporal.cfg.arch} on "
+        f"{len(train_set.items)} videos",
+    )
+    if not ctx.is_main:
+        if not result.stopped:
+            ctx.barrier()  # wait for rank 0's final evaluation
+        return {"run": str(cfg.out), "rank": ctx.rank}
+    folder.write_curves()
+    if result.stopped:
+        return {
+            "run": str(cfg.out),
+            "stopped_after_epoch": result.last_epoch,
+            "epochs": cfg.epochs,
+            "failed_videos": failures.count["train"],
+            "warnings": warnings,
+        }
+    metrics = {"top1": None, "top5": None, "views": None, "n_videos": 0}
+    if val_loader is not None:
+        scores, labels = predict_clips(model, val_loader, failures, cfg.epochs - 1, tfm=cfg.tfm)
+        metrics = {**topk_accuracy(scores, labels), "views": "1x1", "n_videos": len(labels)}
+        metrics.update(tfm=cfg.tfm, n_failed_skipped=len(val_set.items) - len(labels))
+    metrics.update(
+        best_epoch=result.best["epoch"],
+        best_val_top1=result.best["top1"],
+        checkpoint="last",
+        epochs=cfg.epochs,
+        failed_videos=failures.count["train"],
+        run=str(cfg.out),
+    )
+    folder.write_metrics(metrics)
+    ctx.barrier()
+    return {**metrics, "warnings": warnings}
+
+
+def _describe(dataset: DatasetSpec, root: Path | None) -> dict:
+    return {
+        "name": dataset.name,
+        "split": dataset.split,
+        "videos": len(dataset.items),
+        "list": dataset.list_file,
+        "labels": dataset.labels_file,
+        "root": str(Path(root).resolve()) if root is not None else None,
+    }
+
+
+def _epoch_message(line: dict, epochs: int) -> str:
+    val = f" val top-1 {line['val_top1']:.1f}" if line["val_top1"] is not None else ""
+    return (
+        f"epoch {line['epoch']}/{epochs} loss {line['loss']:.4f} (ce {line['loss_ce']:.4f}) "
+        f"lr {line['lr']:.2e}{val} {line['videos_per_s']:.1f} videos/s"
+    )
+
+
+def _settings(cfg: FinetuneConfig) -> dict:
+    """Every resolved setting; paths resolved, so a resume can be matched."""
+    settings = asdict(cfg)
+    for key in PATH_SETTINGS:
+        if settings.get(key) is not None:
+            settings[key] = str(Path(settings[key]).resolve())
+    return settings
+
+
+def _check_resume(saved: dict, now: dict, out: Path) -> None:
+    diffs = [
+        f"{key}: {saved.get(key)!r} in the run, {now.get(key)!r} now"
+        for key in now
+        if key not in RESUME_IGNORED
+        and json.dumps(saved.get(key), default=str) != json.dumps(now.get(key), default=str)
+    ]
+    if diffs:
+        raise ConfigError(f"{out}: cannot resume with other settings ({'; '.join(diffs)})")

@@ -1,0 +1,296 @@
+"""`mote finetune-e2e` on real generated motion videos with mote-tiny on the CPU: it learns, the
+CLIP lr ratio reaches the visual tower, torchrun (gloo) matches one process, --resume is exact,
+undecodable videos are listed, --init-run/--text-from warm-start, and the run closes the loop
+(`mote extract --run`, `mote evaluate`) through the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mote.pipeline.clip.build import build_clip
+from mote.pipeline.data.synthetic import write_motion_dataset
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.runs.run_folder import RunFolder
+from mote.stages import demo, extract, finetune_e2e, train_temporal
+
+# Flip-safe classes: spec 7.2 flips clips left-right, so "moving left/right" would swap labels.
+CLASSES = tuple(
+    f"{shape} {motion}"
+    for shape in ("circle", "square")
+    for motion in ("moving up", "moving down", "approaching", "receding")
+)
+COMMON = dict(
+    dataset="list",
+    model="mote-tiny",
+    pretrained="none",
+    device="cpu",
+    frames=4,
+    layers=1,
+    workers=0,
+    warmup_epochs=1,
+    lr=1e-3,
+    clip_lr_ratio=1.0,
+)
+# Learning test (measured, see the test): epochs, temporal lr, CLIP lr ratio, margin over chance.
+LEARN_EPOCHS, LEARN_LR, LEARN_RATIO, LEARN_MARGIN = 100, 1e-3, 1.0, 20.0
+DDP_TOLERANCE = 1e-5  # max |weight difference|, 2 processes vs 1 (measured: see the test)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """16 motion videos (2 per class) and a list that adds a file of random bytes."""
+    root = tmp_path_factory.mktemp("e2e") / "videos"
+    data = write_motion_dataset(root, CLASSES, videos_per_class=2, seed=5)
+    (root / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(20_000))
+    lines = data.list_file.read_text().splitlines()
+    with_corrupt = root / "with_corrupt.txt"
+    with_corrupt.write_text("\n".join([*lines[:3], "corrupt.mp4 2", *lines[3:]]) + "\n")
+    return data, with_corrupt
+
+
+def config(videos, out: Path, **overrides) -> finetune_e2e.FinetuneConfig:
+    data, _ = videos
+    settings = dict(
+        COMMON,
+        out=out,
+        root=data.root,
+        list_file=data.list_file,
+        labels_file=data.labels_file,
+        epochs=2,
+        batch_size=8,
+        micro_batches=2,
+    )
+    settings.update(overrides)
+    return finetune_e2e.FinetuneConfig(**settings)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "model.safetensors")
+
+
+def history(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+
+
+def flags(settings: dict) -> list[str]:
+    out = []
+    for key, value in settings.items():
+        name = "--" + {"list_file": "list", "labels_file": "labels"}.get(key, key).replace("_", "-")
+        if value is True:
+            out.append(name)
+        elif value is False:
+            out.append("--no-" + name[2:])
+        else:
+            out += [name, str(value)]
+    return out
+
+
+def cli(*args: str, torchrun: int = 0) -> subprocess.CompletedProcess:
+    launch = [sys.executable, "-m", "mote.stages"]
+    if torchrun:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        launch += ["--nproc-per-node", str(torchrun), "-m", "mote.stages"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([*launch, *args], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def printed_json(result: subprocess.CompletedProcess) -> dict:
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, result.stdout  # under torchrun rank 0 alone reports
+    return json.loads(lines[0])
+
+
+# ------------------------------------------------------------------------------ learning
+
+
+@pytest.mark.slow
+def test_loss_falls_and_the_model_beats_chance_on_motion(tmp_path):
+    data = write_motion_dataset(tmp_path / "videos", CLASSES, videos_per_class=8, seed=3)
+    train_list, val_list = demo.split_list(data.list_file)
+    out = tmp_path / "run"
+    metrics = finetune_e2e.run(
+        config(
+            (data, None),
+            out,
+            list_file=train_list,
+            val_list=val_list,
+            epochs=LEARN_EPOCHS,
+            warmup_epochs=2,
+            batch_size=16,
+            micro_batches=1,
+            lr=LEARN_LR,
+            clip_lr_ratio=LEARN_RATIO,
+        )
+    )
+    lines = history(out)
+    first, last = lines[0]["loss_ce"], np.mean([h["loss_ce"] for h in lines[-5:]])
+    chance = 100 / len(CLASSES)
+    print(f"ce {first:.3f} -> {last:.3f}; val top-1 {metrics['top1']:.1f} (chance {chance:.1f})")
+    assert last < first - 0.3
+    assert metrics["n_videos"] == 16
+    assert metrics["best_val_top1"] >= chance + LEARN_MARGIN
+
+
+# ------------------------------------------------------------------------------ CLIP lr
+
+
+def test_clip_weights_move_and_stay_bit_identical_at_ratio_zero(videos, tmp_path):
+    original = build_clip("mote-tiny", "none", device="cpu", seed=0).model.visual.state_dict()
+    moved = {}
+    for ratio in (1.0, 0.0):
+        out = tmp_path / f"ratio{ratio:g}"
+        finetune_e2e.run(config(videos, out, clip_lr_ratio=ratio, epochs=1, warmup_epochs=0))
+        saved = weights(out)
+        tower = {k[len("clip.visual.") :]: v for k, v in saved.items() if k.startswith("clip.")}
+        assert set(tower) == set(original)
+        moved[ratio] = [k for k in tower if not torch.equal(tower[k], original[k])]
+    assert len(moved[1.0]) > len(original) // 2
+    assert moved[0.0] == []
+    config_json = json.loads((tmp_path / "ratio0" / "config.json").read_text())
+    assert config_json["source"] == "finetune-e2e" and config_json["clip_weights"] == "tuned"
+    assert config_json["train"]["clip_lr_ratio"] == 0.0 and config_json["world_size"] == 1
+
+
+def test_spec_defaults_per_width_and_bad_settings(videos, tmp_path):
+    cfg = finetune_e2e.resolve(config(videos, tmp_path / "x", epochs=None, batch_size=None), 768)
+    assert (cfg.epochs, cfg.batch_size, cfg.clip_lr_ratio) == (20, 144, 1.0)
+    cfg = config(videos, tmp_path / "x", epochs=None, batch_size=None, clip_lr_ratio=None)
+    assert (finetune_e2e.resolve(cfg, 512).clip_lr_ratio) == 0.07
+    with pytest.raises(ConfigError, match="--val-list"):
+        finetune_e2e.run(config(videos, tmp_path / "y", val_split="test1"))
+    with pytest.raises(ConfigError, match="not a positive multiple"):
+        finetune_e2e.run(config(videos, tmp_path / "z", micro_batches=0))
+    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+
+
+# ------------------------------------------------------------------------------ resume, DDP
+
+
+def test_resume_ends_with_the_uninterrupted_weights(videos, tmp_path):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    settings = dict(epochs=3, val_list=videos[0].list_file, val_limit=8)
+    finetune_e2e.run(config(videos, whole, **settings))
+    stopped = finetune_e2e.run(config(videos, part, stop_after_epochs=1, **settings))
+    assert stopped["stopped_after_epoch"] == 1
+    finetune_e2e.run(config(videos, part, resume=True, **settings))
+    a, b = weights(whole), weights(part)
+    assert a.keys() == b.keys() and any(k.startswith("clip.visual.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["epoch"] for h in history(part)] == [1, 2, 3]
+    assert [h["loss"] for h in history(part)] == [h["loss"] for h in history(whole)]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_with_the_same_global_batch(videos, tmp_path):
+    data, _ = videos
+    # without WMR a routed step leaves experts without gradient: DDP must allow it (pitfall 12)
+    settings = dict(epochs=2, batch_size=8, micro_batches=2, wmr=False)
+    one = finetune_e2e.run(config(videos, tmp_path / "one", **settings))
+    run_flags = {**COMMON, **settings, "root": data.root, "list_file": data.list_file}
+    run_flags.update(labels_file=data.labels_file, out=tmp_path / "two")
+    two = printed_json(cli("finetune-e2e", "--json", *flags(run_flags), torchrun=2))
+    assert two["epochs"] == one["epochs"] == 2
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    print(f"2 processes vs 1: max weight difference {worst:.2e}")
+    assert worst <= DDP_TOLERANCE
+    h1, h2 = history(tmp_path / "one"), history(tmp_path / "two")
+    assert [h["videos"] for h in h2] == [h["videos"] for h in h1] == [16, 16]
+    for x, y in zip(h1, h2, strict=True):
+        assert y["loss"] == pytest.approx(x["loss"], abs=1e-4)
+    assert json.loads((tmp_path / "two" / "config.json").read_text())["world_size"] == 2
+
+
+# ------------------------------------------------------------------------------ warm start
+
+
+def test_init_run_and_text_from_warm_start_from_the_cache(videos, tmp_path, tiny_extract):
+    data, _ = videos
+    store = tmp_path / "train.zarr"
+    extract.run(tiny_extract(data, store, frames=4))
+    cached = tmp_path / "cached"
+    train_temporal.run(
+        train_temporal.TrainConfig(
+            train=store, out=cached, layers=1, epochs=2, batch_size=8, lr=1e-3, device="cpu"
+        )
+    )
+    head = weights(cached)
+    out = tmp_path / "warm"
+    # an lr so small that one epoch leaves the loaded head where it was (to 1e-9)
+    finetune_e2e.run(config(videos, out, epochs=1, lr=1e-12, init_run=cached, text_from=store))
+    tuned = weights(out)
+    bank = torch.nn.functional.normalize(torch.from_numpy(np.array(_text(store))).float(), dim=-1)
+    torch.testing.assert_close(tuned["finetune_text"], bank, rtol=0, atol=1e-6)
+    for key, value in head.items():
+        if key != "finetune_text":
+            torch.testing.assert_close(tuned[key], value, rtol=0, atol=1e-9, msg=key)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["init_run"]["run"] == str(cached)
+    assert saved["text"] == str(store.resolve()) or saved["text"] == str(store)
+    # a head of another shape is refused before anything is written
+    with pytest.raises(ConfigError, match="does not fit"):
+        finetune_e2e.run(config(videos, tmp_path / "bad", layers=2, init_run=cached))
+    assert not (tmp_path / "bad").exists()
+
+
+def _text(store: Path):
+    from mote.cache_schema.store import FeatureStore
+
+    return FeatureStore.open(store).text_embeddings
+
+
+# ------------------------------------------------------------------------------ CLI, failures
+
+
+def test_cli_run_skips_a_corrupt_video_then_reextracts_and_evaluates(videos, tmp_path):
+    data, with_corrupt = videos
+    run = tmp_path / "run"
+    settings = {**COMMON, "root": data.root, "list_file": with_corrupt}
+    settings.update(labels_file=data.labels_file, out=run, epochs=1, batch_size=8)
+    settings.update(micro_batches=1, val_list=with_corrupt)
+    metrics = printed_json(cli("finetune-e2e", "--json", *flags(settings)))
+    assert metrics["failed_videos"] == 1 and metrics["n_videos"] == 16
+    assert metrics["n_failed_skipped"] == 1
+    listed = RunFolder(run).read_failures()
+    assert {(row["split"], row["video"]) for row in listed} == {
+        ("train", "corrupt.mp4"),
+        ("val", "corrupt.mp4"),
+    }
+    assert all(row["reason"] for row in listed)
+    assert history(run)[0]["videos"] == 16  # the other videos of its batch still trained
+
+    store = tmp_path / "tuned.zarr"
+    cli(
+        "extract", "--dataset", "list", "--root", str(data.root), "--list", str(data.list_file),
+        "--labels", str(data.labels_file), "--device", "cpu", "--decode-workers", "0",
+        "--frames", "4", "--run", str(run), "--out", str(store),
+    )  # fmt: skip
+    result = printed_json(
+        cli("evaluate", "--run", str(run), "--store", str(store), "--device", "cpu", "--json")
+    )
+    assert result["n_videos"] == 16 and result["same_classes_as_training"] is True
+    report = printed_json(cli("report", str(run), "--out", str(tmp_path / "report"), "--json"))
+    assert report["runs"][0]["source"] == "finetune-e2e"
+
+
+def test_help_names_the_torchrun_launch_line():
+    from typer.testing import CliRunner
+
+    from mote.stages.cli import app
+
+    shown = CliRunner().invoke(app, ["finetune-e2e", "--help"], env={"COLUMNS": "200"}).output
+    assert "torchrun --nproc-per-node N -m mote.stages finetune-e2e" in " ".join(shown.split())
+    assert "--grad-checkpointing" in shown and "--no-grad-checkpointing" in shown
