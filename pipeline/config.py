@@ -95,3 +95,13 @@ def build_config(cls: type[T], config_file: Path | None = None, **flags: Any) ->
         names = ", ".join("--" + name.replace("_", "-") for name in missing)
         raise ConfigError(f"missing required option(s): {names}")
     return cls(**values)
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", **meta: Any) -> Any:
+    """A config field that is also a CLI option (and ``--config`` key)."""
+    return dataclasses.field(default=default, metadata={"help": help, **meta})
+
+
+def option_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of a config dataclass that are CLI options (they carry help)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("help")]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mote.pipeline import __version__
+from mote.pipeline.config import setting
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
@@ -35,10 +36,7 @@ from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.loop import LoopConfig, Trainer
 from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches
 from mote.pipeline.train.schedule import build_optimizer, mote_groups
-from mote.pipeline.train.step import PRECISIONS
-from mote.pipeline.video.clips import ClipDataset, ClipFailure, make_loader
-from mote.stages.options import setting
-from mote.stages.train_temporal import (
+from mote.pipeline.train.settings import (
     SPEC_DEFAULTS,
     few_steps_warnings,
     model_config,
@@ -46,6 +44,8 @@ from mote.stages.train_temporal import (
     steps_per_epoch,
     with_model_switches,
 )
+from mote.pipeline.train.step import PRECISIONS
+from mote.pipeline.video.clips import ClipDataset, ClipFailure, make_loader
 
 # The training split when --split is not given (k600 ships only its zero-shot test splits).
 TRAIN_SPLIT = {"k400": "train", "k600": "split1", "ucf101": "train1", "hmdb51": "train1"}

@@ -1,8 +1,8 @@
 """CLI options derived from config dataclasses, so a setting's default and help live in one place.
 
 A config field becomes a flag by carrying help text in its metadata
-(``field(default=..., metadata={"help": ...})``, see ``setting`` here and ``switch`` in
-``mote_model``). ``config_parameters`` turns those fields into typer options; ``default_help``
+(``field(default=..., metadata={"help": ...})``; see ``setting`` in pipeline/config.py and
+``switch`` in ``mote_model``). ``config_parameters`` turns those fields into typer options; ``default_help``
 writes the ``[default: X]`` of any option from the dataclass default, or from a
 ``default_text`` callable in the metadata for defaults that depend on the data (per-width sizes).
 
@@ -22,14 +22,10 @@ from typing import Annotated, Any
 
 import typer
 
+from mote.pipeline.config import option_fields
 from mote.pipeline.errors import ConfigError
 
 MISSING = dataclasses.MISSING
-
-
-def setting(default: Any = MISSING, help: str = "", **meta: Any) -> Any:
-    """A config field that is also a CLI option (and ``--config`` key)."""
-    return dataclasses.field(default=default, metadata={"help": help, **meta})
 
 
 def format_default(value: Any) -> str | None:
@@ -76,11 +72,6 @@ def opt(cls: type, name: str, help: str, *flags: str, **kwargs: Any) -> Any:
     """A typer.Option whose help ends with the default of ``cls.name``."""
     kwargs.setdefault("show_default", False)  # the help text already ends with it
     return typer.Option(*flags, help=default_help(cls, name, help), **kwargs)
-
-
-def option_fields(cls: type) -> list[dataclasses.Field]:
-    """The fields of a config dataclass that are CLI options (they carry help)."""
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("help")]
 
 
 def _unwrap_optional(annotation: Any) -> Any:

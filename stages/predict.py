@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mote.pipeline.clip.encoding import BatchedEncoder
+from mote.pipeline.config import setting
 from mote.pipeline.data.datasets import read_labels, shipped_file
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
@@ -30,7 +31,6 @@ from mote.pipeline.runs.run_folder import Run, load_run
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers
 from mote.pipeline.video.sampling import parse_views
-from mote.stages.options import setting
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 DEFAULT_FRAMES = 8  # the paper's T, for runs that do not record their training frames

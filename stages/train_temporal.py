@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import typing
-from collections.abc import Callable, Iterator
-from dataclasses import MISSING, asdict, dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,58 +21,31 @@ import torch
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline import __version__
+from mote.pipeline.config import setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
-from mote.pipeline.temporal.mote_model import ARCHS, MoTE, MoTEConfig, default_config
+from mote.pipeline.temporal.mote_model import ARCHS, MoTE
 from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.loop import LoopConfig, Trainer
 from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches, rank_share
 from mote.pipeline.train.schedule import build_optimizer as shared_optimizer
 from mote.pipeline.train.schedule import mote_groups
+from mote.pipeline.train.settings import (
+    few_steps_warnings,
+    model_config,
+    resolve,
+    spec_default,
+    steps_per_epoch,
+    with_model_switches,
+)
 from mote.pipeline.train.step import PRECISIONS
-from mote.stages.options import option_fields, setting
 
-# Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
-SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}
 RESUME_IGNORED = ("resume", "stop_after_epochs", "device", "fused", "compile")
 PATH_SETTINGS = ("train", "val", "out")  # compared as resolved paths on --resume
-FEW_STEPS = 10  # fewer optimiser steps per epoch than this: say so, with the fix
-# MoTEConfig fields the training store decides, not the user.
-FROM_STORE = ("dim",)
-
-
-def _spec_default(index: int) -> Callable[[], str]:
-    """Help text of a per-width default of SPEC_DEFAULTS: '30 for D=512, 20 for D=768'."""
-    return lambda: ", ".join(f"{v[index]:g} for D={dim}" for dim, v in SPEC_DEFAULTS.items())
-
-
-def with_model_switches(cls: type | None = None, *, after: str = "val") -> type | Callable:
-    """Add every MoTEConfig switch (a field with help) to a settings class, after ``after``.
-
-    So one new MoTEConfig field with help is a train-temporal flag, a ``--config`` key and an
-    entry of the run's config.json. Per-width switches (heads, layers) default to None here:
-    "``default_config``'s value for the store's width".
-    """
-    if cls is None:  # used as @with_model_switches(after=...)
-        return lambda c: with_model_switches(c, after=after)
-    hints = typing.get_type_hints(MoTEConfig)
-    own = dict(cls.__annotations__)
-    added = {}
-    for f in option_fields(MoTEConfig):
-        if f.name in FROM_STORE:
-            continue
-        required = f.default is MISSING and f.default_factory is MISSING
-        added[f.name] = hints[f.name] | None if required else hints[f.name]
-        setattr(cls, f.name, field(default=None if required else f.default, metadata=f.metadata))
-    names = list(own)
-    at = names.index(after) + 1
-    order = names[:at] + list(added) + names[at:]
-    cls.__annotations__ = {name: own.get(name, added.get(name)) for name in order}
-    return cls
 
 
 @dataclass(frozen=True)
@@ -88,9 +60,9 @@ class TrainConfig:
     train: Path = setting(help="Feature store to train on (mote extract).")
     out: Path = setting(help="Run folder to create.")
     val: Path | None = setting(None, "Feature store to validate on each epoch and at the end.")
-    epochs: int | None = setting(None, "Training epochs (spec 7).", default_text=_spec_default(0))
+    epochs: int | None = setting(None, "Training epochs (spec 7).", default_text=spec_default(0))
     warmup_epochs: float = setting(5.0, "Linear lr warm-up epochs.")
-    batch_size: int | None = setting(None, "Videos per step.", default_text=_spec_default(1))
+    batch_size: int | None = setting(None, "Videos per step.", default_text=spec_default(1))
     micro_batches: int = setting(
         3,
         "Micro-batches per step, each with its own routing draw (emulates the reference's 3 "
@@ -98,7 +70,7 @@ class TrainConfig:
     )
     lr: float = setting(5e-5, "Temporal module lr.")
     clip_lr_ratio: float | None = setting(
-        None, "logit-scale lr = lr x ratio.", default_text=_spec_default(2)
+        None, "logit-scale lr = lr x ratio.", default_text=spec_default(2)
     )
     weight_decay: float = setting(0.2, "AdamW weight decay.")
     seed: int = setting(0, "Seed of initialisation, routing and batch order.")
@@ -129,27 +101,6 @@ class TrainConfig:
     )
     videos: tuple[int, ...] | None = None  # train on these store rows only (few-shot)
     epoch_size: int | None = None  # samples per epoch, repeating the videos (few-shot)
-
-
-def resolve(cfg: TrainConfig, dim: int) -> TrainConfig:
-    """Fill the spec's per-backbone defaults (epochs, batch, CLIP lr ratio)."""
-    epochs, batch, ratio = SPEC_DEFAULTS.get(dim, SPEC_DEFAULTS[512])
-    return replace(
-        cfg,
-        epochs=epochs if cfg.epochs is None else cfg.epochs,
-        batch_size=batch if cfg.batch_size is None else cfg.batch_size,
-        clip_lr_ratio=cfg.clip_lr_ratio if cfg.clip_lr_ratio is not None else ratio,
-    )
-
-
-def model_config(cfg: TrainConfig, dim: int) -> MoTEConfig:
-    """The MoTEConfig of these settings; switches left None take ``default_config``'s value."""
-    overrides = {
-        f.name: getattr(cfg, f.name)
-        for f in option_fields(MoTEConfig)
-        if f.name not in FROM_STORE and getattr(cfg, f.name) is not None
-    }
-    return default_config(dim, **overrides)
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -480,25 +431,6 @@ def final_metrics(model, val_store, features, text, cfg: TrainConfig, device) ->
         n_failed_skipped=int(val_store.n_videos - len(indices)),
     )
     return result
-
-
-def steps_per_epoch(videos: int, batch_size: int) -> int:
-    """Optimiser steps of one epoch (the last partial batch is a step too, spec 7)."""
-    return max(1, math.ceil(videos / batch_size))
-
-
-def few_steps_warnings(videos: int, batch_size: int, epochs: int) -> list[str]:
-    """A warning with the fix when an epoch is fewer than ``FEW_STEPS`` optimiser steps: with
-    the spec's batch on a small store (160 videos) a run is 30 steps and trains to chance."""
-    steps = steps_per_epoch(videos, batch_size)
-    if steps >= FEW_STEPS:
-        return []
-    batch = max(1, videos // FEW_STEPS)
-    return [
-        f"{videos} videos at batch {batch_size} give {steps} step{'s' if steps != 1 else ''} "
-        f"per epoch, {steps * epochs} steps in all: lower --batch-size to {batch} or raise "
-        "--epochs"
-    ]
 
 
 def _settings(cfg: TrainConfig) -> dict:

@@ -1,0 +1,92 @@
+"""Settings both training commands share: the spec's per-width defaults and the MoTE switches.
+
+``train-temporal`` and ``finetune-e2e`` build their config dataclasses from these, so a fact such
+as "B/16 trains 30 epochs at batch 192" or a new MoTEConfig switch lives in one place.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, field, replace
+from typing import Any
+
+from mote.pipeline.config import option_fields
+from mote.pipeline.temporal.mote_model import MoTEConfig, default_config
+
+# Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
+SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}
+FEW_STEPS = 10  # fewer optimiser steps per epoch than this: say so, with the fix
+# MoTEConfig fields the training store decides, not the user.
+FROM_STORE = ("dim",)
+
+
+def spec_default(index: int) -> Callable[[], str]:
+    """Help text of a per-width default of SPEC_DEFAULTS: '30 for D=512, 20 for D=768'."""
+    return lambda: ", ".join(f"{v[index]:g} for D={dim}" for dim, v in SPEC_DEFAULTS.items())
+
+
+def with_model_switches(cls: type | None = None, *, after: str = "val") -> type | Callable:
+    """Add every MoTEConfig switch (a field with help) to a settings class, after ``after``.
+
+    So one new MoTEConfig field with help is a flag of train-temporal and finetune-e2e, a
+    ``--config`` key and an entry of the run's config.json. Per-width switches (heads, layers)
+    default to None here: "``default_config``'s value for the store's width".
+    """
+    if cls is None:  # used as @with_model_switches(after=...)
+        return lambda c: with_model_switches(c, after=after)
+    hints = typing.get_type_hints(MoTEConfig)
+    own = dict(cls.__annotations__)
+    added = {}
+    for f in option_fields(MoTEConfig):
+        if f.name in FROM_STORE:
+            continue
+        required = f.default is MISSING and f.default_factory is MISSING
+        added[f.name] = hints[f.name] | None if required else hints[f.name]
+        setattr(cls, f.name, field(default=None if required else f.default, metadata=f.metadata))
+    names = list(own)
+    at = names.index(after) + 1
+    order = names[:at] + list(added) + names[at:]
+    cls.__annotations__ = {name: own.get(name, added.get(name)) for name in order}
+    return cls
+
+
+def resolve(cfg: Any, dim: int) -> Any:
+    """Fill the spec's per-backbone defaults (epochs, batch, CLIP lr ratio)."""
+    epochs, batch, ratio = SPEC_DEFAULTS.get(dim, SPEC_DEFAULTS[512])
+    return replace(
+        cfg,
+        epochs=epochs if cfg.epochs is None else cfg.epochs,
+        batch_size=batch if cfg.batch_size is None else cfg.batch_size,
+        clip_lr_ratio=cfg.clip_lr_ratio if cfg.clip_lr_ratio is not None else ratio,
+    )
+
+
+def model_config(cfg: Any, dim: int) -> MoTEConfig:
+    """The MoTEConfig of these settings; switches left None take ``default_config``'s value."""
+    overrides = {
+        f.name: getattr(cfg, f.name)
+        for f in option_fields(MoTEConfig)
+        if f.name not in FROM_STORE and getattr(cfg, f.name) is not None
+    }
+    return default_config(dim, **overrides)
+
+
+def steps_per_epoch(videos: int, batch_size: int) -> int:
+    """Optimiser steps of one epoch (the last partial batch is a step too, spec 7)."""
+    return max(1, math.ceil(videos / batch_size))
+
+
+def few_steps_warnings(videos: int, batch_size: int, epochs: int) -> list[str]:
+    """A warning with the fix when an epoch is fewer than ``FEW_STEPS`` optimiser steps: with
+    the spec's batch on a small store (160 videos) a run is 30 steps and trains to chance."""
+    steps = steps_per_epoch(videos, batch_size)
+    if steps >= FEW_STEPS:
+        return []
+    batch = max(1, videos // FEW_STEPS)
+    return [
+        f"{videos} videos at batch {batch_size} give {steps} step{'s' if steps != 1 else ''} "
+        f"per epoch, {steps * epochs} steps in all: lower --batch-size to {batch} or raise "
+        "--epochs"
+    ]
