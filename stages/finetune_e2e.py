@@ -32,7 +32,7 @@ from mote.pipeline.temporal.e2e import EndToEnd, build_end_to_end
 from mote.pipeline.temporal.metrics import topk_accuracy
 from mote.pipeline.temporal.mote_model import ARCHS
 from mote.pipeline.train.checkpoint import save_checkpoint
-from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.train.distributed import DistContext, run_on_every_rank
 from mote.pipeline.train.loop import LoopConfig, Trainer
 from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches
 from mote.pipeline.train.schedule import build_optimizer, mote_groups
@@ -347,11 +347,9 @@ def run(cfg: FinetuneConfig, progress: Progress | None = None) -> dict:
     ``{"run": ..., "rank": r}``.
     """
     _check(cfg)
-    ctx = DistContext.from_env(cfg.device)
-    try:
-        return _run(cfg, ctx, (progress or NullProgress()) if ctx.is_main else NullProgress())
-    finally:
-        ctx.close()
+    return run_on_every_rank(
+        cfg.device, progress or NullProgress(), lambda ctx, shown: _run(cfg, ctx, shown)
+    )
 
 
 def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:

@@ -29,7 +29,7 @@ from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import ARCHS, MoTE
 from mote.pipeline.train.checkpoint import save_checkpoint
-from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.train.distributed import DistContext, run_on_every_rank
 from mote.pipeline.train.loop import LoopConfig, Trainer
 from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches, rank_share
 from mote.pipeline.train.schedule import build_optimizer as shared_optimizer
@@ -263,11 +263,9 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     ``{"run": ..., "rank": r}``.
     """
     _check(cfg)
-    ctx = DistContext.from_env(cfg.device)
-    try:
-        return _run(cfg, ctx, (progress or NullProgress()) if ctx.is_main else NullProgress())
-    finally:
-        ctx.close()
+    return run_on_every_rank(
+        cfg.device, progress or NullProgress(), lambda ctx, shown: _run(cfg, ctx, shown)
+    )
 
 
 def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:

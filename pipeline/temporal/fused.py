@@ -31,6 +31,7 @@ __all__ = [
     "fused_loss_fn",
     "fused_train_step",
     "micro_batch_sizes",
+    "optimizer_step",
     "plain_train_step",
 ]
 
@@ -90,7 +91,8 @@ def drop_unrouted_grads(
                     linear.bias.grad = None
 
 
-def _optimizer_step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: Any) -> None:
+    """``optimizer.step()``, through the loss scaler when fp16 training has one."""
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -124,7 +126,7 @@ def fused_train_step(
     loss = out["loss"]
     (scaler.scale(loss) if scaler is not None else loss).backward()
     drop_unrouted_grads(model, draws)
-    _optimizer_step(optimizer, scaler)
+    optimizer_step(optimizer, scaler)
     sizes = out["sizes"].detach().float()
     sums = {key: (out[key].detach().float() * sizes).sum() for key in LOSS_KEYS}
     correct = (out["logits"].detach().argmax(dim=1) == labels.reshape(-1)).sum()
@@ -159,5 +161,5 @@ def plain_train_step(
         for key in sums:
             sums[key] = sums[key] + losses[key].detach().float() * len(part)
         correct = correct + (losses["logits"].argmax(dim=1) == y).sum()
-    _optimizer_step(optimizer, scaler)
+    optimizer_step(optimizer, scaler)
     return sums, correct

@@ -7,14 +7,18 @@ runs as a single process and every helper here is a no-op.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.progress import NullProgress, Progress
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -107,3 +111,13 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return (
         module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
     )
+
+
+def run_on_every_rank(device: str, progress: Progress, body: Callable[..., T]) -> T:
+    """``body(ctx, progress)`` in this process's rank of a torchrun world (or alone): only rank 0
+    reports progress, and the process group is closed however ``body`` ends."""
+    ctx = DistContext.from_env(device)
+    try:
+        return body(ctx, progress if ctx.is_main else NullProgress())
+    finally:
+        ctx.close()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.fused import drop_unrouted_grads, fused_loss_fn
+from mote.pipeline.temporal.fused import drop_unrouted_grads, fused_loss_fn, optimizer_step
 from mote.pipeline.temporal.mote_model import StepDraws, draw_step
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -136,11 +136,7 @@ def train_step(
             for key in LOSS_TERMS:
                 sums[key] = sums[key] + losses[key].detach().float() * len(part)
             correct = correct + (losses["logits"].argmax(dim=1) == labels[part]).sum()
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
+    optimizer_step(optimizer, scaler)
     return sums, correct
 
 
@@ -195,11 +191,7 @@ def fused_step(
     (scaler.scale(loss) if scaler is not None else loss).backward()
     if draws is not None or all_reduce is not None:
         drop_unrouted_grads(head, draws, all_reduce)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
+    optimizer_step(optimizer, scaler)
     if draws is None:
         zero = torch.zeros((), device=labels.device)
         return dict.fromkeys(LOSS_TERMS, zero), zero
