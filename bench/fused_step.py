@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from collections import Counter
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import ProfilerActivity, profile
+from benchlib import aten_calls, machine, sync
 
 from mote.pipeline.device import resolve_device
 from mote.pipeline.temporal.fused import (
@@ -67,17 +65,9 @@ def make_step(kind: str, arch: str, args: argparse.Namespace, device: torch.devi
     return step
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def aten_ops_per_step(step, steps: int) -> tuple[float, list[tuple[str, int]]]:
     """aten:: events per step under the profiler (after the warm-up), and the commonest ones."""
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
-    names = Counter(ev.name for ev in prof.events() if ev.name.startswith("aten::"))
+    names = aten_calls(lambda: [step() for _ in range(steps)])
     return sum(names.values()) / steps, names.most_common(8)
 
 
@@ -133,8 +123,7 @@ def main() -> None:
             f"speed-up {fused['videos_per_s'] / plain['videos_per_s']:.2f}x"
         )
     figures = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads"
-        + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
+        "machine": machine(device),
         "torch": torch.__version__,
         "device": str(device),
         "dim": args.dim,

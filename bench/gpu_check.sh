@@ -10,10 +10,18 @@ mkdir -p "$out"
 workers=${WORKERS:-$(nproc)}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
-python3 bench/train_temporal.py --videos 20000 --dim 512 --steps 30 --device cuda \
-    --json "$out/train_b16.json"
-python3 bench/train_temporal.py --videos 20000 --dim 768 --steps 30 --device cuda \
-    --json "$out/train_l14.json"
+# Issue 10: whole-epoch videos/s and aten ops/step per arch (fused vs --no-fused), and a run's
+# fixed cost outside its epochs, on 20k-video stores; then the data-path figures.
+python3 bench/train_temporal.py --device cuda --epoch-videos 20000 --fixed-arch mote \
+    --workdir "$out/bench_b16" --json "$out/epochs_b16.json"
+python3 bench/train_temporal.py --device cuda --epoch-videos 20000 --archs mote --compile \
+    --sections epochs --workdir "$out/bench_b16" --json "$out/epochs_b16_compile.json"
+python3 bench/train_temporal.py --device cuda --dim 768 --epoch-videos 20000 --archs mote \
+    --sections epochs --workdir "$out/bench_l14" --json "$out/epochs_l14.json"
+python3 bench/train_temporal.py --sections data --videos 20000 --dim 512 --steps 30 \
+    --device cuda --json "$out/train_b16.json"
+python3 bench/train_temporal.py --sections data --videos 20000 --dim 768 --steps 30 \
+    --device cuda --json "$out/train_l14.json"
 python3 bench/extract.py --videos 200 --workers "$workers" --model ViT-B-16 --pretrained none \
     --device cuda --no-rss --workdir "$out/bench" --json "$out/extract_b16.json"
 

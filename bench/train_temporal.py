@@ -1,14 +1,29 @@
-"""Benchmark stage two (not a test): is training from the cache data-bound, and how much does
-the cache save?
+"""Benchmark stage two (not a test): what one `mote train-temporal` epoch costs per arch and
+step kind, what a run costs outside its epochs, and whether training is data-bound.
 
-In one run, on a store of synthetic features written with the store API:
-  (a) training steps/s with batches fed from the store (the train-temporal data path)
-  (b) the same steps on tensors already in memory on the device
-      -> data overhead = 1 - a/b (target <= 10%)
-  (c) one epoch from the cache vs the same epoch if the CLIP encoder had to run: the encoder's
-      images/s is measured on the same device (target >= 50x)
+Sections (--sections, comma-separated; default "epochs,fixed"):
 
-    python bench/train_temporal.py --videos 20000 --dim 512 [--device cuda] [--steps 30]
+  epochs  For mote, transformer and meanpool, with the fused step (the default) and the plain
+          per-micro-batch step (--no-fused): a whole train-temporal epoch (the shared Trainer's
+          train_epoch over the command's CachedBatches, after the warm-up epochs) on a store of
+          --epoch-videos D-wide videos at the spec batch (192 for D=512). Reports
+            aten operator calls per step: the torch profiler over one whole epoch, divided by
+              its steps (machine-independent; target: cut >= 5x for mote), and
+            videos/s: a second, unprofiled epoch (GPU targets for mote B/16 >= 20,000, L/14
+              >= 10,000, transformer >= 30,000 videos/s),
+          the plain/fused ratios, and what a 240k-video, 30-epoch mote run costs at that rate.
+  fixed   `python -m mote.stages train-temporal` as a subprocess on a --fixed-videos store
+          (train = val) with --epochs 1 and --epochs 2: per-epoch = T2 - T1, fixed cost outside
+          the epochs = T1 - per-epoch (target <= 5 s + the store load on a GPU machine); then an
+          in-process breakdown: imports, store load, model build, per-epoch validation, final
+          evaluation, curves.png.
+  data    (a) steps/s fed from the store, (b) on tensors already on the device, data overhead
+          1 - a/b (target <= 10%); (c) an epoch from the cache vs with the CLIP encoder running
+          (target >= 50x). Its store is --videos wide.
+
+    python bench/train_temporal.py                      # CPU: small sizes, a few minutes
+    python bench/train_temporal.py --device cuda --epoch-videos 20000 --fixed-arch mote
+    python bench/train_temporal.py --sections data --videos 20000 --dim 512 [--device cuda]
 """
 
 from __future__ import annotations
@@ -16,65 +31,38 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchlib import aten_calls, machine, sync, write_store
 
-from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.device import resolve_device
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.train.loop import LoopConfig, Trainer
 from mote.pipeline.train.step import LossModule, train_step
-from mote.stages.train_temporal import TrainConfig, build_optimizer, model_config
+from mote.stages.train_temporal import (
+    CachedBatches,
+    TrainConfig,
+    _val_top1,
+    build_optimizer,
+    final_metrics,
+    model_config,
+    resolve,
+)
 
 CLIP_FOR_DIM = {512: "ViT-B-16", 768: "ViT-L-14", 64: "mote-tiny"}
-
-
-def write_store(path: Path, videos: int, dim: int, frames: int, classes: int) -> FeatureStore:
-    """A store of `videos` random feature clips, written chunk by chunk with the store API."""
-    spec = StoreSpec(
-        model="bench",
-        pretrained="none",
-        weights_id="random:seed=0",
-        dim=dim,
-        frames=frames,
-        clips=1,
-        crops=1,
-        sampling="eval",
-        sampling_seed=0,
-        preprocess={"size": 224, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"},
-        dataset="bench",
-        split="train",
-        class_names=tuple(f"class {i}" for i in range(classes)),
-        tool_version="bench",
-    )
-    rng = np.random.default_rng(0)
-    labels = rng.integers(classes, size=videos)
-    text = rng.standard_normal((classes, dim)).astype(np.float32)
-    text /= np.linalg.norm(text, axis=1, keepdims=True)
-    store = FeatureStore.create(
-        path,
-        spec,
-        [f"v{i}.mp4" for i in range(videos)],
-        labels,
-        text,
-        chunk_videos=64,
-        overwrite=True,
-    )
-    for chunk in range(store.n_chunks):
-        start, stop = store.chunk_range(chunk)
-        emb = rng.standard_normal((stop - start, 1, frames, dim)).astype(np.float16)
-        idx = np.tile(np.arange(frames, dtype=np.int32), (1, 1))
-        store.write_chunk(
-            chunk, [VideoResult(i, emb[i - start], idx, frames) for i in range(start, stop)]
-        )
-    store.consolidate()
-    return store
+ARCHS = ("mote", "transformer", "meanpool")
+K400 = (240_000, 30)  # videos, epochs of the run whose cost the epochs section reports
+# videos/s targets on one H100/H200 (issue 10), by (arch, dim)
+GPU_TARGETS = {("mote", 512): 20_000, ("mote", 768): 10_000, ("transformer", 512): 30_000}
 
 
 def timed_steps(model, optimizer, batches, text, cfg, device, steps: int) -> float:
@@ -142,29 +130,13 @@ def verdict(value: float | None, op: str, target: float) -> str:
     return "met" if met else "NOT met"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--videos", type=int, default=20000)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--classes", type=int, default=400)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--encoder-batch", type=int, default=None)
-    parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-    device = resolve_device(args.device)
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="mote-bench-train-"))
-    store_path = work / "features.zarr"
+def data_section(args: argparse.Namespace, device: torch.device, work: Path) -> dict:
+    """(a), (a'), (b) and (c): is the step fed fast enough, and what the cache saves."""
+    store_path = work / "data.zarr"
     start = time.perf_counter()
     store = write_store(store_path, args.videos, args.dim, args.frames, args.classes)
     write_s = time.perf_counter() - start
-
-    cfg = TrainConfig(train=store_path, out=work / "run")
-    from mote.stages.train_temporal import resolve
-
-    cfg = resolve(cfg, args.dim)
+    cfg = resolve(TrainConfig(train=store_path, out=work / "run"), args.dim)
     torch.manual_seed(0)
     model = MoTE(model_config(cfg, args.dim)).to(device)
     text = torch.from_numpy(np.array(store.text_embeddings)).to(device)
@@ -176,48 +148,22 @@ def main() -> None:
     start = time.perf_counter()
     memory_source = InMemoryFeatures(store)
     load_s = time.perf_counter() - start
-    a = timed_steps(
-        model,
-        optimizer,
-        from_store(memory_source, cfg.batch_size, device),
-        text,
-        cfg,
-        device,
-        args.steps,
-    )
-    a_stream = timed_steps(
-        model,
-        optimizer,
-        from_store(StreamingFeatures(store, 16), cfg.batch_size, device),
-        text,
-        cfg,
-        device,
-        args.steps,
-    )
+
+    def steps_per_s(batches) -> float:
+        return timed_steps(model, optimizer, batches, text, cfg, device, args.steps)
+
+    a = steps_per_s(from_store(memory_source, cfg.batch_size, device))
+    a_stream = steps_per_s(from_store(StreamingFeatures(store, 16), cfg.batch_size, device))
     features = torch.from_numpy(memory_source.embeddings[:, 0]).to(device)
     labels = torch.from_numpy(memory_source.labels).to(device)
-    b = timed_steps(
-        model,
-        optimizer,
-        from_memory(features, labels, cfg.batch_size),
-        text,
-        cfg,
-        device,
-        args.steps,
-    )
-
-    steps_per_epoch = math.ceil(args.videos / cfg.batch_size)
-    epoch_s = steps_per_epoch / a
+    b = steps_per_s(from_memory(features, labels, cfg.batch_size))
+    epoch_s = math.ceil(args.videos / cfg.batch_size) / a
     encoder, images_s = encoder_images_per_s(
         args.dim, device, args.encoder_batch or (256 if device.type == "cuda" else 8)
     )
     encode_epoch_s = args.videos * args.frames / images_s
     figures = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads"
-        + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
-        "device": str(device),
         "videos": args.videos,
-        "dim": args.dim,
         "batch": cfg.batch_size,
         "micro_batches": cfg.micro_batches,
         "store_write_s": round(write_s, 2),
@@ -238,6 +184,205 @@ def main() -> None:
     for key, op, target in (("data_overhead", "<=", 0.10), ("cache_speedup", ">=", 50)):
         value = figures[key]
         print(f"target {key} {op} {target}: {value} -> {verdict(value, op, target)}")
+    return figures
+
+
+# ------------------------------------------------------------------------------ epochs
+
+
+def epoch_runner(arch: str, fused: bool, store, store_path: Path, args, device: torch.device):
+    """train-temporal's own pieces for one arch and step kind: a callable running one epoch."""
+    cfg = resolve(
+        TrainConfig(train=store_path, out=store_path.parent / "run", arch=arch, fused=fused),
+        args.dim,
+    )
+    torch.manual_seed(0)
+    model = MoTE(model_config(cfg, args.dim)).to(device)
+    text = torch.from_numpy(np.array(store.text_embeddings)).float().to(device)
+    model.set_finetune_text(text)
+    text = torch.nn.functional.normalize(text, dim=-1)
+    loop = LoopConfig(
+        epochs=cfg.epochs,
+        micro_batches=cfg.micro_batches,
+        warmup_epochs=cfg.warmup_epochs,
+        fused=fused,
+        compile=args.compile and fused,
+    )
+    ctx = DistContext.from_env(str(device))
+    trainer = Trainer(loop, ctx, model, build_optimizer(model, cfg))
+    data = CachedBatches(InMemoryFeatures(store), cfg.batch_size, cfg.micro_batches, ctx, 0)
+    epoch = int(math.ceil(cfg.warmup_epochs))  # past the warm-up: the lr is not 0
+
+    def run_epoch() -> dict:
+        stats = trainer.train_epoch(data, text, epoch)  # ends with one host read of the sums
+        sync(device)
+        return stats
+
+    return run_epoch, len(data), trainer.fused
+
+
+def epochs_section(args: argparse.Namespace, device: torch.device, work: Path) -> dict:
+    """aten calls per step (one profiled epoch) and videos/s (one more epoch) per arch/step."""
+    store_path = work / "epochs.zarr"
+    store = write_store(store_path, args.epoch_videos, args.dim, args.frames, args.classes)
+    rows = []
+    for arch in args.archs.split(","):
+        for kind in ("plain", "fused"):
+            run_epoch, steps, fused = epoch_runner(
+                arch, kind == "fused", store, store_path, args, device
+            )
+            if device.type == "cuda":
+                run_epoch()  # warm-up: allocator, cuBLAS handles, compilation
+            calls = aten_calls(run_epoch)
+            start = time.perf_counter()
+            stats = run_epoch()
+            seconds = time.perf_counter() - start
+            row = {
+                "arch": arch,
+                "step": kind if fused == (kind == "fused") else f"{kind} (not fusable)",
+                "steps_per_epoch": steps,
+                "aten_ops_per_step": round(sum(calls.values()) / steps),
+                "videos_per_s": round(stats["videos"] / seconds, 1),
+                "top_ops": calls.most_common(6),
+            }
+            rows.append(row)
+            print(
+                f"{arch:>12} {kind:>6}: {row['aten_ops_per_step']:8d} aten ops/step "
+                f"{row['videos_per_s']:10.1f} videos/s ({steps} steps/epoch)",
+                flush=True,
+            )
+    by = {(r["arch"], r["step"]): r for r in rows}
+    ratios = {}
+    videos, epochs = K400
+    for arch in args.archs.split(","):
+        plain, fused = by.get((arch, "plain")), by.get((arch, "fused"))
+        if plain is None or fused is None:
+            continue
+        cut = plain["aten_ops_per_step"] / fused["aten_ops_per_step"]
+        speed = fused["videos_per_s"] / plain["videos_per_s"]
+        run_h = videos * epochs / fused["videos_per_s"] / 3600
+        ratios[arch] = {
+            "ops_cut": round(cut, 2),
+            "speedup": round(speed, 2),
+            "k400_30_epochs_hours_fused": round(run_h, 2),
+        }
+        line = f"{arch:>12}: ops cut {cut:.1f}x, speed-up {speed:.2f}x, "
+        line += f"{videos:,} videos x {epochs} epochs at the fused rate: {run_h:.2f} h"
+        target = GPU_TARGETS.get((arch, args.dim))
+        if target and device.type == "cuda":
+            line += f"; videos/s target >= {target}: {verdict(fused['videos_per_s'], '>=', target)}"
+        print(line)
+    if "mote" in ratios:
+        print(f"target mote ops cut >= 5x: {verdict(ratios['mote']['ops_cut'], '>=', 5)}")
+    return {"epoch_videos": args.epoch_videos, "compile": args.compile, "rows": rows, **ratios}
+
+
+# ------------------------------------------------------------------------------ fixed cost
+
+
+def cli_seconds(store_path: Path, out: Path, epochs: int, args, device: torch.device) -> float:
+    """Wall-clock seconds of one `mote train-temporal` process, imports included."""
+    command = [sys.executable, "-m", "mote.stages", "train-temporal"]
+    command += ["--train", str(store_path), "--val", str(store_path), "--out", str(out)]
+    command += ["--epochs", str(epochs), "--arch", args.fixed_arch, "--device", str(device)]
+    command += ["--json"]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    return time.perf_counter() - start
+
+
+def fixed_section(args: argparse.Namespace, device: torch.device, work: Path) -> dict:
+    """A run's cost outside its epochs, whole (two CLI runs) and by part (in process)."""
+    store_path = work / "fixed.zarr"
+    store = write_store(store_path, args.fixed_videos, args.dim, args.frames, args.classes)
+    one = cli_seconds(store_path, work / "fixed1", 1, args, device)
+    two = cli_seconds(store_path, work / "fixed2", 2, args, device)
+    per_epoch = two - one
+    figures = {
+        "fixed_videos": args.fixed_videos,
+        "fixed_arch": args.fixed_arch,
+        "cli_1_epoch_s": round(one, 2),
+        "cli_2_epochs_s": round(two, 2),
+        "per_epoch_s": round(per_epoch, 2),
+        "fixed_s": round(one - per_epoch, 2),
+    }
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import mote.stages.cli, mote.stages.train_temporal"])
+    figures["part_imports_s"] = round(time.perf_counter() - start, 2)
+
+    def timed(key: str, fn):
+        sync(device)
+        start = time.perf_counter()
+        value = fn()
+        sync(device)
+        figures[key] = round(time.perf_counter() - start, 3)
+        return value
+
+    features = timed("part_store_load_s", lambda: InMemoryFeatures(store))
+    cfg = resolve(
+        TrainConfig(train=store_path, val=store_path, out=work / "x", arch=args.fixed_arch),
+        args.dim,
+    )
+    model = timed("part_model_build_s", lambda: MoTE(model_config(cfg, args.dim)).to(device))
+    text = torch.from_numpy(np.array(store.text_embeddings)).float().to(device)
+    model.set_finetune_text(text)
+    text = torch.nn.functional.normalize(text, dim=-1)
+    timed("part_validation_s", lambda: _val_top1(model, features, text, device))
+    timed(
+        "part_final_evaluation_s", lambda: final_metrics(model, store, features, text, cfg, device)
+    )
+    from mote.pipeline.runs.run_folder import RunFolder
+
+    folder = RunFolder(work / "fixed1")
+    timed("part_curves_png_s", lambda: folder.write_curves(out=work / "curves.png"))
+    for key, value in figures.items():
+        print(f"{key:>32}: {value}")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--sections", default="epochs,fixed", help="epochs, fixed, data")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--dim", type=int, default=512, help="feature width (512 B/16, 768 L/14)")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--classes", type=int, default=400)
+    parser.add_argument("--archs", default=",".join(ARCHS), help="epochs: archs to run")
+    parser.add_argument(
+        "--epoch-videos",
+        type=int,
+        default=576,
+        help="epochs: store size (576 = 3 steps at batch 192; the issue's figure: 20000)",
+    )
+    parser.add_argument("--compile", action="store_true", help="epochs: --compile (CUDA)")
+    parser.add_argument(
+        "--fixed-videos", type=int, default=20000, help="fixed: store size (train = val)"
+    )
+    parser.add_argument(
+        "--fixed-arch",
+        default="meanpool",
+        help="fixed: arch of the CLI runs (meanpool keeps a CPU epoch short; mote on a GPU)",
+    )
+    parser.add_argument("--videos", type=int, default=20000, help="data: store size")
+    parser.add_argument("--steps", type=int, default=20, help="data: timed steps per figure")
+    parser.add_argument("--encoder-batch", type=int, default=None, help="data: CLIP batch")
+    parser.add_argument("--workdir", type=Path, default=None, help="where stores are written")
+    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="mote-bench-train-"))
+    work.mkdir(parents=True, exist_ok=True)
+    figures = {"machine": machine(device), "torch": torch.__version__, "device": str(device)}
+    figures["dim"] = args.dim
+    print(f"{figures['machine']}; torch {torch.__version__}; device {device}; D={args.dim}")
+    sections = {"epochs": epochs_section, "fixed": fixed_section, "data": data_section}
+    for name in args.sections.split(","):
+        print(f"--- {name}", flush=True)
+        figures[name] = sections[name](args, device, work)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

@@ -34,6 +34,10 @@ class Scores:
         return result
 
 
+# Clips (videos x views) per forward pass: large, so a 20k-video store is a handful of passes.
+EVAL_CLIPS = 8192
+
+
 @torch.no_grad()
 def score_views(
     model: MoTE,
@@ -41,22 +45,27 @@ def score_views(
     text: torch.Tensor,
     tfm: bool,
     device: torch.device | str = "cpu",
-    batch_videos: int = 512,
+    batch_videos: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine logits (N, V, C) and rho (N, V) for features (N, V, T, D), in batches of videos."""
+    """Cosine logits (N, V, C) and rho (N, V) for features (N, V, T, D), in batches of videos.
+
+    Sync-free: the results stay on ``device`` until the one transfer at the end, so the GPU
+    never waits for the host between batches (default batch: ``EVAL_CLIPS`` clips).
+    """
     model.eval().to(device)
     text = torch.nn.functional.normalize(text.float().to(device), dim=-1)
     n, v = embeddings.shape[:2]
-    logits = torch.empty(n, v, text.shape[0])
-    rho = torch.empty(n, v)
+    batch_videos = batch_videos or max(1, EVAL_CLIPS // max(1, v))
+    logits = torch.empty(n, v, text.shape[0], device=device)
+    rho = torch.empty(n, v, device=device)
     for start in range(0, n, batch_videos):
         block = torch.from_numpy(np.array(embeddings[start : start + batch_videos]))
-        e = block.to(device=device, dtype=torch.float32)
+        e = block.to(device=device, dtype=torch.float32, non_blocking=True)
         b = e.shape[0]
         flat_logits, flat_rho = model.predict(e.reshape(b * v, *e.shape[2:]), text, tfm=tfm)
-        logits[start : start + b] = flat_logits.reshape(b, v, -1).cpu()
-        rho[start : start + b] = flat_rho.reshape(b, v).cpu()
-    return logits, rho
+        logits[start : start + b] = flat_logits.reshape(b, v, -1)
+        rho[start : start + b] = flat_rho.reshape(b, v)
+    return logits.cpu(), rho.cpu()
 
 
 def score(
