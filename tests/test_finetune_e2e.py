@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import comparable_weights
 from safetensors.torch import load_file
 
 from mote.pipeline.clip.build import build_clip
@@ -43,7 +44,7 @@ COMMON = dict(
 )
 # Learning test (measured, see the test): epochs, temporal lr, CLIP lr ratio, margin over chance.
 LEARN_EPOCHS, LEARN_LR, LEARN_RATIO, LEARN_MARGIN = 100, 1e-3, 1.0, 20.0
-DDP_TOLERANCE = 1e-5  # max |weight difference|, 2 processes vs 1 (measured: see the test)
+DDP_TOLERANCE = 1e-5  # max |weight difference|, 2 processes vs 1 (measured 2.6e-7; key biases aside)
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,8 @@ def test_two_processes_match_one_with_the_same_global_batch(videos, tmp_path):
     run_flags.update(labels_file=data.labels_file, out=tmp_path / "two")
     two = printed_json(cli("finetune-e2e", "--json", *flags(run_flags), torchrun=2))
     assert two["epochs"] == one["epochs"] == 2
-    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    a = comparable_weights(weights(tmp_path / "one"))
+    b = comparable_weights(weights(tmp_path / "two"))
     assert a.keys() == b.keys()
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     print(f"2 processes vs 1: max weight difference {worst:.2e}")
