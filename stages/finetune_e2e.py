@@ -11,11 +11,10 @@ listed in ``RUN/failures.jsonl``. The run folder is a cache run's plus the tuned
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +36,13 @@ from mote.pipeline.train.loop import LoopConfig, Trainer
 from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches
 from mote.pipeline.train.schedule import build_optimizer, mote_groups
 from mote.pipeline.train.settings import (
-    SPEC_DEFAULTS,
+    check_resume,
+    epoch_message,
     few_steps_warnings,
     model_config,
+    recorded_settings,
     resolve,
+    spec_default,
     steps_per_epoch,
     with_model_switches,
 )
@@ -56,10 +58,6 @@ PATH_SETTINGS = (
     "root", "list_file", "labels_file", "kinetics_csv", "val_list", "val_labels", "val_root",
     "out", "init_run", "text_from",
 )  # fmt: skip
-
-
-def _spec_default(index: int) -> str:
-    return ", ".join(f"{v[index]:g} for D={dim}" for dim, v in SPEC_DEFAULTS.items())
 
 
 def default_workers() -> int:
@@ -110,10 +108,10 @@ class FinetuneConfig:
     val_limit: int | None = setting(
         None, "Validate on N videos spread evenly over the list (a quick per-epoch check)."
     )
-    epochs: int | None = setting(None, "Training epochs (spec 7).", default_text=_spec_default(0))
+    epochs: int | None = setting(None, "Training epochs (spec 7).", default_text=spec_default(0))
     warmup_epochs: float = setting(5.0, "Linear lr warm-up epochs.")
     batch_size: int | None = setting(
-        None, "Videos per step (all processes).", default_text=_spec_default(1)
+        None, "Videos per step (all processes).", default_text=spec_default(1)
     )
     micro_batches: int = setting(
         3,
@@ -122,7 +120,7 @@ class FinetuneConfig:
     )
     lr: float = setting(5e-5, "Temporal module lr.")
     clip_lr_ratio: float | None = setting(
-        None, "Visual tower and logit-scale lr = lr x ratio.", default_text=_spec_default(2)
+        None, "Visual tower and logit-scale lr = lr x ratio.", default_text=spec_default(2)
     )
     weight_decay: float = setting(0.2, "AdamW weight decay.")
     seed: int = setting(0, "Seed of initialisation, routing, batch order and clip draws.")
@@ -399,7 +397,7 @@ def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
     config = {
         "source": "finetune-e2e",
         "tool_version": __version__,
-        "train": _settings(cfg),
+        "train": recorded_settings(cfg, PATH_SETTINGS),
         **run_config(model),
         "datasets": {
             "train": _describe(train_set, root),
@@ -423,7 +421,13 @@ def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         "micro_batches / world_size of them",
     }
     if cfg.resume and folder.is_run():
-        _check_resume(folder.read_config().get("train") or {}, config["train"], cfg.out)
+        check_resume(
+            folder.read_config().get("train") or {},
+            config["train"],
+            cfg.out,
+            RESUME_IGNORED,
+            PATH_SETTINGS,
+        )
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
     failures = FailureLog(folder, ctx)
     if ctx.is_main:
@@ -474,7 +478,7 @@ def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
 
     def report(line: dict, last_epoch: int) -> None:
         if line["epoch"] % every == 0 or line["epoch"] == last_epoch:
-            progress.message(_epoch_message(line, cfg.epochs))
+            progress.message(epoch_message(line, cfg.epochs))
 
     result = trainer.fit(
         data,
@@ -527,31 +531,3 @@ def _describe(dataset: DatasetSpec, root: Path | None) -> dict:
         "labels": dataset.labels_file,
         "root": str(Path(root).resolve()) if root is not None else None,
     }
-
-
-def _epoch_message(line: dict, epochs: int) -> str:
-    val = f" val top-1 {line['val_top1']:.1f}" if line["val_top1"] is not None else ""
-    return (
-        f"epoch {line['epoch']}/{epochs} loss {line['loss']:.4f} (ce {line['loss_ce']:.4f}) "
-        f"lr {line['lr']:.2e}{val} {line['videos_per_s']:.1f} videos/s"
-    )
-
-
-def _settings(cfg: FinetuneConfig) -> dict:
-    """Every resolved setting; paths resolved, so a resume can be matched."""
-    settings = asdict(cfg)
-    for key in PATH_SETTINGS:
-        if settings.get(key) is not None:
-            settings[key] = str(Path(settings[key]).resolve())
-    return settings
-
-
-def _check_resume(saved: dict, now: dict, out: Path) -> None:
-    diffs = [
-        f"{key}: {saved.get(key)!r} in the run, {now.get(key)!r} now"
-        for key in now
-        if key not in RESUME_IGNORED
-        and json.dumps(saved.get(key), default=str) != json.dumps(now.get(key), default=str)
-    ]
-    if diffs:
-        raise ConfigError(f"{out}: cannot resume with other settings ({'; '.join(diffs)})")

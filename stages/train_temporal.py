@@ -9,7 +9,6 @@ mote.pipeline.train; this module keeps what is specific to cached features.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -35,8 +34,11 @@ from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches
 from mote.pipeline.train.schedule import build_optimizer as shared_optimizer
 from mote.pipeline.train.schedule import mote_groups
 from mote.pipeline.train.settings import (
+    check_resume,
+    epoch_message,
     few_steps_warnings,
     model_config,
+    recorded_settings,
     resolve,
     spec_default,
     steps_per_epoch,
@@ -333,7 +335,7 @@ def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
         "source": "train-temporal",
         "tool_version": __version__,
         "arch": mcfg.arch,
-        "train": _settings(cfg),
+        "train": recorded_settings(cfg, PATH_SETTINGS),
         "model_config": asdict(mcfg),
         "clip": {
             "model": spec.model,
@@ -363,7 +365,13 @@ def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
         "process trains micro_batches / world_size of them",
     }
     if cfg.resume and folder.is_run():
-        _check_resume(folder.read_config().get("train") or {}, run_config["train"], out)
+        check_resume(
+            folder.read_config().get("train") or {},
+            run_config["train"],
+            out,
+            RESUME_IGNORED,
+            PATH_SETTINGS,
+        )
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
     if ctx.is_main:
         folder.create()
@@ -380,7 +388,7 @@ def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
 
     def report(line: dict, last_epoch: int) -> None:  # about 20 lines per run
         if line["epoch"] % every == 0 or line["epoch"] == last_epoch:
-            progress.message(_epoch_message(line, cfg.epochs))
+            progress.message(epoch_message(line, cfg.epochs))
 
     result = trainer.fit(
         data,
@@ -416,15 +424,6 @@ def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
     return {**metrics, "warnings": warnings}
 
 
-def _epoch_message(line: dict, epochs: int) -> str:
-    val = f" val top-1 {line['val_top1']:.1f}" if line["val_top1"] is not None else ""
-    return (
-        f"epoch {line['epoch']}/{epochs} loss {line['loss']:.4f} (ce {line['loss_ce']:.4f} "
-        f"wmr {line['loss_wmr']:.4f} mse {line['loss_mse']:.4f}) lr {line['lr']:.2e}"
-        f"{val} {line['videos_per_s']:.0f} videos/s"
-    )
-
-
 def final_metrics(model, val_store, features, text, cfg: TrainConfig, device) -> dict:
     """Close-set top-1/top-5 of the last weights on every view of the validation store."""
     if val_store is None:
@@ -441,28 +440,3 @@ def final_metrics(model, val_store, features, text, cfg: TrainConfig, device) ->
         n_failed_skipped=int(val_store.n_videos - len(indices)),
     )
     return result
-
-
-def _settings(cfg: TrainConfig) -> dict:
-    """The settings as the run config records them: paths resolved, so a resume can be matched."""
-    settings = asdict(cfg)
-    for key in PATH_SETTINGS:
-        if settings.get(key) is not None:
-            settings[key] = str(Path(settings[key]).resolve())
-    return settings
-
-
-def _same_setting(key: str, saved, now) -> bool:
-    if key in PATH_SETTINGS and saved is not None and now is not None:
-        return Path(saved).resolve() == Path(now).resolve()
-    return json.dumps(saved, default=str) == json.dumps(now, default=str)
-
-
-def _check_resume(saved: dict, now: dict, out: Path) -> None:
-    diffs = [
-        f"{key}: {saved.get(key)!r} in the run, {now.get(key)!r} now"
-        for key in now
-        if key not in RESUME_IGNORED and not _same_setting(key, saved.get(key), now.get(key))
-    ]
-    if diffs:
-        raise ConfigError(f"{out}: cannot resume with other settings ({'; '.join(diffs)})")

@@ -44,7 +44,9 @@ COMMON = dict(
 )
 # Learning test (measured, see the test): epochs, temporal lr, CLIP lr ratio, margin over chance.
 LEARN_EPOCHS, LEARN_LR, LEARN_RATIO, LEARN_MARGIN = 100, 1e-3, 1.0, 20.0
-DDP_TOLERANCE = 1e-5  # max |weight difference|, 2 processes vs 1 (measured 2.6e-7; key biases aside)
+DDP_TOLERANCE = (
+    1e-5  # max |weight difference|, 2 processes vs 1 (measured 2.6e-7; key biases aside)
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,16 @@ as "B/16 trains 30 epochs at batch 192" or a new MoTEConfig switch lives in one 
 
 from __future__ import annotations
 
+import json
 import math
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, field, replace
+from dataclasses import MISSING, asdict, field, replace
+from pathlib import Path
 from typing import Any
 
 from mote.pipeline.config import option_fields
+from mote.pipeline.errors import ConfigError
 from mote.pipeline.temporal.mote_model import MoTEConfig, default_config
 
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
@@ -90,3 +93,42 @@ def few_steps_warnings(videos: int, batch_size: int, epochs: int) -> list[str]:
         f"per epoch, {steps * epochs} steps in all: lower --batch-size to {batch} or raise "
         "--epochs"
     ]
+
+
+def recorded_settings(cfg: Any, path_keys: tuple[str, ...]) -> dict:
+    """The settings as a run's config.json records them: paths resolved, so a ``--resume``
+    spelled ``runs/x`` or ``/abs/runs/x`` is the same run."""
+    settings = asdict(cfg)
+    for key in path_keys:
+        if settings.get(key) is not None:
+            settings[key] = str(Path(settings[key]).resolve())
+    return settings
+
+
+def check_resume(
+    saved: dict, now: dict, out: Path, ignored: tuple[str, ...], path_keys: tuple[str, ...]
+) -> None:
+    """Refuse a ``--resume`` whose settings differ from the run's (except ``ignored`` ones),
+    naming every difference; paths compare resolved."""
+
+    def same(key: str, old: Any, new: Any) -> bool:
+        if key in path_keys and old is not None and new is not None:
+            return Path(old).resolve() == Path(new).resolve()
+        return json.dumps(old, default=str) == json.dumps(new, default=str)
+
+    diffs = [
+        f"{key}: {saved.get(key)!r} in the run, {now.get(key)!r} now"
+        for key in now
+        if key not in ignored and not same(key, saved.get(key), now.get(key))
+    ]
+    if diffs:
+        raise ConfigError(f"{out}: cannot resume with other settings ({'; '.join(diffs)})")
+
+
+def epoch_message(line: dict, epochs: int) -> str:
+    """The one line a training command prints per epoch."""
+    val = f" val top-1 {line['val_top1']:.1f}" if line["val_top1"] is not None else ""
+    return (
+        f"epoch {line['epoch']}/{epochs} loss {line['loss']:.4f} (ce {line['loss_ce']:.4f}) "
+        f"lr {line['lr']:.2e}{val} {line['videos_per_s']:.1f} videos/s"
+    )
