@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extract import cli_extract, machine_description, make_dataset, verdict  # noqa: E402
 
 from mote.pipeline.data.datasets import load_dataset  # noqa: E402
+from mote.pipeline.device import resolve_device  # noqa: E402
 from mote.pipeline.temporal.e2e import build_end_to_end  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
 from mote.pipeline.train.loop import LoopConfig, Trainer  # noqa: E402
@@ -212,7 +213,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device if args.device != "auto" else "cuda")
+    device = resolve_device(args.device)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mote-bench-e2e-"))
     work.mkdir(parents=True, exist_ok=True)
     if args.list is not None:
