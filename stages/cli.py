@@ -977,6 +977,16 @@ def print_demo(result: dict) -> None:
             f"{predictions['videos'][0]['video']}",
             soft_wrap=True,
         )
+    e2e = result.get("e2e")
+    if e2e is not None:
+        per_epoch = ", ".join("n/a" if v is None else f"{v:.1f}" for v in e2e["val_top1_per_epoch"])
+        stdout.print(
+            f"finetune-e2e, {e2e['epochs']} epochs warm-started from {e2e['init_run']}: "
+            f"val top-1 {e2e['top1']:.1f} on {e2e['n_videos']} videos (1 clip; per epoch "
+            f"{per_epoch}). Spec 7.2 flips training clips left-right, so end to end the "
+            "moving left/right pairs cannot be told apart; approaching/receding can",
+            soft_wrap=True,
+        )
     stdout.print(f"demo finished in {result['seconds']:.1f} s; report: {result['report']}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,15 +31,26 @@ def test_demo_runs_every_stage(tmp_path, capsys):
         assert Path(video["video"]).parent.name == truth.replace(" ", "_")
         assert len(video["top"]) == 3 and video["top"][0]["prob"] >= video["top"][2]["prob"]
     assert result["predict_run"] == str(tmp_path / "demo" / "runs" / "mote")
+    # The e2e step: finetune-e2e warm-started from the MoTE run, validated on the 24 videos.
+    # Measured: 25.0 after 3 epochs (1 clip; left/right pairs flip with spec 7.2's augmentation).
+    e2e = result["e2e"]
+    assert e2e["epochs"] == 3 and e2e["n_videos"] == 24 and 0.0 <= e2e["top1"] <= 100.0
+    assert len(e2e["val_top1_per_epoch"]) == 3 and e2e["init_run"] == result["predict_run"]
+    saved = json.loads((Path(e2e["run"]) / "config.json").read_text())
+    assert saved["source"] == "finetune-e2e" and saved["init_run"]["run"] == e2e["init_run"]
+    assert saved["text"] == str(tmp_path / "demo" / "train.zarr")
     print_demo(result)
     shown = capsys.readouterr().out
     assert "mote predict on two held-out video files" in shown
+    assert f"finetune-e2e, 3 epochs warm-started from {e2e['init_run']}" in shown
+    assert f"val top-1 {e2e['top1']:.1f} on 24 videos" in shown
     assert f"mote predict --run {result['predict_run']} {predicted['videos'][0]['video']}" in shown
     for name in (
         "train.zarr",
         "val.zarr",
         "heldout.zarr",
         "runs/mote/model.safetensors",
+        "runs/e2e/model.safetensors",
         "report/tradeoff.png",
     ):
         assert (tmp_path / "demo" / name).exists(), name
