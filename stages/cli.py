@@ -961,7 +961,7 @@ def print_demo(result: dict) -> None:
     predictions = result.get("predict")
     if predictions is not None:
         table = Table(title="mote demo: mote predict on two held-out video files")
-        for column in ("video", "true class", "predicted", "score", "runner-up"):
+        for column in ("video", "true class", "predicted", "prob", "runner-up"):
             table.add_column(column)
         for video, truth in zip(predictions["videos"], result["predict_truth"], strict=True):
             top = video["top"]
