@@ -130,7 +130,9 @@ class FinetuneConfig:
     seed: int = setting(0, "Seed of initialisation, routing, batch order and clip draws.")
     device: str = setting("auto", "auto, cpu, cuda.")
     precision: str = setting(
-        "auto", f"{', '.join(PRECISIONS)}; auto: fp16 with a loss scaler on CUDA, fp32 on CPU."
+        "auto",
+        f"{', '.join(PRECISIONS)}; auto: bf16 on GPUs that have it (no loss scaler), else fp16 "
+        "with a loss scaler on CUDA, fp32 on the CPU (fp16/bf16 there: slow, for tests).",
     )
     grad_checkpointing: bool | None = setting(
         None,
@@ -396,6 +398,7 @@ def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         warmup_epochs=cfg.warmup_epochs,
         seed=cfg.seed,
         precision=cfg.precision,
+        prefer_bf16=True,
         resume=cfg.resume,
         stop_after_epochs=cfg.stop_after_epochs,
     )

@@ -78,7 +78,9 @@ class TrainConfig:
     seed: int = setting(0, "Seed of initialisation, routing and batch order.")
     device: str = setting("auto", "auto, cpu, cuda.")
     precision: str = setting(
-        "auto", f"{', '.join(PRECISIONS)}; auto: fp16 with a loss scaler on CUDA, fp32 on CPU."
+        "auto",
+        f"{', '.join(PRECISIONS)}; auto: fp16 with a loss scaler on CUDA (spec 7), fp32 on the "
+        "CPU (fp16/bf16 there: CPU autocast, slow, for tests).",
     )
     fused: bool = setting(
         True,

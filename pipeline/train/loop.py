@@ -46,7 +46,8 @@ class LoopConfig:
     micro_batches: int = 1
     warmup_epochs: float = 5.0
     seed: int = 0
-    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (auto: fp16 + scaler on CUDA, else fp32)
+    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (see resolve_precision)
+    prefer_bf16: bool = False  # auto on a GPU with bf16: bf16 instead of fp16 + scaler
     resume: bool = False
     stop_after_epochs: int | None = None
     fused: bool = True  # every micro-batch in one batched pass (same update as one by one)
@@ -86,7 +87,7 @@ class Trainer:
     ) -> None:
         check_micro_batches(loop.micro_batches, ctx.world_size)
         self.loop, self.ctx, self.head, self.optimizer = loop, ctx, head, optimizer
-        self.precision = resolve_precision(loop.precision, ctx.device)
+        self.precision = resolve_precision(loop.precision, ctx.device, loop.prefer_bf16)
         self.scaler = make_scaler(self.precision, ctx.device)
         self.losses = LossModule(head, features_of, compile=loop.compile).to(ctx.device)
         self.fused = loop.fused and self.losses.can_fuse
