@@ -5,7 +5,7 @@ Sections (--sections, comma-separated; default "epochs,fixed"):
 
   epochs  For mote, transformer and meanpool, with the fused step (the default) and the plain
           per-micro-batch step (--no-fused): a whole train-temporal epoch (the shared Trainer's
-          train_epoch over the command's CachedBatches, after the warm-up epochs) on a store of
+          train_epoch over the command's FeatureBatches, after the warm-up epochs) on a store of
           --epoch-videos D-wide videos at the spec batch (192 for D=512). Reports
             aten operator calls per step: the torch profiler over one whole epoch, divided by
               its steps (machine-independent; target: cut >= 5x for mote), and
@@ -46,10 +46,10 @@ from mote.pipeline.device import resolve_device
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.train.feature_batches import FeatureBatches
 from mote.pipeline.train.loop import LoopConfig, Trainer
 from mote.pipeline.train.step import LossModule, train_step
 from mote.stages.train_temporal import (
-    CachedBatches,
     TrainConfig,
     _val_top1,
     build_optimizer,
@@ -79,7 +79,17 @@ def timed_steps(model, optimizer, batches, text, cfg, device, steps: int) -> flo
             start = time.perf_counter()
         if i == steps + 3:
             break
-        train_step(losses, optimizer, e, y, text, generators, scaler=scaler, precision=precision)
+        train_step(
+            losses,
+            optimizer,
+            e,
+            y,
+            text,
+            generators,
+            global_size=len(y),
+            scaler=scaler,
+            precision=precision,
+        )
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps / (time.perf_counter() - start)
@@ -210,7 +220,7 @@ def epoch_runner(arch: str, fused: bool, store, store_path: Path, args, device: 
     )
     ctx = DistContext.from_env(str(device))
     trainer = Trainer(loop, ctx, model, build_optimizer(model, cfg))
-    data = CachedBatches(InMemoryFeatures(store), cfg.batch_size, cfg.micro_batches, ctx, 0)
+    data = FeatureBatches(InMemoryFeatures(store), cfg.batch_size, cfg.micro_batches, ctx, 0)
     epoch = int(math.ceil(cfg.warmup_epochs))  # past the warm-up: the lr is not 0
 
     def run_epoch() -> dict:

@@ -32,8 +32,12 @@ from mote.pipeline.temporal.metrics import topk_accuracy
 from mote.pipeline.temporal.mote_model import ARCHS
 from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.distributed import DistContext, run_on_every_rank
-from mote.pipeline.train.loop import LoopConfig, Trainer
-from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches
+from mote.pipeline.train.loop import LoopConfig, StepBatch, Trainer
+from mote.pipeline.train.sampler import (
+    MICRO_BATCHES_RULE,
+    ShardedBatchSampler,
+    check_micro_batches,
+)
 from mote.pipeline.train.schedule import build_optimizer, mote_groups
 from mote.pipeline.train.settings import (
     check_resume,
@@ -117,10 +121,11 @@ class FinetuneConfig:
     batch_size: int | None = setting(
         None, "Videos per step (all processes).", default_text=spec_default(1)
     )
-    micro_batches: int = setting(
-        3,
-        "Micro-batches per step, each with its own routing draw (the reference's 3 GPUs); "
-        "under torchrun a multiple of the process count, split among the processes.",
+    micro_batches: int | None = setting(
+        None,
+        "Micro-batches per step, each with its own routing and WMR draw (spec 3.1: the "
+        "reference's GPUs); under torchrun a multiple of the process count, split among them.",
+        default_text=lambda: MICRO_BATCHES_RULE,
     )
     lr: float = setting(5e-5, "Temporal module lr.")
     clip_lr_ratio: float | None = setting(
@@ -175,7 +180,14 @@ def _check(cfg: FinetuneConfig) -> None:
         )
     if cfg.decoder not in ("auto", "decord", "pyav"):
         raise ConfigError(f"--decoder must be auto, decord or pyav, got '{cfg.decoder}'")
-    for name in ("epochs", "batch_size", "val_limit", "frames", "stop_after_epochs"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "micro_batches",
+        "val_limit",
+        "frames",
+        "stop_after_epochs",
+    ):
         value = getattr(cfg, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -297,11 +309,14 @@ class VideoBatches:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[StepBatch]:
         failed: list[ClipFailure] = []
-        for batch in self.loader:
+        # The global batch's size as sampled: a video that fails to decode leaves its share,
+        # not the count (which only matters for a global batch smaller than its micro-batches).
+        sizes = [len(batch) for batch in self.sampler.global_batches()]
+        for batch, global_size in zip(self.loader, sizes, strict=True):
             failed += batch.failed
-            yield batch.frames, batch.labels
+            yield StepBatch(batch.frames, batch.labels, global_size)
         new = self.failures.record("train", self.epoch, failed, gather=True)
         if new and self.on_failure is not None:
             self.on_failure(new)
@@ -361,7 +376,8 @@ def run(cfg: FinetuneConfig, progress: Progress | None = None) -> dict:
 
 
 def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
-    check_micro_batches(cfg.micro_batches, ctx.world_size)
+    if cfg.micro_batches is not None:
+        check_micro_batches(cfg.micro_batches, ctx.world_size)
     folder = RunFolder(cfg.out)
     folder.check_new(cfg.resume)
     train_set, root, val_set, val_root = datasets(cfg)
@@ -377,7 +393,7 @@ def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         text_from=cfg.text_from,
     )
     dim = model.clip.dim
-    cfg = resolve(cfg, dim)
+    cfg = resolve(cfg, dim, ctx.world_size)
     if cfg.grad_checkpointing is None:
         cfg = replace(cfg, grad_checkpointing=dim == CHECKPOINTED_WIDTH)
     if cfg.workers is None:

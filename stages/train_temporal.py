@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,8 +28,13 @@ from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import ARCHS, MoTE
 from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.distributed import DistContext, run_on_every_rank
+from mote.pipeline.train.feature_batches import (
+    FeatureBatches,
+    ValidationView,
+    device_budget,
+)
 from mote.pipeline.train.loop import LoopConfig, Trainer
-from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches, rank_share
+from mote.pipeline.train.sampler import MICRO_BATCHES_RULE, check_micro_batches
 from mote.pipeline.train.schedule import build_optimizer as shared_optimizer
 from mote.pipeline.train.schedule import mote_groups
 from mote.pipeline.train.settings import (
@@ -46,7 +50,14 @@ from mote.pipeline.train.settings import (
 )
 from mote.pipeline.train.step import PRECISIONS
 
-RESUME_IGNORED = ("resume", "stop_after_epochs", "device", "fused", "compile")
+RESUME_IGNORED = (
+    "resume",
+    "stop_after_epochs",
+    "device",
+    "fused",
+    "compile",
+    "device_memory_gb",
+)
 PATH_SETTINGS = ("train", "val", "out")  # compared as resolved paths on --resume
 
 
@@ -65,10 +76,11 @@ class TrainConfig:
     epochs: int | None = setting(None, "Training epochs (spec 7).", default_text=spec_default(0))
     warmup_epochs: float = setting(5.0, "Linear lr warm-up epochs.")
     batch_size: int | None = setting(None, "Videos per step.", default_text=spec_default(1))
-    micro_batches: int = setting(
-        3,
-        "Micro-batches per step, each with its own routing draw (emulates the reference's 3 "
-        "GPUs); under torchrun a multiple of the process count, split among the processes.",
+    micro_batches: int | None = setting(
+        None,
+        "Micro-batches per step, each with its own routing and WMR draw (spec 3.1: the "
+        "reference's GPUs); under torchrun a multiple of the process count, split among them.",
+        default_text=lambda: MICRO_BATCHES_RULE,
     )
     lr: float = setting(5e-5, "Temporal module lr.")
     clip_lr_ratio: float | None = setting(
@@ -96,6 +108,13 @@ class TrainConfig:
         "Stream the store chunk by chunk when it is larger than this.",
         default_text="half the RAM",
     )
+    device_memory_gb: float | None = setting(
+        None,
+        "Keep the training (and validation) features on the GPU when they take at most this "
+        "many GB, so a step gathers its batch there; else batches are copied from pinned "
+        "memory (0: never keep them there).",
+        default_text="half the GPU memory free at the start",
+    )
     resume: bool = setting(False, "Continue the run in --out from its last epoch.")
     stop_after_epochs: int | None = setting(
         None, "Stop after this many epochs (continue later with --resume)."
@@ -110,7 +129,7 @@ class TrainConfig:
 def _check(cfg: TrainConfig) -> None:
     if cfg.arch not in ARCHS:
         raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
-    if cfg.micro_batches < 1:
+    if cfg.micro_batches is not None and cfg.micro_batches < 1:
         raise ConfigError(f"--micro-batches must be >= 1, got {cfg.micro_batches}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(
@@ -184,58 +203,6 @@ def build_optimizer(model: MoTE, cfg: TrainConfig) -> torch.optim.AdamW:
     return shared_optimizer(mote_groups(model, cfg.lr, cfg.clip_lr_ratio), cfg.weight_decay)
 
 
-class CachedBatches:
-    """This rank's share of each global batch of cached features (the loop's ``EpochData``).
-
-    In memory: the shared-seed sampler over the epoch's samples, each with a view drawn from
-    (seed, epoch), so every rank agrees. Streamed: every rank reads the same blocks in the same
-    order and keeps its share of each batch (simple; each rank reads the whole store).
-    """
-
-    def __init__(
-        self,
-        source: InMemoryFeatures | StreamingFeatures,
-        batch_size: int,
-        micro_batches: int,
-        ctx: DistContext,
-        seed: int,
-    ) -> None:
-        self.source, self.batch_size, self.micro_batches = source, batch_size, micro_batches
-        self.ctx, self.seed, self.epoch = ctx, seed, 0
-        self.sampler = ShardedBatchSampler(
-            len(source), batch_size, micro_batches, ctx.rank, ctx.world_size, seed
-        )
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return steps_per_epoch(len(self.source), self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if isinstance(self.source, InMemoryFeatures):
-            yield from self._in_memory(self.source)
-            return
-        rng = np.random.default_rng([self.seed, self.epoch])
-        for features, labels in self.source.batches(self.batch_size, rng):
-            share = rank_share(len(labels), self.micro_batches, self.ctx.rank, self.ctx.world_size)
-            yield torch.from_numpy(features[share]), torch.from_numpy(labels[share])
-
-    def _in_memory(self, source: InMemoryFeatures) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, views = source.embeddings.shape[:2]
-        size = len(source)
-        rows = np.arange(size)
-        if size != n:  # few-shot --epoch-size: fresh passes over the videos, cut to size
-            rng = np.random.default_rng([self.seed, self.epoch, 2])
-            rows = np.concatenate([rng.permutation(n) for _ in range(-(-size // n))])[:size]
-        view = np.random.default_rng([self.seed, self.epoch, 1]).integers(views, size=size)
-        for positions in self.sampler:
-            picked = rows[positions]
-            features = source.embeddings[picked, view[positions]]
-            yield torch.from_numpy(features), torch.from_numpy(source.labels[picked])
-
-
 def centre_view(crops: int) -> int:
     """The view index of the first clip's centre crop (crop order: left, right, centre)."""
     return crops - 1 if crops == 3 else 0
@@ -248,7 +215,7 @@ VAL_BATCH = 4096
 @torch.no_grad()
 def _val_top1(
     model,
-    features: InMemoryFeatures | None,
+    features: InMemoryFeatures | ValidationView | None,
     text,
     device,
     view: int = 0,
@@ -257,17 +224,17 @@ def _val_top1(
     """Per-epoch validation: one view (the first clip's centre crop), no TFM (spec 7).
 
     Without gradients: validation must not build (and hold) an autograd graph per batch.
-    Sync-free: the correct count stays on the device; one ``.item()`` at the end."""
+    Sync-free: the features are on the device already and the correct count stays there; one
+    ``.item()`` at the end."""
     if features is None:
         return None
+    if not isinstance(features, ValidationView):
+        features = ValidationView(features, view, torch.device(device), float("inf"))
     model.eval()
-    labels = torch.from_numpy(np.asarray(features.labels, dtype=np.int64)).to(device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    for start in range(0, len(features), batch_videos):
-        block = torch.from_numpy(features.embeddings[start : start + batch_videos, view])
-        e = block.to(device, non_blocking=True).float()
-        logits, _ = model.predict(e, text, tfm=False)
-        correct += (logits.argmax(dim=1) == labels[start : start + len(e)]).sum()
+    correct = torch.zeros((), dtype=torch.int64, device=features.device)
+    for block, labels in features.blocks(batch_videos):
+        logits, _ = model.predict(block.float(), text, tfm=False)
+        correct += (logits.argmax(dim=1) == labels).sum()
     return 100.0 * correct.item() / len(features)
 
 
@@ -284,12 +251,13 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
 
 
 def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
-    check_micro_batches(cfg.micro_batches, ctx.world_size)
+    if cfg.micro_batches is not None:
+        check_micro_batches(cfg.micro_batches, ctx.world_size)
     folder = RunFolder(cfg.out)
     folder.check_new(cfg.resume)
     train_store, val_store = open_stores(cfg)
     spec = train_store.spec
-    cfg = resolve(cfg, spec.dim)
+    cfg = resolve(cfg, spec.dim, ctx.world_size)
     device = ctx.device
     mcfg = model_config(cfg, spec.dim)
     out = cfg.out
@@ -384,8 +352,14 @@ def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
         )
         for warning in warnings:
             progress.message(warning)
-    val_view = centre_view(val_store.spec.crops) if val_store is not None else 0
-    data = CachedBatches(source, cfg.batch_size, cfg.micro_batches, ctx, cfg.seed)
+    val_on_device = None
+    if val_features is not None:
+        view = centre_view(val_store.spec.crops)
+        budget = device_budget(device, cfg.device_memory_gb)
+        val_on_device = ValidationView(val_features, view, device, budget)
+    data = FeatureBatches(
+        source, cfg.batch_size, cfg.micro_batches, ctx, cfg.seed, cfg.device_memory_gb
+    )
     every = max(1, cfg.epochs // 20)
 
     def report(line: dict, last_epoch: int) -> None:  # about 20 lines per run
@@ -396,7 +370,7 @@ def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
         data,
         text,
         folder,
-        validate=lambda: _val_top1(model, val_features, text, device, val_view),
+        validate=lambda: _val_top1(model, val_on_device, text, device),
         on_epoch=report,
         progress=progress,
         title=f"train {mcfg.arch} on {len(source)} videos",

@@ -173,7 +173,7 @@ def test_spec_defaults_per_width_and_bad_settings(videos, tmp_path):
     assert (finetune_e2e.resolve(cfg, 512).clip_lr_ratio) == 0.07
     with pytest.raises(ConfigError, match="--val-list"):
         finetune_e2e.run(config(videos, tmp_path / "y", val_split="test1"))
-    with pytest.raises(ConfigError, match="not a positive multiple"):
+    with pytest.raises(ConfigError, match="--micro-batches must be >= 1, got 0"):
         finetune_e2e.run(config(videos, tmp_path / "z", micro_batches=0))
     assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
 

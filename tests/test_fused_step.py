@@ -217,9 +217,37 @@ def test_fused_adamw_matches_the_per_tensor_loop():
         torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-6)
 
 
-def test_compile_stays_eager_on_cpu():
-    model = model_of(cfg_of())
-    assert fused_loss_fn(model, compile=True) == model.training_losses_fused
+@pytest.mark.parametrize("overrides", [{}, {"wmr": False}, {"arch": "transformer"}])
+def test_compiled_losses_equal_eager_with_no_graph_break_and_one_recompile(overrides):
+    """The CPU twin of ``--compile`` (aot_eager: dynamo + AOT autograd, eager kernels): same
+    losses and gradients as eager, one graph for full batches and one recompile for the
+    epoch's smaller last batch, whatever the number of steps."""
+    from torch._dynamo.utils import counters
+
+    cfg = cfg_of(**overrides)
+    eager, compiled = model_of(cfg), model_of(cfg)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled_fn = fused_loss_fn(compiled, compile=True)
+    assert compiled_fn != compiled.training_losses_fused
+    g_eager, g_compiled = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for step, size in enumerate((12, 12, 10, 12, 10, 12)):
+        e, y, text = batch(size, seed=step)
+        parts = len(micro_batch_sizes(size, M))
+        outs = []
+        for model, fn, g in ((eager, eager.training_losses_fused, g_eager),
+                             (compiled, compiled_fn, g_compiled)):  # fmt: skip
+            model.zero_grad(set_to_none=True)
+            outs.append(fn(e, y, text, draw_step(g, parts, cfg)))
+            outs[-1]["loss"].backward()
+        for key in ("loss", "total", "ce", "wmr", "mse", "sizes", "logits"):
+            torch.testing.assert_close(outs[1][key], outs[0][key], rtol=1e-5, atol=1e-6)
+        for (name, p), q in zip(eager.named_parameters(), compiled.parameters(), strict=True):
+            assert (p.grad is None) == (q.grad is None), name
+            if p.grad is not None:
+                torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6, msg=name)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 2  # full batches, and the last one
 
 
 def aten_calls(step) -> int:

@@ -21,7 +21,15 @@ from safetensors.torch import load_file
 
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.train.sampler import ShardedBatchSampler, check_micro_batches, rank_share
+from mote.pipeline.temporal.mote_model import MoTE, default_config
+from mote.pipeline.train.distributed import rank_device
+from mote.pipeline.train.sampler import (
+    ShardedBatchSampler,
+    check_micro_batches,
+    default_micro_batches,
+    rank_share,
+)
+from mote.pipeline.train.step import LossModule
 from mote.stages import extract, train_temporal
 
 COMMON = dict(layers=1, epochs=3, warmup_epochs=1, batch_size=10, lr=1e-3, clip_lr_ratio=1.0)
@@ -64,6 +72,8 @@ def torchrun(store: Path, out: Path, processes: int = 2, **settings) -> dict | N
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # DDP searches for unused parameters only where a step can leave one without a gradient
+    assert "did not find any unused parameters" not in result.stderr
     printed = [line for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(printed) == 1, result.stdout  # rank 0 alone reports
     return json.loads(printed[0])
@@ -129,12 +139,23 @@ def test_micro_batches_must_divide_among_the_processes():
 # ------------------------------------------------------------------------------ processes
 
 
+PROCESS_CASES = {
+    # without WMR a routed step leaves experts without gradient (pitfall 12): the fused step
+    # gives them zeros and drops them after the all-reduce, so DDP needs no unused-parameter
+    # search; the per-micro-batch step needs it
+    "2 processes, fused, no WMR": (2, dict(micro_batches=2, wmr=False)),
+    "4 processes, fused": (4, dict(micro_batches=4)),
+    "4 processes, one by one, no WMR": (4, dict(micro_batches=4, wmr=False, fused=False)),
+}
+
+
 @pytest.mark.slow
-def test_two_processes_match_one_with_the_same_batch_and_only_rank_0_writes(store, tmp_path):
-    # without WMR a routed step leaves experts without gradient: DDP must allow it (pitfall 12)
-    settings = dict(micro_batches=2, wmr=False)
+@pytest.mark.parametrize("processes, settings", PROCESS_CASES.values(), ids=PROCESS_CASES.keys())
+def test_processes_match_one_with_the_same_batch_and_only_rank_0_writes(
+    store, tmp_path, processes, settings
+):
     one = in_process(store, tmp_path / "one", **settings)
-    two = torchrun(store, tmp_path / "two", **settings)
+    two = torchrun(store, tmp_path / "two", processes, **settings)
     a = comparable_weights(weights(tmp_path / "one"))
     b = comparable_weights(weights(tmp_path / "two"))
     assert a.keys() == b.keys()
@@ -149,7 +170,7 @@ def test_two_processes_match_one_with_the_same_batch_and_only_rank_0_writes(stor
         assert y["train_top1"] == pytest.approx(x["train_top1"], abs=1e-6)
     assert two["top1"] == pytest.approx(one["top1"], abs=1e-6)
     config = json.loads((tmp_path / "two" / "config.json").read_text())
-    assert config["world_size"] == 2 and config["precision"] == "fp32"
+    assert config["world_size"] == processes and config["precision"] == "fp32"
     files = sorted(p.name for p in (tmp_path / "two").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "one").iterdir())
 
@@ -173,3 +194,48 @@ def test_a_resumed_two_process_run_ends_with_the_uninterrupted_weights(store, tm
         names = set(f.keys())
     assert {"rank0.torch", "rank1.torch"} <= names
     assert {f"routing.{slot}" for slot in range(4)} <= names
+
+
+# ------------------------------------------------------------------------------ ranks, devices
+
+
+@pytest.mark.parametrize("world, expected", [(1, 3), (2, 4), (3, 3), (4, 4), (8, 8), (16, 16)])
+def test_default_micro_batches_follow_the_process_count(world, expected):
+    """At least the reference's 3 draws per step, the same whole number on every process."""
+    assert default_micro_batches(world) == expected
+    check_micro_batches(default_micro_batches(world), world)
+
+
+@pytest.mark.slow
+def test_two_processes_default_to_four_micro_batches(store, tmp_path):
+    torchrun(store, tmp_path / "run", epochs=1)  # no --micro-batches: 3 would be refused
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["micro_batches"] == 4 and config["world_size"] == 2
+
+
+def test_a_rank_uses_the_gpu_its_launcher_shows_it():
+    cuda, cuda1 = torch.device("cuda"), torch.device("cuda", 1)
+    assert rank_device(cuda, None, count=2) == torch.device("cuda", 0)  # one process
+    assert rank_device(cuda1, None, count=2) == cuda1  # --device cuda:1
+    assert rank_device(cuda, 3, count=8) == torch.device("cuda", 3)  # torchrun, 8 GPUs seen
+    assert rank_device(cuda, 3, count=1) == torch.device("cuda", 0)  # its own GPU only (SLURM)
+    with pytest.raises(ConfigError, match="LOCAL_RANK 3: only 2 CUDA devices here"):
+        rank_device(cuda, 3, count=2)
+    with pytest.raises(ConfigError, match=r"--device cuda:1: only 1 CUDA device\(s\) here"):
+        rank_device(cuda1, None, count=1)
+
+
+@pytest.mark.parametrize(
+    "overrides, fused, unused",
+    [
+        ({}, True, False),
+        ({}, False, False),  # WMR merges every expert into each step
+        ({"wmr": False}, True, False),  # fused: unrouted experts get zeros, dropped later
+        ({"wmr": False}, False, True),  # one by one: unrouted experts get no gradient
+        ({"wmr": False, "routing": "all"}, False, False),
+        ({"arch": "transformer"}, False, False),
+    ],
+)
+def test_ddp_searches_for_unused_parameters_only_where_a_step_leaves_some(overrides, fused, unused):
+    head = MoTE(default_config(32, layers=1, **overrides))
+    assert LossModule(head, None).leaves_parameters_unused(fused) is unused

@@ -16,7 +16,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mote.pipeline.temporal.mote_model import MoTE, StepDraws, draw_step, micro_batch_sizes
+from mote.pipeline.temporal.mote_model import (
+    MoTE,
+    StepDraws,
+    draw_step,
+    group_micro_batches,
+    micro_batch_sizes,
+)
 
 LOSS_KEYS = ("total", "ce", "wmr", "mse")
 FUSED_ADAMW_DEVICES = ("cuda", "cpu")  # torch >= 2.4 has the fused AdamW kernel on both
@@ -26,6 +32,7 @@ __all__ = [
     "LOSS_KEYS",
     "adamw",
     "adamw_options",
+    "compile_options",
     "drop_unrouted_grads",
     "draw_step",
     "fused_loss_fn",
@@ -53,39 +60,50 @@ def adamw(
     return torch.optim.AdamW(params, **kwargs, **adamw_options(device))
 
 
+def compile_options(device: torch.device | str) -> dict[str, Any]:
+    """How ``--compile`` compiles the grouped losses: inductor with CUDA graphs on CUDA (one
+    graph replay instead of hundreds of kernel launches per step); elsewhere ``aot_eager``,
+    the same capture (dynamo + AOT autograd, one graph, no breaks) run by eager kernels, so
+    CI exercises the compiled path without a GPU or a C compiler."""
+    if torch.device(device).type == "cuda":
+        return {"mode": "reduce-overhead", "dynamic": False}
+    return {"backend": "aot_eager", "dynamic": False}
+
+
 def fused_loss_fn(model: MoTE, compile: bool = False) -> LossFn:
-    """``model.training_losses_fused``, compiled with CUDA graphs when ``compile`` and the
-    model is on CUDA; eager otherwise (CPU has no launch overhead to save)."""
-    if compile and model.logit_scale.device.type == "cuda":
-        return torch.compile(model.training_losses_fused, mode="reduce-overhead", dynamic=False)
-    return model.training_losses_fused
+    """``model.training_losses_fused``; with ``compile``, its grouped part is compiled
+    (``compile_options`` for the model's device). Grouping the batch stays eager, so the
+    compiled graph sees fixed shapes: one graph for full batches, one recompile for the
+    epoch's last, smaller batch."""
+    if not compile:
+        return model.training_losses_fused
+    device = model.logit_scale.device
+    grouped = torch.compile(model.training_losses_grouped, **compile_options(device))
+    graphed = device.type == "cuda"
+
+    def losses(e: Tensor, labels: Tensor, text: Tensor, draws: StepDraws) -> dict[str, Tensor]:
+        group = group_micro_batches(e, labels, draws.micro_batches)
+        if graphed:  # a new training step: the last step's graph outputs may be reused
+            torch.compiler.cudagraph_mark_step_begin()
+        return group.restore_order(grouped(group.e, group.labels, group.valid, text, draws))
+
+    return losses
 
 
-def drop_unrouted_grads(
-    model: MoTE,
-    draws: StepDraws | None,
-    all_reduce: Callable[[Tensor], Tensor] | None = None,
-) -> None:
+def drop_unrouted_grads(model: MoTE, routed: list[set[int]] | None) -> None:
     """Without WMR the loop never touches an expert no micro-batch routed to: its gradient
     stays None and AdamW skips it (no decay, no moment update). The fused pass gives such an
     expert an exact zero gradient; setting it back to None keeps the update identical.
 
-    ``all_reduce`` (data-parallel runs) sums the usage over ranks: an expert counts as routed
-    when any rank routed to it, as DistributedDataParallel then averages its gradient. A rank
-    with no data this step passes ``draws=None``.
+    ``routed``: per layer, the experts any micro-batch of the whole world routed to
+    (``StepDraws.routed_experts`` of the world's draws, which every rank makes: no
+    communication, no read of the GPU); None when every expert takes part.
     """
-    cfg = model.cfg
-    if cfg.arch != "mote" or cfg.wmr or cfg.routing == "all":
+    if routed is None or model.cfg.arch != "mote":
         return
-    used = torch.zeros(cfg.layers, cfg.experts)
-    if draws is not None and draws.experts is not None:
-        for layer in range(cfg.layers):
-            used[layer, draws.experts[:, layer].cpu()] = 1.0
-    if all_reduce is not None:
-        used = all_reduce(used.to(model.logit_scale.device)).cpu()
     for layer, block in enumerate(model.transformer.resblocks):
-        for expert in range(cfg.experts):
-            if not used[layer, expert]:
+        for expert in range(model.cfg.experts):
+            if expert not in routed[layer]:
                 for linear in (block.mlp.fc_up[expert], block.mlp.fc_dn[expert]):
                     linear.weight.grad = None
                     linear.bias.grad = None
@@ -125,7 +143,7 @@ def fused_train_step(
         out = (loss_fn or model.training_losses_fused)(features.float(), labels, text, device_draws)
     loss = out["loss"]
     (scaler.scale(loss) if scaler is not None else loss).backward()
-    drop_unrouted_grads(model, draws)
+    drop_unrouted_grads(model, draws.routed_experts())
     optimizer_step(optimizer, scaler)
     sizes = out["sizes"].detach().float()
     sums = {key: (out[key].detach().float() * sizes).sum() for key in LOSS_KEYS}

@@ -267,10 +267,15 @@ class StepDraws:
     merge: Tensor | None = None  # (M, L, N) float32 WMR coefficients softmax(i / tau)
 
     def to(self, device: torch.device | str) -> StepDraws:
-        """The same draws on ``device`` (copies start without waiting where they can)."""
+        """The same draws on ``device``. To CUDA they go through pinned memory: a copy from
+        pageable memory would make the host wait for the GPU, every step."""
+        device = torch.device(device)
+        pin = device.type == "cuda"
 
         def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
+            if t is None or t.device == device:
+                return t
+            return (t.pin_memory() if pin else t).to(device, non_blocking=True)
 
         return StepDraws(
             self.micro_batches,
@@ -279,6 +284,24 @@ class StepDraws:
             move(self.routed),
             move(self.merge),
         )
+
+    def select(self, start: int, stop: int) -> StepDraws:
+        """The draws of micro-batches ``start:stop`` (a rank's share of the world's draws)."""
+
+        def rows(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[start:stop]
+
+        return StepDraws(
+            stop - start, rows(self.experts), rows(self.temperatures), rows(self.routed),
+            rows(self.merge),
+        )  # fmt: skip
+
+    def routed_experts(self) -> list[set[int]] | None:
+        """Per layer, the experts some micro-batch routed to; None when every expert takes
+        part (WMR merges them all, or routing "all", or no MoTE). Read on the host."""
+        if self.experts is None or self.merge is not None:
+            return None
+        return [set(column) for column in self.experts.t().tolist()]
 
 
 def draw_step(
@@ -331,6 +354,78 @@ def micro_batch_sizes(batch: int, micro_batches: int) -> list[int]:
     return [base + (j < extra) for j in range(parts)]
 
 
+@dataclass(frozen=True)
+class MicroBatchGroups:
+    """A batch as M equal micro-batch groups: e (M, b, T, D), labels (M, b), valid (M, b) row
+    weights (None when every micro-batch is full) and ``order``, the grouped rows of the batch
+    order (None when grouping kept it)."""
+
+    e: Tensor
+    labels: Tensor
+    valid: Tensor | None = None
+    order: Tensor | None = None
+
+    def restore_order(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``out`` with its per-row "logits" back in batch order."""
+        if self.order is None:
+            return out
+        return {**out, "logits": out["logits"][self.order]}
+
+
+@functools.lru_cache(maxsize=64)
+def _uneven_layout(
+    batch: int, micro_batches: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(rows, valid, order) of an uneven batch on ``device``, built once per shape: the last
+    batch of every epoch reuses them instead of copying lists to the GPU each time."""
+    parts = micro_batch_sizes(batch, micro_batches)
+    b = parts[0]
+    rows, keep, start = [], [], 0
+    for n in parts:  # pad each micro-batch to b with copies of its first row, weighted 0
+        rows += list(range(start, start + n)) + [start] * (b - n)
+        keep += [float(i < n) for i in range(b)]
+        start += n
+    order = [m * b + i for m, n in enumerate(parts) for i in range(n)]
+    return (
+        torch.tensor(rows).to(device),
+        torch.tensor(keep, dtype=dtype).view(micro_batches, b).to(device),
+        torch.tensor(order).to(device),
+    )
+
+
+def group_micro_batches(e: Tensor, labels: Tensor, micro_batches: int) -> MicroBatchGroups:
+    """Split a batch as the per-micro-batch loop does (``micro_batch_sizes``) into equal groups.
+
+    e (M, b, T, D) with labels (M, b) is taken as grouped already; e (B, T, D) with labels (B,)
+    is viewed as (M, b, ...) when B = M b, else padded (``_uneven_layout``)."""
+    if e.ndim == 4:
+        if e.shape[0] != micro_batches or labels.shape != e.shape[:2]:
+            raise ConfigError(
+                f"fused features {tuple(e.shape)} / labels {tuple(labels.shape)} do not "
+                f"hold {micro_batches} micro-batches as (M, b, T, D) / (M, b)"
+            )
+        return MicroBatchGroups(e, labels)
+    batch = e.shape[0]
+    parts = micro_batch_sizes(batch, micro_batches)
+    if len(parts) != micro_batches:
+        raise ConfigError(
+            f"a batch of {batch} makes {len(parts)} micro-batches, but the draws are for "
+            f"{micro_batches}; draw for min(micro_batches, batch)"
+        )
+    b = parts[0]
+    if batch == b * micro_batches:
+        return MicroBatchGroups(
+            e.reshape(micro_batches, b, *e.shape[1:]), labels.reshape(micro_batches, b)
+        )
+    rows, valid, order = _uneven_layout(batch, micro_batches, e.device, e.dtype)
+    return MicroBatchGroups(
+        e[rows].view(micro_batches, b, *e.shape[1:]),
+        labels[rows].view(micro_batches, b),
+        valid,
+        order,
+    )
+
+
 def quick_gelu(x: Tensor) -> Tensor:
     """a * sigmoid(1.702 a), as in OpenAI CLIP (spec 2.2)."""
     return x * torch.sigmoid(1.702 * x)
@@ -371,9 +466,11 @@ class ExpertFFN(nn.Module):
 
     def merged_weights(self, coeffs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """phi = sum_i c_i theta_i for W_up, b_up, W_dn, b_dn, inside autograd (spec 4.3)."""
-        # Coefficients drawn on the CPU (WMR) stay Python floats: no host-to-device copy, no
-        # wait for the GPU; the stored inference coefficients are used where they live.
-        c = coeffs.tolist() if coeffs.device.type == "cpu" else coeffs.to(self.fc_up[0].weight)
+        # Coefficients drawn on the host for a model on the GPU (WMR) become Python floats: no
+        # host-to-device copy, no wait; coefficients where the weights live (the stored
+        # inference merge) stay tensors, also on the CPU, so it takes the GPU's path.
+        weight = self.fc_up[0].weight
+        c = coeffs.tolist() if coeffs.device != weight.device else coeffs.to(weight.dtype)
 
         def merge(tensors: list[Tensor]) -> Tensor:
             merged = c[0] * tensors[0]
@@ -706,14 +803,25 @@ class MoTE(nn.Module):
         micro-batch terms "total", "ce", "wmr", "mse" (M,), their sizes "sizes" (M,) and the
         routed cosines "logits" (B, C) in batch order.
         """
+        group = group_micro_batches(e, labels, draws.micro_batches)
+        out = self.training_losses_grouped(group.e, group.labels, group.valid, text, draws)
+        return group.restore_order(out)
+
+    def training_losses_grouped(
+        self, eg: Tensor, yg: Tensor, valid: Tensor | None, text: Tensor, draws: StepDraws
+    ) -> dict[str, Tensor]:
+        """``training_losses_fused`` on a batch grouped by ``group_micro_batches``: eg
+        (M, b, T, D), yg (M, b), valid (M, b) row weights (None: every row counts). Tensors in,
+        fixed shapes: this is what ``torch.compile`` captures. "logits" (M b, C) come back in
+        grouped order."""
         cfg = self.cfg
-        eg, yg, valid, sizes, order = self._grouped_batch(e, labels, draws.micro_batches)
         m, b, t, d = eg.shape
         if cfg.arch != "meanpool" and (t > cfg.context or d != cfg.dim):
             raise ConfigError(
-                f"features of shape {tuple(e.shape)} do not fit this model (at most "
+                f"features of shape {tuple(eg.shape)} do not fit this model (at most "
                 f"{cfg.context} frames of width {cfg.dim})"
             )
+        sizes = eg.new_full((m,), b) if valid is None else valid.sum(dim=1)
 
         def per_micro_batch(v: Tensor) -> Tensor:  # (M, b) per-sample values -> (M,) means
             return v.mean(dim=1) if valid is None else (v * valid).sum(dim=1) / sizes
@@ -739,8 +847,6 @@ class MoTE(nn.Module):
             mse = per_micro_batch((x_mse - eg).pow(2).mean(dim=(2, 3)))
         w_ce, w_wmr, w_mse = cfg.loss_weights
         total = w_ce * ce + w_wmr * wmr + w_mse * mse
-        if order is not None:
-            logits = logits[order]
         return {
             "loss": total.mean(),
             "total": total,
@@ -750,56 +856,6 @@ class MoTE(nn.Module):
             "sizes": sizes,
             "logits": logits,
         }
-
-    @staticmethod
-    def _grouped_batch(
-        e: Tensor, labels: Tensor, micro_batches: int
-    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
-        """(M, b, ...) views of the batch: features, labels, a validity mask (None when all
-        micro-batches are full), sizes (M,) and the rows of the batch order (None: already)."""
-        if e.ndim == 4:
-            if e.shape[0] != micro_batches or labels.shape != e.shape[:2]:
-                raise ConfigError(
-                    f"fused features {tuple(e.shape)} / labels {tuple(labels.shape)} do not "
-                    f"hold {micro_batches} micro-batches as (M, b, T, D) / (M, b)"
-                )
-            sizes = torch.full((micro_batches,), e.shape[1], dtype=e.dtype, device=e.device)
-            return e, labels, None, sizes, None
-        batch = e.shape[0]
-        parts = micro_batch_sizes(batch, micro_batches)
-        if len(parts) != micro_batches:
-            raise ConfigError(
-                f"a batch of {batch} makes {len(parts)} micro-batches, but the draws are for "
-                f"{micro_batches}; draw for min(micro_batches, batch)"
-            )
-        b = parts[0]
-        if batch == b * micro_batches:
-            sizes = torch.full((micro_batches,), b, dtype=e.dtype, device=e.device)
-            return (
-                e.reshape(micro_batches, b, *e.shape[1:]),
-                labels.reshape(micro_batches, b),
-                None,
-                sizes,
-                None,
-            )
-        # Uneven (the last batch of an epoch): pad each micro-batch to b with copies of its
-        # first row, weighted 0.
-        rows, keep, start = [], [], 0
-        for n in parts:
-            rows += list(range(start, start + n)) + [start] * (b - n)
-            keep += [float(i < n) for i in range(b)]
-            start += n
-        order = [m * b + i for m, n in enumerate(parts) for i in range(n)]
-        index = torch.tensor(rows, device=e.device)
-        valid = torch.tensor(keep, dtype=e.dtype, device=e.device).view(micro_batches, b)
-        sizes = torch.tensor(parts, dtype=e.dtype, device=e.device)
-        return (
-            e[index].view(micro_batches, b, *e.shape[1:]),
-            labels[index].view(micro_batches, b),
-            valid,
-            sizes,
-            torch.tensor(order, device=e.device),
-        )
 
     def _fused_streams(self, eg: Tensor, draws: StepDraws) -> tuple[Tensor, Tensor | None]:
         """Routed frame outputs x and WMR outputs x_r (None without WMR), both (M, b, T, D)."""
@@ -819,7 +875,7 @@ class MoTE(nn.Module):
             merged = self._merged_ffns(draws.merge.to(eg.device))
             x_r = self._stream(
                 u.reshape(m * b, t, d),
-                lambda i, h: ExpertFFN.grouped(h.view(m, b * t, d), *(w[i] for w in merged)),
+                lambda i, h: ExpertFFN.grouped(h.view(m, b * t, d), *merged[i]),
             )
             return x, x_r.view(m, b, t, d) + eg
         coeffs = draws.routed.to(eg.device)
@@ -831,32 +887,37 @@ class MoTE(nn.Module):
         merged = self._merged_ffns(coeffs)
         s = self._stream(
             u.reshape(groups * b, t, d),
-            lambda i, h: ExpertFFN.grouped(h.view(groups, b * t, d), *(w[i] for w in merged)),
+            lambda i, h: ExpertFFN.grouped(h.view(groups, b * t, d), *merged[i]),
         ).view(groups, b, t, d)
         if not cfg.wmr:
             return s + eg, None
         return s[:m] + eg, s[m:] + eg
 
-    def _merged_ffns(self, coeffs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _merged_ffns(self, coeffs: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
         """phi = sum_i c_i theta_i (spec 4.3) for every group and layer at once: coeffs
-        (G, L, N) -> W_up (L, G, 4D, D), b_up (L, G, 4D), W_dn (L, G, D, 4D), b_dn (L, G, D).
+        (G, L, N) -> per layer (W_up (G, 4D, D), b_up (G, 4D), W_dn (G, D, 4D), b_dn (G, D)).
         A one-hot row gives exactly that expert (1 * w + 0 * w' = w), so routed passes are
-        merges too. Merged in fp32 under autocast, as ``merged_weights`` does."""
+        merges too. Merged in fp32 under autocast, as ``merged_weights`` does.
+
+        The layers come apart with ``unbind``: its backward stacks the L gradients once,
+        where indexing ``w[i]`` per layer would make each layer's backward allocate and
+        zero-fill the whole (L, G, ...) tensor (about 2.5 GB of traffic per step at D=512)."""
         g, layers, n = coeffs.shape
         mlps = [block.mlp for block in self.transformer.resblocks]
 
-        def merge(tensors: list[Tensor]) -> Tensor:
+        def merge(tensors: list[Tensor]) -> tuple[Tensor, ...]:
             stacked = torch.stack(tensors).view(layers, n, -1)  # (L, N, P)
-            return torch.bmm(c, stacked).view(layers, g, *tensors[0].shape)
+            return torch.bmm(c, stacked).view(layers, g, *tensors[0].shape).unbind(0)
 
         with torch.autocast(coeffs.device.type, enabled=False):
             c = coeffs.transpose(0, 1).to(mlps[0].fc_up[0].weight.dtype)  # (L, G, N)
-            return (
+            merged = (
                 merge([fc.weight for mlp in mlps for fc in mlp.fc_up]),
                 merge([fc.bias for mlp in mlps for fc in mlp.fc_up]),
                 merge([fc.weight for mlp in mlps for fc in mlp.fc_dn]),
                 merge([fc.bias for mlp in mlps for fc in mlp.fc_dn]),
             )
+        return list(zip(*merged, strict=True))
 
     def _stream(self, u: Tensor, ffn: Any) -> Tensor:
         """The blocks of spec 2.2 on u (R, T, D), with ``ffn(layer, ln_2(u))`` as the FFN."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,13 +22,19 @@ from mote.pipeline.train.distributed import DistContext
 
 @dataclass
 class RandomState:
-    """This rank's random streams: one routing generator per micro-batch slot it trains."""
+    """This rank's random streams: a routing generator per micro-batch slot of the world.
+
+    ``owned`` are the slots this rank trains; the checkpoint takes each slot from its owner.
+    (Every rank draws every slot in the fused step, so the copies agree; in the per-micro-batch
+    step only the owner draws.)"""
 
     routing: dict[int, torch.Generator] = field(default_factory=dict)
+    owned: Iterable[int] | None = None  # None: every slot in ``routing``
 
     def capture(self, rank: int) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         """This rank's state as checkpoint tensors and metadata (keys carry the rank/slot)."""
-        tensors = {f"routing.{slot}": g.get_state() for slot, g in self.routing.items()}
+        owned = self.routing if self.owned is None else self.owned
+        tensors = {f"routing.{slot}": self.routing[slot].get_state() for slot in owned}
         tensors[f"rank{rank}.torch"] = torch.get_rng_state()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             tensors[f"rank{rank}.cuda"] = torch.cuda.get_rng_state()

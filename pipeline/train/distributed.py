@@ -33,22 +33,26 @@ class DistContext:
 
     @classmethod
     def from_env(cls, device: str = "auto") -> DistContext:
-        """Read torchrun's variables; start the group (nccl on CUDA, gloo on CPU) when > 1."""
+        """Read torchrun's variables; start the group (nccl on CUDA, gloo on CPU) when > 1.
+
+        The CUDA device is the one the launcher leaves: ``cuda:LOCAL_RANK`` when a process
+        sees every GPU of its node, ``cuda:0`` when it sees one (SLURM, some k8s operators
+        give each rank its own ``CUDA_VISIBLE_DEVICES``), ``--device cuda:K`` on one process.
+        It becomes the current device, so RNG state, pinned-memory threads and NCCL use it.
+        """
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
         resolved = resolve_device(device)
-        if resolved.type == "cuda" and world > 1:
-            if local >= torch.cuda.device_count():
-                raise ConfigError(
-                    f"LOCAL_RANK {local}: only {torch.cuda.device_count()} CUDA devices here; "
-                    "start at most that many processes per node (torchrun --nproc-per-node)"
-                )
-            resolved = torch.device("cuda", local)
+        if resolved.type == "cuda":
+            resolved = rank_device(resolved, local if world > 1 else None)
             torch.cuda.set_device(resolved)
         ctx = cls(rank, world, local, resolved)
         if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
+            if resolved.type == "cuda":
+                dist.init_process_group("nccl", device_id=resolved)
+            else:
+                dist.init_process_group("gloo")
             ctx.owns_group = True
         return ctx
 
@@ -61,16 +65,21 @@ class DistContext:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def wrap(self, module: torch.nn.Module, find_unused_parameters: bool = True):
+    def wrap(self, module: torch.nn.Module, find_unused_parameters: bool = False):
         """DDP when there are several processes, else the module itself.
 
-        ``find_unused_parameters``: without WMR a routed step leaves some experts without a
-        gradient (spec 13, pitfall 12), and DDP must then not wait for them."""
+        ``find_unused_parameters``: when a step can leave a parameter without a gradient
+        (the per-micro-batch step of routed MoTE without WMR, spec pitfall 12), DDP must not
+        wait for it; it costs a graph walk per step, so only then. Buffers are not broadcast
+        each forward: they are frozen (the text bank, the merge coefficients)."""
         if not self.distributed:
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=ids, find_unused_parameters=find_unused_parameters
+            module,
+            device_ids=ids,
+            find_unused_parameters=find_unused_parameters,
+            broadcast_buffers=False,
         )
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -104,6 +113,31 @@ class DistContext:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
             self.owns_group = False
+
+
+def rank_device(
+    device: torch.device, local_rank: int | None, count: int | None = None
+) -> torch.device:
+    """The CUDA device of a process: ``device`` alone (``cuda`` is ``cuda:0``); under torchrun
+    ``cuda:LOCAL_RANK``, or ``cuda:0`` when the launcher shows each rank only its own GPU.
+    ``count``: the visible CUDA devices (default: ask torch)."""
+    count = torch.cuda.device_count() if count is None else count
+    if local_rank is None:
+        index = device.index or 0
+        if index >= count:
+            raise ConfigError(
+                f"--device {device}: only {count} CUDA device(s) here (0 to {count - 1})"
+            )
+        return torch.device("cuda", index)
+    if count == 1:
+        return torch.device("cuda", 0)
+    if local_rank >= count:
+        raise ConfigError(
+            f"LOCAL_RANK {local_rank}: only {count} CUDA devices here; start at most that "
+            "many processes per node (torchrun --nproc-per-node), or give each process its "
+            "own GPU with CUDA_VISIBLE_DEVICES"
+        )
+    return torch.device("cuda", local_rank)
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -32,10 +32,20 @@ from mote.pipeline.train.step import (
 
 
 class EpochData(Sized, Iterable, Protocol):
-    """This rank's share of each global batch: iterating yields (inputs, labels) on the CPU or
-    the device; ``len`` is the steps per epoch (the same on every rank)."""
+    """This rank's share of each global batch: iterating yields ``StepBatch``es (or triples
+    ``(inputs, labels, global_size)``), tensors on the CPU or the device; ``len`` is the steps
+    per epoch (the same on every rank)."""
 
     def set_epoch(self, epoch: int) -> None: ...
+
+
+class StepBatch(NamedTuple):
+    """One step's data on this rank: its share of the global batch, and how many videos the
+    global batch holds (every rank knows it from the shared sampler, so no rank asks)."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    global_size: int
 
 
 @dataclass(frozen=True)
@@ -92,11 +102,20 @@ class Trainer:
         self.losses = LossModule(head, features_of, compile=loop.compile).to(ctx.device)
         self.fused = loop.fused and self.losses.can_fuse
         self.step = fused_step if self.fused else train_step
-        self.module = ctx.wrap(self.losses, find_unused_parameters=True)
+        self.module = ctx.wrap(
+            self.losses, find_unused_parameters=self.losses.leaves_parameters_unused(self.fused)
+        )
+        # One generator per micro-batch slot of the whole world on every rank: the fused step
+        # draws for every slot (a few CPU numbers), so each rank knows which experts the
+        # world routed to; the checkpoint keeps the slots each rank trains.
+        self.generators = [
+            torch.Generator().manual_seed(routing_seed(loop.seed, s))
+            for s in range(loop.micro_batches)
+        ]
         per_rank = loop.micro_batches // ctx.world_size
-        slots = range(ctx.rank * per_rank, (ctx.rank + 1) * per_rank)
         self.random = RandomState(
-            {s: torch.Generator().manual_seed(routing_seed(loop.seed, s)) for s in slots}
+            {s: self.generators[s] for s in range(loop.micro_batches)},
+            owned=range(ctx.rank * per_rank, (ctx.rank + 1) * per_rank),
         )
         self.lr = 0.0
 
@@ -104,37 +123,10 @@ class Trainer:
 
     def train_epoch(self, data: EpochData, text: torch.Tensor, epoch: int) -> dict:
         """One epoch; the returned stats are sums over every rank (one sync per epoch)."""
-        ctx, loop = self.ctx, self.loop
         self.module.train()
         data.set_epoch(epoch)
-        iters = max(1, len(data))
-        device = ctx.device
-        totals = torch.zeros(len(LOSS_TERMS) + 2, device=device)  # terms, correct, videos
-        generators = list(self.random.routing.values())
-        extra = {"all_reduce": ctx.all_reduce_sum} if ctx.distributed and self.fused else {}
-        for i, (inputs, labels) in enumerate(data):
-            if lr_changes_at(i):  # spec 7: lr stepped in blocks of 10 iterations
-                factor = lr_factor(epoch + i / iters, loop.warmup_epochs, loop.epochs)
-                self.lr = set_lr(self.optimizer, factor)
-            inputs = inputs.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            size = torch.tensor(len(labels), device=device)
-            global_size = ctx.all_reduce_sum(size.clone()) if ctx.distributed else len(labels)
-            sums, correct = self.step(
-                self.module,
-                self.optimizer,
-                inputs,
-                labels,
-                text,
-                generators,
-                world_size=ctx.world_size,
-                scaler=self.scaler,
-                precision=self.precision,
-                global_size=global_size,
-                **extra,
-            )
-            totals += torch.stack([*(sums[k] for k in LOSS_TERMS), correct.float(), size.float()])
-        values = ctx.all_reduce_sum(totals).tolist()
+        totals = self.run_steps(data, text, epoch)
+        values = self.ctx.all_reduce_sum(totals).tolist()  # the epoch's one host read
         seen = max(values[-1], 1.0)
         stats = {
             ("loss" if key == "total" else f"loss_{key}"): value / seen
@@ -142,6 +134,39 @@ class Trainer:
         }
         stats.update(lr=self.lr, train_top1=100.0 * values[-2] / seen, videos=int(values[-1]))
         return stats
+
+    def run_steps(self, data: EpochData, text: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Every step of an epoch; returns this rank's sums (loss terms x videos, correct,
+        videos) on the device. Nothing here waits for the GPU: batch sizes are Python
+        numbers, draws go to the device from pinned memory, metrics stay on the device."""
+        ctx, loop = self.ctx, self.loop
+        iters = max(1, len(data))
+        device = ctx.device
+        totals = torch.zeros(len(LOSS_TERMS) + 1, device=device)  # terms, correct
+        videos = 0
+        for i, batch in enumerate(data):
+            inputs, labels, global_size = batch
+            if lr_changes_at(i):  # spec 7: lr stepped in blocks of 10 iterations
+                factor = lr_factor(epoch + i / iters, loop.warmup_epochs, loop.epochs)
+                self.lr = set_lr(self.optimizer, factor)
+            inputs = inputs.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            sums, correct = self.step(
+                self.module,
+                self.optimizer,
+                inputs,
+                labels,
+                text,
+                self.generators,
+                global_size=global_size,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+                scaler=self.scaler,
+                precision=self.precision,
+            )
+            totals += torch.stack([*(sums[k] for k in LOSS_TERMS), correct.float()])
+            videos += len(labels)
+        return torch.cat([totals, totals.new_full((1,), videos)])
 
     # ------------------------------------------------------------------ the run
 

@@ -13,6 +13,18 @@ import numpy as np
 
 from mote.pipeline.errors import ConfigError
 
+REFERENCE_PROCESSES = 3  # the reference trains on 3 GPUs, each drawing its own routing (spec 7)
+MICRO_BATCHES_RULE = (
+    "the smallest multiple of the process count that is at least 3 (the reference's 3 GPUs, "
+    "each with its own routing draw): 3 on 1 or 3 processes, 4 on 2 or 4, 8 on 8"
+)
+
+
+def default_micro_batches(world_size: int) -> int:
+    """``MICRO_BATCHES_RULE``: at least the reference's draws per step, an equal whole number
+    of micro-batches on every process."""
+    return -(-REFERENCE_PROCESSES // world_size) * world_size
+
 
 def check_micro_batches(micro_batches: int, world_size: int) -> None:
     """Each rank needs the same whole number of micro-batches per step."""
@@ -77,7 +89,13 @@ class ShardedBatchSampler:
     def __len__(self) -> int:
         return -(-self.size // self.batch_size)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def steps(self) -> Iterator[tuple[np.ndarray, int]]:
+        """Per step: this rank's share of the global batch, and the global batch's size
+        (which every rank knows, so none has to ask the others)."""
         for batch in self.global_batches():
             share = rank_share(len(batch), self.micro_batches, self.rank, self.world_size)
-            yield batch[share].tolist()
+            yield batch[share], len(batch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for share, _ in self.steps():
+            yield share.tolist()

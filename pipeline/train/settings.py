@@ -17,6 +17,7 @@ from typing import Any
 from mote.pipeline.config import option_fields
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.temporal.mote_model import MoTEConfig, default_config
+from mote.pipeline.train.sampler import default_micro_batches
 
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
 SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}
@@ -55,14 +56,17 @@ def with_model_switches(cls: type | None = None, *, after: str = "val") -> type 
     return cls
 
 
-def resolve(cfg: Any, dim: int) -> Any:
-    """Fill the spec's per-backbone defaults (epochs, batch, CLIP lr ratio)."""
+def resolve(cfg: Any, dim: int, world_size: int = 1) -> Any:
+    """Fill the spec's per-backbone defaults (epochs, batch, CLIP lr ratio) and the
+    micro-batches of ``world_size`` processes (``MICRO_BATCHES_RULE``)."""
     epochs, batch, ratio = SPEC_DEFAULTS.get(dim, SPEC_DEFAULTS[512])
+    micro = cfg.micro_batches
     return replace(
         cfg,
         epochs=epochs if cfg.epochs is None else cfg.epochs,
         batch_size=batch if cfg.batch_size is None else cfg.batch_size,
         clip_lr_ratio=cfg.clip_lr_ratio if cfg.clip_lr_ratio is not None else ratio,
+        micro_batches=default_micro_batches(world_size) if micro is None else micro,
     )
 
 

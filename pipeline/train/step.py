@@ -18,7 +18,8 @@ import torch
 
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.temporal.fused import drop_unrouted_grads, fused_loss_fn, optimizer_step
-from mote.pipeline.temporal.mote_model import StepDraws, draw_step
+from mote.pipeline.temporal.mote_model import StepDraws, draw_step, micro_batch_sizes
+from mote.pipeline.train.distributed import unwrap
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 LOSS_TERMS = ("total", "ce", "wmr", "mse")
@@ -96,6 +97,35 @@ class LossModule(torch.nn.Module):
     def can_fuse(self) -> bool:
         return self._fused_losses is not None
 
+    def leaves_parameters_unused(self, fused: bool) -> bool:
+        """Whether a step can leave a parameter without a gradient, so DDP must search for
+        them every step (a graph walk and a flag all-reduce): only the per-micro-batch step of
+        routed MoTE without WMR (spec pitfall 12). The fused pass gives an unrouted expert a
+        zero gradient, and ``drop_unrouted_grads`` removes it after the all-reduce."""
+        cfg = getattr(self.head, "cfg", None)
+        return (
+            not fused
+            and cfg is not None
+            and cfg.arch == "mote"
+            and not cfg.wmr
+            and cfg.routing != "all"
+        )
+
+
+def micro_batch_weight(global_size: int, micro_batches: int, world_size: int) -> float:
+    """The factor on each micro-batch's mean loss: 1 / (non-empty micro-batches of the global
+    batch of ``global_size`` videos), times ``world_size`` because DDP averages (not sums)
+    gradients over ranks. A Python number: nothing is copied to the device."""
+    return world_size / max(1, min(global_size, micro_batches))
+
+
+def own_slots(global_size: int, micro_batches: int, rank: int, world_size: int) -> range:
+    """The non-empty micro-batch slots of ``rank`` in a global batch (a prefix of its slots:
+    only a batch smaller than M leaves slots empty, and those are the last ones)."""
+    per_rank = micro_batches // world_size
+    start = rank * per_rank
+    return range(start, min(start + per_rank, max(start, min(global_size, micro_batches))))
+
 
 def train_step(
     module: torch.nn.Module,
@@ -105,56 +135,50 @@ def train_step(
     text: torch.Tensor,
     generators: Sequence[torch.Generator],
     *,
+    global_size: int,
+    rank: int = 0,
     world_size: int = 1,
     scaler: torch.amp.GradScaler | None = None,
     precision: str = "fp32",
-    global_size: torch.Tensor | int | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """One optimiser step on this rank's share of a global batch (tensors on the device).
+    """One optimiser step on this rank's share of a global batch, micro-batch by micro-batch.
 
-    The share is split into ``len(generators)`` contiguous micro-batches, micro-batch j routed
-    with ``generators[j]``. Each micro-batch's mean loss is divided by the number of non-empty
-    micro-batches of the global batch (of ``global_size`` videos; DDP's averaging over ranks
-    supplies the factor ``world_size``), so gradients equal one process's on the whole batch.
-    Returns summed loss terms (x videos) and correct routed predictions, as device tensors:
-    nothing here waits for the GPU.
+    ``generators`` holds one generator per micro-batch slot of the whole world (M); this rank
+    trains slots ``rank * M/W`` onwards. Its share is split into M/W contiguous micro-batches,
+    each routed with its slot's generator. Each micro-batch's mean loss is weighted by
+    ``micro_batch_weight``, so gradients equal one process's on the whole batch. Returns summed
+    loss terms (x videos) and correct routed predictions, as device tensors: nothing here
+    waits for the GPU.
     """
-    local_parts = len(generators)
-    weight = _micro_batch_weight(labels, local_parts, world_size, global_size)
+    micro_batches = len(generators)
+    per_rank = micro_batches // world_size
+    mine = generators[rank * per_rank : (rank + 1) * per_rank]
+    weight = micro_batch_weight(global_size, micro_batches, world_size)
     optimizer.zero_grad(set_to_none=True)
     zero = torch.zeros((), device=labels.device)
     sums = dict.fromkeys(LOSS_TERMS, zero)
     correct = zero
-    parts = torch.arange(len(labels), device=labels.device).tensor_split(local_parts)
-    non_empty = [j for j, part in enumerate(parts) if len(part)] or [local_parts - 1]
+    sizes = micro_batch_sizes(len(labels), per_rank) if len(labels) else []
+    sizes += [0] * (per_rank - len(sizes))
+    non_empty = [j for j, n in enumerate(sizes) if n] or [per_rank - 1]
     dtype = _DTYPES.get(precision)
+    start = 0
     for j in non_empty:
-        part = parts[j]
+        part = slice(start, start + sizes[j])
+        start += sizes[j]
         last = j == non_empty[-1]
         sync = contextlib.nullcontext() if last or world_size == 1 else module.no_sync()
         with sync:
             with torch.autocast(labels.device.type, dtype=dtype, enabled=dtype is not None):
-                losses = module(inputs[part], labels[part], text, generators[j])
+                losses = module(inputs[part], labels[part], text, mine[j])
             loss = losses["total"] * weight
             (scaler.scale(loss) if scaler is not None else loss).backward()
-        if len(part):
+        if sizes[j]:
             for key in LOSS_TERMS:
-                sums[key] = sums[key] + losses[key].detach().float() * len(part)
+                sums[key] = sums[key] + losses[key].detach().float() * sizes[j]
             correct = correct + (losses["logits"].argmax(dim=1) == labels[part]).sum()
     optimizer_step(optimizer, scaler)
     return sums, correct
-
-
-def _micro_batch_weight(
-    labels: torch.Tensor, local_parts: int, world_size: int, global_size: torch.Tensor | int | None
-) -> torch.Tensor:
-    """The factor on each micro-batch's mean loss: 1 / (non-empty micro-batches of the global
-    batch), times ``world_size`` because DDP averages (not sums) gradients over ranks."""
-    n_global = len(labels) if global_size is None else global_size
-    used = torch.clamp(
-        torch.as_tensor(n_global, device=labels.device), max=local_parts * world_size
-    )
-    return world_size / used.clamp(min=1).float()
 
 
 def fused_step(
@@ -165,27 +189,30 @@ def fused_step(
     text: torch.Tensor,
     generators: Sequence[torch.Generator],
     *,
+    global_size: int,
+    rank: int = 0,
     world_size: int = 1,
     scaler: torch.amp.GradScaler | None = None,
     precision: str = "fp32",
-    global_size: torch.Tensor | int | None = None,
-    all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """``train_step``'s update in one batched pass: the same split into micro-batches, the same
     draws from the same generators, one forward and one backward (issue 10).
 
     ``module`` is a ``LossModule`` (or DDP around one) whose head has ``training_losses_fused``.
-    ``all_reduce`` sums a tensor over ranks; it tells which experts no rank routed to, which the
-    per-micro-batch step leaves without a gradient (AdamW then skips them), and so must this.
+    Every rank draws for every non-empty slot of the world (a few CPU random numbers), trains
+    on its own slots' draws and knows on the host which experts no rank routed to: the
+    per-micro-batch step leaves those without a gradient (AdamW then skips them), and so must
+    this, without asking the other ranks or the GPU.
     """
-    losses = (
-        module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
-    )
+    losses = unwrap(module)
     head = losses.head
-    parts = min(len(generators), len(labels))
-    weight = _micro_batch_weight(labels, len(generators), world_size, global_size)
+    micro_batches = len(generators)
+    used = min(global_size, micro_batches)
+    mine = own_slots(global_size, micro_batches, rank, world_size)
+    weight = micro_batch_weight(global_size, micro_batches, world_size)
     optimizer.zero_grad(set_to_none=True)
-    draws = draw_step(list(generators[:parts]), parts, head.cfg) if parts else None
+    world_draws = draw_step(list(generators[:used]), used, head.cfg) if used else None
+    draws = world_draws.select(mine.start, mine.stop) if world_draws and len(mine) else None
     dtype = _DTYPES.get(precision)
     with torch.autocast(labels.device.type, dtype=dtype, enabled=dtype is not None):
         if draws is None:  # nothing on this rank: join the gradient sync with a zero loss
@@ -194,8 +221,8 @@ def fused_step(
             out = module(inputs, labels, text, draws=draws.to(labels.device))
     loss = out["total"].sum() * weight  # each micro-batch's mean, weighted as train_step does
     (scaler.scale(loss) if scaler is not None else loss).backward()
-    if draws is not None or all_reduce is not None:
-        drop_unrouted_grads(head, draws, all_reduce)
+    if world_draws is not None:
+        drop_unrouted_grads(head, world_draws.routed_experts())
     optimizer_step(optimizer, scaler)
     if draws is None:
         zero = torch.zeros((), device=labels.device)
