@@ -3,9 +3,10 @@ does it reach that limit, and how much faster is training from the cache?
 
 In one run, on the same videos and the same model:
   (a) decode + sample (spec 7.1) + augment (spec 7.2) videos/s with W DataLoader workers
-      (ClipDataset + make_loader, no model)
+      (ClipDataset + make_loader, no model); the clips are uint8, and the bytes per clip that
+      cross the worker pipe are reported beside what float32 clips took
   (b) training steps videos/s on clips already in memory (the shared Trainer, EndToEnd model,
-      the clips of (a) on the device)
+      the uint8 clips of (a) on the device, normalised there by the model)
   (c) the full `mote finetune-e2e` command's videos/s, from its run's history (epochs after the
       first, whose time includes the workers' start-up)
   (d) `mote train-temporal` videos/s on a store of the same videos (extracted once with the same
@@ -64,7 +65,7 @@ def sync(device: torch.device) -> None:
 
 def decode_rate(dataset: ClipDataset, batch: int, workers: int, pin: bool) -> tuple[float, list]:
     """(a): one untimed epoch starts the persistent workers, the next is timed; returns its
-    videos/s and its batches (the clips (b) trains on)."""
+    videos/s and its batches (the uint8 clips (b) trains on)."""
     loader = make_loader(dataset, batch_size=batch, workers=workers, pin_memory=pin, seed=0)
     loader.set_epoch(0)
     for _ in loader:
@@ -146,7 +147,8 @@ def peak_memory_gib(model_name: str, batch: int, checkpointing: bool, frames: in
     classes = [f"class {i}" for i in range(400)]
     model, trainer = build_trainer(cfg, classes, device)
     size = model.preprocess.size
-    clips = torch.randn(batch, frames, 3, size, size, device=device)
+    shape = (batch, frames, size, size, 3)  # uint8, as the clip loader gives them
+    clips = torch.randint(0, 256, shape, dtype=torch.uint8, device=device)
     labels = torch.randint(0, 400, (batch,), device=device)
     torch.cuda.reset_peak_memory_stats(device)
     trainer.train_epoch(InMemoryClips([(clips, labels)] * 2), model.class_text, 0)
@@ -155,6 +157,20 @@ def peak_memory_gib(model_name: str, batch: int, checkpointing: bool, frames: in
     del model, trainer, clips
     torch.cuda.empty_cache()
     return peak
+
+
+def clip_pipe_bytes(batches: list) -> dict:
+    """Bytes of one clip through the worker pipe: the loader's (uint8) and float32's (before
+    clips were normalised on the device), and their ratio."""
+    clip = next(frames[0] for frames, _ in batches if len(frames))
+    sent = clip.numel() * clip.element_size()
+    float32 = clip.numel() * torch.finfo(torch.float32).bits // 8
+    return {
+        "worker_clip_dtype": str(clip.dtype).removeprefix("torch."),
+        "worker_bytes_per_clip": sent,
+        "worker_bytes_per_clip_float32": float32,
+        "worker_bytes_float32_over_sent": round(float32 / sent, 2),
+    }
 
 
 def history_rate(run: Path) -> tuple[float, float]:
@@ -247,6 +263,7 @@ def main() -> None:
     model, trainer = build_trainer(cfg, spec.class_names, device)
     clips = ClipDataset(items, root, model.preprocess, args.frames, "train", seed=0)
     a, batches = decode_rate(clips, args.batch, args.workers, device.type == "cuda")
+    clip_bytes = clip_pipe_bytes(batches)
     b = step_rate(model, trainer, batches, device, max(2, args.epochs))
     del batches, model, trainer
 
@@ -308,6 +325,7 @@ def main() -> None:
         "epochs": args.epochs,
         "temporal_epochs": args.temporal_epochs,
         "a_decode_augment_vps": round(a, 2),
+        **clip_bytes,
         "b_train_steps_vps": round(b, 2),
         "c_finetune_e2e_vps": round(c, 2),
         "c_finetune_e2e_vps_all_epochs": round(c_all, 2),
@@ -325,6 +343,11 @@ def main() -> None:
     c_target = figures["c_over_limit"]
     print(f"target c_over_limit >= 0.85: {c_target} -> {verdict(c_target, '>=', 0.85)}")
     print(f"cache speed-up (d)/(c): {figures['d_over_c']}x (reported, no target)")
+    print(
+        f"worker pipe: {clip_bytes['worker_bytes_per_clip']} bytes per "
+        f"{clip_bytes['worker_clip_dtype']} clip, {clip_bytes['worker_bytes_per_clip_float32']} "
+        f"as float32 ({clip_bytes['worker_bytes_float32_over_sent']}x)"
+    )
     for key in memory:
         print(f"{key}: {'skipped (not CUDA)' if memory[key] is None else memory[key]}")
     if args.json:

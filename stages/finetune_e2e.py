@@ -342,18 +342,21 @@ class FrameFeatures(torch.nn.Module):
 def predict_clips(
     model: EndToEnd, loader, failures: FailureLog, epoch: int, tfm: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine logits (N, C) and labels of the decodable validation clips (fp32, spec 7)."""
+    """Cosine logits (N, C) and labels of the decodable validation clips (fp32, spec 7), on
+    the CPU. The uint8 clips go to the device asynchronously and the scores stay there until
+    one copy at the end, so no batch waits for the device; labels never leave the host."""
+    device = model.class_text.device
     scores, labels, failed = [], [], []
     for batch in loader:
         failed += batch.failed
         if len(batch):
-            logits, _ = model.predict(batch.frames.to(model.class_text.device), tfm=tfm)
-            scores.append(logits.float().cpu())
+            logits, _ = model.predict(batch.frames.to(device, non_blocking=True), tfm=tfm)
+            scores.append(logits.float())
             labels.append(batch.labels)
     failures.record("val", epoch, failed, gather=False)
     if not scores:
         return torch.zeros(0, len(model.class_names)), torch.zeros(0, dtype=torch.long)
-    return torch.cat(scores), torch.cat(labels)
+    return torch.cat(scores).cpu(), torch.cat(labels)
 
 
 # ------------------------------------------------------------------------------ the run

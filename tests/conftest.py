@@ -121,3 +121,13 @@ def comparable_weights(weights: dict) -> dict:
             value = torch.cat([value[:d], value[2 * d :]])
         out[key] = value
     return out
+
+
+def worker_normalised(clips: torch.Tensor, spec) -> torch.Tensor:
+    """uint8 (..., S, S, 3) clips as the decode workers normalised them before clips stayed
+    uint8 to the device: the old ``transforms.normalize`` body (mean/std built at each call, a
+    division by the Python number 255) on the CPU, a golden the device path must equal."""
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
+    chw = clips.cpu().movedim(-1, -3).to(torch.float32).div_(255.0)
+    return chw.sub_(mean).div_(std).contiguous()

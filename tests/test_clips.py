@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import worker_normalised
 
 from mote.pipeline.data.datasets import VideoItem
 from mote.pipeline.data.synthetic import write_frames, write_numbered_video
@@ -80,7 +81,7 @@ def test_train_items_follow_spec_7_1_sampling_and_7_2_augmentation(videos: Video
             continue
         sample = dataset[i]
         assert isinstance(sample, ClipSample)
-        assert sample.frames.shape == (T, 3, 64, 64) and sample.frames.dtype == torch.float32
+        assert sample.frames.shape == (T, 64, 64, 3) and sample.frames.dtype == torch.uint8
         assert (sample.label, sample.index) == (item.label, i)
         path = videos.root / item.video_id
         with open_video(path) as video:
@@ -89,9 +90,7 @@ def test_train_items_follow_spec_7_1_sampling_and_7_2_augmentation(videos: Video
         indices = sample_indices(n, T, 1, "train", rng)[0]
         np.testing.assert_array_equal(sample.frame_indices, indices)
         clip, _ = augment_clip(_decode(path, indices), 64, rng)
-        torch.testing.assert_close(
-            sample.frames, normalize(torch.from_numpy(clip), SPEC, torch.float32), rtol=0, atol=0
-        )
+        assert torch.equal(sample.frames, torch.from_numpy(clip))
 
 
 def test_train_draws_change_with_the_epoch_and_repeat_within_it(videos: Videos) -> None:
@@ -114,9 +113,10 @@ def test_eval_items_use_spec_7_1_eval_indices_and_7_3_centre_crop(videos: Videos
         sample = dataset[(7, i)]
         indices = sample_indices(n, T, 1, "eval")[0]
         np.testing.assert_array_equal(sample.frame_indices, indices)
-        crop = crop_views(_decode(path, indices), 64, 1, SPEC.interpolation)[0]
-        expected = normalize(torch.from_numpy(crop), SPEC, torch.float32)
-        assert torch.equal(sample.frames, expected)
+        expected = torch.from_numpy(
+            crop_views(_decode(path, indices), 64, 1, SPEC.interpolation)[0]
+        )
+        assert sample.frames.dtype == torch.uint8 and torch.equal(sample.frames, expected)
         assert torch.equal(dataset[(0, i)].frames, expected)  # no epoch dependence
 
 
@@ -130,8 +130,33 @@ def test_broken_videos_give_failure_records(videos: Videos) -> None:
     missing = ClipDataset([VideoItem("nowhere.mp4", 0)], videos.root, SPEC)[0]
     assert missing == ClipFailure(0, "nowhere.mp4", "file not found")
     empty = dataset.collate([dataset[3], dataset[6]])
-    assert len(empty) == 0 and empty.frames.shape == (0, T, 3, 64, 64)
+    assert len(empty) == 0 and empty.frames.shape == (0, T, 64, 64, 3)
+    assert empty.frames.dtype == torch.uint8 and empty.to("cpu").frames.dtype == torch.uint8
     assert [f.index for f in empty.failed] == [3, 6]
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_device_normalisation_equals_the_old_worker_normalisation_exactly(
+    videos: Videos, mode: str
+) -> None:
+    """Workers send uint8 clips; normalised where the model is, they are bit for bit the float
+    clips the workers used to send (pinned and copied asynchronously on CUDA)."""
+    dataset = ClipDataset(videos.items, videos.root, SPEC, frames=T, mode=mode, seed=2)
+    loader = make_loader(dataset, batch_size=3, workers=2, seed=0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loader.set_epoch(1)
+    seen = 0
+    for batch in loader:
+        if device.type == "cuda":
+            assert batch.frames.is_pinned() and batch.labels.is_pinned()
+        frames = batch.to(device).frames
+        assert frames.dtype == torch.uint8 and frames.shape == (len(batch), T, 64, 64, 3)
+        ours = normalize(frames, SPEC, torch.float32)
+        assert ours.shape == (len(batch), T, 3, 64, 64) and ours.device.type == device.type
+        for clip, i in zip(ours.cpu(), batch.indices.tolist(), strict=True):
+            assert torch.equal(clip, worker_normalised(dataset[(1, i)].frames, SPEC))
+        seen += len(batch)
+    assert seen == len(videos.items) - len(videos.broken)
 
 
 def _epochs(loader, epochs: int = 2) -> list[list]:
@@ -161,7 +186,7 @@ def test_loader_skips_and_reports_failures_identically_with_and_without_workers(
         assert sorted(seen) == [i for i in range(len(videos.items)) if i not in videos.broken]
         assert sorted(f.index for f in failed) == sorted(videos.broken)
         for indices, labels, frames, _ in epoch:
-            assert frames.shape == (len(indices), T, 3, 64, 64)
+            assert frames.shape == (len(indices), T, 64, 64, 3) and frames.dtype == torch.uint8
             assert labels.tolist() == [videos.items[i].label for i in indices.tolist()]
     first = torch.cat([indices for indices, *_ in parallel[0]]).tolist()
     second = torch.cat([indices for indices, *_ in parallel[1]]).tolist()

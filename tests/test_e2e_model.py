@@ -13,16 +13,21 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from conftest import worker_normalised
 
 from mote.cache_schema.errors import StoreMismatch
 from mote.pipeline.clip.build import build_clip
+from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_start
 from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.e2e import EndToEnd, build_end_to_end, text_from_store
 from mote.pipeline.temporal.mote_model import MoTE, default_config
+from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.video.clips import ClipDataset, make_loader
 from mote.pipeline.video.decode_pool import DecodeTask, decode_one
 from mote.pipeline.video.transforms import normalize
+from mote.stages.finetune_e2e import FailureLog, predict_clips
 
 FRAMES = 4
 
@@ -84,9 +89,10 @@ def test_the_text_tower_is_gone_and_the_bank_is_a_frozen_buffer(model, names):
 def test_encode_frames_takes_uint8_or_normalised_clips(model, clips):
     frames, _ = clips
     a = model.encode_frames(frames)
-    b = model.encode_frames(normalize(frames, model.preprocess, torch.float32))
+    b = model.encode_frames(worker_normalised(frames, model.preprocess))
     assert a.shape == (4, FRAMES, 64) and a.dtype == torch.float32
-    torch.testing.assert_close(a, b)
+    assert torch.equal(a, b)  # normalised here = the floats the decode workers used to send
+    assert torch.equal(a, model.encode_frames(normalize(frames, model.preprocess, torch.float32)))
     # the same embeddings the extraction encoder gives each frame
     plain = build_clip("mote-tiny", "none", device="cpu", seed=0)
     torch.testing.assert_close(a[1], plain.encode_frames(frames[1]), rtol=1e-5, atol=1e-5)
@@ -110,6 +116,25 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients(model, clips):
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_a_step_on_uint8_clips_equals_one_on_worker_normalised_floats(model, clips, amp):
+    """The numbers of training do not change now that clips reach the model as uint8: the
+    losses and every gradient are bit for bit those of the old float clips (bf16 autocast
+    too, whose casts come after the fp32 normalisation)."""
+    frames, labels = clips
+    results = []
+    for inputs in (frames, worker_normalised(frames, model.preprocess)):
+        net = copy.deepcopy(model)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            losses = net.training_losses(inputs, labels, **forced(net))
+        losses["total"].backward()
+        grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+        results.append((losses["total"].detach(), grads))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.equal(loss_a, loss_b) and grads_a.keys() == grads_b.keys()
+    assert all(torch.equal(grads_a[name], grads_b[name]) for name in grads_a)
 
 
 def test_every_trainable_parameter_gets_a_gradient_with_wmr(model, clips):
@@ -328,3 +353,28 @@ def test_predict_scores_merged_in_fp32_and_keeps_the_mode(model, clips, names):
     torch.testing.assert_close(logits, want)
     torch.testing.assert_close(rho, want_rho)
     assert float(logits.abs().max()) <= 1.0 + 1e-6  # plain cosines, no logit scale (spec 8)
+
+
+def test_predict_clips_keeps_its_results_with_one_host_copy(model, mixed_folder, tmp_path):
+    """Validation scores stay on the device until one copy at the end: the same CPU scores as
+    scoring each batch of the old float clips and copying it back, broken videos listed."""
+    val = load_dataset("list", "val", mixed_folder.list_file, mixed_folder.labels_file)
+    clips = ClipDataset(val.items, mixed_folder.root, model.preprocess, FRAMES, "eval")
+    loader = make_loader(clips, batch_size=5, workers=0, shuffle=False)
+    folder = RunFolder(tmp_path / "run")
+    folder.create()
+    failures = FailureLog(folder, DistContext())
+    scores, labels = predict_clips(model, loader, failures, epoch=0, tfm=True)
+
+    want_scores, want_labels = [], []
+    for batch in loader:
+        if len(batch):
+            floats = worker_normalised(batch.frames, model.preprocess)
+            want_scores.append(model.predict(floats, tfm=True)[0].float().cpu())
+            want_labels.append(batch.labels)
+    assert scores.device.type == "cpu" and scores.dtype == torch.float32
+    assert torch.equal(scores, torch.cat(want_scores))
+    assert torch.equal(labels, torch.cat(want_labels))
+    assert len(labels) == len(mixed_folder.good)
+    assert failures.count["val"] == len(mixed_folder.broken)
+    assert {row["video"] for row in folder.read_failures()} == set(mixed_folder.broken)

@@ -8,7 +8,13 @@ import torch
 from PIL import Image
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.video.transforms import PreprocessSpec, crop_views, normalize, resized_shape
+from mote.pipeline.video.transforms import (
+    PreprocessSpec,
+    crop_views,
+    normalize,
+    normalize_tensors,
+    resized_shape,
+)
 
 
 def gradient_frames(k: int, height: int, width: int) -> np.ndarray:
@@ -100,3 +106,28 @@ def test_spec_comes_from_open_clip_and_normalize_matches_its_eval_transform() ->
     assert ours.shape == (1, 1, 3, 64, 64) and ours.dtype == torch.float32
     torch.testing.assert_close(ours[0, 0], reference, atol=1e-5, rtol=0)
     assert normalize(crop, spec, torch.float16).dtype == torch.float16
+
+
+def test_normalize_builds_its_device_tensors_once_per_spec_and_device() -> None:
+    """The mean/std (and 255) are made on the first call for a (spec, device) and reused, so a
+    CUDA batch does not wait for a host-to-device copy; the numbers are the per-call ones."""
+    from conftest import worker_normalised
+
+    spec = PreprocessSpec(size=8, mean=(0.25, 0.5, 0.75), std=(0.125, 0.3, 0.7))  # a fresh key
+    x = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))
+    x[0, :, :, :] = torch.arange(192, dtype=torch.uint8).view(8, 8, 3)  # every value 0..255
+    x[1, :, :, :] = torch.arange(64, 256, dtype=torch.uint8).view(8, 8, 3)
+    before = normalize_tensors.cache_info()
+    with torch.inference_mode():  # first use under inference mode (the extraction encoder)
+        first = normalize(x, spec, torch.float32)
+    tensors = normalize_tensors(spec, x.device)
+    second = normalize(x, spec, torch.float32)
+    after = normalize_tensors.cache_info()
+    assert after.misses == before.misses + 1 and after.hits >= before.hits + 2
+    assert all(a is b for a, b in zip(normalize_tensors(spec, x.device), tensors, strict=True))
+    assert not any(t.is_inference() for t in tensors)  # usable by training after extraction
+    scale, mean, std = tensors
+    assert scale.item() == 255.0 and mean.flatten().tolist() == list(spec.mean)
+    assert torch.equal(first, second) and torch.equal(second, worker_normalised(x, spec))
+    other = PreprocessSpec(size=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    assert normalize_tensors(other, x.device)[1] is not mean  # keyed by the spec

@@ -121,9 +121,9 @@ class EndToEnd(nn.Module):
     def encode_frames(self, frames: Tensor) -> Tensor:
         """(B, T, 3, S, S) normalised floats, or uint8 (B, T, S, S, 3) -> float32 (B, T, D).
 
-        uint8 clips are normalised here with the model's mean/std, on the model's device
-        (a quarter of the bytes of float clips cross the bus). Unnormalised projected
-        embeddings, as the store holds them.
+        uint8 clips (what ``ClipDataset`` gives) are normalised here with the model's mean/std,
+        on the model's device (a quarter of the bytes of float clips cross the bus). Unnormalised
+        projected embeddings, as the store holds them.
         """
         size = self.preprocess.size
         if frames.dtype == torch.uint8 and frames.ndim == 5 and frames.shape[-1] == 3:

@@ -2,7 +2,10 @@
 
 ``ClipDataset`` item i is video i of a list: it is decoded with ``open_video`` (decord with one
 thread, PyAV fallback), sampled by spec 7.1 and preprocessed by spec 7.2 (``mode="train"``) or
-7.3 (``mode="eval"``: 1 clip, shorter side to S with the model's filter, centre crop). The item's
+7.3 (``mode="eval"``: 1 clip, shorter side to S with the model's filter, centre crop). Clips stay
+uint8 (T, S, S, 3): a quarter of the bytes of float32 through the worker pipes, pinned memory and
+the host-to-device copy; the model normalises them on its device (``EndToEnd.encode_frames``
+calls ``transforms.normalize``, the same fp32 ops the workers used to run). The item's
 randomness comes from ``item_rng(seed, epoch, index)`` alone, so a clip does not depend on which
 worker decodes it, on the number of workers, or on the order of the batches.
 
@@ -31,7 +34,7 @@ from mote.pipeline.errors import DecodeError
 from mote.pipeline.video.augment import augment_clip
 from mote.pipeline.video.decode import Backend, open_video
 from mote.pipeline.video.sampling import sample_indices
-from mote.pipeline.video.transforms import PreprocessSpec, crop_views, normalize
+from mote.pipeline.video.transforms import PreprocessSpec, crop_views
 
 Mode = Literal["train", "eval"]
 
@@ -50,7 +53,7 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 @dataclass
 class ClipSample:
-    """One decoded clip: float (T, 3, S, S) normalised frames, its label and list index."""
+    """One decoded clip: uint8 (T, S, S, 3) frames (not normalised), its label and list index."""
 
     frames: torch.Tensor
     label: int
@@ -70,7 +73,7 @@ class ClipFailure(NamedTuple):
 class ClipBatch:
     """Collated clips; ``failed`` lists the videos of this batch that could not be decoded."""
 
-    frames: torch.Tensor  # float (B, T, 3, S, S); B may be 0 when every video failed
+    frames: torch.Tensor  # uint8 (B, T, S, S, 3); B may be 0 when every video failed
     labels: torch.Tensor  # int64 (B,)
     indices: torch.Tensor  # int64 (B,), list indices
     frame_indices: torch.Tensor  # int64 (B, T)
@@ -155,7 +158,8 @@ class ClipDataset(Dataset):
             return ClipFailure(index, self.videos[index], reason)
 
     def _load(self, index: int, epoch: int) -> ClipSample:
-        """Decode, sample and preprocess one video; decoding problems raise DecodeError."""
+        """Decode, sample and crop (or augment) one video to uint8; decoding problems raise
+        DecodeError. Normalising is left to the model's device."""
         rng = item_rng(self.seed, epoch, index) if self.mode == "train" else None
         with open_video(self.root / self.videos[index], backend=self.backend) as video:
             if video.num_frames < 1:
@@ -167,8 +171,7 @@ class ClipDataset(Dataset):
             clip, _ = augment_clip(decoded, size, rng)
         else:
             clip = crop_views(decoded, size, 1, self.spec.interpolation)[0]
-        frames = normalize(torch.from_numpy(clip), self.spec, torch.float32)
-        return ClipSample(frames, self.labels[index], index, frame_indices)
+        return ClipSample(torch.from_numpy(clip), self.labels[index], index, frame_indices)
 
     def collate(self, items: Sequence[ClipSample | ClipFailure]) -> ClipBatch:
         """Stack the decoded clips; failures leave the batch and go to ``failed``."""
@@ -179,7 +182,7 @@ class ClipDataset(Dataset):
             frames = torch.stack([item.frames for item in ok])
             frame_indices = torch.from_numpy(np.stack([item.frame_indices for item in ok]))
         else:
-            frames = torch.empty((0, self.frames, 3, size, size), dtype=torch.float32)
+            frames = torch.empty((0, self.frames, size, size, 3), dtype=torch.uint8)
             frame_indices = torch.empty((0, self.frames), dtype=torch.int64)
         return ClipBatch(
             frames=frames,

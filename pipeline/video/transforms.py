@@ -1,11 +1,13 @@
 """Evaluation preprocessing (spec section 7.3): shorter-side resize, 1 or 3 crops, normalisation.
 
 ``crop_views`` runs in decode worker processes, so this module imports only numpy and PIL at
-import time; torch is imported inside ``normalize``, which runs where the model lives.
+import time; torch is imported inside ``normalize`` (and ``normalize_tensors``, its
+per-device cache), which runs where the model lives.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -122,15 +124,39 @@ def crop_views(
     return out
 
 
+@functools.lru_cache(maxsize=32)
+def normalize_tensors(
+    spec: PreprocessSpec, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fp32 255, mean (3, 1, 1) and std (3, 1, 1) on ``device``, built once per (spec, device).
+
+    Built per call they were a blocking host-to-device copy per batch on CUDA. 255 is a device
+    tensor too: CUDA turns a division by a Python number into a multiplication by its
+    reciprocal (1 ulp off for half the pixel values), so a clip normalised on the GPU equals one
+    normalised on the CPU only when every divisor is a tensor. Made outside inference mode (the
+    cache serves training too) and never written to.
+    """
+    import torch
+
+    with torch.inference_mode(False):
+        scale = torch.tensor(255.0, dtype=torch.float32, device=device)
+        mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(3, 1, 1)
+        std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(3, 1, 1)
+    return scale, mean, std
+
+
 def normalize(x: torch.Tensor, spec: PreprocessSpec, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 (..., S, S, 3) -> ``dtype`` (..., 3, S, S) as (x / 255 - mean) / std, in fp32 first."""
+    """uint8 (..., S, S, 3) -> ``dtype`` (..., 3, S, S) as (x / 255 - mean) / std, in fp32 first.
+
+    Runs where ``x`` is (training clips: on the model's device), with the cached
+    ``normalize_tensors``; the same fp32 values on every device.
+    """
     import torch
 
     if x.dtype != torch.uint8 or x.ndim < 3 or x.shape[-1] != 3:
         raise ValueError(
             f"normalize expects a uint8 tensor (..., S, S, 3), got {x.dtype} {x.shape}"
         )
-    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device).view(3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device).view(3, 1, 1)
-    chw = x.movedim(-1, -3).to(torch.float32).div_(255.0)
+    scale, mean, std = normalize_tensors(spec, x.device)
+    chw = x.movedim(-1, -3).to(torch.float32).div_(scale)
     return chw.sub_(mean).div_(std).to(dtype).contiguous()
