@@ -6,11 +6,17 @@ In one run, on one generated dataset, with one worker count:
   (c) the full `mote extract`                                    -> videos/s
   (d) a naive loop: decode one video, encode it, write it, next  -> videos/s
 plus the store's bytes against the raw fp16 bytes, and the extract process's peak RSS for N and
-4N videos. Targets: (c) >= 0.9 x the pipeline limit (min(a, b) with a GPU encoder,
+4N videos. Targets: (c) >= 0.9 x the pipeline limit (min(a, b) with GPU encoders,
 1/(1/a + 1/b) when decoding and encoding share the CPU cores), (c) >= 2 x (d) on 2 cores,
 store <= 1.02 x raw, RSS(4N) <= 1.10 x RSS(N).
 
-    python bench/extract.py --videos 200 --workers 2 [--model mote-tiny --device cpu]
+With several ``--devices`` (``all``, ``0,1``; ``cpu,cpu`` on a machine without GPUs), (b) runs
+one encoder process per device, (c) is ``mote extract --devices ...``, and the figures add its
+videos/s per device (``c_devices``); (d) encodes on the first device.
+
+    python bench/extract.py --videos 200 --workers 2 [--model mote-tiny --devices cpu]
+    python bench/extract.py --videos 2000 --workers 16 --model ViT-B-16 --pretrained openai \
+        --devices all --no-rss
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ import torch
 from mote.cache_schema.claim import StoreClaim
 from mote.cache_schema.store import FeatureStore, VideoResult
 from mote.pipeline.clip.build import build_clip
+from mote.pipeline.clip.encoder_pool import EncoderPool
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
+from mote.pipeline.device import resolve_devices
+from mote.pipeline.runs.run_clip import ClipRecipe
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, decode_one
 from mote.stages import extract
 
@@ -82,9 +91,19 @@ def decode_only(tasks: list[DecodeTask], workers: int) -> tuple[float, list]:
     return len(tasks) / seconds, decoded
 
 
-def encode_only(clip, decoded: list, batch_size: int) -> float:
-    """(b): BatchedEncoder over frames already in memory."""
-    encoder = BatchedEncoder(clip, batch_size)
+def encode_only(clip, decoded: list, batch_size: int, devices: list, recipe: ClipRecipe) -> float:
+    """(b): BatchedEncoder over frames already in memory: with ``clip`` on one device, else one
+    encoder process per device (timed once every process has built its CLIP)."""
+    if len(devices) == 1:
+        return _encode_all(BatchedEncoder(clip, batch_size), decoded)
+    threads = torch.get_num_threads()
+    size = (clip.preprocess.size, clip.dim)
+    with EncoderPool(recipe.build, devices, batch_size, *size, cpu_threads=threads) as pool:
+        pool.wait_ready()
+        return _encode_all(BatchedEncoder(pool), decoded)
+
+
+def _encode_all(encoder: BatchedEncoder, decoded: list) -> float:
     start = time.perf_counter()
     for video in decoded:
         encoder.add(video.index, video.views)
@@ -137,9 +156,10 @@ print(json.dumps({"rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
 """
 
 
-def cli_extract(settings: dict, out: Path, limit: int) -> tuple[float, float]:
+def cli_extract(settings: dict, out: Path, limit: int) -> tuple[float, float, list[dict]]:
     """(c): the real `mote extract` command; its own videos/s (CLIP loaded, workers started,
-    until the store is consolidated) and videos/s over the whole wall time incl. imports."""
+    until the store is consolidated), videos/s over the whole wall time incl. imports, and its
+    per-device rows (device, videos, images, busy_s, videos_per_s)."""
     flags = {
         "dataset": "dataset",
         "root": "root",
@@ -147,7 +167,7 @@ def cli_extract(settings: dict, out: Path, limit: int) -> tuple[float, float]:
         "labels_file": "labels",
         "model": "model",
         "pretrained": "pretrained",
-        "device": "device",
+        "devices": "devices",
         "frames": "frames",
         "decode_workers": "decode-workers",
         "batch_size": "batch-size",
@@ -160,7 +180,8 @@ def cli_extract(settings: dict, out: Path, limit: int) -> tuple[float, float]:
     start = time.perf_counter()
     result = subprocess.run(args, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
-    return json.loads(result.stdout)["videos_per_s"], limit / wall
+    summary = json.loads(result.stdout)
+    return summary["videos_per_s"], limit / wall, summary["devices"]
 
 
 def extract_in_subprocess(settings: dict) -> dict:
@@ -181,10 +202,11 @@ def verdict(value: float | None, op: str, target: float) -> str:
     return "met" if met else "NOT met"
 
 
-def machine_description(gpu: bool) -> str:
+def machine_description(devices: list) -> str:
     cores = len(os.sched_getaffinity(0))
     text = f"{platform.machine()} {platform.processor() or ''}, {cores} cores".replace("  ", " ")
-    return text + (f", {torch.cuda.get_device_name()}" if gpu else "")
+    gpus = [torch.cuda.get_device_name(d) for d in devices if d.type == "cuda"]
+    return text + "".join(f", {name}" for name in gpus)
 
 
 def main() -> None:
@@ -193,7 +215,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model", default="mote-tiny")
     parser.add_argument("--pretrained", default="none")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--devices", "--device", default="cpu", help="all, 0,1, cuda:1, cpu or cpu,cpu"
+    )
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--video-frames", type=int, default=64)
     parser.add_argument("--video-size", default="320x240")
@@ -210,12 +234,14 @@ def main() -> None:
     print(f"writing {total} videos of {args.video_frames} frames at {width}x{height} to {work}")
     data = make_dataset(work / "videos", total, args.video_frames, (width, height))
 
-    clip = build_clip(args.model, args.pretrained, args.device)
+    devices = resolve_devices(args.devices)
+    recipe = ClipRecipe(args.model, args.pretrained)
+    clip = build_clip(args.model, args.pretrained, str(devices[0]))
     batch = args.batch_size or (256 if clip.device.type == "cuda" else 32)
     tasks = tasks_for(data, n, clip.preprocess.size, args.frames)
 
     a, decoded = decode_only(tasks, args.workers)
-    b = encode_only(clip, decoded, batch)
+    b = encode_only(clip, decoded, batch, devices, recipe)
     settings = dict(
         dataset="list",
         root=str(data.root),
@@ -223,13 +249,13 @@ def main() -> None:
         labels_file=str(data.labels_file),
         model=args.model,
         pretrained=args.pretrained,
-        device=args.device,
+        devices=args.devices,
         frames=args.frames,
         decode_workers=args.workers,
         batch_size=batch,
     )
     out_c = work / "full.zarr"
-    c, c_wall = cli_extract(settings, out_c, n)
+    c, c_wall, c_devices = cli_extract(settings, out_c, n)
     d = naive_loop(tasks, clip, data, work / "naive.zarr", args.frames)
 
     store = FeatureStore.open(out_c)
@@ -250,9 +276,9 @@ def main() -> None:
     gpu = clip.device.type == "cuda"
     limit = min(a, b) if gpu else 1 / (1 / a + 1 / b)
     figures = {
-        "machine": machine_description(gpu),
+        "machine": machine_description(devices),
         "model": args.model,
-        "device": str(clip.device),
+        "devices": ",".join(str(d) for d in devices),
         "workers": args.workers,
         "videos": n,
         "video": f"{args.video_frames} frames {width}x{height}",
@@ -261,6 +287,10 @@ def main() -> None:
         "b_encode_vps": round(b, 2),
         "c_extract_vps": round(c, 2),
         "c_extract_wall_vps": round(c_wall, 2),
+        "c_devices": [
+            {key: row[key] for key in ("device", "videos", "videos_per_s", "busy_s")}
+            for row in c_devices
+        ],
         "d_naive_vps": round(d, 2),
         "pipeline_limit_vps": round(limit, 2),
         "c_over_limit": round(c / limit, 3),

@@ -81,7 +81,7 @@ def main() -> None:
                 frames=args.frames,
                 views=views,
                 sampling=sampling,
-                device="cpu",
+                devices="cpu",
                 decode_workers=0,
                 split=videos.stem,
                 overwrite=True,

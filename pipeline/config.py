@@ -77,8 +77,10 @@ def build_config(cls: type[T], config_file: Path | None = None, **flags: Any) ->
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)  # resolves the string annotations of `from __future__`
     values: dict[str, Any] = {}
+    aliases = {old: name for name, f in fields.items() for old in f.metadata.get("aliases", ())}
     if config_file is not None:
         for key, value in read_config_file(config_file).items():
+            key = aliases.get(key, key)  # a setting's old name (ExtractConfig: device)
             if key not in fields:
                 valid = ", ".join(sorted(name.replace("_", "-") for name in fields))
                 raise ConfigError(f"{config_file}: unknown option '{key}'. Valid options: {valid}")

@@ -1,10 +1,21 @@
-"""Which torch device a command runs on; kept apart so training code need not import open_clip."""
+"""Which torch device a command runs on; kept apart so training code need not import open_clip.
+
+``resolve_device`` picks the one device of training and evaluation; ``resolve_devices`` the list
+of encoder devices of ``mote extract --devices`` (one encoder process per entry beyond the first).
+"""
 
 from __future__ import annotations
+
+import gc
 
 import torch
 
 from mote.pipeline.errors import ConfigError
+
+DEVICES_HELP = (
+    "all (every visible GPU, else the CPU), GPU indices (0,1,3), cuda:1, cpu, or cpu,cpu "
+    "(several CPU encoder processes)"
+)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -18,3 +29,60 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available here; use --device cpu")
     return resolved
+
+
+def resolve_devices(spec: str, gpu_count: int | None = None) -> list[torch.device]:
+    """The encoder devices ``--devices`` names: see ``DEVICES_HELP``; ``auto`` reads as ``all``.
+
+    ``gpu_count`` defaults to the CUDA devices visible here. GPUs are numbered as this process
+    sees them (after ``CUDA_VISIBLE_DEVICES``). A GPU may be listed once (one encoder each); the
+    CPU any number of times. CPUs and GPUs never mix: they encode in fp32 and fp16, so a store's
+    embeddings would depend on which one took each batch.
+    """
+    count = torch.cuda.device_count() if gpu_count is None else gpu_count
+    text = spec.strip().lower()
+    if text in ("all", "auto"):
+        return [torch.device("cuda", i) for i in range(count)] or [torch.device("cpu")]
+    devices = [_one_device(part.strip(), spec, count) for part in text.split(",")]
+    if len({d.type for d in devices}) > 1:
+        raise ConfigError(
+            f"--devices {spec}: mixes the CPU and GPUs, which encode in fp32 and fp16; a store "
+            "is made on one kind: list GPUs only or cpu only"
+        )
+    gpus = [d for d in devices if d.type == "cuda"]
+    twice = sorted({str(d) for d in gpus if gpus.count(d) > 1})
+    if twice:
+        raise ConfigError(f"--devices {spec}: {twice[0]} is listed twice; a GPU runs one encoder")
+    return devices
+
+
+def _one_device(part: str, spec: str, count: int) -> torch.device:
+    """One entry of ``--devices``: a GPU index, a torch device name (cpu, cuda, cuda:1)."""
+    if not part:
+        raise ConfigError(f"--devices {spec}: an empty entry; expected {DEVICES_HELP}")
+    try:
+        device = torch.device("cuda", int(part)) if part.isdigit() else torch.device(part)
+    except RuntimeError:
+        raise ConfigError(
+            f"--devices {spec}: '{part}' is not a device; expected {DEVICES_HELP}"
+        ) from None
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type != "cuda":
+        raise ConfigError(f"--devices {spec}: mote encodes on cpu or cuda, not {device.type}")
+    if count == 0:
+        raise ConfigError(f"--devices {spec}: CUDA is not available here; use --devices cpu")
+    index = device.index or 0
+    if index >= count:
+        present = ", ".join(str(i) for i in range(count))
+        noun = "device" if count == 1 else "devices"
+        raise ConfigError(f"--devices {spec}: only {count} CUDA {noun} here ({present})")
+    return torch.device("cuda", index)
+
+
+def release_memory(device: torch.device) -> None:
+    """Give back what dropped models held: collect them now, and return CUDA's cached blocks so
+    encoder processes sharing this GPU can use them."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -59,3 +59,7 @@ def os_fault_reason(error: OSError) -> str:
     if reason is None:
         reason = f"{error.strerror or error}; check the path and the disk, then rerun"
     return reason
+
+
+class EncoderFailed(MoteError, RuntimeError):
+    """An encoder process died or raised; the message names its device and how to go on."""

@@ -151,6 +151,12 @@ def _print_summary_table(summary: dict, title: str) -> None:
     ):
         if key in summary:
             table.add_row(key, str(summary[key]))
+    devices = summary.get("devices") or []
+    if len(devices) > 1:  # several encoders (or dask workers): what each did
+        for row in devices:
+            where = row["device"] + (f" ({row['worker']})" if row.get("worker") else "")
+            done = f"{row['videos']} videos, {row['images']} frames, {row['videos_per_s']} videos/s"
+            table.add_row(where, done)
     stdout.print(table)
     failures = summary.get("failures") or []
     if failures:
@@ -241,7 +247,20 @@ def _extract() -> Callable[..., None]:
         seed: Annotated[
             int | None, opt(C, "seed", "Seed for random weights and train sampling.")
         ] = None,
-        device: Annotated[str | None, opt(C, "device", "auto, cpu, cuda, cuda:1.")] = None,
+        devices: Annotated[
+            str | None,
+            opt(
+                C,
+                "devices",
+                "Encoder devices: all (every visible GPU, else the CPU), GPU indices (0,1,3), "
+                "cuda:1, or cpu. Each device past the first runs its own encoder process, all "
+                "fed by one decode pool; cpu,cpu runs two CPU encoder processes (how CI tests "
+                "several devices). With --dask local:N, worker i is pinned to GPU i mod G. "
+                "--device is the same option.",
+                "--devices",
+                "--device",
+            ),
+        ] = None,
         batch_size: Annotated[
             int | None,
             typer.Option(help=with_default("Images per CLIP batch.", "256 on GPU, 32 on CPU")),
@@ -302,8 +321,9 @@ def _extract() -> Callable[..., None]:
             typer.Option(
                 help=with_default(
                     "Scale out on dask.distributed: a scheduler address (tcp://host:8786; "
-                    "workers need mote and the same paths) or local:N for a local cluster of N "
-                    "workers.",
+                    "workers need mote and the same paths, and encode on the GPU they were "
+                    "started with) or local:N for a local cluster of N workers, each pinned to "
+                    "one GPU of --devices (CUDA_VISIBLE_DEVICES).",
                     "one local process with --decode-workers",
                 )
             ),
@@ -326,7 +346,7 @@ def _extract() -> Callable[..., None]:
             views=views,
             sampling=sampling,
             seed=seed,
-            device=device,
+            devices=devices,
             batch_size=batch_size,
             decode_workers=decode_workers,
             decoder=decoder,

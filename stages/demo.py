@@ -77,7 +77,7 @@ def _extract(
             views=views,
             sampling=sampling,
             seed=cfg.seed,
-            device="cpu",
+            devices="cpu",
             decode_workers=cfg.decode_workers,
             split=list_file.stem,
             overwrite=True,

@@ -1,19 +1,21 @@
 """Stage one, ``mote extract``: decode, sample, encode with CLIP, write a Zarr feature store.
 
-Flow: resolve the dataset and the CLIP encoder, open the store (resume) or create it, then
-stream the videos still to do through a pool of decode workers into fixed-size CLIP batches and
-write each chunk of videos as soon as all of its videos are resolved (done or failed). The
-store marks a video done only after its data is on disk, so an interrupted run resumes where
-it stopped and ends bit-identical to an uninterrupted one.
+Flow: resolve the dataset, the encoder devices and the CLIP encoder, open the store (resume) or
+create it, then stream the videos still to do through a pool of decode workers into fixed-size
+CLIP batches and write each chunk of videos as soon as all of its videos are resolved (done or
+failed). The store marks a video done only after its data is on disk, so an interrupted run
+resumes where it stopped and ends bit-identical to an uninterrupted one.
+
+Devices (``--devices``): one encodes in this process; G > 1 run one encoder process each, fed
+by the one decode pool (``pipeline/clip/encoder_pool.py``); ``--dask`` hands whole chunks to
+dask workers (``pipeline/extraction/``). Whatever the devices, the class text bank is computed
+here on the first one, so the store's text does not depend on how many encoded.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, fields
+from dataclasses import InitVar, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,25 +23,22 @@ import torch
 
 from mote.cache_schema.claim import StoreClaim, StoreReadOnly
 from mote.cache_schema.errors import StoreCorrupt
-from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
+from mote.cache_schema.store import FeatureStore, StoreSpec
 from mote.cache_schema.verify import verify
 from mote.pipeline import __version__
-from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoder import ClipEncoder
+from mote.pipeline.clip.encoder_pool import EncoderPool
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
+from mote.pipeline.device import release_memory, resolve_devices
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.extraction.distributed import extract_distributed
+from mote.pipeline.extraction.local import extract_local
+from mote.pipeline.extraction.results import ExtractCounts
 from mote.pipeline.progress import NullProgress, Progress
-from mote.pipeline.runs.run_clip import TEST_BLEND, clip_for_run
+from mote.pipeline.runs.run_clip import ClipRecipe
 from mote.pipeline.temporal.mote_model import MoTEConfig
-from mote.pipeline.video.decode_pool import (
-    DecodedVideo,
-    DecodePool,
-    DecodeTask,
-    decode_one,
-    default_workers,
-    store_tasks,
-)
+from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers, store_tasks
 from mote.pipeline.video.sampling import parse_views
 
 DEFAULT_SPLIT = {"k400": "val", "k600": "split1", "ucf101": "test1", "hmdb51": "test1"}
@@ -50,7 +49,13 @@ MAX_FRAMES = next(f.default for f in fields(MoTEConfig) if f.name == "context")
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Everything ``mote extract`` needs; CLI flags and ``--config`` keys use these names."""
+    """Everything ``mote extract`` needs; CLI flags and ``--config`` keys use these names.
+
+    ``devices`` owns which devices encode (``--devices``, resolved by
+    ``pipeline.device.resolve_devices``). ``device`` is its old spelling, kept as an alias: an
+    init-only argument (``ExtractConfig(device="cpu")``), a ``--config`` key and ``--device``
+    all set ``devices``; it is not stored.
+    """
 
     dataset: str
     out: Path
@@ -64,7 +69,7 @@ class ExtractConfig:
     views: str | None = None
     sampling: str = "eval"
     seed: int = 0
-    device: str = "auto"
+    devices: str = field(default="all", metadata={"aliases": ("device",)})
     batch_size: int | None = None
     decode_workers: int | None = None
     decoder: str = "auto"
@@ -78,6 +83,11 @@ class ExtractConfig:
     run: Path | None = None  # encode with this run's CLIP (tuned visual weights, spec 7.4 blend)
     blend: bool = True  # --run: 0.99 tuned + 0.01 original (spec 7.4); off = the tuned weights
     kinetics_csv: Path | None = None  # K400: the official annotation CSV instead of a list
+    device: InitVar[str | None] = None  # the old name of ``devices``
+
+    def __post_init__(self, device: str | None) -> None:
+        if device is not None:
+            object.__setattr__(self, "devices", device)
 
     @property
     def resolved_split(self) -> str:
@@ -123,16 +133,9 @@ def _dataset(cfg: ExtractConfig) -> tuple[DatasetSpec, Path]:
     )
 
 
-def _clip(cfg: ExtractConfig) -> ClipEncoder:
+def clip_recipe(cfg: ExtractConfig) -> ClipRecipe:
     """The encoder: a run's CLIP (``--run``) or ``--model`` with ``--pretrained``."""
-    if cfg.run is None:
-        return build_clip(cfg.model, cfg.pretrained, cfg.device, cfg.seed)
-    return clip_for_run(cfg.run, cfg.device, _blend(cfg.blend))
-
-
-def _blend(on: bool) -> float:
-    """The factor of the run's tuned weights in the CLIP that encodes (spec 7.4)."""
-    return TEST_BLEND if on else 1.0
+    return ClipRecipe(cfg.model, cfg.pretrained, cfg.seed, cfg.run, cfg.blend)
 
 
 def store_spec(cfg: ExtractConfig, clip: ClipEncoder, dataset: DatasetSpec) -> StoreSpec:
@@ -243,223 +246,73 @@ def claim_store(cfg: ExtractConfig, progress: Progress) -> StoreClaim | None:
     return claim
 
 
-class ChunkWriter:
-    """Holds finished videos until every video of their chunk is resolved, then writes it."""
-
-    def __init__(self, store: FeatureStore, todo: list[int]) -> None:
-        self.store = store
-        self._left: dict[int, int] = {}
-        for video in todo:
-            chunk = store.chunk_of(video)
-            self._left[chunk] = self._left.get(chunk, 0) + 1
-        self._results: dict[int, list[VideoResult]] = {chunk: [] for chunk in self._left}
-
-    def add(self, result: VideoResult) -> None:
-        chunk = self.store.chunk_of(result.index)
-        self._results[chunk].append(result)
-        self._left[chunk] -= 1
-        if self._left[chunk] == 0:
-            self.store.write_chunk(chunk, self._results.pop(chunk))
-            del self._left[chunk]
-
-
-def _failed(video: DecodedVideo) -> VideoResult:
-    return VideoResult(video.index, None, None, video.num_frames, video.reason)
-
-
-def _done(video: DecodedVideo, embeddings) -> VideoResult:
-    if not np.isfinite(embeddings).all():  # fp16 overflow or a broken frame: not a valid video
-        return VideoResult(
-            video.index, None, None, video.num_frames, "the encoder returned non-finite embeddings"
-        )
-    return VideoResult(video.index, embeddings, video.frame_indices, video.num_frames)
-
-
-@dataclass
-class _Counts:
-    done: int = 0
-    failed: int = 0
-    images: int = 0
-
-
-def _extract_local(
-    store: FeatureStore,
-    clip: ClipEncoder,
-    tasks: list[DecodeTask],
-    pool: DecodePool,
-    batch_size: int,
-    progress: Progress,
-) -> _Counts:
-    """Decode in a process pool, encode here in fixed-size batches, write whole chunks."""
-    counts = _Counts()
-    writer = ChunkWriter(store, [task.index for task in tasks])
-    encoder = BatchedEncoder(clip, batch_size)
-    decoded: dict[int, DecodedVideo] = {}  # videos waiting for their embeddings
-
-    def write_encoded(encoded: list) -> None:
-        for index, embeddings in encoded:
-            result = _done(decoded.pop(index), embeddings)
-            writer.add(result)
-            if result.reason:
-                counts.failed += 1
-                progress.update(failed=1)
-                continue
-            counts.done += 1
-            progress.update(done=1, frames=embeddings.shape[0] * embeddings.shape[1])
-
-    def take(videos) -> None:
-        for video in videos:
-            if not video.ok:
-                writer.add(_failed(video))
-                counts.failed += 1
-                progress.update(failed=1)
-                continue
-            decoded[video.index] = video
-            write_encoded(encoder.add(video.index, video.views))
-
-    for task in tasks:
-        pool.submit(task)
-        while pool.inflight >= pool.capacity:  # keep every worker busy, never more
-            take(pool.results(timeout_s=1.0))
-    while pool.inflight:
-        take(pool.results(timeout_s=1.0))
-    write_encoded(encoder.flush())
-    counts.images = encoder.images_encoded
-    return counts
-
-
-# --------------------------------------------------------------------- dask.distributed
-
-_WORKER_CLIPS: dict[tuple, ClipEncoder] = {}  # one CLIP per dask worker process, built once
-
-
-def _worker_clip(
-    model: str, pretrained: str, device: str, seed: int, run: str | None = None, blend: bool = True
-) -> ClipEncoder:
-    key = (model, pretrained, device, seed, run, blend)
-    if key not in _WORKER_CLIPS:
-        if run is None:
-            clip = build_clip(model, pretrained, device, seed)
-        else:
-            clip = clip_for_run(Path(run), device, _blend(blend))
-        if clip.device.type == "cpu":
-            torch.set_num_threads(1)  # one core per dask worker thread
-        _WORKER_CLIPS[key] = clip
-    return _WORKER_CLIPS[key]
-
-
-def _decode_with_timeout(task: DecodeTask, timeout_s: float) -> DecodedVideo:
-    """decode_one in a helper thread; a decode that outlives the timeout is abandoned.
-
-    dask worker processes may not start children, so the pool's kill-on-timeout is not
-    available here; a stuck decoder thread is left behind and the video recorded as failed.
-    """
-    executor = ThreadPoolExecutor(max_workers=1)
-    future = executor.submit(decode_one, task)
-    try:
-        return future.result(timeout=timeout_s)
-    except FutureTimeout:
-        return DecodedVideo(task.index, None, None, 0, f"decode timed out after {timeout_s:g} s")
-    finally:
-        executor.shutdown(wait=False)
-
-
-def extract_chunk(
-    store: FeatureStore,
-    chunk: int,
-    tasks: list[DecodeTask],
-    clip_args: tuple[str, str, str, int, str | None, bool],
-    batch_size: int,
-    timeout_s: float,
-) -> dict[str, int]:
-    """A dask task: decode, encode and write one whole chunk (its only writer)."""
-    clip = _worker_clip(*clip_args)
-    encoder = BatchedEncoder(clip, batch_size)
-    results: list[VideoResult] = []
-    decoded: dict[int, DecodedVideo] = {}
-    for task in tasks:
-        video = _decode_with_timeout(task, timeout_s)
-        if not video.ok:
-            results.append(_failed(video))
-            continue
-        decoded[video.index] = video
-        results += [_done(decoded.pop(i), emb) for i, emb in encoder.add(video.index, video.views)]
-    results += [_done(decoded.pop(i), emb) for i, emb in encoder.flush()]
-    store.write_chunk(chunk, results)
-    done = sum(not r.reason for r in results)
-    return {"done": done, "failed": len(results) - done, "images": encoder.images_encoded}
-
-
-def _dask_client(address: str):
-    """``local`` / ``local:N`` starts a LocalCluster of N one-thread workers; else connect."""
-    from dask.distributed import Client, LocalCluster
-
-    if address == "local" or address.startswith("local:"):
-        n = int(address.split(":", 1)[1]) if ":" in address else default_workers()
-        cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, silence_logs=logging.ERROR
-        )
-        return Client(cluster), cluster
-    return Client(address), None
-
-
-def _extract_distributed(
+def _encode(
     cfg: ExtractConfig,
     store: FeatureStore,
     tasks: list[DecodeTask],
+    pool: DecodePool,
+    clip: ClipEncoder | None,
+    recipe: ClipRecipe,
+    devices: list[torch.device],
+    shape: tuple[int, int],
     batch_size: int,
     progress: Progress,
-) -> _Counts:
-    """One dask task per chunk of videos; workers write their chunks straight to the store."""
-    from dask.distributed import as_completed
+) -> ExtractCounts:
+    """Encode on dask workers, with ``clip`` here (one device), or on one process per device.
 
-    by_chunk: dict[int, list[DecodeTask]] = {}
-    for task in tasks:
-        by_chunk.setdefault(store.chunk_of(task.index), []).append(task)
-    run_path = cfg.run and str(cfg.run)
-    clip_args = (cfg.model, cfg.pretrained, cfg.device, cfg.seed, run_path, cfg.blend)
-    counts = _Counts()
-    client, cluster = _dask_client(cfg.dask)
-    try:
-        futures = [
-            client.submit(
-                extract_chunk,
-                store,
-                chunk,
-                chunk_tasks,
-                clip_args,
-                batch_size,
-                cfg.decode_timeout,
-                pure=False,
-            )
-            for chunk, chunk_tasks in by_chunk.items()
-        ]
-        for future in as_completed(futures):
-            result = future.result()
-            counts.done += result["done"]
-            counts.failed += result["failed"]
-            counts.images += result["images"]
-            progress.update(done=result["done"], failed=result["failed"], frames=result["images"])
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    return counts
+    ``shape`` is (image size, embedding width) of the store's CLIP, which every process builds.
+    """
+    if cfg.dask:
+        return extract_distributed(
+            cfg.dask,
+            store,
+            tasks,
+            recipe,
+            cfg.devices,
+            devices,
+            batch_size,
+            cfg.decode_timeout,
+            progress,
+            default_workers(),
+        )
+    if clip is not None:
+        return extract_local(store, tasks, pool, BatchedEncoder(clip, batch_size), progress)
+    # Every CPU encoder uses this process's torch thread count, as the one-device path does:
+    # fp32 sums depend on how many threads split them (mote-tiny differs by up to 4e-7 between
+    # 1, 3 and 8 threads), which the float16 store only usually rounds away. The same count
+    # keeps --devices cpu,cpu bit-identical to --devices cpu.
+    threads = torch.get_num_threads()
+    with EncoderPool(recipe.build, devices, batch_size, *shape, cpu_threads=threads) as encoders:
+        return extract_local(store, tasks, pool, BatchedEncoder(encoders), progress)
+
+
+def device_rows(counts: ExtractCounts, seconds: float) -> list[dict]:
+    """The summary's ``devices``: per encoder (per dask worker), its counts and videos/s."""
+    return [
+        {
+            **row,
+            "busy_s": round(row["busy_s"], 3),
+            "videos_per_s": round(row["videos"] / seconds, 3) if seconds > 0 else 0.0,
+        }
+        for row in counts.devices
+    ]
 
 
 def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
     """Extract every video of the dataset split that the store does not hold yet."""
     progress = progress or NullProgress()
     _check(cfg)
+    devices = resolve_devices(cfg.devices)
     dataset, root = _dataset(cfg)
     workers = default_workers() if cfg.decode_workers is None else cfg.decode_workers
+    recipe = clip_recipe(cfg)
     # Start the decode workers first: they boot while the CLIP weights load.
     with DecodePool(0 if cfg.dask else workers, cfg.decode_timeout) as pool:
         # Claimed before the model loads: a second writer is refused at once. Released however
         # the run ends (errors, Ctrl-C); the dask driver holds it for its workers.
         claim = claim_store(cfg, progress)
         try:
-            clip = _clip(cfg)
+            clip = recipe.build(devices[0])  # the store's facts and text bank: the first device
             store = open_store(cfg, clip, dataset, claim)
             if store.restored_metadata:
                 names = ", ".join(f"{name}/zarr.json" for name in store.restored_metadata)
@@ -467,18 +320,21 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
             repaired = repair(store) if cfg.repair else None
             todo = store.todo(cfg.retry_failed)
             tasks = store_tasks(store.spec, store.video_ids, todo, root, cfg.decoder)
-            batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
+            batch_size = cfg.batch_size or (256 if devices[0].type == "cuda" else 32)
+            shape = (clip.preprocess.size, clip.dim)
+            if cfg.dask or len(devices) > 1:  # processes of their own encode: free this one
+                clip = None
+                release_memory(devices[0])
             started = time.perf_counter()
             if not tasks and not store.needs_consolidation():
                 progress.message(f"{cfg.out}: nothing to do: every video is done or failed")
-                counts = _Counts()
+                counts = ExtractCounts()
             else:
                 progress.start(len(tasks), f"extract {dataset.name}/{dataset.split}")
                 try:
-                    if cfg.dask:
-                        counts = _extract_distributed(cfg, store, tasks, batch_size, progress)
-                    else:
-                        counts = _extract_local(store, clip, tasks, pool, batch_size, progress)
+                    counts = _encode(
+                        cfg, store, tasks, pool, clip, recipe, devices, shape, batch_size, progress
+                    )
                 finally:
                     progress.finish()
                 store.consolidate()
@@ -497,7 +353,8 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
         frames_per_s=round(counts.images / seconds, 1) if seconds > 0 else 0.0,
         decode_workers=workers,
         batch_size=batch_size,
-        device=str(clip.device),
+        device=",".join(str(d) for d in devices),
+        devices=device_rows(counts, seconds),
         dask=cfg.dask,
     )
     if repaired is not None:

@@ -72,7 +72,7 @@ def tiny_extract_config(data, out: Path, **overrides):
         labels_file=data.labels_file,
         model="mote-tiny",
         pretrained="none",
-        device="cpu",
+        devices="cpu",
         decode_workers=0,
     )
     settings.update(overrides)

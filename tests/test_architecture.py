@@ -22,6 +22,7 @@ LAYERS = (
     "mote.pipeline.data",
     "mote.pipeline.temporal",
     "mote.pipeline.runs",
+    "mote.pipeline.extraction",
     "mote.pipeline.train",
     "mote.stages",
 )

@@ -18,6 +18,10 @@ def test_local_cluster_store_equals_single_process_store(mixed_folder, tmp_path,
     )
 
     assert spread["n_done"] == single["n_done"] == len(mixed_folder.good)
+    workers = spread["devices"]  # one row per dask worker that took a chunk
+    assert {row["device"] for row in workers} == {"cpu"}  # no GPU here: no pinning, the CPU
+    assert all(row["worker"].startswith("tcp://127.0.0.1:") for row in workers)
+    assert sum(row["videos"] for row in workers) == spread["newly_done"]
     assert {f["video"] for f in spread["failures"]} == set(mixed_folder.broken)
     one = zarr.open_group(tmp_path / "one.zarr", mode="r")
     many = zarr.open_group(tmp_path / "dask.zarr", mode="r")

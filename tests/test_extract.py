@@ -163,7 +163,7 @@ def test_decoded_frames_match_the_stored_indices(tmp_path):
         labels_file=tmp_path / "labels.csv",
         model="mote-tiny",
         pretrained="none",
-        device="cpu",
+        devices="cpu",
         views="4x1",
         decode_workers=1,
     )
@@ -262,7 +262,7 @@ def test_k400_training_split_from_the_official_csv(tmp_path):
             split="train",
             model="mote-tiny",
             pretrained="none",
-            device="cpu",
+            devices="cpu",
             decode_workers=0,
         )
     )

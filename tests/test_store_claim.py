@@ -233,7 +233,7 @@ def _settings(data) -> dict:
         labels_file=data.labels_file,
         model="mote-tiny",
         pretrained="none",
-        device="cpu",
+        devices="cpu",
         decode_workers=0,
         chunk_videos=4,
     )

@@ -8,6 +8,7 @@ original weights, 0.99 x tuned + 0.01 x original (spec 7.4); ``blend`` sets that
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -88,3 +89,24 @@ def clip_for_run(run: Path, device: str = "auto", blend: float = TEST_BLEND) -> 
     if hasattr(clip, "refresh_inference_copy"):
         clip.refresh_inference_copy()
     return clip
+
+
+@dataclass(frozen=True)
+class ClipRecipe:
+    """How to build the CLIP that encodes a store, in any process.
+
+    It pickles, so every encoder process and dask worker builds what the driver built: ``model``
+    with ``pretrained`` (random weights drawn from ``seed``), or a run's CLIP (``run``, blended
+    0.99/0.01 with the original per spec 7.4 unless ``blend`` is off).
+    """
+
+    model: str
+    pretrained: str
+    seed: int = 0
+    run: Path | None = None
+    blend: bool = True
+
+    def build(self, device: str | torch.device = "auto") -> ClipEncoder:
+        if self.run is None:
+            return build_clip(self.model, self.pretrained, str(device), self.seed)
+        return clip_for_run(Path(self.run), str(device), TEST_BLEND if self.blend else 1.0)

@@ -1,0 +1,165 @@
+"""Extraction on dask.distributed: one task per chunk of videos, each worker decoding, encoding
+and writing its chunks straight to the store (the only writer of each chunk)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import torch
+
+from mote.cache_schema.store import FeatureStore, VideoResult
+from mote.pipeline.clip.encoder import ClipEncoder
+from mote.pipeline.clip.encoding import BatchedEncoder
+from mote.pipeline.extraction.cluster import dask_client
+from mote.pipeline.extraction.results import ExtractCounts, done_result, failed_result
+from mote.pipeline.progress import Progress
+from mote.pipeline.runs.run_clip import ClipRecipe
+from mote.pipeline.video.decode_pool import DecodedVideo, DecodeTask, decode_one
+
+_WORKER_CLIPS: dict[tuple[ClipRecipe, str], ClipEncoder] = {}  # per worker process, built once
+
+
+def _worker_clip(recipe: ClipRecipe, device: str) -> ClipEncoder:
+    key = (recipe, device)
+    if key not in _WORKER_CLIPS:
+        clip = recipe.build(device)
+        if clip.device.type == "cpu":
+            torch.set_num_threads(1)  # one core per dask worker thread
+        _WORKER_CLIPS[key] = clip
+    return _WORKER_CLIPS[key]
+
+
+def _decode_with_timeout(task: DecodeTask, timeout_s: float) -> DecodedVideo:
+    """decode_one in a helper thread; a decode that outlives the timeout is abandoned.
+
+    dask worker processes may not start children, so the pool's kill-on-timeout is not
+    available here; a stuck decoder thread is left behind and the video recorded as failed.
+    """
+    executor = ThreadPoolExecutor(max_workers=1)
+    future = executor.submit(decode_one, task)
+    try:
+        return future.result(timeout=timeout_s)
+    except FutureTimeout:
+        return DecodedVideo(task.index, None, None, 0, f"decode timed out after {timeout_s:g} s")
+    finally:
+        executor.shutdown(wait=False)
+
+
+def extract_chunk(
+    store: FeatureStore,
+    chunk: int,
+    tasks: list[DecodeTask],
+    recipe: ClipRecipe,
+    device: str,
+    batch_size: int,
+    timeout_s: float,
+) -> dict:
+    """A dask task: decode, encode and write one whole chunk; report what this worker did."""
+    from dask.distributed import get_worker
+
+    clip = _worker_clip(recipe, device)
+    encoder = BatchedEncoder(clip, batch_size)
+    results: list[VideoResult] = []
+    decoded: dict[int, DecodedVideo] = {}
+    for task in tasks:
+        video = _decode_with_timeout(task, timeout_s)
+        if not video.ok:
+            results.append(failed_result(video))
+            continue
+        decoded[video.index] = video
+        encoded = encoder.add(video.index, video.views)
+        results += [done_result(decoded.pop(i), emb) for i, emb in encoded]
+    results += [done_result(decoded.pop(i), emb) for i, emb in encoder.flush()]
+    store.write_chunk(chunk, results)
+    done = sum(not r.reason for r in results)
+    (tally,) = encoder.tallies
+    return {
+        "done": done,
+        "failed": len(results) - done,
+        "videos": tally.videos,
+        "images": tally.images,
+        "busy_s": tally.busy_s,
+        "worker": get_worker().address,
+        "device": str(clip.device),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+
+
+def worker_device(address: str, spec: str, devices: Sequence[torch.device]) -> str:
+    """The device a worker encodes on: in a local cluster its pinned GPU (``cuda``) or the CPU
+    when ``devices`` has no GPU; a remote worker the GPU it was started with (``auto``), or the
+    CPU when ``--devices`` (``spec``) names only CPUs."""
+    if address.startswith("local"):
+        return "cuda" if devices[0].type == "cuda" else "cpu"
+    cpu_only = all(part.strip().lower() == "cpu" for part in spec.split(","))
+    return "cpu" if cpu_only else "auto"
+
+
+def extract_distributed(
+    address: str,
+    store: FeatureStore,
+    tasks: list[DecodeTask],
+    recipe: ClipRecipe,
+    spec: str,
+    devices: Sequence[torch.device],
+    batch_size: int,
+    timeout_s: float,
+    progress: Progress,
+    default_workers: int = 1,
+) -> ExtractCounts:
+    """One dask task per chunk of videos; workers write their chunks straight to the store.
+
+    ``spec`` is ``--devices`` as given and ``devices`` what it resolved to here: a local cluster
+    pins its workers to these GPUs, round robin.
+    """
+    from dask.distributed import as_completed
+
+    by_chunk: dict[int, list[DecodeTask]] = {}
+    for task in tasks:
+        by_chunk.setdefault(store.chunk_of(task.index), []).append(task)
+    device = worker_device(address, spec, devices)
+    gpus = [d.index for d in devices if d.type == "cuda"]
+    counts = ExtractCounts()
+    workers: dict[str, dict] = {}
+    client, cluster = dask_client(address, gpus, default_workers)
+    try:
+        futures = [
+            client.submit(
+                extract_chunk,
+                store,
+                chunk,
+                chunk_tasks,
+                recipe,
+                device,
+                batch_size,
+                timeout_s,
+                pure=False,
+            )
+            for chunk, chunk_tasks in by_chunk.items()
+        ]
+        for future in as_completed(futures):
+            result = future.result()
+            counts.done += result["done"]
+            counts.failed += result["failed"]
+            counts.images += result["images"]
+            row = workers.setdefault(
+                result["worker"],
+                {"device": result["device"], "videos": 0, "images": 0, "busy_s": 0.0},
+            )
+            row.update(
+                videos=row["videos"] + result["videos"],
+                images=row["images"] + result["images"],
+                busy_s=row["busy_s"] + result["busy_s"],
+                worker=result["worker"],
+                cuda_visible_devices=result["cuda_visible_devices"],
+            )
+            progress.update(done=result["done"], failed=result["failed"], frames=result["images"])
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    counts.devices = sorted(workers.values(), key=lambda row: row["worker"])
+    return counts
