@@ -121,3 +121,33 @@ def test_validation_batches_never_wait_for_the_device(store):
         train_temporal._val_top1(model, view, text, "cpu", batch_videos=5)  # 5 batches
     assert waits.ops > 50
     assert waits.calls == ["Tensor.item"], waits.calls
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_finetune_e2e_steps_never_wait_for_the_device(tmp_path, watched, precision):
+    """The end-to-end step: uint8 clips normalised on the device, the CLIP tower, MoTE."""
+    from mote.stages import finetune_e2e
+
+    data = write_motion_dataset(tmp_path / "videos", videos_per_class=1, seed=6)
+    cfg = finetune_e2e.FinetuneConfig(
+        dataset="list",
+        root=data.root,
+        list_file=data.list_file,
+        labels_file=data.labels_file,
+        out=tmp_path / "run",
+        model="mote-tiny",
+        pretrained="none",
+        device="cpu",
+        frames=4,
+        layers=1,
+        workers=0,
+        epochs=2,
+        warmup_epochs=1,
+        batch_size=3,  # 8 videos: 2 full steps and an uneven last one
+        precision=precision,
+    )
+    finetune_e2e.run(cfg)
+    assert len(watched) == 2
+    for waits in watched:
+        assert waits.ops > 100
+        assert waits.calls == [], waits.calls
