@@ -225,6 +225,11 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=None, help="Real videos: label CSV.")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--no-memory", action="store_true", help="Skip the peak-memory cases.")
+    parser.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        help="Recompute CLIP blocks in backward in (b) and (c) (default: the command's rule).",
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
     if args.threads is not None:
@@ -258,6 +263,7 @@ def main() -> None:
         micro_batches=args.micro_batches,
         device=str(device),
         workers=args.workers,
+        grad_checkpointing=True if args.grad_checkpointing else None,
     )
     # (a) and (b) in this process, with the model the command builds; the clips of (a) feed (b)
     model, trainer = build_trainer(cfg, spec.class_names, device)
@@ -265,6 +271,9 @@ def main() -> None:
     a, batches = decode_rate(clips, args.batch, args.workers, device.type == "cuda")
     clip_bytes = clip_pipe_bytes(batches)
     b = step_rate(model, trainer, batches, device, max(2, args.epochs))
+    b_peak_gib = (
+        round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None
+    )
     del batches, model, trainer
 
     # (c) the command, in its own process
@@ -277,8 +286,12 @@ def main() -> None:
     e2e_args += ["--labels", str(labels_file), "--out", str(run_c), "--frames", str(args.frames)]
     e2e_args += ["--workers", str(args.workers), "--model", args.model]
     e2e_args += ["--pretrained", args.pretrained, "--epochs", str(args.epochs), *common]
+    e2e_args += ["--grad-checkpointing"] if args.grad_checkpointing else []
     _, c_wall_s = mote(*e2e_args, threads=args.threads)
     c, c_all = history_rate(run_c)
+    c_config = json.loads((run_c / "config.json").read_text())
+    c_precision = c_config.get("precision")
+    c_checkpointing = c_config["train"].get("grad_checkpointing")
 
     # (d) extract once with the same model, then train-temporal on the store
     store = work / "store.zarr"
@@ -330,6 +343,9 @@ def main() -> None:
         "c_finetune_e2e_vps": round(c, 2),
         "c_finetune_e2e_vps_all_epochs": round(c_all, 2),
         "c_finetune_e2e_wall_s": round(c_wall_s, 1),
+        "c_precision": c_precision,
+        "c_grad_checkpointing": c_checkpointing,
+        "b_peak_gib": b_peak_gib,
         "d_train_temporal_vps": round(d, 2),
         "extract_vps": round(extract_vps, 2),
         "limit_vps": round(limit, 2),

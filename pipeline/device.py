@@ -6,7 +6,9 @@ of encoder devices of ``mote extract --devices`` (one encoder process per entry 
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 import torch
 
@@ -86,3 +88,29 @@ def release_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool) -> Iterator[None]:
+    """float32 matmuls and convolutions in TF32 on CUDA (Ampere and later) while inside, the
+    previous setting back after. Training turns it on where the step is mixed precision anyway
+    (fp16/bf16 autocast: the fp32 matmuls left, such as the expert merge, lose nothing the
+    half-precision ones have not); ``--precision fp32`` and evaluation (spec 7: fp32) keep IEEE
+    float32. No effect on the CPU."""
+    targets = [torch.backends.cuda.matmul, torch.backends.cudnn.conv]
+    if not all(hasattr(t, "fp32_precision") for t in targets):  # torch < 2.9: the old flags
+        before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        return
+    before = [t.fp32_precision for t in targets]
+    for target in targets:
+        target.fp32_precision = "tf32" if enabled else "ieee"
+    try:
+        yield
+    finally:
+        for target, value in zip(targets, before, strict=True):
+            target.fp32_precision = value

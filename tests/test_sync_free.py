@@ -151,3 +151,39 @@ def test_finetune_e2e_steps_never_wait_for_the_device(tmp_path, watched, precisi
     for waits in watched:
         assert waits.ops > 100
         assert waits.calls == [], waits.calls
+
+
+@pytest.mark.parametrize("precision, expected", [("fp32", "ieee"), ("bf16", "tf32")])
+def test_tf32_matmuls_only_inside_mixed_precision_steps(
+    store, tmp_path, monkeypatch, precision, expected
+):
+    """TF32 where the spec's precision allows it: mixed-precision training steps; never for
+    --precision fp32, and validation/evaluation stay IEEE float32 (spec 7)."""
+    before = torch.backends.cuda.matmul.fp32_precision
+    seen: list[tuple[str, str]] = []
+    original = Trainer.run_steps
+
+    def run_steps(self, data, text, epoch):
+        seen.append(
+            (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
+        )
+        return original(self, data, text, epoch)
+
+    monkeypatch.setattr(Trainer, "run_steps", run_steps)
+    settings = dict(train=store, val=store, out=tmp_path / "run", layers=1, epochs=1)
+    validation: list[str] = []
+    real_val = train_temporal._val_top1
+
+    def val_top1(*args, **kwargs):
+        validation.append(torch.backends.cuda.matmul.fp32_precision)
+        return real_val(*args, **kwargs)
+
+    monkeypatch.setattr(train_temporal, "_val_top1", val_top1)
+    train_temporal.run(
+        train_temporal.TrainConfig(
+            **settings, warmup_epochs=1, batch_size=8, device="cpu", precision=precision
+        )
+    )
+    assert seen == [(expected, expected)]
+    assert validation == [before]  # evaluation keeps the caller's (default IEEE) setting
+    assert torch.backends.cuda.matmul.fp32_precision == before

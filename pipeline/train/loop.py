@@ -15,6 +15,7 @@ from typing import NamedTuple, Protocol
 
 import torch
 
+from mote.pipeline.device import tf32_matmuls
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.train.checkpoint import RandomState, load_checkpoint, save_checkpoint
@@ -125,7 +126,8 @@ class Trainer:
         """One epoch; the returned stats are sums over every rank (one sync per epoch)."""
         self.module.train()
         data.set_epoch(epoch)
-        totals = self.run_steps(data, text, epoch)
+        with tf32_matmuls(self.precision != "fp32"):
+            totals = self.run_steps(data, text, epoch)
         values = self.ctx.all_reduce_sum(totals).tolist()  # the epoch's one host read
         seen = max(values[-1], 1.0)
         stats = {

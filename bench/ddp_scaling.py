@@ -1,0 +1,216 @@
+"""Benchmark (not a test): does a node scale? Per-rank launch counts and host time per step of
+the train-temporal step for 1, 2, 4, 8 processes at the same global batch (issue 14).
+
+Each W runs ``torchrun --nproc-per-node W`` (gloo on the CPU, nccl on CUDA) over the same store
+with the shared Trainer and FeatureBatches, the spec's global batch 192 and the default
+micro-batches for W. Every rank reports, over one epoch after a warm-up epoch:
+
+  ops/step       aten ops dispatched per step on this rank, views included, and those that
+                 launch a kernel on a GPU (views, ``detach`` and empty allocations left out);
+  outside/step   the launching ops outside the compiled losses (``--compile``): what a rank still
+                 launches one by one when the losses replay as a CUDA graph;
+  host ms/step   wall time per step. At ``--dim 8`` (the default) compute is negligible, so it
+                 is the framework's host cost (Python, dispatch, autograd, optimiser), the cost
+                 that does not shrink with a rank's share of the batch.
+
+Then the arithmetic that takes them to a GPU node: with eager steps each rank pays the same host
+time per step whatever its share, so G GPUs at one global batch reach at most
+batch / host_time videos/s; the target is >= 0.8 x G x one GPU.
+
+    python bench/ddp_scaling.py                          # CPU, gloo: 1, 2, 4, 8 processes
+    python bench/ddp_scaling.py --device cuda --dim 512 --worlds 1,2,4,8 --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+BATCH = 192  # the spec's global batch for B/16 (spec 7)
+GPU_STEP_MS_1 = 1000 * BATCH / 20_000  # one GPU at the 20,000 videos/s target: 9.6 ms/step
+NO_KERNEL = {"detach", "empty", "empty_strided", "empty_like", "lift_fresh", "_to_copy_noop"}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts dispatched aten ops: all, and those that would launch a GPU kernel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.all = self.launching = 0
+        self.paused = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.paused:
+            self.all += 1
+            name = func.overloadpacket.__name__
+            if not func.is_view and name not in NO_KERNEL:
+                self.launching += 1
+        return func(*args, **(kwargs or {}))
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One rank: build train-temporal's pieces, warm up one epoch, measure one epoch."""
+    from mote.cache_schema.store import FeatureStore
+    from mote.pipeline.temporal.features import InMemoryFeatures
+    from mote.pipeline.temporal.mote_model import MoTE
+    from mote.pipeline.train.distributed import DistContext
+    from mote.pipeline.train.feature_batches import FeatureBatches
+    from mote.pipeline.train.loop import LoopConfig, Trainer
+    from mote.stages.train_temporal import TrainConfig, build_optimizer, model_config, resolve
+
+    torch.set_num_threads(1)
+    store = FeatureStore.open(args.store)
+    ctx = DistContext.from_env(args.device)
+    cfg = resolve(
+        TrainConfig(train=args.store, out=Path("unused"), batch_size=BATCH), args.dim,
+        ctx.world_size,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = MoTE(model_config(cfg, args.dim)).to(ctx.device)
+    text = torch.nn.functional.normalize(
+        torch.from_numpy(store.text_embeddings[:]).float(), dim=-1
+    ).to(ctx.device)
+    loop = LoopConfig(epochs=30, micro_batches=cfg.micro_batches, compile=args.compile)
+    trainer = Trainer(loop, ctx, model, build_optimizer(model, cfg))
+    data = FeatureBatches(InMemoryFeatures(store), BATCH, cfg.micro_batches, ctx, 0)
+    counter = OpCounter()
+    losses = trainer.losses._fused_losses
+    if losses is not None:  # pause the count inside the (compiled) losses: graph replay
+
+        def outside(*a, **k):
+            counter.paused = True
+            try:
+                return losses(*a, **k)
+            finally:
+                counter.paused = False
+
+    trainer.train_epoch(data, text, 5)  # warm-up (and compilation)
+    if ctx.device.type == "cuda":
+        torch.cuda.synchronize()
+    with counter:
+        trainer.train_epoch(data, text, 6)
+    all_ops, launching = counter.all, counter.launching
+    if losses is not None:
+        counter = OpCounter()
+        trainer.losses._fused_losses = outside
+        with counter:
+            trainer.train_epoch(data, text, 7)
+        trainer.losses._fused_losses = losses
+    steps = len(data)
+    times = []
+    for epoch in range(args.epochs):
+        ctx.barrier()
+        start = time.perf_counter()
+        trainer.train_epoch(data, text, 8 + epoch)
+        times.append((time.perf_counter() - start) / steps)
+    row = {
+        "world": ctx.world_size,
+        "rank": ctx.rank,
+        "micro_batches": cfg.micro_batches,
+        "share": BATCH // ctx.world_size,
+        "steps": steps,
+        "ops_per_step": all_ops / steps,
+        "launching_per_step": launching / steps,
+        "outside_losses_per_step": counter.launching / steps if losses is not None else None,
+        "host_ms_per_step": 1000 * statistics.median(times),
+    }
+    print("ROW " + json.dumps(row), flush=True)
+    ctx.close()
+
+
+def run_world(world: int, args: argparse.Namespace, store: Path) -> list[dict]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node", str(world), __file__, "--worker", "--store", str(store)]
+    command += ["--device", args.device, "--dim", str(args.dim), "--epochs", str(args.epochs)]
+    command += ["--compile"] if args.compile else []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode:
+        sys.exit(f"W={world} failed:\n{done.stderr[-3000:]}")
+    return [json.loads(line[4:]) for line in done.stdout.splitlines() if line.startswith("ROW ")]
+
+
+def node_arithmetic(rows: dict[int, dict]) -> list[str]:
+    """From per-rank host cost to a node: eager steps vs host cost that shrinks with the share."""
+    one = rows[min(rows)]
+    per_op_us = 1000 * one["host_ms_per_step"] / one["launching_per_step"]
+    lines = [
+        f"host cost per launching op, measured at W=1: {per_op_us:.1f} us "
+        f"(the issue measured 6.9 ms for 445 launching ops on a GPU host: 15.5 us)",
+        f"one GPU at the 20,000 videos/s target: {GPU_STEP_MS_1:.1f} ms of GPU time per step "
+        f"of {BATCH}",
+    ]
+    for world, row in sorted(rows.items()):
+        gpu_ms = GPU_STEP_MS_1 / world
+        host_ms = row["launching_per_step"] * per_op_us / 1000
+        eager = BATCH / max(host_ms, gpu_ms) * 1000
+        line = (
+            f"W={world}: {row['launching_per_step']:.0f} launches/step/rank, host "
+            f"{host_ms:.1f} ms vs GPU {gpu_ms:.1f} ms -> eager {eager:,.0f} videos/s = "
+            f"{eager / (world * 20_000):.2f} x W x one GPU"
+        )
+        if row.get("outside_losses_per_step") is not None:
+            graphed_ms = row["outside_losses_per_step"] * per_op_us / 1000 + 0.05
+            graphed = BATCH / max(graphed_ms, gpu_ms) * 1000
+            line += (
+                f"; graphed losses: {row['outside_losses_per_step']:.0f} launches outside, "
+                f"host {graphed_ms:.1f} ms -> {graphed / (world * 20_000):.2f} x W x one GPU"
+            )
+        lines.append(line)
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (nccl)")
+    parser.add_argument("--dim", type=int, default=8, help="feature width (8: host cost only)")
+    parser.add_argument("--worlds", default="1,2,4,8", help="process counts")
+    parser.add_argument("--videos", type=int, default=BATCH * 4, help="store size")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs (median step)")
+    parser.add_argument("--compile", action="store_true", help="compiled losses")
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchlib import write_store
+
+    rows: dict[int, dict] = {}
+    with tempfile.TemporaryDirectory() as work:
+        store = Path(work) / "scaling.zarr"
+        write_store(store, args.videos, args.dim, classes=400)
+        print(f"{'W':>3} {'M':>3} {'share':>6} {'ops/step':>9} {'launch':>7} {'outside':>8} "
+              f"{'host ms/step (ranks)':>24}")  # fmt: skip
+        for world in (int(w) for w in args.worlds.split(",")):
+            ranks = run_world(world, args, store)
+            row = dict(ranks[0])
+            row["host_ms_per_step"] = max(r["host_ms_per_step"] for r in ranks)
+            row["host_ms_per_rank"] = [round(r["host_ms_per_step"], 2) for r in ranks]
+            rows[world] = row
+            outside = row["outside_losses_per_step"]
+            print(
+                f"{world:>3} {row['micro_batches']:>3} {row['share']:>6} "
+                f"{row['ops_per_step']:>9.0f} {row['launching_per_step']:>7.0f} "
+                f"{'-' if outside is None else f'{outside:.0f}':>8} "
+                f"{', '.join(f'{t:.1f}' for t in row['host_ms_per_rank']):>24}"
+            )
+    print("\n".join(node_arithmetic(rows)))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "args": vars(args)}, default=str))
+
+
+if __name__ == "__main__":
+    main()
