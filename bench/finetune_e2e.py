@@ -44,7 +44,7 @@ from mote.pipeline.data.datasets import load_dataset  # noqa: E402
 from mote.pipeline.device import resolve_device  # noqa: E402
 from mote.pipeline.temporal.e2e import build_end_to_end  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
-from mote.pipeline.train.loop import LoopConfig, Trainer  # noqa: E402
+from mote.pipeline.train.loop import LoopConfig, StepBatch, Trainer  # noqa: E402
 from mote.pipeline.train.schedule import build_optimizer, mote_groups  # noqa: E402
 from mote.pipeline.video.clips import ClipDataset, make_loader  # noqa: E402
 from mote.stages.finetune_e2e import (  # noqa: E402
@@ -91,7 +91,7 @@ class InMemoryClips:
         return len(self.batches)
 
     def __iter__(self):
-        return iter(self.batches)
+        return (StepBatch(clips, labels, len(labels)) for clips, labels in self.batches)
 
 
 def build_trainer(cfg: FinetuneConfig, class_names, device: torch.device):
@@ -302,12 +302,12 @@ def main() -> None:
         labels_file=str(labels_file),
         model=args.model,
         pretrained=args.pretrained,
-        device=str(device),
+        devices=str(device),
         frames=args.frames,
         decode_workers=args.workers,
         batch_size=256 if device.type == "cuda" else 32,
     )
-    extract_vps, _ = cli_extract(settings, store, len(items))
+    extract_vps, _, _ = cli_extract(settings, store, len(items))
     temporal = ["--train", str(store), "--out", str(run_d), "--epochs", str(args.temporal_epochs)]
     mote("train-temporal", *temporal, *common, threads=args.threads)
     d, _ = history_rate(run_d)
@@ -323,7 +323,7 @@ def main() -> None:
             else None
         )
     figures = {
-        "machine": machine_description(gpu),
+        "machine": machine_description([device]),
         "torch_threads": torch.get_num_threads(),
         "model": args.model,
         "device": str(device),

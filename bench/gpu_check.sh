@@ -28,7 +28,7 @@ mkdir -p "$out"
 cores=$(nproc)
 
 if [ "$tiny" = 1 ]; then
-  clip=mote-tiny dim=64 wide=64 videos=12 train_videos=400 batch=32 e2e_videos=8 e2e_batch=4
+  clip=mote-tiny dim=64 wide=64 videos=12 train_videos=256 batch=32 e2e_videos=8 e2e_batch=4
   frames=4 devices=cpu,cpu gpus=2 limit=300 scaling=1,2
 else
   clip=ViT-B-16 dim=512 wide=768 videos=200 train_videos=20000 batch=192 e2e_videos=64
@@ -93,4 +93,7 @@ step predict "$py" -m mote.stages predict --run "$out/e2e/e2e_run" --device "$de
 step graphed "$py" "$here/step_checks.py" graphed --device "$device" --dim "$dim" \
   --videos "$train_videos" --batch "$batch" --workdir "$out/steps"
 
-"$py" "$here/gpu_check_summary.py" "$out" | tee "$out/summary.txt"
+"$py" "$here/gpu_check_summary.py" "$out" > "$out/summary.txt"
+status=$?
+cat "$out/summary.txt"
+exit $status

@@ -132,6 +132,7 @@ def main() -> None:
         figures = figures or _log_summary(out / f"{name}.log")
         print(f"{name:<16} {status:<8} {seconds:>5}  {figures}")
     print(f"{len(rows) - failed} of {len(rows)} steps ok; logs and JSON in {out}")
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":
