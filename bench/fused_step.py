@@ -1,10 +1,11 @@
-"""Benchmark the training step alone (issue 10, not a test): plain per-micro-batch loop vs the
-fused step, for mote, transformer and meanpool, on random features (no store).
+"""Benchmark the training step alone (issue 10, not a test): train-temporal's two steps
+(``pipeline/train/step.py``: ``train_step`` micro-batch by micro-batch, ``--no-fused``, and the
+default ``fused_step``), for mote, transformer and meanpool, on random features (no store).
 
 Reports per arch and step kind: aten operator calls per step (torch profiler, CPU activity; the
 figure that does not depend on the machine) and videos/s. The optimiser is AdamW as
-train-temporal builds it (per-tensor loop) for the plain step and ``adamw`` (foreach on CPU,
-fused on CUDA) for the fused one.
+train-temporal builds it (``adamw``: the fused kernel on CPU and CUDA) for both steps; fp16
+autocast with a loss scaler on CUDA, fp32 on the CPU.
 
     python bench/fused_step.py --dim 512 --batch 192 --micro-batches 3 [--device cuda] \
         [--steps 5] [--compile] [--json out.json]
@@ -21,15 +22,11 @@ import torch.nn.functional as F
 from benchlib import aten_calls, machine, sync
 
 from mote.pipeline.device import resolve_device
-from mote.pipeline.temporal.fused import (
-    adamw,
-    draw_step,
-    fused_loss_fn,
-    fused_train_step,
-    micro_batch_sizes,
-    plain_train_step,
-)
-from mote.pipeline.temporal.mote_model import MoTE, default_config
+from mote.pipeline.temporal.config import default_config
+from mote.pipeline.temporal.fused import adamw
+from mote.pipeline.temporal.micro_batches import micro_batch_sizes
+from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.train.step import LossModule, fused_step, train_step
 
 ARCHS = ("mote", "transformer", "meanpool")
 
@@ -44,23 +41,19 @@ def make_step(kind: str, arch: str, args: argparse.Namespace, device: torch.devi
     y = torch.randint(args.classes, (args.batch,), generator=g).to(device)
     text = F.normalize(torch.randn(args.classes, args.dim, generator=g), dim=-1).to(device)
     params = [{"params": list(model.parameters()), "lr": 1e-5}]
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
-    gen = torch.Generator().manual_seed(1)
+    cuda = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if cuda else None
     m = len(micro_batch_sizes(args.batch, args.micro_batches))
-    if kind == "plain":
-        opt = torch.optim.AdamW(params, weight_decay=0.2)
-
-        def step():
-            return plain_train_step(model, opt, e, y, text, m, gen, scaler)
-
-        return step
+    gens = [torch.Generator().manual_seed(1 + j) for j in range(m)]
+    module = LossModule(model, None, compile=args.compile and kind == "fused")
     opt = adamw(params, device, weight_decay=0.2)
-    loss_fn = fused_loss_fn(model, compile=args.compile)
+    run = fused_step if kind == "fused" else train_step
 
     def step():
-        return fused_train_step(
-            model, opt, e, y, text, draw_step(gen, m, cfg), scaler, loss_fn=loss_fn
-        )
+        return run(
+            module, opt, e, y, text, gens, global_size=args.batch, scaler=scaler,
+            precision="fp16" if cuda else "fp32",
+        )  # fmt: skip
 
     return step
 

@@ -561,7 +561,7 @@ def _evaluate() -> Callable[..., None]:
 
 def _mote_config() -> type:
     """MoTEConfig: the run's TFM defaults that --tfm-gamma/--tfm-k override."""
-    from mote.pipeline.temporal.mote_model import MoTEConfig
+    from mote.pipeline.temporal.config import MoTEConfig
 
     return MoTEConfig
 

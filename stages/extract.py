@@ -37,7 +37,7 @@ from mote.pipeline.extraction.local import extract_local
 from mote.pipeline.extraction.results import ExtractCounts
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_clip import ClipRecipe
-from mote.pipeline.temporal.mote_model import MoTEConfig
+from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers, store_tasks
 from mote.pipeline.video.sampling import parse_views
 

@@ -27,9 +27,9 @@ from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_start
 from mote.pipeline.runs.run_folder import RunFolder
+from mote.pipeline.temporal.config import ARCHS
 from mote.pipeline.temporal.e2e import EndToEnd, build_end_to_end
 from mote.pipeline.temporal.metrics import topk_accuracy
-from mote.pipeline.temporal.mote_model import ARCHS
 from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.distributed import DistContext, run_on_every_rank
 from mote.pipeline.train.loop import LoopConfig, StepBatch, Trainer

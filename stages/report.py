@@ -18,8 +18,8 @@ from mote.pipeline import __version__
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.plots import plot_tradeoff, plot_zeroshot_bars
 from mote.pipeline.runs.run_folder import RunFolder, make_folder, write_atomic
+from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
-from mote.pipeline.temporal.mote_model import MoTEConfig, default_config
 
 REPORT_FILE = "report.md"
 BARS_FILE = "zeroshot_bars.png"

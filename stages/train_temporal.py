@@ -23,9 +23,10 @@ from mote.pipeline.config import setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_folder import RunFolder
+from mote.pipeline.temporal.config import ARCHS
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
-from mote.pipeline.temporal.mote_model import ARCHS, MoTE
+from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.distributed import DistContext, run_on_every_rank
 from mote.pipeline.train.feature_batches import (

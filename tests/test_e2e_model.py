@@ -21,8 +21,9 @@ from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_start
 from mote.pipeline.runs.run_folder import RunFolder, load_run
+from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.e2e import EndToEnd, build_end_to_end, text_from_store
-from mote.pipeline.temporal.mote_model import MoTE, default_config
+from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.video.clips import ClipDataset, make_loader
 from mote.pipeline.video.decode_pool import DecodeTask, decode_one

@@ -1,8 +1,9 @@
 """The fused training step (issue 10) against the per-micro-batch loop it replaces.
 
-From the same weights and the same draws, ``fused_train_step`` must give the loop's loss terms
-and every gradient to 1e-5 (fp32, CPU), for every switch that changes what a micro-batch runs;
-``draw_step`` must consume the CPU generators exactly as the loop does, so resume stays exact.
+The production steps of ``pipeline/train/step.py``, from the same weights and the same
+generators: ``fused_step`` must give ``train_step``'s loss terms and every gradient to 1e-5
+(fp32, CPU), for every switch that changes what a micro-batch runs; ``draw_step`` must consume
+the CPU generators exactly as the loop does, so resume stays exact.
 """
 
 from __future__ import annotations
@@ -13,23 +14,18 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.fused import (
-    adamw,
-    adamw_options,
-    draw_step,
-    fused_loss_fn,
-    fused_train_step,
-    micro_batch_sizes,
-    plain_train_step,
-)
-from mote.pipeline.temporal.mote_model import (
-    MoTE,
-    MoTEConfig,
+from mote.pipeline.temporal.config import MoTEConfig
+from mote.pipeline.temporal.fused import adamw, adamw_options, fused_loss_fn, fused_losses
+from mote.pipeline.temporal.micro_batches import micro_batch_sizes
+from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.routing import (
     StepDraws,
+    draw_step,
     sample_experts,
     sample_temperatures,
     wmr_coefficients,
 )
+from mote.pipeline.train.step import LossModule, fused_step, train_step
 
 D, HEADS, LAYERS, T, C, M = 64, 2, 2, 8, 6, 3
 
@@ -57,22 +53,24 @@ def batch(size: int, seed: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return e, y, text
 
 
-def both_steps(cfg: MoTEConfig, size: int = 12, generators: int | None = None):
-    """Run the plain and the fused step from the same weights and seeds; return both models
-    and both (sums, correct)."""
+def generators(seed: int = 100) -> list[torch.Generator]:
+    """One generator per micro-batch slot, as the training loop holds them."""
+    return [torch.Generator().manual_seed(seed + j) for j in range(M)]
+
+
+def both_steps(cfg: MoTEConfig, size: int = 12):
+    """Run ``train_step`` (micro-batch by micro-batch) and ``fused_step`` from the same weights
+    and generators; return both models and both (sums, correct)."""
     plain, fused = model_of(cfg), model_of(cfg)
     e, y, text = batch(size)
-    parts = len(micro_batch_sizes(size, M))
-
-    def gens():
-        if generators is None:
-            return torch.Generator().manual_seed(9)
-        return [torch.Generator().manual_seed(100 + j) for j in range(parts)]
-
     opt_plain = torch.optim.AdamW(plain.parameters(), lr=1e-3, weight_decay=0.2)
     opt_fused = adamw(fused.parameters(), "cpu", lr=1e-3, weight_decay=0.2)
-    out_plain = plain_train_step(plain, opt_plain, e, y, text, M, gens(), None)
-    out_fused = fused_train_step(fused, opt_fused, e, y, text, draw_step(gens(), parts, cfg))
+    out_plain = train_step(
+        LossModule(plain, None), opt_plain, e, y, text, generators(), global_size=size
+    )
+    out_fused = fused_step(
+        LossModule(fused, None), opt_fused, e, y, text, generators(), global_size=size
+    )
     return plain, fused, out_plain, out_fused
 
 
@@ -119,11 +117,6 @@ def test_micro_batch_sizes_follow_tensor_split():
         for parts in range(1, 5):
             split = torch.arange(size).tensor_split(min(parts, size))
             assert micro_batch_sizes(size, parts) == [len(part) for part in split]
-
-
-def test_one_generator_per_micro_batch_slot():
-    assert_same_step(*both_steps(cfg_of(), generators=M))
-    assert_same_step(*both_steps(cfg_of(wmr=False), generators=M))
 
 
 def test_every_trainable_parameter_gets_a_gradient_with_wmr():
@@ -187,15 +180,15 @@ def test_stacked_micro_batches_equal_the_flat_batch():
     model = model_of(cfg)
     e, y, text = batch(12)
     draws = draw_step(torch.Generator().manual_seed(1), M, cfg)
-    flat = model.training_losses_fused(e, y, text, draws)
-    stacked = model.training_losses_fused(e.view(M, 4, T, D), y.view(M, 4), text, draws)
+    flat = fused_losses(model, e, y, text, draws)
+    stacked = fused_losses(model, e.view(M, 4, T, D), y.view(M, 4), text, draws)
     for key in ("loss", "total", "ce", "wmr", "mse", "logits"):
         assert torch.equal(flat[key], stacked[key]), key
     with pytest.raises(ConfigError, match="a batch of 2 makes 2 micro-batches, but the draws are"):
-        model.training_losses_fused(e[:2], y[:2], text, draws)
+        fused_losses(model, e[:2], y[:2], text, draws)
     with pytest.raises(ConfigError, match=r"do not hold 2 micro-batches as \(M, b, T, D\)"):
         two = draw_step(torch.Generator(), 2, cfg)
-        model.training_losses_fused(e.view(M, 4, T, D), y.view(M, 4), text, two)
+        fused_losses(model, e.view(M, 4, T, D), y.view(M, 4), text, two)
 
 
 def test_fused_adamw_matches_the_per_tensor_loop():
@@ -228,14 +221,13 @@ def test_compiled_losses_equal_eager_with_no_graph_break_and_one_recompile(overr
     eager, compiled = model_of(cfg), model_of(cfg)
     torch._dynamo.reset()
     counters.clear()
-    compiled_fn = fused_loss_fn(compiled, compile=True)
-    assert compiled_fn != compiled.training_losses_fused
+    eager_fn, compiled_fn = fused_loss_fn(eager), fused_loss_fn(compiled, compile=True)
     g_eager, g_compiled = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     for step, size in enumerate((12, 12, 10, 12, 10, 12)):
         e, y, text = batch(size, seed=step)
         parts = len(micro_batch_sizes(size, M))
         outs = []
-        for model, fn, g in ((eager, eager.training_losses_fused, g_eager),
+        for model, fn, g in ((eager, eager_fn, g_eager),
                              (compiled, compiled_fn, g_compiled)):  # fmt: skip
             model.zero_grad(set_to_none=True)
             outs.append(fn(e, y, text, draw_step(g, parts, cfg)))
@@ -260,19 +252,19 @@ def test_fused_step_makes_at_least_5x_fewer_operator_calls():
     """Issue 10's machine-independent figure: aten calls per MoTE step (WMR, MSE, 3
     micro-batches, AdamW included); it does not depend on D or the batch size."""
     cfg = cfg_of(layers=4)
-    plain, fused = model_of(cfg), model_of(cfg)
+    plain, fused_model = model_of(cfg), model_of(cfg)
     e, y, text = batch(12)
     opt_p = torch.optim.AdamW(plain.parameters(), lr=1e-4)
-    opt_f = adamw(fused.parameters(), "cpu", lr=1e-4)
-    g = torch.Generator().manual_seed(0)
+    opt_f = adamw(fused_model.parameters(), "cpu", lr=1e-4)
+    gens = generators()
 
-    def plain_step():
-        plain_train_step(plain, opt_p, e, y, text, M, g, None)
+    def per_micro_batch():
+        train_step(LossModule(plain, None), opt_p, e, y, text, gens, global_size=len(y))
 
-    def fused_step():
-        fused_train_step(fused, opt_f, e, y, text, draw_step(g, M, cfg))
+    def fused():
+        fused_step(LossModule(fused_model, None), opt_f, e, y, text, gens, global_size=len(y))
 
-    for step in (plain_step, fused_step):
+    for step in (per_micro_batch, fused):
         step()  # optimiser state exists from here on
-    before, after = aten_calls(plain_step), aten_calls(fused_step)
+    before, after = aten_calls(per_micro_batch), aten_calls(fused)
     assert before >= 5 * after, (before, after)

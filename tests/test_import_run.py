@@ -9,7 +9,8 @@ import zarr
 
 from mote.cache_schema.errors import StoreMismatch
 from mote.pipeline.clip.build import build_clip
-from mote.pipeline.temporal.mote_model import MoTE, default_config
+from mote.pipeline.temporal.config import default_config
+from mote.pipeline.temporal.mote_model import MoTE
 from mote.stages import evaluate, extract, import_reference
 
 

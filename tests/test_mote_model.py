@@ -15,14 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.mote_model import (
-    MoTE,
-    MoTEConfig,
-    default_config,
+from mote.pipeline.temporal.config import MoTEConfig, default_config
+from mote.pipeline.temporal.mote_model import MoTE, tfm_rho_from_similarity
+from mote.pipeline.temporal.routing import (
     routing_probabilities,
     sample_experts,
     sample_temperatures,
-    tfm_rho_from_similarity,
     wmr_coefficients,
     wmr_temperature_set,
 )

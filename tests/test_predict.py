@@ -16,7 +16,8 @@ from mote.pipeline.clip.build import build_clip
 from mote.pipeline.data.datasets import read_labels, shipped_file
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.mote_model import MoTE, default_config
+from mote.pipeline.temporal.config import default_config
+from mote.pipeline.temporal.mote_model import MoTE
 from mote.stages import demo, evaluate, extract, import_reference, predict, train_temporal
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import CONFIG_FILE
-from mote.pipeline.temporal.mote_model import default_config
+from mote.pipeline.temporal.config import default_config
 from mote.stages import report, zeroshot
 from mote.stages.cli import app
 from mote.stages.report import ReportConfig, describe_switches

@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
 from mote.pipeline.errors import ConfigError, OutputError, RunFileError
 from mote.pipeline.runs.run_folder import RunFolder, load_run
-from mote.pipeline.temporal.mote_model import MoTE, default_config
+from mote.pipeline.temporal.config import default_config
+from mote.pipeline.temporal.mote_model import MoTE
 from mote.stages import train_temporal
 
 D = 64

@@ -21,7 +21,8 @@ from safetensors.torch import load_file
 
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.mote_model import MoTE, default_config
+from mote.pipeline.temporal.config import default_config
+from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.train.distributed import rank_device
 from mote.pipeline.train.sampler import (
     ShardedBatchSampler,

@@ -15,9 +15,10 @@ from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import save_model, write_json
+from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
-from mote.pipeline.temporal.mote_model import MoTE, default_config
+from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.temporal.zeroshot import StoreIndex
 from mote.stages import zeroshot
 

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.mote_model import MoTE, MoTEConfig, default_config
+from mote.pipeline.temporal.config import MoTEConfig, default_config
+from mote.pipeline.temporal.mote_model import MoTE
 
 CLIP_KEY = "model_state_dict"
 TEMPORAL_KEY = "fusion_model_state_dict"

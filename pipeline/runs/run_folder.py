@@ -39,7 +39,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mote.pipeline.errors import ConfigError, OutputError, RunFileError, os_fault_reason
-from mote.pipeline.temporal.mote_model import MoTE, MoTEConfig
+from mote.pipeline.temporal.config import MoTEConfig
+from mote.pipeline.temporal.mote_model import MoTE
 
 RUN_FORMAT = "mote.run"
 RUN_VERSION = "1"

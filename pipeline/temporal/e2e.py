@@ -28,7 +28,8 @@ from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.weights import RANDOM_TAG
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.mote_model import MoTE, MoTEConfig, default_config
+from mote.pipeline.temporal.config import MoTEConfig, default_config
+from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.video.transforms import PreprocessSpec, normalize
 
 # MoTEConfig fields that fix the module's shape or function: a warm start must match them.

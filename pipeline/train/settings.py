@@ -16,7 +16,7 @@ from typing import Any
 
 from mote.pipeline.config import option_fields
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.mote_model import MoTEConfig, default_config
+from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.train.sampler import default_micro_batches
 
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.

@@ -4,7 +4,7 @@ The reference draws routing per GPU process; here each micro-batch slot of a glo
 own generator, so 2 ranks x 1 micro-batch and 1 rank x 2 micro-batches make the same draws.
 
 Two steps compute the same update: ``fused_step`` (the default) runs all of a rank's
-micro-batches in one batched pass of ``MoTE.training_losses_fused`` with the draws made up front
+micro-batches in one batched pass (``fused.fused_losses``) with the draws made up front
 on the CPU generators, one backward; ``train_step`` runs them one by one (``--no-fused``, and the
 reference the fused one is tested against).
 """
@@ -18,7 +18,9 @@ import torch
 
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.temporal.fused import drop_unrouted_grads, fused_loss_fn, optimizer_step
-from mote.pipeline.temporal.mote_model import StepDraws, draw_step, micro_batch_sizes
+from mote.pipeline.temporal.micro_batches import micro_batch_sizes
+from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.routing import StepDraws, draw_step
 from mote.pipeline.train.distributed import unwrap
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -68,9 +70,7 @@ class LossModule(torch.nn.Module):
         else:
             self._features_of = features_of
         # Compiled (CUDA graphs) only on CUDA and on request; eager everywhere else.
-        self._fused_losses = (
-            fused_loss_fn(head, compile) if hasattr(head, "training_losses_fused") else None
-        )
+        self._fused_losses = fused_loss_fn(head, compile) if isinstance(head, MoTE) else None
 
     def features(self, inputs: torch.Tensor) -> torch.Tensor:
         fn = self.features_of if "features_of" in self._modules else self._features_of
@@ -198,7 +198,7 @@ def fused_step(
     """``train_step``'s update in one batched pass: the same split into micro-batches, the same
     draws from the same generators, one forward and one backward (issue 10).
 
-    ``module`` is a ``LossModule`` (or DDP around one) whose head has ``training_losses_fused``.
+    ``module`` is a ``LossModule`` (or DDP around one) whose head is a ``MoTE``.
     Every rank draws for every non-empty slot of the world (a few CPU random numbers), trains
     on its own slots' draws and knows on the host which experts no rank routed to: the
     per-micro-batch step leaves those without a gradient (AdamW then skips them), and so must
