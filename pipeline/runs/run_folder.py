@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -142,31 +141,11 @@ def read_tensors(
         ) from error
 
 
-def config_to_json(cfg: MoTEConfig) -> str:
-    return json.dumps(dataclasses.asdict(cfg))
-
-
-def config_from_json(text: str | dict) -> MoTEConfig:
-    """Rebuild a MoTEConfig, turning JSON lists back into the tuples the dataclass holds."""
-    data = json.loads(text) if isinstance(text, str) else dict(text)
-    hints = typing.get_type_hints(MoTEConfig)
-    names = {f.name for f in dataclasses.fields(MoTEConfig)}
-    unknown = set(data) - names
-    if unknown:
-        raise ConfigError(
-            f"model config has unknown keys {sorted(unknown)}; a newer mote wrote it?"
-        )
-    for name, value in data.items():
-        if typing.get_origin(hints[name]) is tuple and isinstance(value, list):
-            data[name] = tuple(value)
-    return MoTEConfig(**data)
-
-
 def save_model(path: Path, model: MoTE, extra: dict[str, torch.Tensor] | None = None) -> None:
     """The model's state dict (+ extra tensors such as CLIP weights) with its config."""
     tensors = dict(model.state_dict())
     tensors.update(extra or {})
-    save_tensors(path, tensors, {"model_config": config_to_json(model.cfg)})
+    save_tensors(path, tensors, {"model_config": json.dumps(dataclasses.asdict(model.cfg))})
 
 
 def load_model_file(path: Path, device: str | torch.device = "cpu") -> tuple[MoTE, dict]:
@@ -180,7 +159,7 @@ def load_model_file(path: Path, device: str | torch.device = "cpu") -> tuple[MoT
             "checkpoint of the reference implementation use `mote import-reference`"
         )
     try:
-        model = MoTE(config_from_json(metadata["model_config"]))
+        model = MoTE(MoTEConfig.from_dict(json.loads(metadata["model_config"])))
         own = set(model.state_dict())
         model.load_state_dict({k: v for k, v in tensors.items() if k in own}, strict=True)
     except (RuntimeError, TypeError, ValueError) as error:
@@ -437,9 +416,6 @@ class RunFolder:
 
     def write_zeroshot_summary(self, summary: dict) -> None:
         write_json(self.zeroshot_summary_file, summary)
-
-    def read_fewshot(self) -> dict | None:
-        return _read_optional(self.fewshot_file, "rerun `mote fewshot`, or delete the file")
 
     def write_fewshot(self, summary: dict) -> None:
         write_json(self.fewshot_file, summary)

@@ -5,6 +5,8 @@ training commands and the run config."""
 from __future__ import annotations
 
 import math
+import typing
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -111,13 +113,24 @@ class MoTEConfig:
         return self.experts if self.arch == "mote" else 1
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MoTEConfig:
-        """Rebuild from ``dataclasses.asdict`` output (e.g. JSON); unknown keys raise."""
+    def from_dict(cls, data: Mapping[str, Any]) -> MoTEConfig:
+        """Rebuild from ``dataclasses.asdict`` output read back from JSON (lists become the
+        tuples the dataclass holds); unknown keys raise (a newer mote wrote them)."""
+        hints = typing.get_type_hints(cls)
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(f"model config has unknown keys {unknown}; valid: {sorted(names)}")
-        return cls(**data)
+            raise ConfigError(
+                f"model config has unknown keys {unknown}; a newer mote wrote it? "
+                f"valid: {sorted(names)}"
+            )
+        values = {
+            name: tuple(value)
+            if typing.get_origin(hints[name]) is tuple and isinstance(value, list)
+            else value
+            for name, value in data.items()
+        }
+        return cls(**values)
 
 
 def default_config(dim: int, **overrides: Any) -> MoTEConfig:
