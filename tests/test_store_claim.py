@@ -6,6 +6,7 @@ names it, or the claim is held by a helper process that waits on its stdin.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -347,13 +348,21 @@ def test_broken_array_metadata_is_a_one_line_error(motion_data, tmp_path):
 
 
 def test_ctrl_c_releases_the_claim(motion_data, tmp_path, reference):
-    out = tmp_path / "s.zarr"
-    run = subprocess.Popen(
-        extract_args(motion_data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    wait_until_claimed_by(out, run)
-    run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=120)
+    # mote-tiny extracts these 24 videos in well under a second: on a loaded machine a run
+    # can finish between the claim appearing and the signal. Such a try cannot test Ctrl-C,
+    # so it is repeated on a fresh folder; one interrupted run is required.
+    for attempt in range(5):
+        out = tmp_path / f"s{attempt}.zarr"
+        run = subprocess.Popen(
+            extract_args(motion_data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        with contextlib.suppress(AssertionError):  # it may finish before the poll sees it
+            wait_until_claimed_by(out, run)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+        if run.returncode != 0:
+            break
     assert run.returncode == 130, err
     assert not (out / CLAIM_FILE).exists()
     resumed = mote_extract(motion_data, out)  # no takeover needed: the claim was released
