@@ -79,6 +79,29 @@ def tiny_extract_config(data, out: Path, **overrides):
     return ExtractConfig(**settings)
 
 
+def motion_split_stores(work: Path, videos_per_class: int, val_views: str | None = "3x1"):
+    """Motion videos split 3:1 per class (``demo.split_list``) and extracted by mote-tiny: a
+    train store of 2 random clips per video and, unless ``val_views`` is None, a val store of
+    evenly spaced clips. Returns (dataset, train store, val store or None, val list)."""
+    from mote.pipeline.data.synthetic import write_motion_dataset
+    from mote.stages import demo, extract
+
+    data = write_motion_dataset(work / "videos", videos_per_class=videos_per_class, seed=3)
+    train_list, val_list = demo.split_list(data.list_file)
+    train, val = work / "train.zarr", work / "val.zarr"
+    extract.run(
+        tiny_extract_config(
+            data, train, list_file=train_list, views="2x1", sampling="train", decode_workers=2
+        )
+    )
+    if val_views is None:
+        return data, train, None, val_list
+    extract.run(
+        tiny_extract_config(data, val, list_file=val_list, views=val_views, decode_workers=2)
+    )
+    return data, train, val, val_list
+
+
 @pytest.fixture(scope="session")
 def tiny_extract():
     """``tiny_extract(data, out, **overrides)``: see ``tiny_extract_config``."""
@@ -131,3 +154,43 @@ def worker_normalised(clips: torch.Tensor, spec) -> torch.Tensor:
     std = torch.tensor(spec.std, dtype=torch.float32).view(3, 1, 1)
     chw = clips.cpu().movedim(-1, -3).to(torch.float32).div_(255.0)
     return chw.sub_(mean).div_(std).contiguous()
+
+
+@pytest.fixture(scope="session")
+def imported_run(tmp_path_factory: pytest.TempPathFactory):
+    """A reference-layout checkpoint of mote-tiny whose visual tower was 'fine-tuned',
+    imported: (run folder, the tuned visual weights, the untuned CLIP)."""
+    from mote.pipeline.clip.build import build_clip
+    from mote.pipeline.temporal.config import default_config
+    from mote.pipeline.temporal.mote_model import MoTE
+    from mote.stages import import_reference
+
+    work = tmp_path_factory.mktemp("imported")
+    original = build_clip("mote-tiny", "none", device="cpu", seed=0)
+    g = torch.Generator().manual_seed(0)
+    tuned = {
+        k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+        for k, v in original.model.state_dict().items()
+        if k.startswith("visual.")
+    }
+    torch.manual_seed(1)
+    temporal = MoTE(default_config(64, layers=2))
+    temporal.set_finetune_text(torch.randn(400, 64))
+    state = temporal.state_dict()
+    fusion = {f"module.{k}": v for k, v in state.items() if k != "logit_scale"}
+    fusion["module.spe_cls_feature"] = fusion.pop("module.finetune_text")
+    ckpt = work / "MoTE_tiny.pt"
+    torch.save(
+        {
+            "epoch": 3,
+            "model_state_dict": {**tuned, "logit_scale": state["logit_scale"]},
+            "fusion_model_state_dict": fusion,
+            "optimizer_state_dict": {},
+        },
+        ckpt,
+    )
+    run = work / "run"
+    import_reference.run(
+        import_reference.ImportReferenceConfig(ckpt, run, model="mote-tiny", pretrained="none")
+    )
+    return run, tuned, original

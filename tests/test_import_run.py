@@ -9,43 +9,7 @@ import zarr
 
 from mote.cache_schema.errors import StoreMismatch
 from mote.pipeline.clip.build import build_clip
-from mote.pipeline.temporal.config import default_config
-from mote.pipeline.temporal.mote_model import MoTE
-from mote.stages import evaluate, extract, import_reference
-
-
-@pytest.fixture(scope="module")
-def imported_run(tmp_path_factory):
-    """A reference-layout checkpoint of mote-tiny whose visual tower was 'fine-tuned'."""
-    work = tmp_path_factory.mktemp("imported")
-    original = build_clip("mote-tiny", "none", device="cpu", seed=0)
-    g = torch.Generator().manual_seed(0)
-    tuned = {
-        k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-        for k, v in original.model.state_dict().items()
-        if k.startswith("visual.")
-    }
-    torch.manual_seed(1)
-    temporal = MoTE(default_config(64, layers=2))
-    temporal.set_finetune_text(torch.randn(400, 64))
-    state = temporal.state_dict()
-    fusion = {f"module.{k}": v for k, v in state.items() if k != "logit_scale"}
-    fusion["module.spe_cls_feature"] = fusion.pop("module.finetune_text")
-    ckpt = work / "MoTE_tiny.pt"
-    torch.save(
-        {
-            "epoch": 3,
-            "model_state_dict": {**tuned, "logit_scale": state["logit_scale"]},
-            "fusion_model_state_dict": fusion,
-            "optimizer_state_dict": {},
-        },
-        ckpt,
-    )
-    run = work / "run"
-    import_reference.run(
-        import_reference.ImportReferenceConfig(ckpt, run, model="mote-tiny", pretrained="none")
-    )
-    return run, tuned, original
+from mote.stages import evaluate, extract
 
 
 def test_extract_with_the_run_uses_the_blended_tuned_weights(

@@ -10,37 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from conftest import motion_split_stores
 
-from mote.pipeline.clip.build import build_clip
 from mote.pipeline.data.datasets import read_labels, shipped_file
-from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.config import default_config
-from mote.pipeline.temporal.mote_model import MoTE
-from mote.stages import demo, evaluate, extract, import_reference, predict, train_temporal
+from mote.stages import evaluate, extract, predict, train_temporal
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_extract):
     """A MoTE run trained on 3 of every 4 motion videos; the 4th of each class is held out."""
     work = tmp_path_factory.mktemp("predict")
-    data = write_motion_dataset(work / "videos", videos_per_class=16, seed=3)
-    train_list, val_list = demo.split_list(data.list_file)
-    extract.run(
-        tiny_extract(
-            data,
-            work / "train.zarr",
-            list_file=train_list,
-            views="2x1",
-            sampling="train",
-            decode_workers=2,
-        )
-    )
+    data, train_store, _, val_list = motion_split_stores(work, 16, val_views=None)
     run = work / "run"
     train_temporal.run(
         train_temporal.TrainConfig(
-            train=work / "train.zarr",
+            train=train_store,
             out=run,
             layers=2,
             epochs=60,
@@ -182,48 +167,17 @@ def test_bad_settings_are_refused_before_any_work(trained, tmp_path):
         _predict(run, [])
 
 
-@pytest.fixture(scope="module")
-def imported_run(tmp_path_factory):
-    """A reference checkpoint of mote-tiny with 'fine-tuned' visual weights, imported."""
-    work = tmp_path_factory.mktemp("imported")
-    original = build_clip("mote-tiny", "none", device="cpu", seed=0)
-    g = torch.Generator().manual_seed(0)
-    tuned = {
-        k: v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-        for k, v in original.model.state_dict().items()
-        if k.startswith("visual.")
-    }
-    torch.manual_seed(1)
-    temporal = MoTE(default_config(64, layers=2))
-    temporal.set_finetune_text(torch.randn(400, 64))
-    state = temporal.state_dict()
-    fusion = {f"module.{k}": v for k, v in state.items() if k != "logit_scale"}
-    fusion["module.spe_cls_feature"] = fusion.pop("module.finetune_text")
-    ckpt = work / "MoTE_tiny.pt"
-    checkpoint = {
-        "epoch": 3,
-        "model_state_dict": {**tuned, "logit_scale": state["logit_scale"]},
-        "fusion_model_state_dict": fusion,
-        "optimizer_state_dict": {},
-    }
-    torch.save(checkpoint, ckpt)
-    run = work / "run"
-    import_reference.run(
-        import_reference.ImportReferenceConfig(ckpt, run, model="mote-tiny", pretrained="none")
-    )
-    return run
-
-
 def test_an_imported_reference_run_predicts_with_its_blended_clip(
     imported_run, motion_data, tiny_extract, tmp_path
 ):
     """Scores equal evaluate's on a store made by `extract --run` (the 0.99/0.01 blend) against
     the same classes; without --classes the run's K400 text bank names the classes."""
+    run = imported_run[0]  # the run folder
     store = tmp_path / "run.zarr"
-    extract.run(tiny_extract(motion_data, store, run=imported_run, limit=3))
+    extract.run(tiny_extract(motion_data, store, run=run, limit=3))
     evaluate.run(
         evaluate.EvaluateConfig(
-            run=imported_run, store=store, device="cpu", save_predictions=tmp_path / "p.npz"
+            run=run, store=store, device="cpu", save_predictions=tmp_path / "p.npz"
         )
     )
     fused = np.load(tmp_path / "p.npz")["fused_scores"]  # (3, 8): the store's class names
@@ -231,15 +185,13 @@ def test_an_imported_reference_run_predicts_with_its_blended_clip(
         motion_data.root / line.rsplit(" ", 1)[0]
         for line in motion_data.list_file.read_text().splitlines()[:3]
     ]
-    same = _predict(
-        imported_run, videos, labels_file=motion_data.labels_file, top_k=8, decode_workers=0
-    )
+    same = _predict(run, videos, labels_file=motion_data.labels_file, top_k=8, decode_workers=0)
     for row, video in enumerate(same["videos"]):
         probs = np.zeros(8)
         for entry in video["top"]:
             probs[entry["label"]] = entry["score"]
         np.testing.assert_allclose(probs, fused[row], rtol=0, atol=1e-6)
-    closed = _predict(imported_run, videos, top_k=3, decode_workers=0)
+    closed = _predict(run, videos, top_k=3, decode_workers=0)
     k400 = read_labels(shipped_file(predict.K400_LABELS))
     assert closed["classes"] == 400 and closed["frames"] == 8 and closed["n_failed"] == 0
     for video in closed["videos"]:

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import comparable_weights
+from conftest import comparable_weights, motion_split_stores
 from safetensors.torch import load_file
 
 from mote.cache_schema.store import FeatureStore
@@ -17,29 +17,14 @@ from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
-from mote.stages import demo, evaluate, extract, train_temporal
+from mote.stages import evaluate, extract, train_temporal
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory, tiny_extract):
     """Train (2 random clips per video) and val (3 clips) stores of the motion videos."""
-    work = tmp_path_factory.mktemp("stage2")
-    data = write_motion_dataset(work / "videos", videos_per_class=24, seed=3)
-    train_list, val_list = demo.split_list(data.list_file)
-    extract.run(
-        tiny_extract(
-            data,
-            work / "train.zarr",
-            list_file=train_list,
-            views="2x1",
-            sampling="train",
-            decode_workers=2,
-        )
-    )
-    extract.run(
-        tiny_extract(data, work / "val.zarr", list_file=val_list, views="3x1", decode_workers=2)
-    )
-    return work / "train.zarr", work / "val.zarr", len(data.class_names)
+    data, train, val, _ = motion_split_stores(tmp_path_factory.mktemp("stage2"), 24)
+    return train, val, len(data.class_names)
 
 
 def config(stores, out, **overrides) -> train_temporal.TrainConfig:
