@@ -286,4 +286,4 @@ def _held_out_videos(root: Path, val_list: Path, n: int) -> list[tuple[Path, int
 
 
 def _params(run: Path) -> int:
-    return RunFolder(run).read_config()["params_merged"]
+    return RunFolder(run).read_config().params_merged

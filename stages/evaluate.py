@@ -54,7 +54,7 @@ def run(cfg: EvaluateConfig) -> dict:
         weights=loaded.weights_file,
         n_failed_skipped=int(store.n_videos - len(indices)),
         rho_mean=float(scores.rho.mean()) if len(scores.rho) else None,
-        same_classes_as_training=list(store.class_names) == loaded.config.get("classes"),
+        same_classes_as_training=list(store.class_names) == list(loaded.config.classes or ()),
     )
     if cfg.save_predictions is not None:
         save_predictions(cfg.save_predictions, scores, list(store.class_names))

@@ -428,16 +428,13 @@ def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
     )
 
     warnings = few_steps_warnings(len(train_set.items), cfg.batch_size, cfg.epochs)
-    config = {
-        "source": "finetune-e2e",
-        "tool_version": __version__,
-        "train": recorded_settings(cfg, PATH_SETTINGS),
-        **run_config(model),
+    micro_batch = math.ceil(cfg.batch_size / cfg.micro_batches)
+    settings = recorded_settings(cfg, PATH_SETTINGS)
+    details = {
         "datasets": {
             "train": _describe(train_set, root),
             "val": _describe(val_set, val_root) if val_set is not None else None,
         },
-        "train_sampling": {"frames": cfg.frames, "rule": "train", "augment": "spec 7.2"},
         "val_sampling": {"frames": cfg.frames, "views": "1x1", "rule": "eval", "blend": None},
         "init_run": init,
         "text": str(cfg.text_from) if cfg.text_from is not None else "class templates",
@@ -447,21 +444,22 @@ def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         "amp": trainer.precision != "fp32",
         "grad_checkpointing": cfg.grad_checkpointing,
         "effective_batch": cfg.batch_size,
-        "micro_batch": math.ceil(cfg.batch_size / cfg.micro_batches),
+        "micro_batch": micro_batch,
         "steps_per_epoch": steps_per_epoch(len(train_set.items), cfg.batch_size),
         "warnings": warnings,
         "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its own "
         "expert routing and WMR temperatures. Under torchrun each process trains "
         "micro_batches / world_size of them",
     }
+    config = run_config(
+        model,
+        details,
+        tool_version=__version__,
+        train=settings,
+        train_sampling={"frames": cfg.frames, "rule": "train", "augment": "spec 7.2"},
+    )
     if cfg.resume and folder.is_run():
-        check_resume(
-            folder.read_config().get("train") or {},
-            config["train"],
-            cfg.out,
-            RESUME_IGNORED,
-            PATH_SETTINGS,
-        )
+        check_resume(folder.read_config().train, cfg, cfg.out, RESUME_IGNORED, PATH_SETTINGS)
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
     failures = FailureLog(folder, ctx)
     if ctx.is_main:
@@ -496,7 +494,7 @@ def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         )
         val_loader = make_loader(
             val_clips,
-            batch_size=config["micro_batch"],
+            batch_size=micro_batch,
             workers=cfg.workers,
             shuffle=False,
             pin_memory=device.type == "cuda",

@@ -27,6 +27,7 @@ from mote.pipeline.runs.reference_import import (
     temporal_from_reference,
     visual_from_reference,
 )
+from mote.pipeline.runs.run_config import RunClip, RunConfig
 from mote.pipeline.runs.run_folder import CLIP_PREFIX, RunFolder
 from mote.pipeline.temporal.mote_model import MoTE
 
@@ -62,27 +63,25 @@ def run(cfg: ImportReferenceConfig) -> dict:
     folder = RunFolder(out)
     folder.create()
     folder.save_model(temporal, extra)
-    params = {
-        "params_merged": temporal.num_params(merged=True),
-        "params_train": temporal.num_params(merged=False),
-    }
     folder.write_config(
-        {
-            "arch": cfg.arch,
-            "model_config": dataclasses.asdict(cfg),
-            "clip": {
-                "model": model,
-                "pretrained": pretrained,
-                **({"weights_id": _weights_id(pretrained)} if head_only else {}),
+        RunConfig(
+            source="import-reference",
+            model=cfg,
+            clip=RunClip(
+                model=model,
+                pretrained=pretrained,
+                weights_id=_weights_id(pretrained) if head_only else None,
+            ),
+            params_merged=temporal.num_params(merged=True),
+            params_train=temporal.num_params(merged=False),
+            details={
+                "checkpoint": str(ckpt),
+                "epoch": ref["epoch"],
+                "head_only": head_only,
+                "clip_weights": "pretrained" if head_only else "checkpoint",
+                "finetune_classes": int(bank.shape[0]),
             },
-            "source": "import-reference",
-            "checkpoint": str(ckpt),
-            **params,
-            "epoch": ref["epoch"],
-            "head_only": head_only,
-            "clip_weights": "pretrained" if head_only else "checkpoint",
-            "finetune_classes": int(bank.shape[0]),
-        },
+        )
     )
     return {
         "out": str(out),
@@ -95,7 +94,8 @@ def run(cfg: ImportReferenceConfig) -> dict:
         "finetune_classes": int(bank.shape[0]),
         "clip_tensors": len(extra),
         "head_only": head_only,
-        **params,
+        "params_merged": temporal.num_params(merged=True),
+        "params_train": temporal.num_params(merged=False),
     }
 
 

@@ -141,7 +141,7 @@ def run_classes(loaded: Run) -> list[str]:
     reference's class order is the shipped K400 label file's).
     """
     rows = int(loaded.model.finetune_text.shape[0])
-    names = loaded.config.get("classes")
+    names = loaded.config.classes
     if names is None and rows == 400:
         names = read_labels(shipped_file(K400_LABELS))
     if not names or len(names) != rows:
@@ -156,8 +156,7 @@ def run_classes(loaded: Run) -> list[str]:
 def run_frames(loaded: Run, frames: int | None) -> int:
     """``--frames``, else the frames per view the run was trained on; within its position table."""
     if frames is None:
-        sampling = loaded.config.get("train_sampling") or {}
-        frames = int(sampling.get("frames") or DEFAULT_FRAMES)
+        frames = loaded.config.train_frames or DEFAULT_FRAMES
     context = loaded.model.cfg.context
     if not 1 <= frames <= context:
         raise ConfigError(

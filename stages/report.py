@@ -17,6 +17,7 @@ from typing import Any
 from mote.pipeline import __version__
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.plots import plot_tradeoff, plot_zeroshot_bars
+from mote.pipeline.runs.run_config import RunConfig
 from mote.pipeline.runs.run_folder import RunFolder, make_folder, write_atomic
 from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
@@ -172,7 +173,7 @@ def summarize_run(path: Path, label: str) -> dict:
     """One report row from a run folder's files; zero-shot fields are empty when absent."""
     folder = RunFolder(path)
     config = folder.read_config()
-    model_config = config.get("model_config") or {"arch": config.get("arch", "mote")}
+    model_config = dataclasses.asdict(config.model) if config.model else {"arch": config.arch}
     metrics = folder.read_metrics() or {}
     zeroshot = read_zeroshot(path)
     summary = folder.read_zeroshot_summary()
@@ -191,11 +192,11 @@ def summarize_run(path: Path, label: str) -> dict:
     return {
         "label": label,
         "path": str(path),
-        "source": config.get("source"),
-        "arch": model_config.get("arch", config.get("arch")),
+        "source": config.source,
+        "arch": config.arch,
         "switches": describe_switches(model_config, tfm=tfm),
-        "params_merged": config.get("params_merged"),
-        "params_train": config.get("params_train"),
+        "params_merged": config.params_merged,
+        "params_train": config.params_train,
         "top1": top1,
         "top5": metrics.get("top5"),
         "views": metrics.get("views"),
@@ -245,14 +246,14 @@ def read_zeroshot(path: Path) -> dict[str, dict]:
     return results
 
 
-def _tfm(zeroshot: dict[str, dict], metrics: dict, config: dict) -> bool:
+def _tfm(zeroshot: dict[str, dict], metrics: dict, config: RunConfig) -> bool:
     """Whether the reported numbers used TFM: zero-shot files first, then the close-set ones."""
     flags = [d["tfm"] for d in zeroshot.values() if d.get("tfm") is not None]
     if flags:
         return all(flags)
     if metrics.get("tfm") is not None:
         return bool(metrics["tfm"])
-    return bool((config.get("train") or {}).get("tfm", True))
+    return bool(config.train.get("tfm", True))
 
 
 def _history_facts(rows: list[dict]) -> dict:

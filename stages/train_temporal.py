@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from mote.pipeline import __version__
 from mote.pipeline.config import setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.runs.run_config import RunClip, RunConfig
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.config import ARCHS
 from mote.pipeline.temporal.evaluation import score
@@ -302,47 +303,37 @@ def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
     )
 
     train_counts = train_store.counts()
-    run_config = {
-        "source": "train-temporal",
-        "tool_version": __version__,
-        "arch": mcfg.arch,
-        "train": recorded_settings(cfg, PATH_SETTINGS),
-        "model_config": asdict(mcfg),
-        "clip": {
-            "model": spec.model,
-            "pretrained": spec.pretrained,
-            "weights_id": spec.weights_id,
-            "dim": spec.dim,
+    run_config = RunConfig(
+        source="train-temporal",
+        tool_version=__version__,
+        model=mcfg,
+        clip=RunClip(spec.model, spec.pretrained, spec.weights_id, spec.dim),
+        classes=tuple(train_store.class_names),
+        train=recorded_settings(cfg, PATH_SETTINGS),
+        train_sampling={"frames": spec.frames, "views": spec.layout, "rule": spec.sampling},
+        params_merged=model.num_params(merged=True),
+        params_train=model.num_params(merged=False),
+        details={
+            "stores": {"train": str(cfg.train), "val": str(cfg.val) if cfg.val else None},
+            "train_videos": {
+                "done": train_counts["done"],
+                "failed_skipped": train_counts["failed"],
+            },
+            "device": str(device),
+            "world_size": ctx.world_size,
+            "precision": trainer.precision,
+            "amp": trainer.precision != "fp32",
+            "effective_batch": cfg.batch_size,
+            "steps_per_epoch": steps_per_epoch(len(source), cfg.batch_size),
+            "warnings": warnings,
+            "micro_batch": math.ceil(cfg.batch_size / cfg.micro_batches),
+            "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its "
+            "own expert routing and WMR temperatures; their losses are averaged. Under torchrun "
+            "each process trains micro_batches / world_size of them",
         },
-        "stores": {"train": str(cfg.train), "val": str(cfg.val) if cfg.val else None},
-        "train_sampling": {"frames": spec.frames, "views": spec.layout, "rule": spec.sampling},
-        "classes": list(train_store.class_names),
-        "train_videos": {
-            "done": train_counts["done"],
-            "failed_skipped": train_counts["failed"],
-        },
-        "params_merged": model.num_params(merged=True),
-        "params_train": model.num_params(merged=False),
-        "device": str(device),
-        "world_size": ctx.world_size,
-        "precision": trainer.precision,
-        "amp": trainer.precision != "fp32",
-        "effective_batch": cfg.batch_size,
-        "steps_per_epoch": steps_per_epoch(len(source), cfg.batch_size),
-        "warnings": warnings,
-        "micro_batch": math.ceil(cfg.batch_size / cfg.micro_batches),
-        "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its own "
-        "expert routing and WMR temperatures; their losses are averaged. Under torchrun each "
-        "process trains micro_batches / world_size of them",
-    }
+    )
     if cfg.resume and folder.is_run():
-        check_resume(
-            folder.read_config().get("train") or {},
-            run_config["train"],
-            out,
-            RESUME_IGNORED,
-            PATH_SETTINGS,
-        )
+        check_resume(folder.read_config().train, cfg, out, RESUME_IGNORED, PATH_SETTINGS)
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
     if ctx.is_main:
         folder.create()

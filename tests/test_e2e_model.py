@@ -20,6 +20,7 @@ from mote.pipeline.clip.build import build_clip
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_start
+from mote.pipeline.runs.run_config import RunClip, RunConfig
 from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.e2e import EndToEnd, build_end_to_end, text_from_store
@@ -210,10 +211,7 @@ def write_temporal_run(path, layers: int = 2, clip_model: str = "mote-tiny", see
     folder.create()
     folder.save_model(head)
     folder.write_config(
-        {
-            "source": "train-temporal",
-            "clip": {"model": clip_model, "pretrained": "none", "weights_id": "random:seed=0"},
-        }
+        RunConfig("train-temporal", clip=RunClip(clip_model, "none", "random:seed=0"))
     )
     return head
 
@@ -284,7 +282,7 @@ def test_a_tuned_run_reextracts_and_evaluates_through_the_cli(model, clips, moti
     folder = RunFolder(run)
     folder.create()
     save_end_to_end(folder, net)
-    folder.write_config({"source": "finetune-e2e", **run_config(net)})
+    folder.write_config(run_config(net, {}))
 
     loaded = load_run(run)
     torch.testing.assert_close(loaded.model.state_dict()["logit_scale"], net.logit_scale.detach())

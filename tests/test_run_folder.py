@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
 from mote.pipeline.errors import ConfigError, OutputError, RunFileError
+from mote.pipeline.runs.run_config import RUN_CONFIG_VERSION, RunClip, RunConfig
 from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.mote_model import MoTE
@@ -201,7 +202,7 @@ def test_resume_matches_runs_by_resolved_path(stores, tmp_path, monkeypatch):
     relative = Path("runs") / "x"
     stopped = train_temporal.run(config(stores, relative, epochs=2, stop_after_epochs=1))
     assert stopped["stopped_after_epoch"] == 1
-    saved = RunFolder(relative).read_config()["train"]
+    saved = RunFolder(relative).read_config().train
     assert saved["out"] == str(tmp_path.resolve() / "runs" / "x")
     # the same run, spelled absolute, through a symlinked store path
     link = tmp_path / "train-link.zarr"
@@ -242,7 +243,7 @@ def test_few_steps_per_epoch_are_reported_with_the_fix(stores, tmp_path):
     assert expected in progress.messages
     assert result["warnings"] == [expected]
     saved = RunFolder(tmp_path / "few").read_config()
-    assert saved["warnings"] == [expected] and saved["steps_per_epoch"] == 4
+    assert saved.details["warnings"] == [expected] and saved.details["steps_per_epoch"] == 4
     # 32 videos at batch 3: 11 steps per epoch, no warning
     progress = Recorder()
     result = train_temporal.run(config(stores, tmp_path / "many", epochs=1, batch_size=3), progress)
@@ -326,7 +327,7 @@ def small_run(tmp_path) -> RunFolder:
     model.set_finetune_text(torch.randn(len(CLASSES), D))
     folder.save_model(model)
     folder.write_config(
-        {"arch": "mote", "clip": {"model": "mote-tiny", "weights_id": "random:seed=0", "dim": D}}
+        RunConfig("import-reference", clip=RunClip("mote-tiny", None, "random:seed=0", D))
     )
     return folder
 
@@ -393,3 +394,57 @@ def test_write_errors_name_the_file(tmp_path):
         folder.create()
     with pytest.raises(OutputError, match="cannot write"):
         RunFolder(blocker).write_metrics({"top1": 1.0})
+
+
+# ------------------------------------------------------------------------------ config.json
+
+
+def test_a_run_saved_before_a_switch_existed_resumes_with_its_default(stores, tmp_path):
+    """A run whose config.json lacks a setting (written before the switch was added) resumes
+    when the setting is at its default, and is refused naming it otherwise."""
+    out = tmp_path / "old"
+    train_temporal.run(config(stores, out, epochs=2, stop_after_epochs=1))
+    older = {"wmr_loss", "tfm_k", "device_memory_gb"}
+
+    def forget_switches() -> None:
+        data = json.loads((out / "config.json").read_text())
+        for key in older:
+            del data["train"][key]
+            data["model_config"].pop(key, None)
+        del data["config_version"]
+        (out / "config.json").write_text(json.dumps(data))
+
+    forget_switches()
+    folder = RunFolder(out)
+    assert folder.read_config().model.wmr_loss == default_config(D).wmr_loss
+    with pytest.raises(ConfigError, match="wmr_loss: 'mse' now|wmr_loss: 'ce' in the run"):
+        train_temporal.run(config(stores, out, epochs=2, wmr_loss="mse", resume=True))
+    result = train_temporal.run(config(stores, out, epochs=2, resume=True))
+    assert result["epochs"] == 2 and history_epochs(folder) == [1, 2]
+    assert folder.read_config().version == RUN_CONFIG_VERSION  # rewritten in today's layout
+
+
+def test_run_config_round_trips_and_refuses_a_newer_layout(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.create()
+    written = RunConfig(
+        "finetune-e2e",
+        model=default_config(D, layers=1, wmr=False),
+        clip=RunClip("mote-tiny", "none", "random:seed=0", D),
+        classes=tuple(CLASSES),
+        train={"lr": 0.001},
+        train_sampling={"frames": 8},
+        params_merged=10,
+        params_train=20,
+        details={"device": "cpu", "warnings": ["w"]},
+    )
+    folder.write_config(written)
+    assert folder.read_config() == written
+    assert folder.read_config().train_frames == 8 and folder.read_config().arch == "mote"
+    data = json.loads(folder.config_file.read_text())
+    assert data["arch"] == "mote" and data["device"] == "cpu"  # flat, readable without mote
+    with pytest.raises(ConfigError, match="would overwrite recorded fields"):
+        RunConfig("train-temporal", details={"classes": []}).to_json()
+    folder.config_file.write_text(json.dumps({**data, "config_version": RUN_CONFIG_VERSION + 1}))
+    with pytest.raises(ConfigError, match="newer than this mote reads"):
+        folder.read_config()

@@ -9,11 +9,14 @@ frozen ``finetune_text``) plus the tuned visual tower as ``clip.visual.*``, the 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.runs.run_config import RunClip, RunConfig
 from mote.pipeline.runs.run_folder import CLIP_PREFIX, RunFolder
 from mote.pipeline.temporal.e2e import EndToEnd, check_warm_start
 
@@ -25,21 +28,25 @@ def save_end_to_end(folder: RunFolder, model: EndToEnd, best: bool = False) -> N
     folder.save_model(model.temporal, visual, best=best)
 
 
-def run_config(model: EndToEnd) -> dict:
-    """The model's entries of the run's ``config.json``: what ``load_run``, ``run_clip`` (the
-    CLIP to rebuild and blend), ``evaluate`` (classes) and ``report`` read."""
-    cfg = model.temporal.cfg
-    return {
-        "arch": cfg.arch,
-        "model_config": dataclasses.asdict(cfg),
-        "clip": dataclasses.asdict(model.clip),
+def run_config(model: EndToEnd, details: Mapping[str, Any], **fields: Any) -> RunConfig:
+    """A finetune-e2e run's record: the model's facts (what ``load_run``, ``run_clip`` (the CLIP
+    to rebuild and blend), ``evaluate`` (classes) and ``report`` read), the command's other
+    ``details`` and any other ``RunConfig`` ``fields`` (settings, sampling, tool version)."""
+    model_facts = {
         "clip_weights": "tuned",
-        "classes": list(model.class_names),
         "finetune_classes": int(model.class_text.shape[0]),
-        "params_merged": model.temporal.num_params(merged=True),
-        "params_train": model.temporal.num_params(merged=False),
         "params_visual": model.num_visual_params(),
     }
+    return RunConfig(
+        source="finetune-e2e",
+        model=model.temporal.cfg,
+        clip=RunClip(**dataclasses.asdict(model.clip)),
+        classes=tuple(model.class_names),
+        params_merged=model.temporal.num_params(merged=True),
+        params_train=model.temporal.num_params(merged=False),
+        details={**model_facts, **details},
+        **fields,
+    )
 
 
 def warm_start(model: EndToEnd, run: Path | str, best: bool = False) -> dict:
@@ -52,7 +59,7 @@ def warm_start(model: EndToEnd, run: Path | str, best: bool = False) -> dict:
     folder = RunFolder(run)
     source, _ = folder.load_model(best=best)
     config = folder.read_config()
-    built_on = (config.get("clip") or {}).get("model")
+    built_on = config.clip.model
     if built_on and built_on != model.clip.model:
         raise ConfigError(
             f"--init-run {run}: trained on {built_on} features but this run tunes "
@@ -72,6 +79,6 @@ def warm_start(model: EndToEnd, run: Path | str, best: bool = False) -> dict:
     return {
         "run": str(run),
         "weights": folder.best_file.name if best else folder.model_file.name,
-        "clip_weights_id": (config.get("clip") or {}).get("weights_id"),
+        "clip_weights_id": config.clip.weights_id,
         "logit_scale": float(source.logit_scale.detach()),
     }

@@ -25,15 +25,15 @@ TEST_BLEND = 0.99  # spec 7.4
 def run_clip_spec(run: Path) -> tuple[str, str]:
     """(model, pretrained) of the CLIP a run was built on."""
     folder = RunFolder(run)
-    clip = folder.read_config().get("clip") or {}
-    if not clip.get("model"):
+    clip = folder.read_config().clip
+    if not clip.model:
         raise ConfigError(f"{folder.config_file}: records no CLIP model")
-    return clip["model"], clip.get("pretrained") or "openai"
+    return clip.model, clip.pretrained or "openai"
 
 
 def _random_seed(run: Path) -> int:
     """The seed of a run built on random CLIP weights (``random:seed=N``), else 0."""
-    weights_id = (RunFolder(run).read_config().get("clip") or {}).get("weights_id") or ""
+    weights_id = RunFolder(run).read_config().clip.weights_id or ""
     prefix = "random:seed="
     return int(weights_id[len(prefix) :]) if weights_id.startswith(prefix) else 0
 
@@ -44,8 +44,9 @@ def store_expectation(run, blend: float = TEST_BLEND) -> dict:
     Runs that carry tuned CLIP weights need stores made with ``mote extract --run RUN`` (with
     this ``blend``; 1 for ``--no-blend`` stores).
     """
-    clip = run.config.get("clip", {})
-    expect = {key: clip[key] for key in ("model", "weights_id", "dim") if clip.get(key)}
+    clip = run.config.clip
+    recorded = {"model": clip.model, "weights_id": clip.weights_id, "dim": clip.dim}
+    expect = {key: value for key, value in recorded.items() if value}
     expect.setdefault("dim", run.model.cfg.dim)
     tuned = run_weights_id(run.path, blend)
     if tuned is not None:

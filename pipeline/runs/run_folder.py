@@ -38,6 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mote.pipeline.errors import ConfigError, OutputError, RunFileError, os_fault_reason
+from mote.pipeline.runs.run_config import RunConfig
 from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.mote_model import MoTE
 
@@ -318,16 +319,16 @@ class RunFolder:
 
     # -------------------------------------------------------------- config, history, metrics
 
-    def read_config(self) -> dict:
+    def read_config(self) -> RunConfig:
         if not self.config_file.is_file():
             raise RunFileError(f"{self.path}: not a run folder (no {CONFIG_FILE}); {NOT_A_RUN}")
         config = read_json(self.config_file)
         if not isinstance(config, dict):
             raise RunFileError(f"{self.config_file}: not a JSON object; {REMAKE}")
-        return config
+        return RunConfig.from_json(config, str(self.config_file))
 
-    def write_config(self, config: dict) -> None:
-        write_json(self.config_file, config)
+    def write_config(self, config: RunConfig) -> None:
+        write_json(self.config_file, config.to_json())
 
     def read_history(self) -> list[dict]:
         """The epochs so far; a line still being written (a running or killed job) is skipped."""
@@ -458,7 +459,7 @@ class Run:
     """A loaded run folder: its model, its config.json, and any extra tensors."""
 
     path: Path
-    config: dict
+    config: RunConfig
     model: MoTE
     extra: dict[str, torch.Tensor]
     weights_file: str = MODEL_FILE  # which model file was loaded

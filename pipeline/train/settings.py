@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import math
 import typing
-from collections.abc import Callable
-from dataclasses import MISSING, asdict, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,23 +110,46 @@ def recorded_settings(cfg: Any, path_keys: tuple[str, ...]) -> dict:
 
 
 def check_resume(
-    saved: dict, now: dict, out: Path, ignored: tuple[str, ...], path_keys: tuple[str, ...]
+    saved: Mapping[str, Any],
+    cfg: Any,
+    out: Path,
+    ignored: tuple[str, ...],
+    path_keys: tuple[str, ...],
 ) -> None:
     """Refuse a ``--resume`` whose settings differ from the run's (except ``ignored`` ones),
-    naming every difference; paths compare resolved."""
+    naming every difference; paths compare resolved. A setting the run does not record (it
+    was written before the setting existed) counts as that setting's default, so adding a
+    switch does not strand older runs."""
+    now = recorded_settings(cfg, path_keys)
+    defaults = setting_defaults(type(cfg))
 
     def same(key: str, old: Any, new: Any) -> bool:
         if key in path_keys and old is not None and new is not None:
             return Path(old).resolve() == Path(new).resolve()
         return json.dumps(old, default=str) == json.dumps(new, default=str)
 
+    def recorded(key: str) -> Any:
+        return saved[key] if key in saved else defaults.get(key)
+
     diffs = [
-        f"{key}: {saved.get(key)!r} in the run, {now.get(key)!r} now"
+        f"{key}: {recorded(key)!r} in the run, {now.get(key)!r} now"
         for key in now
-        if key not in ignored and not same(key, saved.get(key), now.get(key))
+        if key not in ignored and not same(key, recorded(key), now.get(key))
     ]
     if diffs:
         raise ConfigError(f"{out}: cannot resume with other settings ({'; '.join(diffs)})")
+
+
+def setting_defaults(config_type: type) -> dict[str, Any]:
+    """Each field's default as ``recorded_settings`` would record it (fields without one left
+    out), in the dataclass ``config_type``."""
+    out = {}
+    for item in fields(config_type):
+        if item.default is not MISSING:
+            out[item.name] = item.default
+        elif item.default_factory is not MISSING:
+            out[item.name] = item.default_factory()
+    return json.loads(json.dumps(out, default=str))
 
 
 def epoch_message(line: dict, epochs: int) -> str:
