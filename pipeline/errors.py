@@ -27,6 +27,10 @@ class WeightsUnavailable(MoteError, RuntimeError):
     """CLIP weights could not be found locally and cannot be downloaded."""
 
 
+class TrainingDiverged(MoteError, RuntimeError):
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
+
+
 class RunFileError(ConfigError):
     """A run folder's file is missing, cut short or damaged; the message says how to remake it."""
 

@@ -16,6 +16,7 @@ from typing import NamedTuple, Protocol
 import torch
 
 from mote.pipeline.device import tf32_matmuls
+from mote.pipeline.errors import TrainingDiverged
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.train.checkpoint import RandomState, load_checkpoint, save_checkpoint
@@ -78,6 +79,48 @@ class FitResult:
         return self.last_epoch < self.epochs
 
 
+MAX_SKIPPED_FRACTION = 0.5  # of an epoch's steps a loss scaler may skip (and more than 10)
+
+
+class EpochHealth(NamedTuple):
+    """An epoch's numeric health, summed over ranks: steps whose loss was not finite (no
+    scaler), rank 0's first such step + 1 (0: none), steps a loss scaler skipped, and whether
+    some rank's weights are not finite at the end."""
+
+    bad_steps: float
+    first_bad_step: float
+    skipped: float
+    weights_broken: float
+
+
+def check_health(
+    health: EpochHealth, epoch: int, steps: int, world_size: int, scaled: bool
+) -> None:
+    """Stop a diverged run with one line: where, what, and the fix."""
+    fix = (
+        "the weights of this epoch were not saved; the run's last checkpoint is the last "
+        "good epoch: lower --lr, or train with --precision fp32, then --resume (or start a "
+        "new --out)"
+    )
+    where = f"epoch {epoch + 1}"
+    if health.bad_steps:
+        step = int(health.first_bad_step)
+        at = f", step {step} of {steps}" if step else ""
+        count = int(health.bad_steps)
+        raise TrainingDiverged(
+            f"{where}{at}: the loss became NaN or infinite ({count} step"
+            f"{'s' if count != 1 else ''} of {steps * world_size} over the processes); {fix}"
+        )
+    if health.weights_broken:
+        raise TrainingDiverged(f"{where}: the weights became NaN or infinite; {fix}")
+    skipped = round(health.skipped / world_size)  # every rank counts the same steps
+    if scaled and skipped > max(10, MAX_SKIPPED_FRACTION * steps):
+        raise TrainingDiverged(
+            f"{where}: the fp16 loss scaler skipped {skipped} of {steps} steps (the gradients "
+            f"overflowed); {fix}"
+        )
+
+
 def routing_seed(seed: int, slot: int) -> int:
     """The routing/WMR generator seed of micro-batch slot ``slot`` (``seed`` initialises the
     model, so the slots start one above it)."""
@@ -123,28 +166,41 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
 
     def train_epoch(self, data: EpochData, text: torch.Tensor, epoch: int) -> dict:
-        """One epoch; the returned stats are sums over every rank (one sync per epoch)."""
+        """One epoch; the returned stats are sums over every rank (one sync per epoch).
+
+        Raises ``TrainingDiverged`` when a step's loss or the weights at the end are not finite
+        (not for steps a loss scaler skipped: it leaves the weights alone), or when the scaler
+        skipped most of the epoch's steps; the caller has saved nothing of this epoch yet."""
         self.module.train()
         data.set_epoch(epoch)
         with tf32_matmuls(self.precision != "fp32"):
             totals = self.run_steps(data, text, epoch)
         values = self.ctx.all_reduce_sum(totals).tolist()  # the epoch's one host read
+        health = EpochHealth(*values[-len(EpochHealth._fields) :])
+        values = values[: -len(EpochHealth._fields)]
         seen = max(values[-1], 1.0)
         stats = {
             ("loss" if key == "total" else f"loss_{key}"): value / seen
             for key, value in zip(LOSS_TERMS, values, strict=False)
         }
         stats.update(lr=self.lr, train_top1=100.0 * values[-2] / seen, videos=int(values[-1]))
+        if self.scaler is not None:  # every rank skips the same steps (gradients all-reduced)
+            stats["skipped_steps"] = round(health.skipped / self.ctx.world_size)
+        check_health(health, epoch, max(1, len(data)), self.ctx.world_size, self.scaler is not None)
         return stats
 
     def run_steps(self, data: EpochData, text: torch.Tensor, epoch: int) -> torch.Tensor:
         """Every step of an epoch; returns this rank's sums (loss terms x videos, correct,
-        videos) on the device. Nothing here waits for the GPU: batch sizes are Python
-        numbers, draws go to the device from pinned memory, metrics stay on the device."""
+        videos) and its ``EpochHealth`` on the device. Nothing here waits for the GPU: batch
+        sizes are Python numbers, draws go to the device from pinned memory, metrics and the
+        health counts stay on the device."""
         ctx, loop = self.ctx, self.loop
         iters = max(1, len(data))
         device = ctx.device
         totals = torch.zeros(len(LOSS_TERMS) + 1, device=device)  # terms, correct
+        bad_steps = torch.zeros((), device=device)
+        first_bad = torch.full((), -1.0, device=device)
+        skipped = torch.zeros((), device=device)
         videos = 0
         for i, batch in enumerate(data):
             inputs, labels, global_size = batch
@@ -153,6 +209,7 @@ class Trainer:
                 self.lr = set_lr(self.optimizer, factor)
             inputs = inputs.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
+            scale = self._scale()
             sums, correct = self.step(
                 self.module,
                 self.optimizer,
@@ -166,9 +223,27 @@ class Trainer:
                 scaler=self.scaler,
                 precision=self.precision,
             )
-            totals += torch.stack([*(sums[k] for k in LOSS_TERMS), correct.float()])
+            terms = torch.stack([*(sums[k] for k in LOSS_TERMS), correct.float()])
+            finite = torch.isfinite(terms).all()
+            if self.scaler is not None:  # a skipped step halves the scale, keeps the weights
+                if scale is not None:  # None before the scaler's first step
+                    skipped += (self._scale() < scale).float()
+            else:
+                bad_steps += (~finite).float()
+                first_bad = torch.where((first_bad < 0) & ~finite, float(i), first_bad)
+            totals += torch.where(finite, terms, torch.zeros_like(terms))
             videos += len(labels)
-        return torch.cat([totals, totals.new_full((1,), videos)])
+        weights_finite = torch.stack(
+            [torch.isfinite(p).all() for p in self.losses.parameters() if p.requires_grad]
+        ).all()
+        first = first_bad if ctx.rank == 0 else torch.full_like(first_bad, -1.0)
+        health = torch.stack([bad_steps, first + 1, skipped, (~weights_finite).float()])
+        return torch.cat([totals, totals.new_full((1,), videos), health])
+
+    def _scale(self) -> torch.Tensor | None:
+        """The loss scaler's current scale as a device tensor (a copy), None without one."""
+        scale = getattr(self.scaler, "_scale", None)  # made lazily by the first scale()
+        return None if scale is None else scale.clone()
 
     # ------------------------------------------------------------------ the run
 
