@@ -458,11 +458,12 @@ def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         train=settings,
         train_sampling={"frames": cfg.frames, "rule": "train", "augment": "spec 7.2"},
     )
-    if cfg.resume and folder.is_run():
-        check_resume(folder.read_config().train, cfg, cfg.out, RESUME_IGNORED, PATH_SETTINGS)
+    notice = check_resume(folder, cfg, RESUME_IGNORED, PATH_SETTINGS) if cfg.resume else None
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
     failures = FailureLog(folder, ctx)
     if ctx.is_main:
+        if notice:
+            progress.message(notice)
         folder.create()
         folder.write_config(config)
         if cfg.resume:

@@ -332,10 +332,11 @@ def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
             "each process trains micro_batches / world_size of them",
         },
     )
-    if cfg.resume and folder.is_run():
-        check_resume(folder.read_config().train, cfg, out, RESUME_IGNORED, PATH_SETTINGS)
+    notice = check_resume(folder, cfg, RESUME_IGNORED, PATH_SETTINGS) if cfg.resume else None
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
     if ctx.is_main:
+        if notice:
+            progress.message(notice)
         folder.create()
         folder.write_config(run_config)
         progress.message(

@@ -448,3 +448,16 @@ def test_run_config_round_trips_and_refuses_a_newer_layout(tmp_path):
     folder.config_file.write_text(json.dumps({**data, "config_version": RUN_CONFIG_VERSION + 1}))
     with pytest.raises(ConfigError, match="newer than this mote reads"):
         folder.read_config()
+
+
+def test_a_moved_run_resumes_where_it_is_and_resume_of_nothing_says_so(stores, tmp_path):
+    first = tmp_path / "first"
+    train_temporal.run(config(stores, first, epochs=2, stop_after_epochs=1))
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    first.rename(moved)
+    result = train_temporal.run(config(stores, moved, epochs=2, resume=True))
+    assert result["epochs"] == 2 and history_epochs(RunFolder(moved)) == [1, 2]
+    progress = Recorder()  # a job script that always passes --resume: its first launch
+    train_temporal.run(config(stores, tmp_path / "new", epochs=1, resume=True), progress)
+    assert any("no run in" in m and "starting a new one" in m for m in progress.messages)

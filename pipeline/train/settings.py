@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import math
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from mote.pipeline.config import option_fields
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.runs.run_folder import CONFIG_FILE, RunFolder
 from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.train.sampler import default_micro_batches
 
@@ -110,18 +111,23 @@ def recorded_settings(cfg: Any, path_keys: tuple[str, ...]) -> dict:
 
 
 def check_resume(
-    saved: Mapping[str, Any],
-    cfg: Any,
-    out: Path,
-    ignored: tuple[str, ...],
-    path_keys: tuple[str, ...],
-) -> None:
+    folder: RunFolder, cfg: Any, ignored: tuple[str, ...], path_keys: tuple[str, ...]
+) -> str | None:
     """Refuse a ``--resume`` whose settings differ from the run's (except ``ignored`` ones),
-    naming every difference; paths compare resolved. A setting the run does not record (it
-    was written before the setting existed) counts as that setting's default, so adding a
-    switch does not strand older runs."""
+    naming every difference; paths compare resolved. A folder with no run yet starts one
+    (a job script that always passes ``--resume`` works from its first launch), and the
+    returned notice says so, for the command to print.
+
+    The output folder is where the run is, not one of its settings: a run moved or copied to
+    another folder resumes there. A setting the run does not record (it was written before
+    the setting existed) counts as that setting's default, so adding a switch does not strand
+    older runs."""
+    if not folder.is_run():
+        return f"--resume: no run in {folder.path} yet (no {CONFIG_FILE}); starting a new one"
+    saved = folder.read_config().train
     now = recorded_settings(cfg, path_keys)
     defaults = setting_defaults(type(cfg))
+    ignored = (*ignored, "out")
 
     def same(key: str, old: Any, new: Any) -> bool:
         if key in path_keys and old is not None and new is not None:
@@ -137,7 +143,8 @@ def check_resume(
         if key not in ignored and not same(key, recorded(key), now.get(key))
     ]
     if diffs:
-        raise ConfigError(f"{out}: cannot resume with other settings ({'; '.join(diffs)})")
+        raise ConfigError(f"{folder.path}: cannot resume with other settings ({'; '.join(diffs)})")
+    return None
 
 
 def setting_defaults(config_type: type) -> dict[str, Any]:
