@@ -167,11 +167,14 @@ def imports(root: Path, source: Source) -> tuple[list[Import], list[str]]:
 def _walk(node: ast.AST, lazy: bool) -> Iterator[tuple[ast.AST, bool]]:
     """Every node with whether it runs later than the module body (functions, TYPE_CHECKING)."""
     deferred = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-    guarded = isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+    guarded = isinstance(node, ast.If) and ast.unparse(node.test) in TYPE_CHECKING
     for child in ast.iter_child_nodes(node):
         inner = lazy or deferred or (guarded and child in node.body)
         yield child, inner
         yield from _walk(child, inner)
+
+
+TYPE_CHECKING = ("TYPE_CHECKING", "typing.TYPE_CHECKING")
 
 
 def _call_name(node: ast.Call) -> str | None:
@@ -241,7 +244,7 @@ def check_stage_imports(root: Path) -> list[str]:
     problems = []
     for source, item in _all_imports(root):
         if not (
-            source.module.startswith("mote.stages.") and item.target.startswith("mote.stages.")
+            _matches(source.module, "mote.stages.*") and item.target.startswith("mote.stages.")
         ):
             continue
         allowed = STAGE_IMPORTERS.get(source.module, ())

@@ -153,6 +153,7 @@ def test_a_module_outside_the_layer_table_is_seen(tree: Path, relative: str) -> 
         ("stages/evaluate.py", "from mote.stages import zeroshot"),
         ("stages/extract.py", "from . import console"),
         ("stages/fewshot.py", "from mote.stages import evaluate"),
+        ("stages/__init__.py", "from . import cli"),
     ],
 )
 def test_a_stage_importing_a_stage_is_seen(tree: Path, relative: str, code: str) -> None:
@@ -192,4 +193,7 @@ def test_torch_in_the_decode_worker_is_seen(tree: Path) -> None:
 def test_torch_imported_later_is_not_a_worker_import(tree: Path) -> None:
     """A lazy import (what transforms.normalize does) runs only where it is called."""
     _write(tree, "pipeline/video/decode.py", "def f():\n    import torch")
+    _write(tree, "pipeline/video/sampling.py", "if TYPE_CHECKING:\n    import torch")
     assert check_worker_closure(tree) == []
+    _write(tree, "pipeline/video/sampling.py", "if not TYPE_CHECKING:\n    import zarr")
+    _reports(check_worker_closure, tree, "pipeline/video/sampling.py", "loads zarr")
