@@ -155,8 +155,7 @@ def imports(root: Path, source: Source) -> tuple[list[Import], list[str]]:
             if name is None:
                 problems.append(f"{where}:{node.lineno}: dynamic import the checker cannot follow")
                 continue
-            anchor = _literal(node.args[1]) if len(node.args) > 1 else None
-            anchor = package if _names_package(node) else anchor
+            anchor = package if _names_package(node) else _package_literal(node)
             try:
                 found.append(Import(node.lineno, importlib.util.resolve_name(name, anchor), lazy))
             except (ImportError, ValueError):
@@ -185,6 +184,14 @@ def _call_name(node: ast.Call) -> str | None:
 
 def _literal(node: ast.expr) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _package_literal(node: ast.Call) -> str | None:
+    """The literal package of ``import_module(name, "mote.x")`` or ``package="mote.x"``."""
+    if _call_name(node) != "import_module":
+        return None  # __import__'s second argument is globals()
+    args = [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "package")]
+    return next((_literal(a) for a in args if _literal(a) is not None), None)
 
 
 def _names_package(node: ast.Call) -> bool:

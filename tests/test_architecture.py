@@ -65,9 +65,13 @@ def tree(tmp_path: Path) -> Path:
         shutil.copytree(
             REPO / folder,
             tmp_path / folder,
-            ignore=lambda d, names: [n for n in names if not n.endswith(".py") and "." in n],
+            ignore=lambda _, names: [n for n in names if n == "__pycache__" or _data(n)],
         )
     return tmp_path
+
+
+def _data(name: str) -> bool:
+    return "." in name and not name.endswith(".py")
 
 
 def _write(tree: Path, relative: str, code: str) -> None:
@@ -98,6 +102,10 @@ UPWARD = {
     "import_module relative": (
         "from importlib import import_module\nimport_module('..train.step', 'mote.pipeline.video')",
         "mote.pipeline.train.step",
+    ),
+    "import_module package=": (
+        "import importlib\nimportlib.import_module('.cli', package='mote.stages')",
+        "mote.stages.cli",
     ),
 }
 
