@@ -1,92 +1,207 @@
-"""The folder tree is the architecture: each layer imports only the layers below it.
+"""The rules of ``docs/architecture.md`` hold for the code, and each check can fail.
 
-The order is the one ``docs/architecture.md`` draws; a new import that breaks it fails here, so the
-picture and the code cannot drift apart.
+The checks live in ``architecture_rules.py`` as functions of a source root. The first tests run
+them on this repository; the rest write one violation into a copy of the tree and demand that the
+right check reports it, so a checker that has gone blind fails here too.
 """
 
 from __future__ import annotations
 
-import ast
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from architecture_rules import (
+    LAYERS,
+    STATIC_CHECKS,
+    Source,
+    check_imports_resolve,
+    check_layer_order,
+    check_layer_table,
+    check_only_in,
+    check_stage_imports,
+    check_worker_closure,
+    check_worker_runtime,
+    imports,
+    sources,
+)
 
 REPO = Path(__file__).resolve().parents[1]
+Check = Callable[[Path], list[str]]
 
-# Lowest first. A module may import its own layer and any layer listed before it.
-LAYERS = (
-    "mote.pipeline.base",  # errors, device, config, progress, the torchvision shim
-    "mote.cache_schema",
-    "mote.pipeline.video",
-    "mote.pipeline.clip",
-    "mote.pipeline.data",
-    "mote.pipeline.temporal",
-    "mote.pipeline.runs",
-    "mote.pipeline.extraction",
-    "mote.pipeline.train",
-    "mote.stages",
-)
-FOLDERS = {
-    "pipeline": "mote.pipeline",
-    "stages": "mote.stages",
-    "cache_schema": "mote.cache_schema",
+
+def test_the_tree_is_found() -> None:
+    names = {s.module for s in sources(REPO)}
+    assert len(names) > 30
+    assert {"mote.pipeline", "mote.pipeline.train.settings", "mote.stages.cli"} <= names
+
+
+@pytest.mark.parametrize("check", STATIC_CHECKS, ids=lambda c: c.__name__)
+def test_the_code_keeps_the_rule(check: Check) -> None:
+    problems = check(REPO)
+    assert not problems, f"{check.__doc__}\n" + "\n".join(problems)
+
+
+def test_decode_workers_load_no_torch() -> None:
+    assert check_worker_runtime(REPO) == []
+
+
+def test_the_picture_draws_the_layers_in_order() -> None:
+    """The layer names down the left of the picture are LAYERS, in the same order."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    picture = text.split("## Layers", 1)[1].split("```")[1]
+    drawn = [line[:20].strip() for line in picture.splitlines() if line[:20].strip() not in "|"]
+    assert drawn == [name for name, _ in LAYERS]
+
+
+# The test of the test: one violation in a copy of the tree, and the check that must see it.
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A copy of the three source folders (Python files only)."""
+    for folder in ("pipeline", "stages", "cache_schema"):
+        shutil.copytree(
+            REPO / folder,
+            tmp_path / folder,
+            ignore=lambda _, names: [n for n in names if n == "__pycache__" or _data(n)],
+        )
+    return tmp_path
+
+
+def _data(name: str) -> bool:
+    return "." in name and not name.endswith(".py")
+
+
+def _write(tree: Path, relative: str, code: str) -> None:
+    """Add ``code`` to the end of a file of the copy (a new file when it does not exist)."""
+    path = tree / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text() if path.exists() else ""
+    path.write_text(old + "\n" + code + "\n")
+
+
+def _reports(check: Check, tree: Path, *needles: str) -> None:
+    problems = check(tree)
+    assert any(all(n in p for n in needles) for p in problems), problems
+
+
+def test_the_copy_passes(tree: Path) -> None:
+    assert [p for check in STATIC_CHECKS for p in check(tree)] == []
+
+
+UPWARD = {
+    "absolute": ("import mote.pipeline.train.loop", "mote.pipeline.train.loop"),
+    "from mote import stages": ("from mote import stages", "mote.stages (stages)"),
+    "subpackage by from": ("from mote.pipeline import train", "mote.pipeline.train (pipeline."),
+    "relative": ("from ..train import loop", "mote.pipeline.train.loop"),
+    "relative package": ("from .. import train", "mote.pipeline.train (pipeline.train)"),
+    "lazy relative": ("def f():\n    from ...stages import cli", "mote.stages.cli"),
+    "import_module": ("import importlib\nimportlib.import_module('mote.stages.cli')", "stages.cli"),
+    "import_module relative": (
+        "from importlib import import_module\nimport_module('..train.step', 'mote.pipeline.video')",
+        "mote.pipeline.train.step",
+    ),
+    "import_module package=": (
+        "import importlib\nimportlib.import_module('.cli', package='mote.stages')",
+        "mote.stages.cli",
+    ),
 }
 
 
-def _layer(module: str) -> str | None:
-    """The layer a ``mote.*`` module belongs to; top-level pipeline modules are the base."""
-    for layer in LAYERS[1:]:
-        if module == layer or module.startswith(layer + "."):
-            return layer
-    if module == "mote.pipeline" or module.startswith("mote.pipeline."):
-        return "mote.pipeline.base"
-    return None
+@pytest.mark.parametrize("code,target", UPWARD.values(), ids=UPWARD.keys())
+def test_an_upward_import_is_seen(tree: Path, code: str, target: str) -> None:
+    _write(tree, "pipeline/video/bad.py", code)
+    _reports(check_layer_order, tree, "pipeline/video/bad.py", target)
 
 
-def _sources() -> list[tuple[str, Path]]:
-    found = []
-    for folder, package in FOLDERS.items():
-        for path in sorted((REPO / folder).rglob("*.py")):
-            parts = path.relative_to(REPO / folder).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            found.append((".".join((package, *parts)), path))
-    return found
+def test_from_dot_in_a_base_module_is_seen(tree: Path) -> None:
+    _write(tree, "pipeline/errors.py", "from . import video")
+    _reports(check_layer_order, tree, "pipeline/errors.py", "imports mote.pipeline.video")
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    """Every ``mote.*`` module that ``path`` imports, at any depth (lazy imports count too)."""
-    out = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name) for a in node.names if a.name.startswith("mote.")]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mote."):
-            out.append((node.lineno, node.module))
-    return out
-
-
-def test_every_module_is_in_a_layer() -> None:
-    sources = _sources()
-    assert len(sources) > 30
-    assert all(_layer(module) for module, _ in sources)
-
-
-@pytest.mark.parametrize("module,path", _sources(), ids=lambda v: str(v).rsplit("/", 1)[-1])
-def test_imports_point_down(module: str, path: Path) -> None:
-    own = LAYERS.index(_layer(module))
-    upward = [
-        f"{path.relative_to(REPO)}:{line} imports {target} ({_layer(target)})"
-        for line, target in _imports(path)
-        if _layer(target) and LAYERS.index(_layer(target)) > own
+def test_relative_names_resolve_against_the_package(tree: Path) -> None:
+    _write(tree, "pipeline/video/__init__.py", "from . import decode\nfrom .sampling import x")
+    init = Source("mote.pipeline.video", tree / "pipeline/video/__init__.py", True)
+    found, problems = imports(tree, init)
+    assert [i.target for i in found] == [
+        "mote.pipeline.video.decode",
+        "mote.pipeline.video.sampling",
     ]
-    assert not upward, "imports against the layer order of docs/architecture.md:\n" + "\n".join(
-        upward
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["import mote.pipeline.vidoe.decode", "from mote.pipeline.vidoe import decode", "import mote"],
+)
+def test_an_unknown_module_is_seen(tree: Path, code: str) -> None:
+    _write(tree, "pipeline/video/bad.py", code)
+    _reports(check_imports_resolve, tree, "pipeline/video/bad.py", "no module here")
+
+
+@pytest.mark.parametrize(
+    "code", ["import importlib\nname = 'x'\nimportlib.import_module(name)", "from .... import x"]
+)
+def test_an_import_the_checker_cannot_follow_is_seen(tree: Path, code: str) -> None:
+    _write(tree, "pipeline/video/bad.py", code)
+    _reports(check_imports_resolve, tree, "pipeline/video/bad.py")
+
+
+@pytest.mark.parametrize("relative", ["pipeline/helpers.py", "pipeline/newpkg/__init__.py"])
+def test_a_module_outside_the_layer_table_is_seen(tree: Path, relative: str) -> None:
+    _write(tree, relative, "")
+    _reports(check_layer_table, tree, relative, "add it to LAYERS")
+
+
+@pytest.mark.parametrize(
+    "relative,code",
+    [
+        ("stages/evaluate.py", "from mote.stages import zeroshot"),
+        ("stages/extract.py", "from . import console"),
+        ("stages/fewshot.py", "from mote.stages import evaluate"),
+        ("stages/__init__.py", "from . import cli"),
+    ],
+)
+def test_a_stage_importing_a_stage_is_seen(tree: Path, relative: str, code: str) -> None:
+    _write(tree, relative, code)
+    _reports(check_stage_imports, tree, relative)
+
+
+@pytest.mark.parametrize(
+    "relative,code",
+    [
+        ("pipeline/temporal/features.py", "def f():\n    import zarr"),
+        ("stages/extract.py", "from numcodecs import Zstd"),
+        ("stages/info.py", "from mote.cache_schema.v1 import DONE"),
+        ("pipeline/progress.py", "from rich.progress import Progress as Bar"),
+        ("stages/cli.py", "from rich.console import Console"),
+        ("stages/cli.py", "from rich import print"),
+        ("stages/extract.py", "from rich.table import Table"),
+    ],
+)
+def test_a_guarded_import_outside_its_place_is_seen(tree: Path, relative: str, code: str) -> None:
+    _write(tree, relative, code)
+    _reports(check_only_in, tree, relative)
+
+
+def test_torch_in_the_decode_worker_is_seen(tree: Path) -> None:
+    _write(tree, "pipeline/video/helper.py", "import torch")
+    _write(tree, "pipeline/video/sampling.py", "from mote.pipeline.video import helper")
+    _reports(
+        check_worker_closure, tree, "pipeline/video/helper.py", "-> mote.pipeline.video.helper"
     )
+    assert check_worker_runtime(tree) == [
+        "importing mote.pipeline.video.decode_pool, mote.stages.cli loads torch: "
+        "decode workers never import it"
+    ]
 
 
-def test_checker_sees_an_upward_import(tmp_path: Path) -> None:
-    """The checker itself: an import of mote.stages from pipeline code is found."""
-    bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from mote.stages.cli import main\n")
-    assert _imports(bad) == [(2, "mote.stages.cli")]
-    assert LAYERS.index(_layer("mote.stages.cli")) > LAYERS.index(_layer("mote.pipeline.video.x"))
+def test_torch_imported_later_is_not_a_worker_import(tree: Path) -> None:
+    """A lazy import (what transforms.normalize does) runs only where it is called."""
+    _write(tree, "pipeline/video/decode.py", "def f():\n    import torch")
+    _write(tree, "pipeline/video/sampling.py", "if TYPE_CHECKING:\n    import torch")
+    assert check_worker_closure(tree) == []
+    _write(tree, "pipeline/video/sampling.py", "if not TYPE_CHECKING:\n    import zarr")
+    _reports(check_worker_closure, tree, "pipeline/video/sampling.py", "loads zarr")

@@ -1,0 +1,359 @@
+"""The rules of ``docs/architecture.md`` as functions of a source root.
+
+Every check takes the folder that holds ``pipeline/``, ``stages/`` and ``cache_schema/`` and returns
+one line per violation, so ``test_architecture.py`` can run it on the real tree and on a copy with
+one violation written in: a check that never fails on a broken copy proves nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+FOLDERS = {
+    "mote.pipeline": "pipeline",
+    "mote.stages": "stages",
+    "mote.cache_schema": "cache_schema",
+}
+
+# Lowest first, as the picture in docs/architecture.md: a module may import its own layer and the
+# layers listed before it. An entry ending in ".*" is a package and everything in it; any other
+# entry is that one module, so a new top-level pipeline module or subpackage is in no layer until
+# someone adds it here (and to the picture).
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "pipeline (base)",
+        (
+            "mote.pipeline",  # the package: arms the torchvision shim, __version__
+            "mote.pipeline.errors",
+            "mote.pipeline.device",
+            "mote.pipeline.config",
+            "mote.pipeline.progress",
+            "mote.pipeline._torchvision_shim",
+        ),
+    ),
+    ("cache_schema", ("mote.cache_schema.*",)),
+    ("pipeline.video", ("mote.pipeline.video.*",)),
+    ("pipeline.clip", ("mote.pipeline.clip.*",)),
+    ("pipeline.data", ("mote.pipeline.data.*",)),
+    ("pipeline.temporal", ("mote.pipeline.temporal.*",)),
+    ("pipeline.runs", ("mote.pipeline.runs.*",)),
+    ("pipeline.extraction", ("mote.pipeline.extraction.*",)),
+    ("pipeline.train", ("mote.pipeline.train.*",)),
+    ("stages", ("mote.stages.*",)),
+)
+
+# The stages modules that may import other stages modules, and which (None: any).
+STAGE_IMPORTERS: dict[str, tuple[str, ...] | None] = {
+    "mote.stages.cli": None,  # the typer app: every command, options.py, console.py
+    "mote.stages.__main__": ("mote.stages.cli",),  # `python -m mote.stages` (torchrun -m)
+    "mote.stages.demo": None,  # runs the other stages in order
+    "mote.stages.fewshot": ("mote.stages.train_temporal",),  # one training per K and seed
+}
+
+# Imports only some modules may make: the longest matching name decides.
+ONLY_IN: dict[str, tuple[str, ...]] = {
+    "zarr": ("mote.cache_schema.*",),  # the store contract is the only code that knows zarr
+    "numcodecs": ("mote.cache_schema.*",),
+    "mote.cache_schema.v1": ("mote.cache_schema.*",),  # layout and status codes: masks outside
+    "rich": ("mote.stages.console",),  # its two Consoles are the only terminal writers
+    "rich.table": ("mote.stages.console", "mote.stages.cli"),  # renderables cli.py builds and
+    "rich.text": ("mote.stages.console", "mote.stages.cli"),  # prints through console.py
+}
+
+# Modules a decode worker process imports: decode_pool (the worker loop) and, because the
+# forkserver preloads __main__, the `mote` console script's module.
+WORKER_MODULES = ("mote.pipeline.video.decode_pool", "mote.stages.cli")
+WORKER_FORBIDDEN = ("torch", "zarr")
+
+
+@dataclass(frozen=True)
+class Source:
+    module: str
+    path: Path
+    is_package: bool
+
+
+@dataclass(frozen=True)
+class Import:
+    line: int
+    target: str  # an absolute name: a mote module, or a third-party name (``rich.table.Table``)
+    lazy: bool  # in a function or under ``if TYPE_CHECKING:``: not run when the module loads
+
+
+def sources(root: Path) -> list[Source]:
+    """Every module under the three folders, named as installed."""
+    found = []
+    for package, folder in FOLDERS.items():
+        for path in sorted((root / folder).rglob("*.py")):
+            parts = path.relative_to(root / folder).with_suffix("").parts
+            is_package = parts[-1] == "__init__"
+            name = ".".join((package, *(parts[:-1] if is_package else parts)))
+            found.append(Source(name, path, is_package))
+    return found
+
+
+def module_file(root: Path, name: str) -> Path | None:
+    """The file that defines mote module ``name`` in this tree, or None when there is none."""
+    for package, folder in FOLDERS.items():
+        if name == package or name.startswith(package + "."):
+            base = root / folder / Path(*name.split(".")[2:])
+            for path in (base / "__init__.py", base.with_suffix(".py")):
+                if path.is_file():
+                    return path
+    return None
+
+
+def layer_of(module: str) -> int | None:
+    """Index in LAYERS of the layer that lists ``module``, or None when none does."""
+    for index, (_, entries) in enumerate(LAYERS):
+        if any(_matches(module, entry) for entry in entries):
+            return index
+    return None
+
+
+def _matches(module: str, entry: str) -> bool:
+    if entry.endswith(".*"):
+        return module == entry[:-2] or module.startswith(entry[:-1])
+    return module == entry
+
+
+def imports(root: Path, source: Source) -> tuple[list[Import], list[str]]:
+    """What ``source`` imports, each name resolved to the module it really names, and problems.
+
+    ``from mote import stages`` is ``mote.stages``; ``from mote.pipeline import train`` is the
+    subpackage when a file defines it, else an attribute of ``mote.pipeline``; relative names and
+    ``importlib.import_module`` literals are resolved against the importing module's package.
+    """
+    package = source.module if source.is_package else source.module.rpartition(".")[0]
+    where = f"{source.path.relative_to(root)}"
+    found: list[Import] = []
+    problems: list[str] = []
+    tree = ast.parse(source.path.read_text(), str(source.path))
+    for node, lazy in _walk(tree, False):
+        if isinstance(node, ast.Import):
+            found += [Import(node.lineno, alias.name, lazy) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            except (ImportError, ValueError):
+                problems.append(f"{where}:{node.lineno}: relative import above the mote packages")
+                continue
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                mote_module = _is_mote(base) and module_file(root, sub) is not None
+                target = sub if alias.name != "*" and (mote_module or not _is_mote(base)) else base
+                found.append(Import(node.lineno, target, lazy))
+        elif isinstance(node, ast.Call) and _call_name(node) in ("import_module", "__import__"):
+            name = _literal(node.args[0]) if node.args else None
+            if name is None:
+                problems.append(f"{where}:{node.lineno}: dynamic import the checker cannot follow")
+                continue
+            anchor = package if _names_package(node) else _package_literal(node)
+            try:
+                found.append(Import(node.lineno, importlib.util.resolve_name(name, anchor), lazy))
+            except (ImportError, ValueError):
+                problems.append(f"{where}:{node.lineno}: import_module({name!r}) has no package")
+    return found, problems
+
+
+def _walk(node: ast.AST, lazy: bool) -> Iterator[tuple[ast.AST, bool]]:
+    """Every node with whether it runs later than the module body (functions, TYPE_CHECKING)."""
+    deferred = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+    guarded = isinstance(node, ast.If) and ast.unparse(node.test) in TYPE_CHECKING
+    for child in ast.iter_child_nodes(node):
+        inner = lazy or deferred or (guarded and child in node.body)
+        yield child, inner
+        yield from _walk(child, inner)
+
+
+TYPE_CHECKING = ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+
+
+def _call_name(node: ast.Call) -> str | None:
+    if isinstance(node.func, ast.Attribute):
+        return node.func.attr
+    return node.func.id if isinstance(node.func, ast.Name) else None
+
+
+def _literal(node: ast.expr) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def _package_literal(node: ast.Call) -> str | None:
+    """The literal package of ``import_module(name, "mote.x")`` or ``package="mote.x"``."""
+    if _call_name(node) != "import_module":
+        return None  # __import__'s second argument is globals()
+    args = [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "package")]
+    return next((_literal(a) for a in args if _literal(a) is not None), None)
+
+
+def _names_package(node: ast.Call) -> bool:
+    """``import_module(name, __package__)``: the anchor is the importing module's package."""
+    args = [*node.args[1:2], *(k.value for k in node.keywords if k.arg == "package")]
+    return any(isinstance(a, ast.Name) and a.id == "__package__" for a in args)
+
+
+def _is_mote(name: str) -> bool:
+    return name == "mote" or name.startswith("mote.")
+
+
+def _all_imports(root: Path) -> Iterator[tuple[Source, Import]]:
+    for source in sources(root):
+        for item in imports(root, source)[0]:
+            yield source, item
+
+
+def _at(root: Path, source: Source, item: Import) -> str:
+    return f"{source.path.relative_to(root)}:{item.line}"
+
+
+def check_layer_table(root: Path) -> list[str]:
+    """Every module is listed in LAYERS, so a new subpackage cannot become 'base' silently."""
+    return [
+        f"{s.path.relative_to(root)} ({s.module}) is in no layer: add it to LAYERS in "
+        "tests/architecture_rules.py and to the picture in docs/architecture.md"
+        for s in sources(root)
+        if layer_of(s.module) is None
+    ]
+
+
+def check_imports_resolve(root: Path) -> list[str]:
+    """Every mote name imported is a module of this tree, and every import can be followed."""
+    problems = [p for s in sources(root) for p in imports(root, s)[1]]
+    for source, item in _all_imports(root):
+        if _is_mote(item.target) and module_file(root, item.target) is None:
+            problems.append(f"{_at(root, source, item)}: imports {item.target}, no module here")
+    return problems
+
+
+def check_layer_order(root: Path) -> list[str]:
+    """Each module imports only its own layer and the layers above it in the picture."""
+    problems = []
+    for source, item in _all_imports(root):
+        own, theirs = layer_of(source.module), layer_of(item.target)
+        if _is_mote(item.target) and own is not None and theirs is not None and theirs > own:
+            problems.append(
+                f"{_at(root, source, item)}: {source.module} ({LAYERS[own][0]}) imports "
+                f"{item.target} ({LAYERS[theirs][0]}), a lower layer in docs/architecture.md"
+            )
+    return problems
+
+
+def check_stage_imports(root: Path) -> list[str]:
+    """Stages do not import each other, except the importers in STAGE_IMPORTERS."""
+    problems = []
+    for source, item in _all_imports(root):
+        if not (
+            _matches(source.module, "mote.stages.*") and item.target.startswith("mote.stages.")
+        ):
+            continue
+        allowed = STAGE_IMPORTERS.get(source.module, ())
+        if allowed is not None and item.target not in allowed:
+            problems.append(
+                f"{_at(root, source, item)}: {source.module} imports {item.target}; a helper two "
+                "stages need moves to pipeline/ (exceptions: STAGE_IMPORTERS)"
+            )
+    return problems
+
+
+def check_only_in(root: Path) -> list[str]:
+    """zarr, numcodecs, the store layout and rich are imported only where ONLY_IN says."""
+    problems = []
+    for source, item in _all_imports(root):
+        keys = [k for k in ONLY_IN if item.target == k or item.target.startswith(k + ".")]
+        if keys:
+            allowed = ONLY_IN[max(keys, key=len)]
+            if not any(_matches(source.module, entry) for entry in allowed):
+                problems.append(
+                    f"{_at(root, source, item)}: {source.module} imports {item.target}; only "
+                    f"{', '.join(allowed)} may"
+                )
+    return problems
+
+
+def check_worker_closure(root: Path) -> list[str]:
+    """What a decode worker loads (module-level imports, followed through mote) has no torch."""
+    by_name = {s.module: s for s in sources(root)}
+    chains = {name: (name,) for start in WORKER_MODULES for name in _with_parents(start)}
+    todo, problems = list(chains), []
+    while todo:
+        source = by_name.get(todo.pop())
+        if source is None:
+            continue
+        for item in imports(root, source)[0]:
+            if item.lazy:
+                continue
+            if item.target.split(".")[0] in WORKER_FORBIDDEN:
+                chain = " -> ".join(chains[source.module])
+                problems.append(
+                    f"{_at(root, source, item)}: decode worker loads {item.target} ({chain})"
+                )
+            for name in _with_parents(item.target) if _is_mote(item.target) else ():
+                if name not in chains:
+                    chains[name] = (*chains[source.module], name)
+                    todo.append(name)
+    return problems
+
+
+def _with_parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:n]) for n in range(2, len(parts) + 1)]
+
+
+_LOAD = """
+import importlib.abc, importlib.util, json, sys
+root, folders, names = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
+
+class Tree(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name not in folders:
+            return None
+        where = f"{root}/{folders[name]}"
+        return importlib.util.spec_from_file_location(
+            name, f"{where}/__init__.py", submodule_search_locations=[where])
+
+sys.meta_path.insert(0, Tree())
+for name in names:
+    assert importlib.import_module(name).__file__.startswith(root), name
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def loaded_modules(root: Path, names: tuple[str, ...]) -> set[str]:
+    """``sys.modules`` of a fresh interpreter that imported ``names`` from this tree."""
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD, str(root), json.dumps(FOLDERS), *names],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"importing {names} from {root} failed:\n{result.stderr}")
+    return set(json.loads(result.stdout))
+
+
+def check_worker_runtime(root: Path) -> list[str]:
+    """The same rule, measured: third-party packages that pull torch in count too."""
+    loaded = loaded_modules(root, WORKER_MODULES)
+    return [
+        f"importing {', '.join(WORKER_MODULES)} loads {name}: decode workers never import it"
+        for name in WORKER_FORBIDDEN
+        if name in loaded
+    ]
+
+
+STATIC_CHECKS = (
+    check_layer_table,
+    check_imports_resolve,
+    check_layer_order,
+    check_stage_imports,
+    check_only_in,
+    check_worker_closure,
+)
