@@ -7,6 +7,7 @@ right check reports it, so a checker that has gone blind fails here too.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from architecture_rules import (
     check_worker_closure,
     check_worker_runtime,
     imports,
+    layer_of,
     sources,
 )
 
@@ -53,6 +55,31 @@ def test_the_picture_draws_the_layers_in_order() -> None:
     picture = text.split("## Layers", 1)[1].split("```")[1]
     drawn = [line[:20].strip() for line in picture.splitlines() if line[:20].strip() not in "|"]
     assert drawn == [name for name, _ in LAYERS]
+
+
+def test_the_picture_lists_every_module_of_its_layer() -> None:
+    """Each layer's lines in the picture name exactly its module files (a stage may be named
+    without ``.py``; package ``__init__`` files only in the base layer)."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    picture = text.split("## Layers", 1)[1].split("```")[1]
+    drawn: dict[str, set[str]] = {}
+    layer = ""
+    for line in picture.splitlines():
+        name = line[:20].strip()
+        if name == "|" or not line.strip():
+            continue
+        layer = name or layer
+        words = re.findall(r"[A-Za-z_0-9]+(?:\.py)?", line[20:])
+        drawn.setdefault(layer, set()).update(w.removesuffix(".py") for w in words)
+    problems = []
+    for source in sources(REPO):
+        index = layer_of(source.module)
+        if index is None or (source.is_package and index != 0):
+            continue
+        name, stem = LAYERS[index][0], source.path.stem
+        if stem not in drawn.get(name, set()):
+            problems.append(f"{source.path.relative_to(REPO)} is missing from '{name}'")
+    assert not problems, "update the picture in docs/architecture.md:\n" + "\n".join(problems)
 
 
 # The test of the test: one violation in a copy of the tree, and the check that must see it.
