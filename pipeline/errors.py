@@ -54,6 +54,8 @@ OS_FAULTS = {
     "choose another path",
     errno.ENOENT: "no such file or folder; check the path",
     errno.EIO: "input/output error from the disk; check the disk and rerun",
+    errno.EFBIG: "file larger than this process may write (ulimit -f) or the file system "
+    "allows; raise the limit or write elsewhere, then rerun",
 }
 
 

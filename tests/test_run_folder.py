@@ -461,3 +461,33 @@ def test_a_moved_run_resumes_where_it_is_and_resume_of_nothing_says_so(stores, t
     progress = Recorder()  # a job script that always passes --resume: its first launch
     train_temporal.run(config(stores, tmp_path / "new", epochs=1, resume=True), progress)
     assert any("no run in" in m and "starting a new one" in m for m in progress.messages)
+
+
+def test_a_failed_weights_write_is_one_line_and_keeps_the_last_file(tmp_path):
+    """safetensors' own I/O error becomes the errno table's line. A real write limit: the
+    process may write files of at most 64 kB (RLIMIT_FSIZE), so the second save, of a bigger
+    model, fails in the kernel with EFBIG."""
+    script = f"""
+import resource, signal, sys, torch
+from mote.pipeline.runs.run_folder import RunFolder
+from mote.pipeline.temporal.config import default_config
+from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.errors import OutputError
+folder = RunFolder({str(tmp_path / "run")!r})
+folder.create()
+folder.save_model(MoTE(default_config(8, layers=1)))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+try:
+    folder.save_model(MoTE(default_config(64, layers=2)))
+except OutputError as error:
+    print(error)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    model_file = tmp_path / "run" / "model.safetensors"
+    assert done.returncode == 0, done.stderr
+    message = done.stdout.strip()
+    assert message.startswith(f"{model_file}: cannot write") and "\n" not in message
+    assert "ulimit -f" in message, message
+    assert load_file(str(model_file))["logit_scale"].shape == ()  # the first model, whole
+    assert sorted(p.name for p in model_file.parent.iterdir()) == ["model.safetensors"]

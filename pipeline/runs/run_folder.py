@@ -24,8 +24,10 @@ file and every failed write raises a one-line error naming the file and the way 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -111,14 +113,30 @@ def _read_optional(path: Path, remake: str) -> Any:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """safetensors file written atomically; tensors are copied to contiguous CPU memory."""
+    """safetensors file written atomically; tensors are copied to contiguous CPU memory. A
+    failed write (disk full, permissions) is one line naming the file, and leaves the previous
+    file as it was."""
     plain = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     tmp = path.with_name(path.name + ".tmp")
     with writing(path):
-        save_file(
-            plain, str(tmp), metadata={"format": RUN_FORMAT, "version": RUN_VERSION, **metadata}
-        )
+        try:
+            save_file(
+                plain, str(tmp), metadata={"format": RUN_FORMAT, "version": RUN_VERSION, **metadata}
+            )
+        except Exception as error:  # safetensors reports I/O as its own error type
+            tmp.unlink(missing_ok=True)
+            raise _as_os_error(error) from error
         os.replace(tmp, path)
+
+
+def _as_os_error(error: Exception) -> OSError:
+    """safetensors' ``I/O error: No space left on device (os error 28)`` as the OSError it
+    wraps (EIO when it names none)."""
+    if isinstance(error, OSError):
+        return error
+    found = re.search(r"os error (\d+)|code: (\d+)", str(error))
+    code = int(found.group(1) or found.group(2)) if found else errno.EIO
+    return OSError(code, os.strerror(code))
 
 
 def read_tensors(
