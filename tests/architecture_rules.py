@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mote.pipeline.device",
             "mote.pipeline.config",
             "mote.pipeline.progress",
+            "mote.pipeline.safe_load",
             "mote.pipeline._torchvision_shim",
         ),
     ),

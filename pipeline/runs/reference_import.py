@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.safe_load import load_weights_only
 from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.temporal.mote_model import MoTE
 
@@ -60,7 +61,9 @@ def load_reference_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{list(REQUIRED_KEYS)}); a mote run folder needs no import, pass it with --run"
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_weights_only(path, "a reference MoTE checkpoint")
+    except ConfigError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any reader failure means the same to the user
         raise ConfigError(
             f"{path}: cannot be read as a torch checkpoint ({type(exc).__name__}: "
