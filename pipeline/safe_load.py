@@ -22,31 +22,39 @@ def load_weights_only(path: Path, what: str) -> Any:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
-            raise ConfigError(pickle_refusal(path, what)) from error
+            needed = unsafe_globals(path)
+            if not needed:  # not a refusal: the file is damaged or not a torch file
+                raise
+            raise ConfigError(pickle_refusal(path, what, needed)) from error
 
 
-def is_pickle_refusal(error: BaseException) -> bool:
-    """Whether ``error`` (or its cause) is torch's weights-only refusal of a pickle."""
-    while error is not None:
-        if isinstance(error, pickle.UnpicklingError):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def pickle_refusal(path: Path, what: str) -> str:
-    """One line: the file is a pickle needing these Python types, refused, and the safe way
-    out (allow-list exactly those types in a Python of your own, save the tensors)."""
+def unsafe_globals(path: Path) -> list[str]:
+    """The Python types a pickled torch file needs beyond tensors and plain containers, read
+    without running anything; empty when it needs none or is not a torch file."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            needed = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # noqa: BLE001 - the listing is a courtesy; the refusal stands
-        needed = []
+            return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - damaged or not a torch file: nothing to name
+        return []
+
+
+def refused_pickle(path: Path, error: BaseException) -> list[str]:
+    """What ``path`` needs, when ``error`` (or its cause) is torch's weights-only refusal of a
+    pickle that loads Python objects; empty for any other failure."""
+    while error is not None:
+        if isinstance(error, pickle.UnpicklingError):
+            return unsafe_globals(path)
+        error = error.__cause__ or error.__context__
+    return []
+
+
+def pickle_refusal(path: Path, what: str, needed: list[str]) -> str:
+    """One line: the file is a pickle needing these Python types, refused, and the safe way
+    out (allow-list exactly those types in a Python of your own, save the tensors)."""
     shown = ", ".join(needed[:4]) + (f" and {len(needed) - 4} more" if len(needed) > 4 else "")
-    holds = f" ({shown})" if shown else ""
     return (
-        f"{path}: a pickle that needs Python objects beyond tensors to load{holds}; mote never "
+        f"{path}: a pickle that needs Python objects beyond tensors to load ({shown}); mote never "
         f"runs code from a file, so it is refused. If you trust its source, extract the tensors "
         f"once in your own Python: load it inside `torch.serialization.safe_globals([...])` "
         f"listing exactly those types, and `torch.save` (or safetensors) only its state dicts; "

@@ -21,7 +21,7 @@ import torch
 from mote.pipeline.clip import download
 from mote.pipeline.clip.factory import Architecture
 from mote.pipeline.errors import ConfigError, WeightsUnavailable
-from mote.pipeline.safe_load import is_pickle_refusal, pickle_refusal
+from mote.pipeline.safe_load import pickle_refusal, refused_pickle
 
 RANDOM_TAG = "none"
 _JIT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -122,8 +122,9 @@ def _does_not_fit(path: Path, model: str, exc: Exception) -> ConfigError:
 
 
 def _unreadable(path: Path, exc: Exception) -> WeightsUnavailable:
-    if is_pickle_refusal(exc):
-        return WeightsUnavailable(pickle_refusal(path, "the weights file"))
+    needed = refused_pickle(path, exc)
+    if needed:
+        return WeightsUnavailable(pickle_refusal(path, "the weights file", needed))
     return WeightsUnavailable(
         f"cannot read weights file {path} ({_one_line(exc)[:300]}): it is damaged or not a "
         "weights file; download or save it again"
