@@ -23,7 +23,7 @@ from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.mote_model import MoTE
-from mote.pipeline.train.distributed import rank_device
+from mote.pipeline.train.distributed import launcher_environment, rank_device
 from mote.pipeline.train.sampler import (
     ShardedBatchSampler,
     check_micro_batches,
@@ -240,3 +240,36 @@ def test_a_rank_uses_the_gpu_its_launcher_shows_it():
 def test_ddp_searches_for_unused_parameters_only_where_a_step_leaves_some(overrides, fused, unused):
     head = MoTE(default_config(32, layers=1, **overrides))
     assert LossModule(head, None).leaves_parameters_unused(fused) is unused
+
+
+@pytest.mark.parametrize(
+    "env,fragment",
+    [
+        ({"WORLD_SIZE": "2", "RANK": "0"}, "WORLD_SIZE=2 but MASTER_ADDR and MASTER_PORT not set"),
+        ({"WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "x"}, "MASTER_PORT='x'"),
+        ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not a whole number"),
+        ({"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"}, "RANK=2"),
+    ],
+)
+def test_a_half_set_launcher_environment_is_one_line(env, fragment):
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        launcher_environment(env)
+    assert launcher_environment({}) == (1, 0, 0)
+    full = {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "MASTER_ADDR": "h"}
+    assert launcher_environment({**full, "MASTER_PORT": "29500"}) == (4, 3, 1)
+
+
+def test_the_cli_names_a_missing_master_addr(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MASTER_", "MOTE_DEBUG"))}
+    env.update(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", HF_HUB_OFFLINE="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "mote.stages", "train-temporal", "--train", str(tmp_path / "s")]
+        + ["--out", str(tmp_path / "run"), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "MASTER_ADDR" in lines[0] and "unexpected" not in lines[0]

@@ -7,7 +7,7 @@ runs as a single process and every helper here is a no-op.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -40,9 +40,7 @@ class DistContext:
         give each rank its own ``CUDA_VISIBLE_DEVICES``), ``--device cuda:K`` on one process.
         It becomes the current device, so RNG state, pinned-memory threads and NCCL use it.
         """
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+        world, rank, local = launcher_environment(os.environ)
         resolved = resolve_device(device)
         if resolved.type == "cuda":
             resolved = rank_device(resolved, local if world > 1 else None)
@@ -117,6 +115,42 @@ class DistContext:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
             self.owns_group = False
+
+
+LAUNCH_HINT = (
+    "start the processes with torchrun (it sets them all), or set WORLD_SIZE, RANK, "
+    "LOCAL_RANK, MASTER_ADDR and MASTER_PORT together"
+)
+
+
+def launcher_environment(env: Mapping[str, str]) -> tuple[int, int, int]:
+    """(world size, rank, local rank) from a launcher's variables, checked up front: a
+    half-set environment is one line naming what is wrong, not a rendezvous error later."""
+
+    def number(name: str, default: int) -> int:
+        text = env.get(name)
+        if text is None:
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{name}={text!r} is not a whole number; {LAUNCH_HINT}") from None
+
+    world, rank, local = number("WORLD_SIZE", 1), number("RANK", 0), number("LOCAL_RANK", 0)
+    if world < 1:
+        raise ConfigError(f"WORLD_SIZE={world}: must be at least 1; {LAUNCH_HINT}")
+    if not 0 <= rank < world:
+        raise ConfigError(f"RANK={rank} with WORLD_SIZE={world}: must be 0..{world - 1}")
+    if local < 0:
+        raise ConfigError(f"LOCAL_RANK={local}: must be >= 0; {LAUNCH_HINT}")
+    if world > 1:
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not env.get(name)]
+        if missing:
+            raise ConfigError(
+                f"WORLD_SIZE={world} but {' and '.join(missing)} not set; {LAUNCH_HINT}"
+            )
+        number("MASTER_PORT", 0)
+    return world, rank, local
 
 
 def rank_device(
