@@ -32,6 +32,7 @@ from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.device import release_memory, resolve_devices
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.extraction.cluster import check_dask_address
 from mote.pipeline.extraction.distributed import extract_distributed
 from mote.pipeline.extraction.local import extract_local
 from mote.pipeline.extraction.results import ExtractCounts
@@ -119,8 +120,8 @@ def _check(cfg: ExtractConfig) -> None:
         raise ConfigError(f"--decode-workers must be >= 0, got {cfg.decode_workers}")
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {cfg.limit}")
-    if cfg.dask and cfg.dask.startswith("local:") and not cfg.dask[6:].isdigit():
-        raise ConfigError(f"--dask {cfg.dask}: expected local:N with N workers")
+    if cfg.dask:
+        check_dask_address(cfg.dask)
     if cfg.repair and cfg.overwrite:
         raise ConfigError("--repair keeps the store and --overwrite replaces it: pass one of them")
 

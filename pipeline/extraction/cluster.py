@@ -7,6 +7,8 @@ import logging
 import os
 from collections.abc import Sequence
 
+from mote.pipeline.errors import ConfigError
+
 LOCALHOST = "127.0.0.1"  # a local cluster is nobody else's business: listen on loopback only
 
 
@@ -44,15 +46,43 @@ def local_cluster(workers: int, gpus: Sequence[int] = ()):
     return SpecCluster(workers=spec, scheduler=scheduler, silence_logs=logging.ERROR)
 
 
-def dask_client(address: str, gpus: Sequence[int] = (), default_workers: int = 1):
+DASK_ADDRESSES = "local, local:N (N workers here) or a scheduler address such as tcp://host:8786"
+SCHEMES = ("tcp", "tls", "ucx", "ws", "wss", "inproc")
+
+
+def check_dask_address(address: str) -> None:
+    """Refuse a ``--dask`` value that is neither a local cluster nor a scheduler address."""
+    if address == "local":
+        return
+    if address.startswith("local:"):
+        if not address[6:].isdigit() or int(address[6:]) < 1:
+            raise ConfigError(f"--dask {address}: expected local:N with N >= 1 workers")
+        return
+    scheme, sep, rest = address.partition("://")
+    host, colon, port = (rest if sep else address).rpartition(":")
+    if (sep and scheme not in SCHEMES) or not colon or not host or not port.isdigit():
+        raise ConfigError(f"--dask {address}: not a dask address; use {DASK_ADDRESSES}")
+
+
+def dask_client(
+    address: str, gpus: Sequence[int] = (), default_workers: int = 1, timeout: str = "20s"
+):
     """``local`` / ``local:N``: start ``local_cluster``; else connect to the scheduler there.
 
-    Returns the client and the cluster to close after it (None when connecting).
+    Returns the client and the cluster to close after it (None when connecting). A scheduler
+    that does not answer is one line naming the address.
     """
     from dask.distributed import Client
 
+    check_dask_address(address)
     if address == "local" or address.startswith("local:"):
         workers = int(address.split(":", 1)[1]) if ":" in address else default_workers
         cluster = local_cluster(workers, gpus)
         return Client(cluster), cluster
-    return Client(address), None
+    try:
+        return Client(address, timeout=timeout), None
+    except (OSError, TimeoutError) as error:
+        raise ConfigError(
+            f"--dask {address}: no dask scheduler answered ({' '.join(str(error).split())[:160]}); "
+            "start `dask scheduler` there and its `dask worker`s, or use --dask local:N"
+        ) from error
