@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
+from mote.cache_schema.spec import StoreSpec, VideoResult
+from mote.cache_schema.store import FeatureStore
 
 
 def write_store(

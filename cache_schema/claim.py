@@ -8,6 +8,10 @@ record whose process is gone (same host; a reused pid is told apart by its start
 over with a notice. Zarr and every mote reader ignore the file (it is no Zarr node), and it is
 deleted on release, so finished stores stay byte-identical. dask workers write chunks under
 their driver's claim and never claim themselves.
+
+The run that writes takes the claim (``StoreClaim.acquire`` in ``stages/extract.py``) and hands
+it to ``FeatureStore``, which only checks it; writers that hold none (tests, benchmarks) call
+``refuse_if_claimed`` through the store, so they never write under a live run's claim.
 """
 
 from __future__ import annotations
@@ -150,11 +154,39 @@ def _busy(path: Path, owner: ClaimOwner | None) -> StoreBusy:
     )
 
 
+def _other_host(path: Path, owner: ClaimOwner) -> StoreBusy:
+    return StoreBusy(
+        f"{path}: claimed by a run on another host ({owner.describe()}); if that run has ended, "
+        f"delete {path / CLAIM_FILE} and rerun."
+    )
+
+
 def _read_only(path: Path, err: OSError) -> StoreReadOnly:
     return StoreReadOnly(
         f"{path}: cannot claim the store for writing ({err.strerror or err}); make the folder "
         "writable, or choose another --out."
     )
+
+
+def refuse_if_claimed(path: str | Path) -> None:
+    """Raise StoreBusy naming the owner when a live process holds the claim on ``path``.
+
+    For writers that hold no claim (tests and benchmarks building stores in folders of their
+    own): they take none, so they only look at the claim file, and never write under a run's.
+    A record whose process is gone is left alone; one from another host is refused, as
+    ``StoreClaim.acquire`` does.
+    """
+    path = Path(path)
+    try:
+        owner = ClaimOwner.parse((path / CLAIM_FILE).read_text())
+    except OSError:
+        return  # no claim file: nobody holds the store
+    if owner is None:
+        return
+    if not owner.on_this_host():
+        raise _other_host(path, owner)
+    if owner.alive():
+        raise _busy(path, owner)
 
 
 class StoreClaim:
@@ -239,10 +271,7 @@ class StoreClaim:
         taken_over = None
         if old is not None:
             if not old.on_this_host():
-                raise StoreBusy(
-                    f"{path}: claimed by a run on another host ({old.describe()}); if that run "
-                    f"has ended, delete {file} and rerun."
-                )
+                raise _other_host(path, old)
             if old.alive() and old.pid != os.getpid():
                 raise _busy(path, old)
             taken_over = old

@@ -19,3 +19,9 @@ class StoreNotFound(StoreError, FileNotFoundError):
 
 class StoreCorrupt(StoreError):
     """The store is missing arrays or their shapes disagree with its attributes."""
+
+
+def short_error(err: BaseException, limit: int = 100) -> str:
+    """An exception as a short one-line text for error messages."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

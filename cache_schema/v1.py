@@ -90,8 +90,8 @@ def shape_of(name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
     return tuple(int(sizes[d]) for d in ARRAYS[name].dims)
 
 
-def check_root(attrs: Mapping, path: Path) -> None:
-    """Fail unless ``attrs`` are the root attributes of a mote.features v1 store."""
+def check_schema(attrs: Mapping, path: Path) -> None:
+    """Fail unless root attributes ``attrs`` name this schema and version (mote.features v1)."""
     schema, version = attrs.get("schema"), attrs.get("schema_version")
     if schema is None:
         raise StoreMismatch(

@@ -23,7 +23,8 @@ import torch
 
 from mote.cache_schema.claim import StoreClaim, StoreReadOnly
 from mote.cache_schema.errors import StoreCorrupt
-from mote.cache_schema.store import FeatureStore, StoreSpec
+from mote.cache_schema.spec import StoreSpec
+from mote.cache_schema.store import FeatureStore
 from mote.cache_schema.verify import verify
 from mote.pipeline import __version__
 from mote.pipeline.clip.encoder import ClipEncoder
@@ -230,8 +231,9 @@ def repair(store: FeatureStore) -> dict:
 def claim_store(cfg: ExtractConfig, progress: Progress) -> StoreClaim | None:
     """Claim ``--out`` for this run; None for an existing read-only store (nothing to write).
 
-    A second run on a claimed store is refused naming the owner; a claim whose process is gone
-    is taken over with a notice.
+    The run owns the claim (the store only checks it), from before anything is written to the
+    end, dask workers' writes included. A second run on a claimed store is refused naming the
+    owner; a claim whose process is gone is taken over with a notice.
     """
     try:
         claim = StoreClaim.acquire(cfg.out)

@@ -13,7 +13,6 @@ from mote.pipeline.data.datasets import (
     load_dataset,
     read_labels,
     read_list,
-    write_list,
 )
 from mote.pipeline.errors import AnnotationError
 
@@ -139,12 +138,12 @@ def test_split_errors_explain_the_choices() -> None:
 def test_list_dataset_and_user_train_list(tmp_path: Path) -> None:
     labels, listing = tmp_path / "labels.csv", tmp_path / "list.txt"
     labels.write_text("id,name\n0,left\n1,right\n")
-    write_list(listing, [VideoItem("left/a.mp4", 0), VideoItem("right/b.mp4", 1)])
+    listing.write_text("left/a.mp4 0\nright/b.mp4 1\n")
     spec = load_dataset("list", "mine", list_file=listing, labels_file=labels)
     assert spec.class_names == ("left", "right") and len(spec.items) == 2
     assert spec.list_file == str(listing)
 
-    write_list(listing, [VideoItem("abseiling/x_000001_000011.mp4", 0)])
+    listing.write_text("abseiling/x_000001_000011.mp4 0\n")
     train = load_dataset("k400", "train", list_file=listing)
     assert len(train.class_names) == 400 and train.items[0].label == 0
 

@@ -17,7 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
+from mote.cache_schema.spec import StoreSpec, VideoResult
+from mote.cache_schema.store import FeatureStore
 from mote.pipeline.errors import ConfigError, OutputError, RunFileError
 from mote.pipeline.runs.run_config import RUN_CONFIG_VERSION, RunClip, RunConfig
 from mote.pipeline.runs.run_folder import RunFolder, load_run

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mote.cache_schema.errors import StoreMismatch
-from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
+from mote.cache_schema.spec import StoreSpec, VideoResult
+from mote.cache_schema.store import FeatureStore
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import save_model, write_json

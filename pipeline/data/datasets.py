@@ -176,12 +176,6 @@ def read_list(
     return items
 
 
-def write_list(path: str | os.PathLike[str], items: list[VideoItem]) -> None:
-    """Write ``relative/path label`` lines (LF), the format ``read_list`` reads."""
-    text = "".join(f"{item.video_id} {item.label}\n" for item in items)
-    Path(path).write_text(text, encoding="utf-8", newline="\n")
-
-
 def shipped_file(relative: str) -> Traversable:
     """An annotation file inside the installed package (regular or editable install)."""
     return resources.files(ANNOTATIONS_PACKAGE).joinpath(relative)

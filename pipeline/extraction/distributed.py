@@ -10,7 +10,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import torch
 
-from mote.cache_schema.store import FeatureStore, VideoResult
+from mote.cache_schema.spec import VideoResult
+from mote.cache_schema.store import FeatureStore
 from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.extraction.cluster import dask_client

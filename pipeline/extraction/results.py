@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mote.cache_schema.store import VideoResult
+from mote.cache_schema.spec import VideoResult
 from mote.pipeline.video.decode_pool import DecodedVideo
 
 

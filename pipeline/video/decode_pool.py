@@ -28,7 +28,7 @@ from mote.pipeline.video.sampling import sample_indices
 from mote.pipeline.video.transforms import crop_views
 
 if TYPE_CHECKING:  # only for the hint: decode workers never import zarr
-    from mote.cache_schema.store import StoreSpec
+    from mote.cache_schema.spec import StoreSpec
 
 PER_WORKER_DEPTH = 2  # videos queued per worker: one decoding, one waiting, so no worker idles
 

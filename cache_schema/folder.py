@@ -1,0 +1,100 @@
+"""The store folder before a store is in it: interrupted creations, clearing, foreign files.
+
+mote deletes only what a mote store holds. ``clear_target`` makes room for a new store under the
+caller's claim: an interrupted creation is cleared without ``--overwrite`` (nothing in it is
+valid), a finished store only with it, and a folder holding anything else is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from mote.cache_schema import v1
+from mote.cache_schema.claim import CLAIM_FILE
+from mote.cache_schema.errors import StoreError
+
+
+def creation_interrupted(path: Path) -> bool:
+    """Whether ``path`` is a mote store whose creation never finished, so nothing in it is valid.
+
+    ``FeatureStore.create`` writes an attribute-less root group, then the v1 arrays, then every
+    root attribute at once; a folder with that root and nothing but v1 arrays (and temporary
+    files) is one.
+    """
+    try:
+        root = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(root, dict) or root.get("node_type") != "group" or root.get("attributes"):
+        return False
+    for entry in path.iterdir():
+        if entry.name in v1.ARRAYS:
+            if not entry.is_dir():
+                return False
+        elif entry.name not in ("zarr.json", CLAIM_FILE) and not entry.name.endswith(".partial"):
+            return False
+    return True
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Names in ``path`` that a mote store of this or another schema version would not hold."""
+    try:
+        attrs = json.loads((path / "zarr.json").read_text()).get("attributes") or {}
+    except (OSError, ValueError, AttributeError):
+        attrs = {}
+    if isinstance(attrs, dict) and attrs.get("schema") == v1.SCHEMA:
+        return []  # a mote store, maybe of another version: its layout is its own
+    known = {*v1.ARRAYS, "zarr.json", CLAIM_FILE}
+    return sorted(
+        e.name for e in path.iterdir() if e.name not in known and not e.name.endswith(".partial")
+    )
+
+
+def empty_folder(path: Path) -> None:
+    """Delete everything in ``path`` but the claim file (the caller holds that claim)."""
+    for entry in path.iterdir():
+        if entry.name == CLAIM_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def clear_target(path: Path, overwrite: bool) -> None:
+    """Make room for a new store at ``path``, deleting only a mote store (see the module doc)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise StoreError(f"{path}: exists and is a file, not a store folder; choose another --out.")
+    if not any(entry.name != CLAIM_FILE for entry in path.iterdir()):
+        return
+    if creation_interrupted(path):
+        empty_folder(path)
+        return
+    if not (path / "zarr.json").is_file():
+        raise StoreError(
+            f"{path}: exists and is not a Zarr store (no zarr.json), so mote will not write or "
+            "delete anything there; choose another --out."
+        )
+    if not overwrite:
+        raise StoreError(
+            f"{path}: already exists; pass --overwrite to replace it or choose another --out."
+        )
+    foreign = foreign_entries(path)
+    if foreign:
+        raise StoreError(
+            f"{path}: holds {foreign[0]!r}, which is no part of a mote feature store, so "
+            "--overwrite will not delete it; choose another --out."
+        )
+    empty_folder(path)
+
+
+def remove_partial_files(path: Path) -> int:
+    """Delete the temporary chunk files (``*.partial``) under ``path``; how many there were."""
+    leftovers = list(path.rglob("*.partial"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return len(leftovers)

@@ -1,0 +1,404 @@
+"""Read a mote.features v1 store, checking what it returns (``StoreReader``).
+
+Every read is checked, because a store can be damaged after it was written: a chunk that fails
+to decode (or its checksum) raises a ``StoreCorrupt`` naming the array, the chunk, its videos and
+the fix; a done video must have its chunk file and valid data; ids, labels and the text bank are
+checked when first read. ``FeatureStore`` (store.py) adds creating and writing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import zarr
+from zarr.codecs import Crc32cCodec
+
+from mote.cache_schema import v1
+from mote.cache_schema.checks import check_expected, check_layout
+from mote.cache_schema.errors import StoreCorrupt, StoreNotFound, short_error
+from mote.cache_schema.spec import StoreSpec
+
+Indices = slice | Sequence[int] | np.ndarray
+Reader = TypeVar("Reader", bound="StoreReader")
+
+
+class StoreReader:
+    """A mote.features v1 store on local disk, opened with ``open``; reads only."""
+
+    def __init__(
+        self, path: Path, group: zarr.Group, arrays: Mapping[str, zarr.Array], writable: bool
+    ) -> None:
+        self.path = path
+        self._group = group
+        self._arrays = dict(arrays)
+        self._writable = writable
+        self._attrs = group.attrs.asdict()
+        self._spec = StoreSpec.from_attrs(self._attrs)
+        self._video_ids: tuple[str, ...] | None = None
+        self._labels: np.ndarray | None = None
+        self._text: np.ndarray | None = None
+
+    def __reduce__(self) -> tuple:
+        """Pickle as (path, writable) so dask workers reopen the store instead of copying it."""
+        return (type(self).open, (str(self.path), None, self._writable))
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}({str(self.path)!r}, model={self._spec.model!r}, n={self.n_videos})"
+
+    @classmethod
+    def open(
+        cls: type[Reader],
+        path: str | Path,
+        expect: Mapping[str, Any] | None = None,
+        writable: bool = False,
+    ) -> Reader:
+        """Open a store, checking schema and version first, then every key of ``expect``."""
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise StoreNotFound(
+                f"{path}: no feature store here (no zarr.json); create one with "
+                f"`mote extract ... --out {path}`."
+            )
+        try:
+            group = zarr.open_group(str(path), mode="r+" if writable else "r", zarr_format=3)
+        except Exception as err:  # zarr raises many types for unreadable metadata
+            raise StoreCorrupt(
+                f"{path}: cannot be read as a Zarr v3 group ({err}); re-run "
+                f"`mote extract ... --out {path} --overwrite`."
+            ) from err
+        attrs = group.attrs.asdict()
+        v1.check_schema(attrs, path)
+        if expect:
+            check_expected(attrs, expect, path)
+        arrays = check_layout(group, attrs, path)
+        return cls(path, group, arrays, writable=writable)
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def spec(self) -> StoreSpec:
+        return self._spec
+
+    @property
+    def n_videos(self) -> int:
+        return int(self._arrays["status"].shape[0])
+
+    @property
+    def chunk_videos(self) -> int:
+        return int(self._attrs["chunk_videos"])
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.n_videos / self.chunk_videos)
+
+    @property
+    def video_ids(self) -> tuple[str, ...]:
+        """Video ids (paths relative to the dataset root), in store order; checked non-empty."""
+        if self._video_ids is None:
+            ids = self._read_all("video_ids")
+            empty = np.flatnonzero(np.asarray([not str(v) for v in ids], dtype=bool))
+            if empty.size:
+                raise self.damage("video_ids", self._chunk(int(empty[0])), "holds an empty id")
+            self._video_ids = tuple(str(v) for v in ids)
+        return self._video_ids
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int32 (video,) class index of each video (read-only); checked in the class range."""
+        if self._labels is None:
+            labels = np.asarray(self._read_all("labels"), dtype=np.int32)
+            n_classes = len(self._spec.class_names)
+            bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+            if bad.size:
+                row = int(bad[0])
+                raise self.damage(
+                    "labels",
+                    self._chunk(row),
+                    f"gives video {row} label {int(labels[row])}, outside 0..{n_classes - 1}",
+                )
+            labels.flags.writeable = False
+            self._labels = labels
+        return self._labels
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self._spec.class_names
+
+    @property
+    def text_embeddings(self) -> np.ndarray:
+        """float32 (class, dim) template-averaged class text embeddings (read-only)."""
+        if self._text is None:
+            text = np.asarray(self._read_all("text_embeddings"), dtype=np.float32)
+            if not np.isfinite(text).all():
+                raise self.damage("text_embeddings", 0, "holds NaN or inf")
+            text.flags.writeable = False
+            self._text = text
+        return self._text
+
+    def status(self) -> np.ndarray:
+        """uint8 (video,) current status of every video; use the masks below to interpret it."""
+        return self._checked_status(self._read("status", slice(None)), 0)
+
+    def done_mask(self) -> np.ndarray:
+        """bool (video,): the videos whose data are valid."""
+        return self.status() == v1.DONE
+
+    def failed_mask(self) -> np.ndarray:
+        """bool (video,): the videos extraction gave up on (their reasons are in failures())."""
+        return self.status() == v1.FAILED
+
+    def counts(self) -> dict[str, int]:
+        """How many videos are done, failed and pending."""
+        st = self.status()
+        return {
+            "done": int(np.sum(st == v1.DONE)),
+            "failed": int(np.sum(st == v1.FAILED)),
+            "pending": int(np.sum(st == v1.PENDING)),
+        }
+
+    def todo(self, retry_failed: bool = False) -> np.ndarray:
+        """int64 indices of the videos still to extract: pending, plus failed when retrying."""
+        st = self.status()
+        mask = st == v1.PENDING
+        if retry_failed:
+            mask |= st == v1.FAILED
+        return np.flatnonzero(mask).astype(np.int64)
+
+    def chunk_of(self, video: int) -> int:
+        """The chunk that holds video ``video``."""
+        if not 0 <= video < self.n_videos:
+            raise IndexError(f"video {video} is outside 0..{self.n_videos - 1} of {self.path}")
+        return int(video) // self.chunk_videos
+
+    def chunk_range(self, chunk: int) -> tuple[int, int]:
+        """(start, stop) video indices of chunk ``chunk``."""
+        if not 0 <= chunk < self.n_chunks:
+            raise IndexError(f"chunk {chunk} is outside 0..{self.n_chunks - 1} of {self.path}")
+        start = int(chunk) * self.chunk_videos
+        return start, min(start + self.chunk_videos, self.n_videos)
+
+    # ------------------------------------------------------------------ chunks and damage
+
+    def chunk_file(self, name: str, chunk: int) -> Path:
+        """The file that holds chunk ``chunk`` of array ``name`` (for checks and repairs)."""
+        arr = self._arrays[name]
+        coords = (int(chunk),) + (0,) * (arr.ndim - 1)
+        return self.path / name / arr.metadata.encode_chunk_key(coords)
+
+    def has_checksums(self) -> bool:
+        """Whether every array ends its chunks with a CRC32C (v1 stores written before may not)."""
+        return all(
+            any(isinstance(codec, Crc32cCodec) for codec in arr.metadata.codecs)
+            for arr in self._arrays.values()
+        )
+
+    def damage(self, name: str, chunk: int, what: str) -> StoreCorrupt:
+        """The one-line error for a damaged chunk: store, array, chunk, its videos and the fix."""
+        if v1.ARRAYS[name].per_video:
+            start, stop = self.chunk_range(chunk)
+            where = f"chunk {chunk} (videos {start}..{stop - 1})"
+            fix = (
+                f"repair it with `mote extract ... --out {self.path} --repair` "
+                f"(`mote info {self.path} --verify` lists all damage)"
+            )
+        else:
+            where = f"chunk {chunk}"
+            fix = f"re-create it with `mote extract ... --out {self.path} --overwrite`"
+        if name in v1.CREATION_ARRAYS:
+            fix = f"re-create it with `mote extract ... --out {self.path} --overwrite`"
+        return StoreCorrupt(f"{self.path}: array {name!r} {where} {what}; {fix}.")
+
+    def chunk_problem(self, name: str, chunk: int) -> str:
+        """Why chunk ``chunk`` of ``name`` cannot be decoded, or "" when it decodes."""
+        return self.try_read_chunk(name, chunk)[1]
+
+    def try_read_chunk(self, name: str, chunk: int) -> tuple[np.ndarray | None, str]:
+        """(data, "") of one chunk as stored, unchecked; (None, why) when it cannot be decoded.
+
+        An absent chunk file decodes to the fill value: check ``chunk_file`` where that matters.
+        """
+        arr = self._arrays[name]
+        if v1.ARRAYS[name].per_video:
+            start, stop = self.chunk_range(chunk)
+            key: Any = slice(start, stop)
+        else:
+            key = slice(None)
+        try:
+            return arr[key], ""
+        except Exception as err:  # codecs raise many types
+            if "checksum" in str(err).lower():
+                return None, "fails its checksum (the file is damaged or truncated)"
+            return None, f"cannot be decoded ({short_error(err)})"
+
+    def _chunk(self, row: int) -> int:
+        return int(row) // self.chunk_videos
+
+    def _chunks_of(self, name: str, rows: np.ndarray) -> np.ndarray:
+        if not v1.ARRAYS[name].per_video:
+            return np.zeros(1, np.int64)
+        return np.unique(np.asarray(rows, dtype=np.int64) // self.chunk_videos)
+
+    # ------------------------------------------------------------------ checked reads
+
+    def _read(self, name: str, indices: Indices) -> np.ndarray:
+        """Read rows of ``name``; a chunk that fails to decode becomes a StoreCorrupt naming it."""
+        arr = self._arrays[name]
+        if isinstance(indices, slice):
+            rows = np.arange(arr.shape[0])[indices]
+            getter = arr.__getitem__
+            key: Any = indices
+        else:
+            rows = np.asarray(indices, dtype=np.int64).reshape(-1)
+            if rows.size == 0:
+                return np.empty((0, *arr.shape[1:]), dtype=arr.dtype)
+            if rows.min() < 0 or rows.max() >= self.n_videos:
+                raise IndexError(f"video indices must be in 0..{self.n_videos - 1} for {self.path}")
+            getter, key = arr.oindex.__getitem__, rows
+        try:
+            return getter(key)
+        except Exception as err:  # codecs raise many types: find the chunk and name it
+            for chunk in self._chunks_of(name, rows):
+                problem = self.chunk_problem(name, int(chunk))
+                if problem:
+                    raise self.damage(name, int(chunk), problem) from err
+            raise StoreCorrupt(
+                f"{self.path}: array {name!r} cannot be read ({short_error(err)}); "
+                f"re-create it with `mote extract ... --out {self.path} --overwrite`."
+            ) from err
+
+    def _read_all(self, name: str) -> np.ndarray:
+        """A whole array that is written at creation, so every chunk file must exist."""
+        n_chunks = self.n_chunks if v1.ARRAYS[name].per_video else 1
+        for chunk in range(n_chunks):
+            if not self.chunk_file(name, chunk).is_file():
+                raise self.damage(name, chunk, "is missing (its file was deleted)")
+        return self._read(name, slice(None))
+
+    def _checked_status(self, status: np.ndarray, first_row: int) -> np.ndarray:
+        status = np.asarray(status, dtype=np.uint8)
+        bad = np.flatnonzero(~np.isin(status, v1.STATUS_CODES))
+        if bad.size:
+            row = first_row + int(bad[0])
+            raise self.damage("status", self._chunk(row), f"holds unknown status {status[bad[0]]}")
+        return status
+
+    def _read_done_rows(self, name: str, indices: Indices) -> np.ndarray:
+        """Read per-video data, checking every done row it returns holds a valid result.
+
+        A chunk file that is absent reads as the fill value in zarr, so the file of every chunk
+        with a done row must exist; done embeddings must be finite and not all zero.
+        """
+        rows = (
+            np.arange(self.n_videos)[indices]
+            if isinstance(indices, slice)
+            else np.asarray(indices, dtype=np.int64).reshape(-1)
+        )
+        data = self._read(name, indices)
+        if rows.size == 0:
+            return data
+        status = self._read("status", indices)
+        done = np.asarray(status) == v1.DONE
+        for chunk in self._chunks_of(name, rows[done]):
+            if not self.chunk_file(name, int(chunk)).is_file():
+                raise self.damage(
+                    name, int(chunk), "is missing (its file was deleted) but holds done videos"
+                )
+        if not done.any():
+            return data
+        part = np.asarray(data[done])
+        flat = part.reshape(len(part), -1)
+        if name == "embeddings":
+            bad = ~np.isfinite(flat).all(axis=1)
+            what = "holds NaN or inf in done video {row}"
+            if not bad.any():
+                bad = ~flat.any(axis=1)
+                what = "holds an all-zero embedding for done video {row}"
+        elif name == "frame_indices":
+            bad = (flat < 0).any(axis=1)
+            what = "holds a negative frame index for done video {row}"
+        else:
+            bad = (flat < 1).all(axis=1)
+            what = "holds no frame count for done video {row}"
+        if bad.any():
+            row = int(rows[done][np.flatnonzero(bad)[0]])
+            raise self.damage(name, self._chunk(row), what.format(row=row))
+        return data
+
+    def read_embeddings(self, indices: Indices) -> np.ndarray:
+        """float16 (k, view, frame, dim); valid only for done videos (and checked for them)."""
+        return self._read_done_rows("embeddings", indices)
+
+    def read_frame_indices(self, indices: Indices) -> np.ndarray:
+        """int32 (k, view, frame) sampled frame indices; -1 where not extracted."""
+        return self._read_done_rows("frame_indices", indices)
+
+    def iter_done(self) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield (indices, embeddings, labels) chunk by chunk for done videos only."""
+        done_all, labels = self.done_mask(), self.labels
+        for chunk in range(self.n_chunks):
+            start, stop = self.chunk_range(chunk)
+            done = np.flatnonzero(done_all[start:stop])
+            if done.size:
+                emb = self.read_embeddings(slice(start, stop))
+                yield done + start, emb[done], labels[done + start]
+
+    def read_done(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices int64, embeddings float16, labels int32) of every done video, in store order."""
+        parts = list(self.iter_done())
+        if not parts:
+            s = self._spec
+            empty = np.empty((0, s.views, s.frames, s.dim), dtype=np.float16)
+            return np.empty(0, np.int64), empty, np.empty(0, np.int32)
+        idx, emb, lab = zip(*parts, strict=True)
+        return np.concatenate(idx), np.concatenate(emb), np.concatenate(lab)
+
+    def failures(self) -> list[dict[str, str]]:
+        """Every failed video as {video, reason}, in store order."""
+        idx = np.flatnonzero(self.failed_mask())
+        if not idx.size:
+            return []
+        reasons = self._read("failure_reason", idx)
+        ids = self.video_ids
+        return [{"video": ids[i], "reason": str(r)} for i, r in zip(idx, reasons, strict=True)]
+
+    # ------------------------------------------------------------------ summary
+
+    def bytes_on_disk(self) -> int:
+        """Total size of the files under the store folder."""
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    def summary(self) -> dict[str, Any]:
+        """What `mote info --json` prints: identity, sampling, shapes and progress."""
+        s, counts = self._spec, self.counts()
+        return {
+            "path": str(self.path),
+            "schema": v1.SCHEMA,
+            "schema_version": v1.VERSION,
+            "model": s.model,
+            "pretrained": s.pretrained,
+            "weights_id": s.weights_id,
+            "dim": s.dim,
+            "frames": s.frames,
+            "views": s.layout,
+            "clips": s.clips,
+            "crops": s.crops,
+            "sampling": s.sampling,
+            "sampling_seed": s.sampling_seed,
+            "dataset": s.dataset,
+            "split": s.split,
+            "tool_version": s.tool_version,
+            "n_videos": self.n_videos,
+            "n_done": counts["done"],
+            "n_failed": counts["failed"],
+            "n_pending": counts["pending"],
+            "checksums": self.has_checksums(),
+            "classes": len(s.class_names),
+            "failures": self.failures(),
+            "chunk_videos": self.chunk_videos,
+            "bytes_on_disk": self.bytes_on_disk(),
+        }
