@@ -35,6 +35,10 @@ class StoreReader:
         self.path = path
         self._group = group
         self._arrays = dict(arrays)
+        if writable:  # an all-pending status chunk stays a file (v1.STATUS_CHUNKS_KEPT)
+            self._arrays["status"] = self._arrays["status"].with_config(
+                {"write_empty_chunks": True}
+            )
         self._writable = writable
         self._attrs = group.attrs.asdict()
         self._spec = StoreSpec.from_attrs(self._attrs)
@@ -141,8 +145,29 @@ class StoreReader:
         return self._text
 
     def status(self) -> np.ndarray:
-        """uint8 (video,) current status of every video; use the masks below to interpret it."""
+        """uint8 (video,) current status of every video; use the masks below to interpret it.
+
+        In a store that keeps every status chunk, a missing one is damage (its videos would
+        otherwise read as pending and be skipped or redone silently)."""
+        for chunk in self.missing_status_chunks():
+            raise self.damage("status", chunk, "is missing (its file was deleted)")
+        return self._stored_status()
+
+    def _stored_status(self) -> np.ndarray:
+        """The status array as stored; a missing chunk reads as pending (``summary`` shows it
+        beside ``missing_status_chunks``, so ``mote info`` still opens a damaged store)."""
         return self._checked_status(self._read("status", slice(None)), 0)
+
+    @property
+    def keeps_status_chunks(self) -> bool:
+        """Whether every status chunk was written at creation and is kept (v1 attribute)."""
+        return bool(self._arrays["status"].attrs.get(v1.STATUS_CHUNKS_KEPT, False))
+
+    def missing_status_chunks(self) -> list[int]:
+        """Status chunks whose file is gone, in a store that keeps them all (else none)."""
+        if not self.keeps_status_chunks:
+            return []
+        return [c for c in range(self.n_chunks) if not self.chunk_file("status", c).is_file()]
 
     def done_mask(self) -> np.ndarray:
         """bool (video,): the videos whose data are valid."""
@@ -152,9 +177,9 @@ class StoreReader:
         """bool (video,): the videos extraction gave up on (their reasons are in failures())."""
         return self.status() == v1.FAILED
 
-    def counts(self) -> dict[str, int]:
-        """How many videos are done, failed and pending."""
-        st = self.status()
+    def counts(self, status: np.ndarray | None = None) -> dict[str, int]:
+        """How many videos are done, failed and pending (of ``status``, default the store's)."""
+        st = self.status() if status is None else status
         return {
             "done": int(np.sum(st == v1.DONE)),
             "failed": int(np.sum(st == v1.FAILED)),
@@ -357,9 +382,10 @@ class StoreReader:
         idx, emb, lab = zip(*parts, strict=True)
         return np.concatenate(idx), np.concatenate(emb), np.concatenate(lab)
 
-    def failures(self) -> list[dict[str, str]]:
-        """Every failed video as {video, reason}, in store order."""
-        idx = np.flatnonzero(self.failed_mask())
+    def failures(self, status: np.ndarray | None = None) -> list[dict[str, str]]:
+        """Every failed video as {video, reason}, in store order (of ``status``, default the
+        store's)."""
+        idx = np.flatnonzero((self.status() if status is None else status) == v1.FAILED)
         if not idx.size:
             return []
         reasons = self._read("failure_reason", idx)
@@ -374,7 +400,8 @@ class StoreReader:
 
     def summary(self) -> dict[str, Any]:
         """What `mote info --json` prints: identity, sampling, shapes and progress."""
-        s, counts = self._spec, self.counts()
+        status = self._stored_status()  # what is on disk, even when a status chunk is missing
+        s, counts = self._spec, self.counts(status)
         return {
             "path": str(self.path),
             "schema": v1.SCHEMA,
@@ -398,7 +425,8 @@ class StoreReader:
             "n_pending": counts["pending"],
             "checksums": self.has_checksums(),
             "classes": len(s.class_names),
-            "failures": self.failures(),
+            "failures": self.failures(status),
+            "missing_status_chunks": self.missing_status_chunks(),
             "chunk_videos": self.chunk_videos,
             "bytes_on_disk": self.bytes_on_disk(),
         }

@@ -107,6 +107,9 @@ class FeatureStore(StoreReader):
         arrays["video_ids"][:] = np.asarray(ids, dtype=object)
         arrays["labels"][:] = labs
         arrays["text_embeddings"][:] = text
+        # Every status chunk on disk, all pending, so a missing one later is damage.
+        arrays["status"].with_config({"write_empty_chunks": True})[:] = v1.PENDING
+        arrays["status"].attrs[v1.STATUS_CHUNKS_KEPT] = True
         # Written last: a store whose creation was interrupted has no schema and is refused.
         root = {"schema": v1.SCHEMA, "schema_version": v1.VERSION, **spec.to_attrs()}
         group.attrs.update({**root, "views": spec.layout, "chunk_videos": chunk_videos})

@@ -81,6 +81,12 @@ ARRAYS: dict[str, ArraySpec] = {
 # extraction never rewrites them, so `--repair` cannot restore them.
 CREATION_ARRAYS = ("labels", "video_ids", "text_embeddings")
 
+# An attribute of the status array: every status chunk was written when the store was created
+# (all pending) and is kept on disk even when it holds only pending videos, so a missing status
+# chunk is damage, not a chunk nobody wrote. Stores written before it may lack status chunks
+# that nobody wrote; for them a missing status chunk still reads as pending.
+STATUS_CHUNKS_KEPT = "every_chunk_written"
+
 # The arrays a writer fills per chunk, in write order: the status always comes last.
 WRITE_ORDER = ("embeddings", "frame_indices", "num_frames", "failure_reason", "status")
 

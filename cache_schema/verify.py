@@ -111,6 +111,9 @@ def _verify_chunk(store: FeatureStore, chunk: int, report: VerifyReport) -> None
     status = data["status"]
     if status is None:
         return
+    if store.keeps_status_chunks and not store.chunk_file("status", chunk).is_file():
+        add("status", MISSING)  # its videos' state is unknown: redo the whole chunk
+        return
     status = np.asarray(status, dtype=np.uint8)
     unknown = ~np.isin(status, v1.STATUS_CODES)
     if unknown.any():

@@ -182,10 +182,13 @@ def test_status_is_written_after_the_data(tmp_path: Path) -> None:
     spec = make_spec()
     store = new_store(tmp_path / "s.zarr", spec)
     blocker = tmp_path / "s.zarr" / "status" / "c" / "0"
-    blocker.mkdir(parents=True)  # the status chunk cannot be written: a "crash" at the last step
+    pending = blocker.read_bytes()  # written at creation: the chunk's videos all pending
+    blocker.unlink()
+    blocker.mkdir()  # the status chunk cannot be written: a "crash" at the last step
     with pytest.raises(OSError):
         store.write_chunk(0, [done(spec, i) for i in range(4)])
     blocker.rmdir()
+    blocker.write_bytes(pending)  # what the crash leaves: the old chunk (zarr renames into place)
     again = FeatureStore.open(tmp_path / "s.zarr")
     assert again.counts()["pending"] == 10  # never marked done, though the data are there
     np.testing.assert_array_equal(again.read_embeddings([2])[0], done(spec, 2).embeddings)

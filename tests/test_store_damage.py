@@ -304,3 +304,33 @@ def test_a_store_with_pending_videos_is_refused_unless_allow_partial(clean, tmp_
     metrics = train_temporal.run(replace(cfg, allow_partial=True))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train_videos"]["done"] == 13 and metrics is not None
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_deleted_status_chunk_is_damage_for_every_reader(
+    clean, tmp_path, monkeypatch, capsys, reader
+):
+    """Every status chunk is written at creation and kept, so a missing one is damage: before,
+    its done videos read as pending and readers scored the rest silently (issue 16)."""
+    store = copy(clean["store"], tmp_path / "s.zarr")
+    zs_store = copy(clean["zs"], tmp_path / "zs.zarr")
+    damaged = zs_store if reader == "zeroshot" else store
+    damage(damaged, "delete", array="status", chunk=0)
+    args = reader_args(clean, store, zs_store, reader, tmp_path / "out")
+    code, _, err = mote(monkeypatch, capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert f"{damaged}: array 'status' chunk 0 (videos 0.." in lines[0]
+    assert "is missing" in lines[0] and "--repair" in lines[0]
+
+
+def test_verify_and_repair_restore_a_deleted_status_chunk(
+    clean, tmp_path, tiny_extract, monkeypatch, capsys
+):
+    store = copy(clean["store"], tmp_path / "s.zarr")
+    damage(store, "delete", array="status", chunk=2)
+    code, _, err = mote(monkeypatch, capsys, "info", store, "--verify")
+    assert code == 1 and "array 'status' chunk 2 (videos 8, 9, 10, 11) is missing" in err
+    summary = extract.run(tiny_extract(clean["data"], store, chunk_videos=CHUNK, repair=True))
+    assert summary["repaired"]["videos"] == 4 and summary["newly_done"] == 4
+    assert tree(store) == tree(clean["store"])
