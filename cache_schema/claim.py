@@ -144,13 +144,13 @@ def _read_owner(fd: int) -> ClaimOwner | None:
     return ClaimOwner.parse(data.decode("utf-8", errors="replace"))
 
 
-def _busy(path: Path, owner: ClaimOwner | None) -> StoreBusy:
+def _busy(path: Path, owner: ClaimOwner | None, kind: str = "store") -> StoreBusy:
     if owner is None:
         who = "another process (its claim record is not written yet)"
     else:
         who = f"another run ({owner.describe()})"
     return StoreBusy(
-        f"{path}: {who} is writing this store; wait for it to end or stop it, then rerun."
+        f"{path}: {who} is writing this {kind}; wait for it to end or stop it, then rerun."
     )
 
 
@@ -161,9 +161,9 @@ def _other_host(path: Path, owner: ClaimOwner) -> StoreBusy:
     )
 
 
-def _read_only(path: Path, err: OSError) -> StoreReadOnly:
+def _read_only(path: Path, err: OSError, kind: str = "store") -> StoreReadOnly:
     return StoreReadOnly(
-        f"{path}: cannot claim the store for writing ({err.strerror or err}); make the folder "
+        f"{path}: cannot claim the {kind} for writing ({err.strerror or err}); make the folder "
         "writable, or choose another --out."
     )
 
@@ -190,7 +190,12 @@ def refuse_if_claimed(path: str | Path) -> None:
 
 
 class StoreClaim:
-    """The claim on one store folder; get it with ``StoreClaim.acquire``, release it once."""
+    """The claim on one store folder; get it with ``StoreClaim.acquire``, release it once.
+
+    ``KIND`` names what the folder is in messages: a subclass claims run folders the same way
+    (``pipeline/runs/run_folder.py``)."""
+
+    KIND = "store"
 
     def __init__(
         self, path: Path, fd: int, owner: ClaimOwner, made_folder: bool, taken_over
@@ -204,7 +209,7 @@ class StoreClaim:
 
     def __repr__(self) -> str:
         state = "held" if self.held else "released"
-        return f"StoreClaim({str(self.path)!r}, {state})"
+        return f"{type(self).__name__}({str(self.path)!r}, {state})"
 
     @classmethod
     def acquire(cls, path: str | Path) -> StoreClaim:
@@ -212,18 +217,18 @@ class StoreClaim:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise StoreError(
-                f"{path}: exists and is a file, not a store folder; choose another --out."
+                f"{path}: exists and is a file, not a {cls.KIND} folder; choose another --out."
             )
         made_folder = not path.exists()
         try:
             path.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
             raise StoreError(
-                f"{path}: exists and is a file, not a store folder; choose another --out."
+                f"{path}: exists and is a file, not a {cls.KIND} folder; choose another --out."
             ) from None
         except OSError as err:
             if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise _read_only(path, err) from err
+                raise _read_only(path, err, cls.KIND) from err
             raise
         try:
             return cls._lock(path, made_folder)
@@ -241,7 +246,7 @@ class StoreClaim:
                 fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             except OSError as err:
                 if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-                    raise _read_only(path, err) from err
+                    raise _read_only(path, err, cls.KIND) from err
                 raise
             try:
                 claim = cls._take(path, file, fd, made_folder)
@@ -259,7 +264,7 @@ class StoreClaim:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise _busy(path, _read_owner(fd)) from None
+            raise _busy(path, _read_owner(fd), cls.KIND) from None
         try:
             now = os.stat(file)
         except FileNotFoundError:
@@ -273,7 +278,7 @@ class StoreClaim:
             if not old.on_this_host():
                 raise _other_host(path, old)
             if old.alive() and old.pid != os.getpid():
-                raise _busy(path, old)
+                raise _busy(path, old, cls.KIND)
             taken_over = old
         owner = ClaimOwner.me()
         data = owner.to_json().encode()
@@ -288,7 +293,7 @@ class StoreClaim:
     def check(self, path: str | Path) -> None:
         """Fail unless this claim is held and is on ``path``: for code that needs the claim."""
         if not self.held or Path(path).resolve() != self.path.resolve():
-            raise StoreError(f"{path}: this needs the store's claim, and {self!r} is not it.")
+            raise StoreError(f"{path}: this needs the {self.KIND}'s claim, and {self!r} is not it.")
 
     def release(self) -> None:
         """Delete the claim file, then unlock (idempotent); also drop a folder we made empty."""

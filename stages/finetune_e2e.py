@@ -379,6 +379,12 @@ def run(cfg: FinetuneConfig, progress: Progress | None = None) -> dict:
 
 
 def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
+    """The run under its folder's claim (rank 0 holds it for the whole job)."""
+    with RunFolder(cfg.out).writer_claim(ctx.is_main, progress):
+        return _train(cfg, ctx, progress)
+
+
+def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
     if cfg.micro_batches is not None:
         check_micro_batches(cfg.micro_batches, ctx.world_size)
     folder = RunFolder(cfg.out)

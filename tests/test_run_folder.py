@@ -17,6 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mote.cache_schema.claim import CLAIM_FILE, ClaimOwner
+from mote.cache_schema.errors import StoreError
 from mote.cache_schema.spec import StoreSpec, VideoResult
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.errors import ConfigError, OutputError, RunFileError
@@ -492,3 +494,41 @@ except OutputError as error:
     assert "ulimit -f" in message, message
     assert load_file(str(model_file))["logit_scale"].shape == ()  # the first model, whole
     assert sorted(p.name for p in model_file.parent.iterdir()) == ["model.safetensors"]
+
+
+HOLD_RUN = """
+import sys
+from mote.pipeline.runs.run_folder import RunClaim
+claim = RunClaim.acquire(sys.argv[1])
+print("claimed", flush=True)
+sys.stdin.read()
+claim.release()
+"""
+
+
+def test_one_writer_per_run_folder(stores, tmp_path):
+    """A second train-temporal (or a --resume) on a run another live process writes is
+    refused naming it; a claim whose process is gone is taken over with a notice."""
+    out = tmp_path / "run"
+    train_temporal.run(config(stores, out, epochs=2, stop_after_epochs=1))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_RUN, str(out)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        for resume in (True, False):
+            with pytest.raises(StoreError, match=rf"pid {holder.pid}.* is writing this run"):
+                train_temporal.run(config(stores, out, epochs=2, resume=resume))
+        assert history_epochs(RunFolder(out)) == [1]  # nothing was written
+    finally:
+        holder.communicate("", timeout=60)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    record = json.loads(ClaimOwner.me().to_json()) | {"pid": int(gone), "process_start": 1}
+    (out / CLAIM_FILE).write_text(json.dumps(record))
+    progress = Recorder()
+    result = train_temporal.run(config(stores, out, epochs=2, resume=True), progress)
+    assert result["epochs"] == 2 and history_epochs(RunFolder(out)) == [1, 2]
+    assert any("taking over the claim of a run that is gone" in m for m in progress.messages)
+    assert not (out / CLAIM_FILE).exists()  # released at the end

@@ -39,6 +39,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from mote.cache_schema.claim import CLAIM_FILE, StoreClaim
 from mote.pipeline.errors import ConfigError, OutputError, RunFileError, os_fault_reason
 from mote.pipeline.runs.run_config import RunConfig
 from mote.pipeline.temporal.config import MoTEConfig
@@ -317,8 +318,7 @@ class RunFolder:
     def check_new(self, resume: bool) -> None:
         """Refuse to train into a file, a folder of other files, or a run without --resume."""
         path = self.path
-        if path.exists() and not path.is_dir():
-            raise ConfigError(f"--out {path}: is a file, not a folder; choose a folder for the run")
+        self._refuse_a_file()
         if self.is_run():
             if not resume:
                 raise ConfigError(
@@ -326,14 +326,37 @@ class RunFolder:
                     "choose another --out"
                 )
             return
-        if path.is_dir() and any(path.iterdir()):
+        if path.is_dir() and any(p.name != CLAIM_FILE for p in path.iterdir()):
             raise ConfigError(
                 f"--out {path}: the folder holds other files and no mote run (no {CONFIG_FILE}); "
                 "choose a new or empty folder"
             )
 
+    def _refuse_a_file(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(
+                f"--out {self.path}: is a file, not a folder; choose a folder for the run"
+            )
+
     def create(self) -> None:
         make_folder(self.path)
+
+    @contextmanager
+    def writer_claim(self, writes: bool, progress: Any = None) -> Iterator[RunClaim | None]:
+        """The run's claim, held while inside, for the process that writes the run (``writes``:
+        rank 0 under torchrun); the others hold nothing. A second writer is refused naming the
+        owner; a gone owner's claim is taken over with a notice to ``progress``."""
+        if not writes:
+            yield None
+            return
+        self._refuse_a_file()
+        with RunClaim.acquire(self.path) as claim:
+            if claim.taken_over is not None and progress is not None:
+                progress.message(
+                    f"{self.path}: taking over the claim of a run that is gone "
+                    f"({claim.taken_over.describe()})"
+                )
+            yield claim
 
     # -------------------------------------------------------------- config, history, metrics
 
@@ -470,6 +493,14 @@ class RunFolder:
 
 
 _RERUN_ZEROSHOT = "rerun `mote zeroshot` for this run, or delete the file"
+
+
+class RunClaim(StoreClaim):
+    """One writer per run folder: the store claim's record, lock, takeover of a gone owner and
+    messages, on ``RUN/.mote-claim.json``. Held by the process that writes the run (rank 0
+    under torchrun) from before the first file to the end."""
+
+    KIND = "run"
 
 
 @dataclass
