@@ -107,3 +107,83 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", **meta: Any) -> 
 def option_fields(cls: type) -> list[dataclasses.Field]:
     """The fields of a config dataclass that are CLI options (they carry help)."""
     return [f for f in dataclasses.fields(cls) if f.metadata.get("help")]
+
+
+# Settings several commands share, each spelled here once. A field's metadata: ``help`` makes it
+# an option; ``flag`` names the option when it is not --field-name; ``aliases`` are old names (a
+# --config key and a second flag); ``argument`` makes it positional (``metavar`` names it);
+# ``multiple`` takes a tuple as a repeated option; ``default_text`` describes a data-dependent
+# default (stages/options.py reads them all).
+DEVICE_HELP = "auto (cuda when available), cpu, cuda, cuda:1."
+
+
+def device_setting(lead: str = "") -> Any:
+    """The one torch device a command computes on (``pipeline.device.resolve_device``)."""
+    return setting("auto", f"{lead}{DEVICE_HELP}")
+
+
+def model_setting(note: str = "") -> Any:
+    """The CLIP model (``pipeline.clip.build.build_clip``)."""
+    help = "open_clip model name, JSON config, local-dir:PATH, or mote-tiny."
+    return setting("ViT-B-16", f"{help} {note}".strip())
+
+
+def pretrained_setting(note: str = "") -> Any:
+    """The CLIP weights (``pipeline.clip.weights``)."""
+    help = "Weights tag (openai), a local weights file, or none (random, --seed)."
+    return setting("openai", f"{help} {note}".strip())
+
+
+def dataset_setting() -> Any:
+    return setting(help="k400, k600, ucf101, hmdb51 or list.")
+
+
+def list_file_setting(lead: str = "Video list", note: str = " (list)") -> Any:
+    return setting(None, f"{lead} 'relative/path label'{note}.", flag="--list")
+
+
+def labels_file_setting(note: str = " (list)") -> Any:
+    return setting(None, f"Label CSV 'id,name'{note}.", flag="--labels")
+
+
+def kinetics_csv_setting() -> Any:
+    return setting(
+        None,
+        "k400: the official annotation CSV (label,youtube_id,time_start,time_end,split); the "
+        "--split rows whose clips exist under --root.",
+    )
+
+
+def decoder_setting() -> Any:
+    return setting("auto", "auto, decord or pyav.")
+
+
+def decode_timeout_setting() -> Any:
+    return setting(120.0, "Seconds before a video's decode is abandoned.")
+
+
+def batch_size_setting() -> Any:
+    """Images per CLIP batch, when a command encodes videos."""
+    return setting(None, "Images per CLIP batch.", default_text="256 on GPU, 32 on CPU")
+
+
+def scored_run_setting() -> Any:
+    """The run folder a scoring command loads (evaluate, zeroshot)."""
+    return setting(help="Run folder (train-temporal or import-reference).")
+
+
+TFM_OVERRIDES = {
+    "tfm_gamma": "Override the run's TFM gamma (Table 2f).",
+    "tfm_k": "Override the run's TFM neighbours K (Table 7b).",
+}
+
+
+def tfm_override_setting(name: str) -> Any:
+    """--tfm-gamma / --tfm-k of a scoring command: None keeps the run's value."""
+    return setting(None, TFM_OVERRIDES[name], default_text=lambda: _mote_default(name))
+
+
+def _mote_default(name: str) -> Any:
+    from mote.pipeline.temporal.mote_model import MoTEConfig  # torch: only when help is built
+
+    return next(f.default for f in dataclasses.fields(MoTEConfig) if f.name == name)

@@ -21,7 +21,17 @@ import numpy as np
 import torch
 
 from mote.pipeline import __version__
-from mote.pipeline.config import setting
+from mote.pipeline.config import (
+    dataset_setting,
+    decoder_setting,
+    device_setting,
+    kinetics_csv_setting,
+    labels_file_setting,
+    list_file_setting,
+    model_setting,
+    pretrained_setting,
+    setting,
+)
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
@@ -83,7 +93,7 @@ class FinetuneConfig:
     ``with_model_switches`` as for train-temporal; fields with help are CLI options.
     """
 
-    dataset: str = setting(help="k400, k600, ucf101, hmdb51 or list.")
+    dataset: str = dataset_setting()
     out: Path = setting(help="Run folder to create.")
     root: Path | None = setting(
         None, "Folder holding the videos.", default_text="the list file's folder (list)"
@@ -93,15 +103,11 @@ class FinetuneConfig:
         "Training split: k400 train (with --list or --kinetics-csv); ucf101/hmdb51 train1-3.",
         default_text=", ".join(f"{s} for {d}" for d, s in TRAIN_SPLIT.items()),
     )
-    list_file: Path | None = setting(
-        None, "Training video list 'relative/path label'.", flag="--list"
-    )
-    labels_file: Path | None = setting(None, "Label CSV 'id,name'.", flag="--labels")
-    kinetics_csv: Path | None = setting(
-        None, "k400: the official annotation CSV; the --split rows whose clips exist under --root."
-    )
-    model: str = setting("ViT-B-16", "open_clip model name, JSON config, or mote-tiny.")
-    pretrained: str = setting("openai", "Weights tag, a local weights file, or none (random).")
+    list_file: Path | None = list_file_setting("Training video list", "")
+    labels_file: Path | None = labels_file_setting("")
+    kinetics_csv: Path | None = kinetics_csv_setting()
+    model: str = model_setting()
+    pretrained: str = pretrained_setting()
     frames: int = setting(8, "Frames per clip T.")
     val_split: str | None = setting(
         None, "Validation split of the same dataset (1 view, eval sampling, spec 7)."
@@ -133,7 +139,7 @@ class FinetuneConfig:
     )
     weight_decay: float = setting(0.2, "AdamW weight decay.")
     seed: int = setting(0, "Seed of initialisation, routing, batch order and clip draws.")
-    device: str = setting("auto", "auto, cpu, cuda.")
+    device: str = device_setting()
     precision: str = setting(
         "auto",
         f"{', '.join(PRECISIONS)}; auto: bf16 on GPUs that have it (no loss scaler), else fp16 "
@@ -150,7 +156,7 @@ class FinetuneConfig:
         "Decode worker processes per training process (0: decode in the training process).",
         default_text=f"one per core, up to {MAX_WORKERS}",
     )
-    decoder: str = setting("auto", "auto, decord or pyav.")
+    decoder: str = decoder_setting()
     init_run: Path | None = setting(
         None, "Warm start: the temporal module and logit scale of a train-temporal run."
     )

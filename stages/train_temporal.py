@@ -19,7 +19,7 @@ import torch
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline import __version__
-from mote.pipeline.config import setting
+from mote.pipeline.config import device_setting, setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_folder import RunFolder
@@ -88,7 +88,7 @@ class TrainConfig:
     )
     weight_decay: float = setting(0.2, "AdamW weight decay.")
     seed: int = setting(0, "Seed of initialisation, routing and batch order.")
-    device: str = setting("auto", "auto, cpu, cuda.")
+    device: str = device_setting()
     precision: str = setting(
         "auto",
         f"{', '.join(PRECISIONS)}; auto: fp16 with a loss scaler on CUDA (spec 7), fp32 on the "
