@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,8 +73,13 @@ def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
     return value
 
 
-def build_config(cls: type[T], config_file: Path | None = None, **flags: Any) -> T:
-    """Make ``cls`` from its defaults, then the config file, then flags that are not None."""
+def build_config(
+    cls: type[T], config_file: Path | None = None, *, others: Collection[str] = (), **flags: Any
+) -> T:
+    """Make ``cls`` from its defaults, then the config file, then flags that are not None.
+
+    ``others``: file keys that another config of the same command takes (a nested one), skipped.
+    """
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)  # resolves the string annotations of `from __future__`
     values: dict[str, Any] = {}
@@ -81,8 +87,10 @@ def build_config(cls: type[T], config_file: Path | None = None, **flags: Any) ->
     if config_file is not None:
         for key, value in read_config_file(config_file).items():
             key = aliases.get(key, key)  # a setting's old name (ExtractConfig: device)
+            if key in others and key not in fields:
+                continue
             if key not in fields:
-                valid = ", ".join(sorted(name.replace("_", "-") for name in fields))
+                valid = ", ".join(sorted(name.replace("_", "-") for name in {*fields, *others}))
                 raise ConfigError(f"{config_file}: unknown option '{key}'. Valid options: {valid}")
             values[key] = _coerce(key, value, hints[key], str(config_file))
     values.update({key: value for key, value in flags.items() if value is not None})

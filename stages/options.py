@@ -22,6 +22,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -171,16 +172,20 @@ def config_values(cls: type, given: dict[str, Any], skip: set[str] = frozenset()
 
 
 def make_config(cls: type, config: Path | None, options: dict[str, Any]) -> Any:
-    """``cls`` from its defaults, the ``--config`` file and the flags; a nested config takes the
-    outer settings it shares a name with (train, out, device), then its own flags."""
-    cfg = build_config(cls, config, **config_values(cls, options))
-    for f, inner, fixed in _nested(cls):
-        names = {g.name for g in dataclasses.fields(inner)}
-        shared = {
-            name: getattr(cfg, name) for name in names & {g.name for g in dataclasses.fields(cls)}
-        }
+    """``cls`` from its defaults, the ``--config`` file and the flags. A nested config reads the
+    same file, takes the outer settings it shares a name with (train, out, device), then its own
+    flags."""
+    nested = _nested(cls)
+    inner_keys = {f.name for _, inner, skip in nested for f in option_fields(inner)} - {
+        name for *_, skip in nested for name in skip
+    }
+    cfg = build_config(cls, config, others=inner_keys, **config_values(cls, options))
+    for f, inner, fixed in nested:
+        outer = {g.name for g in dataclasses.fields(cls)}
+        shared = {name: getattr(cfg, name) for name in outer & {g.name for g in fields(inner)}}
         values = config_values(inner, options, skip=fixed)
-        cfg = dataclasses.replace(cfg, **{f.name: build_config(inner, None, **shared, **values)})
+        built = build_config(inner, config, others=outer, **shared, **values)
+        cfg = dataclasses.replace(cfg, **{f.name: built})
     return cfg
 
 
