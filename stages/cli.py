@@ -124,18 +124,12 @@ def _extract() -> Callable[..., None]:
 def _info() -> Callable[..., None]:
     """Schema, model, sampling, shapes and done/failed/pending counts of a feature store."""
     from mote.stages import info as stage
-    from mote.stages.console import print_summary_table, print_verify
+    from mote.stages.console import print_info
 
     def run(cfg: Any, as_json: bool) -> None:
         summary = stage.run(cfg)
-        checked = summary.get("verify")
-        if as_json:
-            print(json.dumps(summary))
-        else:
-            print_summary_table(summary, str(cfg.store))
-            if checked is not None:
-                print_verify(checked)
-        if checked is not None and not checked["ok"]:
+        _emit(summary, as_json, lambda summary: print_info(summary, str(cfg.store)))
+        if not summary.get("verify", {}).get("ok", True):  # damage found: exit 1
             raise typer.Exit(1)
 
     return config_command("info", stage.InfoConfig, run)
@@ -244,17 +238,10 @@ def _fewshot() -> Callable[..., None]:
 def _import_reference() -> Callable[..., None]:
     """Convert a checkpoint of the reference implementation into a run folder."""
     from mote.stages import import_reference as stage
-    from mote.stages.console import print_metrics, stdout
+    from mote.stages.console import print_imported
 
     def run(cfg: Any, as_json: bool) -> None:
-        result = stage.run(cfg)
-        if as_json:
-            print(json.dumps(result))
-            return
-        print_metrics(result, f"imported {cfg.ckpt}")
-        stdout.print(
-            f"next: mote extract --run {cfg.out} ... then mote evaluate --run {cfg.out} ..."
-        )
+        _emit(stage.run(cfg), as_json, lambda result: print_imported(result, cfg.ckpt, cfg.out))
 
     return config_command("import-reference", stage.ImportReferenceConfig, run)
 

@@ -297,6 +297,18 @@ def print_extract(summary: dict) -> None:
         stdout.print(f"repair: {repaired['videos']} damaged video(s) re-extracted")
 
 
+def print_info(summary: dict, title: str) -> None:
+    """The store's table, then what ``--verify`` found."""
+    print_summary_table(summary, title)
+    if summary.get("verify") is not None:
+        print_verify(summary["verify"])
+
+
+def print_imported(result: dict, ckpt: Path, out: Path) -> None:
+    print_metrics(result, f"imported {ckpt}")
+    stdout.print(f"next: mote extract --run {out} ... then mote evaluate --run {out} ...")
+
+
 def print_fewshot(result: dict) -> None:
     table = Table(title=f"{len(result['shots'])} K-shot settings, top-1 over seeds")
     for column in ("K", "top-1 mean +- std", "per seed"):
