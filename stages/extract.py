@@ -33,12 +33,14 @@ from mote.pipeline.config import (
     batch_size_setting,
     dataset_setting,
     decode_timeout_setting,
+    decode_workers_setting,
     decoder_setting,
     kinetics_csv_setting,
     labels_file_setting,
     list_file_setting,
     model_setting,
     pretrained_setting,
+    root_setting,
     setting,
 )
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
@@ -71,7 +73,7 @@ class ExtractConfig:
 
     dataset: str = dataset_setting()
     out: Path = setting(help="Zarr store to write (resumed if it exists).")
-    root: Path | None = setting(None, "Folder holding the videos.")
+    root: Path | None = root_setting()
     split: str | None = setting(
         None,
         "k400: val|test|train; k600: split1-3; ucf101/hmdb51: test1-3|train1-3.",
@@ -103,9 +105,7 @@ class ExtractConfig:
         aliases=("device",),
     )
     batch_size: int | None = batch_size_setting()
-    decode_workers: int | None = setting(
-        None, "Decode processes; 0 decodes in this process.", default_text="one per core"
-    )
+    decode_workers: int | None = decode_workers_setting("one per core")
     decoder: str = decoder_setting()
     decode_timeout: float = decode_timeout_setting()
     chunk_videos: int = setting(32, "Videos per Zarr chunk.")

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from mote.pipeline.clip.factory import TINY_CONFIG, TINY_NAME
 from mote.pipeline.clip.weights import file_weights_id
-from mote.pipeline.config import model_setting, pretrained_setting, setting
+from mote.pipeline.config import model_setting, pretrained_setting, run_out_setting, setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.reference_import import (
     CLIP_KEY,
@@ -40,7 +40,7 @@ class ImportReferenceConfig:
         help="MoTE_B16.pt / MoTE_L14.pt or a reference last_model.pt / model_best.pt.",
         argument=True,
     )
-    out: Path = setting(help="Run folder to create.")
+    out: Path = run_out_setting()
     head_only: bool = setting(
         False,
         "Import only the temporal module and text bank; CLIP visual weights then come from "

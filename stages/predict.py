@@ -24,6 +24,7 @@ from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.config import (
     batch_size_setting,
     decode_timeout_setting,
+    decode_workers_setting,
     decoder_setting,
     device_setting,
     setting,
@@ -79,11 +80,7 @@ class PredictConfig:
     tfm: bool = setting(True, "Temporal Feature Modulation (the run's fine-tuning text bank).")
     device: str = device_setting()
     batch_size: int | None = batch_size_setting()
-    decode_workers: int | None = setting(
-        None,
-        "Decode processes; 0 decodes in this process.",
-        default_text="one per core, at most one per video",
-    )
+    decode_workers: int | None = decode_workers_setting("one per core, at most one per video")
     decoder: str = decoder_setting()
     decode_timeout: float = decode_timeout_setting()
 
