@@ -146,9 +146,9 @@ def config_parameters(cls: type, skip: set[str] = frozenset()) -> list[inspect.P
     dataclass default; booleans that default to on get a ``--x/--no-x`` pair.
     """
     hints = typing.get_type_hints(cls)
-    fields = [f for f in option_fields(cls) if f.name not in skip]
-    fields.sort(key=lambda f: not f.metadata.get("argument"))
-    params = [_parameter(f, _unwrap_optional(hints[f.name]), cls) for f in fields]
+    own = [f for f in option_fields(cls) if f.name not in skip]
+    own.sort(key=lambda f: not f.metadata.get("argument"))
+    params = [_parameter(f, _unwrap_optional(hints[f.name]), cls) for f in own]
     for _, inner, fixed in _nested(cls):
         params += config_parameters(inner, skip=fixed)
     return params
