@@ -237,12 +237,8 @@ TFM_OVERRIDES = {
 }
 
 
-def tfm_override_setting(name: str) -> Any:
-    """--tfm-gamma / --tfm-k of a scoring command: None keeps the run's value."""
-    return setting(None, TFM_OVERRIDES[name], default_text=lambda: _mote_default(name))
-
-
-def _mote_default(name: str) -> Any:
-    from mote.pipeline.temporal.mote_model import MoTEConfig  # torch: only when help is built
-
-    return next(f.default for f in dataclasses.fields(MoTEConfig) if f.name == name)
+def tfm_override_setting(name: str, model_config: type) -> Any:
+    """--tfm-gamma / --tfm-k of a scoring command: None keeps the run's value; the help shows
+    ``model_config``'s (MoTEConfig's) default."""
+    default = next(f for f in dataclasses.fields(model_config) if f.name == name).default
+    return setting(None, TFM_OVERRIDES[name], default_text=default)

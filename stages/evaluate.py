@@ -25,6 +25,7 @@ from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_clip import store_expectation
 from mote.pipeline.runs.run_folder import check_predictions_path, load_run, save_predictions
 from mote.pipeline.temporal.evaluation import override_tfm, score
+from mote.pipeline.temporal.mote_model import MoTEConfig
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,8 @@ class EvaluateConfig:
     store: Path = setting(help="Feature store to score (any view layout).")
     tfm: bool = setting(True, "Temporal Feature Modulation.")
     best: bool = setting(False, "Use the best-validation weights, not the last.")
-    tfm_gamma: float | None = tfm_override_setting("tfm_gamma")
-    tfm_k: int | None = tfm_override_setting("tfm_k")
+    tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
+    tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
     device: str = device_setting()
     save_predictions: Path | None = setting(
         None, "Write per-video scores, per-view logits and rho (.safetensors/.npz)."

@@ -32,6 +32,7 @@ from mote.pipeline.runs.run_folder import (
 )
 from mote.pipeline.temporal.evaluation import override_tfm, score
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
+from mote.pipeline.temporal.mote_model import MoTEConfig
 from mote.pipeline.temporal.zeroshot import StoreIndex, protocol_problems
 
 
@@ -53,8 +54,8 @@ class ZeroShotConfig:
         default_text="every split of the protocol",
     )
     tfm: bool = setting(True, "Temporal Feature Modulation (K400 text bank as proxies).")
-    tfm_gamma: float | None = tfm_override_setting("tfm_gamma")
-    tfm_k: int | None = tfm_override_setting("tfm_k")
+    tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
+    tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
     allow_protocol_mismatch: bool = setting(
         False, "Accept stores that are not 3x1 views of 8 frames with the evaluation sampling."
     )
