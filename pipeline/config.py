@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,8 +73,13 @@ def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
     return value
 
 
-def build_config(cls: type[T], config_file: Path | None = None, **flags: Any) -> T:
-    """Make ``cls`` from its defaults, then the config file, then flags that are not None."""
+def build_config(
+    cls: type[T], config_file: Path | None = None, *, others: Collection[str] = (), **flags: Any
+) -> T:
+    """Make ``cls`` from its defaults, then the config file, then flags that are not None.
+
+    ``others``: file keys that another config of the same command takes (a nested one), skipped.
+    """
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)  # resolves the string annotations of `from __future__`
     values: dict[str, Any] = {}
@@ -81,8 +87,10 @@ def build_config(cls: type[T], config_file: Path | None = None, **flags: Any) ->
     if config_file is not None:
         for key, value in read_config_file(config_file).items():
             key = aliases.get(key, key)  # a setting's old name (ExtractConfig: device)
+            if key in others and key not in fields:
+                continue
             if key not in fields:
-                valid = ", ".join(sorted(name.replace("_", "-") for name in fields))
+                valid = ", ".join(sorted(name.replace("_", "-") for name in {*fields, *others}))
                 raise ConfigError(f"{config_file}: unknown option '{key}'. Valid options: {valid}")
             values[key] = _coerce(key, value, hints[key], str(config_file))
     values.update({key: value for key, value in flags.items() if value is not None})
@@ -107,3 +115,130 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", **meta: Any) -> 
 def option_fields(cls: type) -> list[dataclasses.Field]:
     """The fields of a config dataclass that are CLI options (they carry help)."""
     return [f for f in dataclasses.fields(cls) if f.metadata.get("help")]
+
+
+# Settings several commands share, each spelled here once. A field's metadata: ``help`` makes it
+# an option; ``flag`` names the option when it is not --field-name; ``aliases`` are old names (a
+# --config key and a second flag); ``argument`` makes it positional (``metavar`` names it);
+# ``multiple`` takes a tuple as a repeated option; ``default_text`` describes a data-dependent
+# default (stages/options.py reads them all).
+DEVICE_HELP = "auto (cuda when available), cpu, cuda, cuda:1."
+
+
+def device_setting(lead: str = "") -> Any:
+    """The one torch device a command computes on (``pipeline.device.resolve_device``)."""
+    return setting("auto", f"{lead}{DEVICE_HELP}")
+
+
+def model_setting(note: str = "") -> Any:
+    """The CLIP model (``pipeline.clip.build.build_clip``)."""
+    help = "open_clip model name, JSON config, local-dir:PATH, or mote-tiny."
+    return setting("ViT-B-16", f"{help} {note}".strip())
+
+
+def pretrained_setting(note: str = "") -> Any:
+    """The CLIP weights (``pipeline.clip.weights``)."""
+    help = "Weights tag (openai), a local weights file, or none (random, --seed)."
+    return setting("openai", f"{help} {note}".strip())
+
+
+def dataset_setting() -> Any:
+    return setting(help="k400, k600, ucf101, hmdb51 or list.")
+
+
+def list_file_setting(lead: str = "Video list", note: str = " (list)") -> Any:
+    return setting(None, f"{lead} 'relative/path label'{note}.", flag="--list")
+
+
+def labels_file_setting(note: str = " (list)") -> Any:
+    return setting(None, f"Label CSV 'id,name'{note}.", flag="--labels")
+
+
+def kinetics_csv_setting() -> Any:
+    return setting(
+        None,
+        "k400: the official annotation CSV (label,youtube_id,time_start,time_end,split); the "
+        "--split rows whose clips exist under --root.",
+    )
+
+
+def root_setting(**meta: Any) -> Any:
+    return setting(None, "Folder holding the videos.", **meta)
+
+
+def run_out_setting() -> Any:
+    """The run folder a training or import command creates."""
+    return setting(help="Run folder to create.")
+
+
+def decode_workers_setting(default_text: str) -> Any:
+    return setting(None, "Decode processes; 0 decodes in this process.", default_text=default_text)
+
+
+def decoder_setting() -> Any:
+    return setting("auto", "auto, decord or pyav.")
+
+
+def decode_timeout_setting() -> Any:
+    return setting(120.0, "Seconds before a video's decode is abandoned.")
+
+
+def batch_size_setting() -> Any:
+    """Images per CLIP batch, when a command encodes videos."""
+    return setting(None, "Images per CLIP batch.", default_text="256 on GPU, 32 on CPU")
+
+
+# The training settings train-temporal and finetune-e2e share (spec 7).
+def epochs_setting(default_text: Any) -> Any:
+    return setting(None, "Training epochs (spec 7).", default_text=default_text)
+
+
+def warmup_epochs_setting() -> Any:
+    return setting(5.0, "Linear lr warm-up epochs.")
+
+
+def micro_batches_setting(default_text: Any) -> Any:
+    return setting(
+        None,
+        "Micro-batches per step, each with its own routing and WMR draw (spec 3.1: the "
+        "reference's GPUs); under torchrun a multiple of the process count, split among them.",
+        default_text=default_text,
+    )
+
+
+def lr_setting() -> Any:
+    return setting(5e-5, "Temporal module lr.")
+
+
+def weight_decay_setting() -> Any:
+    return setting(0.2, "AdamW weight decay.")
+
+
+def final_tfm_setting() -> Any:
+    return setting(True, "TFM in the final evaluation.")
+
+
+def resume_setting() -> Any:
+    return setting(False, "Continue the run in --out from its last epoch.")
+
+
+def stop_after_epochs_setting() -> Any:
+    return setting(None, "Stop after this many epochs (continue later with --resume).")
+
+
+def scored_run_setting() -> Any:
+    """The run folder a scoring command loads (evaluate, zeroshot)."""
+    return setting(help="Run folder (train-temporal or import-reference).")
+
+
+TFM_OVERRIDES = {
+    "tfm_gamma": "Override the run's TFM gamma (Table 2f).",
+    "tfm_k": "Override the run's TFM neighbours K (Table 7b).",
+}
+
+
+def tfm_override_setting(name: str, model_config: type) -> Any:
+    """--tfm-gamma / --tfm-k of a scoring command: None keeps the run's value; the help shows
+    ``model_config``'s (MoTEConfig's) default."""
+    default = next(f for f in dataclasses.fields(model_config) if f.name == name).default
+    return setting(None, TFM_OVERRIDES[name], default_text=default)

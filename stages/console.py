@@ -1,6 +1,8 @@
-"""Terminal output for the CLI: a rich progress bar on stderr and result tables."""
+"""Terminal output for the CLI: a rich progress bar on stderr and each command's result tables."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -13,6 +15,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 from rich.text import Text
 
 stderr = Console(stderr=True)
@@ -82,3 +85,250 @@ class RichProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def print_summary_table(summary: dict, title: str) -> None:
+    table = Table(title=title, show_header=False)
+    for key in (
+        "store",
+        "schema_version",
+        "dataset",
+        "split",
+        "model",
+        "pretrained",
+        "weights_id",
+        "dim",
+        "frames",
+        "views",
+        "sampling",
+        "classes",
+        "n_videos",
+        "n_done",
+        "n_failed",
+        "n_pending",
+        "seconds",
+        "videos_per_s",
+        "bytes_on_disk",
+    ):
+        if key in summary:
+            table.add_row(key, str(summary[key]))
+    devices = summary.get("devices") or []
+    if len(devices) > 1:  # several encoders (or dask workers): what each did
+        for row in devices:
+            where = row["device"] + (f" ({row['worker']})" if row.get("worker") else "")
+            done = f"{row['videos']} videos, {row['images']} frames, {row['videos_per_s']} videos/s"
+            table.add_row(where, done)
+    stdout.print(table)
+    failures = summary.get("failures") or []
+    if failures:
+        failed = Table(title=f"{len(failures)} failed video(s)")
+        failed.add_column("video")
+        failed.add_column("reason")
+        for item in failures[:50]:
+            failed.add_row(item["video"], item["reason"])
+        if len(failures) > 50:
+            failed.add_row("...", f"{len(failures) - 50} more: see `mote info --json`")
+        stdout.print(failed)
+
+
+def print_metrics(metrics: dict, title: str) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            value = f"{value:.2f}"
+        table.add_row(key, str(value))
+    stdout.print(table)
+
+
+def print_verify(checked: dict) -> None:
+    """One line per problem on stderr, then a verdict."""
+    for problem in checked["problems"]:
+        videos = problem["videos"]
+        shown = ", ".join(str(v) for v in videos[:8]) + (" ..." if len(videos) > 8 else "")
+        stderr.print(
+            f"[bold red]damaged:[/] {problem['store']}: array {problem['array']!r} chunk "
+            f"{problem['chunk']} (videos {shown or '-'}) {problem['reason']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    sampled = len(checked["sampled"])
+    extra = f", {sampled} video(s) re-encoded" if sampled else ""
+    if not checked["checksums"]:
+        stdout.print("note: this store has no chunk checksums (written before they were added)")
+    if checked["ok"]:
+        stdout.print(f"verified: {checked['chunks_read']} chunks read{extra}, no damage found")
+    else:
+        fix = (
+            "repair with `mote extract ... --repair`"
+            if checked["repairable"]
+            else "re-create the store with `mote extract ... --overwrite`"
+        )
+        stdout.print(f"{len(checked['problems'])} problem(s) found{extra}; {fix}")
+
+
+def print_zeroshot(result: dict, dataset: str, tfm: bool) -> None:
+    table = Table(
+        title=f"zero-shot {dataset} ({result['views']} views, TFM {'on' if tfm else 'off'})"
+    )
+    for column in ("split", "classes", "top-1", "top-5", "videos", "missing"):
+        table.add_column(column)
+    for row in result["splits"]:
+        table.add_row(
+            row["split"],
+            str(row["classes"]),
+            f"{row['top1']:.2f}",
+            f"{row['top5']:.2f}",
+            str(row["n_videos"]),
+            str(row["n_missing"]),
+        )
+    table.add_row(
+        "mean +- std",
+        "",
+        f"{result['top1_mean']:.2f} +- {result['top1_std']:.2f}",
+        f"{result['top5_mean']:.2f}",
+        "",
+        "",
+    )
+    stdout.print(table)
+    if result.get("zs_hm") is not None:
+        line = f"zero-shot harmonic mean over the run's datasets: {result['zs_hm']:.2f}"
+        if result.get("tradeoff") is not None:
+            line += (
+                f"; trade-off with close-set top-1 {result['close_set_top1']:.2f}: "
+                f"{result['tradeoff']:.2f}"
+            )
+        stdout.print(line)
+
+
+def print_predictions(result: dict) -> None:
+    """Each video's path, then its top-k table: class and the fused score of spec 8.1 (views'
+    softmaxes of raw cosines averaged, then a softmax: close together by construction)."""
+    vocabulary = "the run's classes" if result["vocabulary"] == "run" else "the given classes"
+    for video in result["videos"]:
+        if video["error"]:
+            stdout.print(
+                Text.assemble(
+                    (video["video"], "bold"), ": ", ("failed: ", "bold red"), video["error"]
+                ),
+                soft_wrap=True,
+            )
+            continue
+        stdout.print(Text(video["video"], style="bold"), soft_wrap=True)
+        table = Table()
+        for column in ("#", "class", "prob", "id"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for rank, row in enumerate(video["top"], start=1):
+            table.add_row(str(rank), row["class"], f"{row['prob']:.4f}", str(row["label"]))
+        stdout.print(table)
+    stdout.print(
+        f"{result['n_videos'] - result['n_failed']} of {result['n_videos']} video(s) labelled "
+        f"against {result['classes']} of {vocabulary} ({result['views']} views of "
+        f"{result['frames']} frames, TFM {'on' if result['tfm'] else 'off'}, {result['device']}, "
+        f"{result['seconds']:.1f} s)"
+    )
+
+
+def print_demo(result: dict) -> None:
+    """The demo's two result tables and closing lines."""
+    table = Table(title="mote demo: close-set top-1 on held-out videos")
+    for column in ("arch", "top-1", "top-5", "videos", "trained params"):
+        table.add_column(column)
+    for row in result["close_set"]:
+        params = row["trained_params"]
+        table.add_row(
+            row["arch"],
+            f"{row['top1']:.1f}",
+            f"{row['top5']:.1f}",
+            str(row["n_videos"]),
+            "logit scale only" if params is None else f"{params:,}",
+        )
+    stdout.print(table)
+    stdout.print(f"chance is {result['chance']:.1f}%")
+    table = Table(title="mote demo: zero-shot top-1 on held-out classes (TFM on)")
+    for column in ("arch", "top-1", "videos"):
+        table.add_column(column)
+    for row in result["zero_shot"]:
+        table.add_row(row["arch"], f"{row['top1']:.1f}", str(row["n_videos"]))
+    stdout.print(table)
+    stdout.print(
+        f"    held out: {', '.join(result['held_out'])}; a random tiny CLIP text tower knows "
+        f"nothing of these words, so expect about chance ({result['zero_shot_chance']:.0f}%): "
+        "this exercises the protocol, not CLIP"
+    )
+    predictions = result.get("predict")
+    if predictions is not None:
+        table = Table(title="mote demo: mote predict on two held-out video files")
+        for column in ("video", "true class", "predicted", "prob", "runner-up"):
+            table.add_column(column)
+        for video, truth in zip(predictions["videos"], result["predict_truth"], strict=True):
+            top = video["top"]
+            if not top:
+                table.add_row(Path(video["video"]).name, truth, f"failed: {video['error']}")
+                continue
+            runner_up = top[1]["class"] if len(top) > 1 else ""
+            cells = (top[0]["class"], f"{top[0]['prob']:.4f}", runner_up)
+            table.add_row(Path(video["video"]).name, truth, *cells)
+        stdout.print(table)
+        stdout.print(
+            f"    try it on any video: mote predict --run {result['predict_run']} "
+            f"{predictions['videos'][0]['video']}",
+            soft_wrap=True,
+        )
+    e2e = result.get("e2e")
+    if e2e is not None:
+        per_epoch = ", ".join("n/a" if v is None else f"{v:.1f}" for v in e2e["val_top1_per_epoch"])
+        stdout.print(
+            f"finetune-e2e, {e2e['epochs']} epochs warm-started from {e2e['init_run']}: "
+            f"val top-1 {e2e['top1']:.1f} on {e2e['n_videos']} videos (1 clip; per epoch "
+            f"{per_epoch}). Spec 7.2 flips training clips left-right, so end to end the "
+            "moving left/right pairs cannot be told apart; approaching/receding can",
+            soft_wrap=True,
+        )
+    stdout.print(f"demo finished in {result['seconds']:.1f} s; report: {result['report']}")
+
+
+def print_extract(summary: dict) -> None:
+    """The store's table, then what ``--repair`` re-extracted."""
+    print_summary_table(summary, f"extracted {summary['store']}")
+    repaired = summary.get("repaired")
+    if repaired is not None:
+        for line in repaired["problems"]:
+            stderr.print(f"repaired: {line}", highlight=False, soft_wrap=True)
+        stdout.print(f"repair: {repaired['videos']} damaged video(s) re-extracted")
+
+
+def print_info(summary: dict, title: str) -> None:
+    """The store's table, then what ``--verify`` found."""
+    print_summary_table(summary, title)
+    if summary.get("verify") is not None:
+        print_verify(summary["verify"])
+
+
+def print_imported(result: dict, ckpt: Path, out: Path) -> None:
+    print_metrics(result, f"imported {ckpt}")
+    stdout.print(f"next: mote extract --run {out} ... then mote evaluate --run {out} ...")
+
+
+def print_fewshot(result: dict) -> None:
+    table = Table(title=f"{len(result['shots'])} K-shot settings, top-1 over seeds")
+    for column in ("K", "top-1 mean +- std", "per seed"):
+        table.add_column(column)
+    for k, row in result["shots"].items():
+        table.add_row(
+            k,
+            f"{row['top1_mean']:.2f} +- {row['top1_std']:.2f}",
+            ", ".join(f"{v:.1f}" for v in row["top1"]),
+        )
+    stdout.print(table)
+
+
+def print_report(result: dict, runs: int) -> None:
+    table = Table(title=f"report of {runs} run(s)")
+    for column in ("run", "model", "close-set top-1", "HM ZS", "trade-off"):
+        table.add_column(column)
+    for row in result["runs"]:
+        cells = (row["top1"], row["zs_hm"], row["tradeoff"])
+        numbers = ["n/a" if v is None else f"{v:.2f}" for v in cells]
+        table.add_row(row["label"], row["switches"], *numbers)
+    stdout.print(table)
+    stdout.print(f"report: {result['report']} ({len(result['plots'])} plot(s) beside it)")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from mote.pipeline.config import setting
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.progress import NullProgress, Progress, Quiet
 from mote.pipeline.runs.run_folder import RunFolder
@@ -39,10 +40,10 @@ HELD_OUT = ("circle moving up", "circle moving down", "square moving up", "squar
 
 @dataclass(frozen=True)
 class DemoConfig:
-    workdir: Path = Path("mote-demo")
-    videos_per_class: int = 24
-    epochs: int = 100
-    seed: int = 0
+    workdir: Path = setting(Path("mote-demo"), "Where to write videos and stores.")
+    videos_per_class: int = setting(24, "Generated videos per class.")
+    epochs: int = setting(100, "Training epochs.")
+    seed: int = setting(0, "Seed of the videos and the runs.")
     decode_workers: int | None = None
     e2e_epochs: int = 3  # finetune-e2e epochs of the last step (0: skip it)
 

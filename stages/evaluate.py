@@ -14,23 +14,32 @@ import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore
+from mote.pipeline.config import (
+    device_setting,
+    scored_run_setting,
+    setting,
+    tfm_override_setting,
+)
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_clip import store_expectation
 from mote.pipeline.runs.run_folder import check_predictions_path, load_run, save_predictions
+from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.evaluation import override_tfm, score
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    run: Path
-    store: Path
-    tfm: bool = True
-    best: bool = False
-    device: str = "auto"
-    save_predictions: Path | None = None
-    tfm_gamma: float | None = None  # override the run's TFM gamma (Table 2f)
-    tfm_k: int | None = None  # override the run's TFM K (Table 7b)
+    run: Path = scored_run_setting()
+    store: Path = setting(help="Feature store to score (any view layout).")
+    tfm: bool = setting(True, "Temporal Feature Modulation.")
+    best: bool = setting(False, "Use the best-validation weights, not the last.")
+    tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
+    tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
+    device: str = device_setting()
+    save_predictions: Path | None = setting(
+        None, "Write per-video scores, per-view logits and rho (.safetensors/.npz)."
+    )
 
 
 def run(cfg: EvaluateConfig) -> dict:

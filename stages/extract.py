@@ -15,7 +15,7 @@ here on the first one, so the store's text does not depend on how many encoded.
 from __future__ import annotations
 
 import time
-from dataclasses import InitVar, dataclass, field, fields
+from dataclasses import InitVar, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,20 @@ from mote.pipeline import __version__
 from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.encoder_pool import EncoderPool
 from mote.pipeline.clip.encoding import BatchedEncoder
+from mote.pipeline.config import (
+    batch_size_setting,
+    dataset_setting,
+    decode_timeout_setting,
+    decode_workers_setting,
+    decoder_setting,
+    kinetics_csv_setting,
+    labels_file_setting,
+    list_file_setting,
+    model_setting,
+    pretrained_setting,
+    root_setting,
+    setting,
+)
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.device import release_memory, resolve_devices
 from mote.pipeline.errors import ConfigError
@@ -59,32 +73,67 @@ class ExtractConfig:
     all set ``devices``; it is not stored.
     """
 
-    dataset: str
-    out: Path
-    root: Path | None = None
-    split: str | None = None
-    list_file: Path | None = None
-    labels_file: Path | None = None
-    model: str = "ViT-B-16"
-    pretrained: str = "openai"
-    frames: int = 8
-    views: str | None = None
-    sampling: str = "eval"
-    seed: int = 0
-    devices: str = field(default="all", metadata={"aliases": ("device",)})
-    batch_size: int | None = None
-    decode_workers: int | None = None
-    decoder: str = "auto"
-    decode_timeout: float = 120.0
-    chunk_videos: int = 32
-    limit: int | None = None
-    overwrite: bool = False
-    retry_failed: bool = False
-    repair: bool = False  # verify the store, redo the videos whose data are damaged
-    dask: str | None = None
-    run: Path | None = None  # encode with this run's CLIP (tuned visual weights, spec 7.4 blend)
-    blend: bool = True  # --run: 0.99 tuned + 0.01 original (spec 7.4); off = the tuned weights
-    kinetics_csv: Path | None = None  # K400: the official annotation CSV instead of a list
+    dataset: str = dataset_setting()
+    out: Path = setting(help="Zarr store to write (resumed if it exists).")
+    root: Path | None = root_setting()
+    split: str | None = setting(
+        None,
+        "k400: val|test|train; k600: split1-3; ucf101/hmdb51: test1-3|train1-3.",
+        default_text=lambda: (
+            ", ".join(f"{s} for {d}" for d, s in DEFAULT_SPLIT.items()) + ", else custom"
+        ),
+    )
+    list_file: Path | None = list_file_setting()
+    labels_file: Path | None = labels_file_setting()
+    kinetics_csv: Path | None = kinetics_csv_setting()
+    model: str = model_setting()
+    pretrained: str = pretrained_setting()
+    frames: int = setting(8, f"Frames per view T, 1 to {MAX_FRAMES}.")
+    views: str | None = setting(
+        None,
+        "CLIPSxCROPS: 1x1, 3x1, 4x3.",
+        default_text=lambda: (
+            ", ".join(f"{v} for {d}" for d, v in DEFAULT_VIEWS.items()) + ", else 1x1"
+        ),
+    )
+    sampling: str = setting("eval", "eval (segment starts, spec 7.1) or train (seeded random).")
+    seed: int = setting(0, "Seed for random weights and train sampling.")
+    devices: str = setting(
+        "all",
+        "Encoder devices: all (every visible GPU, else the CPU), GPU indices (0,1,3), cuda:1, or "
+        "cpu. Each device past the first runs its own encoder process, all fed by one decode "
+        "pool; cpu,cpu runs two CPU encoder processes (how CI tests several devices). With "
+        "--dask local:N, worker i is pinned to GPU i mod G. --device is the same option.",
+        aliases=("device",),
+    )
+    batch_size: int | None = batch_size_setting()
+    decode_workers: int | None = decode_workers_setting("one per core")
+    decoder: str = decoder_setting()
+    decode_timeout: float = decode_timeout_setting()
+    chunk_videos: int = setting(32, "Videos per Zarr chunk.")
+    limit: int | None = setting(None, "Only the first N videos of the list.")
+    overwrite: bool = setting(False, "Start the store over.")
+    retry_failed: bool = setting(False, "Retry videos that failed before.")
+    repair: bool = setting(
+        False, "Verify every chunk and re-extract the videos whose stored data are damaged."
+    )
+    run: Path | None = setting(
+        None,
+        "Encode with this run's CLIP: its model, and its tuned visual weights blended 0.99/0.01 "
+        "with the original (spec 7.4), e.g. a run from import-reference.",
+    )
+    blend: bool = setting(
+        True,
+        "With --run: blend the tuned visual weights 0.99/0.01 with the original (spec 7.4); "
+        "--no-blend encodes with the tuned weights as trained.",
+    )
+    dask: str | None = setting(
+        None,
+        "Scale out on dask.distributed: a scheduler address (tcp://host:8786; workers need mote "
+        "and the same paths, and encode on the GPU they were started with) or local:N for a "
+        "local cluster of N workers, each pinned to one GPU of --devices (CUDA_VISIBLE_DEVICES).",
+        default_text="one local process with --decode-workers",
+    )
     device: InitVar[str | None] = None  # the old name of ``devices``
 
     def __post_init__(self, device: str | None) -> None:

@@ -8,6 +8,7 @@ single view. Report top-1 mean +- std over seeds for every K.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore
+from mote.pipeline.config import device_setting, setting
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress, Quiet
@@ -27,14 +29,24 @@ from mote.stages import train_temporal
 
 @dataclass(frozen=True)
 class FewShotConfig:
-    train: Path
-    test: Path
-    out: Path
-    shots: tuple[int, ...] = (2, 4, 8, 16)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    epochs: int = 10  # spec 8.3: 10 for UCF101/HMDB51, 2 for SSv2
-    device: str = "auto"
-    training: train_temporal.TrainConfig | None = None  # other training settings (arch, lr, ...)
+    train: Path = setting(help="Store to draw the K shots per class from.")
+    test: Path = setting(help="Store to evaluate on (single view).")
+    out: Path = setting(help="Folder for the runs and fewshot.json.")
+    shots: tuple[int, ...] = setting((2, 4, 8, 16), "K values, comma-separated.")
+    seeds: tuple[int, ...] = setting((0, 1, 2), "Sampling/training seeds per K.")
+    epochs: int = setting(
+        10, "Training epochs per run: 10 for UCF101/HMDB51, 2 for SSv2 (spec 8.3)."
+    )
+    device: str = device_setting()
+    # Every other train-temporal setting (arch, lr, MoTE switches, ...) is a fewshot flag too;
+    # the K-shot protocol sets these per run itself.
+    training: train_temporal.TrainConfig | None = dataclasses.field(
+        default=None,
+        metadata={
+            "nested": train_temporal.TrainConfig,
+            "fixed": ("val", "seed", "resume", "stop_after_epochs", "tfm"),
+        },
+    )
 
 
 def sample_shots(labels: np.ndarray, done: np.ndarray, shots: int, seed: int) -> np.ndarray:

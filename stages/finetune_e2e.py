@@ -21,7 +21,27 @@ import numpy as np
 import torch
 
 from mote.pipeline import __version__
-from mote.pipeline.config import setting
+from mote.pipeline.config import (
+    dataset_setting,
+    decoder_setting,
+    device_setting,
+    epochs_setting,
+    final_tfm_setting,
+    kinetics_csv_setting,
+    labels_file_setting,
+    list_file_setting,
+    lr_setting,
+    micro_batches_setting,
+    model_setting,
+    pretrained_setting,
+    resume_setting,
+    root_setting,
+    run_out_setting,
+    setting,
+    stop_after_epochs_setting,
+    warmup_epochs_setting,
+    weight_decay_setting,
+)
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
@@ -83,25 +103,19 @@ class FinetuneConfig:
     ``with_model_switches`` as for train-temporal; fields with help are CLI options.
     """
 
-    dataset: str = setting(help="k400, k600, ucf101, hmdb51 or list.")
-    out: Path = setting(help="Run folder to create.")
-    root: Path | None = setting(
-        None, "Folder holding the videos.", default_text="the list file's folder (list)"
-    )
+    dataset: str = dataset_setting()
+    out: Path = run_out_setting()
+    root: Path | None = root_setting(default_text="the list file's folder (list)")
     split: str | None = setting(
         None,
         "Training split: k400 train (with --list or --kinetics-csv); ucf101/hmdb51 train1-3.",
         default_text=", ".join(f"{s} for {d}" for d, s in TRAIN_SPLIT.items()),
     )
-    list_file: Path | None = setting(
-        None, "Training video list 'relative/path label'.", flag="--list"
-    )
-    labels_file: Path | None = setting(None, "Label CSV 'id,name'.", flag="--labels")
-    kinetics_csv: Path | None = setting(
-        None, "k400: the official annotation CSV; the --split rows whose clips exist under --root."
-    )
-    model: str = setting("ViT-B-16", "open_clip model name, JSON config, or mote-tiny.")
-    pretrained: str = setting("openai", "Weights tag, a local weights file, or none (random).")
+    list_file: Path | None = list_file_setting("Training video list", "")
+    labels_file: Path | None = labels_file_setting("")
+    kinetics_csv: Path | None = kinetics_csv_setting()
+    model: str = model_setting()
+    pretrained: str = pretrained_setting()
     frames: int = setting(8, "Frames per clip T.")
     val_split: str | None = setting(
         None, "Validation split of the same dataset (1 view, eval sampling, spec 7)."
@@ -116,24 +130,19 @@ class FinetuneConfig:
     val_limit: int | None = setting(
         None, "Validate on N videos spread evenly over the list (a quick per-epoch check)."
     )
-    epochs: int | None = setting(None, "Training epochs (spec 7).", default_text=spec_default(0))
-    warmup_epochs: float = setting(5.0, "Linear lr warm-up epochs.")
+    epochs: int | None = epochs_setting(spec_default(0))
+    warmup_epochs: float = warmup_epochs_setting()
     batch_size: int | None = setting(
         None, "Videos per step (all processes).", default_text=spec_default(1)
     )
-    micro_batches: int | None = setting(
-        None,
-        "Micro-batches per step, each with its own routing and WMR draw (spec 3.1: the "
-        "reference's GPUs); under torchrun a multiple of the process count, split among them.",
-        default_text=lambda: MICRO_BATCHES_RULE,
-    )
-    lr: float = setting(5e-5, "Temporal module lr.")
+    micro_batches: int | None = micro_batches_setting(lambda: MICRO_BATCHES_RULE)
+    lr: float = lr_setting()
     clip_lr_ratio: float | None = setting(
         None, "Visual tower and logit-scale lr = lr x ratio.", default_text=spec_default(2)
     )
-    weight_decay: float = setting(0.2, "AdamW weight decay.")
+    weight_decay: float = weight_decay_setting()
     seed: int = setting(0, "Seed of initialisation, routing, batch order and clip draws.")
-    device: str = setting("auto", "auto, cpu, cuda.")
+    device: str = device_setting()
     precision: str = setting(
         "auto",
         f"{', '.join(PRECISIONS)}; auto: bf16 on GPUs that have it (no loss scaler), else fp16 "
@@ -150,18 +159,16 @@ class FinetuneConfig:
         "Decode worker processes per training process (0: decode in the training process).",
         default_text=f"one per core, up to {MAX_WORKERS}",
     )
-    decoder: str = setting("auto", "auto, decord or pyav.")
+    decoder: str = decoder_setting()
     init_run: Path | None = setting(
         None, "Warm start: the temporal module and logit scale of a train-temporal run."
     )
     text_from: Path | None = setting(
         None, "Take the class text embeddings from this feature store (same CLIP weights)."
     )
-    tfm: bool = setting(True, "TFM in the final evaluation.")
-    resume: bool = setting(False, "Continue the run in --out from its last epoch.")
-    stop_after_epochs: int | None = setting(
-        None, "Stop after this many epochs (continue later with --resume)."
-    )
+    tfm: bool = final_tfm_setting()
+    resume: bool = resume_setting()
+    stop_after_epochs: int | None = stop_after_epochs_setting()
 
 
 def _check(cfg: FinetuneConfig) -> None:

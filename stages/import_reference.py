@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mote.pipeline.clip.factory import TINY_CONFIG, TINY_NAME
 from mote.pipeline.clip.weights import file_weights_id
+from mote.pipeline.config import model_setting, pretrained_setting, run_out_setting, setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.reference_import import (
     CLIP_KEY,
@@ -36,11 +37,18 @@ from mote.pipeline.temporal.mote_model import MoTE
 class ImportReferenceConfig:
     """Settings of ``mote import-reference``."""
 
-    ckpt: Path  # MoTE_B16.pt / MoTE_L14.pt or a reference last_model.pt / model_best.pt
-    out: Path  # the run folder to create
-    head_only: bool = False  # only the temporal module and text bank; CLIP from --pretrained
-    model: str = "ViT-B-16"  # the original CLIP architecture
-    pretrained: str = "openai"  # its weights (text tower, test-time blend)
+    ckpt: Path = setting(
+        help="MoTE_B16.pt / MoTE_L14.pt or a reference last_model.pt / model_best.pt.",
+        argument=True,
+    )
+    out: Path = run_out_setting()
+    head_only: bool = setting(
+        False,
+        "Import only the temporal module and text bank; CLIP visual weights then come from "
+        "--model/--pretrained.",
+    )
+    model: str = model_setting("The original CLIP: ViT-B-16 or ViT-L-14.")
+    pretrained: str = pretrained_setting("Its text tower and the test-time blend use them.")
 
 
 def run(cfg: ImportReferenceConfig) -> dict:

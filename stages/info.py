@@ -15,6 +15,7 @@ import numpy as np
 
 from mote.cache_schema.store import FeatureStore
 from mote.cache_schema.verify import Problem, VerifyReport, verify
+from mote.pipeline.config import device_setting, setting
 from mote.pipeline.errors import ConfigError
 
 # Re-encoded embeddings may differ from stored ones by fp16 rounding (2^-11 relative) and by
@@ -27,12 +28,20 @@ SAMPLE_TOLERANCE = 0.02
 class InfoConfig:
     """Settings of ``mote info``."""
 
-    store: Path
-    verify: bool = False
-    sample: int = 0  # re-encode this many random done videos (needs root); implies verify
-    root: Path | None = None  # folder of the store's videos, for --sample
+    store: Path = setting(help="A feature store written by mote extract.", argument=True)
+    verify: bool = setting(
+        False,
+        "Read every chunk: checksums, missing files, NaN/inf or all-zero done rows, labels, ids. "
+        "Exits 1 if anything is damaged.",
+    )
+    sample: int = setting(
+        0,
+        "With --verify: re-encode this many random done videos (needs --root) and compare them "
+        "with the stored embeddings.",
+    )
+    root: Path | None = setting(None, "Folder the store's video ids are relative to.")
     seed: int = 0  # which videos --sample draws
-    device: str = "auto"
+    device: str = device_setting("Device for --sample: ")
     decoder: str = "auto"
     tolerance: float = SAMPLE_TOLERANCE
 

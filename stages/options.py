@@ -7,7 +7,12 @@ default, or from a ``default_text`` callable in the metadata for defaults that d
 data (per-width sizes).
 
 Metadata keys: ``help`` (required to be an option), ``flag`` (the option name when it is not
-``--field-name``), ``default_text`` (zero-argument callable giving the default's description).
+``--field-name``), ``aliases`` (old names: each a second flag and a ``--config`` key),
+``argument`` (positional; ``metavar`` names it; a tuple field takes one or more), ``multiple`` (a
+tuple given by repeating the option, not as comma text), ``default_text`` (the default's
+description, or a zero-argument callable giving it), ``nested`` (a config dataclass field filled
+from that class's options, less the names in ``fixed``). ``config_command`` makes a whole command:
+those options, ``--json`` and ``--config``.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ import inspect
 import types
 import typing
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from mote.pipeline.config import option_fields
+from mote.pipeline.config import build_config, option_fields
 from mote.pipeline.errors import ConfigError
 
 MISSING = dataclasses.MISSING
@@ -46,7 +52,8 @@ def field_default_text(f: dataclasses.Field) -> str | None:
     field's default (or factory's value)."""
     describe = f.metadata.get("default_text")
     if describe is not None:
-        return describe() if callable(describe) else str(describe)
+        text = describe() if callable(describe) else describe
+        return text if isinstance(text, str) else format_default(text)
     if f.default is not MISSING:
         return format_default(f.default)
     if f.default_factory is not MISSING:
@@ -66,12 +73,6 @@ def default_help(cls: type, name: str, help: str = "") -> str:
     if f.default is MISSING and f.default_factory is MISSING and text is None:
         return f"{help} \\[required]".strip()
     return with_default(help, text)
-
-
-def opt(cls: type, name: str, help: str, *flags: str, **kwargs: Any) -> Any:
-    """A typer.Option whose help ends with the default of ``cls.name``."""
-    kwargs.setdefault("show_default", False)  # the help text already ends with it
-    return typer.Option(*flags, help=default_help(cls, name, help), **kwargs)
 
 
 def _unwrap_optional(annotation: Any) -> Any:
@@ -99,51 +100,120 @@ def parse_tuple(text: str, annotation: Any, option: str) -> tuple:
     return values
 
 
-def config_parameters(cls: type) -> list[inspect.Parameter]:
-    """One keyword parameter per option field of ``cls``, typed for typer, default None.
+def flag_of(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _parameter(f: dataclasses.Field, kind: Any, cls: type) -> inspect.Parameter:
+    """The typer parameter of one option field (default None: "not given")."""
+    meta = f.metadata
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    repeated = typing.get_origin(kind) is tuple and (meta.get("argument") or meta.get("multiple"))
+    if repeated:
+        kind = list[typing.get_args(kind)[0]]
+    if meta.get("argument"):
+        argument = typer.Argument(metavar=meta.get("metavar"), help=meta["help"])
+        return inspect.Parameter(f.name, keyword, annotation=Annotated[kind, argument])
+    flag = flag_of(f)
+    names = [flag, *("--" + a.replace("_", "-") for a in meta.get("aliases", ()))]
+    if kind is bool and f.default is True:
+        names = [f"{flag}/--no-{flag[2:]}"]
+    elif typing.get_origin(kind) is tuple or (
+        not repeated and kind not in (bool, int, float, Path)
+    ):
+        kind = str  # comma text for tuples (``parse_tuple``)
+    option = typer.Option(*names, help=default_help(cls, f.name, meta["help"]))
+    return inspect.Parameter(
+        f.name, keyword, default=None, annotation=Annotated[kind | None, option]
+    )
+
+
+def _nested(cls: type) -> list[tuple[dataclasses.Field, type, set[str]]]:
+    """(field, its class, the class's fields that are not options here) per nested field."""
+    own = {f.name for f in dataclasses.fields(cls)}
+    return [
+        (f, f.metadata["nested"], own | set(f.metadata.get("fixed", ())))
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("nested")
+    ]
+
+
+def config_parameters(cls: type, skip: set[str] = frozenset()) -> list[inspect.Parameter]:
+    """One keyword parameter per option field of ``cls`` (positional arguments first), then the
+    options of its nested config classes.
 
     None means "not given", so ``build_config`` keeps the ``--config`` file's value or the
     dataclass default; booleans that default to on get a ``--x/--no-x`` pair.
     """
     hints = typing.get_type_hints(cls)
-    params = []
-    for f in option_fields(cls):
-        kind = _unwrap_optional(hints[f.name])
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-        names = [flag]
-        if kind is bool:
-            names = [f"{flag}/--no-{flag[2:]}"] if f.default is True else [flag]
-        elif typing.get_origin(kind) is tuple:
-            kind = str
-        elif kind not in (int, float, str, Path):
-            kind = str
-        option = typer.Option(*names, help=default_help(cls, f.name, f.metadata["help"]))
-        params.append(
-            inspect.Parameter(
-                f.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=None,
-                annotation=Annotated[kind | None, option],
-            )
-        )
+    own = [f for f in option_fields(cls) if f.name not in skip]
+    own.sort(key=lambda f: not f.metadata.get("argument"))
+    params = [_parameter(f, _unwrap_optional(hints[f.name]), cls) for f in own]
+    for _, inner, fixed in _nested(cls):
+        params += config_parameters(inner, skip=fixed)
     return params
 
 
-def config_values(cls: type, given: dict[str, Any]) -> dict[str, Any]:
-    """Flag values for ``build_config``: tuples parsed from their comma text, False flags that
-    were not given dropped (so a config file can still turn them on)."""
+def config_values(cls: type, given: dict[str, Any], skip: set[str] = frozenset()) -> dict[str, Any]:
+    """Flag values for ``build_config``: tuples parsed from their comma text (or made from
+    repeated values), False flags that were not given dropped (so a config file can still turn
+    them on)."""
     hints = typing.get_type_hints(cls)
     values = {}
     for f in option_fields(cls):
         value = given.get(f.name)
         kind = _unwrap_optional(hints[f.name])
-        if value is None or (kind is bool and f.default is False and value is False):
+        if f.name in skip or value is None or (kind is bool and f.default is False and not value):
             continue
-        if typing.get_origin(kind) is tuple and isinstance(value, str):
-            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-            value = parse_tuple(value, kind, flag)
+        if typing.get_origin(kind) is tuple:
+            value = parse_tuple(value, kind, flag_of(f)) if isinstance(value, str) else tuple(value)
         values[f.name] = value
     return values
+
+
+def make_config(cls: type, config: Path | None, options: dict[str, Any]) -> Any:
+    """``cls`` from its defaults, the ``--config`` file and the flags. A nested config reads the
+    same file, takes the outer settings it shares a name with (train, out, device), then its own
+    flags."""
+    nested = _nested(cls)
+    inner_keys = {f.name for _, inner, skip in nested for f in option_fields(inner)} - {
+        name for *_, skip in nested for name in skip
+    }
+    cfg = build_config(cls, config, others=inner_keys, **config_values(cls, options))
+    for f, inner, fixed in nested:
+        outer = {g.name for g in dataclasses.fields(cls)}
+        shared = {name: getattr(cfg, name) for name in outer & {g.name for g in fields(inner)}}
+        values = config_values(inner, options, skip=fixed)
+        built = build_config(inner, config, others=outer, **shared, **values)
+        cfg = dataclasses.replace(cfg, **{f.name: built})
+    return cfg
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="YAML/TOML file whose keys mirror the options; flags win."),
+]
+
+
+def config_command(
+    name: str,
+    cls: type,
+    run: Callable[[Any, bool], None],
+    json_help: str | None = "Print one JSON object.",
+) -> Callable[..., None]:
+    """A command whose options are the help-carrying fields of ``cls``, plus --json (unless
+    ``json_help`` is None) and --config; ``run(cfg, as_json)`` does the work and the printing."""
+
+    def callback(config: Path | None = None, as_json: bool = False, **options: Any) -> None:
+        run(make_config(cls, config, options), as_json)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    extra = [inspect.Parameter("config", keyword, default=None, annotation=ConfigOpt)]
+    if json_help is not None:
+        json_opt = Annotated[bool, typer.Option("--json", help=json_help)]
+        extra.insert(0, inspect.Parameter("as_json", keyword, default=False, annotation=json_opt))
+    callback.__name__ = name.replace("-", "_")
+    return with_signature(callback, [*config_parameters(cls), *extra])
 
 
 def with_signature(

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from mote.pipeline.clip.encoding import BatchedEncoder
-from mote.pipeline.config import setting
+from mote.pipeline.config import (
+    batch_size_setting,
+    decode_timeout_setting,
+    decode_workers_setting,
+    decoder_setting,
+    device_setting,
+    setting,
+)
 from mote.pipeline.data.datasets import read_labels, shipped_file
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
@@ -44,7 +51,12 @@ class PredictConfig:
     run: Path = setting(
         help="Run folder: train-temporal, import-reference (with clip. weights) or finetune-e2e."
     )
-    videos: tuple[Path, ...] = ()  # the positional VIDEO... arguments: files or folders
+    videos: tuple[Path, ...] = setting(
+        (),
+        "Video files, or folders of them (" + ", ".join(e[1:] for e in VIDEO_EXTENSIONS) + ").",
+        argument=True,
+        metavar="VIDEO",
+    )
     recursive: bool = setting(False, "Look for videos in the subfolders of folder arguments.")
     top_k: int = setting(5, "Classes to show per video.")
     classes: str | None = setting(
@@ -66,17 +78,11 @@ class PredictConfig:
     )
     views: str = setting("1x1", "CLIPSxCROPS: 1x1, 3x1, 4x3; the views are fused (spec 8.1).")
     tfm: bool = setting(True, "Temporal Feature Modulation (the run's fine-tuning text bank).")
-    device: str = setting("auto", "auto, cpu, cuda, cuda:1.")
-    batch_size: int | None = setting(
-        None, "Images per CLIP batch.", default_text="256 on GPU, 32 on CPU"
-    )
-    decode_workers: int | None = setting(
-        None,
-        "Decode processes; 0 decodes in this process.",
-        default_text="one per core, at most one per video",
-    )
-    decoder: str = setting("auto", "auto, decord or pyav.")
-    decode_timeout: float = setting(120.0, "Seconds before a video's decode is abandoned.")
+    device: str = device_setting()
+    batch_size: int | None = batch_size_setting()
+    decode_workers: int | None = decode_workers_setting("one per core, at most one per video")
+    decoder: str = decoder_setting()
+    decode_timeout: float = decode_timeout_setting()
 
 
 def _check(cfg: PredictConfig) -> None:

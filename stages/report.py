@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mote.pipeline import __version__
+from mote.pipeline.config import setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.plots import plot_tradeoff, plot_zeroshot_bars
 from mote.pipeline.runs.run_config import RunConfig
@@ -50,8 +51,10 @@ _NOT_SWITCHES = ("dim", "arch")
 class ReportConfig:
     """Settings of ``mote report``: the run folders to compare and where the report goes."""
 
-    runs: tuple[Path, ...]
-    out: Path = Path("mote-report")
+    runs: tuple[Path, ...] = setting(
+        help="Run folders to compare (one or more).", argument=True, metavar="RUN"
+    )
+    out: Path = setting(Path("mote-report"), "Folder for report.md and PNGs.")
 
 
 def run(cfg: ReportConfig) -> dict:

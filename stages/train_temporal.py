@@ -19,7 +19,19 @@ import torch
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline import __version__
-from mote.pipeline.config import setting
+from mote.pipeline.config import (
+    device_setting,
+    epochs_setting,
+    final_tfm_setting,
+    lr_setting,
+    micro_batches_setting,
+    resume_setting,
+    run_out_setting,
+    setting,
+    stop_after_epochs_setting,
+    warmup_epochs_setting,
+    weight_decay_setting,
+)
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_config import RunClip, RunConfig
@@ -73,24 +85,19 @@ class TrainConfig:
     """
 
     train: Path = setting(help="Feature store to train on (mote extract).")
-    out: Path = setting(help="Run folder to create.")
+    out: Path = run_out_setting()
     val: Path | None = setting(None, "Feature store to validate on each epoch and at the end.")
-    epochs: int | None = setting(None, "Training epochs (spec 7).", default_text=spec_default(0))
-    warmup_epochs: float = setting(5.0, "Linear lr warm-up epochs.")
+    epochs: int | None = epochs_setting(spec_default(0))
+    warmup_epochs: float = warmup_epochs_setting()
     batch_size: int | None = setting(None, "Videos per step.", default_text=spec_default(1))
-    micro_batches: int | None = setting(
-        None,
-        "Micro-batches per step, each with its own routing and WMR draw (spec 3.1: the "
-        "reference's GPUs); under torchrun a multiple of the process count, split among them.",
-        default_text=lambda: MICRO_BATCHES_RULE,
-    )
-    lr: float = setting(5e-5, "Temporal module lr.")
+    micro_batches: int | None = micro_batches_setting(lambda: MICRO_BATCHES_RULE)
+    lr: float = lr_setting()
     clip_lr_ratio: float | None = setting(
         None, "logit-scale lr = lr x ratio.", default_text=spec_default(2)
     )
-    weight_decay: float = setting(0.2, "AdamW weight decay.")
+    weight_decay: float = weight_decay_setting()
     seed: int = setting(0, "Seed of initialisation, routing and batch order.")
-    device: str = setting("auto", "auto, cpu, cuda.")
+    device: str = device_setting()
     precision: str = setting(
         "auto",
         f"{', '.join(PRECISIONS)}; auto: fp16 with a loss scaler on CUDA (spec 7), fp32 on the "
@@ -104,7 +111,7 @@ class TrainConfig:
     compile: bool = setting(
         False, "Compile the fused step with CUDA graphs (torch.compile, CUDA only)."
     )
-    tfm: bool = setting(True, "TFM in the final evaluation.")
+    tfm: bool = final_tfm_setting()
     memory_gb: float | None = setting(
         None,
         "Stream the store chunk by chunk when it is larger than this.",
@@ -117,10 +124,8 @@ class TrainConfig:
         "memory (0: never keep them there).",
         default_text="half the GPU memory free at the start",
     )
-    resume: bool = setting(False, "Continue the run in --out from its last epoch.")
-    stop_after_epochs: int | None = setting(
-        None, "Stop after this many epochs (continue later with --resume)."
-    )
+    resume: bool = resume_setting()
+    stop_after_epochs: int | None = stop_after_epochs_setting()
     allow_partial: bool = setting(
         False, "Train on the done videos of a store that is still being extracted."
     )

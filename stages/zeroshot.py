@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mote.cache_schema.store import FeatureStore
+from mote.pipeline.config import (
+    device_setting,
+    scored_run_setting,
+    setting,
+    tfm_override_setting,
+)
 from mote.pipeline.data.datasets import ZERO_SHOT_SPLITS, load_dataset
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
@@ -24,6 +30,7 @@ from mote.pipeline.runs.run_folder import (
     save_predictions,
     split_predictions_path,
 )
+from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.evaluation import override_tfm, score
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
 from mote.pipeline.temporal.zeroshot import StoreIndex, protocol_problems
@@ -31,18 +38,36 @@ from mote.pipeline.temporal.zeroshot import StoreIndex, protocol_problems
 
 @dataclass(frozen=True)
 class ZeroShotConfig:
-    run: Path
-    dataset: str
-    stores: tuple[Path, ...]
-    splits: tuple[str, ...] = ()  # standard datasets: a subset of the protocol's; list: LIST:LABELS
-    tfm: bool = True
-    device: str = "auto"
-    allow_protocol_mismatch: bool = False
-    save_predictions: Path | None = None
-    close_set_top1: float | None = None
+    run: Path = scored_run_setting()
+    dataset: str = setting(help="ucf101, hmdb51, k600 (3 splits each) or list.")
+    stores: tuple[Path, ...] = setting(
+        help="Feature store(s) holding the videos: one per split, or one made with --split all; "
+        "repeat the option for several.",
+        flag="--store",
+        multiple=True,
+    )
+    splits: tuple[str, ...] = setting(
+        (),
+        "Standard datasets: evaluate only these splits. list: LIST:LABELS, repeat once per split.",
+        flag="--split",
+        multiple=True,
+        default_text="every split of the protocol",
+    )
+    tfm: bool = setting(True, "Temporal Feature Modulation (K400 text bank as proxies).")
+    tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
+    tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
+    allow_protocol_mismatch: bool = setting(
+        False, "Accept stores that are not 3x1 views of 8 frames with the evaluation sampling."
+    )
+    close_set_top1: float | None = setting(
+        None, "Close-set top-1 for the trade-off.", default_text="the run's metrics.json"
+    )
+    device: str = device_setting()
+    save_predictions: Path | None = setting(
+        None,
+        "Per split: fused scores, per-view logits and rho (FILE_<split>.safetensors/.npz).",
+    )
     save: bool = True
-    tfm_gamma: float | None = None
-    tfm_k: int | None = None
 
 
 def _splits(cfg: ZeroShotConfig):

@@ -177,3 +177,40 @@ def test_adding_a_mote_switch_needs_only_the_field():
     shown = CliRunner().invoke(app, ["train-temporal", "--help"], env={"COLUMNS": "400"}).output
     for name in switches:
         assert "--" + name.replace("_", "-") in shown, name
+
+
+def test_fewshot_takes_every_training_setting(tmp_path):
+    """fewshot nests TrainConfig: each of its options (less those the protocol sets per run) is
+    a fewshot flag and a --config key, and reaches the runs' training config."""
+    from mote.pipeline.config import option_fields
+    from mote.stages.fewshot import FewShotConfig
+    from mote.stages.options import make_config
+    from mote.stages.train_temporal import TrainConfig
+
+    fixed = dict(dataclasses.fields(FewShotConfig)[-1].metadata)["fixed"]
+    group = typer.main.get_command(app)
+    flags = {o for p in group.get_command(None, "fewshot").params for o in p.opts}
+    for f in option_fields(TrainConfig):
+        if f.name not in fixed:
+            assert (f.metadata.get("flag") or "--" + f.name.replace("_", "-")) in flags, f.name
+    config = tmp_path / "fewshot.yaml"
+    config.write_text("shots: [1, 2]\nexperts: 2\n")
+    given = {"train": Path("t"), "test": Path("s"), "out": Path("o"), "lr": 1e-3, "wmr": False}
+    cfg = make_config(FewShotConfig, config, given)
+    assert cfg.shots == (1, 2)
+    assert (cfg.training.experts, cfg.training.lr, cfg.training.wmr) == (2, 1e-3, False)
+    assert (cfg.training.train, cfg.training.out) == (Path("t"), Path("o"))
+    config.write_text("seed: 3\n")  # the protocol sets it per run: not a fewshot key
+    with pytest.raises(ConfigError, match="unknown option 'seed'"):
+        make_config(FewShotConfig, config, given)
+
+
+def test_info_builds_its_config_like_every_command(tmp_path):
+    """info goes through build_config too: a --config file sets its options."""
+    from mote.stages.info import InfoConfig
+    from mote.stages.options import make_config
+
+    config = tmp_path / "info.toml"
+    config.write_text("verify = true\nsample = 2\n")
+    cfg = make_config(InfoConfig, config, {"store": tmp_path / "s.zarr"})
+    assert (cfg.verify, cfg.sample, cfg.device) == (True, 2, "auto")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mote.stages import demo
-from mote.stages.cli import print_demo
+from mote.stages.console import print_demo
 
 
 def test_demo_runs_every_stage(tmp_path, capsys):

@@ -79,3 +79,24 @@ def test_fewshot_runs_every_k_and_seed(tmp_path, tiny_extract):
             assert top1 == pytest.approx(by_hand, abs=1e-4)
         assert row["top1_mean"] == pytest.approx(np.mean(row["top1"]))
     assert (tmp_path / "fs" / "fewshot.json").is_file()
+
+
+def test_fewshot_cli_passes_training_switches_to_its_runs(tmp_path, tiny_extract):
+    """Any train-temporal flag given to `mote fewshot` reaches every run's training config."""
+    from typer.testing import CliRunner
+
+    from mote.stages.cli import app
+
+    data = write_motion_dataset(tmp_path / "v", videos_per_class=3, seed=2)
+    extract.run(tiny_extract(data, tmp_path / "s.zarr"))
+    store = str(tmp_path / "s.zarr")
+    args = ["fewshot", "--train", store, "--test", store, "--out", str(tmp_path / "fs")]
+    args += ["--shots", "1", "--seeds", "0", "--epochs", "1", "--device", "cpu", "--json"]
+    args += ["--layers", "1", "--experts", "2", "--no-wmr", "--batch-size", "8"]
+    args += ["--micro-batches", "1", "--warmup-epochs", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.output.splitlines()[-1])["shots"]) == {"1"}
+    config = json.loads((tmp_path / "fs" / "k1_seed0" / "config.json").read_text())["train"]
+    switches = (config["experts"], config["wmr"], config["layers"], config["epochs"])
+    assert switches == (2, False, 1, 1)
