@@ -1,10 +1,10 @@
 """CLI options derived from config dataclasses, so a setting's default and help live in one place.
 
 A config field becomes a flag by carrying help text in its metadata (``setting`` in
-pipeline/config.py, ``switch`` in ``mote_model``). ``config_parameters`` turns those fields into
-typer options; ``default_help`` writes the ``[default: X]`` of any option from the dataclass
-default, or from a ``default_text`` callable in the metadata for defaults that depend on the
-data (per-width sizes).
+pipeline/config.py, ``switch`` in pipeline/temporal/config.py). ``config_parameters`` turns
+those fields into typer options; ``default_help`` writes the ``[default: X]`` of any option
+from the dataclass default, or from a ``default_text`` callable in the metadata for defaults
+that depend on the data (per-width sizes).
 
 Metadata keys: ``help`` (required to be an option), ``flag`` (the option name when it is not
 ``--field-name``), ``aliases`` (old names: each a second flag and a ``--config`` key),
