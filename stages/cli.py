@@ -135,13 +135,9 @@ def _info() -> Callable[..., None]:
     return config_command("info", stage.InfoConfig, run)
 
 
-def _training(name: str, module: str, cls: str) -> Callable[..., None]:
+def _training(name: str, stage: Any, cls: str) -> Callable[..., None]:
     """train-temporal and finetune-e2e: resumable; under torchrun rank 0 alone reports."""
-    import importlib
-
     from mote.stages.console import print_metrics
-
-    stage = importlib.import_module(f"mote.stages.{module}")
 
     def run(cfg: Any, as_json: bool) -> None:
         with _resumable(f"mote {name} (add --resume)"):
@@ -159,7 +155,9 @@ def _train_temporal() -> Callable[..., None]:
     Many GPUs (one process each, DDP; gloo on CPU):
     torchrun --nproc-per-node N -m mote.stages train-temporal --train S --out RUN
     """
-    return _training("train-temporal", "train_temporal", "TrainConfig")
+    from mote.stages import train_temporal
+
+    return _training("train-temporal", train_temporal, "TrainConfig")
 
 
 @command("finetune-e2e")
@@ -171,7 +169,9 @@ def _finetune_e2e() -> Callable[..., None]:
     Many GPUs (one process each, DDP; gloo on CPU):
     torchrun --nproc-per-node N -m mote.stages finetune-e2e --dataset D --root DIR --out RUN
     """
-    return _training("finetune-e2e", "finetune_e2e", "FinetuneConfig")
+    from mote.stages import finetune_e2e
+
+    return _training("finetune-e2e", finetune_e2e, "FinetuneConfig")
 
 
 @command("evaluate")
