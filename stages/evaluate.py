@@ -22,8 +22,9 @@ from mote.pipeline.config import (
 )
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.runs.files import check_predictions_path, save_predictions
 from mote.pipeline.runs.run_clip import store_expectation
-from mote.pipeline.runs.run_folder import check_predictions_path, load_run, save_predictions
+from mote.pipeline.runs.run_folder import load_run
 from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.evaluation import override_tfm, score
 

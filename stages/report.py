@@ -17,9 +17,10 @@ from typing import Any
 from mote.pipeline import __version__
 from mote.pipeline.config import setting
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.runs.files import make_folder, write_atomic
 from mote.pipeline.runs.plots import plot_tradeoff, plot_zeroshot_bars
 from mote.pipeline.runs.run_config import RunConfig
-from mote.pipeline.runs.run_folder import RunFolder, make_folder, write_atomic
+from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
 

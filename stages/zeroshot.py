@@ -22,14 +22,13 @@ from mote.pipeline.config import (
 from mote.pipeline.data.datasets import ZERO_SHOT_SPLITS, load_dataset
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.run_clip import store_expectation
-from mote.pipeline.runs.run_folder import (
-    RunFolder,
+from mote.pipeline.runs.files import (
     check_predictions_path,
-    load_run,
     save_predictions,
     split_predictions_path,
 )
+from mote.pipeline.runs.run_clip import store_expectation
+from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.evaluation import override_tfm, score
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff

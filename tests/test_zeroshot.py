@@ -15,7 +15,8 @@ from mote.cache_schema.spec import StoreSpec, VideoResult
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.run_folder import save_model, write_json
+from mote.pipeline.runs.files import write_json
+from mote.pipeline.runs.run_folder import save_model
 from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff

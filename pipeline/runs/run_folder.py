@@ -24,29 +24,33 @@ file and every failed write raises a one-line error naming the file and the way 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
-import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from mote.cache_schema.claim import CLAIM_FILE, StoreClaim
-from mote.pipeline.errors import ConfigError, OutputError, RunFileError, os_fault_reason
+from mote.pipeline.errors import ConfigError, RunFileError
+from mote.pipeline.runs.files import (
+    REMAKE,
+    RUN_FORMAT,
+    make_folder,
+    read_json,
+    read_optional,
+    read_tensors,
+    save_tensors,
+    write_atomic,
+    write_json,
+    writing,
+)
 from mote.pipeline.runs.run_config import RunConfig
 from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.mote_model import MoTE
 
-RUN_FORMAT = "mote.run"
-RUN_VERSION = "1"
 MODEL_FILE = "model.safetensors"
 BEST_FILE = "model_best.safetensors"
 CONFIG_FILE = "config.json"
@@ -58,107 +62,11 @@ FAILURES_FILE = "failures.jsonl"
 ZEROSHOT_PREFIX = "zeroshot_"
 ZEROSHOT_SUMMARY_FILE = "zeroshot_summary.json"
 FEWSHOT_FILE = "fewshot.json"
-PREDICTION_SUFFIXES = (".safetensors", ".npz")
 CLIP_PREFIX = "clip."  # CLIP weights inside model files (end-to-end and imported runs)
-REMAKE = "retrain the run (`mote train-temporal`) or re-import it (`mote import-reference`)"
 NOT_A_RUN = (
     "train one with `mote train-temporal` or convert a released checkpoint with "
     "`mote import-reference`"
 )
-
-
-# ------------------------------------------------------------------------------ files
-
-
-@contextmanager
-def writing(path: Path) -> Iterator[None]:
-    """Turn an OSError while writing ``path`` into one line naming it and the way out."""
-    try:
-        yield
-    except OSError as error:
-        if isinstance(error, OutputError):
-            raise
-        raise OutputError(f"{path}: cannot write: {os_fault_reason(error)}") from error
-
-
-def make_folder(path: Path) -> None:
-    """``mkdir -p`` with a one-line error."""
-    with writing(path):
-        Path(path).mkdir(parents=True, exist_ok=True)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that a reader (or a crash) never sees half of it."""
-    tmp = path.with_name(path.name + ".tmp")
-    with writing(path):
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
-
-
-def read_json(path: Path, remake: str = REMAKE) -> Any:
-    """A JSON file; a damaged one raises one line that says how to write it again."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunFileError(f"{path}: not valid JSON ({error}); {remake}") from error
-    except OSError as error:
-        raise RunFileError(f"{path}: cannot be read ({error.strerror or error})") from error
-
-
-def _read_optional(path: Path, remake: str) -> Any:
-    return read_json(path, remake) if path.is_file() else None
-
-
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """safetensors file written atomically; tensors are copied to contiguous CPU memory. A
-    failed write (disk full, permissions) is one line naming the file, and leaves the previous
-    file as it was."""
-    plain = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    with writing(path):
-        try:
-            save_file(
-                plain, str(tmp), metadata={"format": RUN_FORMAT, "version": RUN_VERSION, **metadata}
-            )
-        except Exception as error:  # safetensors reports I/O as its own error type
-            tmp.unlink(missing_ok=True)
-            raise _as_os_error(error) from error
-        os.replace(tmp, path)
-
-
-def _as_os_error(error: Exception) -> OSError:
-    """safetensors' ``I/O error: No space left on device (os error 28)`` as the OSError it
-    wraps (EIO when it names none)."""
-    if isinstance(error, OSError):
-        return error
-    found = re.search(r"os error (\d+)|code: (\d+)", str(error))
-    code = int(found.group(1) or found.group(2)) if found else errno.EIO
-    return OSError(code, os.strerror(code))
-
-
-def read_tensors(
-    path: Path, prefix: str = "", remake: str = REMAKE
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors whose names start with ``prefix``, and the file's metadata.
-
-    A truncated, empty or otherwise damaged file raises one line (safetensors' own error is
-    dozens of lines of Rust context)."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            names = [name for name in handle.keys() if name.startswith(prefix)]
-            return {name: handle.get_tensor(name) for name in names}, metadata
-    except FileNotFoundError as error:
-        raise RunFileError(f"{path}: no such file; {remake}") from error
-    except Exception as error:  # SafetensorError and friends: the file is damaged
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise RunFileError(
-            f"{path}: damaged or cut short, cannot be read ({reason[:120]}); {remake}"
-        ) from error
 
 
 def save_model(path: Path, model: MoTE, extra: dict[str, torch.Tensor] | None = None) -> None:
@@ -194,57 +102,6 @@ def load_model_file(path: Path, device: str | torch.device = "cpu") -> tuple[MoT
 
 
 # ------------------------------------------------------------------------------ predictions
-
-
-def check_predictions_path(path: Path | None) -> None:
-    """Fail before any work if predictions could not be written there; make its folder."""
-    if path is None:
-        return
-    path = Path(path)
-    if path.suffix not in PREDICTION_SUFFIXES:
-        raise ConfigError(f"--save-predictions {path}: use a .safetensors or .npz file name")
-    make_folder(path.parent)
-    probe = path.with_name(f".{path.name}.probe")
-    with writing(path):  # a read-only folder fails now, not after the scoring
-        probe.write_bytes(b"")
-        probe.unlink()
-
-
-def split_predictions_path(path: Path, split: str) -> Path:
-    """``FILE_<split>.<suffix>``: the predictions of one split of a multi-split command."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}_{split}{path.suffix}")
-
-
-def save_predictions(path: Path, scores: Any, class_names: list[str]) -> None:
-    """Per-video fused scores, per-view logits and rho, ids and labels (safetensors or npz).
-
-    ``scores`` is a ``mote.pipeline.temporal.evaluation.Scores``."""
-    arrays = {
-        "fused_scores": scores.fused.numpy().astype(np.float32),
-        "view_logits": scores.view_logits.numpy().astype(np.float32),
-        "rho": scores.rho.numpy().astype(np.float32),
-        "labels": scores.labels.numpy().astype(np.int64),
-    }
-    path = Path(path)
-    if path.suffix not in PREDICTION_SUFFIXES:
-        raise ConfigError(f"--save-predictions {path}: use a .safetensors or .npz file name")
-    with writing(path):
-        if path.suffix == ".npz":
-            np.savez(
-                path,
-                video_ids=np.array(scores.video_ids),
-                class_names=np.array(class_names),
-                **arrays,
-            )
-        else:
-            from safetensors.numpy import save_file as save_numpy
-
-            meta = {"video_ids": "\n".join(scores.video_ids), "class_names": "\n".join(class_names)}
-            save_numpy(arrays, str(path), metadata=meta)
-
-
-# ------------------------------------------------------------------------------ the folder
 
 
 class RunFolder:
@@ -419,7 +276,7 @@ class RunFolder:
                 handle.write("".join(json.dumps(row) + "\n" for row in rows))
 
     def read_metrics(self) -> dict | None:
-        return _read_optional(self.metrics_file, "rerun the training, or delete the file")
+        return read_optional(self.metrics_file, "rerun the training, or delete the file")
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.metrics_file, metrics)
@@ -435,7 +292,7 @@ class RunFolder:
     # -------------------------------------------------------------- zero- and few-shot
 
     def read_zeroshot(self, dataset: str) -> dict | None:
-        return _read_optional(self.zeroshot_file(dataset), _RERUN_ZEROSHOT)
+        return read_optional(self.zeroshot_file(dataset), _RERUN_ZEROSHOT)
 
     def write_zeroshot(self, dataset: str, result: dict) -> None:
         write_json(self.zeroshot_file(dataset), result)
@@ -454,7 +311,7 @@ class RunFolder:
         return found
 
     def read_zeroshot_summary(self) -> dict | None:
-        return _read_optional(self.zeroshot_summary_file, _RERUN_ZEROSHOT)
+        return read_optional(self.zeroshot_summary_file, _RERUN_ZEROSHOT)
 
     def write_zeroshot_summary(self, summary: dict) -> None:
         write_json(self.zeroshot_summary_file, summary)
