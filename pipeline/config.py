@@ -188,6 +188,22 @@ def batch_size_setting() -> Any:
     return setting(None, "Images per CLIP batch.", default_text="256 on GPU, 32 on CPU")
 
 
+DECODERS = ("auto", "decord", "pyav")
+
+
+def check_decoding(cfg: Any) -> None:
+    """The decoding settings above, for any command that decodes and encodes videos (``cfg``
+    has ``decoder``, ``batch_size``, ``decode_workers`` and ``decode_timeout``)."""
+    if cfg.decoder not in DECODERS:
+        raise ConfigError(f"--decoder must be auto, decord or pyav, got '{cfg.decoder}'")
+    if cfg.batch_size is not None and cfg.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.decode_workers is not None and cfg.decode_workers < 0:
+        raise ConfigError(f"--decode-workers must be >= 0, got {cfg.decode_workers}")
+    if not cfg.decode_timeout > 0:
+        raise ConfigError(f"--decode-timeout must be positive, got {cfg.decode_timeout}")
+
+
 # The training settings train-temporal and finetune-e2e share (spec 7).
 def epochs_setting(default_text: Any) -> Any:
     return setting(None, "Training epochs (spec 7).", default_text=default_text)

@@ -32,6 +32,7 @@ from mote.pipeline.clip.encoder_pool import EncoderPool
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.config import (
     batch_size_setting,
+    check_decoding,
     dataset_setting,
     decode_timeout_setting,
     decode_workers_setting,
@@ -159,15 +160,8 @@ def _check(cfg: ExtractConfig) -> None:
         raise ConfigError(f"--sampling must be 'eval' or 'train', got '{cfg.sampling}'")
     if cfg.chunk_videos < 1:
         raise ConfigError(f"--chunk-videos must be >= 1, got {cfg.chunk_videos}")
-    if cfg.decode_timeout <= 0:
-        raise ConfigError(f"--decode-timeout must be positive, got {cfg.decode_timeout}")
+    check_decoding(cfg)
     check_root(cfg.dataset, cfg.root)
-    if cfg.decoder not in ("auto", "decord", "pyav"):
-        raise ConfigError(f"--decoder must be auto, decord or pyav, got '{cfg.decoder}'")
-    if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if cfg.decode_workers is not None and cfg.decode_workers < 0:
-        raise ConfigError(f"--decode-workers must be >= 0, got {cfg.decode_workers}")
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {cfg.limit}")
     if cfg.dask:

@@ -23,6 +23,7 @@ import torch
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.config import (
     batch_size_setting,
+    check_decoding,
     decode_timeout_setting,
     decode_workers_setting,
     decoder_setting,
@@ -92,14 +93,7 @@ def _check(cfg: PredictConfig) -> None:
         raise ConfigError(f"--top-k must be >= 1, got {cfg.top_k}")
     if cfg.classes is not None and cfg.labels_file is not None:
         raise ConfigError("--classes and --labels both name the classes: pass one of them")
-    if cfg.decoder not in ("auto", "decord", "pyav"):
-        raise ConfigError(f"--decoder must be auto, decord or pyav, got '{cfg.decoder}'")
-    if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if cfg.decode_workers is not None and cfg.decode_workers < 0:
-        raise ConfigError(f"--decode-workers must be >= 0, got {cfg.decode_workers}")
-    if cfg.decode_timeout <= 0:
-        raise ConfigError(f"--decode-timeout must be positive, got {cfg.decode_timeout}")
+    check_decoding(cfg)
     parse_views(cfg.views)
 
 
