@@ -22,6 +22,7 @@ import torch
 
 from mote.pipeline import __version__
 from mote.pipeline.config import (
+    DECODERS,
     dataset_setting,
     decoder_setting,
     device_setting,
@@ -47,7 +48,6 @@ from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_start
 from mote.pipeline.runs.run_folder import RunFolder
-from mote.pipeline.temporal.config import ARCHS
 from mote.pipeline.temporal.e2e import EndToEnd, build_end_to_end
 from mote.pipeline.temporal.metrics import topk_accuracy
 from mote.pipeline.train.checkpoint import save_checkpoint
@@ -61,6 +61,7 @@ from mote.pipeline.train.sampler import (
 from mote.pipeline.train.schedule import build_optimizer, mote_groups
 from mote.pipeline.train.settings import (
     check_resume,
+    check_training,
     epoch_message,
     few_steps_warnings,
     model_config,
@@ -179,31 +180,11 @@ def _check(cfg: FinetuneConfig) -> None:
         raise ConfigError("--val-split and --val-list both name validation videos: pass one")
     if cfg.val_split is not None and cfg.dataset == "list":
         raise ConfigError("--val-split needs a shipped --dataset; for a list use --val-list FILE")
-    if cfg.arch not in ARCHS:
-        raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(
-            f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"
-        )
-    if cfg.decoder not in ("auto", "decord", "pyav"):
+    check_training(cfg, at_least_one=("val_limit", "frames"))
+    if cfg.decoder not in DECODERS:
         raise ConfigError(f"--decoder must be auto, decord or pyav, got '{cfg.decoder}'")
-    for name in (
-        "epochs",
-        "batch_size",
-        "micro_batches",
-        "val_limit",
-        "frames",
-        "stop_after_epochs",
-    ):
-        value = getattr(cfg, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if cfg.workers is not None and cfg.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
-    if cfg.warmup_epochs < 0 or cfg.lr <= 0:
-        raise ConfigError("--warmup-epochs must be >= 0 and --lr positive")
-    if cfg.clip_lr_ratio is not None and cfg.clip_lr_ratio < 0:
-        raise ConfigError(f"--clip-lr-ratio must be >= 0, got {cfg.clip_lr_ratio}")
 
 
 # ------------------------------------------------------------------------------ data

@@ -36,7 +36,6 @@ from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_config import RunClip, RunConfig
 from mote.pipeline.runs.run_folder import RunFolder
-from mote.pipeline.temporal.config import ARCHS
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import MoTE
@@ -53,6 +52,7 @@ from mote.pipeline.train.schedule import build_optimizer as shared_optimizer
 from mote.pipeline.train.schedule import mote_groups
 from mote.pipeline.train.settings import (
     check_resume,
+    check_training,
     epoch_message,
     few_steps_warnings,
     model_config,
@@ -134,22 +134,7 @@ class TrainConfig:
 
 
 def _check(cfg: TrainConfig) -> None:
-    if cfg.arch not in ARCHS:
-        raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
-    if cfg.micro_batches is not None and cfg.micro_batches < 1:
-        raise ConfigError(f"--micro-batches must be >= 1, got {cfg.micro_batches}")
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(
-            f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"
-        )
-    if cfg.stop_after_epochs is not None and cfg.stop_after_epochs < 1:
-        raise ConfigError("--stop-after-epochs must be >= 1")
-    for name in ("epochs", "batch_size", "epoch_size"):
-        value = getattr(cfg, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if cfg.warmup_epochs < 0 or cfg.lr <= 0:
-        raise ConfigError("--warmup-epochs must be >= 0 and --lr positive")
+    check_training(cfg, at_least_one=("epoch_size",))
 
 
 def open_stores(cfg: TrainConfig) -> tuple[FeatureStore, FeatureStore | None]:

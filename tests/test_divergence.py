@@ -5,6 +5,7 @@ fp16 loss scaler skips are counted, and a run that skips most of an epoch stops 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -104,3 +105,25 @@ def test_a_scaler_that_skips_most_steps_stops_the_run():
     poison = {(0, step): float("inf") for step in range(1, 14)}
     with pytest.raises(TrainingDiverged, match=r"skipped 1[23] of 14 steps"):
         trainer("fp16").train_epoch(Batches(14, poison), text(), 0)
+
+
+@pytest.mark.parametrize(
+    "bad,fragment",
+    [
+        ({"lr": float("nan")}, "--lr must be positive and finite, got nan"),
+        ({"lr": 0.0}, "--lr must be positive"),
+        ({"warmup_epochs": -1.0}, "--warmup-epochs must be >= 0"),
+        ({"weight_decay": float("inf")}, "--weight-decay must be >= 0 and finite"),
+        ({"stop_after_epochs": 0}, "--stop-after-epochs must be >= 1"),
+        ({"epoch_size": 0}, "--epoch-size must be >= 1"),
+    ],
+)
+def test_training_settings_out_of_range_or_not_finite_are_refused(tmp_path, bad, fragment):
+    """One check for every training command: `--lr nan` used to train 30 epochs of NaN."""
+    from mote.pipeline.errors import ConfigError
+    from mote.stages import train_temporal
+
+    cfg = train_temporal.TrainConfig(train=tmp_path / "s.zarr", out=tmp_path / "run", **bad)
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        train_temporal.run(cfg)
+    assert not (tmp_path / "run").exists()

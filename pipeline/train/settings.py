@@ -17,8 +17,9 @@ from typing import Any
 from mote.pipeline.config import option_fields
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import CONFIG_FILE, RunFolder
-from mote.pipeline.temporal.config import MoTEConfig, default_config
+from mote.pipeline.temporal.config import ARCHS, MoTEConfig, default_config
 from mote.pipeline.train.sampler import default_micro_batches
+from mote.pipeline.train.step import PRECISIONS
 
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
 SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}
@@ -98,6 +99,33 @@ def few_steps_warnings(videos: int, batch_size: int, epochs: int) -> list[str]:
         f"per epoch, {steps * epochs} steps in all: lower --batch-size to {batch} or raise "
         "--epochs"
     ]
+
+
+def check_training(cfg: Any, at_least_one: tuple[str, ...] = ()) -> None:
+    """The settings every training command shares (its config holds ``arch``, ``precision``,
+    ``epochs``, ``batch_size``, ``micro_batches``, ``stop_after_epochs``, ``warmup_epochs``,
+    ``lr``, ``clip_lr_ratio``, ``weight_decay``), plus the command's own ``at_least_one``
+    counts. NaN and infinite values are refused like out-of-range ones."""
+    if cfg.arch not in ARCHS:
+        raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"
+        )
+    counts = ("epochs", "batch_size", "micro_batches", "stop_after_epochs", *at_least_one)
+    for name in counts:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    rules = (
+        ("warmup_epochs", cfg.warmup_epochs, lambda v: v >= 0, ">= 0"),
+        ("lr", cfg.lr, lambda v: v > 0, "positive"),
+        ("clip_lr_ratio", cfg.clip_lr_ratio, lambda v: v >= 0, ">= 0"),
+        ("weight_decay", cfg.weight_decay, lambda v: v >= 0, ">= 0"),
+    )
+    for name, value, ok, what in rules:
+        if value is not None and not (math.isfinite(value) and ok(value)):
+            raise ConfigError(f"--{name.replace('_', '-')} must be {what} and finite, got {value}")
 
 
 def recorded_settings(cfg: Any, path_keys: tuple[str, ...]) -> dict:
