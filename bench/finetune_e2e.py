@@ -43,6 +43,7 @@ from extract import cli_extract, machine_description, make_dataset, verdict  # n
 from mote.pipeline.data.datasets import load_dataset  # noqa: E402
 from mote.pipeline.device import resolve_device  # noqa: E402
 from mote.pipeline.temporal.e2e import build_end_to_end  # noqa: E402
+from mote.pipeline.train.clip_batches import FrameFeatures  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
 from mote.pipeline.train.loop import LoopConfig, StepBatch, Trainer  # noqa: E402
 from mote.pipeline.train.schedule import build_optimizer, mote_groups  # noqa: E402
@@ -50,7 +51,6 @@ from mote.pipeline.video.clips import ClipDataset, make_loader  # noqa: E402
 from mote.stages.finetune_e2e import (  # noqa: E402
     CHECKPOINTED_WIDTH,
     FinetuneConfig,
-    FrameFeatures,
     model_config,
     resolve,
 )

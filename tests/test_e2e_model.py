@@ -25,11 +25,11 @@ from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.e2e import EndToEnd, build_end_to_end, text_from_store
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.train.clip_batches import FailureLog, predict_clips
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.video.clips import ClipDataset, make_loader
 from mote.pipeline.video.decode_pool import DecodeTask, decode_one
 from mote.pipeline.video.transforms import normalize
-from mote.stages.finetune_e2e import FailureLog, predict_clips
 
 FRAMES = 4
 
