@@ -11,6 +11,7 @@ every fault into one line.
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -85,14 +86,20 @@ def _mote() -> None:
     then train and evaluate temporal experts from the cache in minutes."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, ``kill``, torchrun stopping its workers): unwinds like
+    Ctrl-C, so claims are released and nothing half-written is left marked done."""
+
+
 @contextlib.contextmanager
 def _resumable(command: str):
-    """Ctrl-C: say how to continue instead of click's bare 'Aborted!'."""
+    """Ctrl-C or SIGTERM: say how to continue instead of click's bare 'Aborted!'."""
     try:
         yield
-    except KeyboardInterrupt:
-        stderr.print(f"interrupted: rerun the same {command} command to continue where it stopped")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as stop:
+        what, code = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        stderr.print(f"{what}: rerun the same {command} command to continue where it stopped")
+        raise typer.Exit(code) from None
 
 
 def _emit(result: dict, as_json: bool, show: Callable[[dict], None]) -> None:
@@ -326,11 +333,20 @@ def _print_error(message: str) -> None:
         print(f"error: {line}", file=sys.stderr, flush=True)
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main() -> None:
     """Entry point: every fault is one line on stderr and a non-zero exit (2 for mote's own
-    errors, 1 for the rest); ``MOTE_DEBUG=1`` re-raises, showing the traceback."""
+    errors, 1 for the rest; 130 for Ctrl-C, 143 for SIGTERM); ``MOTE_DEBUG=1`` re-raises,
+    showing the traceback."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
+    except Terminated:
+        _print_error("terminated: rerun the same command to resume where it stopped")
+        sys.exit(143)
     except KeyboardInterrupt:
         _print_error("interrupted: rerun the same command to resume where it stopped")
         sys.exit(130)

@@ -7,8 +7,10 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -532,3 +534,34 @@ def test_one_writer_per_run_folder(stores, tmp_path):
     assert result["epochs"] == 2 and history_epochs(RunFolder(out)) == [1, 2]
     assert any("taking over the claim of a run that is gone" in m for m in progress.messages)
     assert not (out / CLAIM_FILE).exists()  # released at the end
+
+
+def test_sigterm_releases_the_run_claim_and_the_run_resumes(stores, tmp_path):
+    """A scheduler's SIGTERM unwinds like Ctrl-C: exit 143, the claim released (no takeover
+    notice on resume), the last finished epoch kept."""
+    train, _ = stores
+    out = tmp_path / "run"
+    args = ["train-temporal", "--train", str(train), "--out", str(out), "--layers", "1"]
+    args += ["--epochs", "400", "--batch-size", "8", "--micro-batches", "1", "--device", "cpu"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "mote.stages", *args], stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and run.poll() is None:
+        if RunFolder(out).history_file.is_file() and (out / CLAIM_FILE).is_file():
+            break  # claimed and an epoch is done
+        time.sleep(0.05)
+    assert run.poll() is None, "the run ended before the signal"
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 143 and "terminated" in err, err
+    assert not (out / CLAIM_FILE).exists()
+    progress = Recorder()
+    same = train_temporal.TrainConfig(
+        train=train, out=out, layers=1, epochs=400, batch_size=8, micro_batches=1,
+        device="cpu", resume=True, stop_after_epochs=1,
+    )  # fmt: skip
+    train_temporal.run(same, progress)
+    assert not any("taking over" in m for m in progress.messages)

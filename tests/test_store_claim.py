@@ -347,10 +347,11 @@ def test_broken_array_metadata_is_a_one_line_error(motion_data, tmp_path):
     assert_fully_readable(out, FeatureStore.open(out).n_videos)
 
 
-def test_ctrl_c_releases_the_claim(motion_data, tmp_path, reference):
+@pytest.mark.parametrize("sent,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_release_the_claim(motion_data, tmp_path, reference, sent, code):
     # mote-tiny extracts these 24 videos in well under a second: on a loaded machine a run
-    # can finish between the claim appearing and the signal. Such a try cannot test Ctrl-C,
-    # so it is repeated on a fresh folder; one interrupted run is required.
+    # can finish between the claim appearing and the signal. Such a try cannot test the
+    # signal, so it is repeated on a fresh folder; one interrupted run is required.
     for attempt in range(5):
         out = tmp_path / f"s{attempt}.zarr"
         run = subprocess.Popen(
@@ -359,11 +360,11 @@ def test_ctrl_c_releases_the_claim(motion_data, tmp_path, reference):
         )  # fmt: skip
         with contextlib.suppress(AssertionError):  # it may finish before the poll sees it
             wait_until_claimed_by(out, run)
-        run.send_signal(signal.SIGINT)
+        run.send_signal(sent)
         _, err = run.communicate(timeout=120)
         if run.returncode != 0:
             break
-    assert run.returncode == 130, err
+    assert run.returncode == code, err
     assert not (out / CLAIM_FILE).exists()
     resumed = mote_extract(motion_data, out)  # no takeover needed: the claim was released
     assert resumed.returncode == 0 and "taking over" not in resumed.stderr, resumed.stderr
