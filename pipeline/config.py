@@ -191,11 +191,15 @@ def batch_size_setting() -> Any:
 DECODERS = ("auto", "decord", "pyav")
 
 
+def check_decoder(decoder: str) -> None:
+    if decoder not in DECODERS:
+        raise ConfigError(f"--decoder must be auto, decord or pyav, got '{decoder}'")
+
+
 def check_decoding(cfg: Any) -> None:
     """The decoding settings above, for any command that decodes and encodes videos (``cfg``
     has ``decoder``, ``batch_size``, ``decode_workers`` and ``decode_timeout``)."""
-    if cfg.decoder not in DECODERS:
-        raise ConfigError(f"--decoder must be auto, decord or pyav, got '{cfg.decoder}'")
+    check_decoder(cfg.decoder)
     if cfg.batch_size is not None and cfg.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     if cfg.decode_workers is not None and cfg.decode_workers < 0:

@@ -21,7 +21,7 @@ import torch
 
 from mote.pipeline import __version__
 from mote.pipeline.config import (
-    DECODERS,
+    check_decoder,
     dataset_setting,
     decoder_setting,
     device_setting,
@@ -180,8 +180,7 @@ def _check(cfg: FinetuneConfig) -> None:
     if cfg.val_split is not None and cfg.dataset == "list":
         raise ConfigError("--val-split needs a shipped --dataset; for a list use --val-list FILE")
     check_training(cfg, at_least_one=("val_limit", "frames"))
-    if cfg.decoder not in DECODERS:
-        raise ConfigError(f"--decoder must be auto, decord or pyav, got '{cfg.decoder}'")
+    check_decoder(cfg.decoder)
     if cfg.workers is not None and cfg.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
 
