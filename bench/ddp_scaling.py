@@ -80,14 +80,17 @@ def worker(args: argparse.Namespace) -> None:
     from mote.pipeline.temporal.mote_model import MoTE
     from mote.pipeline.train.distributed import DistContext
     from mote.pipeline.train.feature_batches import FeatureBatches
-    from mote.pipeline.train.loop import LoopConfig, Trainer
+    from mote.pipeline.train.loop import Trainer
     from mote.stages.train_temporal import TrainConfig, build_optimizer, model_config, resolve
 
     torch.set_num_threads(1)
     store = FeatureStore.open(args.store)
     ctx = DistContext.from_env(args.device)
     cfg = resolve(
-        TrainConfig(train=args.store, out=Path("unused"), batch_size=BATCH), args.dim,
+        TrainConfig(
+            train=args.store, out=Path("unused"), batch_size=BATCH, compile=args.compile
+        ),
+        args.dim,
         ctx.world_size,
     )  # fmt: skip
     torch.manual_seed(0)
@@ -95,8 +98,7 @@ def worker(args: argparse.Namespace) -> None:
     text = torch.nn.functional.normalize(
         torch.from_numpy(store.text_embeddings[:]).float(), dim=-1
     ).to(ctx.device)
-    loop = LoopConfig(epochs=30, micro_batches=cfg.micro_batches, compile=args.compile)
-    trainer = Trainer(loop, ctx, model, build_optimizer(model, cfg))
+    trainer = Trainer(cfg, ctx, model, build_optimizer(model, cfg))
     data = FeatureBatches(InMemoryFeatures(store), BATCH, cfg.micro_batches, ctx, 0)
     counter = OpCounter()
     losses = trainer.losses._fused_losses

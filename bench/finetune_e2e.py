@@ -45,7 +45,7 @@ from mote.pipeline.device import resolve_device  # noqa: E402
 from mote.pipeline.temporal.e2e import build_end_to_end  # noqa: E402
 from mote.pipeline.train.clip_batches import FrameFeatures  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
-from mote.pipeline.train.loop import LoopConfig, StepBatch, Trainer  # noqa: E402
+from mote.pipeline.train.loop import StepBatch, Trainer  # noqa: E402
 from mote.pipeline.train.schedule import build_optimizer, mote_groups  # noqa: E402
 from mote.pipeline.video.clips import ClipDataset, make_loader  # noqa: E402
 from mote.stages.finetune_e2e import (  # noqa: E402
@@ -113,9 +113,8 @@ def build_trainer(cfg: FinetuneConfig, class_names, device: torch.device):
         mote_groups(model.temporal, cfg.lr, cfg.clip_lr_ratio, visual=model.visual),
         cfg.weight_decay,
     )
-    loop = LoopConfig(cfg.epochs, cfg.micro_batches, cfg.warmup_epochs, cfg.seed)
     ctx = DistContext(device=device)
-    trainer = Trainer(loop, ctx, model.temporal, optimizer, features_of=FrameFeatures(model))
+    trainer = Trainer(cfg, ctx, model.temporal, optimizer, features_of=FrameFeatures(model))
     return model, trainer
 
 

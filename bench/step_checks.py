@@ -38,7 +38,7 @@ from mote.pipeline.temporal.features import InMemoryFeatures  # noqa: E402
 from mote.pipeline.temporal.mote_model import MoTE  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
 from mote.pipeline.train.feature_batches import FeatureBatches, ValidationView  # noqa: E402
-from mote.pipeline.train.loop import LoopConfig, Trainer  # noqa: E402
+from mote.pipeline.train.loop import Trainer  # noqa: E402
 from mote.stages.train_temporal import (  # noqa: E402
     TrainConfig,
     _val_top1,
@@ -53,15 +53,15 @@ def build(store_path: Path, args: argparse.Namespace, compile: bool):
     store = FeatureStore.open(store_path)
     ctx = DistContext.from_env(args.device)
     cfg = resolve(
-        TrainConfig(train=store_path, out=Path("unused"), batch_size=args.batch), args.dim
+        TrainConfig(train=store_path, out=Path("unused"), batch_size=args.batch, compile=compile),
+        args.dim,
     )
     torch.manual_seed(0)
     model = MoTE(model_config(cfg, args.dim)).to(ctx.device)
     text = torch.from_numpy(np.array(store.text_embeddings)).float().to(ctx.device)
     model.set_finetune_text(text)
     text = torch.nn.functional.normalize(text, dim=-1)
-    loop = LoopConfig(epochs=cfg.epochs, micro_batches=cfg.micro_batches, compile=compile)
-    trainer = Trainer(loop, ctx, model, build_optimizer(model, cfg))
+    trainer = Trainer(cfg, ctx, model, build_optimizer(model, cfg))
     features = InMemoryFeatures(store)
     data = FeatureBatches(features, cfg.batch_size, cfg.micro_batches, ctx, 0)
     return trainer, data, text, features

@@ -47,7 +47,7 @@ from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.feature_batches import FeatureBatches
-from mote.pipeline.train.loop import LoopConfig, Trainer
+from mote.pipeline.train.loop import Trainer
 from mote.pipeline.train.step import LossModule, train_step
 from mote.stages.train_temporal import (
     TrainConfig,
@@ -203,7 +203,13 @@ def data_section(args: argparse.Namespace, device: torch.device, work: Path) -> 
 def epoch_runner(arch: str, fused: bool, store, store_path: Path, args, device: torch.device):
     """train-temporal's own pieces for one arch and step kind: a callable running one epoch."""
     cfg = resolve(
-        TrainConfig(train=store_path, out=store_path.parent / "run", arch=arch, fused=fused),
+        TrainConfig(
+            train=store_path,
+            out=store_path.parent / "run",
+            arch=arch,
+            fused=fused,
+            compile=args.compile and fused,
+        ),
         args.dim,
     )
     torch.manual_seed(0)
@@ -211,15 +217,8 @@ def epoch_runner(arch: str, fused: bool, store, store_path: Path, args, device: 
     text = torch.from_numpy(np.array(store.text_embeddings)).float().to(device)
     model.set_finetune_text(text)
     text = torch.nn.functional.normalize(text, dim=-1)
-    loop = LoopConfig(
-        epochs=cfg.epochs,
-        micro_batches=cfg.micro_batches,
-        warmup_epochs=cfg.warmup_epochs,
-        fused=fused,
-        compile=args.compile and fused,
-    )
     ctx = DistContext.from_env(str(device))
-    trainer = Trainer(loop, ctx, model, build_optimizer(model, cfg))
+    trainer = Trainer(cfg, ctx, model, build_optimizer(model, cfg))
     data = FeatureBatches(InMemoryFeatures(store), cfg.batch_size, cfg.micro_batches, ctx, 0)
     epoch = int(math.ceil(cfg.warmup_epochs))  # past the warm-up: the lr is not 0
 

@@ -208,44 +208,6 @@ def check_decoding(cfg: Any) -> None:
         raise ConfigError(f"--decode-timeout must be positive, got {cfg.decode_timeout}")
 
 
-# The training settings train-temporal and finetune-e2e share (spec 7).
-def epochs_setting(default_text: Any) -> Any:
-    return setting(None, "Training epochs (spec 7).", default_text=default_text)
-
-
-def warmup_epochs_setting() -> Any:
-    return setting(5.0, "Linear lr warm-up epochs.")
-
-
-def micro_batches_setting(default_text: Any) -> Any:
-    return setting(
-        None,
-        "Micro-batches per step, each with its own routing and WMR draw (spec 3.1: the "
-        "reference's GPUs); under torchrun a multiple of the process count, split among them.",
-        default_text=default_text,
-    )
-
-
-def lr_setting() -> Any:
-    return setting(5e-5, "Temporal module lr.")
-
-
-def weight_decay_setting() -> Any:
-    return setting(0.2, "AdamW weight decay.")
-
-
-def final_tfm_setting() -> Any:
-    return setting(True, "TFM in the final evaluation.")
-
-
-def resume_setting() -> Any:
-    return setting(False, "Continue the run in --out from its last epoch.")
-
-
-def stop_after_epochs_setting() -> Any:
-    return setting(None, "Stop after this many epochs (continue later with --resume).")
-
-
 def scored_run_setting() -> Any:
     """The run folder a scoring command loads (evaluate, zeroshot)."""
     return setting(help="Run folder (train-temporal or import-reference).")

@@ -24,23 +24,14 @@ from mote.pipeline.config import (
     check_decoder,
     dataset_setting,
     decoder_setting,
-    device_setting,
-    epochs_setting,
-    final_tfm_setting,
     kinetics_csv_setting,
     labels_file_setting,
     list_file_setting,
-    lr_setting,
-    micro_batches_setting,
     model_setting,
     pretrained_setting,
-    resume_setting,
     root_setting,
     run_out_setting,
     setting,
-    stop_after_epochs_setting,
-    warmup_epochs_setting,
-    weight_decay_setting,
 )
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.errors import ConfigError
@@ -52,13 +43,11 @@ from mote.pipeline.temporal.metrics import topk_accuracy
 from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.clip_batches import FailureLog, FrameFeatures, VideoBatches, predict_clips
 from mote.pipeline.train.distributed import DistContext, run_on_every_rank
-from mote.pipeline.train.loop import LoopConfig, Trainer
-from mote.pipeline.train.sampler import (
-    MICRO_BATCHES_RULE,
-    check_micro_batches,
-)
+from mote.pipeline.train.loop import Trainer
+from mote.pipeline.train.sampler import check_micro_batches
 from mote.pipeline.train.schedule import build_optimizer, mote_groups
 from mote.pipeline.train.settings import (
+    TrainingSettings,
     check_resume,
     check_training,
     epoch_message,
@@ -66,9 +55,8 @@ from mote.pipeline.train.settings import (
     model_config,
     recorded_settings,
     resolve,
-    spec_default,
     steps_per_epoch,
-    with_model_switches,
+    training_setting,
 )
 from mote.pipeline.train.step import PRECISIONS
 from mote.pipeline.video.clips import ClipDataset, make_loader
@@ -94,14 +82,12 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, _cores()))
 
 
-@dataclass(frozen=True)
-@with_model_switches(after="val_limit")
-class FinetuneConfig:
-    """Settings of ``mote finetune-e2e``; None means "the spec's default for this CLIP".
+@dataclass(frozen=True, kw_only=True)
+class FinetuneConfig(TrainingSettings):
+    """Settings of ``mote finetune-e2e``: the shared training settings (and MoTE switches) of
+    ``TrainingSettings``, plus the videos, the CLIP to tune and its decoding."""
 
-    The MoTE switches (arch, experts, layers, WMR, ...) are MoTEConfig's fields, added by
-    ``with_model_switches`` as for train-temporal; fields with help are CLI options.
-    """
+    prefer_bf16 = True  # precision auto: bf16 on GPUs that have it
 
     dataset: str = dataset_setting()
     out: Path = run_out_setting()
@@ -130,20 +116,7 @@ class FinetuneConfig:
     val_limit: int | None = setting(
         None, "Validate on N videos spread evenly over the list (a quick per-epoch check)."
     )
-    epochs: int | None = epochs_setting(spec_default(0))
-    warmup_epochs: float = warmup_epochs_setting()
-    batch_size: int | None = setting(
-        None, "Videos per step (all processes).", default_text=spec_default(1)
-    )
-    micro_batches: int | None = micro_batches_setting(lambda: MICRO_BATCHES_RULE)
-    lr: float = lr_setting()
-    clip_lr_ratio: float | None = setting(
-        None, "Visual tower and logit-scale lr = lr x ratio.", default_text=spec_default(2)
-    )
-    weight_decay: float = weight_decay_setting()
-    seed: int = setting(0, "Seed of initialisation, routing, batch order and clip draws.")
-    device: str = device_setting()
-    precision: str = setting(
+    precision: str = training_setting(
         "auto",
         f"{', '.join(PRECISIONS)}; auto: bf16 on GPUs that have it (no loss scaler), else fp16 "
         "with a loss scaler on CUDA, fp32 on the CPU (fp16/bf16 there: slow, for tests).",
@@ -166,9 +139,6 @@ class FinetuneConfig:
     text_from: Path | None = setting(
         None, "Take the class text embeddings from this feature store (same CLIP weights)."
     )
-    tfm: bool = final_tfm_setting()
-    resume: bool = resume_setting()
-    stop_after_epochs: int | None = stop_after_epochs_setting()
 
 
 def _check(cfg: FinetuneConfig) -> None:
@@ -276,17 +246,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
     text = model.class_text
     groups = mote_groups(model.temporal, cfg.lr, cfg.clip_lr_ratio, visual=model.visual)
     optimizer = build_optimizer(groups, cfg.weight_decay)
-    loop = LoopConfig(
-        epochs=cfg.epochs,
-        micro_batches=cfg.micro_batches,
-        warmup_epochs=cfg.warmup_epochs,
-        seed=cfg.seed,
-        precision=cfg.precision,
-        prefer_bf16=True,
-        resume=cfg.resume,
-        stop_after_epochs=cfg.stop_after_epochs,
-    )
-    trainer = Trainer(loop, ctx, model.temporal, optimizer, features_of=FrameFeatures(model))
+    trainer = Trainer(cfg, ctx, model.temporal, optimizer, features_of=FrameFeatures(model))
     # looked up at call time, so a test can simulate a kill by replacing save_checkpoint here
     trainer.save_checkpoint = lambda folder_, epoch, best: save_checkpoint(
         folder_, ctx, trainer.losses, optimizer, trainer.scaler, epoch, best, trainer.random

@@ -10,7 +10,8 @@ Metadata keys: ``help`` (required to be an option), ``flag`` (the option name wh
 ``--field-name``), ``aliases`` (old names: each a second flag and a ``--config`` key),
 ``argument`` (positional; ``metavar`` names it; a tuple field takes one or more), ``multiple`` (a
 tuple given by repeating the option, not as comma text), ``default_text`` (the default's
-description, or a zero-argument callable giving it), ``nested`` (a config dataclass field filled
+description, or a zero-argument callable giving it), ``panel`` (the --help panel it is listed
+in; default: Options), ``nested`` (a config dataclass field filled
 from that class's options, less the names in ``fixed``). ``config_command`` makes a whole command:
 those options, ``--json`` and ``--config``.
 """
@@ -122,7 +123,8 @@ def _parameter(f: dataclasses.Field, kind: Any, cls: type) -> inspect.Parameter:
         not repeated and kind not in (bool, int, float, Path)
     ):
         kind = str  # comma text for tuples (``parse_tuple``)
-    option = typer.Option(*names, help=default_help(cls, f.name, meta["help"]))
+    help = default_help(cls, f.name, meta["help"])
+    option = typer.Option(*names, help=help, rich_help_panel=meta.get("panel"))
     return inspect.Parameter(
         f.name, keyword, default=None, annotation=Annotated[kind | None, option]
     )

@@ -19,19 +19,7 @@ import torch
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline import __version__
-from mote.pipeline.config import (
-    device_setting,
-    epochs_setting,
-    final_tfm_setting,
-    lr_setting,
-    micro_batches_setting,
-    resume_setting,
-    run_out_setting,
-    setting,
-    stop_after_epochs_setting,
-    warmup_epochs_setting,
-    weight_decay_setting,
-)
+from mote.pipeline.config import run_out_setting, setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_config import RunClip, RunConfig
@@ -46,11 +34,12 @@ from mote.pipeline.train.feature_batches import (
     ValidationView,
     device_budget,
 )
-from mote.pipeline.train.loop import LoopConfig, Trainer
-from mote.pipeline.train.sampler import MICRO_BATCHES_RULE, check_micro_batches
+from mote.pipeline.train.loop import Trainer
+from mote.pipeline.train.sampler import check_micro_batches
 from mote.pipeline.train.schedule import build_optimizer as shared_optimizer
 from mote.pipeline.train.schedule import mote_groups
 from mote.pipeline.train.settings import (
+    TrainingSettings,
     check_resume,
     check_training,
     epoch_message,
@@ -58,11 +47,9 @@ from mote.pipeline.train.settings import (
     model_config,
     recorded_settings,
     resolve,
-    spec_default,
     steps_per_epoch,
-    with_model_switches,
+    training_setting,
 )
-from mote.pipeline.train.step import PRECISIONS
 
 RESUME_IGNORED = (
     "resume",
@@ -75,43 +62,22 @@ RESUME_IGNORED = (
 PATH_SETTINGS = ("train", "val", "out")  # compared as resolved paths on --resume
 
 
-@dataclass(frozen=True)
-@with_model_switches
-class TrainConfig:
-    """Settings of ``mote train-temporal``; None means "the spec's default for this store".
-
-    The model switches (arch, experts, routing, WMR, TFM, ...) are MoTEConfig's fields, added by
-    ``with_model_switches``; fields with help are CLI options (stages/options.py).
-    """
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(TrainingSettings):
+    """Settings of ``mote train-temporal``: the shared training settings (and MoTE switches) of
+    ``TrainingSettings``, plus the stores and the memory a run of cached features needs."""
 
     train: Path = setting(help="Feature store to train on (mote extract).")
     out: Path = run_out_setting()
     val: Path | None = setting(None, "Feature store to validate on each epoch and at the end.")
-    epochs: int | None = epochs_setting(spec_default(0))
-    warmup_epochs: float = warmup_epochs_setting()
-    batch_size: int | None = setting(None, "Videos per step.", default_text=spec_default(1))
-    micro_batches: int | None = micro_batches_setting(lambda: MICRO_BATCHES_RULE)
-    lr: float = lr_setting()
-    clip_lr_ratio: float | None = setting(
-        None, "logit-scale lr = lr x ratio.", default_text=spec_default(2)
-    )
-    weight_decay: float = weight_decay_setting()
-    seed: int = setting(0, "Seed of initialisation, routing and batch order.")
-    device: str = device_setting()
-    precision: str = setting(
-        "auto",
-        f"{', '.join(PRECISIONS)}; auto: fp16 with a loss scaler on CUDA (spec 7), fp32 on the "
-        "CPU (fp16/bf16 there: CPU autocast, slow, for tests).",
-    )
-    fused: bool = setting(
+    fused: bool = training_setting(
         True,
         "Run a step's micro-batches in one batched pass (same update as one by one, far fewer "
         "operator calls); --no-fused runs them one by one.",
     )
-    compile: bool = setting(
+    compile: bool = training_setting(
         False, "Compile the fused step with CUDA graphs (torch.compile, CUDA only)."
     )
-    tfm: bool = final_tfm_setting()
     memory_gb: float | None = setting(
         None,
         "Stream the store chunk by chunk when it is larger than this.",
@@ -124,8 +90,6 @@ class TrainConfig:
         "memory (0: never keep them there).",
         default_text="half the GPU memory free at the start",
     )
-    resume: bool = resume_setting()
-    stop_after_epochs: int | None = stop_after_epochs_setting()
     allow_partial: bool = setting(
         False, "Train on the done videos of a store that is still being extracted."
     )
@@ -281,18 +245,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
     model.set_finetune_text(text)
     text = torch.nn.functional.normalize(text, dim=-1)
     optimizer = build_optimizer(model, cfg)
-    loop = LoopConfig(
-        epochs=cfg.epochs,
-        micro_batches=cfg.micro_batches,
-        warmup_epochs=cfg.warmup_epochs,
-        seed=cfg.seed,
-        precision=cfg.precision,
-        resume=cfg.resume,
-        stop_after_epochs=cfg.stop_after_epochs,
-        fused=cfg.fused,
-        compile=cfg.compile,
-    )
-    trainer = Trainer(loop, ctx, model, optimizer)
+    trainer = Trainer(cfg, ctx, model, optimizer)
     # looked up at call time, so a test can simulate a kill by replacing save_checkpoint here
     trainer.save_checkpoint = lambda folder_, epoch, best: save_checkpoint(
         folder_, ctx, trainer.losses, optimizer, trainer.scaler, epoch, best, trainer.random

@@ -17,8 +17,9 @@ from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.train.distributed import DistContext
-from mote.pipeline.train.loop import LoopConfig, StepBatch, Trainer
+from mote.pipeline.train.loop import StepBatch, Trainer
 from mote.pipeline.train.schedule import build_optimizer
+from mote.pipeline.train.settings import TrainingSettings
 
 D, T, C, BATCH = 16, 4, 3, 6
 
@@ -53,7 +54,7 @@ class Batches:
 def trainer(precision: str = "fp32") -> Trainer:
     torch.manual_seed(0)
     model = MoTE(default_config(D, layers=1))
-    loop = LoopConfig(epochs=3, warmup_epochs=0, precision=precision)
+    loop = TrainingSettings(epochs=3, micro_batches=1, warmup_epochs=0, precision=precision)
     optimizer = build_optimizer([("all", list(model.parameters()), 1e-3)], 0.2)
     return Trainer(loop, DistContext.from_env("cpu"), model, optimizer)
 

@@ -23,6 +23,7 @@ from mote.pipeline.train.checkpoint import RandomState, load_checkpoint, save_ch
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.sampler import check_micro_batches
 from mote.pipeline.train.schedule import lr_changes_at, lr_factor, set_lr
+from mote.pipeline.train.settings import TrainingSettings
 from mote.pipeline.train.step import (
     LOSS_TERMS,
     LossModule,
@@ -48,22 +49,6 @@ class StepBatch(NamedTuple):
     inputs: torch.Tensor
     labels: torch.Tensor
     global_size: int
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """The loop's settings; ``micro_batches`` counts the whole world's micro-batches per step."""
-
-    epochs: int
-    micro_batches: int = 1
-    warmup_epochs: float = 5.0
-    seed: int = 0
-    precision: str = "auto"  # auto | bf16 | fp16 | fp32 (see resolve_precision)
-    prefer_bf16: bool = False  # auto on a GPU with bf16: bf16 instead of fp16 + scaler
-    resume: bool = False
-    stop_after_epochs: int | None = None
-    fused: bool = True  # every micro-batch in one batched pass (same update as one by one)
-    compile: bool = False  # compile the fused losses with CUDA graphs (CUDA only)
 
 
 @dataclass
@@ -133,7 +118,7 @@ class Trainer:
 
     def __init__(
         self,
-        loop: LoopConfig,
+        loop: TrainingSettings,
         ctx: DistContext,
         head: torch.nn.Module,
         optimizer: torch.optim.Optimizer,

@@ -10,15 +10,15 @@ import json
 import math
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from mote.pipeline.config import option_fields
+from mote.pipeline.config import DEVICE_HELP, option_fields, setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import CONFIG_FILE, RunFolder
 from mote.pipeline.temporal.config import ARCHS, MoTEConfig, default_config
-from mote.pipeline.train.sampler import default_micro_batches
+from mote.pipeline.train.sampler import MICRO_BATCHES_RULE, default_micro_batches
 from mote.pipeline.train.step import PRECISIONS
 
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
@@ -26,6 +26,8 @@ SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}
 FEW_STEPS = 10  # fewer optimiser steps per epoch than this: say so, with the fix
 # MoTEConfig fields the training store decides, not the user.
 FROM_STORE = ("dim",)
+TRAINING_PANEL = "Training"  # --help panels of the shared settings and the MoTE switches
+MODEL_PANEL = "MoTE model"
 
 
 def spec_default(index: int) -> Callable[[], str]:
@@ -33,29 +35,78 @@ def spec_default(index: int) -> Callable[[], str]:
     return lambda: ", ".join(f"{v[index]:g} for D={dim}" for dim, v in SPEC_DEFAULTS.items())
 
 
-def with_model_switches(cls: type | None = None, *, after: str = "val") -> type | Callable:
-    """Add every MoTEConfig switch (a field with help) to a settings class, after ``after``.
+def with_model_switches(cls: type) -> type:
+    """Append every MoTEConfig switch (a field with help) to a settings class, in --help's
+    MoTE panel.
 
-    So one new MoTEConfig field with help is a flag of train-temporal and finetune-e2e, a
-    ``--config`` key and an entry of the run's config.json. Per-width switches (heads, layers)
-    default to None here: "``default_config``'s value for the store's width".
-    """
-    if cls is None:  # used as @with_model_switches(after=...)
-        return lambda c: with_model_switches(c, after=after)
+    So one new MoTEConfig field with help is a flag of every training command, a ``--config``
+    key and an entry of the run's config.json. Per-width switches (heads, layers) default to
+    None here: "``default_config``'s value for the store's width"."""
     hints = typing.get_type_hints(MoTEConfig)
-    own = dict(cls.__annotations__)
-    added = {}
     for f in option_fields(MoTEConfig):
         if f.name in FROM_STORE:
             continue
         required = f.default is MISSING and f.default_factory is MISSING
-        added[f.name] = hints[f.name] | None if required else hints[f.name]
-        setattr(cls, f.name, field(default=None if required else f.default, metadata=f.metadata))
-    names = list(own)
-    at = names.index(after) + 1
-    order = names[:at] + list(added) + names[at:]
-    cls.__annotations__ = {name: own.get(name, added.get(name)) for name in order}
+        cls.__annotations__[f.name] = hints[f.name] | None if required else hints[f.name]
+        metadata = {**f.metadata, "panel": MODEL_PANEL}
+        setattr(cls, f.name, field(default=None if required else f.default, metadata=metadata))
     return cls
+
+
+def training_setting(default: Any = MISSING, help: str = "", **meta: Any) -> Any:
+    """A setting every training command shares, in --help's Training panel."""
+    return setting(default, help, panel=TRAINING_PANEL, **meta)
+
+
+@dataclass(frozen=True, kw_only=True)
+@with_model_switches
+class TrainingSettings:
+    """The settings every training command shares, and all the epoch loop reads: the base of
+    ``TrainConfig`` (train-temporal) and ``FinetuneConfig`` (finetune-e2e). None means "the
+    spec's default for this width" (``resolve``).
+
+    Fields without help are not options; a command makes one an option by declaring it again
+    with help (train-temporal's --fused and --compile). A command keyword-only subclass adds
+    its own settings; its ``prefer_bf16`` says what precision auto picks on a GPU with bf16."""
+
+    prefer_bf16: ClassVar[bool] = False  # precision auto on a bf16 GPU: bf16 (no loss scaler)
+
+    epochs: int | None = training_setting(
+        None, "Training epochs (spec 7).", default_text=spec_default(0)
+    )
+    warmup_epochs: float = training_setting(5.0, "Linear lr warm-up epochs.")
+    batch_size: int | None = training_setting(
+        None, "Videos per step (over all processes).", default_text=spec_default(1)
+    )
+    micro_batches: int | None = training_setting(
+        None,
+        "Micro-batches per step, each with its own routing and WMR draw (spec 3.1: the "
+        "reference's GPUs); under torchrun a multiple of the process count, split among them.",
+        default_text=MICRO_BATCHES_RULE,
+    )
+    lr: float = training_setting(5e-5, "Temporal module lr.")
+    clip_lr_ratio: float | None = training_setting(
+        None,
+        "CLIP-side lr = lr x ratio (the logit scale; in finetune-e2e the visual tower too).",
+        default_text=spec_default(2),
+    )
+    weight_decay: float = training_setting(0.2, "AdamW weight decay.")
+    seed: int = training_setting(
+        0, "Seed of initialisation, routing and batch order (and finetune-e2e's clip draws)."
+    )
+    device: str = training_setting("auto", DEVICE_HELP)
+    precision: str = training_setting(
+        "auto",
+        f"{', '.join(PRECISIONS)}; auto: fp16 with a loss scaler on CUDA (spec 7), fp32 on the "
+        "CPU (fp16/bf16 there: CPU autocast, slow, for tests).",
+    )
+    fused: bool = True  # every micro-batch in one batched pass (same update as one by one)
+    compile: bool = False  # compile the fused losses with CUDA graphs (CUDA only)
+    tfm: bool = training_setting(True, "TFM in the final evaluation.")
+    resume: bool = training_setting(False, "Continue the run in --out from its last epoch.")
+    stop_after_epochs: int | None = training_setting(
+        None, "Stop after this many epochs (continue later with --resume)."
+    )
 
 
 def resolve(cfg: Any, dim: int, world_size: int = 1) -> Any:
