@@ -35,16 +35,15 @@ from mote.pipeline.config import (
 )
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.progress import Progress
 from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_start
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.e2e import build_end_to_end
 from mote.pipeline.temporal.metrics import topk_accuracy
 from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.clip_batches import FailureLog, FrameFeatures, VideoBatches, predict_clips
-from mote.pipeline.train.distributed import DistContext, run_on_every_rank
-from mote.pipeline.train.loop import Trainer
-from mote.pipeline.train.sampler import check_micro_batches
+from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.train.loop import Trainer, run_training
 from mote.pipeline.train.schedule import build_optimizer, mote_groups
 from mote.pipeline.train.settings import (
     TrainingSettings,
@@ -200,24 +199,13 @@ def run(cfg: FinetuneConfig, progress: Progress | None = None) -> dict:
     _check(cfg)
     threads = torch.get_num_threads()
     try:
-        return run_on_every_rank(
-            cfg.device, progress or NullProgress(), lambda ctx, shown: _run(cfg, ctx, shown)
-        )
+        return run_training(cfg, cfg.out, progress, _train)
     finally:
         torch.set_num_threads(threads)  # _run may give cores to the decode workers
 
 
-def _run(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
-    """The run under its folder's claim (rank 0 holds it for the whole job)."""
-    with RunFolder(cfg.out).writer_claim(ctx.is_main, progress):
-        return _train(cfg, ctx, progress)
-
-
 def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
-    if cfg.micro_batches is not None:
-        check_micro_batches(cfg.micro_batches, ctx.world_size)
     folder = RunFolder(cfg.out)
-    folder.check_new(cfg.resume)
     train_set, root, val_set, val_root = datasets(cfg)
     device = ctx.device
 

@@ -21,21 +21,20 @@ from mote.cache_schema.store import FeatureStore
 from mote.pipeline import __version__
 from mote.pipeline.config import run_out_setting, setting
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.progress import Progress
 from mote.pipeline.runs.run_config import RunClip, RunConfig
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.train.checkpoint import save_checkpoint
-from mote.pipeline.train.distributed import DistContext, run_on_every_rank
+from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.feature_batches import (
     FeatureBatches,
     ValidationView,
     device_budget,
 )
-from mote.pipeline.train.loop import Trainer
-from mote.pipeline.train.sampler import check_micro_batches
+from mote.pipeline.train.loop import Trainer, run_training
 from mote.pipeline.train.schedule import build_optimizer as shared_optimizer
 from mote.pipeline.train.schedule import mote_groups
 from mote.pipeline.train.settings import (
@@ -201,22 +200,11 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     ``{"run": ..., "rank": r}``.
     """
     _check(cfg)
-    return run_on_every_rank(
-        cfg.device, progress or NullProgress(), lambda ctx, shown: _run(cfg, ctx, shown)
-    )
-
-
-def _run(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
-    """The run under its folder's claim (rank 0 holds it for the whole job)."""
-    with RunFolder(cfg.out).writer_claim(ctx.is_main, progress):
-        return _train(cfg, ctx, progress)
+    return run_training(cfg, cfg.out, progress, _train)
 
 
 def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
-    if cfg.micro_batches is not None:
-        check_micro_batches(cfg.micro_batches, ctx.world_size)
     folder = RunFolder(cfg.out)
-    folder.check_new(cfg.resume)
     train_store, val_store = open_stores(cfg)
     spec = train_store.spec
     cfg = resolve(cfg, spec.dim, ctx.world_size)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
@@ -20,7 +21,7 @@ from mote.pipeline.errors import TrainingDiverged
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.train.checkpoint import RandomState, load_checkpoint, save_checkpoint
-from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.train.distributed import DistContext, run_on_every_rank
 from mote.pipeline.train.sampler import check_micro_batches
 from mote.pipeline.train.schedule import lr_changes_at, lr_factor, set_lr
 from mote.pipeline.train.settings import TrainingSettings
@@ -301,3 +302,24 @@ class Trainer:
         save_checkpoint(
             folder, self.ctx, self.losses, self.optimizer, self.scaler, epoch, best, self.random
         )
+
+
+def run_training(
+    cfg: TrainingSettings,
+    out: Path,
+    progress: Progress | None,
+    train: Callable[[Any, DistContext, Progress], dict],
+) -> dict:
+    """``train(cfg, ctx, progress)`` on every rank of a torchrun world (or alone), under the
+    run folder's claim: rank 0 holds it for the whole job, so a second writer is refused
+    before any rank starts. The folder must be new unless ``cfg.resume``."""
+
+    def on_rank(ctx: DistContext, shown: Progress) -> dict:
+        folder = RunFolder(out)
+        with folder.writer_claim(ctx.is_main, shown):
+            if cfg.micro_batches is not None:
+                check_micro_batches(cfg.micro_batches, ctx.world_size)
+            folder.check_new(cfg.resume)
+            return train(cfg, ctx, shown)
+
+    return run_on_every_rank(cfg.device, progress or NullProgress(), on_rank)
