@@ -112,14 +112,18 @@ def _encode_all(encoder: BatchedEncoder, decoded: list) -> float:
     return len(decoded) / (time.perf_counter() - start)
 
 
+def list_settings(data) -> dict:
+    """The extract settings naming the bench's videos (a ``list`` data set)."""
+    return dict(
+        dataset="list", root=data.root, list_file=data.list_file, labels_file=data.labels_file
+    )
+
+
 def naive_loop(tasks, clip, data, out: Path, frames: int) -> float:
     """(d): one video at a time, decoded, encoded and written before the next starts."""
     cfg = extract.ExtractConfig(
-        dataset="list",
         out=out,
-        root=data.root,
-        list_file=data.list_file,
-        labels_file=data.labels_file,
+        **list_settings(data),
         model=clip.model_name,
         pretrained=clip.pretrained,
         frames=frames,
@@ -244,10 +248,7 @@ def main() -> None:
     a, decoded = decode_only(tasks, args.workers)
     b = encode_only(clip, decoded, batch, devices, recipe)
     settings = dict(
-        dataset="list",
-        root=str(data.root),
-        list_file=str(data.list_file),
-        labels_file=str(data.labels_file),
+        **{key: str(value) for key, value in list_settings(data).items()},
         model=args.model,
         pretrained=args.pretrained,
         devices=args.devices,

@@ -71,13 +71,8 @@ def main() -> None:
                                          (val_store, val_list, "1x1", "eval")):  # fmt: skip
         extract.run(
             extract.ExtractConfig(
-                dataset="list",
                 out=out,
-                root=data.root,
-                list_file=videos,
-                labels_file=data.labels_file,
-                model="mote-tiny",
-                pretrained="none",
+                **demo.tiny_clip_on(data, videos),
                 frames=args.frames,
                 views=views,
                 sampling=sampling,
@@ -88,20 +83,17 @@ def main() -> None:
             )
         )
     shutil.rmtree(cached, ignore_errors=True)
+    small = dict(  # both runs: one layer (the warm start copies it), small batches, one draw
+        layers=1, warmup_epochs=2, batch_size=args.batch, micro_batches=1, lr=args.lr,
+        clip_lr_ratio=1.0, seed=args.seed, device="cpu",
+    )  # fmt: skip
     train_temporal.run(
         train_temporal.TrainConfig(
             train=store,
             val=val_store,
             out=cached,
-            layers=1,
             epochs=args.cache_epochs,
-            warmup_epochs=2,
-            batch_size=args.batch,
-            micro_batches=1,
-            lr=args.lr,
-            clip_lr_ratio=1.0,
-            seed=args.seed,
-            device="cpu",
+            **small,
         )
     )
     curves, seconds = {}, {}
@@ -111,24 +103,12 @@ def main() -> None:
         start = time.perf_counter()
         finetune_e2e.run(
             finetune_e2e.FinetuneConfig(
-                dataset="list",
                 out=out,
-                root=data.root,
-                list_file=train_list,
-                labels_file=data.labels_file,
+                **demo.tiny_clip_on(data, train_list),
                 val_list=val_list,
-                model="mote-tiny",
-                pretrained="none",
                 frames=args.frames,
-                layers=1,
                 epochs=args.epochs,
-                warmup_epochs=2,
-                batch_size=args.batch,
-                micro_batches=1,
-                lr=args.lr,
-                clip_lr_ratio=1.0,
-                seed=args.seed,
-                device="cpu",
+                **small,
                 workers=0,
                 **warm,
             )

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mote.pipeline.config import setting
-from mote.pipeline.data.synthetic import write_motion_dataset
+from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
 from mote.pipeline.progress import NullProgress, Progress, Quiet
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.stages import (
@@ -62,18 +62,22 @@ def split_list(list_file: Path, every: int = 4) -> tuple[Path, Path]:
     return train_file, val_file
 
 
+def tiny_clip_on(data: SyntheticDataset, list_file: Path) -> dict:
+    """Settings for the demo's videos in ``list_file`` and its CLIP: mote-tiny with random
+    weights (no download, thousands of images/s on a CPU)."""
+    return dict(
+        dataset="list", root=data.root, list_file=list_file, labels_file=data.labels_file,
+        model="mote-tiny", pretrained="none",
+    )  # fmt: skip
+
+
 def _extract(
     data, list_file: Path, out: Path, views: str, sampling: str, cfg: DemoConfig, progress: Progress
 ) -> dict:
     return extract.run(
         extract.ExtractConfig(
-            dataset="list",
             out=out,
-            root=data.root,
-            list_file=list_file,
-            labels_file=data.labels_file,
-            model="mote-tiny",
-            pretrained="none",
+            **tiny_clip_on(data, list_file),
             frames=8,
             views=views,
             sampling=sampling,
@@ -87,6 +91,16 @@ def _extract(
     )
 
 
+def _small_data(cfg: DemoConfig, **settings: object) -> dict:
+    """Training settings for the demo's 160 videos, shared by its cache and end-to-end runs
+    (the end-to-end run warm-starts from the cache run, so both have its 2 layers): small
+    batches so an epoch is several steps, one micro-batch, the logit scale at the full lr."""
+    return dict(
+        layers=2, batch_size=32, micro_batches=1, clip_lr_ratio=1.0, seed=cfg.seed,
+        device="cpu", **settings,
+    )  # fmt: skip
+
+
 def _train(arch: str, train: Path, val: Path, out: Path, cfg: DemoConfig, progress) -> dict:
     if out.exists():
         shutil.rmtree(out)
@@ -96,15 +110,7 @@ def _train(arch: str, train: Path, val: Path, out: Path, cfg: DemoConfig, progre
             val=val,
             out=out,
             arch=arch,
-            layers=2,
-            epochs=cfg.epochs,
-            warmup_epochs=5,
-            batch_size=32,
-            micro_batches=1,
-            lr=1e-3,
-            clip_lr_ratio=1.0,
-            seed=cfg.seed,
-            device="cpu",
+            **_small_data(cfg, epochs=cfg.epochs, warmup_epochs=5, lr=1e-3),
         ),
         progress,
     )
@@ -117,24 +123,11 @@ def _finetune(data, train: Path, val: Path, init: Path, store: Path, cfg: DemoCo
         shutil.rmtree(out)
     metrics = finetune_e2e.run(
         finetune_e2e.FinetuneConfig(
-            dataset="list",
             out=out,
-            root=data.root,
-            list_file=train,
-            labels_file=data.labels_file,
+            **tiny_clip_on(data, train),
             val_list=val,
-            model="mote-tiny",
-            pretrained="none",
             frames=8,
-            layers=2,  # the MoTE run's shape (_train)
-            epochs=cfg.e2e_epochs,
-            warmup_epochs=0,
-            batch_size=32,
-            micro_batches=1,
-            lr=1e-4,
-            clip_lr_ratio=1.0,
-            seed=cfg.seed,
-            device="cpu",
+            **_small_data(cfg, epochs=cfg.e2e_epochs, warmup_epochs=0, lr=1e-4),
             workers=cfg.decode_workers,
             init_run=init,
             text_from=store,

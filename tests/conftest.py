@@ -79,6 +79,59 @@ def tiny_extract_config(data, out: Path, **overrides):
     return ExtractConfig(**settings)
 
 
+def random_store(
+    path: Path,
+    ids: list[str],
+    labels: list[int],
+    class_names: tuple[str, ...],
+    *,
+    dim: int = 64,
+    views: tuple[int, int] = (1, 1),
+    model: str = "mote-tiny",
+    dataset: str = "list",
+    split: str = "test",
+    seed: int = 0,
+):
+    """A real store of random features (fp16, 8 frames of ``dim``) for these videos, every
+    one done: what scoring tests need without decoding a video."""
+    from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
+
+    clips, crops = views
+    spec = StoreSpec(
+        model=model,
+        pretrained="none",
+        weights_id="random:seed=0",
+        dim=dim,
+        frames=8,
+        clips=clips,
+        crops=crops,
+        sampling="eval",
+        sampling_seed=0,
+        preprocess={"size": 64, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"},
+        dataset=dataset,
+        split=split,
+        class_names=tuple(class_names),
+        tool_version="test",
+    )
+    rng = np.random.default_rng(seed)
+    text = rng.standard_normal((len(class_names), dim)).astype(np.float32)
+    store = FeatureStore.create(path, spec, ids, labels, text, chunk_videos=16)
+    views_n = clips * crops
+    for chunk in range(store.n_chunks):
+        start, stop = store.chunk_range(chunk)
+        results = [
+            VideoResult(
+                i,
+                rng.standard_normal((views_n, 8, dim)).astype(np.float16),
+                np.zeros((views_n, 8), np.int32),
+                8,
+            )
+            for i in range(start, stop)
+        ]
+        store.write_chunk(chunk, results)
+    return store
+
+
 def motion_split_stores(work: Path, videos_per_class: int, val_views: str | None = "3x1"):
     """Motion videos split 3:1 per class (``demo.split_list``) and extracted by mote-tiny: a
     train store of 2 random clips per video and, unless ``val_views`` is None, a val store of

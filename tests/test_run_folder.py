@@ -17,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import random_store
 from safetensors.torch import load_file
 
 from mote.cache_schema.claim import CLAIM_FILE, ClaimOwner
 from mote.cache_schema.errors import StoreError
-from mote.cache_schema.spec import StoreSpec, VideoResult
-from mote.cache_schema.store import FeatureStore
 from mote.pipeline.errors import ConfigError, OutputError, RunFileError
 from mote.pipeline.runs.run_config import RUN_CONFIG_VERSION, RunClip, RunConfig
 from mote.pipeline.runs.run_folder import RunFolder, load_run
@@ -36,42 +35,9 @@ CLASSES = ("a", "b", "c", "d")
 
 def make_store(path: Path, videos: int = 32, views: tuple[int, int] = (1, 1), seed: int = 0):
     """A real store of random mote-tiny-sized features, every video done."""
-    clips, crops = views
-    spec = StoreSpec(
-        model="mote-tiny",
-        pretrained="none",
-        weights_id="random:seed=0",
-        dim=D,
-        frames=8,
-        clips=clips,
-        crops=crops,
-        sampling="eval",
-        sampling_seed=0,
-        preprocess={"size": 64, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"},
-        dataset="list",
-        split="test",
-        class_names=CLASSES,
-        tool_version="test",
-    )
-    rng = np.random.default_rng(seed)
-    text = rng.standard_normal((len(CLASSES), D)).astype(np.float32)
     ids = [f"v{i}" for i in range(videos)]
     labels = [i % len(CLASSES) for i in range(videos)]
-    store = FeatureStore.create(path, spec, ids, labels, text, chunk_videos=16)
-    for chunk in range(store.n_chunks):
-        start, stop = store.chunk_range(chunk)
-        store.write_chunk(
-            chunk,
-            [
-                VideoResult(
-                    i,
-                    rng.standard_normal((clips * crops, 8, D)).astype(np.float16),
-                    np.zeros((clips * crops, 8), np.int32),
-                    8,
-                )
-                for i in range(start, stop)
-            ],
-        )
+    random_store(path, ids, labels, CLASSES, dim=D, views=views, seed=seed)
     return path
 
 

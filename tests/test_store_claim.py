@@ -20,6 +20,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from conftest import tiny_extract_config
 
 from mote.cache_schema import v1
 from mote.cache_schema.claim import CLAIM_FILE, ClaimOwner, StoreBusy, StoreClaim
@@ -183,7 +184,7 @@ def test_second_extract_is_refused_naming_the_first_and_nothing_is_lost(
 
 def test_overwrite_and_partial_cleanup_wait_for_the_claim_holder(motion_data, tmp_path, reference):
     out = tmp_path / "s.zarr"
-    extract.run(extract.ExtractConfig(**{**_settings(motion_data), "out": out}))
+    extract.run(tiny_extract_config(motion_data, out, chunk_videos=4))
     in_flight = out / "embeddings" / "c" / "0" / "0" / "0" / "0.in-flight.partial"
     in_flight.parent.mkdir(parents=True, exist_ok=True)
     in_flight.write_bytes(b"another writer's chunk")
@@ -226,20 +227,6 @@ def test_claim_refuses_a_live_owner_in_process(tmp_path):
     assert not (tmp_path / "s.zarr").exists()  # the claim made the folder and nothing else
 
 
-def _settings(data) -> dict:
-    return dict(
-        dataset="list",
-        root=data.root,
-        list_file=data.list_file,
-        labels_file=data.labels_file,
-        model="mote-tiny",
-        pretrained="none",
-        devices="cpu",
-        decode_workers=0,
-        chunk_videos=4,
-    )
-
-
 def test_store_killed_during_creation_is_recreated_not_refused(motion_data, tmp_path, reference):
     out = tmp_path / "s.zarr"
     # What `FeatureStore.create` leaves when killed before its root attributes: a root group
@@ -261,7 +248,7 @@ def test_a_folder_that_is_not_a_mote_store_is_never_deleted(motion_data, tmp_pat
     (out / "thesis.tex").write_text("precious")  # ... that holds something else
     before = files(out)
     for overwrite in (False, True):
-        cfg = extract.ExtractConfig(**_settings(motion_data), out=out, overwrite=overwrite)
+        cfg = tiny_extract_config(motion_data, out, chunk_videos=4, overwrite=overwrite)
         with pytest.raises(StoreError, match=str(out)) as error:
             extract.run(cfg)
         assert "choose another --out" in str(error.value)
@@ -297,7 +284,7 @@ def _make_read_only(path: Path, read_only: bool) -> None:
 
 def test_finished_read_only_store_resumes_with_nothing_to_do(motion_data, tmp_path):
     out = tmp_path / "s.zarr"
-    extract.run(extract.ExtractConfig(**{**_settings(motion_data), "out": out}))
+    extract.run(tiny_extract_config(motion_data, out, chunk_videos=4))
     before = snapshot(out)
     _make_read_only(out, True)
     try:
@@ -322,7 +309,7 @@ class Messages(NullProgress):
 
 
 def test_writable_finished_store_writes_nothing(motion_data, tmp_path):
-    cfg = extract.ExtractConfig(**_settings(motion_data), out=tmp_path / "s.zarr")
+    cfg = tiny_extract_config(motion_data, tmp_path / "s.zarr", chunk_videos=4)
     extract.run(cfg)
     before = snapshot(cfg.out)
     progress = Messages()
@@ -333,7 +320,7 @@ def test_writable_finished_store_writes_nothing(motion_data, tmp_path):
 
 def test_broken_array_metadata_is_a_one_line_error(motion_data, tmp_path):
     out = tmp_path / "s.zarr"
-    extract.run(extract.ExtractConfig(**{**_settings(motion_data), "out": out}))
+    extract.run(tiny_extract_config(motion_data, out, chunk_videos=4))
     broken = out / "embeddings" / "zarr.json"
     broken.write_text(broken.read_text()[:40])
     before = files(out)

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import random_store
 
 from mote.cache_schema.errors import StoreMismatch
-from mote.cache_schema.spec import StoreSpec, VideoResult
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.errors import ConfigError
@@ -29,41 +29,11 @@ D = 64
 
 def make_store(path, dataset, items, views=(3, 1), model="mote-tiny", seed=0) -> FeatureStore:
     """A real store of random features for these annotation items, every video done."""
-    clips, crops = views
-    spec = StoreSpec(
-        model=model,
-        pretrained="none",
-        weights_id="random:seed=0",
-        dim=D,
-        frames=8,
-        clips=clips,
-        crops=crops,
-        sampling="eval",
-        sampling_seed=0,
-        preprocess={"size": 64, "mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"},
-        dataset=dataset.name,
-        split=dataset.split,
-        class_names=dataset.class_names,
-        tool_version="test",
-    )
-    rng = np.random.default_rng(seed)
-    text = rng.standard_normal((len(dataset.class_names), D)).astype(np.float32)
-    store = FeatureStore.create(
-        path, spec, [i.video_id for i in items], [i.label for i in items], text, chunk_videos=16
-    )
-    for chunk in range(store.n_chunks):
-        start, stop = store.chunk_range(chunk)
-        results = [
-            VideoResult(
-                i,
-                rng.standard_normal((clips * crops, 8, D)).astype(np.float16),
-                np.zeros((clips * crops, 8), np.int32),
-                8,
-            )
-            for i in range(start, stop)
-        ]
-        store.write_chunk(chunk, results)
-    return store
+    ids, labels = [i.video_id for i in items], [i.label for i in items]
+    return random_store(
+        path, ids, labels, dataset.class_names, dim=D, views=views, model=model,
+        dataset=dataset.name, split=dataset.split, seed=seed,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
