@@ -168,6 +168,19 @@ def _read_only(path: Path, err: OSError, kind: str = "store") -> StoreReadOnly:
     )
 
 
+def live_owner(path: str | Path, others_only: bool = False) -> ClaimOwner | None:
+    """The owner of the claim on ``path`` when a process may still hold it (alive on this
+    host, or on another host where mote cannot tell); None when nobody does, or when
+    ``others_only`` and this process holds it."""
+    try:
+        owner = ClaimOwner.parse((Path(path) / CLAIM_FILE).read_text())
+    except OSError:
+        return None  # no claim file: nobody holds the folder
+    if owner is None or (others_only and owner.on_this_host() and owner.pid == os.getpid()):
+        return None
+    return owner if not owner.on_this_host() or owner.alive() else None
+
+
 def refuse_if_claimed(path: str | Path) -> None:
     """Raise StoreBusy naming the owner when a live process holds the claim on ``path``.
 
@@ -176,17 +189,12 @@ def refuse_if_claimed(path: str | Path) -> None:
     A record whose process is gone is left alone; one from another host is refused, as
     ``StoreClaim.acquire`` does.
     """
-    path = Path(path)
-    try:
-        owner = ClaimOwner.parse((path / CLAIM_FILE).read_text())
-    except OSError:
-        return  # no claim file: nobody holds the store
+    owner = live_owner(path)
     if owner is None:
         return
     if not owner.on_this_host():
-        raise _other_host(path, owner)
-    if owner.alive():
-        raise _busy(path, owner)
+        raise _other_host(Path(path), owner)
+    raise _busy(Path(path), owner)
 
 
 class StoreClaim:

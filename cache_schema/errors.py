@@ -8,6 +8,8 @@ prints them as one line.
 class StoreError(ValueError):
     """Base of every error the feature store raises on purpose."""
 
+    exit_code = 2  # the CLI's exit code: the store or the request is not usable as given
+
 
 class StoreMismatch(StoreError):
     """The store exists but holds something other than what the command asked for."""
@@ -19,6 +21,8 @@ class StoreNotFound(StoreError, FileNotFoundError):
 
 class StoreCorrupt(StoreError):
     """The store is missing arrays or their shapes disagree with its attributes."""
+
+    exit_code = 3  # damage found
 
 
 def short_error(err: BaseException, limit: int = 100) -> str:

@@ -235,7 +235,10 @@ class StoreReader:
             where = f"chunk {chunk}"
             fix = f"re-create it with `mote extract ... --out {self.path} --overwrite`"
         if name in v1.CREATION_ARRAYS:
-            fix = f"re-create it with `mote extract ... --out {self.path} --overwrite`"
+            fix = (
+                f"rewrite it from the video list with `mote extract ... --out {self.path} "
+                "--repair` (the same list and model)"
+            )
         return StoreCorrupt(f"{self.path}: array {name!r} {where} {what}; {fix}.")
 
     def chunk_problem(self, name: str, chunk: int) -> str:

@@ -61,6 +61,7 @@ class FeatureStore(StoreReader):
     ) -> None:
         super().__init__(path, group, arrays, writable)
         self.restored_metadata: list[str] = []  # array files a resume restored (resume)
+        self.restored_creation: list[str] = []  # creation chunks a repair rewrote (resume)
 
     # ------------------------------------------------------------------ construction
 
@@ -125,20 +126,29 @@ class FeatureStore(StoreReader):
         text_embeddings: np.ndarray | Callable[[], np.ndarray],
         chunk_videos: int = 32,
         claim: StoreClaim | None = None,
+        repair: bool = False,
     ) -> FeatureStore:
         """Resume the store at ``path`` if it holds this spec and video list, else create it.
 
         ``text_embeddings`` may be a function, called only when the store is created (the text
         tower is slow on a CPU). A resumed store keeps its own chunking and text embeddings;
         any mote version may resume a store of the same schema version. A store whose creation
-        was interrupted is created again. Runs under ``claim`` (see ``create``).
+        was interrupted is created again. Runs under ``claim`` (see ``create``). ``repair``
+        first rewrites damaged chunks of the arrays written at creation (labels, video ids,
+        text bank) from these inputs (``restored_creation`` lists them).
         """
         path = Path(path)
         _check_claim(path, claim)
+        text = text_embeddings if callable(text_embeddings) else lambda: text_embeddings
         if not (path / "zarr.json").is_file() or creation_interrupted(path):
-            text = text_embeddings() if callable(text_embeddings) else text_embeddings
-            return cls.create(path, spec, video_ids, labels, text, chunk_videos, claim=claim)
-        return cls._resume(path, spec, video_ids, labels, writable=True)
+            return cls.create(path, spec, video_ids, labels, text(), chunk_videos, claim=claim)
+        restore = None
+        if repair:
+
+            def restore(store: FeatureStore) -> list[str]:
+                return store.restore_creation_arrays(video_ids, labels, text)
+
+        return cls._resume(path, spec, video_ids, labels, writable=True, restore=restore)
 
     @classmethod
     def resume(
@@ -167,8 +177,11 @@ class FeatureStore(StoreReader):
         video_ids: Sequence[str],
         labels: Sequence[int] | np.ndarray,
         writable: bool,
+        restore: Callable[[FeatureStore], list[str]] | None = None,
     ) -> FeatureStore:
-        """``resume`` once the claim is checked; a writable resume restores deleted metadata."""
+        """``resume`` once the claim is checked; a writable resume restores deleted metadata,
+        and ``restore`` (``open_or_create(repair=True)``) damaged creation arrays, before the
+        video list is compared."""
         root_attrs = _root_attributes(path)
         if root_attrs is not None:
             if "schema" not in root_attrs:  # interrupted creations never get here
@@ -182,6 +195,7 @@ class FeatureStore(StoreReader):
             restore_array_metadata(path, missing)
         store = cls.open(path, writable=writable)
         store.restored_metadata = missing if writable else []
+        store.restored_creation = restore(store) if restore is not None else []
         fix = "pass --overwrite to start again, or choose another --out"
         diffs = spec_difference(store.spec, spec)
         if diffs:
@@ -207,6 +221,42 @@ class FeatureStore(StoreReader):
     def _check_writable(self) -> None:
         if not self._writable:
             raise StoreError(f"{self.path}: opened read-only; open it with writable=True to write.")
+
+    def restore_creation_arrays(
+        self,
+        video_ids: Sequence[str],
+        labels: Sequence[int] | np.ndarray,
+        text_embeddings: Callable[[], np.ndarray],
+    ) -> list[str]:
+        """Rewrite the chunks of the arrays written at creation that are missing or do not
+        decode, from the inputs the store was made from: labels and ids from the video list,
+        the text bank from ``text_embeddings()`` (called only when it is damaged). Returns one
+        line per chunk rewritten. The list must have the store's length; the chunks that were
+        not damaged are compared with it afterwards, as on every resume."""
+        self._check_writable()
+        ids, labs, _ = check_inputs(self.spec, video_ids, labels, None)
+        if len(ids) != self.n_videos:
+            raise StoreMismatch(
+                f"{self.path}: cannot repair from a list of {len(ids)} videos: the store holds "
+                f"{self.n_videos}; pass the list it was made from."
+            )
+        values = {"video_ids": np.asarray(ids, dtype=object), "labels": labs}
+        done = []
+        for name, column in values.items():
+            for chunk in range(self.n_chunks):
+                _, why = self.try_read_chunk(name, chunk)
+                if why or not self.chunk_file(name, chunk).is_file():
+                    start, stop = self.chunk_range(chunk)
+                    self._arrays[name][start:stop] = column[start:stop]
+                    done.append(f"{name} chunk {chunk} (videos {start}..{stop - 1})")
+        stored, why = self.try_read_chunk("text_embeddings", 0)
+        missing = not self.chunk_file("text_embeddings", 0).is_file()
+        if why or missing or not np.isfinite(np.asarray(stored)).all():
+            _, _, text = check_inputs(self.spec, ids, labs, text_embeddings())
+            self._arrays["text_embeddings"][:] = text
+            done.append("text_embeddings")
+        self._video_ids = self._labels = self._text = None  # read again from the rewritten data
+        return done
 
     def mark_pending(self, videos: Sequence[int] | np.ndarray) -> None:
         """Set these videos back to pending so extraction redoes them (``--repair``).

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mote.cache_schema import v1
+from mote.cache_schema.repair import array_metadata_missing
 from mote.cache_schema.store import FeatureStore
 
 MISSING = "is missing (its file was deleted)"
@@ -28,9 +29,12 @@ class Problem:
     videos: tuple[int, ...]  # store rows whose data this damage makes invalid
     reason: str
     whole_chunk: bool  # the chunk cannot be used at all (missing or undecodable)
+    metadata_only: bool = False  # the array's own zarr.json, not its data
 
     def line(self) -> str:
         """The problem as one line of text."""
+        if self.metadata_only:
+            return f"{self.store}: array {self.array!r} {self.reason}"
         shown = ", ".join(str(v) for v in self.videos[:8])
         more = f" (+{len(self.videos) - 8} more)" if len(self.videos) > 8 else ""
         where = f"videos {shown}{more}" if self.videos else "no videos"
@@ -39,6 +43,7 @@ class Problem:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["videos"] = list(self.videos)
+        out["line"] = self.line()
         return out
 
 
@@ -61,9 +66,14 @@ class VerifyReport:
         return not self.unrepairable()
 
     def unrepairable(self) -> list[Problem]:
-        """Problems in arrays written at creation (labels, ids, text), which extraction never
-        rewrites."""
-        return [p for p in self.problems if p.array in v1.CREATION_ARRAYS]
+        """Problems a repair cannot fix: wrong values in a readable chunk of an array written at
+        creation (labels, ids, text). Missing or undecodable ones it rewrites from the video
+        list (``FeatureStore.restore_creation_arrays``)."""
+        return [
+            p
+            for p in self.problems
+            if p.array in v1.CREATION_ARRAYS and not (p.whole_chunk or p.metadata_only)
+        ]
 
     def damaged_videos(self) -> np.ndarray:
         """int64 store rows to mark pending for a repair; whole chunks where a chunk is unusable."""
@@ -85,6 +95,12 @@ def verify(store: FeatureStore) -> VerifyReport:
     """Read every chunk of every array: decoding (checksums), missing files, and the values of
     done rows (finite, not all zero, frame indices in range), labels in range, ids non-empty."""
     report = VerifyReport(str(store.path), store.has_checksums())
+    for name in array_metadata_missing(store.path):
+        reason = (
+            "has no zarr.json of its own (deleted); readers use the copy in the store's root "
+            "zarr.json, and any extract run on the store (e.g. --repair) writes it back"
+        )
+        report.problems.append(Problem(str(store.path), name, 0, (), reason, False, True))
     for chunk in range(store.n_chunks):
         _verify_chunk(store, chunk, report)
     _verify_text(store, report)

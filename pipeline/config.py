@@ -8,6 +8,7 @@ silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Collection
@@ -108,13 +109,43 @@ def build_config(
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", **meta: Any) -> Any:
-    """A config field that is also a CLI option (and ``--config`` key)."""
+    """A config field that is also a CLI option (and ``--config`` key). ``min``, ``above`` and
+    ``max`` bound a number (each number of a tuple): >= min, > above, <= max (``check_ranges``)."""
     return dataclasses.field(default=default, metadata={"help": help, **meta})
 
 
 def option_fields(cls: type) -> list[dataclasses.Field]:
     """The fields of a config dataclass that are CLI options (they carry help)."""
     return [f for f in dataclasses.fields(cls) if f.metadata.get("help")]
+
+
+def check_ranges(cfg: Any) -> None:
+    """The one range rule of every option: a float is finite, and a number (or each number of
+    a tuple) respects its field's ``min``, ``above`` and ``max``; None ("not given") passes.
+    Run when a ``Settings`` dataclass is made, so flags, ``--config`` files and Python callers
+    all meet it."""
+    for f in option_fields(type(cfg)):
+        value = getattr(cfg, f.name)
+        low, above, high = (f.metadata.get(key) for key in ("min", "above", "max"))
+        for item in value if isinstance(value, tuple | list) else (value,):
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                continue
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ConfigError(f"{flag} must be a finite number, got {item}")
+            if low is not None and item < low:
+                raise ConfigError(f"{flag} must be >= {low:g}, got {item:g}")
+            if above is not None and item <= above:
+                raise ConfigError(f"{flag} must be > {above:g}, got {item:g}")
+            if high is not None and item > high:
+                raise ConfigError(f"{flag} must be <= {high:g}, got {item:g}")
+
+
+class Settings:
+    """Base of every command's settings dataclass: making one checks its ranges."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 # Settings several commands share, each spelled here once. A field's metadata: ``help`` makes it
@@ -172,7 +203,9 @@ def run_out_setting() -> Any:
 
 
 def decode_workers_setting(default_text: str) -> Any:
-    return setting(None, "Decode processes; 0 decodes in this process.", default_text=default_text)
+    return setting(
+        None, "Decode processes; 0 decodes in this process.", default_text=default_text, min=0
+    )
 
 
 def decoder_setting() -> Any:
@@ -180,12 +213,12 @@ def decoder_setting() -> Any:
 
 
 def decode_timeout_setting() -> Any:
-    return setting(120.0, "Seconds before a video's decode is abandoned.")
+    return setting(120.0, "Seconds before a video's decode is abandoned.", above=0)
 
 
 def batch_size_setting() -> Any:
     """Images per CLIP batch, when a command encodes videos."""
-    return setting(None, "Images per CLIP batch.", default_text="256 on GPU, 32 on CPU")
+    return setting(None, "Images per CLIP batch.", default_text="256 on GPU, 32 on CPU", min=1)
 
 
 DECODERS = ("auto", "decord", "pyav")
@@ -194,18 +227,6 @@ DECODERS = ("auto", "decord", "pyav")
 def check_decoder(decoder: str) -> None:
     if decoder not in DECODERS:
         raise ConfigError(f"--decoder must be auto, decord or pyav, got '{decoder}'")
-
-
-def check_decoding(cfg: Any) -> None:
-    """The decoding settings above, for any command that decodes and encodes videos (``cfg``
-    has ``decoder``, ``batch_size``, ``decode_workers`` and ``decode_timeout``)."""
-    check_decoder(cfg.decoder)
-    if cfg.batch_size is not None and cfg.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if cfg.decode_workers is not None and cfg.decode_workers < 0:
-        raise ConfigError(f"--decode-workers must be >= 0, got {cfg.decode_workers}")
-    if not cfg.decode_timeout > 0:
-        raise ConfigError(f"--decode-timeout must be positive, got {cfg.decode_timeout}")
 
 
 def scored_run_setting() -> Any:
@@ -221,6 +242,7 @@ TFM_OVERRIDES = {
 
 def tfm_override_setting(name: str, model_config: type) -> Any:
     """--tfm-gamma / --tfm-k of a scoring command: None keeps the run's value; the help shows
-    ``model_config``'s (MoTEConfig's) default."""
-    default = next(f for f in dataclasses.fields(model_config) if f.name == name).default
-    return setting(None, TFM_OVERRIDES[name], default_text=default)
+    ``model_config``'s (MoTEConfig's) default, and its bounds hold."""
+    field = next(f for f in dataclasses.fields(model_config) if f.name == name)
+    bounds = {key: field.metadata[key] for key in ("min", "above", "max") if key in field.metadata}
+    return setting(None, TFM_OVERRIDES[name], default_text=field.default, **bounds)

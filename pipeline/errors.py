@@ -1,7 +1,8 @@
 """mote's error types: each also subclasses the builtin a caller would naturally catch.
 
-The CLI prints the message of a ``MoteError`` (or a store error) as one line and exits non-zero,
-so every message names the input, the reason and, where there is one, the fix.
+The CLI prints the message of a ``MoteError`` (or a store error) as one line and exits with the
+class's ``exit_code`` (stages/faults.py's table), so every message names the input, the reason
+and, where there is one, the fix.
 """
 
 import errno
@@ -9,6 +10,17 @@ import errno
 
 class MoteError(Exception):
     """Base of every error mote raises on purpose."""
+
+    exit_code = 2  # usage or input error, unless a subclass says otherwise
+
+
+class MoteWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints it as one
+    'warning:' line)."""
+
+
+class RunBeingWritten(MoteWarning):
+    """A run folder was read while another process writes it: its last epoch may change."""
 
 
 class ConfigError(MoteError, ValueError):
@@ -30,13 +42,19 @@ class WeightsUnavailable(MoteError, RuntimeError):
 class TrainingDiverged(MoteError, RuntimeError):
     """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
 
+    exit_code = 5
+
 
 class RunFileError(ConfigError):
     """A run folder's file is missing, cut short or damaged; the message says how to remake it."""
 
+    exit_code = 3  # damage found
+
 
 class OutputError(MoteError, OSError):
     """A file could not be written (permission denied, read-only file system, disk full)."""
+
+    exit_code = 4  # system fault
 
 
 # What an operating-system fault means for a user, and the way out, by errno.
@@ -69,3 +87,5 @@ def os_fault_reason(error: OSError) -> str:
 
 class EncoderFailed(MoteError, RuntimeError):
     """An encoder process died or raised; the message names its device and how to go on."""
+
+    exit_code = 4  # system fault (out of memory, a device error)

@@ -18,12 +18,17 @@ from typing import Any
 
 import click
 import typer
-from rich.text import Text
 from typer.core import TyperGroup
 
-from mote.cache_schema.errors import StoreError
-from mote.pipeline.errors import MoteError, os_fault_reason
 from mote.stages.console import RichProgress, stderr
+from mote.stages.faults import (
+    DAMAGE,
+    NO_RESULT,
+    exit_code,
+    fault_message,
+    print_error,
+    show_mote_warnings,
+)
 from mote.stages.options import config_command
 
 # name -> builder returning the command function; the builder's docstring is the command's help.
@@ -136,8 +141,8 @@ def _info() -> Callable[..., None]:
     def run(cfg: Any, as_json: bool) -> None:
         summary = stage.run(cfg)
         _emit(summary, as_json, lambda summary: print_info(summary, str(cfg.store)))
-        if not summary.get("verify", {}).get("ok", True):  # damage found: exit 1
-            raise typer.Exit(1)
+        if not summary.get("verify", {}).get("ok", True):
+            raise typer.Exit(DAMAGE)
 
     return config_command("info", stage.InfoConfig, run)
 
@@ -220,7 +225,7 @@ def _predict() -> Callable[..., None]:
         else:
             print_predictions(result)
         if result["n_failed"] == result["n_videos"]:
-            raise typer.Exit(1)
+            raise typer.Exit(NO_RESULT)
 
     json_lines = "Print one JSON object per video, one per line."
     return config_command("predict", stage.PredictConfig, run, json_lines)
@@ -277,60 +282,7 @@ def _demo() -> Callable[..., None]:
     return config_command("demo", stage.DemoConfig, run, json_help=None)
 
 
-# ------------------------------------------------------------------------------ faults
-
-
-def _zarr_source(error: BaseException) -> str | None:
-    """The zarr array (store path) a failing read or write was working on, from its traceback."""
-    found = None
-    tb = error.__traceback__
-    while tb is not None:
-        for value in list(tb.tb_frame.f_locals.values()):
-            if type(value).__module__.startswith("zarr") and hasattr(value, "store_path"):
-                found = found or str(value.store_path)
-        tb = tb.tb_next
-    return found
-
-
-def _in_codec(error: BaseException) -> bool:
-    tb = error.__traceback__
-    while tb is not None:
-        name = tb.tb_frame.f_code.co_filename
-        if "/zarr/" in name or "numcodecs" in name:
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def fault_message(error: BaseException) -> str:
-    """One line for any fault: what failed on which file, and the way out."""
-    if isinstance(error, MoteError | StoreError):
-        return str(error)
-    if isinstance(error, OSError):
-        name = error.filename or _zarr_source(error) or "a file"
-        if error.filename2:
-            name = f"{name} -> {error.filename2}"
-        return f"{name}: {os_fault_reason(error)}"
-    if _in_codec(error):
-        where = _zarr_source(error) or "a feature store"
-        return (
-            f"{where}: cannot decode stored data ({type(error).__name__}: {error}); the store is "
-            "damaged: check it with `mote info STORE --verify` and rebuild the damaged rows with "
-            "`mote extract ... --repair`"
-        )
-    return (
-        f"unexpected {type(error).__name__}: {error}; rerun with MOTE_DEBUG=1 for the traceback "
-        "and report it"
-    )
-
-
-def _print_error(message: str) -> None:
-    """'error: ...' on stderr; plain text when stderr is not a terminal (no escape codes)."""
-    line = " ".join(message.split())
-    if sys.stderr.isatty():
-        stderr.print(Text.assemble(("error: ", "bold red"), line), soft_wrap=True)
-    else:
-        print(f"error: {line}", file=sys.stderr, flush=True)
+# ------------------------------------------------------------------------------ entry point
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -338,23 +290,23 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def main() -> None:
-    """Entry point: every fault is one line on stderr and a non-zero exit (2 for mote's own
-    errors, 1 for the rest; 130 for Ctrl-C, 143 for SIGTERM); ``MOTE_DEBUG=1`` re-raises,
-    showing the traceback."""
+    """Entry point: every fault is one line on stderr and an exit code by
+    ``faults.EXIT_CODES``; ``MOTE_DEBUG=1`` re-raises, showing the traceback."""
     signal.signal(signal.SIGTERM, _terminate)
+    show_mote_warnings()
     try:
         app()
     except Terminated:
-        _print_error("terminated: rerun the same command to resume where it stopped")
+        print_error("terminated: rerun the same command to resume where it stopped")
         sys.exit(143)
     except KeyboardInterrupt:
-        _print_error("interrupted: rerun the same command to resume where it stopped")
+        print_error("interrupted: rerun the same command to resume where it stopped")
         sys.exit(130)
     except Exception as error:  # the last resort: never a traceback unless asked for
         if os.environ.get("MOTE_DEBUG", "") not in ("", "0"):
             raise
-        _print_error(fault_message(error))
-        sys.exit(2 if isinstance(error, MoteError | StoreError) else 1)
+        print_error(fault_message(error))
+        sys.exit(exit_code(error))
 
 
 if __name__ == "__main__":

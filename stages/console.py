@@ -143,14 +143,7 @@ def print_metrics(metrics: dict, title: str) -> None:
 def print_verify(checked: dict) -> None:
     """One line per problem on stderr, then a verdict."""
     for problem in checked["problems"]:
-        videos = problem["videos"]
-        shown = ", ".join(str(v) for v in videos[:8]) + (" ..." if len(videos) > 8 else "")
-        stderr.print(
-            f"[bold red]damaged:[/] {problem['store']}: array {problem['array']!r} chunk "
-            f"{problem['chunk']} (videos {shown or '-'}) {problem['reason']}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        stderr.print(Text.assemble(("damaged: ", "bold red"), problem["line"]), soft_wrap=True)
     sampled = len(checked["sampled"])
     extra = f", {sampled} video(s) re-encoded" if sampled else ""
     if not checked["checksums"]:

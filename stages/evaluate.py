@@ -15,6 +15,7 @@ import torch
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.config import (
+    Settings,
     device_setting,
     scored_run_setting,
     setting,
@@ -30,7 +31,7 @@ from mote.pipeline.temporal.evaluation import override_tfm, score
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(Settings):
     run: Path = scored_run_setting()
     store: Path = setting(help="Feature store to score (any view layout).")
     tfm: bool = setting(True, "Temporal Feature Modulation.")

@@ -31,8 +31,10 @@ from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.encoder_pool import EncoderPool
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.config import (
+    Settings,
     batch_size_setting,
-    check_decoding,
+    check_decoder,
+    check_ranges,
     dataset_setting,
     decode_timeout_setting,
     decode_workers_setting,
@@ -65,7 +67,7 @@ MAX_FRAMES = next(f.default for f in fields(MoTEConfig) if f.name == "context")
 
 
 @dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(Settings):
     """Everything ``mote extract`` needs; CLI flags and ``--config`` keys use these names.
 
     ``devices`` owns which devices encode (``--devices``, resolved by
@@ -111,8 +113,8 @@ class ExtractConfig:
     decode_workers: int | None = decode_workers_setting("one per core")
     decoder: str = decoder_setting()
     decode_timeout: float = decode_timeout_setting()
-    chunk_videos: int = setting(32, "Videos per Zarr chunk.")
-    limit: int | None = setting(None, "Only the first N videos of the list.")
+    chunk_videos: int = setting(32, "Videos per Zarr chunk.", min=1)
+    limit: int | None = setting(None, "Only the first N videos of the list.", min=1)
     overwrite: bool = setting(False, "Start the store over.")
     retry_failed: bool = setting(False, "Retry videos that failed before.")
     repair: bool = setting(
@@ -140,6 +142,7 @@ class ExtractConfig:
     def __post_init__(self, device: str | None) -> None:
         if device is not None:
             object.__setattr__(self, "devices", device)
+        check_ranges(self)
 
     @property
     def resolved_split(self) -> str:
@@ -158,12 +161,8 @@ def _check(cfg: ExtractConfig) -> None:
         )
     if cfg.sampling not in ("eval", "train"):
         raise ConfigError(f"--sampling must be 'eval' or 'train', got '{cfg.sampling}'")
-    if cfg.chunk_videos < 1:
-        raise ConfigError(f"--chunk-videos must be >= 1, got {cfg.chunk_videos}")
-    check_decoding(cfg)
+    check_decoder(cfg.decoder)
     check_root(cfg.dataset, cfg.root)
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {cfg.limit}")
     if cfg.dask:
         check_dask_address(cfg.dask)
     if cfg.repair and cfg.overwrite:
@@ -248,7 +247,7 @@ def open_store(
             claim=claim,
         )
     store = FeatureStore.open_or_create(
-        cfg.out, spec, video_ids, labels, text, chunk_videos=cfg.chunk_videos, claim=claim
+        cfg.out, spec, video_ids, labels, text, cfg.chunk_videos, claim, repair=cfg.repair
     )
     store.remove_partial_files(claim)  # a killed run may have left temporary chunk files
     return store
@@ -261,14 +260,18 @@ def repair(store: FeatureStore) -> dict:
     fixed_at_creation = report.unrepairable()
     if fixed_at_creation:
         raise StoreCorrupt(
-            f"{fixed_at_creation[0].line()}; this array is written when the store is created, so "
-            f"--repair cannot restore it: re-create the store with `mote extract ... --out "
-            f"{store.path} --overwrite`."
+            f"{fixed_at_creation[0].line()}; this array is written when the store is created and "
+            "this chunk reads but holds wrong values, so --repair cannot tell the right ones: "
+            f"re-create the store with `mote extract ... --out {store.path} --overwrite`."
         )
     videos = report.damaged_videos()
     if videos.size:
         store.mark_pending(videos)
-    return {"problems": [p.line() for p in report.problems], "videos": len(videos)}
+    return {
+        "problems": [p.line() for p in report.problems],
+        "videos": len(videos),
+        "rewritten": store.restored_creation,
+    }
 
 
 def claim_store(cfg: ExtractConfig, progress: Progress) -> StoreClaim | None:
@@ -363,6 +366,9 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
             if store.restored_metadata:
                 names = ", ".join(f"{name}/zarr.json" for name in store.restored_metadata)
                 progress.message(f"{cfg.out}: restored {names} from the consolidated metadata")
+            if store.restored_creation:
+                rewritten = ", ".join(store.restored_creation)
+                progress.message(f"{cfg.out}: rewrote {rewritten} from the video list")
             repaired = repair(store) if cfg.repair else None
             todo = store.todo(cfg.retry_failed)
             tasks = store_tasks(store.spec, store.video_ids, todo, root, cfg.decoder)

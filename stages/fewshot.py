@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore
-from mote.pipeline.config import device_setting, setting
+from mote.pipeline.config import Settings, device_setting, setting
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress, Quiet
@@ -28,14 +28,14 @@ from mote.stages import train_temporal
 
 
 @dataclass(frozen=True)
-class FewShotConfig:
+class FewShotConfig(Settings):
     train: Path = setting(help="Store to draw the K shots per class from.")
     test: Path = setting(help="Store to evaluate on (single view).")
     out: Path = setting(help="Folder for the runs and fewshot.json.")
-    shots: tuple[int, ...] = setting((2, 4, 8, 16), "K values, comma-separated.")
+    shots: tuple[int, ...] = setting((2, 4, 8, 16), "K values, comma-separated.", min=1)
     seeds: tuple[int, ...] = setting((0, 1, 2), "Sampling/training seeds per K.")
     epochs: int = setting(
-        10, "Training epochs per run: 10 for UCF101/HMDB51, 2 for SSv2 (spec 8.3)."
+        10, "Training epochs per run: 10 for UCF101/HMDB51, 2 for SSv2 (spec 8.3).", min=1
     )
     device: str = device_setting()
     # Every other train-temporal setting (arch, lr, MoTE switches, ...) is a fewshot flag too;
@@ -82,8 +82,8 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
     labels = np.asarray(train.labels)
     done = train.done_mask()
     full = int(done.sum())
-    if not cfg.shots or min(cfg.shots) < 1 or not cfg.seeds:
-        raise ConfigError("--shots must be positive integers and --seeds not empty")
+    if not cfg.shots or not cfg.seeds:
+        raise ConfigError("--shots and --seeds need at least one value each")
     fewest = min(int(((labels == c) & done).sum()) for c in np.unique(labels))
     if max(cfg.shots) > fewest:
         raise ConfigError(
@@ -97,46 +97,48 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
     ids = [test.video_ids[i] for i in indices]
     text = torch.from_numpy(np.array(test.text_embeddings))
     base = cfg.training or train_temporal.TrainConfig(train=cfg.train, out=cfg.out)
-    results: dict[str, dict] = {}
-    for shots in cfg.shots:
-        top1s = []
-        for seed in cfg.seeds:
-            rows = sample_shots(labels, done, shots, seed)
-            out = cfg.out / f"k{shots}_seed{seed}"
-            if not RunFolder(out).is_finished():  # finished runs of an earlier call are kept
-                if out.exists():
-                    shutil.rmtree(out)  # an unfinished run: start it again
-                train_cfg = replace(
-                    base,
-                    train=cfg.train,
-                    val=None,
-                    out=out,
-                    epochs=cfg.epochs,
-                    seed=seed,
-                    device=cfg.device,
-                    videos=tuple(int(r) for r in rows),
-                    epoch_size=full,
-                    resume=False,
-                )
-                train_temporal.run(train_cfg, Quiet(progress))
-            model = load_run(out, device).model
-            scores = score(model, single_view, test_labels, ids, text, tfm=False, device=device)
-            top1s.append(scores.metrics()["top1"])
-        mean, std = mean_std(top1s)
-        results[str(shots)] = {
-            "top1_mean": mean,
-            "top1_std": std,
-            "top1": top1s,
-            "seeds": list(cfg.seeds),
+    # One fewshot call per folder: it deletes unfinished runs there before redoing them.
+    with RunFolder(cfg.out).writer_claim(True, progress):
+        results: dict[str, dict] = {}
+        for shots in cfg.shots:
+            top1s = []
+            for seed in cfg.seeds:
+                rows = sample_shots(labels, done, shots, seed)
+                out = cfg.out / f"k{shots}_seed{seed}"
+                if not RunFolder(out).is_finished():  # finished runs of an earlier call are kept
+                    if out.exists():
+                        shutil.rmtree(out)  # an unfinished run: start it again
+                    train_cfg = replace(
+                        base,
+                        train=cfg.train,
+                        val=None,
+                        out=out,
+                        epochs=cfg.epochs,
+                        seed=seed,
+                        device=cfg.device,
+                        videos=tuple(int(r) for r in rows),
+                        epoch_size=full,
+                        resume=False,
+                    )
+                    train_temporal.run(train_cfg, Quiet(progress))
+                model = load_run(out, device).model
+                scores = score(model, single_view, test_labels, ids, text, tfm=False, device=device)
+                top1s.append(scores.metrics()["top1"])
+            mean, std = mean_std(top1s)
+            results[str(shots)] = {
+                "top1_mean": mean,
+                "top1_std": std,
+                "top1": top1s,
+                "seeds": list(cfg.seeds),
+            }
+        summary = {
+            "shots": results,
+            "train": str(cfg.train),
+            "test": str(cfg.test),
+            "epochs": cfg.epochs,
+            "views": "1 (first stored view)",
+            "n_test_videos": len(indices),
+            "epoch_size": full,
         }
-    summary = {
-        "shots": results,
-        "train": str(cfg.train),
-        "test": str(cfg.test),
-        "epochs": cfg.epochs,
-        "views": "1 (first stored view)",
-        "n_test_videos": len(indices),
-        "epoch_size": full,
-    }
-    RunFolder(cfg.out).write_fewshot(summary)
+        RunFolder(cfg.out).write_fewshot(summary)
     return summary

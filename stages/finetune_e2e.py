@@ -101,7 +101,7 @@ class FinetuneConfig(TrainingSettings):
     kinetics_csv: Path | None = kinetics_csv_setting()
     model: str = model_setting()
     pretrained: str = pretrained_setting()
-    frames: int = setting(8, "Frames per clip T.")
+    frames: int = setting(8, "Frames per clip T.", min=1)
     val_split: str | None = setting(
         None, "Validation split of the same dataset (1 view, eval sampling, spec 7)."
     )
@@ -113,7 +113,9 @@ class FinetuneConfig(TrainingSettings):
         None, "Folder of the validation videos.", default_text="--root, else the list's folder"
     )
     val_limit: int | None = setting(
-        None, "Validate on N videos spread evenly over the list (a quick per-epoch check)."
+        None,
+        "Validate on N videos spread evenly over the list (a quick per-epoch check).",
+        min=1,
     )
     precision: str = training_setting(
         "auto",
@@ -130,6 +132,7 @@ class FinetuneConfig(TrainingSettings):
         None,
         "Decode worker processes per training process (0: decode in the training process).",
         default_text=f"one per core, up to {MAX_WORKERS}",
+        min=0,
     )
     decoder: str = decoder_setting()
     init_run: Path | None = setting(
@@ -148,10 +151,8 @@ def _check(cfg: FinetuneConfig) -> None:
         raise ConfigError("--val-split and --val-list both name validation videos: pass one")
     if cfg.val_split is not None and cfg.dataset == "list":
         raise ConfigError("--val-split needs a shipped --dataset; for a list use --val-list FILE")
-    check_training(cfg, at_least_one=("val_limit", "frames"))
+    check_training(cfg)
     check_decoder(cfg.decoder)
-    if cfg.workers is not None and cfg.workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {cfg.workers}")
 
 
 # ------------------------------------------------------------------------------ data

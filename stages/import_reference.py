@@ -17,9 +17,16 @@ from typing import Any
 import open_clip
 from torch import Tensor
 
+from mote.cache_schema.claim import CLAIM_FILE
 from mote.pipeline.clip.factory import TINY_CONFIG, TINY_NAME
 from mote.pipeline.clip.weights import file_weights_id
-from mote.pipeline.config import model_setting, pretrained_setting, run_out_setting, setting
+from mote.pipeline.config import (
+    Settings,
+    model_setting,
+    pretrained_setting,
+    run_out_setting,
+    setting,
+)
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.reference_import import (
     CLIP_KEY,
@@ -34,7 +41,7 @@ from mote.pipeline.temporal.mote_model import MoTE
 
 
 @dataclasses.dataclass(frozen=True)
-class ImportReferenceConfig:
+class ImportReferenceConfig(Settings):
     """Settings of ``mote import-reference``."""
 
     ckpt: Path = setting(
@@ -51,12 +58,19 @@ class ImportReferenceConfig:
     pretrained: str = pretrained_setting("Its text tower and the test-time blend use them.")
 
 
+def _check_new(out: Path) -> None:
+    """``--out`` is new or an empty folder (a run's claim file aside)."""
+    if out.exists() and (
+        not out.is_dir() or any(entry.name != CLAIM_FILE for entry in out.iterdir())
+    ):
+        raise ConfigError(f"--out {out}: already exists and is not an empty folder; pick a new one")
+
+
 def run(cfg: ImportReferenceConfig) -> dict:
     """Write the run folder ``cfg.out``; return what ``--json`` prints."""
     ckpt, out = Path(cfg.ckpt), Path(cfg.out)
     head_only, model, pretrained = cfg.head_only, cfg.model, cfg.pretrained
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out {out}: already exists and is not an empty folder; pick a new one")
+    _check_new(out)
     ref = load_reference_checkpoint(ckpt)
     clip_state = visual_from_reference(ref[CLIP_KEY])
     cfg, state, bank = temporal_from_reference(
@@ -69,28 +83,30 @@ def run(cfg: ImportReferenceConfig) -> dict:
     if not head_only:
         extra = {CLIP_PREFIX + k: _float32(v) for k, v in clip_state.items()}
     folder = RunFolder(out)
-    folder.create()
-    folder.save_model(temporal, extra)
-    folder.write_config(
-        RunConfig(
-            source="import-reference",
-            model=cfg,
-            clip=RunClip(
-                model=model,
-                pretrained=pretrained,
-                weights_id=_weights_id(pretrained) if head_only else None,
-            ),
-            params_merged=temporal.num_params(merged=True),
-            params_train=temporal.num_params(merged=False),
-            details={
-                "checkpoint": str(ckpt),
-                "epoch": ref["epoch"],
-                "head_only": head_only,
-                "clip_weights": "pretrained" if head_only else "checkpoint",
-                "finetune_classes": int(bank.shape[0]),
-            },
+    with folder.writer_claim(True):  # one writer: a second import into --out is refused
+        _check_new(out)  # again under the claim: another import may have finished meanwhile
+        folder.create()
+        folder.save_model(temporal, extra)
+        folder.write_config(
+            RunConfig(
+                source="import-reference",
+                model=cfg,
+                clip=RunClip(
+                    model=model,
+                    pretrained=pretrained,
+                    weights_id=_weights_id(pretrained) if head_only else None,
+                ),
+                params_merged=temporal.num_params(merged=True),
+                params_train=temporal.num_params(merged=False),
+                details={
+                    "checkpoint": str(ckpt),
+                    "epoch": ref["epoch"],
+                    "head_only": head_only,
+                    "clip_weights": "pretrained" if head_only else "checkpoint",
+                    "finetune_classes": int(bank.shape[0]),
+                },
+            )
         )
-    )
     return {
         "out": str(out),
         "arch": cfg.arch,

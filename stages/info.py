@@ -15,7 +15,7 @@ import numpy as np
 
 from mote.cache_schema.store import FeatureStore
 from mote.cache_schema.verify import Problem, VerifyReport, verify
-from mote.pipeline.config import device_setting, setting
+from mote.pipeline.config import Settings, device_setting, setting
 from mote.pipeline.errors import ConfigError
 
 # Re-encoded embeddings may differ from stored ones by fp16 rounding (2^-11 relative) and by
@@ -25,19 +25,20 @@ SAMPLE_TOLERANCE = 0.02
 
 
 @dataclass(frozen=True)
-class InfoConfig:
+class InfoConfig(Settings):
     """Settings of ``mote info``."""
 
     store: Path = setting(help="A feature store written by mote extract.", argument=True)
     verify: bool = setting(
         False,
         "Read every chunk: checksums, missing files, NaN/inf or all-zero done rows, labels, ids. "
-        "Exits 1 if anything is damaged.",
+        "Exits 3 if anything is damaged.",
     )
     sample: int = setting(
         0,
         "With --verify: re-encode this many random done videos (needs --root) and compare them "
         "with the stored embeddings.",
+        min=0,
     )
     root: Path | None = setting(None, "Folder the store's video ids are relative to.")
     seed: int = 0  # which videos --sample draws
@@ -48,8 +49,6 @@ class InfoConfig:
 
 def run(cfg: InfoConfig) -> dict:
     """The store's summary (the keys of ``mote info --json``), plus ``verify`` when asked."""
-    if cfg.sample < 0:
-        raise ConfigError(f"--sample must be >= 0, got {cfg.sample}")
     if cfg.sample and cfg.root is None:
         raise ConfigError(
             "--sample re-encodes videos, so it needs --root: the folder the store's video ids "

@@ -22,8 +22,9 @@ import torch
 
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.config import (
+    Settings,
     batch_size_setting,
-    check_decoding,
+    check_decoder,
     decode_timeout_setting,
     decode_workers_setting,
     decoder_setting,
@@ -46,7 +47,7 @@ K400_LABELS = "k400/kinetics_400_labels.csv"  # the class order of the reference
 
 
 @dataclass(frozen=True)
-class PredictConfig:
+class PredictConfig(Settings):
     """Everything ``mote predict`` needs; flags and ``--config`` keys use these names."""
 
     run: Path = setting(
@@ -59,7 +60,7 @@ class PredictConfig:
         metavar="VIDEO",
     )
     recursive: bool = setting(False, "Look for videos in the subfolders of folder arguments.")
-    top_k: int = setting(5, "Classes to show per video.")
+    top_k: int = setting(5, "Classes to show per video.", min=1)
     classes: str | None = setting(
         None,
         "Open vocabulary: comma-separated class names to score against instead of the run's "
@@ -76,6 +77,7 @@ class PredictConfig:
         None,
         "Frames per view T.",
         default_text=f"the run's training frames, {DEFAULT_FRAMES} when it records none",
+        min=1,
     )
     views: str = setting("1x1", "CLIPSxCROPS: 1x1, 3x1, 4x3; the views are fused (spec 8.1).")
     tfm: bool = setting(True, "Temporal Feature Modulation (the run's fine-tuning text bank).")
@@ -89,11 +91,9 @@ class PredictConfig:
 def _check(cfg: PredictConfig) -> None:
     if not cfg.videos:
         raise ConfigError("mote predict needs at least one VIDEO (a file or a folder of videos)")
-    if cfg.top_k < 1:
-        raise ConfigError(f"--top-k must be >= 1, got {cfg.top_k}")
     if cfg.classes is not None and cfg.labels_file is not None:
         raise ConfigError("--classes and --labels both name the classes: pass one of them")
-    check_decoding(cfg)
+    check_decoder(cfg.decoder)
     parse_views(cfg.views)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mote.pipeline import __version__
-from mote.pipeline.config import setting
+from mote.pipeline.config import Settings, setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.files import make_folder, write_atomic
 from mote.pipeline.runs.plots import plot_tradeoff, plot_zeroshot_bars
@@ -49,7 +49,7 @@ _NOT_SWITCHES = ("dim", "arch")
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Settings):
     """Settings of ``mote report``: the run folders to compare and where the report goes."""
 
     runs: tuple[Path, ...] = setting(
@@ -177,6 +177,7 @@ def summarize_run(path: Path, label: str) -> dict:
     """One report row from a run folder's files; zero-shot fields are empty when absent."""
     folder = RunFolder(path)
     config = folder.read_config()
+    folder.check_weights()  # a report of a run whose weights are damaged would mislead
     model_config = dataclasses.asdict(config.model) if config.model else {"arch": config.arch}
     metrics = folder.read_metrics() or {}
     zeroshot = read_zeroshot(path)

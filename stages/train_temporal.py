@@ -81,6 +81,7 @@ class TrainConfig(TrainingSettings):
         None,
         "Stream the store chunk by chunk when it is larger than this.",
         default_text="half the RAM",
+        above=0,
     )
     device_memory_gb: float | None = setting(
         None,
@@ -88,6 +89,7 @@ class TrainConfig(TrainingSettings):
         "many GB, so a step gathers its batch there; else batches are copied from pinned "
         "memory (0: never keep them there).",
         default_text="half the GPU memory free at the start",
+        min=0,
     )
     allow_partial: bool = setting(
         False, "Train on the done videos of a store that is still being extracted."
@@ -97,7 +99,9 @@ class TrainConfig(TrainingSettings):
 
 
 def _check(cfg: TrainConfig) -> None:
-    check_training(cfg, at_least_one=("epoch_size",))
+    check_training(cfg)
+    if cfg.epoch_size is not None and cfg.epoch_size < 1:
+        raise ConfigError(f"epoch_size must be >= 1, got {cfg.epoch_size}")
 
 
 def open_stores(cfg: TrainConfig) -> tuple[FeatureStore, FeatureStore | None]:

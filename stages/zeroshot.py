@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.config import (
+    Settings,
     device_setting,
     scored_run_setting,
     setting,
@@ -36,7 +37,7 @@ from mote.pipeline.temporal.zeroshot import StoreIndex, protocol_problems
 
 
 @dataclass(frozen=True)
-class ZeroShotConfig:
+class ZeroShotConfig(Settings):
     run: Path = scored_run_setting()
     dataset: str = setting(help="ucf101, hmdb51, k600 (3 splits each) or list.")
     stores: tuple[Path, ...] = setting(
@@ -59,7 +60,11 @@ class ZeroShotConfig:
         False, "Accept stores that are not 3x1 views of 8 frames with the evaluation sampling."
     )
     close_set_top1: float | None = setting(
-        None, "Close-set top-1 for the trade-off.", default_text="the run's metrics.json"
+        None,
+        "Close-set top-1 (%) for the trade-off.",
+        default_text="the run's metrics.json",
+        min=0,
+        max=100,
     )
     device: str = device_setting()
     save_predictions: Path | None = setting(

@@ -52,7 +52,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # The stages modules that may import other stages modules, and which (None: any).
 STAGE_IMPORTERS: dict[str, tuple[str, ...] | None] = {
-    "mote.stages.cli": None,  # the typer app: every command, options.py, console.py
+    "mote.stages.cli": None,  # the typer app: every command, options.py, console.py, faults.py
+    "mote.stages.faults": ("mote.stages.console",),  # prints its lines on console's stderr
     "mote.stages.__main__": ("mote.stages.cli",),  # `python -m mote.stages` (torchrun -m)
     "mote.stages.demo": None,  # runs the other stages in order
     "mote.stages.fewshot": ("mote.stages.train_temporal",),  # one training per K and seed
@@ -64,8 +65,7 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "numcodecs": ("mote.cache_schema.*",),
     "mote.cache_schema.v1": ("mote.cache_schema.*",),  # layout and status codes: masks outside
     "rich": ("mote.stages.console",),  # its two Consoles are the only terminal writers
-    "rich.table": ("mote.stages.console", "mote.stages.cli"),  # renderables cli.py builds and
-    "rich.text": ("mote.stages.console", "mote.stages.cli"),  # prints through console.py
+    "rich.text": ("mote.stages.console", "mote.stages.faults"),  # faults' lines, printed by console
 }
 
 # Modules a decode worker process imports: decode_pool (the worker loop) and, because the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,34 @@ def tiny_extract_config(data, out: Path, **overrides):
     )
     settings.update(overrides)
     return ExtractConfig(**settings)
+
+
+HOLD_RUN_CLAIM = """
+import sys
+from mote.pipeline.runs.run_folder import RunClaim
+claim = RunClaim.acquire(sys.argv[1])
+print("claimed", flush=True)
+sys.stdin.read()
+claim.release()
+"""
+
+
+@contextmanager
+def held_by_another_process(folder: Path):
+    """A live process holding the run claim on ``folder`` until the block ends; yields its
+    pid."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_RUN_CLAIM, str(folder)], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        yield holder.pid
+    finally:
+        holder.communicate("", timeout=60)
 
 
 def random_store(

@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 
 from mote.pipeline.config import build_config
 from mote.pipeline.errors import ConfigError
-from mote.stages.cli import app, fault_message
+from mote.stages.cli import app
 from mote.stages.extract import ExtractConfig
+from mote.stages.faults import fault_message
 from mote.stages.options import format_default
 
 

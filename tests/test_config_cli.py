@@ -95,24 +95,23 @@ def test_readme_test_command_is_what_ci_runs():
     ],
 )
 def test_bad_extract_settings_fail_before_any_video(tmp_path, flags, message):
+    """Refused when the settings are made (ranges) or when the run starts (choices, the dask
+    address), before anything is written."""
     from mote.stages import extract
 
     (tmp_path / "v").mkdir()
-    cfg = build_config(
-        ExtractConfig,
-        None,
-        dataset="ucf101",
-        out=tmp_path / "s.zarr",
-        root=tmp_path / "v",
-        **dict(
-            zip(
-                [f.lstrip("-").replace("-", "_") for f in flags[::2]],
-                [int(v) if v.lstrip("-").isdigit() else v for v in flags[1::2]],
-                strict=True,
-            )
-        ),
+    values = dict(
+        zip(
+            [f.lstrip("-").replace("-", "_") for f in flags[::2]],
+            [int(v) if v.lstrip("-").isdigit() else v for v in flags[1::2]],
+            strict=True,
+        )
     )
     with pytest.raises(ConfigError, match=message):
+        cfg = build_config(
+            ExtractConfig, None, dataset="ucf101", out=tmp_path / "s.zarr", root=tmp_path / "v",
+            **values,
+        )  # fmt: skip
         extract.run(cfg)
     assert not (tmp_path / "s.zarr").exists()
 

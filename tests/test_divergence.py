@@ -111,20 +111,24 @@ def test_a_scaler_that_skips_most_steps_stops_the_run():
 @pytest.mark.parametrize(
     "bad,fragment",
     [
-        ({"lr": float("nan")}, "--lr must be positive and finite, got nan"),
-        ({"lr": 0.0}, "--lr must be positive"),
+        ({"lr": float("nan")}, "--lr must be a finite number, got nan"),
+        ({"lr": 0.0}, "--lr must be > 0, got 0"),
         ({"warmup_epochs": -1.0}, "--warmup-epochs must be >= 0"),
-        ({"weight_decay": float("inf")}, "--weight-decay must be >= 0 and finite"),
+        ({"weight_decay": float("inf")}, "--weight-decay must be a finite number, got inf"),
         ({"stop_after_epochs": 0}, "--stop-after-epochs must be >= 1"),
-        ({"epoch_size": 0}, "--epoch-size must be >= 1"),
+        ({"memory_gb": -1.0}, "--memory-gb must be > 0, got -1"),
+        ({"experts": 0}, "--experts must be >= 1"),
+        ({"loss_weights": (1.0, float("nan"), 0.1)}, "--loss-weights must be a finite number"),
+        ({"epoch_size": 0}, "epoch_size must be >= 1"),
     ],
 )
 def test_training_settings_out_of_range_or_not_finite_are_refused(tmp_path, bad, fragment):
-    """One check for every training command: `--lr nan` used to train 30 epochs of NaN."""
+    """One rule for every option, met when the settings are made (flags, --config files and
+    Python callers alike): `--lr nan` used to train 30 epochs of NaN."""
     from mote.pipeline.errors import ConfigError
     from mote.stages import train_temporal
 
-    cfg = train_temporal.TrainConfig(train=tmp_path / "s.zarr", out=tmp_path / "run", **bad)
     with pytest.raises(ConfigError, match=re.escape(fragment)):
+        cfg = train_temporal.TrainConfig(train=tmp_path / "s.zarr", out=tmp_path / "run", **bad)
         train_temporal.run(cfg)
     assert not (tmp_path / "run").exists()

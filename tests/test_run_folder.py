@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_store
+from conftest import held_by_another_process, random_store
 from safetensors.torch import load_file
 
 from mote.cache_schema.claim import CLAIM_FILE, ClaimOwner
@@ -464,33 +464,16 @@ except OutputError as error:
     assert sorted(p.name for p in model_file.parent.iterdir()) == ["model.safetensors"]
 
 
-HOLD_RUN = """
-import sys
-from mote.pipeline.runs.run_folder import RunClaim
-claim = RunClaim.acquire(sys.argv[1])
-print("claimed", flush=True)
-sys.stdin.read()
-claim.release()
-"""
-
-
 def test_one_writer_per_run_folder(stores, tmp_path):
     """A second train-temporal (or a --resume) on a run another live process writes is
     refused naming it; a claim whose process is gone is taken over with a notice."""
     out = tmp_path / "run"
     train_temporal.run(config(stores, out, epochs=2, stop_after_epochs=1))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_RUN, str(out)], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "claimed"
+    with held_by_another_process(out) as pid:
         for resume in (True, False):
-            with pytest.raises(StoreError, match=rf"pid {holder.pid}.* is writing this run"):
+            with pytest.raises(StoreError, match=rf"pid {pid}.* is writing this run"):
                 train_temporal.run(config(stores, out, epochs=2, resume=resume))
         assert history_epochs(RunFolder(out)) == [1]  # nothing was written
-    finally:
-        holder.communicate("", timeout=60)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
     record = json.loads(ClaimOwner.me().to_json()) | {"pid": int(gone), "process_start": 1}
@@ -500,6 +483,27 @@ def test_one_writer_per_run_folder(stores, tmp_path):
     assert result["epochs"] == 2 and history_epochs(RunFolder(out)) == [1, 2]
     assert any("taking over the claim of a run that is gone" in m for m in progress.messages)
     assert not (out / CLAIM_FILE).exists()  # released at the end
+
+
+def test_readers_warn_when_another_process_writes_the_run(stores, tmp_path):
+    """evaluate and report never take the run's claim but say, in one 'warning:' line, that a
+    live process is writing the run; without a writer they print no warning."""
+    out = tmp_path / "run"
+    train_temporal.run(config(stores, out, epochs=1))
+    evaluate = [sys.executable, "-m", "mote.stages", "evaluate", "--run", str(out), "--store",
+                str(stores[1]), "--device", "cpu"]  # fmt: skip
+    report = [sys.executable, "-m", "mote.stages", "report", str(out), "--out",
+              str(tmp_path / "report")]  # fmt: skip
+    quiet = subprocess.run(evaluate, capture_output=True, text=True)
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr, quiet.stderr
+    with held_by_another_process(out) as pid:
+        for command in (evaluate, report):
+            done = subprocess.run(command, capture_output=True, text=True)
+            warned = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+            assert done.returncode == 0, done.stderr
+            assert len(warned) == 1 and f"pid {pid}" in warned[0], done.stderr
+            assert "may change" in warned[0]
+        assert (out / CLAIM_FILE).exists()  # the readers left the writer's claim alone
 
 
 def test_sigterm_releases_the_run_claim_and_the_run_resumes(stores, tmp_path):

@@ -15,6 +15,7 @@ import torch
 import zarr
 from test_zeroshot import make_store, subset
 
+from mote.cache_schema.errors import StoreMismatch
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.data.synthetic import write_motion_dataset
@@ -172,13 +173,13 @@ def test_info_verify_names_the_damaged_chunk(clean, tmp_path, monkeypatch, capsy
     assert code == 0 and "no damage found" in out and err == ""
     damage(store, how)
     code, out, err = mote(monkeypatch, capsys, "info", store, "--verify")
-    assert code == 1
+    assert code == 3
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "array 'embeddings' chunk 1 (videos 4, 5, 6, 7)" in lines[0]
     assert ("missing" if how == "delete" else "checksum") in lines[0]
     code, out, _ = mote(monkeypatch, capsys, "info", store, "--verify", "--json")
     problems = json.loads(out)["verify"]["problems"]
-    assert code == 1 and [(p["array"], p["chunk"], p["videos"]) for p in problems] == [
+    assert code == 3 and [(p["array"], p["chunk"], p["videos"]) for p in problems] == [
         ("embeddings", 1, [4, 5, 6, 7])
     ]
 
@@ -193,7 +194,7 @@ def test_every_reader_fails_in_one_line(clean, tmp_path, monkeypatch, capsys, ho
     args = reader_args(clean, store, zs_store, reader, tmp_path / "out")
     code, _, err = mote(monkeypatch, capsys, *args)
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1, err
+    assert code == 3 and len(lines) == 1, err
     assert f"{damaged}: array 'embeddings' chunk 0" in lines[0] and "Traceback" not in err
     assert "--repair" in lines[0]
 
@@ -205,22 +206,60 @@ def test_nan_in_a_done_row_is_caught(clean, tmp_path, monkeypatch, capsys):
     block[2, 0, 3, 5] = np.nan  # rewritten through zarr: the checksum is valid
     emb[4:8] = block
     code, _, err = mote(monkeypatch, capsys, "info", store, "--verify")
-    assert code == 1 and "chunk 1 (videos 6) holds NaN or inf in done videos" in err
+    assert code == 3 and "chunk 1 (videos 6) holds NaN or inf in done videos" in err
     code, _, err = mote(
         monkeypatch, capsys, "evaluate", "--run", clean["run"], "--store", store, "--device", "cpu"
     )
-    assert code == 2 and "NaN or inf in done video 6" in err and len(err.strip().splitlines()) == 1
+    assert code == 3 and "NaN or inf in done video 6" in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_deleted_labels_chunk_is_caught(clean, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("reader", READERS)
+def test_a_deleted_labels_chunk_is_damage_for_every_reader(
+    clean, tmp_path, monkeypatch, capsys, reader
+):
+    """Labels are written when the store is created; a deleted chunk read as the fill value
+    would give every video of the chunk class 0 (zero-shot scored it silently, issue 16)."""
+    store = copy(clean["store"], tmp_path / "s.zarr")
+    zs_store = copy(clean["zs"], tmp_path / "zs.zarr")
+    damaged = zs_store if reader == "zeroshot" else store
+    damage(damaged, "delete", array="labels", chunk=0)
+    args = reader_args(clean, store, zs_store, reader, tmp_path / "out")
+    code, _, err = mote(monkeypatch, capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 3 and len(lines) == 1, err
+    assert f"{damaged}: array 'labels' chunk 0 (videos 0.." in lines[0]
+    assert "is missing" in lines[0] and "--repair" in lines[0]
+
+
+@pytest.mark.parametrize(("array", "chunk"), [("labels", 0), ("video_ids", 2)])
+def test_repair_rewrites_labels_and_ids_from_the_video_list(
+    clean, tmp_path, tiny_extract, monkeypatch, capsys, array, chunk
+):
+    store = copy(clean["store"], tmp_path / "s.zarr")
+    damage(store, "delete", array=array, chunk=chunk)
+    code, out, err = mote(monkeypatch, capsys, "info", store, "--verify")
+    assert code == 3 and f"array '{array}' chunk {chunk}" in err and "--repair" in out
+    summary = extract.run(tiny_extract(clean["data"], store, chunk_videos=CHUNK, repair=True))
+    assert summary["repaired"]["rewritten"] == [
+        f"{array} chunk {chunk} (videos {CHUNK * chunk}..{CHUNK * chunk + CHUNK - 1})"
+    ]
+    assert summary["repaired"]["videos"] == 0  # the features were never damaged
+    assert tree(store) == tree(clean["store"])
+
+
+def test_repair_rewrites_a_damaged_text_bank(clean, tmp_path, tiny_extract):
+    store = copy(clean["store"], tmp_path / "s.zarr")
+    damage(store, "flip", array="text_embeddings", chunk=0)
+    summary = extract.run(tiny_extract(clean["data"], store, chunk_videos=CHUNK, repair=True))
+    assert summary["repaired"]["rewritten"] == ["text_embeddings"]
+    assert tree(store) == tree(clean["store"])  # the same CLIP text tower on the same device
+
+
+def test_repair_refuses_a_list_of_another_length(clean, tmp_path, tiny_extract):
     store = copy(clean["store"], tmp_path / "s.zarr")
     damage(store, "delete", array="labels", chunk=0)
-    code, out, err = mote(monkeypatch, capsys, "info", store, "--verify")
-    assert code == 1 and "array 'labels' chunk 0" in err and "--overwrite" in out
-    code, _, err = mote(
-        monkeypatch, capsys, "evaluate", "--run", clean["run"], "--store", store, "--device", "cpu"
-    )
-    assert code == 2 and "array 'labels' chunk 0 (videos 0..3) is missing" in err
+    with pytest.raises(StoreMismatch, match="a list of 12 videos: the store holds 16"):
+        extract.run(tiny_extract(clean["data"], store, chunk_videos=CHUNK, repair=True, limit=12))
 
 
 def test_repair_restores_a_byte_identical_store(clean, tmp_path, tiny_extract, monkeypatch, capsys):
@@ -279,7 +318,7 @@ def test_verify_sample_reencodes_and_catches_consistent_alterations(
         "--device",
         "cpu",
     )
-    assert code == 1
+    assert code == 3
     lines = err.strip().splitlines()
     assert len(lines) == 4 and all("differs from a fresh encoding" in line for line in lines)
     code, _, err = mote(monkeypatch, capsys, "info", store, "--verify", "--sample", "2")
@@ -320,7 +359,7 @@ def test_a_deleted_status_chunk_is_damage_for_every_reader(
     args = reader_args(clean, store, zs_store, reader, tmp_path / "out")
     code, _, err = mote(monkeypatch, capsys, *args)
     lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1, err
+    assert code == 3 and len(lines) == 1, err
     assert f"{damaged}: array 'status' chunk 0 (videos 0.." in lines[0]
     assert "is missing" in lines[0] and "--repair" in lines[0]
 
@@ -331,7 +370,21 @@ def test_verify_and_repair_restore_a_deleted_status_chunk(
     store = copy(clean["store"], tmp_path / "s.zarr")
     damage(store, "delete", array="status", chunk=2)
     code, _, err = mote(monkeypatch, capsys, "info", store, "--verify")
-    assert code == 1 and "array 'status' chunk 2 (videos 8, 9, 10, 11) is missing" in err
+    assert code == 3 and "array 'status' chunk 2 (videos 8, 9, 10, 11) is missing" in err
     summary = extract.run(tiny_extract(clean["data"], store, chunk_videos=CHUNK, repair=True))
     assert summary["repaired"]["videos"] == 4 and summary["newly_done"] == 4
+    assert tree(store) == tree(clean["store"])
+
+
+def test_verify_reports_a_deleted_array_metadata_file(
+    clean, tmp_path, tiny_extract, monkeypatch, capsys
+):
+    """Readers use the copy in the root zarr.json, so a deleted per-array zarr.json reads fine;
+    info --verify still names it (issue 16), and a repair writes it back."""
+    store = copy(clean["store"], tmp_path / "s.zarr")
+    (store / "embeddings" / "zarr.json").unlink()
+    code, _, err = mote(monkeypatch, capsys, "info", store, "--verify")
+    assert code == 3 and "array 'embeddings' has no zarr.json of its own" in err
+    summary = extract.run(tiny_extract(clean["data"], store, chunk_videos=CHUNK, repair=True))
+    assert summary["repaired"]["videos"] == 0
     assert tree(store) == tree(clean["store"])

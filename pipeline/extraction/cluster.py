@@ -5,11 +5,30 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 
 from mote.pipeline.errors import ConfigError
 
 LOCALHOST = "127.0.0.1"  # a local cluster is nobody else's business: listen on loopback only
+
+
+class _DaskErrorLine(logging.Handler):
+    """dask's errors as one 'dask: ...' line on stderr, like mote's own faults."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = " ".join(record.getMessage().split())
+        print(f"dask: {text[:300]}", file=sys.stderr, flush=True)
+
+
+def route_dask_logs() -> None:
+    """dask's loggers through mote's output rules: errors one line each, its INFO chatter
+    (scheduler and worker start-up, plugins) dropped. Its own set-up is not enough: when some
+    library has given the root logger a handler first, ``distributed`` logs INFO through it."""
+    log = logging.getLogger("distributed")
+    log.handlers[:] = [_DaskErrorLine(logging.ERROR)]
+    log.setLevel(logging.ERROR)
+    log.propagate = False
 
 
 def gpu_pins(workers: int, gpus: Sequence[int]) -> list[str | None]:
@@ -75,6 +94,7 @@ def dask_client(
     from dask.distributed import Client
 
     check_dask_address(address)
+    route_dask_logs()
     if address == "local" or address.startswith("local:"):
         workers = int(address.split(":", 1)[1]) if ":" in address else default_workers
         cluster = local_cluster(workers, gpus)

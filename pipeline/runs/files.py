@@ -97,18 +97,12 @@ def _as_os_error(error: Exception) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-def read_tensors(
-    path: Path, prefix: str = "", remake: str = REMAKE
-) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors whose names start with ``prefix``, and the file's metadata.
-
-    A truncated, empty or otherwise damaged file raises one line (safetensors' own error is
-    dozens of lines of Rust context)."""
+@contextmanager
+def _readable(path: Path, remake: str) -> Iterator[None]:
+    """A missing, truncated, empty or otherwise damaged tensor file as one line (safetensors'
+    own error is dozens of lines of Rust context)."""
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            names = [name for name in handle.keys() if name.startswith(prefix)]
-            return {name: handle.get_tensor(name) for name in names}, metadata
+        yield
     except FileNotFoundError as error:
         raise RunFileError(f"{path}: no such file; {remake}") from error
     except Exception as error:  # SafetensorError and friends: the file is damaged
@@ -116,6 +110,23 @@ def read_tensors(
         raise RunFileError(
             f"{path}: damaged or cut short, cannot be read ({reason[:120]}); {remake}"
         ) from error
+
+
+def read_tensors(
+    path: Path, prefix: str = "", remake: str = REMAKE
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors whose names start with ``prefix``, and the file's metadata."""
+    with _readable(path, remake), safe_open(str(path), framework="pt", device="cpu") as handle:
+        metadata = handle.metadata() or {}
+        names = [name for name in handle.keys() if name.startswith(prefix)]
+        return {name: handle.get_tensor(name) for name in names}, metadata
+
+
+def check_tensors(path: Path, remake: str = REMAKE) -> None:
+    """Read a tensor file's header: a cut-short or damaged file fails in one line, without
+    loading its tensors (safetensors checks that the data cover every tensor)."""
+    with _readable(path, remake), safe_open(str(path), framework="pt", device="cpu") as handle:
+        handle.keys()
 
 
 def check_predictions_path(path: Path | None) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,11 +34,12 @@ from typing import Any
 
 import torch
 
-from mote.cache_schema.claim import CLAIM_FILE, StoreClaim
-from mote.pipeline.errors import ConfigError, RunFileError
+from mote.cache_schema.claim import CLAIM_FILE, StoreClaim, live_owner
+from mote.pipeline.errors import ConfigError, RunBeingWritten, RunFileError
 from mote.pipeline.runs.files import (
     REMAKE,
     RUN_FORMAT,
+    check_tensors,
     make_folder,
     read_json,
     read_optional,
@@ -217,30 +219,58 @@ class RunFolder:
 
     # -------------------------------------------------------------- config, history, metrics
 
-    def read_config(self) -> RunConfig:
+    def read_config(self, reader: bool = True) -> RunConfig:
+        """The run's settings. A ``reader`` (not the run's own writer) is warned
+        (``RunBeingWritten``) when another process is writing the run: its weights and last
+        epoch may change while they are read."""
         if not self.config_file.is_file():
-            raise RunFileError(f"{self.path}: not a run folder (no {CONFIG_FILE}); {NOT_A_RUN}")
+            raise ConfigError(f"{self.path}: not a run folder (no {CONFIG_FILE}); {NOT_A_RUN}")
         config = read_json(self.config_file)
         if not isinstance(config, dict):
             raise RunFileError(f"{self.config_file}: not a JSON object; {REMAKE}")
+        writer = live_owner(self.path, others_only=True) if reader else None
+        if writer is not None:
+            warnings.warn(
+                f"{self.path}: another process is training this run ({writer.describe()}); "
+                "what is read now is its last finished epoch, which may change",
+                RunBeingWritten,
+                stacklevel=2,
+            )
         return RunConfig.from_json(config, str(self.config_file))
 
     def write_config(self, config: RunConfig) -> None:
         write_json(self.config_file, config.to_json())
 
     def read_history(self) -> list[dict]:
-        """The epochs so far; a line still being written (a running or killed job) is skipped."""
+        """The epochs so far. A last line cut short (no newline: a job killed while writing
+        it) is skipped; any other line that is not an epoch's JSON is damage."""
         if not self.history_file.is_file():
             return []
+        text = self.history_file.read_text(errors="replace")
+        lines = text.split("\n")
         rows = []
-        for line in self.history_file.read_text(errors="replace").splitlines():
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                row = None
             if isinstance(row, dict) and isinstance(row.get("epoch"), int):
                 rows.append(row)
+            elif number < len(lines):  # a whole line, newline written: not a write cut short
+                raise RunFileError(
+                    f"{self.history_file}: line {number} is not an epoch's record "
+                    f"({line[:60]!r}); the file is damaged: {REMAKE}, or delete that line"
+                )
         return rows
+
+    def check_weights(self) -> None:
+        """The run's weight files that exist are whole (their headers read, their data cover
+        every tensor); one line names a damaged one."""
+        for path in (self.model_file, self.best_file):
+            if path.is_file():
+                check_tensors(path)
 
     def append_history(self, row: dict) -> None:
         """One epoch's line, appended (the file is only ever cut back by ``keep_history``)."""

@@ -45,17 +45,17 @@ class MoTEConfig:
 
     dim: int  # D, the CLIP joint embedding width of the features
     heads: int = switch(
-        help="Attention heads.", default_text=lambda: width_default_text("heads")
+        help="Attention heads.", default_text=lambda: width_default_text("heads"), min=1
     )  # spec 2.1: D // 64; at least 1
     layers: int = switch(
-        help="Temporal layers L.", default_text=lambda: width_default_text("layers")
+        help="Temporal layers L.", default_text=lambda: width_default_text("layers"), min=1
     )
     arch: str = switch(
         "mote",
         "mote, transformer (Text4Vis baseline: one FFN per layer, CE only) or "
         "meanpool (CLIP mean pooling).",
     )
-    experts: int = switch(4, "Experts per layer N (arch mote).")
+    experts: int = switch(4, "Experts per layer N (arch mote).", min=1)
     context: int = 77  # rows of the positional table (spec 2.3)
     routing: str = switch(
         "multinomial", "Training routing (spec 3.1, Table 2d/2a): multinomial, uniform, fixed, all."
@@ -63,16 +63,16 @@ class MoTEConfig:
     expert_init: str = switch("different", "different or same (Table 2a).")
     inference: str = switch("merge", "Test-time experts (Table 2c): merge, ensemble, random.")
     wmr: bool = switch(True, "Weight Merging Regularization pass (spec 4).")
-    wmr_beta: float = switch(0.6, "WMR temperature base beta (spec 4.1).")
+    wmr_beta: float = switch(0.6, "WMR temperature base beta (spec 4.1).", above=0)
     wmr_temperatures: str = switch(
         "discrete",
         "discrete (spec 4.1 set), point (always +inf), normal, uniform (Tables 2e, 7f).",
     )
     wmr_loss: str = switch("ce", "ce, kl or mse (Table 7c).")
     mse: bool = switch(True, "The MSE term of spec 4.4.")
-    loss_weights: tuple[float, float, float] = switch((1.0, 0.5, 0.1), "CE,WMR,MSE weights.")
-    tfm_k: int = switch(5, "TFM neighbours K (spec 5, Table 7b).")
-    tfm_gamma: float = switch(0.05, "TFM gamma (spec 5, Table 2f).")
+    loss_weights: tuple[float, float, float] = switch((1.0, 0.5, 0.1), "CE,WMR,MSE weights.", min=0)
+    tfm_k: int = switch(5, "TFM neighbours K (spec 5, Table 7b).", min=1)
+    tfm_gamma: float = switch(0.05, "TFM gamma (spec 5, Table 2f).", above=0)
     logit_scale_init: float = math.log(100)
 
     def __post_init__(self) -> None:

@@ -61,6 +61,9 @@ class StoreIndex:
         self._where: dict[str, tuple[int, int]] = {}
         for s, store in enumerate(stores):
             done = store.done_mask()
+            # Labels come from the split list, but a store missing a labels chunk is damaged
+            # (an extract --repair rewrites it): fail as every reader does, not score it.
+            store.labels  # noqa: B018
             for row, video in enumerate(store.video_ids):
                 if done[row]:
                     self._where.setdefault(video, (s, row))

@@ -14,7 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mote.pipeline.config import DEVICE_HELP, option_fields, setting
+from mote.pipeline.config import DEVICE_HELP, Settings, option_fields, setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import CONFIG_FILE, RunFolder
 from mote.pipeline.temporal.config import ARCHS, MoTEConfig, default_config
@@ -60,7 +60,7 @@ def training_setting(default: Any = MISSING, help: str = "", **meta: Any) -> Any
 
 @dataclass(frozen=True, kw_only=True)
 @with_model_switches
-class TrainingSettings:
+class TrainingSettings(Settings):
     """The settings every training command shares, and all the epoch loop reads: the base of
     ``TrainConfig`` (train-temporal) and ``FinetuneConfig`` (finetune-e2e). None means "the
     spec's default for this width" (``resolve``).
@@ -72,25 +72,27 @@ class TrainingSettings:
     prefer_bf16: ClassVar[bool] = False  # precision auto on a bf16 GPU: bf16 (no loss scaler)
 
     epochs: int | None = training_setting(
-        None, "Training epochs (spec 7).", default_text=spec_default(0)
+        None, "Training epochs (spec 7).", default_text=spec_default(0), min=1
     )
-    warmup_epochs: float = training_setting(5.0, "Linear lr warm-up epochs.")
+    warmup_epochs: float = training_setting(5.0, "Linear lr warm-up epochs.", min=0)
     batch_size: int | None = training_setting(
-        None, "Videos per step (over all processes).", default_text=spec_default(1)
+        None, "Videos per step (over all processes).", default_text=spec_default(1), min=1
     )
     micro_batches: int | None = training_setting(
         None,
         "Micro-batches per step, each with its own routing and WMR draw (spec 3.1: the "
         "reference's GPUs); under torchrun a multiple of the process count, split among them.",
         default_text=MICRO_BATCHES_RULE,
+        min=1,
     )
-    lr: float = training_setting(5e-5, "Temporal module lr.")
+    lr: float = training_setting(5e-5, "Temporal module lr.", above=0)
     clip_lr_ratio: float | None = training_setting(
         None,
         "CLIP-side lr = lr x ratio (the logit scale; in finetune-e2e the visual tower too).",
         default_text=spec_default(2),
+        min=0,
     )
-    weight_decay: float = training_setting(0.2, "AdamW weight decay.")
+    weight_decay: float = training_setting(0.2, "AdamW weight decay.", min=0)
     seed: int = training_setting(
         0, "Seed of initialisation, routing and batch order (and finetune-e2e's clip draws)."
     )
@@ -105,7 +107,7 @@ class TrainingSettings:
     tfm: bool = training_setting(True, "TFM in the final evaluation.")
     resume: bool = training_setting(False, "Continue the run in --out from its last epoch.")
     stop_after_epochs: int | None = training_setting(
-        None, "Stop after this many epochs (continue later with --resume)."
+        None, "Stop after this many epochs (continue later with --resume).", min=1
     )
 
 
@@ -152,31 +154,15 @@ def few_steps_warnings(videos: int, batch_size: int, epochs: int) -> list[str]:
     ]
 
 
-def check_training(cfg: Any, at_least_one: tuple[str, ...] = ()) -> None:
-    """The settings every training command shares (its config holds ``arch``, ``precision``,
-    ``epochs``, ``batch_size``, ``micro_batches``, ``stop_after_epochs``, ``warmup_epochs``,
-    ``lr``, ``clip_lr_ratio``, ``weight_decay``), plus the command's own ``at_least_one``
-    counts. NaN and infinite values are refused like out-of-range ones."""
+def check_training(cfg: TrainingSettings) -> None:
+    """The choices every training command shares (``arch``, ``precision``); numbers are
+    checked by their fields' bounds when the settings are made (``check_ranges``)."""
     if cfg.arch not in ARCHS:
         raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(
             f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"
         )
-    counts = ("epochs", "batch_size", "micro_batches", "stop_after_epochs", *at_least_one)
-    for name in counts:
-        value = getattr(cfg, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    rules = (
-        ("warmup_epochs", cfg.warmup_epochs, lambda v: v >= 0, ">= 0"),
-        ("lr", cfg.lr, lambda v: v > 0, "positive"),
-        ("clip_lr_ratio", cfg.clip_lr_ratio, lambda v: v >= 0, ">= 0"),
-        ("weight_decay", cfg.weight_decay, lambda v: v >= 0, ">= 0"),
-    )
-    for name, value, ok, what in rules:
-        if value is not None and not (math.isfinite(value) and ok(value)):
-            raise ConfigError(f"--{name.replace('_', '-')} must be {what} and finite, got {value}")
 
 
 def recorded_settings(cfg: Any, path_keys: tuple[str, ...]) -> dict:
@@ -203,7 +189,7 @@ def check_resume(
     older runs."""
     if not folder.is_run():
         return f"--resume: no run in {folder.path} yet (no {CONFIG_FILE}); starting a new one"
-    saved = folder.read_config().train
+    saved = folder.read_config(reader=False).train  # every rank of the writing job
     now = recorded_settings(cfg, path_keys)
     defaults = setting_defaults(type(cfg))
     ignored = (*ignored, "out")

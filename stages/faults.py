@@ -1,0 +1,137 @@
+"""Every fault one line on stderr and one exit code, by the one rule in ``EXIT_CODES``.
+
+mote's own errors carry their exit code (``exit_code`` on the error class: a bad input is 2, a
+damaged store or run 3, a failed write 4, a diverged run 5); an operating-system error is a
+system fault (4) named by its file and errno; anything else is a bug (70). The README's exit-code
+table is this dict (tests/test_faults_exit_codes.py compares them).
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+import warnings
+
+from rich.text import Text
+
+from mote.cache_schema.errors import StoreError
+from mote.pipeline.errors import MoteError, MoteWarning, os_fault_reason
+from mote.stages.console import stderr
+
+EXIT_CODES = {
+    0: "done",
+    1: "done, but no input gave a result (every video failed to decode)",
+    2: "usage or input error: an option, file or setting refused, a folder another process "
+    "holds, a store or run that does not match",
+    3: "damage found: a store or run file is missing, cut short or fails its checks "
+    "(`info --verify` lists it; `extract --repair` or a new run fixes it)",
+    4: "system fault: disk full, permission denied, read-only or failing disk",
+    5: "training diverged: the loss or weights became NaN or infinite (the last good epoch is "
+    "kept)",
+    70: "unexpected error, a bug in mote: rerun with MOTE_DEBUG=1 and report the traceback",
+    130: "interrupted (Ctrl-C): rerun the same command to continue",
+    143: "terminated (SIGTERM): rerun the same command to continue",
+}
+NO_RESULT, USAGE, DAMAGE, SYSTEM, DIVERGED, BUG = 1, 2, 3, 4, 5, 70
+
+
+# Operating-system errors that mean "this path is not what the command needs" (a usage error):
+# an --out that is a file, a file where a folder is needed, a path that does not exist.
+PATH_ERRNOS = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOENT}
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit code of a fault, by ``EXIT_CODES``: an operating-system error (``OutputError``
+    included) by its errno or its cause's, else the error class's ``exit_code``."""
+    number = _errno(error) if isinstance(error, OSError) else None
+    if number is not None:
+        return USAGE if number in PATH_ERRNOS else SYSTEM
+    code = getattr(error, "exit_code", None)
+    if isinstance(error, MoteError | StoreError) and code is not None:
+        return code
+    if isinstance(error, OSError):
+        return SYSTEM
+    return DAMAGE if _in_codec(error) else BUG
+
+
+def _errno(error: BaseException) -> int | None:
+    for item in (error, error.__cause__):
+        if isinstance(item, OSError) and item.errno is not None:
+            return item.errno
+    return None
+
+
+def _zarr_source(error: BaseException) -> str | None:
+    """The zarr array (store path) a failing read or write was working on, from its traceback."""
+    found = None
+    tb = error.__traceback__
+    while tb is not None:
+        for value in list(tb.tb_frame.f_locals.values()):
+            if type(value).__module__.startswith("zarr") and hasattr(value, "store_path"):
+                found = found or str(value.store_path)
+        tb = tb.tb_next
+    return found
+
+
+def _in_codec(error: BaseException) -> bool:
+    tb = error.__traceback__
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if "/zarr/" in name or "numcodecs" in name:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def fault_message(error: BaseException) -> str:
+    """One line for any fault: what failed on which file, and the way out."""
+    if isinstance(error, MoteError | StoreError):
+        return str(error)
+    if isinstance(error, OSError):
+        name = error.filename or _zarr_source(error) or "a file"
+        if error.filename2:
+            name = f"{name} -> {error.filename2}"
+        return f"{name}: {os_fault_reason(error)}"
+    if _in_codec(error):
+        where = _zarr_source(error) or "a feature store"
+        return (
+            f"{where}: cannot decode stored data ({type(error).__name__}: {error}); the store is "
+            "damaged: check it with `mote info STORE --verify` and rebuild the damaged rows with "
+            "`mote extract ... --repair`"
+        )
+    return (
+        f"unexpected {type(error).__name__}: {error}; rerun with MOTE_DEBUG=1 for the traceback "
+        "and report it"
+    )
+
+
+def _print_line(label: str, style: str, message: str) -> None:
+    """'label: message' on stderr as one line; plain text when stderr is not a terminal (no
+    escape codes)."""
+    line = " ".join(message.split())
+    if sys.stderr.isatty():
+        stderr.print(Text.assemble((f"{label}: ", style), line), soft_wrap=True)
+    else:
+        print(f"{label}: {line}", file=sys.stderr, flush=True)
+
+
+def print_warning(message: str) -> None:
+    _print_line("warning", "bold yellow", message)
+
+
+def show_mote_warnings() -> None:
+    """Print mote's own warnings (``MoteWarning``) as one 'warning:' line each, once per
+    message; other libraries' warnings keep Python's format."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if issubclass(category, MoteWarning):
+            print_warning(str(message))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
+def print_error(message: str) -> None:
+    _print_line("error", "bold red", message)
