@@ -32,7 +32,8 @@ def check_expected(attrs: Mapping[str, Any], expect: Mapping[str, Any], path: Pa
     if diffs:
         raise StoreMismatch(
             f"{path}: {'; '.join(diffs)}; point the command at a store extracted with those "
-            f"settings, or re-extract with `mote extract ... --out {path} --overwrite`."
+            "settings, or extract one into a new folder (`mote extract ... --out NEW.zarr`, with "
+            "`--run RUN` for a run's tuned CLIP); keep this store: other runs may use it."
         )
 
 

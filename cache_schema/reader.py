@@ -63,6 +63,11 @@ class StoreReader:
     ) -> Reader:
         """Open a store, checking schema and version first, then every key of ``expect``."""
         path = Path(path)
+        if (path / "config.json").is_file() and not (path / "zarr.json").is_file():
+            raise StoreNotFound(
+                f"{path}: a run folder, not a feature store; pass a store (`mote extract ... "
+                f"--out STORE`), or read the run with `mote report {path}`."
+            )
         if not (path / "zarr.json").is_file():
             raise StoreNotFound(
                 f"{path}: no feature store here (no zarr.json); create one with "

@@ -161,16 +161,38 @@ def device_setting(lead: str = "") -> Any:
     return setting("auto", f"{lead}{DEVICE_HELP}")
 
 
-def model_setting(note: str = "") -> Any:
-    """The CLIP model (``pipeline.clip.build.build_clip``)."""
+DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-B-16", "openai"
+
+
+def model_setting(note: str = "", carried: str | None = None) -> Any:
+    """The CLIP model (``pipeline.clip.build.build_clip``). ``carried`` names what the model is
+    taken from when not given (the store resumed, the run warm-started from): the field is then
+    None until ``carried_clip`` fills it."""
     help = "open_clip model name, JSON config, local-dir:PATH, or mote-tiny."
-    return setting("ViT-B-16", f"{help} {note}".strip())
+    if carried is None:
+        return setting(DEFAULT_MODEL, f"{help} {note}".strip())
+    return setting(None, f"{help} {note}".strip(), default_text=f"{DEFAULT_MODEL}; {carried}")
 
 
-def pretrained_setting(note: str = "") -> Any:
-    """The CLIP weights (``pipeline.clip.weights``)."""
+def pretrained_setting(note: str = "", carried: str | None = None) -> Any:
+    """The CLIP weights (``pipeline.clip.weights``); ``carried`` as for ``model_setting``."""
     help = "Weights tag (openai), a local weights file, or none (random, --seed)."
-    return setting("openai", f"{help} {note}".strip())
+    if carried is None:
+        return setting(DEFAULT_PRETRAINED, f"{help} {note}".strip())
+    text = f"{DEFAULT_PRETRAINED}; {carried}"
+    return setting(None, f"{help} {note}".strip(), default_text=text)
+
+
+def carried_clip(
+    model: str | None, pretrained: str | None, recorded: tuple[str, str] | None
+) -> tuple[str, str]:
+    """The CLIP a command runs with: the flags given, else what the store or run it continues
+    ``recorded`` (model, weights), else the defaults. Weights are carried only with the model
+    they belong to; a flag that contradicts the record is left for the command's own check to
+    name (a store refuses another encoder in one line)."""
+    if recorded is not None and model in (None, recorded[0]):
+        return recorded[0], recorded[1] if pretrained is None else pretrained
+    return model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED
 
 
 def dataset_setting() -> Any:

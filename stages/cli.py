@@ -23,11 +23,11 @@ from typer.core import TyperGroup
 from mote.stages.console import RichProgress, stderr
 from mote.stages.faults import (
     DAMAGE,
-    NO_RESULT,
     exit_code,
     fault_message,
     print_error,
     show_mote_warnings,
+    videos_exit_code,
 )
 from mote.stages.options import config_command
 
@@ -128,6 +128,9 @@ def _extract() -> Callable[..., None]:
         with _resumable("mote extract"):
             summary = stage.run(cfg, RichProgress())
         _emit(summary, as_json, print_extract)
+        code = videos_exit_code(summary["n_done"], summary["n_failed"], cfg.strict)
+        if code:
+            raise typer.Exit(code)
 
     return config_command("extract", stage.ExtractConfig, run, "Print the summary as JSON.")
 
@@ -224,8 +227,10 @@ def _predict() -> Callable[..., None]:
                 print(json.dumps(video), flush=True)
         else:
             print_predictions(result)
-        if result["n_failed"] == result["n_videos"]:
-            raise typer.Exit(NO_RESULT)
+        done = result["n_videos"] - result["n_failed"]
+        code = videos_exit_code(done, result["n_failed"], cfg.strict)
+        if code:
+            raise typer.Exit(code)
 
     json_lines = "Print one JSON object per video, one per line."
     return config_command("predict", stage.PredictConfig, run, json_lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -131,12 +132,33 @@ def print_summary_table(summary: dict, title: str) -> None:
         stdout.print(failed)
 
 
+def _metric_name(key: str, metrics: dict) -> str:
+    """A row name that says which views an accuracy is on."""
+    views = metrics.get("views")
+    if key in ("top1", "top5") and views:
+        return f"{key} ({views} views fused)" if views != "1x1" else f"{key} (1 view)"
+    if key == "best_val_top1":
+        return "best val top-1 (1 view)"
+    return key
+
+
+def _metric_text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    if isinstance(value, list | tuple):
+        return "\n".join(_metric_text(v) for v in value)
+    return str(value)
+
+
 def print_metrics(metrics: dict, title: str) -> None:
+    """One row per metric; empty lists left out, lists one item per line."""
     table = Table(title=title, show_header=False)
     for key, value in metrics.items():
-        if isinstance(value, float):
-            value = f"{value:.2f}"
-        table.add_row(key, str(value))
+        if isinstance(value, list | tuple) and not value:
+            continue
+        table.add_row(_metric_name(key, metrics), _metric_text(value))
     stdout.print(table)
 
 

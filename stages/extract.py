@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mote.cache_schema.claim import StoreClaim, StoreReadOnly
-from mote.cache_schema.errors import StoreCorrupt
+from mote.cache_schema.errors import StoreCorrupt, StoreError
 from mote.cache_schema.spec import StoreSpec
 from mote.cache_schema.store import FeatureStore
 from mote.cache_schema.verify import verify
@@ -33,6 +33,7 @@ from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.config import (
     Settings,
     batch_size_setting,
+    carried_clip,
     check_decoder,
     check_ranges,
     dataset_setting,
@@ -89,8 +90,8 @@ class ExtractConfig(Settings):
     list_file: Path | None = list_file_setting()
     labels_file: Path | None = labels_file_setting()
     kinetics_csv: Path | None = kinetics_csv_setting()
-    model: str = model_setting()
-    pretrained: str = pretrained_setting()
+    model: str | None = model_setting(carried="the store's when continuing or repairing it")
+    pretrained: str | None = pretrained_setting(carried="the store's with its model")
     frames: int = setting(8, f"Frames per view T, 1 to {MAX_FRAMES}.")
     views: str | None = setting(
         None,
@@ -119,6 +120,11 @@ class ExtractConfig(Settings):
     retry_failed: bool = setting(False, "Retry videos that failed before.")
     repair: bool = setting(
         False, "Verify every chunk and re-extract the videos whose stored data are damaged."
+    )
+    strict: bool = setting(
+        False,
+        "Exit 1 when any video failed (default: only when every video failed; failures are "
+        "always listed).",
     )
     run: Path | None = setting(
         None,
@@ -178,8 +184,22 @@ def _dataset(cfg: ExtractConfig) -> tuple[DatasetSpec, Path]:
 
 
 def clip_recipe(cfg: ExtractConfig) -> ClipRecipe:
-    """The encoder: a run's CLIP (``--run``) or ``--model`` with ``--pretrained``."""
-    return ClipRecipe(cfg.model, cfg.pretrained, cfg.seed, cfg.run, cfg.blend)
+    """The encoder: a run's CLIP (``--run``), or ``--model`` with ``--pretrained``; when they
+    are not given, the ones the store at ``--out`` records (a resume or ``--repair`` needs no
+    model flags), else the defaults."""
+    model, pretrained = carried_clip(cfg.model, cfg.pretrained, _store_clip(cfg))
+    return ClipRecipe(model, pretrained, cfg.seed, cfg.run, cfg.blend)
+
+
+def _store_clip(cfg: ExtractConfig) -> tuple[str, str] | None:
+    """The (model, weights) of the store this run continues; None for a new store."""
+    if cfg.overwrite or cfg.run is not None or not (Path(cfg.out) / "zarr.json").is_file():
+        return None
+    try:
+        spec = FeatureStore.open(cfg.out).spec
+    except StoreError:
+        return None  # not a readable store: open_store says why
+    return spec.model, spec.pretrained
 
 
 def store_spec(cfg: ExtractConfig, clip: ClipEncoder, dataset: DatasetSpec) -> StoreSpec:

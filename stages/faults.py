@@ -20,7 +20,8 @@ from mote.stages.console import stderr
 
 EXIT_CODES = {
     0: "done",
-    1: "done, but no input gave a result (every video failed to decode)",
+    1: "done, but no video gave a result (every one failed to decode), or with --strict some "
+    "failed (extract, predict)",
     2: "usage or input error: an option, file or setting refused, a folder another process "
     "holds, a store or run that does not match",
     3: "damage found: a store or run file is missing, cut short or fails its checks "
@@ -38,6 +39,12 @@ NO_RESULT, USAGE, DAMAGE, SYSTEM, DIVERGED, BUG = 1, 2, 3, 4, 5, 70
 # Operating-system errors that mean "this path is not what the command needs" (a usage error):
 # an --out that is a file, a file where a folder is needed, a path that does not exist.
 PATH_ERRNOS = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOENT}
+
+
+def videos_exit_code(done: int, failed: int, strict: bool) -> int:
+    """extract and predict: 0 while some video gave a result (the failed ones are listed),
+    ``NO_RESULT`` when every one failed, or with ``strict`` when any failed."""
+    return NO_RESULT if failed and (strict or not done) else 0
 
 
 def exit_code(error: BaseException) -> int:

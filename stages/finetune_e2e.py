@@ -21,6 +21,7 @@ import torch
 
 from mote.pipeline import __version__
 from mote.pipeline.config import (
+    carried_clip,
     check_decoder,
     dataset_setting,
     decoder_setting,
@@ -52,8 +53,8 @@ from mote.pipeline.train.settings import (
     epoch_message,
     few_steps_warnings,
     model_config,
+    plan,
     recorded_settings,
-    resolve,
     steps_per_epoch,
     training_setting,
 )
@@ -99,8 +100,8 @@ class FinetuneConfig(TrainingSettings):
     list_file: Path | None = list_file_setting("Training video list", "")
     labels_file: Path | None = labels_file_setting("")
     kinetics_csv: Path | None = kinetics_csv_setting()
-    model: str = model_setting()
-    pretrained: str = pretrained_setting()
+    model: str | None = model_setting(carried="the --init-run's (or the run resumed)")
+    pretrained: str | None = pretrained_setting(carried="that run's with its model")
     frames: int = setting(8, "Frames per clip T.", min=1)
     val_split: str | None = setting(
         None, "Validation split of the same dataset (1 view, eval sampling, spec 7)."
@@ -205,8 +206,21 @@ def run(cfg: FinetuneConfig, progress: Progress | None = None) -> dict:
         torch.set_num_threads(threads)  # _run may give cores to the decode workers
 
 
+def _carried_clip(cfg: FinetuneConfig) -> FinetuneConfig:
+    """--model / --pretrained when not given: the run resumed, else the --init-run's (both
+    record their CLIP), else the defaults."""
+    source = cfg.out if cfg.resume and RunFolder(cfg.out).is_run() else cfg.init_run
+    recorded = None
+    if source is not None:
+        clip = RunFolder(source).read_config(reader=source != cfg.out).clip
+        recorded = (clip.model, clip.pretrained) if clip.model and clip.pretrained else None
+    model, pretrained = carried_clip(cfg.model, cfg.pretrained, recorded)
+    return replace(cfg, model=model, pretrained=pretrained)
+
+
 def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
     folder = RunFolder(cfg.out)
+    cfg = _carried_clip(cfg)
     train_set, root, val_set, val_root = datasets(cfg)
     device = ctx.device
 
@@ -220,7 +234,8 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         text_from=cfg.text_from,
     )
     dim = model.clip.dim
-    cfg = resolve(cfg, dim, ctx.world_size)
+    # the spec's end-to-end recipe as given: no small-store rule (decoding makes steps dear)
+    cfg, notes = plan(cfg, dim, len(train_set.items), ctx.world_size, small_store=False)
     if cfg.grad_checkpointing is None:
         cfg = replace(cfg, grad_checkpointing=dim == CHECKPOINTED_WIDTH)
     if cfg.workers is None:
@@ -261,6 +276,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         "micro_batch": micro_batch,
         "steps_per_epoch": steps_per_epoch(len(train_set.items), cfg.batch_size),
         "warnings": warnings,
+        "chosen_for_you": notes,
         "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its own "
         "expert routing and WMR temperatures. Under torchrun each process trains "
         "micro_batches / world_size of them",
@@ -282,8 +298,8 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         folder.write_config(config)
         if cfg.resume:
             failures.load()
-        for warning in warnings:
-            progress.message(warning)
+        for line in (*notes, *warnings):
+            progress.message(line)
 
     def tell(rows: list[dict]) -> None:
         for row in rows:

@@ -86,6 +86,11 @@ class PredictConfig(Settings):
     decode_workers: int | None = decode_workers_setting("one per core, at most one per video")
     decoder: str = decoder_setting()
     decode_timeout: float = decode_timeout_setting()
+    strict: bool = setting(
+        False,
+        "Exit 1 when any video failed (default: only when every video failed; failures are "
+        "always listed).",
+    )
 
 
 def _check(cfg: PredictConfig) -> None:

@@ -332,19 +332,19 @@ def render_markdown(rows: list[dict], bars: bool, scatter: bool) -> str:
         "## Overview",
         "",
         _table_row(
-            ["run", "model", "params (M, merged)", "close-set top-1", "top-5"]
+            ["run", "model", "params (M, merged)", "close-set views", "close-set top-1", "top-5"]
             + [_display(d) for d in datasets]
             + ["HM ZS", "trade-off"]
         ),
-        _table_row(["---"] * (7 + len(datasets))),
+        _table_row(["---"] * (8 + len(datasets))),
     ]
     for r in rows:
-        cells = [r["label"], r["switches"], _millions(r["params_merged"])]
+        cells = [r["label"], r["switches"], _millions(r["params_merged"]), _views(r)]
         cells += [_num(r["top1"]), _num(r["top5"])]
         cells += [_mean_std(r["zeroshot"].get(d)) for d in datasets]
         cells += [_num(r["zs_hm"]), _num(r["tradeoff"])]
         lines.append(_table_row(cells))
-    lines += ["", *_missing_lines(rows)]
+    lines += ["", *_views_note(rows), *_missing_lines(rows)]
     if scatter:
         lines += ["![zero-shot vs close-set trade-off](" + TRADEOFF_FILE + ")", ""]
     if bars:
@@ -427,6 +427,24 @@ def _mean_std(data: dict | None) -> str:
     if data.get("top1_std") is None:
         return _num(data["top1_mean"])
     return f"{data['top1_mean']:.2f} ± {data['top1_std']:.2f}"
+
+
+def _views(row: dict) -> str:
+    """The views a close-set number fused: 1x1 is one view, 3x1 three clips fused."""
+    return row["views"] or "n/a"
+
+
+def _views_note(rows: list[dict]) -> list[str]:
+    """A note when the close-set numbers side by side fused different views."""
+    layouts = sorted({r["views"] for r in rows if r["top1"] is not None and r["views"]})
+    if len(layouts) < 2:
+        return []
+    return [
+        f"Close-set numbers of different views ({', '.join(layouts)}) are not comparable: "
+        "compare rows with the same views (evaluate a run on another store with "
+        "`mote evaluate --run RUN --store STORE`).",
+        "",
+    ]
 
 
 def _num(value: float | None, digits: int = 2) -> str:

@@ -44,8 +44,8 @@ from mote.pipeline.train.settings import (
     epoch_message,
     few_steps_warnings,
     model_config,
+    plan,
     recorded_settings,
-    resolve,
     steps_per_epoch,
     training_setting,
 )
@@ -211,9 +211,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
     folder = RunFolder(cfg.out)
     train_store, val_store = open_stores(cfg)
     spec = train_store.spec
-    cfg = resolve(cfg, spec.dim, ctx.world_size)
     device = ctx.device
-    mcfg = model_config(cfg, spec.dim)
     out = cfg.out
     if cfg.videos is not None or cfg.epoch_size is not None:
         videos = None if cfg.videos is None else np.asarray(cfg.videos)
@@ -222,6 +220,9 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
         source = feature_source(train_store, cfg.memory_gb)
     if len(source) == 0:
         raise ConfigError(f"{cfg.train}: no video is done in this store; run `mote extract` first")
+    # fewshot's protocol fixes its settings: no small-store rule for its runs
+    cfg, notes = plan(cfg, spec.dim, len(source), ctx.world_size, small_store=cfg.videos is None)
+    mcfg = model_config(cfg, spec.dim)
     val_features = None
     if val_store is not None and ctx.is_main:
         val_features = InMemoryFeatures(val_store)
@@ -267,6 +268,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
             "effective_batch": cfg.batch_size,
             "steps_per_epoch": steps_per_epoch(len(source), cfg.batch_size),
             "warnings": warnings,
+            "chosen_for_you": notes,
             "micro_batch": math.ceil(cfg.batch_size / cfg.micro_batches),
             "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its "
             "own expert routing and WMR temperatures; their losses are averaged. Under torchrun "
@@ -284,8 +286,8 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
             f"training store: {train_counts['done']} videos done, {train_counts['failed']} "
             f"failed and {train_counts['pending']} pending (skipped)"
         )
-        for warning in warnings:
-            progress.message(warning)
+        for line in (*notes, *warnings):
+            progress.message(line)
     val_on_device = None
     if val_features is not None:
         view = centre_view(val_store.spec.crops)
@@ -322,9 +324,11 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
             "warnings": warnings,
         }
     metrics = final_metrics(model, val_store, val_features, text, cfg, device)
+    warnings += fused_views_warnings(metrics, train_store.spec)
+    validated = result.best["epoch"] > 0
     metrics.update(
-        best_epoch=result.best["epoch"],
-        best_val_top1=result.best["top1"],
+        best_epoch=result.best["epoch"] if validated else None,
+        best_val_top1=result.best["top1"] if validated else None,
         checkpoint="last",
         epochs=cfg.epochs,
         run=str(out),
@@ -332,6 +336,26 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
     folder.write_metrics(metrics)
     ctx.barrier()
     return {**metrics, "warnings": warnings}
+
+
+FUSED_GAP = 10.0  # fused top-1 this many points below the best view alone: say why
+
+
+def fused_views_warnings(metrics: dict, train_spec) -> list[str]:
+    """A warning when fusing the validation views scores far below the best view alone:
+    the model learnt the training store's clips (e.g. one eval-sampled view: fixed frame
+    offsets), not the videos."""
+    per_view = metrics.get("top1_per_view") or []
+    if not per_view or metrics["top1"] >= max(per_view) - FUSED_GAP:
+        return []
+    best = max(range(len(per_view)), key=per_view.__getitem__)
+    return [
+        f"the {metrics['views']} validation views fused score top-1 {metrics['top1']:.1f}, far "
+        f"below view {best}'s {per_view[best]:.1f} alone: the training store "
+        f"({train_spec.layout}, {train_spec.sampling} sampling) shows one set of clips; "
+        "extract it with --sampling train and more views (--views 4x1) so the model sees the "
+        "clips it is scored on"
+    ]
 
 
 def final_metrics(model, val_store, features, text, cfg: TrainConfig, device) -> dict:
@@ -343,6 +367,9 @@ def final_metrics(model, val_store, features, text, cfg: TrainConfig, device) ->
     # write, and reading a 20k-video store's ids costs about 0.5 s of the run's fixed cost.
     scores = score(model, features.embeddings, features.labels, [], text, cfg.tfm, device)
     result = scores.metrics()
+    per_view = scores.view_top1()
+    if len(per_view) > 1:
+        result["top1_per_view"] = [round(v, 2) for v in per_view]
     result.update(
         views=val_store.spec.layout,
         tfm=cfg.tfm,

@@ -3,6 +3,7 @@ is reached by a real process on real files, and each fault is one line on stderr
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import signal
@@ -14,7 +15,16 @@ import pytest
 from conftest import random_store
 
 from mote.cache_schema.store import FeatureStore
-from mote.stages.faults import BUG, DAMAGE, DIVERGED, EXIT_CODES, SYSTEM, USAGE, exit_code
+from mote.stages.faults import (
+    BUG,
+    DAMAGE,
+    DIVERGED,
+    EXIT_CODES,
+    NO_RESULT,
+    SYSTEM,
+    USAGE,
+    exit_code,
+)
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 CLASSES = ("a", "b", "c", "d")
@@ -120,3 +130,18 @@ def test_dask_logs_stay_out_of_the_output(motion_data, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "distributed" not in result.stderr and "INFO" not in result.stderr, result.stderr
     assert "distributed" not in result.stdout
+
+
+def test_failed_videos_exit_0_unless_every_one_failed_or_strict(mixed_folder, tmp_path):
+    """One rule for extract (and predict): broken videos are recorded and listed; the exit
+    code is 1 only when no video gave a result, or with --strict when any failed."""
+    args = (
+        "extract", "--dataset", "list", "--root", mixed_folder.root, "--list",
+        mixed_folder.list_file, "--labels", mixed_folder.labels_file, "--model", "mote-tiny",
+        "--pretrained", "none", "--devices", "cpu", "--decode-workers", 0, "--json",
+    )  # fmt: skip
+    lenient = mote(*args, "--out", tmp_path / "a.zarr")
+    assert lenient.returncode == 0, lenient.stderr
+    strict = mote(*args, "--out", tmp_path / "b.zarr", "--strict")
+    assert strict.returncode == NO_RESULT, strict.stderr
+    assert json.loads(strict.stdout)["n_failed"] == len(mixed_folder.broken)

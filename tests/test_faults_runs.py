@@ -121,3 +121,23 @@ def test_fewshot_refuses_a_folder_another_process_writes(trained, tmp_path):
         with pytest.raises(StoreBusy, match=rf"pid {pid}"):
             fewshot.run(cfg)
     assert not (out / "k1_seed0").exists()  # refused before any run
+
+
+def test_hints_never_suggest_overwriting_a_store_or_writing_into_a_run(trained, tmp_path):
+    """A store of another encoder: the fix is a new store, not --overwrite of this one (other
+    runs may use it); `mote info RUN` says it is a run, not 'extract a store here'."""
+    other = random_store(
+        tmp_path / "other.zarr", ["v0", "v1"], [0, 1], CLASSES, model="ViT-B-16"
+    ).path
+    command = [sys.executable, "-m", "mote.stages", "evaluate", "--run", str(trained),
+               "--store", str(other), "--device", "cpu"]  # fmt: skip
+    evaluate = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    line = error_line(evaluate)
+    assert evaluate.returncode == 2 and "--overwrite" not in line and "NEW.zarr" in line
+    info = subprocess.run(
+        [sys.executable, "-m", "mote.stages", "info", str(trained)], capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    line = error_line(info)
+    assert info.returncode == 2 and "a run folder, not a feature store" in line
+    assert f"mote report {trained}" in line and "--out" not in line.split("; ")[0]

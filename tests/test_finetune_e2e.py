@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from mote.pipeline.clip.build import build_clip
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import RunFolder
+from mote.pipeline.train.settings import resolve
 from mote.stages import demo, extract, finetune_e2e, train_temporal
 
 # Flip-safe classes: spec 7.2 flips clips left-right, so "moving left/right" would swap labels.
@@ -167,10 +169,10 @@ def test_clip_weights_move_and_stay_bit_identical_at_ratio_zero(videos, tmp_path
 
 
 def test_spec_defaults_per_width_and_bad_settings(videos, tmp_path):
-    cfg = finetune_e2e.resolve(config(videos, tmp_path / "x", epochs=None, batch_size=None), 768)
+    cfg = resolve(config(videos, tmp_path / "x", epochs=None, batch_size=None), 768)
     assert (cfg.epochs, cfg.batch_size, cfg.clip_lr_ratio) == (20, 144, 1.0)
     cfg = config(videos, tmp_path / "x", epochs=None, batch_size=None, clip_lr_ratio=None)
-    assert (finetune_e2e.resolve(cfg, 512).clip_lr_ratio) == 0.07
+    assert (resolve(cfg, 512).clip_lr_ratio) == 0.07
     with pytest.raises(ConfigError, match="--val-list"):
         finetune_e2e.run(config(videos, tmp_path / "y", val_split="test1"))
     with pytest.raises(ConfigError, match="--micro-batches must be >= 1, got 0"):
@@ -233,8 +235,10 @@ def test_init_run_and_text_from_warm_start_from_the_cache(videos, tmp_path, tiny
     )
     head = weights(cached)
     out = tmp_path / "warm"
-    # an lr so small that one epoch leaves the loaded head where it was (to 1e-9)
-    finetune_e2e.run(config(videos, out, epochs=1, lr=1e-12, init_run=cached, text_from=store))
+    # an lr so small that one epoch leaves the loaded head where it was (to 1e-9); no --model:
+    # the CLIP is the one the --init-run records
+    warm = config(videos, out, epochs=1, lr=1e-12, init_run=cached, text_from=store)
+    finetune_e2e.run(replace(warm, model=None, pretrained=None))
     tuned = weights(out)
     bank = torch.nn.functional.normalize(torch.from_numpy(np.array(_text(store))).float(), dim=-1)
     torch.testing.assert_close(tuned["finetune_text"], bank, rtol=0, atol=1e-6)
@@ -242,6 +246,7 @@ def test_init_run_and_text_from_warm_start_from_the_cache(videos, tmp_path, tiny
         if key != "finetune_text":
             torch.testing.assert_close(tuned[key], value, rtol=0, atol=1e-9, msg=key)
     saved = json.loads((out / "config.json").read_text())
+    assert (saved["train"]["model"], saved["train"]["pretrained"]) == ("mote-tiny", "none")
     assert saved["init_run"]["run"] == str(cached)
     assert saved["text"] == str(store.resolve()) or saved["text"] == str(store)
     # a head of another shape is refused before anything is written

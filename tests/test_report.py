@@ -141,13 +141,13 @@ def test_report_compares_table1_rows(runs: list[Path], tmp_path: Path):
     # spec 8.4's worked check, from per-dataset files (no summary file)
     full = overview_row(md, "full")
     assert full[1] == "mote N=4"
-    assert full[3:5] == ["86.80", "97.50"]
-    assert full[5:8] == ["88.70 ± 0.33", "61.40 ± 0.33", "78.40 ± 0.24"]
-    assert full[8:] == ["74.41", "80.13"]
+    assert full[3:6] == ["4x3", "86.80", "97.50"]  # the views the close-set number fused
+    assert full[6:9] == ["88.70 ± 0.33", "61.40 ± 0.33", "78.40 ± 0.24"]
+    assert full[9:] == ["74.41", "80.13"]
     assert overview_row(md, "experts")[1] == "mote N=4 -wmr -mse -tfm"
     assert overview_row(md, "baseline")[1] == "transformer -tfm"
-    assert overview_row(md, "baseline")[6:8] == ["52.10 (1 split)", "72.80 (1 split)"]
-    assert overview_row(md, "mse-2")[5:] == ["n/a"] * 5
+    assert overview_row(md, "baseline")[7:9] == ["52.10 (1 split)", "72.80 (1 split)"]
+    assert overview_row(md, "mse-2")[6:] == ["n/a"] * 5
     assert "- mse-2: missing zero-shot results" in md
 
     expected_plots = {out / f"curves_{label}.png" for label in labels}

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from mote.pipeline.runs.run_config import RUN_CONFIG_VERSION, RunClip, RunConfig
 from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.train.settings import capped_warmup, small_store_settings
 from mote.stages import train_temporal
 
 D = 64
@@ -204,25 +205,66 @@ class Recorder:
         pass
 
 
-def test_few_steps_per_epoch_are_reported_with_the_fix(stores, tmp_path):
+def test_too_few_steps_in_all_are_reported_with_the_fix(stores, tmp_path):
+    """The warning counts the whole run's steps, so raising --epochs silences it."""
     progress = Recorder()
     result = train_temporal.run(config(stores, tmp_path / "few", epochs=2), progress)
     expected = (
-        "32 videos at batch 8 give 4 steps per epoch, 8 steps in all: lower --batch-size to 3 "
-        "or raise --epochs"
+        "32 videos at batch 8 for 2 epochs are 8 optimiser steps in all, too few to learn: "
+        "raise --epochs to 75 or lower --batch-size"
     )
     assert expected in progress.messages
     assert result["warnings"] == [expected]
     saved = RunFolder(tmp_path / "few").read_config()
     assert saved.details["warnings"] == [expected] and saved.details["steps_per_epoch"] == 4
-    # 32 videos at batch 3: 11 steps per epoch, no warning
-    progress = Recorder()
-    result = train_temporal.run(config(stores, tmp_path / "many", epochs=1, batch_size=3), progress)
-    assert result["warnings"] == [] and not any("steps per epoch" in m for m in progress.messages)
+    assert train_temporal.few_steps_warnings(32, 8, 75) == []
     assert train_temporal.few_steps_warnings(160, 192, 30) == [
-        "160 videos at batch 192 give 1 step per epoch, 30 steps in all: lower --batch-size to "
-        "16 or raise --epochs"
+        "160 videos at batch 192 for 30 epochs are 30 optimiser steps in all, too few to learn: "
+        "raise --epochs to 300 or lower --batch-size"
     ]
+
+
+def test_a_small_store_gets_settings_that_learn_and_says_so(stores, tmp_path):
+    """No training flag on a 32-video store: batch 8, 250 epochs (1,000 steps), lr 5e-4, in one
+    line printed and recorded; a flag the user gives wins; the spec's size keeps the spec."""
+    cfg = train_temporal.TrainConfig(train=stores[0], out=tmp_path / "r")
+    chosen, note = small_store_settings(cfg, 32, 512)
+    assert (chosen.batch_size, chosen.epochs, chosen.lr) == (8, 250, 5e-4)
+    assert note.startswith("small store: 32 videos are 1 steps per epoch at the spec's batch 192")
+    assert "batch 8, 250 epochs, lr 0.0005 (1000 steps in all)" in note
+    given = replace(cfg, epochs=40)
+    chosen, note = small_store_settings(given, 32, 512)
+    assert (chosen.batch_size, chosen.epochs, chosen.lr) == (
+        8,
+        40,
+        5e-4,
+    ) and "40 epochs" not in note
+    assert small_store_settings(cfg, 240_000, 512) == (cfg, None)
+    assert small_store_settings(replace(cfg, batch_size=8, epochs=3, lr=1e-3), 32, 512)[1] is None
+    progress = Recorder()
+    train_temporal.run(
+        train_temporal.TrainConfig(
+            train=stores[0],
+            out=tmp_path / "run",
+            layers=1,
+            micro_batches=1,
+            device="cpu",
+            epochs=2,
+        ),  # fmt: skip
+        progress,
+    )
+    saved = RunFolder(tmp_path / "run").read_config()
+    assert saved.train["batch_size"] == 8 and saved.train["lr"] == 5e-4
+    assert any(m.startswith("small store: 32 videos") for m in progress.messages)
+    assert saved.details["chosen_for_you"][0].startswith("small store: 32 videos")
+
+
+def test_the_warm_up_is_at_most_a_fifth_of_the_epochs():
+    cfg = train_temporal.TrainConfig(train=Path("s"), out=Path("r"), epochs=2, warmup_epochs=5)
+    capped, note = capped_warmup(cfg)
+    assert capped.warmup_epochs == 0.4
+    assert note == "--warmup-epochs 5 is more than a fifth of the 2 epochs: warming up for 0.4"
+    assert capped_warmup(replace(cfg, epochs=30)) == (replace(cfg, epochs=30), None)
 
 
 # ------------------------------------------------------------------------------ validation

@@ -376,6 +376,17 @@ def test_verify_and_repair_restore_a_deleted_status_chunk(
     assert tree(store) == tree(clean["store"])
 
 
+def test_repair_without_model_flags_uses_the_store_s_model(clean, tmp_path, tiny_extract):
+    """The store records its CLIP: a repair (or a resume) needs no --model / --pretrained
+    (the default, ViT-B-16 with OpenAI weights, is not there to load offline)."""
+    store = copy(clean["store"], tmp_path / "s.zarr")
+    damage(store, "delete", "embeddings", 1)
+    cfg = tiny_extract(clean["data"], store, chunk_videos=CHUNK, repair=True)
+    summary = extract.run(replace(cfg, model=None, pretrained=None))
+    assert summary["repaired"]["videos"] == CHUNK and summary["model"] == "mote-tiny"
+    assert tree(store) == tree(clean["store"])
+
+
 def test_verify_reports_a_deleted_array_metadata_file(
     clean, tmp_path, tiny_extract, monkeypatch, capsys
 ):

@@ -33,6 +33,13 @@ class Scores:
         result["n_videos"] = len(self.labels)
         return result
 
+    def view_top1(self) -> list[float]:
+        """Top-1 (%) of each view alone, in store view order."""
+        if not len(self.labels):
+            return []
+        hits = self.view_logits.argmax(dim=-1) == self.labels[:, None]  # (N, V)
+        return (100.0 * hits.float().mean(dim=0)).tolist()
+
 
 # Clips (videos x views) per forward pass: large, so a 20k-video store is a handful of passes.
 EVAL_CLIPS = 8192

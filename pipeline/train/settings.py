@@ -23,7 +23,14 @@ from mote.pipeline.train.step import PRECISIONS
 
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
 SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}
-FEW_STEPS = 10  # fewer optimiser steps per epoch than this: say so, with the fix
+FEW_STEPS = 10  # fewer steps per epoch at the spec's batch than this: a small store
+SPEC_LR = 5e-5  # spec 7: the temporal module's lr, for K400's ~1,250 steps per epoch
+# A small store gets settings that learn (measured on generated motion stores of 30 to 240
+# training videos, 4 and 8 classes, mote and transformer: bench/small_data.py, docs/training.md):
+# about SMALL_STEPS_PER_EPOCH steps per epoch, SMALL_STEPS steps in all, lr SMALL_LR.
+SMALL_STEPS, SMALL_STEPS_PER_EPOCH, SMALL_MIN_BATCH, SMALL_LR = 1000, 8, 8, 5e-4
+MIN_STEPS = 300  # fewer optimiser steps in all than this: warn, with the fix
+WARMUP_SHARE = 0.2  # the lr warm-up takes at most this share of the epochs
 # MoTEConfig fields the training store decides, not the user.
 FROM_STORE = ("dim",)
 TRAINING_PANEL = "Training"  # --help panels of the shared settings and the MoTE switches
@@ -85,7 +92,12 @@ class TrainingSettings(Settings):
         default_text=MICRO_BATCHES_RULE,
         min=1,
     )
-    lr: float = training_setting(5e-5, "Temporal module lr.", above=0)
+    lr: float | None = training_setting(
+        None,
+        "Temporal module lr.",
+        default_text=f"{SPEC_LR:g} (spec 7); {SMALL_LR:g} on a small store",
+        above=0,
+    )
     clip_lr_ratio: float | None = training_setting(
         None,
         "CLIP-side lr = lr x ratio (the logit scale; in finetune-e2e the visual tower too).",
@@ -120,6 +132,7 @@ def resolve(cfg: Any, dim: int, world_size: int = 1) -> Any:
         cfg,
         epochs=epochs if cfg.epochs is None else cfg.epochs,
         batch_size=batch if cfg.batch_size is None else cfg.batch_size,
+        lr=SPEC_LR if cfg.lr is None else cfg.lr,
         clip_lr_ratio=cfg.clip_lr_ratio if cfg.clip_lr_ratio is not None else ratio,
         micro_batches=default_micro_batches(world_size) if micro is None else micro,
     )
@@ -140,17 +153,72 @@ def steps_per_epoch(videos: int, batch_size: int) -> int:
     return max(1, math.ceil(videos / batch_size))
 
 
+def small_store_settings(cfg: Any, videos: int, dim: int) -> tuple[Any, str | None]:
+    """Batch, epochs and lr that learn on a store far smaller than the spec assumes (fewer
+    than ``FEW_STEPS`` steps per epoch at its batch), for the ones the user left unset, and
+    the one line saying so; a store of the spec's size keeps the spec's settings."""
+    epochs, batch, _ = SPEC_DEFAULTS.get(dim, SPEC_DEFAULTS[512])
+    unset = [cfg.batch_size is None, cfg.epochs is None, cfg.lr is None]
+    if steps_per_epoch(videos, batch) >= FEW_STEPS or not any(unset):
+        return cfg, None
+    small_batch = max(SMALL_MIN_BATCH, min(batch, videos // SMALL_STEPS_PER_EPOCH))
+    new_batch = small_batch if cfg.batch_size is None else cfg.batch_size
+    steps = steps_per_epoch(videos, new_batch)
+    new_epochs = max(epochs, math.ceil(SMALL_STEPS / steps)) if cfg.epochs is None else cfg.epochs
+    new_lr = SMALL_LR if cfg.lr is None else cfg.lr
+    chosen = [
+        text
+        for text, free in zip(
+            (f"batch {new_batch}", f"{new_epochs} epochs", f"lr {new_lr:g}"), unset, strict=True
+        )
+        if free
+    ]
+    note = (
+        f"small store: {videos} videos are {steps_per_epoch(videos, batch)} steps per epoch at "
+        f"the spec's batch {batch}, so training with {', '.join(chosen)} ({steps * new_epochs} "
+        f"steps in all) instead of the spec's batch {batch}, {epochs} epochs, lr {SPEC_LR:g}; "
+        "--batch-size, --epochs and --lr choose them"
+    )
+    return replace(cfg, batch_size=new_batch, epochs=new_epochs, lr=new_lr), note
+
+
+def capped_warmup(cfg: Any) -> tuple[Any, str | None]:
+    """A warm-up of at most ``WARMUP_SHARE`` of the (resolved) epochs, and the line saying
+    so when it was longer: 5 warm-up epochs in a 2-epoch run never leave the warm-up."""
+    cap = WARMUP_SHARE * cfg.epochs
+    if cfg.warmup_epochs <= cap:
+        return cfg, None
+    note = (
+        f"--warmup-epochs {cfg.warmup_epochs:g} is more than a fifth of the {cfg.epochs} epochs: "
+        f"warming up for {cap:g}"
+    )
+    return replace(cfg, warmup_epochs=cap), note
+
+
+def plan(
+    cfg: Any, dim: int, videos: int, world_size: int = 1, small_store: bool = True
+) -> tuple[Any, list[str]]:
+    """The settings a run trains with, and one line for each choice made for the user: the
+    small-store settings (unless ``small_store`` is False: a protocol that fixes them), the
+    spec's defaults (``resolve``), the warm-up cap."""
+    notes = []
+    if small_store:
+        cfg, note = small_store_settings(cfg, videos, dim)
+        notes += [note] if note else []
+    cfg, note = capped_warmup(resolve(cfg, dim, world_size))
+    return cfg, notes + ([note] if note else [])
+
+
 def few_steps_warnings(videos: int, batch_size: int, epochs: int) -> list[str]:
-    """A warning with the fix when an epoch is fewer than ``FEW_STEPS`` optimiser steps: with
-    the spec's batch on a small store (160 videos) a run is 30 steps and trains to chance."""
+    """A warning with the fix when the whole run is fewer than ``MIN_STEPS`` optimiser steps
+    (30 steps of the spec's batch on a 160-video store train to chance)."""
     steps = steps_per_epoch(videos, batch_size)
-    if steps >= FEW_STEPS:
+    if steps * epochs >= MIN_STEPS:
         return []
-    batch = max(1, videos // FEW_STEPS)
     return [
-        f"{videos} videos at batch {batch_size} give {steps} step{'s' if steps != 1 else ''} "
-        f"per epoch, {steps * epochs} steps in all: lower --batch-size to {batch} or raise "
-        "--epochs"
+        f"{videos} videos at batch {batch_size} for {epochs} epochs are {steps * epochs} "
+        f"optimiser steps in all, too few to learn: raise --epochs to "
+        f"{math.ceil(MIN_STEPS / steps)} or lower --batch-size"
     ]
 
 
@@ -226,7 +294,7 @@ def setting_defaults(config_type: type) -> dict[str, Any]:
 
 def epoch_message(line: dict, epochs: int) -> str:
     """The one line a training command prints per epoch."""
-    val = f" val top-1 {line['val_top1']:.1f}" if line["val_top1"] is not None else ""
+    val = f" val top-1 {line['val_top1']:.1f} (1 view)" if line["val_top1"] is not None else ""
     return (
         f"epoch {line['epoch']}/{epochs} loss {line['loss']:.4f} (ce {line['loss_ce']:.4f}) "
         f"lr {line['lr']:.2e}{val} {line['videos_per_s']:.1f} videos/s"
