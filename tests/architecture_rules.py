@@ -68,8 +68,9 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "rich.text": ("mote.stages.console", "mote.stages.faults"),  # faults' lines, printed by console
 }
 
-# Modules a decode worker process imports: decode_pool (the worker loop) and, because the
-# forkserver preloads __main__, the `mote` console script's module.
+# Modules that must load without torch or zarr: decode_pool, all a decode worker process imports
+# (a fresh interpreter, never the caller's __main__), and the `mote` console script's module, so
+# `mote --help` and every command's start need not wait for torch.
 WORKER_MODULES = ("mote.pipeline.video.decode_pool", "mote.stages.cli")
 WORKER_FORBIDDEN = ("torch", "zarr")
 
