@@ -112,6 +112,36 @@ def test_an_unexpected_error_becomes_a_failure_reason(tmp_path):
     assert not video.ok and "unexpected" in video.reason
 
 
+POOL_SCRIPT = """
+from mote.pipeline.video.decode_pool import DecodePool, DecodeTask
+with DecodePool(workers=2, timeout_s=60) as pool:
+    for i in range(3):
+        pool.submit(DecodeTask(i, {path!r}, frames=8, clips=1, crops=1, size=48))
+    got = {{}}
+    while len(got) < 3:
+        got.update((v.index, v.reason or "ok") for v in pool.results(timeout_s=1))
+
+print(sorted(got.items()))
+"""
+
+
+@pytest.mark.parametrize("how", ["-", "-i", "-c", "file"], ids=["stdin", "repl", "-c", "file"])
+def test_workers_start_whatever_the_main_module_is(videos, tmp_path, how):
+    """No main file (``python -``), an interactive console, ``-c``, a script file: a worker
+    never imports ``__main__``, so the script needs no ``if __name__ == "__main__"`` guard."""
+    script = POOL_SCRIPT.format(path=str(videos[0]))
+    (tmp_path / "script.py").write_text(script)
+    args, stdin = {"-c": (["-c", script], ""), "file": (["script.py"], "")}.get(
+        how, ([how], script)
+    )
+    done = subprocess.run(
+        [sys.executable, *args], input=stdin, capture_output=True, text=True, cwd=tmp_path,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "[(0, 'ok'), (1, 'ok'), (2, 'ok')]" in done.stdout
+
+
 FROM_STDIN = """
 import json
 from mote.stages.extract import ExtractConfig, run
