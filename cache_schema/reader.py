@@ -400,6 +400,12 @@ class StoreReader:
         ids = self.video_ids
         return [{"video": ids[i], "reason": str(r)} for i, r in zip(idx, reasons, strict=True)]
 
+    def to_xarray(self):
+        """The store as an ``xarray.Dataset`` (``xarray_view.to_xarray``; needs xarray)."""
+        from mote.cache_schema.xarray_view import to_xarray
+
+        return to_xarray(self)
+
     # ------------------------------------------------------------------ summary
 
     def bytes_on_disk(self) -> int:

@@ -45,8 +45,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return {FLAG_ALIASES.get(key, key): value for key, value in named.items()}
 
 
-def _coerce(name: str, value: Any, annotation: Any, source: str) -> Any:
-    """Convert a config-file value to the field's type, or explain why it cannot be."""
+def coerce_value(name: str, value: Any, annotation: Any, source: str) -> Any:
+    """Convert a config-file (or Python API) value to the field's type, or explain why it
+    cannot be."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -93,7 +94,7 @@ def build_config(
             if key not in fields:
                 valid = ", ".join(sorted(name.replace("_", "-") for name in {*fields, *others}))
                 raise ConfigError(f"{config_file}: unknown option '{key}'. Valid options: {valid}")
-            values[key] = _coerce(key, value, hints[key], str(config_file))
+            values[key] = coerce_value(key, value, hints[key], str(config_file))
     values.update({key: value for key, value in flags.items() if value is not None})
     missing = [
         name

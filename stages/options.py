@@ -130,7 +130,7 @@ def _parameter(f: dataclasses.Field, kind: Any, cls: type) -> inspect.Parameter:
     )
 
 
-def _nested(cls: type) -> list[tuple[dataclasses.Field, type, set[str]]]:
+def nested_configs(cls: type) -> list[tuple[dataclasses.Field, type, set[str]]]:
     """(field, its class, the class's fields that are not options here) per nested field."""
     own = {f.name for f in dataclasses.fields(cls)}
     return [
@@ -151,7 +151,7 @@ def config_parameters(cls: type, skip: set[str] = frozenset()) -> list[inspect.P
     own = [f for f in option_fields(cls) if f.name not in skip]
     own.sort(key=lambda f: not f.metadata.get("argument"))
     params = [_parameter(f, _unwrap_optional(hints[f.name]), cls) for f in own]
-    for _, inner, fixed in _nested(cls):
+    for _, inner, fixed in nested_configs(cls):
         params += config_parameters(inner, skip=fixed)
     return params
 
@@ -177,7 +177,7 @@ def make_config(cls: type, config: Path | None, options: dict[str, Any]) -> Any:
     """``cls`` from its defaults, the ``--config`` file and the flags. A nested config reads the
     same file, takes the outer settings it shares a name with (train, out, device), then its own
     flags."""
-    nested = _nested(cls)
+    nested = nested_configs(cls)
     inner_keys = {f.name for _, inner, skip in nested for f in option_fields(inner)} - {
         name for *_, skip in nested for name in skip
     }

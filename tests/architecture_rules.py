@@ -1,6 +1,7 @@
 """The rules of ``docs/architecture.md`` as functions of a source root.
 
-Every check takes the folder that holds ``pipeline/``, ``stages/`` and ``cache_schema/`` and returns
+Every check takes the folder that holds ``pipeline/``, ``stages/`` and ``cache_schema/`` (and
+``stages/api/``, the package ``mote`` itself) and returns
 one line per violation, so ``test_architecture.py`` can run it on the real tree and on a copy with
 one violation written in: a check that never fails on a broken copy proves nothing.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FOLDERS = {
+    "mote": "stages/api",  # the Python API: a folder inside stages/, installed as `mote` itself
     "mote.pipeline": "pipeline",
     "mote.stages": "stages",
     "mote.cache_schema": "cache_schema",
@@ -48,6 +50,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pipeline.extraction", ("mote.pipeline.extraction.*",)),
     ("pipeline.train", ("mote.pipeline.train.*",)),
     ("stages", ("mote.stages.*",)),
+    (
+        "mote (API)",
+        ("mote", "mote.settings", "mote.commands", "mote.trained_run", "mote.store"),
+    ),
 )
 
 # The stages modules that may import other stages modules, and which (None: any).
@@ -68,8 +74,9 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
     "rich.text": ("mote.stages.console", "mote.stages.faults"),  # faults' lines, printed by console
 }
 
-# Modules a decode worker process imports: decode_pool (the worker loop) and, because the
-# forkserver preloads __main__, the `mote` console script's module.
+# Modules that must load without torch or zarr: decode_pool, all a decode worker process imports
+# (a fresh interpreter, never the caller's __main__), and the `mote` console script's module, so
+# `mote --help` and every command's start need not wait for torch.
 WORKER_MODULES = ("mote.pipeline.video.decode_pool", "mote.stages.cli")
 WORKER_FORBIDDEN = ("torch", "zarr")
 
@@ -89,10 +96,13 @@ class Import:
 
 
 def sources(root: Path) -> list[Source]:
-    """Every module under the three folders, named as installed."""
+    """Every module under the folders, named as installed (``stages/api/`` as ``mote``, not as
+    ``mote.stages.api``)."""
     found = []
     for package, folder in FOLDERS.items():
         for path in sorted((root / folder).rglob("*.py")):
+            if _package_of(root, path) != package:
+                continue
             parts = path.relative_to(root / folder).with_suffix("").parts
             is_package = parts[-1] == "__init__"
             name = ".".join((package, *(parts[:-1] if is_package else parts)))
@@ -100,14 +110,22 @@ def sources(root: Path) -> list[Source]:
     return found
 
 
+def _package_of(root: Path, path: Path) -> str:
+    """The FOLDERS package a file belongs to: the one whose folder is its deepest ancestor."""
+    owners = [p for p, folder in FOLDERS.items() if path.is_relative_to(root / folder)]
+    return max(owners, key=lambda p: len(Path(FOLDERS[p]).parts))
+
+
 def module_file(root: Path, name: str) -> Path | None:
     """The file that defines mote module ``name`` in this tree, or None when there is none."""
-    for package, folder in FOLDERS.items():
-        if name == package or name.startswith(package + "."):
-            base = root / folder / Path(*name.split(".")[2:])
-            for path in (base / "__init__.py", base.with_suffix(".py")):
-                if path.is_file():
-                    return path
+    packages = [p for p in FOLDERS if name == p or name.startswith(p + ".")]
+    if not packages:
+        return None
+    package = max(packages, key=len)
+    base = root / FOLDERS[package] / Path(*name.split(".")[package.count(".") + 1 :])
+    for path in (base / "__init__.py", base.with_suffix(".py")):
+        if path.is_file() and _package_of(root, path) == package:
+            return path
     return None
 
 
@@ -305,7 +323,7 @@ def check_worker_closure(root: Path) -> list[str]:
 
 def _with_parents(name: str) -> list[str]:
     parts = name.split(".")
-    return [".".join(parts[:n]) for n in range(2, len(parts) + 1)]
+    return [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
 
 
 _LOAD = """

@@ -37,6 +37,7 @@ def test_the_tree_is_found() -> None:
     names = {s.module for s in sources(REPO)}
     assert len(names) > 30
     assert {"mote.pipeline", "mote.pipeline.train.settings", "mote.stages.cli"} <= names
+    assert {"mote", "mote.commands"} <= names and not any(".stages.api" in n for n in names)
 
 
 @pytest.mark.parametrize("check", STATIC_CHECKS, ids=lambda c: c.__name__)
@@ -130,6 +131,7 @@ UPWARD = {
         "from importlib import import_module\nimport_module('..train.step', 'mote.pipeline.video')",
         "mote.pipeline.train.step",
     ),
+    "the API": ("import mote", "imports mote (mote (API))"),
     "import_module package=": (
         "import importlib\nimportlib.import_module('.cli', package='mote.stages')",
         "mote.stages.cli",
@@ -161,7 +163,11 @@ def test_relative_names_resolve_against_the_package(tree: Path) -> None:
 
 @pytest.mark.parametrize(
     "code",
-    ["import mote.pipeline.vidoe.decode", "from mote.pipeline.vidoe import decode", "import mote"],
+    [
+        "import mote.pipeline.vidoe.decode",
+        "from mote.pipeline.vidoe import decode",
+        "import mote.stages.api",  # that folder is the package `mote`, never `mote.stages.api`
+    ],
 )
 def test_an_unknown_module_is_seen(tree: Path, code: str) -> None:
     _write(tree, "pipeline/video/bad.py", code)
@@ -223,6 +229,13 @@ def test_torch_in_the_decode_worker_is_seen(tree: Path) -> None:
         "importing mote.pipeline.video.decode_pool, mote.stages.cli loads torch: "
         "decode workers never import it"
     ]
+
+
+def test_torch_in_the_api_package_is_seen(tree: Path) -> None:
+    """A decode worker imports the package ``mote`` first: ``import mote`` must stay light."""
+    _write(tree, "stages/api/store.py", "from mote.stages import extract")
+    _reports(check_worker_closure, tree, "stages/extract.py", "mote -> mote.store -> mote.stages")
+    assert "torch" in check_worker_runtime(tree)[0]
 
 
 def test_torch_imported_later_is_not_a_worker_import(tree: Path) -> None:

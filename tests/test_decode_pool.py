@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
+from mote.cache_schema.store import FeatureStore
 from mote.pipeline.data.synthetic import read_frame_number, write_numbered_video
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, decode_one
 
@@ -94,7 +98,7 @@ def test_submitting_to_a_worker_that_just_died_does_not_stop_the_run(videos):
     with DecodePool(workers=1, timeout_s=60) as pool:
         worker = pool._workers[0]
         os.kill(worker.process.pid, signal.SIGKILL)
-        worker.process.join()  # dead, but the pool has not looked yet
+        worker.process.wait()  # dead, but the pool has not looked yet
         for i in range(3):
             pool.submit(task(i, short))
         results = collect(pool, 3)
@@ -106,3 +110,68 @@ def test_an_unexpected_error_becomes_a_failure_reason(tmp_path):
     path = write_numbered_video(tmp_path / "n.mp4", 20, size=(64, 48))
     video = decode_one(task(0, path, crops=2))  # crop_views only knows 1 or 3 crops
     assert not video.ok and "unexpected" in video.reason
+
+
+POOL_SCRIPT = """
+from mote.pipeline.video.decode_pool import DecodePool, DecodeTask
+with DecodePool(workers=2, timeout_s=60) as pool:
+    for i in range(3):
+        pool.submit(DecodeTask(i, {path!r}, frames=8, clips=1, crops=1, size=48))
+    got = {{}}
+    while len(got) < 3:
+        got.update((v.index, v.reason or "ok") for v in pool.results(timeout_s=1))
+
+print(sorted(got.items()))
+"""
+
+
+@pytest.mark.parametrize("how", ["-", "-i", "-c", "file"], ids=["stdin", "repl", "-c", "file"])
+def test_workers_start_whatever_the_main_module_is(videos, tmp_path, how):
+    """No main file (``python -``), an interactive console, ``-c``, a script file: a worker
+    never imports ``__main__``, so the script needs no ``if __name__ == "__main__"`` guard."""
+    script = POOL_SCRIPT.format(path=str(videos[0]))
+    (tmp_path / "script.py").write_text(script)
+    args, stdin = {"-c": (["-c", script], ""), "file": (["script.py"], "")}.get(
+        how, ([how], script)
+    )
+    done = subprocess.run(
+        [sys.executable, *args], input=stdin, capture_output=True, text=True, cwd=tmp_path,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "[(0, 'ok'), (1, 'ok'), (2, 'ok')]" in done.stdout
+
+
+FROM_STDIN = """
+import json
+from mote.stages.extract import ExtractConfig, run
+
+settings = json.loads({settings!r})
+print(json.dumps(run(ExtractConfig(**settings))))
+"""
+
+
+def test_a_script_read_from_stdin_decodes_in_worker_processes(motion_data, tmp_path):
+    """``python - <<EOF``: the workers have no main file to re-import, and need none."""
+    out = tmp_path / "stdin.zarr"
+    settings = dict(
+        dataset="list",
+        out=str(out),
+        root=str(motion_data.root),
+        list_file=str(motion_data.list_file),
+        labels_file=str(motion_data.labels_file),
+        model="mote-tiny",
+        pretrained="none",
+        devices="cpu",
+        decode_workers=2,
+        limit=4,
+    )
+    script = FROM_STDIN.format(settings=json.dumps(settings))
+    done = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, cwd=tmp_path,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert (summary["n_done"], summary["n_failed"], summary["decode_workers"]) == (4, 0, 2)
+    assert FeatureStore.open(out).done_mask().all()

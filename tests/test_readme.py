@@ -1,10 +1,15 @@
-"""The README's first two commands are what a new user types: keep them what CI really runs."""
+"""The README's first two commands are what a new user types: keep them what CI really runs; its
+Python example runs as written."""
 
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,3 +49,24 @@ def test_the_readme_install_block_installs_this_repo_and_runs_the_demo() -> None
     # CI installs the same extras with the same constraints file, into a fresh venv.
     ci_pip = next(shlex.split(c) for c in ci_commands() if c.startswith("pip install"))
     assert ".[test]" in ci_pip and ci_pip[ci_pip.index("-c") + 1] == "constraints-cpu.txt"
+
+
+def python_example() -> str:
+    """The ```python block of the README's "From Python" section."""
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("## From Python", 1)[1]
+    return re.search(r"^```python\n(.*?)^```", section, re.M | re.S).group(1)
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs_as_a_script_on_stdin(tmp_path) -> None:
+    """Verbatim, through ``python -``: decode workers must not need a main file."""
+    done = subprocess.run(
+        [sys.executable, "-"], input=python_example(), capture_output=True, text=True,
+        cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 5 and lines[-1] == "24 videos in the store"
+    assert all(" -> " in line and "mote-py/videos/" in line for line in lines[:3])
+    assert lines[3].startswith("top-1 on its training store: ")
+    assert (tmp_path / "mote-py" / "run" / "model.safetensors").is_file()

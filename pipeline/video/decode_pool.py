@@ -5,13 +5,20 @@ video it arms a ``SIGALRM`` timer with the default action (terminate): a decoder
 C code is killed by the kernel, and a decoder that segfaults only takes its worker down. The
 pool notices the dead worker, records that video as failed with the reason, re-queues the
 worker's other videos and starts a fresh worker, so one bad file never stops or hangs a run.
+
+A worker is a fresh interpreter that imports this module and nothing of its caller's: not
+multiprocessing's spawn or forkserver, which re-import the caller's ``__main__`` in every worker
+(a script read from ``python -`` has no file to re-import, and a script without a
+``__main__`` guard would run again in each worker).
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -138,6 +145,18 @@ def _worker_main(conn: Connection) -> None:
             return
 
 
+def serve(fd: int) -> None:
+    """A worker process's entry point: the worker loop on the socket its parent passed down."""
+    _worker_main(Connection(fd))
+
+
+# What a worker runs: the parent's import path (argv[2:]), then ``serve`` on the socket (argv[1]).
+_WORKER_CODE = (
+    "import sys; sys.path[:] = sys.argv[2:]; "
+    "from mote.pipeline.video.decode_pool import serve; serve(int(sys.argv[1]))"
+)
+
+
 def _death_reason(exitcode: int | None, timeout_s: float) -> str:
     if exitcode == -signal.SIGALRM:
         return f"decode timed out after {timeout_s:g} s (worker killed)"
@@ -147,26 +166,34 @@ def _death_reason(exitcode: int | None, timeout_s: float) -> str:
 
 
 class _Worker:
-    def __init__(self, context: mp.context.BaseContext) -> None:
-        self.conn, child = context.Pipe(duplex=True)
-        self.process = context.Process(target=_worker_main, args=(child,), daemon=True)
-        self.process.start()
-        child.close()
-        self.inflight: deque[tuple[DecodeTask, float]] = deque()  # (task, timeout)
+    """One decode process and its end of the socket pair.
 
-
-def _worker_context() -> mp.context.BaseContext:
-    """Workers fork from a small server process that has imported only the decoders.
-
-    Never fork the caller itself (it may hold torch threads or CUDA). With forkserver the
-    caller's main module is imported once, in the server, instead of once per worker as with
-    spawn, and a worker that replaces a killed one starts in milliseconds.
+    A new interpreter, never a fork of the caller (which may hold torch threads or CUDA); it
+    learns where mote is from the caller's ``sys.path``. Its socket reaching end of file is how
+    the pool learns that it died.
     """
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["__main__", __name__])
-    return context
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            fd = theirs.fileno()
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_CODE, str(fd), *map(str, sys.path)],
+                pass_fds=(fd,),
+                stdin=subprocess.DEVNULL,
+            )
+        self.conn = Connection(ours.detach())
+        self.inflight: deque[tuple[DecodeTask, float]] = deque()  # (task, timeout)
+        self.dead = False
+
+    def stop(self, grace_s: float) -> None:
+        """Wait up to ``grace_s`` for the process to end, then kill it; close the socket."""
+        try:
+            self.process.wait(max(0.0, grace_s))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.conn.close()
 
 
 def default_workers() -> int:
@@ -183,8 +210,7 @@ class DecodePool:
 
     def __init__(self, workers: int, timeout_s: float = 120.0) -> None:
         self.timeout_s = timeout_s
-        self._context = _worker_context()
-        self._workers = [_Worker(self._context) for _ in range(workers)]
+        self._workers = [_Worker() for _ in range(workers)]
         self._local: deque[DecodeTask] = deque()
 
     @property
@@ -219,40 +245,37 @@ class DecodePool:
         if not self._workers or self.inflight == 0:
             return
         by_conn = {w.conn: w for w in self._workers}
-        by_sentinel = {w.process.sentinel: w for w in self._workers}
-        ready = wait(list(by_conn) + list(by_sentinel), timeout_s)
         dead: list[_Worker] = []
-        for handle in ready:
-            if handle in by_conn:
-                worker = by_conn[handle]
-                yield from self._drain(worker)
-            elif by_sentinel[handle] not in dead:
-                dead.append(by_sentinel[handle])
+        for conn in wait(list(by_conn), timeout_s):
+            worker = by_conn[conn]
+            yield from self._drain(worker)
+            if worker.dead:
+                dead.append(worker)
         for worker in dead:
             yield from self._replace(worker)
 
     def _drain(self, worker: _Worker) -> Iterator[DecodedVideo]:
+        """Yield the results waiting on a worker's socket; end of file: the worker died."""
         while worker.inflight:
             try:
                 if not worker.conn.poll():
                     return
                 result: DecodedVideo = worker.conn.recv()
             except (EOFError, OSError):
-                return  # the worker died; its sentinel reports it
+                worker.dead = True
+                return
             worker.inflight.popleft()
             yield result
 
     def _replace(self, worker: _Worker) -> Iterator[DecodedVideo]:
         """A worker died: fail its current video, restart it and re-queue the rest."""
-        yield from self._drain(worker)
-        worker.process.join()
+        worker.stop(grace_s=5)
         pending = list(worker.inflight)
-        worker.conn.close()
         self._workers.remove(worker)
-        self._workers.append(_Worker(self._context))
+        self._workers.append(_Worker())
         if pending:
             (culprit, timeout_s), pending = pending[0], pending[1:]
-            reason = _death_reason(worker.process.exitcode, timeout_s)
+            reason = _death_reason(worker.process.returncode, timeout_s)
             yield DecodedVideo(culprit.index, None, None, 0, reason)
         for task, timeout_s in pending:
             self._send(task, timeout_s)
@@ -265,11 +288,7 @@ class DecodePool:
                 pass
         deadline = time.monotonic() + 5
         for worker in self._workers:
-            worker.process.join(max(0.0, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join()
-            worker.conn.close()
+            worker.stop(deadline - time.monotonic())
         self._workers = []
 
     def __enter__(self) -> DecodePool:

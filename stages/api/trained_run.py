@@ -1,0 +1,85 @@
+"""``mote.load_run``: a trained run folder, to label videos and score stores with."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from mote.pipeline.errors import ConfigError
+from mote.settings import config_for
+
+if TYPE_CHECKING:
+    from mote.pipeline.runs.run_config import RunConfig
+
+Paths = str | PathLike | Iterable[str | PathLike]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A run folder (train-temporal, finetune-e2e or import-reference) and the device it
+    scores on. Each call loads the run's weights, as the commands do, so a run being
+    trained is read at its last finished epoch."""
+
+    path: Path
+    device: str
+    config: RunConfig = field(repr=False)  # what the run records: classes, model, ...
+
+    def predict(
+        self, videos: Paths, classes: Iterable[str] | str | None = None, **settings: Any
+    ) -> list[dict]:
+        """Label video files (or folders of them): one dict per video, in order, with ``top``
+        (the top-k ``{label, class, prob, score}``) and ``error`` (why a video has none).
+
+        ``classes``: names to score against instead of the run's own (open vocabulary).
+        ``settings``: the other ``mote predict`` options (``top_k``, ``views``, ...).
+        """
+        from mote.stages import predict as stage
+
+        settings["videos"] = _paths(videos)
+        if classes is not None:
+            settings["classes"] = _class_text(classes)
+        return stage.run(self._config(stage.PredictConfig, "predict", settings))["videos"]
+
+    def evaluate(self, store: str | PathLike, **settings: Any) -> dict:
+        """Close-set top-1/top-5 on a store (``mote evaluate``; ``settings``: its options)."""
+        from mote.stages import evaluate as stage
+
+        settings["store"] = store
+        return stage.run(self._config(stage.EvaluateConfig, "evaluate", settings))
+
+    def _config(self, cls: type[T], method: str, settings: dict[str, Any]) -> T:
+        """The command's config for this run and device (a ``device`` setting overrides it)."""
+        caller = f"TrainedRun.{method}()"
+        if "run" in settings:
+            raise ConfigError(f"{caller}: the run is {self.path}; drop run=")
+        return config_for(cls, caller, {"device": self.device, **settings, "run": self.path})
+
+
+def load_run(path: str | PathLike, device: str = "auto") -> TrainedRun:
+    """A trained run folder to ``predict`` and ``evaluate`` with on ``device`` (auto, cpu,
+    cuda, cuda:1); a folder that is not a run fails here, naming it."""
+    from mote.pipeline.runs.run_folder import RunFolder  # torch: only when a run is loaded
+
+    folder = RunFolder(Path(path))
+    return TrainedRun(folder.path, device, folder.read_config())
+
+
+def _paths(videos: Paths) -> tuple[Path, ...]:
+    if isinstance(videos, str | PathLike):
+        return (Path(videos),)
+    return tuple(Path(v) for v in videos)
+
+
+def _class_text(classes: Iterable[str] | str) -> str:
+    """Class names as ``--classes`` comma text; a name holding a comma cannot be one."""
+    if isinstance(classes, str):
+        return classes
+    names = list(classes)
+    with_comma = [name for name in names if "," in name]
+    if with_comma:
+        raise ConfigError(f"class names cannot hold a comma: {', '.join(map(repr, with_comma))}")
+    return ",".join(names)
