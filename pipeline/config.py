@@ -85,14 +85,15 @@ def build_config(
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)  # resolves the string annotations of `from __future__`
     values: dict[str, Any] = {}
-    aliases = {old: name for name, f in fields.items() for old in f.metadata.get("aliases", ())}
+    options = {f.name: f for f in option_fields(cls)}  # a file sets options only, like flags
+    aliases = {old: name for name, f in options.items() for old in f.metadata.get("aliases", ())}
     if config_file is not None:
         for key, value in read_config_file(config_file).items():
             key = aliases.get(key, key)  # a setting's old name (ExtractConfig: device)
-            if key in others and key not in fields:
+            if key in others and key not in options:
                 continue
-            if key not in fields:
-                valid = ", ".join(sorted(name.replace("_", "-") for name in {*fields, *others}))
+            if key not in options:
+                valid = ", ".join(_file_keys(options.values(), others))
                 raise ConfigError(f"{config_file}: unknown option '{key}'. Valid options: {valid}")
             values[key] = coerce_value(key, value, hints[key], str(config_file))
     values.update({key: value for key, value in flags.items() if value is not None})
@@ -107,6 +108,16 @@ def build_config(
         names = ", ".join("--" + name.replace("_", "-") for name in missing)
         raise ConfigError(f"missing required option(s): {names}")
     return cls(**values)
+
+
+def _file_keys(options: Collection[dataclasses.Field], others: Collection[str]) -> list[str]:
+    """The keys a config file may hold, spelled as their flags: each option, its old names,
+    and a nested config's options (``others``); never a field that is no option."""
+    keys = set(others)
+    for f in options:
+        keys.add(f.metadata.get("flag", "").removeprefix("--") or f.name)
+        keys.update(f.metadata.get("aliases", ()))
+    return sorted(key.replace("_", "-") for key in keys)
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", **meta: Any) -> Any:

@@ -5,7 +5,10 @@ help and ``[default: X]``, positional arguments and aliases all come from the fi
 setting is spelled once, in its dataclass. A command here only names that class and says how to run
 it and print the result (stages/console.py). Commands are built lazily (``_Commands``): building
 one imports its stage (torch, open_clip), which ``mote --help`` need not wait for. ``main`` turns
-every fault into one line.
+every fault, click's refusals of the command line included, into one line.
+
+Whether the reader is a terminal is decided here, for help (``_TerminalHelp``) and progress
+(``_progress``): rich panels and bars on a terminal, whole plain lines (stages/plain.py) off one.
 """
 
 import contextlib
@@ -18,11 +21,15 @@ from typing import Any
 
 import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
-from mote.stages.console import RichProgress, stderr
+from mote.pipeline.progress import Progress
+from mote.stages.console import RichProgress, stderr, stdout
 from mote.stages.faults import (
     DAMAGE,
+    USAGE,
+    ClickError,
+    NoArgsIsHelp,
     exit_code,
     fault_message,
     print_error,
@@ -30,6 +37,7 @@ from mote.stages.faults import (
     videos_exit_code,
 )
 from mote.stages.options import config_command
+from mote.stages.plain import LineProgress, plain_help
 
 # name -> builder returning the command function; the builder's docstring is the command's help.
 _BUILDERS: dict[str, Callable[[], Callable[..., None]]] = {}
@@ -43,14 +51,29 @@ def command(name: str) -> Callable:
     return register
 
 
+class _TerminalHelp:
+    """``--help``: typer's rich panels on a terminal; off one (a pipe, a file, ``less``) plain
+    text with every option's whole help on one line, which rich would box and cut to 80 columns."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        if stdout.is_terminal:
+            super().format_help(ctx, formatter)  # type: ignore[misc]
+        else:
+            formatter.write(plain_help(self, ctx))  # type: ignore[arg-type]
+
+
+class _Command(_TerminalHelp, TyperCommand):
+    """One mote command."""
+
+
 def _build(name: str) -> click.Command:
     builder = _BUILDERS[name]
     single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    single.command(name, help=builder.__doc__)(builder())
+    single.command(name, cls=_Command, help=builder.__doc__)(builder())
     return typer.main.get_command(single)
 
 
-class _Commands(TyperGroup):
+class _Commands(_TerminalHelp, TyperGroup):
     """A typer group whose commands are built on first use; its own help lists docstrings."""
 
     _listing = False
@@ -107,6 +130,11 @@ def _resumable(command: str):
         raise typer.Exit(code) from None
 
 
+def _progress() -> Progress:
+    """A bar redrawn in place on a terminal; whole lines in a log."""
+    return RichProgress() if stderr.is_terminal else LineProgress()
+
+
 def _emit(result: dict, as_json: bool, show: Callable[[dict], None]) -> None:
     """``--json``: one JSON object on stdout; else the command's rich tables."""
     if as_json:
@@ -126,7 +154,7 @@ def _extract() -> Callable[..., None]:
 
     def run(cfg: Any, as_json: bool) -> None:
         with _resumable("mote extract"):
-            summary = stage.run(cfg, RichProgress())
+            summary = stage.run(cfg, _progress())
         _emit(summary, as_json, print_extract)
         code = videos_exit_code(summary["n_done"], summary["n_failed"], cfg.strict)
         if code:
@@ -156,7 +184,7 @@ def _training(name: str, stage: Any, cls: str) -> Callable[..., None]:
 
     def run(cfg: Any, as_json: bool) -> None:
         with _resumable(f"mote {name} (add --resume)"):
-            metrics = stage.run(cfg, RichProgress())
+            metrics = stage.run(cfg, _progress())
         if not metrics.get("rank", 0):
             _emit(metrics, as_json, lambda m: print_metrics(m, f"run {cfg.out}"))
 
@@ -221,7 +249,7 @@ def _predict() -> Callable[..., None]:
     from mote.stages.console import print_predictions
 
     def run(cfg: Any, as_json: bool) -> None:
-        result = stage.run(cfg, None if as_json else RichProgress())
+        result = stage.run(cfg, None if as_json else _progress())
         if as_json:
             for video in result["videos"]:
                 print(json.dumps(video), flush=True)
@@ -246,7 +274,7 @@ def _fewshot() -> Callable[..., None]:
     from mote.stages.console import print_fewshot
 
     def run(cfg: Any, as_json: bool) -> None:
-        _emit(stage.run(cfg, RichProgress()), as_json, print_fewshot)
+        _emit(stage.run(cfg, _progress()), as_json, print_fewshot)
 
     return config_command("fewshot", stage.FewShotConfig, run)
 
@@ -282,7 +310,7 @@ def _demo() -> Callable[..., None]:
     from mote.stages.console import print_demo
 
     def run(cfg: Any, as_json: bool) -> None:
-        print_demo(stage.run(cfg, RichProgress()))
+        print_demo(stage.run(cfg, _progress()))
 
     return config_command("demo", stage.DemoConfig, run, json_help=None)
 
@@ -300,11 +328,18 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
     show_mote_warnings()
     try:
-        app()
+        code = app(prog_name="mote", standalone_mode=False)  # click's errors come to us
+    except NoArgsIsHelp as bare:  # `mote` alone: its help (rich: shown)
+        if str(bare).strip():
+            print(bare)
+        sys.exit(USAGE)
+    except ClickError as refused:  # no such option, a missing argument, a bad value
+        print_error(fault_message(refused))
+        sys.exit(exit_code(refused))
     except Terminated:
         print_error("terminated: rerun the same command to resume where it stopped")
         sys.exit(143)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         print_error("interrupted: rerun the same command to resume where it stopped")
         sys.exit(130)
     except Exception as error:  # the last resort: never a traceback unless asked for
@@ -312,6 +347,7 @@ def main() -> None:
             raise
         print_error(fault_message(error))
         sys.exit(exit_code(error))
+    sys.exit(code if isinstance(code, int) else 0)  # typer.Exit(code), --help's 0, or done
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import errno
 import sys
 import warnings
 
+import typer
 from rich.text import Text
 
 from mote.cache_schema.errors import StoreError
@@ -35,6 +36,13 @@ EXIT_CODES = {
 }
 NO_RESULT, USAGE, DAMAGE, SYSTEM, DIVERGED, BUG = 1, 2, 3, 4, 5, 70
 
+# The click that typer parses with: click itself, or newer typer's own copy (typer._click), whose
+# exceptions are not click's. typer.BadParameter, public in both, says which.
+_click_errors = sys.modules[typer.BadParameter.__module__]
+ClickError: type[Exception] = _click_errors.ClickException  # a refused command line
+# `mote` alone (click >= 8.2): its help, already in the message (or printed by rich).
+NoArgsIsHelp: type[Exception] | tuple = getattr(_click_errors, "NoArgsIsHelpError", ())
+
 
 # Operating-system errors that mean "this path is not what the command needs" (a usage error):
 # an --out that is a file, a file where a folder is needed, a path that does not exist.
@@ -50,6 +58,8 @@ def videos_exit_code(done: int, failed: int, strict: bool) -> int:
 def exit_code(error: BaseException) -> int:
     """The exit code of a fault, by ``EXIT_CODES``: an operating-system error (``OutputError``
     included) by its errno or its cause's, else the error class's ``exit_code``."""
+    if isinstance(error, ClickError):  # an unknown option, a missing argument
+        return USAGE
     number = _errno(error) if isinstance(error, OSError) else None
     if number is not None:
         return USAGE if number in PATH_ERRNOS else SYSTEM
@@ -92,6 +102,8 @@ def _in_codec(error: BaseException) -> bool:
 
 def fault_message(error: BaseException) -> str:
     """One line for any fault: what failed on which file, and the way out."""
+    if isinstance(error, ClickError):
+        return _usage_message(error)
     if isinstance(error, MoteError | StoreError):
         return str(error)
     if isinstance(error, OSError):
@@ -110,6 +122,15 @@ def fault_message(error: BaseException) -> str:
         f"unexpected {type(error).__name__}: {error}; rerun with MOTE_DEBUG=1 for the traceback "
         "and report it"
     )
+
+
+def _usage_message(error: Exception) -> str:
+    """click's refusal of the command line (no such option, missing argument, bad value) in
+    mote's words: lower case, then where the command's options are listed."""
+    message = error.format_message().strip().rstrip(".")  # type: ignore[attr-defined]
+    ctx = getattr(error, "ctx", None)
+    where = ctx.command_path if ctx is not None else "mote"
+    return f"{message[:1].lower()}{message[1:]}; see {where} --help"
 
 
 def _print_line(label: str, style: str, message: str) -> None:

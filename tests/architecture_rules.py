@@ -58,7 +58,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # The stages modules that may import other stages modules, and which (None: any).
 STAGE_IMPORTERS: dict[str, tuple[str, ...] | None] = {
-    "mote.stages.cli": None,  # the typer app: every command, options.py, console.py, faults.py
+    "mote.stages.cli": None,  # the typer app: every command, options, console, plain, faults
     "mote.stages.faults": ("mote.stages.console",),  # prints its lines on console's stderr
     "mote.stages.__main__": ("mote.stages.cli",),  # `python -m mote.stages` (torchrun -m)
     "mote.stages.demo": None,  # runs the other stages in order
