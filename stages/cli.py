@@ -7,7 +7,7 @@ it and print the result (stages/console.py). Commands are built lazily (``_Comma
 one imports its stage (torch, open_clip), which ``mote --help`` need not wait for. ``main`` turns
 every fault, click's refusals of the command line included, into one line.
 
-Whether the reader is a terminal is decided here, for help (``_TerminalHelp``) and progress
+Whether the reader is a terminal is decided here, for help (``TerminalHelp``) and progress
 (``_progress``): rich panels and bars on a terminal, whole plain lines (stages/plain.py) off one.
 """
 
@@ -23,8 +23,7 @@ import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from mote.pipeline.progress import Progress
-from mote.stages.console import RichProgress, stderr, stdout
+from mote.stages.console import stderr
 from mote.stages.faults import (
     DAMAGE,
     USAGE,
@@ -37,7 +36,7 @@ from mote.stages.faults import (
     videos_exit_code,
 )
 from mote.stages.options import config_command
-from mote.stages.plain import LineProgress, plain_help
+from mote.stages.plain import TerminalHelp, command_progress
 
 # name -> builder returning the command function; the builder's docstring is the command's help.
 _BUILDERS: dict[str, Callable[[], Callable[..., None]]] = {}
@@ -51,18 +50,7 @@ def command(name: str) -> Callable:
     return register
 
 
-class _TerminalHelp:
-    """``--help``: typer's rich panels on a terminal; off one (a pipe, a file, ``less``) plain
-    text with every option's whole help on one line, which rich would box and cut to 80 columns."""
-
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        if stdout.is_terminal:
-            super().format_help(ctx, formatter)  # type: ignore[misc]
-        else:
-            formatter.write(plain_help(self, ctx))  # type: ignore[arg-type]
-
-
-class _Command(_TerminalHelp, TyperCommand):
+class _Command(TerminalHelp, TyperCommand):
     """One mote command."""
 
 
@@ -73,7 +61,7 @@ def _build(name: str) -> click.Command:
     return typer.main.get_command(single)
 
 
-class _Commands(_TerminalHelp, TyperGroup):
+class _Commands(TerminalHelp, TyperGroup):
     """A typer group whose commands are built on first use; its own help lists docstrings."""
 
     _listing = False
@@ -130,11 +118,6 @@ def _resumable(command: str):
         raise typer.Exit(code) from None
 
 
-def _progress() -> Progress:
-    """A bar redrawn in place on a terminal; whole lines in a log."""
-    return RichProgress() if stderr.is_terminal else LineProgress()
-
-
 def _emit(result: dict, as_json: bool, show: Callable[[dict], None]) -> None:
     """``--json``: one JSON object on stdout; else the command's rich tables."""
     if as_json:
@@ -154,7 +137,7 @@ def _extract() -> Callable[..., None]:
 
     def run(cfg: Any, as_json: bool) -> None:
         with _resumable("mote extract"):
-            summary = stage.run(cfg, _progress())
+            summary = stage.run(cfg, command_progress())
         _emit(summary, as_json, print_extract)
         code = videos_exit_code(summary["n_done"], summary["n_failed"], cfg.strict)
         if code:
@@ -184,7 +167,7 @@ def _training(name: str, stage: Any, cls: str) -> Callable[..., None]:
 
     def run(cfg: Any, as_json: bool) -> None:
         with _resumable(f"mote {name} (add --resume)"):
-            metrics = stage.run(cfg, _progress())
+            metrics = stage.run(cfg, command_progress())
         if not metrics.get("rank", 0):
             _emit(metrics, as_json, lambda m: print_metrics(m, f"run {cfg.out}"))
 
@@ -249,7 +232,7 @@ def _predict() -> Callable[..., None]:
     from mote.stages.console import print_predictions
 
     def run(cfg: Any, as_json: bool) -> None:
-        result = stage.run(cfg, None if as_json else _progress())
+        result = stage.run(cfg, None if as_json else command_progress())
         if as_json:
             for video in result["videos"]:
                 print(json.dumps(video), flush=True)
@@ -274,7 +257,7 @@ def _fewshot() -> Callable[..., None]:
     from mote.stages.console import print_fewshot
 
     def run(cfg: Any, as_json: bool) -> None:
-        _emit(stage.run(cfg, _progress()), as_json, print_fewshot)
+        _emit(stage.run(cfg, command_progress()), as_json, print_fewshot)
 
     return config_command("fewshot", stage.FewShotConfig, run)
 
@@ -310,7 +293,7 @@ def _demo() -> Callable[..., None]:
     from mote.stages.console import print_demo
 
     def run(cfg: Any, as_json: bool) -> None:
-        print_demo(stage.run(cfg, _progress()))
+        print_demo(stage.run(cfg, command_progress()))
 
     return config_command("demo", stage.DemoConfig, run, json_help=None)
 

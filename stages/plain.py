@@ -14,6 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mote.pipeline.progress import Progress
+from mote.stages.console import RichProgress, stderr, stdout
+
 # Wide enough that click never wraps a help line: a pipe has no width, and grep wants whole lines.
 UNWRAPPED = 1_000_000
 
@@ -124,3 +127,20 @@ class LineProgress:
                 f"{_clock((self._total - self._completed) * elapsed / self._completed)} left"
             )
         self._write(", ".join(parts))
+
+
+class TerminalHelp:
+    """``--help``: typer's rich panels on a terminal; off one (a pipe, a file, ``less``) plain
+    text with every option's whole help on one line, which rich would box and cut to 80 columns.
+    A mixin for the click command and group classes of stages/cli.py."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        if stdout.is_terminal:
+            super().format_help(ctx, formatter)  # type: ignore[misc]
+        else:
+            formatter.write(plain_help(self, ctx))  # type: ignore[arg-type]
+
+
+def command_progress() -> Progress:
+    """A bar redrawn in place on a terminal; whole lines in a log."""
+    return RichProgress() if stderr.is_terminal else LineProgress()

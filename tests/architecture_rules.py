@@ -60,6 +60,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 STAGE_IMPORTERS: dict[str, tuple[str, ...] | None] = {
     "mote.stages.cli": None,  # the typer app: every command, options, console, plain, faults
     "mote.stages.faults": ("mote.stages.console",),  # prints its lines on console's stderr
+    "mote.stages.plain": ("mote.stages.console",),  # the terminal test, the rich bar on one
     "mote.stages.__main__": ("mote.stages.cli",),  # `python -m mote.stages` (torchrun -m)
     "mote.stages.demo": None,  # runs the other stages in order
     "mote.stages.fewshot": ("mote.stages.train_temporal",),  # one training per K and seed
