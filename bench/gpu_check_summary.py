@@ -103,7 +103,7 @@ def _predict(out: Path) -> str:
         return ""
     top = lines[0].get("top") or [{}]
     name = Path(lines[0].get("video", "")).name
-    return f"{len(lines)} video(s); {name}: {top[0].get('label')} p={top[0].get('prob')}"
+    return f"{len(lines)} video(s); {name}: {top[0].get('label')} p={top[0].get('score')}"
 
 
 FIGURES: dict[str, Callable[[Path], str]] = {

@@ -233,7 +233,7 @@ def print_predictions(result: dict) -> None:
         for column in ("#", "class", "prob", "id"):
             table.add_column(column, justify="left" if column == "class" else "right")
         for rank, row in enumerate(video["top"], start=1):
-            table.add_row(str(rank), row["class"], f"{row['prob']:.4f}", str(row["label"]))
+            table.add_row(str(rank), row["label"], f"{row['score']:.4f}", str(row["id"]))
         stdout.print(table)
     stdout.print(
         f"{result['n_videos'] - result['n_failed']} of {result['n_videos']} video(s) labelled "
@@ -280,8 +280,8 @@ def print_demo(result: dict) -> None:
             if not top:
                 table.add_row(Path(video["video"]).name, truth, f"failed: {video['error']}")
                 continue
-            runner_up = top[1]["class"] if len(top) > 1 else ""
-            cells = (top[0]["class"], f"{top[0]['prob']:.4f}", runner_up)
+            runner_up = top[1]["label"] if len(top) > 1 else ""
+            cells = (top[0]["label"], f"{top[0]['score']:.4f}", runner_up)
             table.add_row(Path(video["video"]).name, truth, *cells)
         stdout.print(table)
         stdout.print(

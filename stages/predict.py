@@ -273,11 +273,11 @@ def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
         fused, ranked = scores.fused.topk(k, dim=1)
         for row, index in enumerate(scored):
             results[index]["top"] = [
-                {
-                    "label": int(c),
-                    "class": names[int(c)],
-                    "prob": float(probs[row, c]),
-                    "score": float(s),
+                {  # named as HF video-classification pipelines name them
+                    "label": names[int(c)],
+                    "score": float(probs[row, c]),
+                    "id": int(c),
+                    "fused": float(s),
                 }
                 for s, c in zip(fused[row].tolist(), ranked[row].tolist(), strict=True)
             ]
@@ -299,4 +299,4 @@ def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
 
 def top_class(result: dict) -> list[str | None]:
     """The top-1 class name of each video (None where it failed): a short view for callers."""
-    return [video["top"][0]["class"] if video["top"] else None for video in result["videos"]]
+    return [video["top"][0]["label"] if video["top"] else None for video in result["videos"]]

@@ -29,7 +29,7 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     for video, truth in zip(predicted["videos"], result["predict_truth"], strict=True):
         assert video["error"] is None and Path(video["video"]).is_file()
         assert Path(video["video"]).parent.name == truth.replace(" ", "_")
-        assert len(video["top"]) == 3 and video["top"][0]["prob"] >= video["top"][2]["prob"]
+        assert len(video["top"]) == 3 and video["top"][0]["score"] >= video["top"][2]["score"]
     assert result["predict_run"] == str(tmp_path / "demo" / "runs" / "mote")
     # The e2e step: finetune-e2e warm-started from the MoTE run, validated on the 24 videos.
     # Measured: 25.0 after 3 epochs (1 clip; left/right pairs flip with spec 7.2's augmentation).

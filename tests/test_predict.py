@@ -59,11 +59,11 @@ def test_a_trained_run_labels_held_out_videos_above_chance(trained):
     for video, (path, label) in zip(result["videos"], held_out, strict=True):
         assert video["video"] == str(path) and video["error"] is None
         top = video["top"]
-        assert len(top) == 5 and all(row["class"] in data.class_names for row in top)
+        assert len(top) == 5 and all(row["label"] in data.class_names for row in top)
+        assert [row["fused"] for row in top] == sorted((row["fused"] for row in top), reverse=True)
         assert [row["score"] for row in top] == sorted((row["score"] for row in top), reverse=True)
-        assert [row["prob"] for row in top] == sorted((row["prob"] for row in top), reverse=True)
-        assert top[0]["class"] == data.class_names[top[0]["label"]]
-        hits += top[0]["label"] == label
+        assert top[0]["label"] == data.class_names[top[0]["id"]]
+        hits += top[0]["id"] == label
     top1 = 100 * hits / len(held_out)
     chance = 100 / len(data.class_names)
     # measured: 14 of 32 (43.8%) with 1x1 views; chance is 12.5%
@@ -86,7 +86,7 @@ def test_predictions_are_the_evaluation_scores_of_the_same_videos(trained, tiny_
     for row, video in enumerate(result["videos"]):
         probs = np.zeros(8)
         for entry in video["top"]:
-            probs[entry["label"]] = entry["score"]
+            probs[entry["id"]] = entry["fused"]
         np.testing.assert_allclose(probs, fused[row], rtol=0, atol=1e-6)
 
 
@@ -109,10 +109,11 @@ def test_cli_json_open_vocabulary_and_a_broken_file(trained, tmp_path):
     assert [line["video"] for line in lines] == videos
     for line in (lines[0], lines[2]):
         assert set(line) == {"video", "top", "error"} and line["error"] is None
-        assert all(set(row) == {"label", "class", "prob", "score"} for row in line["top"])
-        assert sorted(row["class"] for row in line["top"]) == sorted(names)  # top-k capped at 4
-        assert all(names[row["label"]] == row["class"] for row in line["top"])
-        assert abs(sum(row["prob"] for row in line["top"]) - 1) < 1e-5
+        # named as HF video-classification pipelines name them (label, score, id)
+        assert all(set(row) == {"label", "score", "id", "fused"} for row in line["top"])
+        assert sorted(row["label"] for row in line["top"]) == sorted(names)  # top-k capped at 4
+        assert all(names[row["id"]] == row["label"] for row in line["top"])
+        assert abs(sum(row["score"] for row in line["top"]) - 1) < 1e-5
     assert lines[1]["top"] == [] and isinstance(lines[1]["error"], str) and lines[1]["error"]
     assert lines[0]["top"] != lines[2]["top"]
 
@@ -189,14 +190,14 @@ def test_an_imported_reference_run_predicts_with_its_blended_clip(
     for row, video in enumerate(same["videos"]):
         probs = np.zeros(8)
         for entry in video["top"]:
-            probs[entry["label"]] = entry["score"]
+            probs[entry["id"]] = entry["fused"]
         np.testing.assert_allclose(probs, fused[row], rtol=0, atol=1e-6)
     closed = _predict(run, videos, top_k=3, decode_workers=0)
     k400 = read_labels(shipped_file(predict.K400_LABELS))
     assert closed["classes"] == 400 and closed["frames"] == 8 and closed["n_failed"] == 0
     for video in closed["videos"]:
-        assert [entry["class"] for entry in video["top"]] == [
-            k400[entry["label"]] for entry in video["top"]
+        assert [entry["label"] for entry in video["top"]] == [
+            k400[entry["id"]] for entry in video["top"]
         ]
 
 
