@@ -165,6 +165,8 @@ def test_clip_weights_move_and_stay_bit_identical_at_ratio_zero(videos, tmp_path
     assert moved[0.0] == []
     config_json = json.loads((tmp_path / "ratio0" / "config.json").read_text())
     assert config_json["source"] == "finetune-e2e" and config_json["clip_weights"] == "tuned"
+    # trained end to end: the tuned visual tower counts (report's "M trained")
+    assert config_json["params_train"] > config_json["params_visual"] > 0
     assert config_json["train"]["clip_lr_ratio"] == 0.0 and config_json["world_size"] == 1
 
 

@@ -43,7 +43,8 @@ def run_config(model: EndToEnd, details: Mapping[str, Any], **fields: Any) -> Ru
         clip=RunClip(**dataclasses.asdict(model.clip)),
         classes=tuple(model.class_names),
         params_merged=model.temporal.num_params(merged=True),
-        params_train=model.temporal.num_params(merged=False),
+        # trained end to end: the temporal module and the tuned visual tower
+        params_train=model.temporal.num_params(merged=False) + model_facts["params_visual"],
         details={**model_facts, **details},
         **fields,
     )
