@@ -81,7 +81,8 @@ def worker(args: argparse.Namespace) -> None:
     from mote.pipeline.train.distributed import DistContext
     from mote.pipeline.train.feature_batches import FeatureBatches
     from mote.pipeline.train.loop import Trainer
-    from mote.stages.train_temporal import TrainConfig, build_optimizer, model_config, resolve
+    from mote.pipeline.train.settings import resolve
+    from mote.stages.train_temporal import TrainConfig, build_optimizer, model_config
 
     torch.set_num_threads(1)
     store = FeatureStore.open(args.store)

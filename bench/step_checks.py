@@ -39,12 +39,12 @@ from mote.pipeline.temporal.mote_model import MoTE  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
 from mote.pipeline.train.feature_batches import FeatureBatches, ValidationView  # noqa: E402
 from mote.pipeline.train.loop import Trainer  # noqa: E402
+from mote.pipeline.train.settings import resolve  # noqa: E402
 from mote.stages.train_temporal import (  # noqa: E402
     TrainConfig,
     _val_top1,
     build_optimizer,
     model_config,
-    resolve,
 )
 
 

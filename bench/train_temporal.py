@@ -48,6 +48,7 @@ from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.feature_batches import FeatureBatches
 from mote.pipeline.train.loop import Trainer
+from mote.pipeline.train.settings import resolve
 from mote.pipeline.train.step import LossModule, train_step
 from mote.stages.train_temporal import (
     TrainConfig,
@@ -55,7 +56,6 @@ from mote.stages.train_temporal import (
     build_optimizer,
     final_metrics,
     model_config,
-    resolve,
 )
 
 CLIP_FOR_DIM = {512: "ViT-B-16", 768: "ViT-L-14", 64: "mote-tiny"}
