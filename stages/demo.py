@@ -17,12 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
+from mote.pipeline.clip.factory import TINY_CONFIG
 from mote.pipeline.config import Settings, setting
 from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
 from mote.pipeline.progress import NullProgress, Progress, Quiet
 from mote.pipeline.runs.run_folder import RunFolder
+from mote.pipeline.threads import command_threads, use_threads
 from mote.stages import (
     evaluate,
     extract,
@@ -146,6 +146,7 @@ def _finetune(data, train: Path, val: Path, init: Path, store: Path, cfg: DemoCo
     }
 
 
+@command_threads()
 def run(cfg: DemoConfig, progress: Progress | None = None) -> dict:
     """Generate videos, extract them, train MoTE and mean pooling, evaluate both, then label two
     held-out video files with ``mote predict``.
@@ -154,12 +155,8 @@ def run(cfg: DemoConfig, progress: Progress | None = None) -> dict:
     number the CLI's tables show (``close_set`` and ``zero_shot`` rows).
     """
     progress = progress or NullProgress()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # mote-tiny's ops are tiny: threads only add overhead (3x slower)
-    try:
-        return _run(cfg, progress)
-    finally:
-        torch.set_num_threads(threads)
+    use_threads("cpu", width=TINY_CONFIG["embed_dim"])  # each command below applies it again
+    return _run(cfg, progress)
 
 
 def _run(cfg: DemoConfig, progress: Progress) -> dict:

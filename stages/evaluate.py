@@ -28,6 +28,7 @@ from mote.pipeline.runs.run_clip import store_expectation
 from mote.pipeline.runs.run_folder import load_run
 from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.evaluation import override_tfm, score
+from mote.pipeline.threads import command_threads, use_threads
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,12 @@ class EvaluateConfig(Settings):
     )
 
 
+@command_threads()
 def run(cfg: EvaluateConfig) -> dict:
     device = resolve_device(cfg.device)
     check_predictions_path(cfg.save_predictions)
     loaded = load_run(cfg.run, device, best=cfg.best)
+    use_threads(device, width=loaded.model.cfg.dim)
     override_tfm(loaded.model, cfg.tfm_gamma, cfg.tfm_k)
     store = FeatureStore.open(cfg.store, expect=store_expectation(loaded))
     indices, embeddings, labels = store.read_done()

@@ -58,6 +58,7 @@ from mote.pipeline.extraction.results import ExtractCounts
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_clip import ClipRecipe
 from mote.pipeline.temporal.config import MoTEConfig
+from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers, store_tasks
 from mote.pipeline.video.sampling import parse_views
 
@@ -346,10 +347,10 @@ def _encode(
         )
     if clip is not None:
         return extract_local(store, tasks, pool, BatchedEncoder(clip, batch_size), progress)
-    # Every CPU encoder uses this process's torch thread count, as the one-device path does:
-    # fp32 sums depend on how many threads split them (mote-tiny differs by up to 4e-7 between
-    # 1, 3 and 8 threads), which the float16 store only usually rounds away. The same count
-    # keeps --devices cpu,cpu bit-identical to --devices cpu.
+    # Every CPU encoder uses the thread count the policy gave this process (in run), as the
+    # one-device path does: fp32 sums depend on how many threads split them (mote-tiny differs
+    # by up to 4e-7 between 1, 3 and 8 threads), which the float16 store only usually rounds
+    # away. The same count keeps --devices cpu,cpu bit-identical to --devices cpu.
     threads = torch.get_num_threads()
     with EncoderPool(recipe.build, devices, batch_size, *shape, cpu_threads=threads) as encoders:
         return extract_local(store, tasks, pool, BatchedEncoder(encoders), progress)
@@ -367,6 +368,7 @@ def device_rows(counts: ExtractCounts, seconds: float) -> list[dict]:
     ]
 
 
+@command_threads()
 def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
     """Extract every video of the dataset split that the store does not hold yet."""
     progress = progress or NullProgress()
@@ -382,6 +384,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
         claim = claim_store(cfg, progress)
         try:
             clip = recipe.build(devices[0])  # the store's facts and text bank: the first device
+            use_threads(devices[0], width=clip.dim, workers=0 if cfg.dask else workers)
             store = open_store(cfg, clip, dataset, claim)
             if store.restored_metadata:
                 names = ", ".join(f"{name}/zarr.json" for name in store.restored_metadata)

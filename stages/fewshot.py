@@ -24,6 +24,7 @@ from mote.pipeline.progress import NullProgress, Progress, Quiet
 from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.metrics import mean_std
+from mote.pipeline.threads import command_threads, use_threads
 from mote.stages import train_temporal
 
 
@@ -63,6 +64,7 @@ def sample_shots(labels: np.ndarray, done: np.ndarray, shots: int, seed: int) ->
     return np.sort(np.concatenate(rows))
 
 
+@command_threads()
 def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
     progress = progress or NullProgress()
     train = FeatureStore.open(cfg.train)
@@ -91,6 +93,7 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
             f"{max(cfg.shots)} shots; lower --shots"
         )
     device = resolve_device(cfg.device)
+    use_threads(device, width=train.spec.dim)  # each train-temporal run applies it again
     indices, embeddings, test_labels = test.read_done()
     view = train_temporal.centre_view(test.spec.crops)
     single_view = embeddings[:, view : view + 1]  # spec 8.3: one view, the first clip's centre

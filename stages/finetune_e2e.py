@@ -12,12 +12,10 @@ listed in ``RUN/failures.jsonl``. The run folder is a cache run's plus the tuned
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mote.pipeline import __version__
 from mote.pipeline.config import (
@@ -41,6 +39,7 @@ from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_star
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.e2e import build_end_to_end
 from mote.pipeline.temporal.metrics import topk_accuracy
+from mote.pipeline.threads import command_threads, usable_cores, use_threads
 from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.clip_batches import FailureLog, FrameFeatures, VideoBatches, predict_clips
 from mote.pipeline.train.distributed import DistContext
@@ -72,14 +71,9 @@ PATH_SETTINGS = (
 )  # fmt: skip
 
 
-def _cores() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return cores or 1
-
-
 def default_workers() -> int:
     """One decode worker per available core, up to ``MAX_WORKERS``."""
-    return max(1, min(MAX_WORKERS, _cores()))
+    return max(1, min(MAX_WORKERS, usable_cores()))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,6 +186,7 @@ def datasets(cfg: FinetuneConfig) -> tuple[DatasetSpec, Path, DatasetSpec | None
 # ------------------------------------------------------------------------------ the run
 
 
+@command_threads()
 def run(cfg: FinetuneConfig, progress: Progress | None = None) -> dict:
     """Fine-tune, validate per epoch, write the run folder and return the final metrics.
 
@@ -199,11 +194,7 @@ def run(cfg: FinetuneConfig, progress: Progress | None = None) -> dict:
     ``{"run": ..., "rank": r}``.
     """
     _check(cfg)
-    threads = torch.get_num_threads()
-    try:
-        return run_training(cfg, cfg.out, progress, _train)
-    finally:
-        torch.set_num_threads(threads)  # _run may give cores to the decode workers
+    return run_training(cfg, cfg.out, progress, _train)
 
 
 def _carried_clip(cfg: FinetuneConfig) -> FinetuneConfig:
@@ -240,10 +231,9 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         cfg = replace(cfg, grad_checkpointing=dim == CHECKPOINTED_WIDTH)
     if cfg.workers is None:
         cfg = replace(cfg, workers=default_workers())
-    if device.type == "cpu" and cfg.workers:
-        # On the CPU the decode workers need cores too: measured on 2 cores with 2 workers, the
-        # run did 21-28 videos/s with one torch thread and 8-10 with two (bench/finetune_e2e.py).
-        torch.set_num_threads(max(1, _cores() - cfg.workers))
+    # The decode workers need cores too: measured on 2 cores with 2 workers, the run did 21-28
+    # videos/s with one torch thread and 8-10 with two (bench/finetune_e2e.py).
+    use_threads(device, width=dim, workers=cfg.workers)
     model.set_grad_checkpointing(cfg.grad_checkpointing)
     init = warm_start(model, cfg.init_run) if cfg.init_run is not None else None
 

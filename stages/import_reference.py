@@ -38,6 +38,7 @@ from mote.pipeline.runs.reference_import import (
 from mote.pipeline.runs.run_config import RunClip, RunConfig
 from mote.pipeline.runs.run_folder import CLIP_PREFIX, RunFolder
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.threads import command_threads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,7 @@ def _check_new(out: Path) -> None:
         raise ConfigError(f"--out {out}: already exists and is not an empty folder; pick a new one")
 
 
+@command_threads()
 def run(cfg: ImportReferenceConfig) -> dict:
     """Write the run folder ``cfg.out``; return what ``--json`` prints."""
     ckpt, out = Path(cfg.ckpt), Path(cfg.out)

@@ -72,6 +72,7 @@ def _sample(store: FeatureStore, cfg: InfoConfig, report: VerifyReport) -> list[
     """Re-encode random done videos whose chunks verified clean; add a problem per mismatch."""
     from mote.pipeline.clip.build import build_clip
     from mote.pipeline.clip.encoding import BatchedEncoder
+    from mote.pipeline.threads import command_threads
     from mote.pipeline.video.decode_pool import decode_one, store_tasks
 
     damaged = set(v for p in report.problems for v in p.videos)
@@ -92,15 +93,17 @@ def _sample(store: FeatureStore, cfg: InfoConfig, report: VerifyReport) -> list[
     encoder = BatchedEncoder(clip, 256 if clip.device.type == "cuda" else 32)
     stored_idx = dict(zip(rows.tolist(), store.read_frame_indices(rows), strict=True))
     fresh: dict[int, np.ndarray] = {}
-    for task in tasks:
-        video = decode_one(task)
-        if not video.ok:
-            _add(report, store, task.index, "embeddings", f"cannot be re-decoded ({video.reason})")
-            continue
-        if not np.array_equal(video.frame_indices, stored_idx[task.index]):
-            _add(report, store, task.index, "frame_indices", "differs from a fresh sampling")
-        fresh.update(encoder.add(task.index, video.views))
-    fresh.update(encoder.flush())
+    with command_threads(clip.device, width=clip.dim):  # decoded in this process: no workers
+        for task in tasks:
+            video = decode_one(task)
+            if not video.ok:
+                reason = f"cannot be re-decoded ({video.reason})"
+                _add(report, store, task.index, "embeddings", reason)
+                continue
+            if not np.array_equal(video.frame_indices, stored_idx[task.index]):
+                _add(report, store, task.index, "frame_indices", "differs from a fresh sampling")
+            fresh.update(encoder.add(task.index, video.views))
+        fresh.update(encoder.flush())
     for row, new in sorted(fresh.items()):
         old = store.read_embeddings([row])[0].astype(np.float32)
         diff = float(np.abs(new.astype(np.float32) - old).max())

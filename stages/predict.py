@@ -38,6 +38,7 @@ from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_clip import clip_for_run
 from mote.pipeline.runs.run_folder import Run, load_run
 from mote.pipeline.temporal.evaluation import score
+from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers
 from mote.pipeline.video.sampling import parse_views
 
@@ -232,6 +233,7 @@ def class_probabilities(logits: torch.Tensor, logit_scale: torch.Tensor) -> torc
     return torch.softmax(scale * logits.float(), dim=-1).mean(dim=1)
 
 
+@command_threads()
 def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
     """Label every video; return the per-video top-k (``videos``) and what was used."""
     progress = progress or NullProgress()
@@ -249,6 +251,7 @@ def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
         loaded = load_run(cfg.run, device)
         frames = run_frames(loaded, cfg.frames)
         clip = clip_for_run(cfg.run, str(device))
+        use_threads(device, width=clip.dim, workers=workers)
         if names is None:
             names = run_classes(loaded)
             text = loaded.model.finetune_text.detach().float().cpu()

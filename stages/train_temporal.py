@@ -27,6 +27,7 @@ from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.feature_batches import (
@@ -197,6 +198,7 @@ def _val_top1(
     return 100.0 * correct.item() / len(features)
 
 
+@command_threads()
 def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     """Train, validate per epoch, write the run folder and return the final metrics.
 
@@ -212,6 +214,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
     train_store, val_store = open_stores(cfg)
     spec = train_store.spec
     device = ctx.device
+    use_threads(device, width=spec.dim)
     out = cfg.out
     if cfg.videos is not None or cfg.epoch_size is not None:
         videos = None if cfg.videos is None else np.asarray(cfg.videos)

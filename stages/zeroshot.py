@@ -34,6 +34,7 @@ from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.evaluation import override_tfm, score
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
 from mote.pipeline.temporal.zeroshot import StoreIndex, protocol_problems
+from mote.pipeline.threads import command_threads, use_threads
 
 
 @dataclass(frozen=True)
@@ -149,11 +150,13 @@ def summarize(run: Path, close_set_top1: float | None = None) -> dict | None:
     return summary
 
 
+@command_threads()
 def run(cfg: ZeroShotConfig) -> dict:
     device = resolve_device(cfg.device)
     splits = _splits(cfg)  # bad names fail before anything is loaded
     check_predictions_path(cfg.save_predictions)
     loaded = load_run(cfg.run, device)
+    use_threads(device, width=loaded.model.cfg.dim)
     override_tfm(loaded.model, cfg.tfm_gamma, cfg.tfm_k)
     index = StoreIndex(_open_stores(cfg, loaded))
     results = []

@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mote.pipeline.config",
             "mote.pipeline.progress",
             "mote.pipeline.safe_load",
+            "mote.pipeline.threads",
             "mote.pipeline._torchvision_shim",
         ),
     ),

@@ -35,6 +35,7 @@ import torch
 from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.encoding import EncodedBatch, Slot
 from mote.pipeline.errors import EncoderFailed
+from mote.pipeline.threads import set_threads
 
 SLOTS_PER_DEVICE = 3  # one encoding, one filled and waiting, one being filled
 STOP_GRACE_S = 10.0  # how long an idle encoder may take to exit before it is killed
@@ -49,7 +50,7 @@ def _encoder_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
     try:
         if device.startswith("cpu"):
-            torch.set_num_threads(threads)
+            set_threads(threads)  # the caller's policy count: same sums on every encoder
         elif device.startswith("cuda"):
             torch.cuda.set_device(device)
         slots = torch.from_numpy(np.frombuffer(buffers, np.uint8).reshape(shape))

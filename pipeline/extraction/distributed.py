@@ -18,6 +18,7 @@ from mote.pipeline.extraction.cluster import dask_client
 from mote.pipeline.extraction.results import ExtractCounts, done_result, failed_result
 from mote.pipeline.progress import Progress
 from mote.pipeline.runs.run_clip import ClipRecipe
+from mote.pipeline.threads import use_worker_threads
 from mote.pipeline.video.decode_pool import DecodedVideo, DecodeTask, decode_one
 
 _WORKER_CLIPS: dict[tuple[ClipRecipe, str], ClipEncoder] = {}  # per worker process, built once
@@ -28,7 +29,7 @@ def _worker_clip(recipe: ClipRecipe, device: str) -> ClipEncoder:
     if key not in _WORKER_CLIPS:
         clip = recipe.build(device)
         if clip.device.type == "cpu":
-            torch.set_num_threads(1)  # one core per dask worker thread
+            use_worker_threads()  # one core per dask worker thread
         _WORKER_CLIPS[key] = clip
     return _WORKER_CLIPS[key]
 

@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mote.pipeline.errors import DecodeError
+from mote.pipeline.threads import use_worker_threads
 from mote.pipeline.video.augment import augment_clip
 from mote.pipeline.video.decode import Backend, open_video
 from mote.pipeline.video.sampling import sample_indices
@@ -249,7 +250,7 @@ class ClipLoader(DataLoader):
 
 def _worker_init(worker_id: int) -> None:
     """One torch thread per decode worker (decord already decodes with one thread)."""
-    torch.set_num_threads(1)
+    use_worker_threads()
 
 
 def make_loader(
