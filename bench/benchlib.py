@@ -6,6 +6,7 @@ Imported by the scripts in bench/ (``python bench/x.py`` puts this folder on ``s
 
 from __future__ import annotations
 
+import argparse
 import platform
 from collections import Counter
 from collections.abc import Callable
@@ -76,6 +77,16 @@ def sync(device: torch.device) -> None:
     """Wait for the device, so a wall-clock interval covers the work queued in it."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def doc_parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser whose --help is a script's docstring: the first paragraph, then the
+    rest as written."""
+    return argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def machine(device: torch.device) -> str:

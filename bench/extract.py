@@ -44,6 +44,7 @@ from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
 from mote.pipeline.device import resolve_devices
 from mote.pipeline.runs.run_clip import ClipRecipe
+from mote.pipeline.threads import use_threads
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, decode_one
 from mote.stages import extract
 
@@ -161,10 +162,13 @@ print(json.dumps({"rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
 """
 
 
-def cli_extract(settings: dict, out: Path, limit: int) -> tuple[float, float, list[dict]]:
-    """(c): the real `mote extract` command; its own videos/s (CLIP loaded, workers started,
-    until the store is consolidated), videos/s over the whole wall time incl. imports, and its
-    per-device rows (device, videos, images, busy_s, videos_per_s)."""
+def cli_extract(
+    settings: dict, out: Path, limit: int, env: dict[str, str] | None = None
+) -> tuple[float, float, list[dict]]:
+    """(c): the real `mote extract` command (in ``env``, default this one's); its own videos/s
+    (CLIP loaded, workers started, until the store is consolidated), videos/s over the whole
+    wall time incl. imports, and its per-device rows (device, videos, images, busy_s,
+    videos_per_s)."""
     flags = {
         "dataset": "dataset",
         "root": "root",
@@ -183,7 +187,7 @@ def cli_extract(settings: dict, out: Path, limit: int) -> tuple[float, float, li
     for key, flag in flags.items():
         args += [f"--{flag}", str(settings[key])]
     start = time.perf_counter()
-    result = subprocess.run(args, capture_output=True, text=True, check=True)
+    result = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
     wall = time.perf_counter() - start
     summary = json.loads(result.stdout)
     return summary["videos_per_s"], limit / wall, summary["devices"]
@@ -231,7 +235,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     parser.add_argument("--no-rss", action="store_true", help="Skip the N vs 4N memory runs.")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mote-bench-"))
     width, height = (int(x) for x in args.video_size.split("x"))
     n = args.videos
@@ -242,6 +245,7 @@ def main() -> None:
     devices = resolve_devices(args.devices)
     recipe = ClipRecipe(args.model, args.pretrained)
     clip = build_clip(args.model, args.pretrained, str(devices[0]))
+    use_threads(devices[0], width=clip.dim, workers=args.workers)  # as `mote extract` does
     batch = args.batch_size or (256 if clip.device.type == "cuda" else 32)
     tasks = tasks_for(data, n, clip.preprocess.size, args.frames)
 

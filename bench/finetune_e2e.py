@@ -43,6 +43,7 @@ from extract import cli_extract, machine_description, make_dataset, verdict  # n
 from mote.pipeline.data.datasets import load_dataset  # noqa: E402
 from mote.pipeline.device import resolve_device  # noqa: E402
 from mote.pipeline.temporal.e2e import build_end_to_end  # noqa: E402
+from mote.pipeline.threads import set_threads, use_threads  # noqa: E402
 from mote.pipeline.train.clip_batches import FrameFeatures  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
 from mote.pipeline.train.loop import StepBatch, Trainer  # noqa: E402
@@ -182,7 +183,7 @@ def history_rate(run: Path) -> tuple[float, float]:
 
 def mote(*args: str, threads: int | None = None) -> tuple[dict, float]:
     """A mote command in a fresh process (this Python's mote); its --json result and wall s.
-    ``threads`` sets its torch threads (OMP_NUM_THREADS), else torch's default."""
+    ``threads`` sets its torch threads (OMP_NUM_THREADS), else mote's thread policy does."""
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -215,7 +216,10 @@ def main() -> None:
         "--temporal-epochs", type=int, default=10, help="Epochs of (d) (short, noisy epochs)."
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads here and in (c), (d)."
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads here and in (c), (d) (default: mote's policy, pipeline/threads.py).",
     )
     parser.add_argument("--video-frames", type=int, default=64)
     parser.add_argument("--video-size", default="320x240")
@@ -231,8 +235,7 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = resolve_device(args.device)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mote-bench-e2e-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -266,6 +269,8 @@ def main() -> None:
     )
     # (a) and (b) in this process, with the model the command builds; the clips of (a) feed (b)
     model, trainer = build_trainer(cfg, spec.class_names, device)
+    if args.threads is None:  # the command's count (it applies the policy in (c) too)
+        use_threads(device, width=model.clip.dim, workers=args.workers)
     clips = ClipDataset(items, root, model.preprocess, args.frames, "train", seed=0)
     a, batches = decode_rate(clips, args.batch, args.workers, device.type == "cuda")
     clip_bytes = clip_pipe_bytes(batches)

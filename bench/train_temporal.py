@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import aten_calls, machine, sync, write_store
+from benchlib import aten_calls, doc_parser, machine, sync, write_store
 
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.device import resolve_device
@@ -350,11 +350,7 @@ def fixed_section(args: argparse.Namespace, device: torch.device, work: Path) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = doc_parser(__doc__)
     parser.add_argument("--sections", default="epochs,fixed", help="epochs, fixed, data")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--dim", type=int, default=512, help="feature width (512 B/16, 768 L/14)")

@@ -3,9 +3,9 @@
 Why a policy: torch starts one OpenMP thread per core, and each op ends at a barrier where its
 threads wait for each other. When a thread has no core to run on (another job, the command's
 own decode workers, the other torchrun processes of the machine), every op waits for it; the
-smaller the op, the more of its time is that wait. Measured on a busy 2-core machine, a
-train-temporal epoch of mote-tiny (D=64) took 12-36 s with torch's 2 threads and 0.2 s with one
-(``bench/threads.py``, docs/performance.md).
+smaller the op, the more of its time is that wait. Measured on a shared 2-core machine, a
+train-temporal epoch of mote-tiny's width (D=64) took 1.2 s with torch's 2 threads and 0.03 s
+with one, 2.5 s and 0.11 s beside a CPU hog (``bench/threads.py``, docs/performance.md).
 
 The policy (``policy_threads``), first rule that applies:
 
@@ -31,7 +31,7 @@ from contextlib import contextmanager
 import torch
 
 # Widest embedding whose CPU ops gain nothing from a second thread. bench/threads.py on 2 cores,
-# a train-temporal epoch with 1 vs 2 threads: D=64, 128 and 256 ran 1.4-70x faster on one
+# a train-temporal epoch with 1 vs 2 threads: D=64, 128 and 256 ran 1.15-77x faster on one
 # thread, idle or busy; D=512 (B/16) 1.55x faster on two when idle, 1.27x slower when busy.
 SMALL_WIDTH = 256
 WORKER_THREADS = 1  # a worker process is one of several that share the cores
