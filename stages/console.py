@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,26 @@ from rich.text import Text
 
 stderr = Console(stderr=True)
 stdout = Console()
+
+# Wide enough that nothing wraps a line: a pipe has no width, and grep wants whole lines.
+UNWRAPPED = 1_000_000
+
+
+def show(table: Table) -> None:
+    """A result table on stdout: boxed on a terminal; off one (a log, a pipe, a file) plain
+    columns at full width, with no box characters and no cell cut to 80 columns."""
+    if stdout.is_terminal:
+        stdout.print(table)
+        return
+    table.box = None
+    table.show_edge = False
+    table.pad_edge = False
+    table.title_justify = "left"
+    buffer = io.StringIO()
+    Console(file=buffer, width=UNWRAPPED, color_system=None).print(table)
+    text = "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
+    stdout.file.write(text + "\n")
+    stdout.file.flush()
 
 
 class _RateColumn(ProgressColumn):
@@ -119,7 +140,7 @@ def print_summary_table(summary: dict, title: str) -> None:
             where = row["device"] + (f" ({row['worker']})" if row.get("worker") else "")
             done = f"{row['videos']} videos, {row['images']} frames, {row['videos_per_s']} videos/s"
             table.add_row(where, done)
-    stdout.print(table)
+    show(table)
     failures = summary.get("failures") or []
     if failures:
         failed = Table(title=f"{len(failures)} failed video(s)")
@@ -129,7 +150,7 @@ def print_summary_table(summary: dict, title: str) -> None:
             failed.add_row(item["video"], item["reason"])
         if len(failures) > 50:
             failed.add_row("...", f"{len(failures) - 50} more: see `mote info --json`")
-        stdout.print(failed)
+        show(failed)
 
 
 def _metric_name(key: str, metrics: dict) -> str:
@@ -159,7 +180,7 @@ def print_metrics(metrics: dict, title: str) -> None:
         if isinstance(value, list | tuple) and not value:
             continue
         table.add_row(_metric_name(key, metrics), _metric_text(value))
-    stdout.print(table)
+    show(table)
 
 
 def print_verify(checked: dict) -> None:
@@ -204,7 +225,7 @@ def print_zeroshot(result: dict, dataset: str, tfm: bool) -> None:
         "",
         "",
     )
-    stdout.print(table)
+    show(table)
     if result.get("zs_hm") is not None:
         line = f"zero-shot harmonic mean over the run's datasets: {result['zs_hm']:.2f}"
         if result.get("tradeoff") is not None:
@@ -234,7 +255,7 @@ def print_predictions(result: dict) -> None:
             table.add_column(column, justify="left" if column == "class" else "right")
         for rank, row in enumerate(video["top"], start=1):
             table.add_row(str(rank), row["label"], f"{row['score']:.4f}", str(row["id"]))
-        stdout.print(table)
+        show(table)
     stdout.print(
         f"{result['n_videos'] - result['n_failed']} of {result['n_videos']} video(s) labelled "
         f"against {result['classes']} of {vocabulary} ({result['views']} views of "
@@ -257,14 +278,14 @@ def print_demo(result: dict) -> None:
             str(row["n_videos"]),
             "logit scale only" if params is None else f"{params:,}",
         )
-    stdout.print(table)
+    show(table)
     stdout.print(f"chance is {result['chance']:.1f}%")
     table = Table(title="mote demo: zero-shot top-1 on held-out classes (TFM on)")
     for column in ("arch", "top-1", "videos"):
         table.add_column(column)
     for row in result["zero_shot"]:
         table.add_row(row["arch"], f"{row['top1']:.1f}", str(row["n_videos"]))
-    stdout.print(table)
+    show(table)
     stdout.print(
         f"    held out: {', '.join(result['held_out'])}; a random tiny CLIP text tower knows "
         f"nothing of these words, so expect about chance ({result['zero_shot_chance']:.0f}%): "
@@ -283,7 +304,7 @@ def print_demo(result: dict) -> None:
             runner_up = top[1]["label"] if len(top) > 1 else ""
             cells = (top[0]["label"], f"{top[0]['score']:.4f}", runner_up)
             table.add_row(Path(video["video"]).name, truth, *cells)
-        stdout.print(table)
+        show(table)
         stdout.print(
             f"    try it on any video: mote predict --run {result['predict_run']} "
             f"{predictions['videos'][0]['video']}",
@@ -334,7 +355,7 @@ def print_fewshot(result: dict) -> None:
             f"{row['top1_mean']:.2f} +- {row['top1_std']:.2f}",
             ", ".join(f"{v:.1f}" for v in row["top1"]),
         )
-    stdout.print(table)
+    show(table)
 
 
 def print_report(result: dict, runs: int) -> None:
@@ -345,5 +366,5 @@ def print_report(result: dict, runs: int) -> None:
         cells = (row["top1"], row["zs_hm"], row["tradeoff"])
         numbers = ["n/a" if v is None else f"{v:.2f}" for v in cells]
         table.add_row(row["label"], row["switches"], *numbers)
-    stdout.print(table)
+    show(table)
     stdout.print(f"report: {result['report']} ({len(result['plots'])} plot(s) beside it)")

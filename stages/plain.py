@@ -15,10 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mote.pipeline.progress import Progress
-from mote.stages.console import RichProgress, stderr, stdout
-
-# Wide enough that click never wraps a help line: a pipe has no width, and grep wants whole lines.
-UNWRAPPED = 1_000_000
+from mote.stages.console import UNWRAPPED, RichProgress, stderr, stdout
 
 
 def plain_help(command: Any, ctx: Any) -> str:

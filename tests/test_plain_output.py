@@ -138,6 +138,11 @@ def test_piped_extract_progress_is_whole_plain_lines(motion_data, tmp_path: Path
     assert all(whole.fullmatch(line) for line in progress), progress
     assert progress[0].startswith(f"extract list/custom: 0/{total} ")
     assert progress[-1].startswith(f"extract list/custom: {total}/{total} videos (100%)")
+    # the result table: plain columns, no box, the store's whole path on its row
+    assert not any(box in result.stdout for box in BOXES), result.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line}
+    assert rows["store"] == [str(tmp_path / "s.zarr")], result.stdout
+    assert rows["n_done"] == [str(total)], result.stdout
 
 
 def test_line_progress_reports_tenths_and_stalls() -> None:
