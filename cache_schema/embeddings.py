@@ -214,8 +214,11 @@ class EmbeddingsFile:
         another run or store is refused (``overwrite`` replaces it)."""
         path = Path(path)
         _check_claim(path, claim)
-        if overwrite or _root_attrs(path) is None or _interrupted(path):
+        attrs = _root_attrs(path)
+        if overwrite or attrs is None or _interrupted(path):
             return cls.create(path, identity, chunk_rows, claim, overwrite)
+        if attrs.get("schema") != SCHEMA:
+            _clear(path, overwrite=False)  # refuses naming the folder: not an embeddings file
         file = cls.open(path, writable=True)
         _check_identity(file.attrs, identity, path, "this command makes")
         for leftover in path.rglob("*.partial"):  # a killed writer's temporary chunk files

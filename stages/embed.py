@@ -119,15 +119,16 @@ def _fill(
     ranges = [file.chunk_range(c) for c in todo]
     total = sum(stop - start for start, stop in ranges)
     if not total:
+        progress.message(f"{file.path}: nothing to do: every video is embedded")
         return 0
     text = torch.from_numpy(np.array(store.text_embeddings))
-    read, views = _reader(store), store.spec.views
+    read, views, frames = _reader(store), store.spec.views, store.spec.frames
     progress.start(total, f"embed {store.path.name}", "videos")
     try:
         for chunk, (start, stop) in zip(todo, ranges, strict=True):
             vectors = embed_rows(
                 loaded.model, read, rows[start:stop], views, text, cfg.tfm, device,
-                on_batch=lambda n: progress.update(done=n),
+                on_batch=lambda n: progress.update(done=n, frames=n * views * frames),
             )  # fmt: skip
             file.write_chunk(chunk, vectors)
     finally:

@@ -180,6 +180,10 @@ def test_a_file_of_another_run_or_an_older_store_state_is_refused(run_folder, tm
     FeatureStore.open(path, writable=True).mark_pending([3])  # the store changed since
     with pytest.raises(StoreMismatch, match="embeddings of another input .*store.done"):
         embed.run(embed_cfg(other, path, out))
+    for flags in ({}, {"overwrite": True}):  # never writes into (or deletes) a feature store
+        with pytest.raises(StoreError, match="other than a mote embeddings file"):
+            embed.run(embed_cfg(other, path, path, **flags))
+    assert FeatureStore.open(path).n_videos == 12
 
 
 def test_a_store_of_another_encoder_is_one_error_line(run_folder, tmp_path):
