@@ -20,7 +20,7 @@ from zarr.codecs import Crc32cCodec
 from mote.cache_schema import v1
 from mote.cache_schema.checks import check_expected, check_layout
 from mote.cache_schema.errors import StoreCorrupt, StoreNotFound, short_error
-from mote.cache_schema.spec import StoreSpec
+from mote.cache_schema.spec import StoreSpec, fingerprint
 
 Indices = slice | Sequence[int] | np.ndarray
 Reader = TypeVar("Reader", bound="StoreReader")
@@ -411,6 +411,29 @@ class StoreReader:
     def bytes_on_disk(self) -> int:
         """Total size of the files under the store folder."""
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    def identity(self) -> dict[str, Any]:
+        """What this store holds, as something derived files record and compare: its folder,
+        the CLIP and sampling that made it, its video list and which videos are done (each as
+        a ``sha256:<16 hex>`` fingerprint), so a file made from another store, or from this
+        one before more videos were extracted, is told apart."""
+        s = self._spec
+        return {
+            "path": str(self.path.resolve()),
+            "schema": v1.SCHEMA,
+            "schema_version": v1.VERSION,
+            "model": s.model,
+            "weights_id": s.weights_id,
+            "dataset": s.dataset,
+            "split": s.split,
+            "frames": s.frames,
+            "views": s.layout,
+            "sampling": s.sampling,
+            "sampling_seed": s.sampling_seed,
+            "n_videos": self.n_videos,
+            "video_ids": fingerprint(self.video_ids),
+            "done": fingerprint(np.flatnonzero(self.done_mask())),
+        }
 
     def summary(self) -> dict[str, Any]:
         """What `mote info --json` prints: identity, sampling, shapes and progress."""

@@ -1,13 +1,15 @@
 """What a store holds (``StoreSpec``) and what extraction gives for one video (``VideoResult``).
 
 ``StoreSpec`` is the root attributes of a v1 store as a typed value (``v1.SPEC_ATTRS`` names them);
-``plain`` and ``show`` turn attribute values into JSON and into short text for messages.
+``plain`` and ``show`` turn attribute values into JSON and into short text for messages;
+``fingerprint`` names a list of ids or rows in an attribute (files derived from a store use it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -31,6 +33,16 @@ def show(value: Any, limit: int = 80) -> str:
     """A short printable form of an attribute value for error messages."""
     text = repr(value) if isinstance(value, str) else json.dumps(plain(value))
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def fingerprint(values: Sequence[str] | np.ndarray) -> str:
+    """``sha256:<16 hex>`` of a list of ids or an integer array: what a resume compares."""
+    digest = hashlib.sha256()
+    if isinstance(values, np.ndarray):
+        digest.update(np.ascontiguousarray(values, dtype="<i8").tobytes())
+    else:
+        digest.update("\n".join(values).encode())
+    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from mote.cache_schema.spec import StoreSpec, VideoResult
 # 1.00 x. Blosc is avoided because with internal threads on it orders blocks differently from
 # run to run, which would break byte-identical stores. A CRC32C of the compressed bytes ends every
 # chunk file, so a flipped bit or a truncated file fails loudly instead of decoding to garbage.
-_COMPRESSORS = (ZstdCodec(level=1, checksum=False), Crc32cCodec())
+CHUNK_CODECS = (ZstdCodec(level=1, checksum=False), Crc32cCodec())
 
 
 def _check_claim(path: Path, claim: StoreClaim | None) -> None:
@@ -102,7 +102,7 @@ class FeatureStore(StoreReader):
                 chunks=(chunk_videos, *shape[1:]) if a.per_video else shape,
                 dtype=str if a.dtype == "str" else a.dtype,
                 fill_value=a.fill_value,
-                compressors=_COMPRESSORS,
+                compressors=CHUNK_CODECS,
                 dimension_names=a.dims,
             )
         arrays["video_ids"][:] = np.asarray(ids, dtype=object)

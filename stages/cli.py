@@ -247,6 +247,20 @@ def _predict() -> Callable[..., None]:
     return config_command("predict", stage.PredictConfig, run, json_lines)
 
 
+@command("embed")
+def _embed() -> Callable[..., None]:
+    """One unit vector per done video of a store, from a run: the file text search reads."""
+    from mote.stages import embed as stage
+    from mote.stages.console import print_metrics
+
+    def run(cfg: Any, as_json: bool) -> None:
+        with _resumable("mote embed"):
+            result = stage.run(cfg, command_progress())
+        _emit(result, as_json, lambda r: print_metrics(r, f"embed {cfg.store} -> {cfg.out}"))
+
+    return config_command("embed", stage.EmbedConfig, run)
+
+
 @command("fewshot")
 def _fewshot() -> Callable[..., None]:
     """K-shot protocol: train from CLIP features on K videos per class, mean +- std over seeds.

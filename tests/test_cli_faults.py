@@ -116,6 +116,7 @@ def _classes() -> dict[str, list[type]]:
     from mote.pipeline.temporal.config import MoTEConfig
     from mote.stages import (
         demo,
+        embed,
         evaluate,
         extract,
         fewshot,
@@ -132,6 +133,7 @@ def _classes() -> dict[str, list[type]]:
         "train-temporal": [train_temporal.TrainConfig],
         "finetune-e2e": [finetune_e2e.FinetuneConfig],
         "evaluate": [evaluate.EvaluateConfig, MoTEConfig],
+        "embed": [embed.EmbedConfig, MoTEConfig],
         "zeroshot": [zeroshot.ZeroShotConfig, MoTEConfig],
         "fewshot": [fewshot.FewShotConfig, train_temporal.TrainConfig],
         "import-reference": [import_reference.ImportReferenceConfig],

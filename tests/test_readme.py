@@ -66,7 +66,8 @@ def test_the_readme_python_example_runs_as_a_script_on_stdin(tmp_path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert len(lines) == 5 and lines[-1] == "24 videos in the store"
+    assert len(lines) == 6 and lines[4] == "24 videos in the store"
+    assert lines[5].startswith("(24, ") and " vectors; " in lines[5]
     assert all(" -> " in line and "mote-py/videos/" in line for line in lines[:3])
     assert lines[3].startswith("top-1 on its training store: ")
     assert (tmp_path / "mote-py" / "run" / "model.safetensors").is_file()

@@ -406,7 +406,7 @@ def test_a_v1_store_without_checksums_stays_readable(tmp_path: Path, monkeypatch
     from mote.cache_schema import store as store_module
     from mote.cache_schema.verify import verify
 
-    monkeypatch.setattr(store_module, "_COMPRESSORS", (ZstdCodec(level=1, checksum=False),))
+    monkeypatch.setattr(store_module, "CHUNK_CODECS", (ZstdCodec(level=1, checksum=False),))
     spec = make_spec()
     old = new_store(tmp_path / "old.zarr", spec)
     old.write_chunk(1, [done(spec, i) for i in range(4, 8)])

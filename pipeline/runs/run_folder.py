@@ -400,6 +400,18 @@ class Run:
     extra: dict[str, torch.Tensor]
     weights_file: str = MODEL_FILE  # which model file was loaded
 
+    def identity(self) -> dict[str, Any]:
+        """What files derived from this run record to name it: its folder, which weights file
+        and that file's ``sha256:<16 hex>``, so a retrained run is told apart."""
+        from mote.pipeline.clip.weights import file_weights_id  # open_clip: only when asked
+
+        return {
+            "path": str(Path(self.path).resolve()),
+            "source": self.config.source,
+            "weights_file": self.weights_file,
+            "weights_sha256": file_weights_id(Path(self.path) / self.weights_file),
+        }
+
     @property
     def clip_state(self) -> dict[str, torch.Tensor]:
         """CLIP weights saved with the run (empty for runs trained on cached features)."""

@@ -75,6 +75,15 @@ def score_views(
     return logits.cpu(), rho.cpu()
 
 
+def check_tfm(model: MoTE, tfm: bool) -> None:
+    """TFM needs the run's fine-tuning class text bank: say so before any work."""
+    if tfm and model.finetune_text.shape[0] == 0:
+        raise ConfigError(
+            "TFM needs the run's fine-tuning class text bank, and this run has none; "
+            "pass --no-tfm or use a run trained by mote train-temporal"
+        )
+
+
 def score(
     model: MoTE,
     embeddings: np.ndarray,
@@ -85,11 +94,7 @@ def score(
     device: torch.device | str = "cpu",
 ) -> Scores:
     """Score every view, then fuse them as the reference does."""
-    if tfm and model.finetune_text.shape[0] == 0:
-        raise ConfigError(
-            "TFM needs the run's fine-tuning class text bank, and this run has none; "
-            "pass --no-tfm or use a run trained by mote train-temporal"
-        )
+    check_tfm(model, tfm)
     logits, rho = score_views(model, embeddings, text, tfm, device)
     return Scores(
         video_ids, torch.as_tensor(labels, dtype=torch.long), logits, rho, fuse_views(logits)

@@ -324,6 +324,39 @@ class MoTE(nn.Module):
         m = sim.max(dim=-1).values.mean(dim=-1)  # (B,): best fine-tune match, mean over K
         return tfm_rho_from_similarity(m.float(), self.cfg.tfm_gamma).to(e.dtype)
 
+    def view_embeddings(
+        self,
+        e: Tensor,
+        text: Tensor,
+        tfm: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Evaluation vectors (B, D) and rho (B,): a view's vector dotted with a unit class text
+        row is its cosine logit (``predict``). ``text`` is the test bank TFM's rho is computed
+        against; the vectors are unit-norm, or under "ensemble" the mean of each expert's.
+
+        Follows cfg.inference: "merge" one merged pass; "ensemble" the mean over experts;
+        "random" a random expert per layer (``generator``). The meanpool arch has no stream to
+        modulate, so its rho is all ones.
+        """
+        ones = torch.ones(e.shape[0], dtype=e.dtype, device=e.device)
+        rho = self.tfm_rho(e, text) if tfm and self.cfg.arch != "meanpool" else ones
+        if self.cfg.arch == "mote" and self.cfg.inference == "ensemble":
+            vectors = [
+                F.normalize(
+                    self.pool(
+                        self.forward_features(
+                            e, mode="expert", experts=[i] * self.cfg.layers, rho=rho
+                        )
+                    ),
+                    dim=-1,
+                )
+                for i in range(self.cfg.experts)
+            ]
+            return torch.stack(vectors).mean(dim=0), rho
+        x = self.forward_features(e, mode="merged", rho=rho, generator=generator)
+        return F.normalize(self.pool(x), dim=-1), rho
+
     def predict(
         self,
         e: Tensor,
@@ -331,29 +364,10 @@ class MoTE(nn.Module):
         tfm: bool = False,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Evaluation: cosine logits (B, C) (no scale, spec 8) and rho (B,).
-
-        Follows cfg.inference: "merge" one merged pass; "ensemble" the mean over experts of
-        each expert's cosines; "random" a random expert per layer (``generator``). The
-        meanpool arch has no stream to modulate, so its rho is all ones.
-        """
-        ones = torch.ones(e.shape[0], dtype=e.dtype, device=e.device)
-        rho = self.tfm_rho(e, text) if tfm and self.cfg.arch != "meanpool" else ones
-        if self.cfg.arch == "mote" and self.cfg.inference == "ensemble":
-            logits = [
-                self.cosine_logits(
-                    self.pool(
-                        self.forward_features(
-                            e, mode="expert", experts=[i] * self.cfg.layers, rho=rho
-                        )
-                    ),
-                    text,
-                )
-                for i in range(self.cfg.experts)
-            ]
-            return torch.stack(logits).mean(dim=0), rho
-        x = self.forward_features(e, mode="merged", rho=rho, generator=generator)
-        return self.cosine_logits(self.pool(x), text), rho
+        """Evaluation: cosine logits (B, C) (no scale, spec 8) and rho (B,), from
+        ``view_embeddings`` and the unit class text rows."""
+        vectors, rho = self.view_embeddings(e, text, tfm, generator)
+        return vectors @ text.to(vectors).t(), rho
 
     # -- training ------------------------------------------------------------------------------
 

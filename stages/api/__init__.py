@@ -9,10 +9,12 @@ it loads no torch: each function imports its command when called.
     mote.train_temporal(train="train.zarr", out="run")
     run = mote.load_run("run")
     run.predict(["a.mp4", "b.mp4"])
+    found = run.embed("train.zarr")  # .vectors (N, D), .video_ids, .labels
 """
 
 from mote.commands import (
     demo,
+    embed,
     evaluate,
     extract,
     fewshot,
@@ -25,13 +27,15 @@ from mote.commands import (
     zeroshot,
 )
 from mote.pipeline import __version__
-from mote.store import open_store
+from mote.store import Embeddings, open_embeddings, open_store
 from mote.trained_run import TrainedRun, load_run
 
 __all__ = [
+    "Embeddings",
     "TrainedRun",
     "__version__",
     "demo",
+    "embed",
     "evaluate",
     "extract",
     "fewshot",
@@ -39,6 +43,7 @@ __all__ = [
     "import_reference",
     "info",
     "load_run",
+    "open_embeddings",
     "open_store",
     "predict",
     "report",

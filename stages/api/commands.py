@@ -71,6 +71,14 @@ def predict(**settings: Any) -> dict:
     return stage.run(config_for(stage.PredictConfig, "mote.predict()", settings))
 
 
+def embed(**settings: Any) -> dict:
+    """``mote embed``: one unit vector per done video of a store, from a run, written to an
+    embeddings file (``mote.load_run(...).embed`` returns them as arrays)."""
+    from mote.stages import embed as stage
+
+    return stage.run(config_for(stage.EmbedConfig, "mote.embed()", settings))
+
+
 def import_reference(**settings: Any) -> dict:
     """``mote import-reference``: a reference checkpoint as a run folder."""
     from mote.stages import import_reference as stage

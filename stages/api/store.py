@@ -1,9 +1,14 @@
-"""``mote.open_store``: a feature store to read in Python."""
+"""``mote.open_store`` and ``mote.open_embeddings``: a feature store and an embeddings file to
+read in Python."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from os import PathLike
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from mote.cache_schema.store import FeatureStore
@@ -19,3 +24,40 @@ def open_store(path: str | PathLike) -> FeatureStore:
     from mote.cache_schema.store import FeatureStore  # zarr: only when a store is opened
 
     return FeatureStore.open(path)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """An embeddings file (``mote embed``) in memory: row i of ``vectors`` is the video
+    ``video_ids[i]``. A text query embedded by the run's CLIP text tower scores every video
+    with ``vectors @ query``."""
+
+    vectors: np.ndarray  # float32 (N, D) unit rows (the file stores float16)
+    video_ids: list[str]
+    paths: list[str]
+    labels: np.ndarray  # int32 (N,), -1 where a video has none
+    label_names: list[str | None]
+    store_rows: np.ndarray  # int64 (N,): each video's row in the feature store
+    attrs: dict[str, Any]  # the run, store, CLIP and variant that made the vectors
+    path: Path | None = None  # the file they were read from (None: a temporary one)
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+
+def open_embeddings(path: str | PathLike) -> Embeddings:
+    """Read a finished embeddings file written by ``mote embed`` (vectors and its table)."""
+    from mote.cache_schema.embeddings import EmbeddingsFile  # zarr: only when one is opened
+
+    file = EmbeddingsFile.open(path)
+    table = file.read_table()
+    return Embeddings(
+        vectors=file.read_vectors().astype(np.float32),
+        video_ids=table.column("video_id").to_pylist(),
+        paths=table.column("path").to_pylist(),
+        labels=table.column("label").to_numpy().astype(np.int32),
+        label_names=table.column("label_name").to_pylist(),
+        store_rows=table.column("store_row").to_numpy().astype(np.int64),
+        attrs=file.attrs,
+        path=file.path,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from os import PathLike
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mote.pipeline.errors import ConfigError
 from mote.settings import config_for
+from mote.store import Embeddings, open_embeddings
 
 if TYPE_CHECKING:
     from mote.pipeline.runs.run_config import RunConfig
@@ -51,6 +54,24 @@ class TrainedRun:
         settings["store"] = store
         return stage.run(self._config(stage.EvaluateConfig, "evaluate", settings))
 
+    def embed(
+        self, store: str | PathLike, out: str | PathLike | None = None, **settings: Any
+    ) -> Embeddings:
+        """One unit vector per done video of ``store`` (``mote embed``): ``.vectors`` float32
+        (N, D), ``.video_ids``, ``.labels``, ``.label_names``, ``.paths``. ``out``: the
+        embeddings file to write or continue (default: a temporary one, deleted once read).
+        ``settings``: the other ``mote embed`` options (``tfm``, ``root``, ...)."""
+        from mote.stages import embed as stage
+
+        settings["store"] = store
+        if out is not None:
+            stage.run(self._config(stage.EmbedConfig, "embed", {**settings, "out": out}))
+            return open_embeddings(out)
+        with tempfile.TemporaryDirectory(prefix="mote-embed-") as folder:
+            temporary = Path(folder) / "embeddings.zarr"
+            stage.run(self._config(stage.EmbedConfig, "embed", {**settings, "out": temporary}))
+            return dataclasses.replace(open_embeddings(temporary), path=None)
+
     def _config(self, cls: type[T], method: str, settings: dict[str, Any]) -> T:
         """The command's config for this run and device (a ``device`` setting overrides it)."""
         caller = f"TrainedRun.{method}()"
@@ -60,8 +81,8 @@ class TrainedRun:
 
 
 def load_run(path: str | PathLike, device: str = "auto") -> TrainedRun:
-    """A trained run folder to ``predict`` and ``evaluate`` with on ``device`` (auto, cpu,
-    cuda, cuda:1); a folder that is not a run fails here, naming it."""
+    """A trained run folder to ``predict``, ``evaluate`` and ``embed`` with on ``device``
+    (auto, cpu, cuda, cuda:1); a folder that is not a run fails here, naming it."""
     from mote.pipeline.runs.run_folder import RunFolder  # torch: only when a run is loaded
 
     folder = RunFolder(Path(path))

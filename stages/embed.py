@@ -1,0 +1,180 @@
+"""``mote embed``: one unit vector per done video of a store, from a run, for text-to-video search.
+
+The run's temporal module runs over the stored frames of every view through the evaluation path
+(``pipeline/temporal/embedding.py``), TFM on by default with the store's class names as the test
+bank (the zero-shot path; docs/evaluation.md says why), and the views' vectors are averaged. The
+vectors go to an embeddings file (``cache_schema/embeddings.py``) chunk by chunk, so memory holds
+a chunk, not the store; a rerun continues where a stopped one left off, and the Parquet table of
+ids is written last.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mote.cache_schema.embeddings import CHUNK_ROWS, NO_LABEL, EmbeddingsClaim, EmbeddingsFile
+from mote.cache_schema.store import FeatureStore
+from mote.pipeline import __version__
+from mote.pipeline.config import (
+    Settings,
+    device_setting,
+    scored_run_setting,
+    setting,
+    tfm_override_setting,
+)
+from mote.pipeline.device import resolve_device
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.runs.run_clip import store_expectation
+from mote.pipeline.runs.run_folder import Run, load_run
+from mote.pipeline.temporal.config import MoTEConfig
+from mote.pipeline.temporal.embedding import embed_rows
+from mote.pipeline.temporal.evaluation import check_tfm, override_tfm
+from mote.pipeline.threads import command_threads, use_threads
+
+
+@dataclass(frozen=True)
+class EmbedConfig(Settings):
+    run: Path = scored_run_setting()
+    store: Path = setting(help="Feature store whose done videos to embed (any view layout).")
+    out: Path = setting(help="Embeddings file to write, or to continue (a folder, e.g. E.zarr).")
+    tfm: bool = setting(
+        True, "Temporal Feature Modulation, the store's class names as the test bank."
+    )
+    best: bool = setting(False, "Use the best-validation weights, not the last.")
+    tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
+    tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
+    root: Path | None = setting(
+        None,
+        "Folder the store's video ids are relative to (mote extract --root): the table's path "
+        "column is ROOT/ID.",
+        default_text="the video id",
+    )
+    chunk_rows: int = setting(
+        CHUNK_ROWS, "Videos per chunk of the file (a resume redoes at most one chunk).", min=1
+    )
+    overwrite: bool = setting(False, "Start the embeddings file over.")
+    device: str = device_setting()
+
+
+def identity(cfg: EmbedConfig, loaded: Run, store: FeatureStore, rows: np.ndarray) -> dict:
+    """What the file records about how its vectors were made; a resume must match it all."""
+    model = loaded.model.cfg
+    variant = {
+        "name": "tfm" if cfg.tfm and model.arch != "meanpool" else "plain",
+        "test_bank": "store classes" if cfg.tfm else None,
+        "tfm_gamma": model.tfm_gamma if cfg.tfm else None,
+        "tfm_k": model.tfm_k if cfg.tfm else None,
+        "inference": model.inference,
+        "views": f"{store.spec.layout}: mean of unit view vectors, L2-normalised",
+    }
+    spec = store.spec
+    return {
+        "run": loaded.identity(),
+        "store": store.identity(),
+        "clip": {"model": spec.model, "pretrained": spec.pretrained, "weights_id": spec.weights_id},
+        "variant": variant,
+        "dim": model.dim,
+        "n_rows": int(len(rows)),
+    }
+
+
+def table_columns(cfg: EmbedConfig, store: FeatureStore, rows: np.ndarray) -> dict:
+    """The Parquet columns besides ``row``: the store row, id, path, label and its name."""
+    ids = [store.video_ids[i] for i in rows]
+    labels = np.asarray(store.labels)[rows].astype(np.int32)
+    names = store.class_names
+    return {
+        "store_row": rows.astype(np.int64),
+        "video_id": ids,
+        "path": [str(cfg.root / i) for i in ids] if cfg.root is not None else ids,
+        "label": labels,
+        "label_name": [names[k] if k != NO_LABEL else None for k in labels],
+    }
+
+
+def _reader(store: FeatureStore):
+    """Read the features of sorted store rows: one slice when they are contiguous."""
+
+    def read(rows: np.ndarray) -> np.ndarray:
+        first, last = int(rows[0]), int(rows[-1])
+        if last - first + 1 == len(rows):
+            return store.read_embeddings(slice(first, last + 1))
+        return store.read_embeddings(rows)
+
+    return read
+
+
+def _fill(
+    file: EmbeddingsFile, cfg: EmbedConfig, loaded: Run, store: FeatureStore, rows: np.ndarray,
+    device: torch.device, progress: Progress,
+) -> int:  # fmt: skip
+    """Embed every chunk that still has pending rows; returns how many rows this call wrote."""
+    todo = file.todo_chunks()
+    ranges = [file.chunk_range(c) for c in todo]
+    total = sum(stop - start for start, stop in ranges)
+    if not total:
+        progress.message(f"{file.path}: nothing to do: every video is embedded")
+        return 0
+    text = torch.from_numpy(np.array(store.text_embeddings))
+    read, views, frames = _reader(store), store.spec.views, store.spec.frames
+    progress.start(total, f"embed {store.path.name}", "videos")
+    try:
+        for chunk, (start, stop) in zip(todo, ranges, strict=True):
+            vectors = embed_rows(
+                loaded.model, read, rows[start:stop], views, text, cfg.tfm, device,
+                on_batch=lambda n: progress.update(done=n, frames=n * views * frames),
+            )  # fmt: skip
+            file.write_chunk(chunk, vectors)
+    finally:
+        progress.finish()
+    return total
+
+
+@command_threads()
+def run(cfg: EmbedConfig, progress: Progress | None = None) -> dict:
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    device = resolve_device(cfg.device)
+    loaded = load_run(cfg.run, device, best=cfg.best)
+    use_threads(device, width=loaded.model.cfg.dim)
+    override_tfm(loaded.model, cfg.tfm_gamma, cfg.tfm_k)
+    check_tfm(loaded.model, cfg.tfm)
+    store = FeatureStore.open(cfg.store, expect=store_expectation(loaded))
+    rows = np.flatnonzero(store.done_mask()).astype(np.int64)
+    if not len(rows):
+        raise ConfigError(f"{cfg.store}: no video is done in this store; run `mote extract` first")
+    made = identity(cfg, loaded, store, rows)
+    claim = EmbeddingsClaim.acquire(cfg.out)
+    try:
+        if claim.taken_over is not None:
+            progress.message(f"{cfg.out}: taking over the claim of a run that is gone")
+        file = EmbeddingsFile.open_or_create(
+            cfg.out, made, cfg.chunk_rows, claim=claim, overwrite=cfg.overwrite
+        )
+        resumed = bool(file.done_mask().any())
+        embedded = _fill(file, cfg, loaded, store, rows, device, progress)
+        if not file.table_file.is_file():
+            file.write_table(table_columns(cfg, store, rows))
+    finally:
+        claim.release()
+    seconds = time.perf_counter() - started
+    result = file.summary()
+    result.update(
+        run=str(cfg.run),
+        store=str(cfg.store),
+        weights=loaded.weights_file,
+        n_embedded=embedded,
+        resumed=resumed,
+        n_store_videos=store.n_videos,
+        n_not_done_skipped=int(store.n_videos - len(rows)),
+        seconds=round(seconds, 2),
+        videos_per_s=round(embedded / seconds, 1) if embedded and seconds > 0 else None,
+        tool_version=__version__,
+    )
+    return result
