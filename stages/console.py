@@ -170,6 +170,8 @@ def _metric_text(value: Any) -> str:
         return f"{value:.2f}"
     if isinstance(value, list | tuple):
         return "\n".join(_metric_text(v) for v in value)
+    if isinstance(value, dict):  # a record (an embeddings variant): one "key: value" per line
+        return "\n".join(f"{k}: {_metric_text(v)}" for k, v in value.items() if v is not None)
     return str(value)
 
 
