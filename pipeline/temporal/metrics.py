@@ -60,7 +60,9 @@ def confusion_matrix(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     classes = scores.shape[1]
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
         raise ValueError(f"labels must lie in [0, {classes}), got {labels.min()}..{labels.max()}")
-    flat = labels.to(scores.device).long() * classes + scores.argmax(dim=1)
+    # topk, as topk_accuracy ranks: on tied scores both pick the same class
+    predicted = scores.topk(1, dim=1).indices[:, 0]
+    flat = labels.to(scores.device).long() * classes + predicted
     return torch.bincount(flat, minlength=classes * classes).reshape(classes, classes)
 
 
