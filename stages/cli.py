@@ -204,11 +204,11 @@ def _finetune_e2e() -> Callable[..., None]:
 def _evaluate() -> Callable[..., None]:
     """Close-set top-1/top-5 of a run on a store, fusing every view the store holds."""
     from mote.stages import evaluate as stage
-    from mote.stages.console import print_metrics
+    from mote.stages.console import print_evaluate
 
     def run(cfg: Any, as_json: bool) -> None:
         title = f"evaluate {cfg.run} on {cfg.store}"
-        _emit(stage.run(cfg), as_json, lambda result: print_metrics(result, title))
+        _emit(stage.run(cfg), as_json, lambda result: print_evaluate(result, title))
 
     return config_command("evaluate", stage.EvaluateConfig, run)
 

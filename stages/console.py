@@ -185,6 +185,20 @@ def print_metrics(metrics: dict, title: str) -> None:
     show(table)
 
 
+def print_evaluate(result: dict, title: str) -> None:
+    """The metrics table, then (``--per-class``) one row per class: videos and top-1."""
+    print_metrics({k: v for k, v in result.items() if k not in ("per_class", "confusion")}, title)
+    if "per_class" not in result:
+        return
+    table = Table(title="per-class top-1 (fused views)")
+    for column, justify in (("class", "left"), ("videos", "right"), ("top-1 (%)", "right")):
+        table.add_column(column, justify=justify)
+    for row in result["per_class"]:
+        top1 = "n/a" if row["top1"] is None else f"{row['top1']:.2f}"
+        table.add_row(row["class"], str(row["n_videos"]), top1)
+    stdout.print(table)
+
+
 def print_verify(checked: dict) -> None:
     """One line per problem on stderr, then a verdict."""
     for problem in checked["problems"]:

@@ -28,6 +28,7 @@ from mote.pipeline.runs.run_clip import store_expectation
 from mote.pipeline.runs.run_folder import load_run
 from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.evaluation import override_tfm, score
+from mote.pipeline.temporal.metrics import per_class_top1
 from mote.pipeline.threads import command_threads, use_threads
 
 
@@ -42,6 +43,11 @@ class EvaluateConfig(Settings):
     device: str = device_setting()
     save_predictions: Path | None = setting(
         None, "Write per-video scores, per-view logits and rho (.safetensors/.npz)."
+    )
+    per_class: bool = setting(
+        False,
+        "Also per-class top-1 and video counts, and the confusion matrix (rows: true class) "
+        "with class names, in the result and the predictions file.",
     )
 
 
@@ -70,7 +76,12 @@ def run(cfg: EvaluateConfig) -> dict:
         rho_mean=float(scores.rho.mean()) if len(scores.rho) else None,
         same_classes_as_training=list(store.class_names) == list(loaded.config.classes or ()),
     )
+    class_names = list(store.class_names)
+    confusion = scores.confusion() if cfg.per_class else None
+    if confusion is not None:
+        result["per_class"] = per_class_top1(confusion, class_names)
+        result["confusion"] = {"class_names": class_names, "counts": confusion.tolist()}
     if cfg.save_predictions is not None:
-        save_predictions(cfg.save_predictions, scores, list(store.class_names))
+        save_predictions(cfg.save_predictions, scores, class_names, confusion)
         result["predictions"] = str(cfg.save_predictions)
     return result

@@ -38,7 +38,7 @@ from mote.pipeline.progress import Progress
 from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_start
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.e2e import build_end_to_end
-from mote.pipeline.temporal.metrics import topk_accuracy
+from mote.pipeline.temporal.metrics import confusion_matrix, topk_accuracy
 from mote.pipeline.threads import command_threads, usable_cores, use_threads
 from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.clip_batches import FailureLog, FrameFeatures, VideoBatches, predict_clips
@@ -362,6 +362,13 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         scores, labels = predict_clips(model, val_loader, failures, cfg.epochs - 1, tfm=cfg.tfm)
         metrics = {**topk_accuracy(scores, labels), "views": "1x1", "n_videos": len(labels)}
         metrics.update(tfm=cfg.tfm, n_failed_skipped=len(val_set.items) - len(labels))
+        folder.write_confusion(
+            confusion_matrix(scores, labels),
+            list(model.class_names),
+            store=_split_name(val_set),
+            views="1x1",
+            tfm=cfg.tfm,
+        )
     metrics.update(
         best_epoch=result.best["epoch"],
         best_val_top1=result.best["top1"],
@@ -373,6 +380,11 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
     folder.write_metrics(metrics)
     ctx.barrier()
     return {**metrics, "warnings": warnings}
+
+
+def _split_name(dataset: DatasetSpec) -> str:
+    """ "ucf101 test1": what an end-to-end run's final evaluation scored."""
+    return f"{dataset.name} {dataset.split}"
 
 
 def _describe(dataset: DatasetSpec, root: Path | None) -> dict:

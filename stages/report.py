@@ -14,19 +14,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mote.pipeline import __version__
 from mote.pipeline.config import Settings, setting
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.files import make_folder, write_atomic
-from mote.pipeline.runs.plots import plot_tradeoff, plot_zeroshot_bars
+from mote.pipeline.runs.files import make_folder, write_atomic, writing
+from mote.pipeline.runs.plots import plot_confusion, plot_tradeoff, plot_zeroshot_bars
 from mote.pipeline.runs.run_config import RunConfig
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.config import MoTEConfig, default_config
-from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
+from mote.pipeline.temporal.metrics import (
+    harmonic_mean,
+    mean_std,
+    per_class_top1,
+    top_confusions,
+    tradeoff,
+)
 
 REPORT_FILE = "report.md"
 BARS_FILE = "zeroshot_bars.png"
 TRADEOFF_FILE = "tradeoff.png"
+TOP_CONFUSIONS = 10  # confused class pairs listed per run in report.md
 DATASET_ORDER = ("ucf101", "hmdb51", "k600")  # spec 8.4's HM ZS datasets, in the paper's order
 DISPLAY = {"ucf101": "UCF101", "hmdb51": "HMDB51", "k600": "K600", "k400": "K400", "ssv2": "SSv2"}
 
@@ -73,9 +82,13 @@ def run(cfg: ReportConfig) -> dict:
             curves = folder.write_curves(row["label"], out / f"curves_{row['label']}.png")
             row["curves"] = str(curves)
             plots.append(row["curves"])
+        if row["confusion"] is not None:
+            row["confusion_png"] = str(_confusion_png(row, out))
+            plots.append(row["confusion_png"])
     bars = {r["label"]: _split_values(r) for r in rows if r["zeroshot"]}
     if bars:
-        plots.append(str(plot_zeroshot_bars(bars, out / BARS_FILE)))
+        title = f"Zero-shot top-1 per test split of {len(bars)} run(s) (one bar per run)"
+        plots.append(str(plot_zeroshot_bars(bars, out / BARS_FILE, title)))
     points = tradeoff_points(rows)
     scatter: list[dict] = []
     if points:
@@ -194,6 +207,7 @@ def summarize_run(path: Path, label: str) -> dict:
         trade = tradeoff(float(top1), float(zs_hm))
     tfm = _tfm(zeroshot, metrics, config)
     history = _history_facts(folder.read_history())
+    confusion = folder.read_confusion()
     return {
         "label": label,
         "path": str(path),
@@ -213,7 +227,20 @@ def summarize_run(path: Path, label: str) -> dict:
         "tfm": tfm,
         **history,
         "curves": None,
+        "confusion": confusion,
+        "confusion_png": None,
     }
+
+
+def _confusion_png(row: dict, out: Path) -> Path:
+    """The run's final-evaluation confusion matrix as a PNG in the report folder."""
+    confusion = row["confusion"]
+    where = Path(str(confusion.get("store") or "its validation store")).name
+    views = f", {confusion['views']} views" if confusion.get("views") else ""
+    title = f"Confusion matrix of run {row['label']} on {where}{views} (rows: true class)"
+    target = out / f"confusion_{row['label']}.png"
+    with writing(target):
+        return plot_confusion(confusion["counts"], confusion["class_names"], target, title)
 
 
 def _zs_hm(zeroshot: dict[str, dict], summary: dict | None) -> tuple[float | None, list[str]]:
@@ -277,9 +304,10 @@ def _dataset_rank(name: str) -> tuple[int, str]:
     return (DATASET_ORDER.index(name) if name in DATASET_ORDER else len(DATASET_ORDER), name)
 
 
-def _split_values(row: dict) -> dict[str, list[tuple[str, float]]]:
+def _split_values(row: dict) -> dict[str, list[tuple[str, float, int | None]]]:
+    """Dataset -> [(split, top-1, classes of the split or None)] for the bars."""
     return {
-        _display(name): [(s["split"], float(s["top1"])) for s in data["splits"]]
+        _display(name): [(s["split"], float(s["top1"]), s.get("classes")) for s in data["splits"]]
         for name, data in row["zeroshot"].items()
         if data["splits"]
     }
@@ -400,7 +428,35 @@ def _run_section(r: dict) -> list[str]:
         lines += ["", f"![training curves of {r['label']}]({Path(r['curves']).name})"]
     elif r["epochs"] is None:
         lines += ["", "No training history (an imported or untrained run)."]
+    if r["confusion"] is not None:
+        lines += ["", *_confusion_lines(r)]
     return lines + [""]
+
+
+def _confusion_lines(r: dict) -> list[str]:
+    """The confusion matrix PNG, the weakest classes and the most confused pairs."""
+    confusion = r["confusion"]
+    counts = torch.tensor(confusion["counts"], dtype=torch.long)
+    names = confusion["class_names"]
+    lines = [f"![confusion matrix of {r['label']}]({Path(r['confusion_png']).name})", ""]
+    scored = [c for c in per_class_top1(counts, names) if c["top1"] is not None]
+    weakest = sorted(scored, key=lambda c: c["top1"])[:5]
+    if weakest:
+        cells = ", ".join(f"{c['class']} {c['top1']:.1f} ({c['n_videos']})" for c in weakest)
+        lines += [f"Lowest per-class top-1 (videos): {cells}.", ""]
+    pairs = top_confusions(counts, names, TOP_CONFUSIONS)
+    if pairs:
+        lines += [
+            "Most confused pairs (final evaluation):",
+            "",
+            _table_row(["true class", "predicted as", "videos", "% of the true class"]),
+            _table_row(["---"] * 4),
+        ]
+        lines += [
+            _table_row([p["true"], p["predicted"], str(p["n_videos"]), f"{p['share_of_true']:.1f}"])
+            for p in pairs
+        ]
+    return lines
 
 
 def _zeroshot_cell(data: dict) -> str:

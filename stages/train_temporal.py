@@ -326,7 +326,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
             "epochs": cfg.epochs,
             "warnings": warnings,
         }
-    metrics = final_metrics(model, val_store, val_features, text, cfg, device)
+    metrics = final_metrics(model, val_store, val_features, text, cfg, device, folder)
     warnings += fused_views_warnings(metrics, train_store.spec)
     validated = result.best["epoch"] > 0
     metrics.update(
@@ -361,8 +361,11 @@ def fused_views_warnings(metrics: dict, train_spec) -> list[str]:
     ]
 
 
-def final_metrics(model, val_store, features, text, cfg: TrainConfig, device) -> dict:
-    """Close-set top-1/top-5 of the last weights on every view of the validation store."""
+def final_metrics(
+    model, val_store, features, text, cfg: TrainConfig, device, folder: RunFolder | None = None
+) -> dict:
+    """Close-set top-1/top-5 of the last weights on every view of the validation store; with
+    ``folder``, its confusion matrix goes to the run folder too (the predictions are here)."""
     if val_store is None:
         return {"top1": None, "top5": None, "views": None, "n_videos": 0}
     indices = features.indices
@@ -379,4 +382,12 @@ def final_metrics(model, val_store, features, text, cfg: TrainConfig, device) ->
         store=str(cfg.val),
         n_failed_skipped=int(val_store.n_videos - len(indices)),
     )
+    if folder is not None:
+        folder.write_confusion(
+            scores.confusion(),
+            list(val_store.class_names),
+            store=str(cfg.val),
+            views=val_store.spec.layout,
+            tfm=cfg.tfm,
+        )
     return result

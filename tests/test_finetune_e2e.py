@@ -282,6 +282,10 @@ def test_cli_run_skips_a_corrupt_video_then_reextracts_and_evaluates(videos, tmp
     }
     assert all(row["reason"] for row in listed)
     assert history(run)[0]["videos"] == 16  # the other videos of its batch still trained
+    confusion = RunFolder(run).read_confusion()  # of the final 1-view validation
+    counts = np.array(confusion["counts"])
+    assert counts.sum() == 16 and confusion["views"] == "1x1"
+    assert 100 * np.trace(counts) / 16 == pytest.approx(metrics["top1"])
 
     store = tmp_path / "tuned.zarr"
     cli(
@@ -295,6 +299,7 @@ def test_cli_run_skips_a_corrupt_video_then_reextracts_and_evaluates(videos, tmp
     assert result["n_videos"] == 16 and result["same_classes_as_training"] is True
     report = printed_json(cli("report", str(run), "--out", str(tmp_path / "report"), "--json"))
     assert report["runs"][0]["source"] == "finetune-e2e"
+    assert str(tmp_path / "report" / "confusion_run.png") in report["plots"]
 
 
 def test_help_names_the_torchrun_launch_line():

@@ -149,8 +149,11 @@ def split_predictions_path(path: Path, split: str) -> Path:
     return path.with_name(f"{path.stem}_{split}{path.suffix}")
 
 
-def save_predictions(path: Path, scores: Any, class_names: list[str]) -> None:
-    """Per-video fused scores, per-view logits and rho, ids and labels (safetensors or npz).
+def save_predictions(
+    path: Path, scores: Any, class_names: list[str], confusion: torch.Tensor | None = None
+) -> None:
+    """Per-video fused scores, per-view logits and rho, ids and labels (safetensors or npz);
+    with ``confusion`` also the (C, C) counts (row: true class) and per-class videos and hits.
 
     ``scores`` is a ``mote.pipeline.temporal.evaluation.Scores``."""
     arrays = {
@@ -159,6 +162,13 @@ def save_predictions(path: Path, scores: Any, class_names: list[str]) -> None:
         "rho": scores.rho.numpy().astype(np.float32),
         "labels": scores.labels.numpy().astype(np.int64),
     }
+    if confusion is not None:
+        counts = confusion.cpu().numpy().astype(np.int64)
+        arrays.update(
+            confusion=counts,
+            class_videos=counts.sum(axis=1),
+            class_correct=np.ascontiguousarray(counts.diagonal()),
+        )
     path = Path(path)
     if path.suffix not in PREDICTION_SUFFIXES:
         raise ConfigError(f"--save-predictions {path}: use a .safetensors or .npz file name")

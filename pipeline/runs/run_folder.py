@@ -10,6 +10,8 @@ knows its file names and formats.
 | ``history.jsonl`` | one JSON line per epoch |
 | ``metrics.json`` | final metrics (contract key names) |
 | ``curves.png`` | loss and accuracy curves |
+| ``confusion.json`` | the final evaluation's confusion matrix: class names, counts (row = true |
+|   | class, column = predicted), the store and views it was scored on |
 | ``checkpoint.safetensors`` | optimiser and random state for ``--resume`` |
 | ``failures.jsonl`` | videos that could not be decoded (``finetune-e2e``): one JSON line each |
 | ``zeroshot_<dataset>.json`` | ``mote zeroshot`` results of one dataset |
@@ -59,6 +61,7 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.jsonl"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
+CONFUSION_FILE = "confusion.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 FAILURES_FILE = "failures.jsonl"
 ZEROSHOT_PREFIX = "zeroshot_"
@@ -138,6 +141,10 @@ class RunFolder:
     @property
     def curves_file(self) -> Path:
         return self.path / CURVES_FILE
+
+    @property
+    def confusion_file(self) -> Path:
+        return self.path / CONFUSION_FILE
 
     @property
     def checkpoint_file(self) -> Path:
@@ -311,13 +318,49 @@ class RunFolder:
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.metrics_file, metrics)
 
-    def write_curves(self, title: str | None = None, out: Path | None = None) -> Path:
-        """Loss and accuracy curves of the history (``curves.png`` unless ``out``)."""
+    def write_curves(self, label: str | None = None, out: Path | None = None) -> Path:
+        """Loss and accuracy curves of the history (``curves.png`` unless ``out``), titled
+        with the run's label (its folder name unless ``label``), model and stores."""
         from mote.pipeline.runs.plots import plot_curves
 
         target = out or self.curves_file
+        title = f"Training curves of run {label or self.path.name}: {self.describe()}"
         with writing(target):
-            return plot_curves(self.read_history(), target, title or self.path.name)
+            return plot_curves(self.read_history(), target, title)
+
+    def describe(self) -> str:
+        """What the run trained, on which data, in a few words (for plot titles)."""
+        config = self.read_config(reader=False)
+        stores = config.details.get("stores") or config.details.get("datasets") or {}
+        text = f"{config.arch} ({config.source})"
+        for role, word in (("train", " on"), ("val", ", validated on")):
+            where = stores.get(role)
+            if isinstance(where, dict):  # an end-to-end run's dataset: name and split
+                where = " ".join(str(where[k]) for k in ("name", "split") if where.get(k))
+            if where:
+                text += f"{word} {Path(str(where)).name}"
+        return text
+
+    def write_confusion(self, confusion: torch.Tensor, class_names: list[str], **facts) -> None:
+        """The final evaluation's confusion matrix (``facts``: store, views, tfm...)."""
+        counts = confusion.to("cpu").tolist()
+        write_json(self.confusion_file, {"class_names": class_names, "counts": counts, **facts})
+
+    def read_confusion(self) -> dict | None:
+        """``confusion.json`` ({class_names, counts, ...}) or None when the run has none."""
+        data = read_optional(self.confusion_file, "rerun the training, or delete the file")
+        if data is None:
+            return None
+        names, counts = data.get("class_names"), data.get("counts")
+        square = isinstance(counts, list) and all(
+            isinstance(row, list) and len(row) == len(counts) for row in counts
+        )
+        if not isinstance(names, list) or not square or len(names) != len(counts):
+            raise RunFileError(
+                f"{self.confusion_file}: not a confusion matrix (class_names and a square "
+                "counts table of that many classes); rerun the training, or delete the file"
+            )
+        return data
 
     # -------------------------------------------------------------- zero- and few-shot
 

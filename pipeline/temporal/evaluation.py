@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.metrics import fuse_views, topk_accuracy
+from mote.pipeline.temporal.metrics import confusion_matrix, fuse_views, topk_accuracy
 from mote.pipeline.temporal.mote_model import MoTE
 
 
@@ -39,6 +39,10 @@ class Scores:
             return []
         hits = self.view_logits.argmax(dim=-1) == self.labels[:, None]  # (N, V)
         return (100.0 * hits.float().mean(dim=0)).tolist()
+
+    def confusion(self) -> torch.Tensor:
+        """(C, C) counts of the fused top-1: row = true class, column = predicted class."""
+        return confusion_matrix(self.fused, self.labels)
 
 
 # Clips (videos x views) per forward pass: large, so a 20k-video store is a handful of passes.
