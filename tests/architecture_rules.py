@@ -39,6 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mote.pipeline.progress",
             "mote.pipeline.safe_load",
             "mote.pipeline.threads",
+            "mote.pipeline.spawning",
             "mote.pipeline._torchvision_shim",
         ),
     ),

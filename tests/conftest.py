@@ -276,3 +276,15 @@ def imported_run(tmp_path_factory: pytest.TempPathFactory):
         import_reference.ImportReferenceConfig(ckpt, run, model="mote-tiny", pretrained="none")
     )
     return run, tuned, original
+
+
+def tensorboard_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of ``RUN/tensorboard/`` as TensorBoard's own reader reads it: tag -> its
+    (step, value) events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]
+    }

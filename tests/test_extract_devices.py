@@ -8,11 +8,13 @@ the stores of both layouts are written once per module and checked by several te
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +216,52 @@ def test_gpu_pins_follow_this_process_visible_devices(monkeypatch):
     assert gpu_pins(5, [0, 1]) == ["0", "1", "0", "1", "0"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6,7")
     assert gpu_pins(3, [1, 2]) == ["6", "7", "6"]
+
+
+# A script read from stdin, without a __main__ guard: spawned children that re-imported the
+# caller's __main__ would look for a file named "<stdin>" and die.
+FROM_STDIN = """
+import json, sys
+import mote
+common = json.loads(sys.argv[1])
+for out, how in json.loads(sys.argv[2]).items():
+    summary = mote.extract(out=out, **common, **how)
+    print(json.dumps({"out": out, "done": summary["n_done"], "devices": summary["devices"]}))
+"""
+
+
+def test_encoder_processes_and_a_local_dask_cluster_start_from_python_stdin(
+    motion_data, tmp_path, tiny_extract
+):
+    """``python - <<EOF`` calling ``mote.extract`` on two encoder processes, then on a local
+    dask cluster: both stores equal the one-process store (4 videos: each run starts Python
+    and torch in every child)."""
+    videos = tmp_path / "four.txt"
+    videos.write_text("\n".join(motion_data.list_file.read_text().splitlines()[:4]) + "\n")
+    data = types.SimpleNamespace(
+        root=motion_data.root, list_file=videos, labels_file=motion_data.labels_file
+    )
+    settings = dict(decode_workers=0, chunk_videos=2, batch_size=16)
+    extract.run(tiny_extract(data, tmp_path / "one.zarr", **settings))
+    common = {
+        "dataset": "list", "root": str(data.root), "list_file": str(videos),
+        "labels_file": str(data.labels_file), "model": "mote-tiny", "pretrained": "none",
+        **settings,
+    }  # fmt: skip
+    runs = {
+        str(tmp_path / "two.zarr"): {"devices": "cpu,cpu"},
+        str(tmp_path / "dask.zarr"): {"devices": "cpu", "dask": "local:2"},
+    }
+    result = subprocess.run(
+        [sys.executable, "-", json.dumps(common), json.dumps(runs)],
+        input=FROM_STDIN, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(p["out"], p["done"]) for p in printed] == [(out, 4) for out in runs]
+    assert [row["device"] for row in printed[0]["devices"]] == ["cpu", "cpu"]
+    assert all(row["worker"].startswith("tcp://") for row in printed[1]["devices"])
+    assert sum(row["videos"] for row in printed[1]["devices"]) == 4
+    for out in runs:
+        _assert_same_store(tmp_path / "one.zarr", Path(out))

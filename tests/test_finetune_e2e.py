@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import comparable_weights
+from conftest import comparable_weights, tensorboard_scalars
 from safetensors.torch import load_file
 
 from mote.pipeline.clip.build import build_clip
@@ -271,7 +271,7 @@ def test_cli_run_skips_a_corrupt_video_then_reextracts_and_evaluates(videos, tmp
     run = tmp_path / "run"
     settings = {**COMMON, "root": data.root, "list_file": with_corrupt}
     settings.update(labels_file=data.labels_file, out=run, epochs=1, batch_size=8)
-    settings.update(micro_batches=1, val_list=with_corrupt)
+    settings.update(micro_batches=1, val_list=with_corrupt, log="tensorboard")
     metrics = printed_json(cli("finetune-e2e", "--json", *flags(settings)))
     assert metrics["failed_videos"] == 1 and metrics["n_videos"] == 16
     assert metrics["n_failed_skipped"] == 1
@@ -286,6 +286,9 @@ def test_cli_run_skips_a_corrupt_video_then_reextracts_and_evaluates(videos, tmp
     counts = np.array(confusion["counts"])
     assert counts.sum() == 16 and confusion["views"] == "1x1"
     assert 100 * np.trace(counts) / 16 == pytest.approx(metrics["top1"])
+    logged = tensorboard_scalars(run)  # --log tensorboard: the history's numbers, per epoch
+    for tag, key in (("loss/total", "loss"), ("train/lr", "lr"), ("val/top1_1view", "val_top1")):
+        assert logged[tag] == [(1, float(np.float32(history(run)[0][key])))], tag
 
     store = tmp_path / "tuned.zarr"
     cli(

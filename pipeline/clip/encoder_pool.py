@@ -2,7 +2,8 @@
 
 Processes, not threads: each GPU gets its own CUDA context and Python, so G devices encode at
 once. They start with ``spawn`` (never fork a process that may hold CUDA or torch threads) and
-import mote, which arms the torchvision shim before open_clip loads.
+import mote, which arms the torchvision shim before open_clip loads; never the caller's
+``__main__`` (``without_caller_main``), so they start from ``python -`` and a REPL too.
 
 Batches never go through a pipe: each device owns ``SLOTS_PER_DEVICE`` uint8 buffers of shape
 (B, S, S, 3) in shared memory (``RawArray``: /dev/shm when it has room, else a temporary file).
@@ -35,6 +36,7 @@ import torch
 from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.encoding import EncodedBatch, Slot
 from mote.pipeline.errors import EncoderFailed
+from mote.pipeline.spawning import without_caller_main
 from mote.pipeline.threads import set_threads
 
 SLOTS_PER_DEVICE = 3  # one encoding, one filled and waiting, one being filled
@@ -147,7 +149,7 @@ class EncoderPool:
         context = mp.get_context("spawn")
         self._encoders: list[_Encoder] = []
         try:
-            with _without_sigint():
+            with _without_sigint(), without_caller_main():
                 for device in self.devices:
                     self._encoders.append(_Encoder(context, factory, device, shape, cpu_threads))
         except BaseException:

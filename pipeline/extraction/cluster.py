@@ -1,5 +1,11 @@
 """The dask cluster of ``mote extract --dask``: a local one with each worker pinned to a GPU,
-or a connection to a running scheduler."""
+or a connection to a running scheduler.
+
+A local cluster's worker processes start with multiprocessing's ``spawn`` (dask's default
+``distributed.worker.multiprocessing-method``; never fork a process that holds torch threads)
+and, like the encoder processes, without the caller's ``__main__`` (``without_caller_main``), so
+``--dask local`` works from ``python -`` and a REPL. A worker dask restarts later (one that ran
+out of memory) starts as dask does it."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.spawning import without_caller_main
 
 LOCALHOST = "127.0.0.1"  # a local cluster is nobody else's business: listen on loopback only
 
@@ -47,7 +54,8 @@ def gpu_pins(workers: int, gpus: Sequence[int]) -> list[str | None]:
 
 def local_cluster(workers: int, gpus: Sequence[int] = ()):
     """A cluster of ``workers`` one-thread worker processes on this machine, each pinned by
-    ``gpu_pins`` (inside a pinned worker, its GPU is ``cuda``)."""
+    ``gpu_pins`` (inside a pinned worker, its GPU is ``cuda``). Returns once every worker has
+    started."""
     from dask.distributed import Nanny, Scheduler, SpecCluster
     from distributed.worker_memory import parse_memory_limit
 
@@ -62,7 +70,8 @@ def local_cluster(workers: int, gpus: Sequence[int] = ()):
         "cls": Scheduler,
         "options": {"host": LOCALHOST, "port": 0, "dashboard_address": f"{LOCALHOST}:0"},
     }
-    return SpecCluster(workers=spec, scheduler=scheduler, silence_logs=logging.ERROR)
+    with without_caller_main():
+        return SpecCluster(workers=spec, scheduler=scheduler, silence_logs=logging.ERROR)
 
 
 DASK_ADDRESSES = "local, local:N (N workers here) or a scheduler address such as tcp://host:8786"

@@ -17,6 +17,7 @@ knows its file names and formats.
 | ``zeroshot_<dataset>.json`` | ``mote zeroshot`` results of one dataset |
 | ``zeroshot_summary.json`` | zero-shot harmonic mean and trade-off over the datasets |
 | ``fewshot.json`` | ``mote fewshot`` summary (in the folder that holds its runs) |
+| ``tensorboard/`` | ``--log tensorboard``: the history's numbers as TensorBoard scalars |
 
 Predictions (``--save-predictions``) are written as ``.safetensors`` or ``.npz`` files.
 Everything loads with safetensors: loading a run never executes code. Every read of a damaged
@@ -67,6 +68,7 @@ FAILURES_FILE = "failures.jsonl"
 ZEROSHOT_PREFIX = "zeroshot_"
 ZEROSHOT_SUMMARY_FILE = "zeroshot_summary.json"
 FEWSHOT_FILE = "fewshot.json"
+TENSORBOARD_DIR = "tensorboard"
 CLIP_PREFIX = "clip."  # CLIP weights inside model files (end-to-end and imported runs)
 NOT_A_RUN = (
     "train one with `mote train-temporal` or convert a released checkpoint with "
@@ -161,6 +163,10 @@ class RunFolder:
     @property
     def fewshot_file(self) -> Path:
         return self.path / FEWSHOT_FILE
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / TENSORBOARD_DIR
 
     def zeroshot_file(self, dataset: str) -> Path:
         return self.path / f"{ZEROSHOT_PREFIX}{dataset}.json"

@@ -19,6 +19,7 @@ import torch
 from mote.pipeline.device import tf32_matmuls
 from mote.pipeline.errors import TrainingDiverged
 from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.runs.metric_logs import MetricLogs, open_logs
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.train.checkpoint import RandomState, load_checkpoint, save_checkpoint
 from mote.pipeline.train.distributed import DistContext, run_on_every_rank
@@ -251,7 +252,8 @@ class Trainer:
         Rank 0 alone runs ``validate()`` (per-epoch top-1 or None), appends the history line,
         calls ``save_model(best)`` (default: the head through ``folder.save_model``) for the last
         weights and, on a new best val top-1, the best ones; then ``on_epoch(line, last_epoch)``.
-        The checkpoint is written at the end of every epoch.
+        The checkpoint is written at the end of every epoch; then rank 0 writes the line to the
+        metric logs (``loop.log``), so they never hold an epoch a resume does again.
         """
         ctx, loop = self.ctx, self.loop
         progress = progress if progress is not None and ctx.is_main else NullProgress()
@@ -268,31 +270,37 @@ class Trainer:
         if loop.stop_after_epochs is not None:
             last = min(loop.epochs, start + loop.stop_after_epochs)
         progress.start(last - start, title, unit="epochs")
-        for epoch in range(start, last):
-            started = time.perf_counter()
-            stats = self.train_epoch(data, text, epoch)
-            if ctx.is_main:
-                val_top1 = None
-                if validate is not None:
-                    self.head.eval()
-                    val_top1 = validate()
-                seconds = time.perf_counter() - started
-                line = {
-                    "epoch": epoch + 1,
-                    **stats,
-                    "val_top1": val_top1,
-                    "seconds": round(seconds, 3),
-                    "videos_per_s": round(stats["videos"] / seconds, 1),
-                }
-                folder.append_history(line)
-                save_model(False)
-                if val_top1 is not None and val_top1 > best["top1"]:
-                    best = {"top1": val_top1, "epoch": epoch + 1}
-                    save_model(True)
-            self.save_checkpoint(folder, epoch + 1, best)
-            progress.update(done=1)
-            if ctx.is_main and on_epoch is not None:
-                on_epoch(line, last)
+        logs = open_logs(loop.log, folder, start + 1) if ctx.is_main else MetricLogs()
+        try:
+            for epoch in range(start, last):
+                started = time.perf_counter()
+                stats = self.train_epoch(data, text, epoch)
+                if ctx.is_main:
+                    val_top1 = None
+                    if validate is not None:
+                        self.head.eval()
+                        val_top1 = validate()
+                    seconds = time.perf_counter() - started
+                    line = {
+                        "epoch": epoch + 1,
+                        **stats,
+                        "val_top1": val_top1,
+                        "seconds": round(seconds, 3),
+                        "videos_per_s": round(stats["videos"] / seconds, 1),
+                    }
+                    folder.append_history(line)
+                    save_model(False)
+                    if val_top1 is not None and val_top1 > best["top1"]:
+                        best = {"top1": val_top1, "epoch": epoch + 1}
+                        save_model(True)
+                self.save_checkpoint(folder, epoch + 1, best)
+                progress.update(done=1)
+                if ctx.is_main:
+                    logs.write(line)
+                    if on_epoch is not None:
+                        on_epoch(line, last)
+        finally:
+            logs.close()
         progress.finish()
         best = ctx.broadcast(best)
         return FitResult(start, last, best, loop.epochs)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from mote.pipeline.config import DEVICE_HELP, Settings, option_fields, setting
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.runs.metric_logs import BACKENDS, check_logs
 from mote.pipeline.runs.run_folder import CONFIG_FILE, RunFolder
 from mote.pipeline.temporal.config import ARCHS, MoTEConfig, default_config
 from mote.pipeline.train.sampler import MICRO_BATCHES_RULE, default_micro_batches
@@ -121,6 +122,12 @@ class TrainingSettings(Settings):
     stop_after_epochs: int | None = training_setting(
         None, "Stop after this many epochs (continue later with --resume).", min=1
     )
+    log: tuple[str, ...] = training_setting(
+        (),
+        f"Metric logs beside history.jsonl, comma-separated: {', '.join(BACKENDS)} (RUN/"
+        "tensorboard/: every epoch's losses, lr, val top-1, time; pip install "
+        "'mote[tensorboard]').",
+    )
 
 
 def resolve(cfg: Any, dim: int, world_size: int = 1) -> Any:
@@ -223,14 +230,16 @@ def few_steps_warnings(videos: int, batch_size: int, epochs: int) -> list[str]:
 
 
 def check_training(cfg: TrainingSettings) -> None:
-    """The choices every training command shares (``arch``, ``precision``); numbers are
-    checked by their fields' bounds when the settings are made (``check_ranges``)."""
+    """The choices every training command shares (``arch``, ``precision``, ``log`` and its
+    package); numbers are checked by their fields' bounds when the settings are made
+    (``check_ranges``)."""
     if cfg.arch not in ARCHS:
         raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(
             f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"
         )
+    check_logs(cfg.log)
 
 
 def recorded_settings(cfg: Any, path_keys: tuple[str, ...]) -> dict:
@@ -254,13 +263,14 @@ def check_resume(
     The output folder is where the run is, not one of its settings: a run moved or copied to
     another folder resumes there. A setting the run does not record (it was written before
     the setting existed) counts as that setting's default, so adding a switch does not strand
-    older runs."""
+    older runs. How a run is watched (``--log``) is not one of its settings either: a resume may
+    add a log or drop one."""
     if not folder.is_run():
         return f"--resume: no run in {folder.path} yet (no {CONFIG_FILE}); starting a new one"
     saved = folder.read_config(reader=False).train  # every rank of the writing job
     now = recorded_settings(cfg, path_keys)
     defaults = setting_defaults(type(cfg))
-    ignored = (*ignored, "out")
+    ignored = (*ignored, "out", "log")
 
     def same(key: str, old: Any, new: Any) -> bool:
         if key in path_keys and old is not None and new is not None:
