@@ -208,15 +208,24 @@ def carried_clip(
 
 
 def dataset_setting() -> Any:
-    return setting(help="k400, k600, ucf101, hmdb51 or list.")
+    return setting(help="k400, k600, ucf101, hmdb51, ssv2 or list.")
 
 
 def list_file_setting(lead: str = "Video list", note: str = " (list)") -> Any:
-    return setting(None, f"{lead} 'relative/path label'{note}.", flag="--list")
+    return setting(
+        None,
+        f"{lead} 'relative/path label'{note}; ssv2: the split's JSON, by default "
+        "something-something-v2-SPLIT.json beside --labels.",
+        flag="--list",
+    )
 
 
 def labels_file_setting(note: str = " (list)") -> Any:
-    return setting(None, f"Label CSV 'id,name'{note}.", flag="--labels")
+    return setting(
+        None,
+        f"Label CSV 'id,name'{note}; ssv2: something-something-v2-labels.json.",
+        flag="--labels",
+    )
 
 
 def kinetics_csv_setting() -> Any:

@@ -62,7 +62,9 @@ from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers, store_tasks
 from mote.pipeline.video.sampling import parse_views
 
-DEFAULT_SPLIT = {"k400": "val", "k600": "split1", "ucf101": "test1", "hmdb51": "test1"}
+DEFAULT_SPLIT = {
+    "k400": "val", "k600": "split1", "ucf101": "test1", "hmdb51": "test1", "ssv2": "validation",
+}  # fmt: skip
 DEFAULT_VIEWS = {"k600": "3x1", "ucf101": "3x1", "hmdb51": "3x1"}  # zero-shot protocol (spec 8.2)
 # Frames per view: no more than MoTE's positional table has rows (spec 2.3), or none can be scored.
 MAX_FRAMES = next(f.default for f in fields(MoTEConfig) if f.name == "context")
@@ -83,7 +85,8 @@ class ExtractConfig(Settings):
     root: Path | None = root_setting()
     split: str | None = setting(
         None,
-        "k400: val|test|train; k600: split1-3; ucf101/hmdb51: test1-3|train1-3.",
+        "k400: val|test|train; k600: split1-3; ucf101/hmdb51: test1-3|train1-3; "
+        "ssv2: validation|train.",
         default_text=lambda: (
             ", ".join(f"{s} for {d}" for d, s in DEFAULT_SPLIT.items()) + ", else custom"
         ),

@@ -59,9 +59,12 @@ from mote.pipeline.train.settings import (
 )
 from mote.pipeline.train.step import PRECISIONS
 from mote.pipeline.video.clips import ClipDataset, make_loader
+from mote.pipeline.video.flips import FlipRule
 
 # The training split when --split is not given (k600 ships only its zero-shot test splits).
-TRAIN_SPLIT = {"k400": "train", "k600": "split1", "ucf101": "train1", "hmdb51": "train1"}
+TRAIN_SPLIT = {
+    "k400": "train", "k600": "split1", "ucf101": "train1", "hmdb51": "train1", "ssv2": "train",
+}  # fmt: skip
 CHECKPOINTED_WIDTH = 768  # ViT-L/14: gradient checkpointing on by default (spec 7)
 MAX_WORKERS = 8
 RESUME_IGNORED = ("resume", "stop_after_epochs", "device", "workers")
@@ -88,7 +91,8 @@ class FinetuneConfig(TrainingSettings):
     root: Path | None = root_setting(default_text="the list file's folder (list)")
     split: str | None = setting(
         None,
-        "Training split: k400 train (with --list or --kinetics-csv); ucf101/hmdb51 train1-3.",
+        "Training split: k400 train (with --list or --kinetics-csv); ucf101/hmdb51 train1-3; "
+        "ssv2 train.",
         default_text=", ".join(f"{s} for {d}" for d, s in TRAIN_SPLIT.items()),
     )
     list_file: Path | None = list_file_setting("Training video list", "")
@@ -130,6 +134,13 @@ class FinetuneConfig(TrainingSettings):
         min=0,
     )
     decoder: str = decoder_setting()
+    flip: str | None = setting(
+        None,
+        "What spec 7.2's horizontal flip does to a training clip's label: 'keep' it, 'off' (never "
+        "flip: for classes whose mirror image is another class), or class-index pairs swapped "
+        "on a flip, 'A:B,C:D' (spec 8.3).",
+        default_text="the dataset's: ssv2 swaps 86:87,93:94,166:167, others keep",
+    )
     init_run: Path | None = setting(
         None, "Warm start: the temporal module and logit scale of a train-temporal run."
     )
@@ -159,6 +170,10 @@ def datasets(cfg: FinetuneConfig) -> tuple[DatasetSpec, Path, DatasetSpec | None
     train, root = open_dataset(
         cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root
     )
+    if cfg.flip is not None:
+        flip = FlipRule.parse(cfg.flip)
+        flip.check_classes(train.num_classes, f"training list {train.list_file}")
+        train = replace(train, flip=flip)
     if cfg.val_split is None and cfg.val_list is None:
         return train, root, None, None
     if cfg.val_list is not None:
@@ -167,8 +182,9 @@ def datasets(cfg: FinetuneConfig) -> tuple[DatasetSpec, Path, DatasetSpec | None
         if cfg.val_root is None and cfg.root is not None:
             val_root = Path(cfg.root)
     else:
+        labels = cfg.val_labels or cfg.labels_file  # ssv2's labels JSON serves both splits
         val, val_root = open_dataset(
-            cfg.dataset, cfg.val_split, None, cfg.val_labels, cfg.kinetics_csv, cfg.root
+            cfg.dataset, cfg.val_split, None, labels, cfg.kinetics_csv, cfg.root
         )
         val_root = Path(cfg.val_root) if cfg.val_root is not None else val_root
     if tuple(val.class_names) != tuple(train.class_names):
@@ -276,7 +292,12 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         details,
         tool_version=__version__,
         train=settings,
-        train_sampling={"frames": cfg.frames, "rule": "train", "augment": "spec 7.2"},
+        train_sampling={
+            "frames": cfg.frames,
+            "rule": "train",
+            "augment": "spec 7.2",
+            "flip": train_set.flip.text,
+        },
     )
     notice = check_resume(folder, cfg, RESUME_IGNORED, PATH_SETTINGS) if cfg.resume else None
     ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
@@ -296,7 +317,14 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
             progress.message(f"skipped {row['video']}: {row['reason']}")
 
     train_clips = ClipDataset(
-        train_set.items, root, model.preprocess, cfg.frames, "train", cfg.seed, cfg.decoder
+        train_set.items,
+        root,
+        model.preprocess,
+        cfg.frames,
+        "train",
+        cfg.seed,
+        cfg.decoder,
+        flip=train_set.flip,
     )
     data = VideoBatches(
         train_clips,

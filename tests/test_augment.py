@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mote.pipeline.errors import ConfigError
 from mote.pipeline.video.augment import (
     apply_params,
     augment_clip,
     draw_params,
     pre_resize_size,
 )
+from mote.pipeline.video.flips import FlipRule
 from mote.pipeline.video.transforms import resized_shape
 
 DRAWS = 2000
@@ -149,3 +151,21 @@ def test_augment_runs_without_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_flip_rule_spellings_labels_and_errors() -> None:
+    pairs = FlipRule.parse("86:87, 93:94,166:167")
+    assert pairs.pairs == ((86, 87), (93, 94), (166, 167)) and pairs.text == "86:87,93:94,166:167"
+    assert [pairs.label(c, True) for c in (86, 87, 94, 5)] == [87, 86, 93, 5]
+    assert [pairs.label(c, False) for c in (86, 87, 5)] == [86, 87, 5]
+    assert FlipRule.parse("off") == FlipRule(enabled=False) and FlipRule.parse("keep") == FlipRule()
+    assert FlipRule(enabled=False).text == "off" and FlipRule().text == "keep"
+    for text, message in (
+        ("86-87", "expected off, keep, or class index pairs"),
+        ("1:1", "pair 1:1: a pair is two different class indices"),
+        ("1:2,2:3", "class 2 is in two pairs"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            FlipRule.parse(text)
+    with pytest.raises(ConfigError, match="pair 3:9: training list has 8 classes"):
+        FlipRule.parse("3:9").check_classes(8, "training list")

@@ -31,19 +31,24 @@ def test_demo_runs_every_stage(tmp_path, capsys):
         assert Path(video["video"]).parent.name == truth.replace(" ", "_")
         assert len(video["top"]) == 3 and video["top"][0]["score"] >= video["top"][2]["score"]
     assert result["predict_run"] == str(tmp_path / "demo" / "runs" / "mote")
-    # The e2e step: finetune-e2e warm-started from the MoTE run, validated on the 24 videos.
-    # Measured: 25.0 after 3 epochs (1 clip; left/right pairs flip with spec 7.2's augmentation).
+    # The e2e step: finetune-e2e warm-started from the MoTE run, validated on the 24 videos,
+    # beside the MoTE run's top-1 on the same clip (view 0). Still below it after 3 epochs (spec
+    # 7.2's crops, docs/performance.md), so this checks the flip rule it trains with instead.
     e2e = result["e2e"]
     assert e2e["epochs"] == 3 and e2e["n_videos"] == 24 and 0.0 <= e2e["top1"] <= 100.0
     assert len(e2e["val_top1_per_epoch"]) == 3 and e2e["init_run"] == result["predict_run"]
+    assert e2e["init_top1_same_clip"] == result["trained"]["mote"]["top1_per_view"][0]
     saved = json.loads((Path(e2e["run"]) / "config.json").read_text())
     assert saved["source"] == "finetune-e2e" and saved["init_run"]["run"] == e2e["init_run"]
     assert saved["text"] == str(tmp_path / "demo" / "train.zarr")
+    # circle/square moving left (0, 4) and right (1, 5) swap labels when a clip is flipped
+    assert e2e["flip"] == saved["train_sampling"]["flip"] == "0:1,4:5"
     print_demo(result)
     shown = capsys.readouterr().out
     assert "mote predict on two held-out video files" in shown
     assert f"finetune-e2e, 3 epochs warm-started from {e2e['init_run']}" in shown
     assert f"val top-1 {e2e['top1']:.1f} on 24 videos" in shown
+    assert f"from the cache run's {e2e['init_top1_same_clip']:.1f} on the same clip" in shown
     assert f"mote predict --run {result['predict_run']} {predicted['videos'][0]['video']}" in shown
     for name in (
         "train.zarr",

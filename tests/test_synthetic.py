@@ -9,11 +9,13 @@ import pytest
 
 from mote.pipeline.data.synthetic import (
     MOTION_CLASSES,
+    motion_flip_rule,
     numbered_frame,
     read_frame_number,
     write_motion_dataset,
 )
 from mote.pipeline.video.decode import open_video
+from mote.pipeline.video.flips import FlipRule
 
 
 def _frames(path) -> np.ndarray:
@@ -38,6 +40,30 @@ def test_default_classes_are_shape_by_direction_phrases():
         write_motion_dataset("/nonexistent", classes=["triangle spinning"])
     with pytest.raises(ValueError, match="approaching"):
         write_motion_dataset("/nonexistent", classes=["circle moving sideways"])
+
+
+def _centre_x(frames: np.ndarray) -> np.ndarray:
+    """The x centroid of each frame's bright pixels."""
+    bright = frames.mean(axis=-1) > 128  # (T, H, W)
+    xs = np.arange(frames.shape[2])
+    return (bright.sum(axis=1) * xs).sum(axis=1) / bright.sum(axis=(1, 2))
+
+
+def test_a_mirrored_left_video_moves_right_so_the_pair_swaps_on_a_flip(tmp_path):
+    data = write_motion_dataset(tmp_path / "m", MOTION_CLASSES[:2], videos_per_class=1, seed=2)
+    assert data.flip == FlipRule(pairs=((0, 1),)) and data.flip.text == "0:1"
+    left = _centre_x(_frames(data.root / "circle_moving_left/circle_moving_left_000.mp4"))
+    mirrored = _centre_x(
+        _frames(data.root / "circle_moving_left/circle_moving_left_000.mp4")[:, :, ::-1]
+    )
+    assert (np.diff(left) < 0).all() and (np.diff(mirrored) > 0).all()
+    assert MOTION_CLASSES[data.flip.label(0, flipped=True)] == "circle moving right"
+    # the default classes: both left/right pairs swap; approaching/receding keep their labels
+    rule = motion_flip_rule(MOTION_CLASSES)
+    assert rule.pairs == ((0, 1), (4, 5)) and rule.label(2, True) == 2
+    assert motion_flip_rule(["circle moving up", "square receding"]) == FlipRule()
+    # a class whose mirror is no class: flips are off rather than mislabel it
+    assert motion_flip_rule(["circle moving left", "circle moving up"]) == FlipRule(enabled=False)
 
 
 def test_motion_dataset_files_list_and_labels_agree(tmp_path):

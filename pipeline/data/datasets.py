@@ -1,7 +1,9 @@
 """Video lists and class names (spec section 9), including the annotation files mote ships.
 
 Plain functions over the two text formats: a label CSV (``id,name`` header, one row per class in
-index order) and a list file (``relative/path label``, label last; ``path num_frames label`` too).
+index order) and a list file (``relative/path label``, label last; ``path num_frames label`` too);
+SSv2's JSON files are read as they ship (``ssv2.py``). A split also says what a horizontal flip
+does to its training labels (``DatasetSpec.flip``, spec 8.3).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from mote.pipeline.data import ssv2
 from mote.pipeline.errors import AnnotationError, ConfigError
+from mote.pipeline.video.flips import FlipRule
 
 ANNOTATIONS_PACKAGE = "mote.pipeline.data.annotations"
-_LIST_ONLY = ("list", "ssv2")  # datasets whose files the user always supplies
+_LIST_ONLY = ("list",)  # datasets whose files the user always supplies
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,11 @@ class VideoItem:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset split: the videos in list order and the class names in label order."""
+    """A dataset split: the videos in list order and the class names in label order.
+
+    ``flip``: what spec 7.2's horizontal flip of a training clip does to its label (spec 8.3:
+    SSv2 swaps its left/right pairs); flips keep every label unless the dataset says otherwise.
+    """
 
     name: str
     split: str
@@ -38,6 +46,7 @@ class DatasetSpec:
     class_names: tuple[str, ...]
     labels_file: str
     list_file: str
+    flip: FlipRule = FlipRule()
 
     @property
     def num_classes(self) -> int:
@@ -71,7 +80,7 @@ _SHIPPED: dict[str, dict[str, tuple[str, str]]] = {
 }
 # splits that exist but whose list is not shipped: the user passes --list
 _USER_LISTS = {"k400": {"train": "k400/kinetics_400_labels.csv"}}
-DATASETS: tuple[str, ...] = (*_SHIPPED, *_LIST_ONLY)
+DATASETS: tuple[str, ...] = (*_SHIPPED, "ssv2", *_LIST_ONLY)
 
 _K400_TRAIN_HELP = (
     "the K400 training list is not shipped; pass the official Kinetics-400 annotation CSV "
@@ -263,6 +272,8 @@ def load_dataset(
     name = name.lower()
     if split == ALL_SPLITS and name in ZERO_SHOT_SPLITS and list_file is None:
         return _union_of_splits(name)
+    if name == "ssv2":
+        return _ssv2(split, list_file, labels_file)
     list_src, labels_src = _files_for(
         name,
         split,
@@ -278,6 +289,33 @@ def load_dataset(
         class_names=tuple(class_names),
         labels_file=str(labels_src),
         list_file=str(list_src),
+    )
+
+
+def _ssv2(
+    split: str,
+    list_file: str | os.PathLike[str] | None,
+    labels_file: str | os.PathLike[str] | None,
+) -> DatasetSpec:
+    """An SSv2 split from its JSON files (``--list`` defaults to the split's JSON beside
+    ``--labels``); a flip swaps the spec 8.3 left/right pairs."""
+    ssv2.check_split(split)
+    if labels_file is None:
+        raise AnnotationError(
+            f"dataset 'ssv2' needs --labels {ssv2.LABELS_FILE} (and --list the split's JSON, "
+            "by default the one beside it)"
+        )
+    list_src = Path(list_file) if list_file is not None else ssv2.split_file(labels_file, split)
+    names = ssv2.read_class_names(labels_file)
+    videos = ssv2.read_videos(list_src, names)
+    return DatasetSpec(
+        name="ssv2",
+        split=split,
+        items=tuple(VideoItem(video, label) for video, label in videos),
+        class_names=names,
+        labels_file=os.fspath(labels_file),
+        list_file=os.fspath(list_src),
+        flip=FlipRule(pairs=ssv2.flip_pairs(names, os.fspath(labels_file))),
     )
 
 

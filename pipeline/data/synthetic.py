@@ -6,7 +6,8 @@ Two kinds:
   decode any frame after lossy compression and check it is the frame it asked for;
 * a motion data set of moving shapes whose classes differ only in the direction of motion, so a
   model that mean-pools per-frame features cannot separate a left/right (or up/down) pair while a
-  model that sees temporal order can.
+  model that sees temporal order can. A horizontal flip (spec 7.2) turns "moving left" into
+  "moving right", so the data set declares those pairs as its ``FlipRule`` (spec 8.3's rule).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from mote.pipeline.video.flips import FlipRule
 
 NUMBER_BITS = 16
 _GRID_ROWS, _GRID_COLS = 4, 4  # 16 blocks, one bit each, most significant bit first
@@ -187,6 +190,7 @@ class SyntheticDataset:
     list_file: Path
     labels_file: Path
     class_names: tuple[str, ...]
+    flip: FlipRule = FlipRule()  # pass ``flip.text`` as ``finetune-e2e --flip``
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,28 @@ def _parse_class(name: str) -> _Motion:
     if len(words) != 3 or words[1] != "moving" or words[2] not in _DIRECTIONS:
         raise ValueError(usage)
     return _Motion(words[0], _DIRECTIONS[words[2]], 0, speed)
+
+
+def _mirrored(motion: _Motion) -> _Motion:
+    """The motion seen in a left-right mirror: horizontal travel reverses, the rest stays."""
+    return _Motion(motion.shape, (-motion.step[0], motion.step[1]), motion.zoom, motion.speed)
+
+
+def motion_flip_rule(class_names: tuple[str, ...] | list[str]) -> FlipRule:
+    """What a horizontal flip does to these classes: "moving left" and "moving right" of the same
+    shape and speed swap labels; when a class's mirror is not a class, flips are off."""
+    motions = [_parse_class(name) for name in class_names]
+    pairs = []
+    for i, motion in enumerate(motions):
+        mirror = _mirrored(motion)
+        if mirror == motion:
+            continue
+        if mirror not in motions:
+            return FlipRule(enabled=False)
+        j = motions.index(mirror)
+        if i < j:
+            pairs.append((i, j))
+    return FlipRule(pairs=tuple(pairs))
 
 
 def _motion_clip(
@@ -272,7 +298,8 @@ def write_motion_dataset(
     approaching|receding", optionally ending in "fast" or "slowly"; plain English, so they
     also work as CLIP prompts. The default ``MOTION_CLASSES`` holds four pairs whose members
     share every per-frame statistic (one is the other played backwards), so mean-pooled frame
-    features can reach at most 50% on them. The same ``seed``
+    features can reach at most 50% on them. The returned ``flip`` swaps each left/right pair
+    (``motion_flip_rule``). The same ``seed``
     gives the same files (single-threaded x264 output is byte-identical).
     """
     class_names = tuple(classes) if classes is not None else MOTION_CLASSES
@@ -300,4 +327,6 @@ def write_motion_dataset(
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["id", "name"])
         writer.writerows(enumerate(class_names))
-    return SyntheticDataset(root, list_file, labels_file, class_names)
+    return SyntheticDataset(
+        root, list_file, labels_file, class_names, motion_flip_rule(class_names)
+    )

@@ -10,14 +10,16 @@ S = 224, so the pre-resize scales with S: ``round(256 / 224 * S)`` (exactly 256 
 
 All draws come from the ``numpy.random.Generator`` passed in, in a fixed order (per try: area,
 aspect ratio, swap; then the crop position; then flip; then grayscale), so a clip's
-augmentation is a function of the generator's seed alone. Like ``transforms``, this module
+augmentation is a function of the generator's seed alone. With flips off (``flip=False``, a
+dataset whose ``FlipRule`` says so) the flip is still drawn, so the grayscale draw and every
+later one are the same as with flips on. Like ``transforms``, this module
 imports only numpy and PIL, so it can run in decode worker processes without torch.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -117,15 +119,19 @@ def apply_params(frames: np.ndarray, params: AugmentParams, size: int) -> np.nda
 
 
 def augment_clip(
-    frames: np.ndarray, size: int, rng: np.random.Generator
+    frames: np.ndarray, size: int, rng: np.random.Generator, flip: bool = True
 ) -> tuple[np.ndarray, AugmentParams]:
     """Spec 7.2 on one clip: uint8 (T, H, W, 3) -> uint8 (T, size, size, 3) and the draw used.
 
-    Normalise the result with ``transforms.normalize(torch.from_numpy(out), spec, dtype)``.
+    ``flip=False`` never mirrors the clip (``params.flip`` is then False); a flipped clip's label
+    follows its dataset's ``FlipRule`` (``flips.py``). Normalise the result with
+    ``transforms.normalize(torch.from_numpy(out), spec, dtype)``.
     """
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(
             f"augment_clip expects uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}"
         )
     params = draw_params(frames.shape[1], frames.shape[2], size, rng)
+    if not flip:
+        params = replace(params, flip=False)
     return apply_params(np.ascontiguousarray(frames), params, size), params

@@ -7,7 +7,9 @@ uint8 (T, S, S, 3): a quarter of the bytes of float32 through the worker pipes, 
 the host-to-device copy; the model normalises them on its device (``EndToEnd.encode_frames``
 calls ``transforms.normalize``, the same fp32 ops the workers used to run). The item's
 randomness comes from ``item_rng(seed, epoch, index)`` alone, so a clip does not depend on which
-worker decodes it, on the number of workers, or on the order of the batches.
+worker decodes it, on the number of workers, or on the order of the batches. A training clip
+that the draw flips left-right takes the label its dataset's ``FlipRule`` gives (spec 8.3: SSv2's
+left/right pairs swap), or is never flipped when the rule turns flips off.
 
 A video that cannot be decoded gives a ``ClipFailure`` instead of raising; ``ClipDataset.collate``
 drops failures from the batch and carries them in ``ClipBatch.failed`` for the training loop to
@@ -34,6 +36,7 @@ from mote.pipeline.errors import DecodeError
 from mote.pipeline.threads import use_worker_threads
 from mote.pipeline.video.augment import augment_clip
 from mote.pipeline.video.decode import Backend, open_video
+from mote.pipeline.video.flips import KEEP_LABELS, FlipRule
 from mote.pipeline.video.sampling import sample_indices
 from mote.pipeline.video.transforms import PreprocessSpec, crop_views
 
@@ -110,6 +113,8 @@ class ClipDataset(Dataset):
     ``items`` are ``VideoItem``s (``DatasetSpec.items``) or anything with ``video_id`` and
     ``label``; paths are ``root / video_id``. ``dataset[i]`` uses the epoch of ``set_epoch``;
     ``dataset[(epoch, i)]`` names the epoch explicitly (what ``make_loader`` sends to workers).
+    ``flip`` is the dataset's ``FlipRule`` (``DatasetSpec.flip``): what a flipped training clip's
+    label becomes, or that clips are never flipped.
     """
 
     def __init__(
@@ -121,6 +126,7 @@ class ClipDataset(Dataset):
         mode: Mode = "train",
         seed: int = 0,
         backend: Backend = "auto",
+        flip: FlipRule = KEEP_LABELS,
     ) -> None:
         if mode not in ("train", "eval"):
             raise ValueError(f"unknown clip mode {mode!r}: use 'train' or 'eval'.")
@@ -134,6 +140,7 @@ class ClipDataset(Dataset):
         self.mode: Mode = mode
         self.seed = int(seed)
         self.backend: Backend = backend
+        self.flip = flip
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -167,12 +174,13 @@ class ClipDataset(Dataset):
                 raise DecodeError("no frames")
             frame_indices = sample_indices(video.num_frames, self.frames, 1, self.mode, rng)[0]
             decoded = video.get(frame_indices)  # uint8 (T, H, W, 3)
-        size = self.spec.size
+        size, label = self.spec.size, self.labels[index]
         if self.mode == "train":
-            clip, _ = augment_clip(decoded, size, rng)
+            clip, params = augment_clip(decoded, size, rng, flip=self.flip.enabled)
+            label = self.flip.label(label, params.flip)
         else:
             clip = crop_views(decoded, size, 1, self.spec.interpolation)[0]
-        return ClipSample(torch.from_numpy(clip), self.labels[index], index, frame_indices)
+        return ClipSample(torch.from_numpy(clip), label, index, frame_indices)
 
     def collate(self, items: Sequence[ClipSample | ClipFailure]) -> ClipBatch:
         """Stack the decoded clips; failures leave the batch and go to ``failed``."""
