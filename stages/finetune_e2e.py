@@ -58,6 +58,7 @@ from mote.pipeline.train.settings import (
     training_setting,
 )
 from mote.pipeline.train.step import PRECISIONS
+from mote.pipeline.video.augment import AREA_RANGE
 from mote.pipeline.video.clips import ClipDataset, make_loader
 from mote.pipeline.video.flips import FlipRule
 
@@ -140,6 +141,13 @@ class FinetuneConfig(TrainingSettings):
         "flip: for classes whose mirror image is another class), or class-index pairs swapped "
         "on a flip, 'A:B,C:D' (spec 8.3).",
         default_text="the dataset's: ssv2 swaps 86:87,93:94,166:167, others keep",
+    )
+    min_crop_area: float = setting(
+        AREA_RANGE[0],
+        "The smallest random-resized training crop, as a share of the frame (spec 7.2: 0.08); "
+        "raise it when the action fills a small part of small frames.",
+        min=0.01,
+        max=1.0,
     )
     init_run: Path | None = setting(
         None, "Warm start: the temporal module and logit scale of a train-temporal run."
@@ -296,6 +304,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
             "frames": cfg.frames,
             "rule": "train",
             "augment": "spec 7.2",
+            "crop_area": [cfg.min_crop_area, AREA_RANGE[1]],
             "flip": train_set.flip.text,
         },
     )
@@ -325,6 +334,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         cfg.seed,
         cfg.decoder,
         flip=train_set.flip,
+        min_crop_area=cfg.min_crop_area,
     )
     data = VideoBatches(
         train_clips,

@@ -59,6 +59,20 @@ def test_crop_boxes_respect_the_area_and_aspect_bounds(height: int, width: int) 
     assert abs(np.mean(positions) - 0.5) < 0.05  # uniform position
 
 
+def test_min_area_raises_the_smallest_crop() -> None:
+    """``min_area`` (finetune-e2e --min-crop-area) bounds every crop from below; the default is
+    spec 7.2's 0.08."""
+    rng = np.random.default_rng(0)
+    pre_h, pre_w = resized_shape(240, 320, 73)
+    area = pre_h * pre_w
+    params = [draw_params(240, 320, 64, rng, min_area=0.5) for _ in range(DRAWS)]
+    crops = [p.box[2] * p.box[3] / area for p in params if not p.fallback]
+    assert len(crops) > 0.9 * DRAWS
+    assert min(crops) > 0.45 and max(crops) > 0.9  # 0.5 less the rounding of w and h
+    default = [p.box[2] * p.box[3] / area for p in _draws(240, 320, 64) if not p.fallback]
+    assert min(default) < 0.1
+
+
 def test_flip_and_grayscale_rates_are_binomial() -> None:
     params = _draws(240, 320, 224, seed=7)
     flips = np.array([p.flip for p in params])

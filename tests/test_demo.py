@@ -43,6 +43,9 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     assert saved["text"] == str(tmp_path / "demo" / "train.zarr")
     # circle/square moving left (0, 4) and right (1, 5) swap labels when a clip is flipped
     assert e2e["flip"] == saved["train_sampling"]["flip"] == "0:1,4:5"
+    # whole-frame crops and the default CLIP share of the lr (docs/performance.md, stage three)
+    assert saved["train_sampling"]["crop_area"] == [1.0, 1.0]
+    assert saved["train"]["clip_lr_ratio"] == 0.07
     print_demo(result)
     shown = capsys.readouterr().out
     assert "mote predict on two held-out video files" in shown

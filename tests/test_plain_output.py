@@ -30,6 +30,7 @@ COMMANDS = (
     "import-reference",
     "report",
     "demo",
+    "embed",
 )
 BOXES = ("╭", "│", "╰", "…")
 
@@ -143,6 +144,16 @@ def test_piped_extract_progress_is_whole_plain_lines(motion_data, tmp_path: Path
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line}
     assert rows["store"] == [str(tmp_path / "s.zarr")], result.stdout
     assert rows["n_done"] == [str(total)], result.stdout
+
+
+def test_piped_result_lines_are_never_wrapped() -> None:
+    """A long result line (a path, a closing sentence) stays one line in a log or a pipe."""
+    line = "finetune-e2e " + "word " * 60 + "/a/long/path/" + "x" * 120
+    code = f"from mote.stages.console import stdout; stdout.print({line!r})"
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+    )
+    assert shown.stdout.splitlines() == [line.rstrip()]
 
 
 def test_line_progress_reports_tenths_and_stalls() -> None:

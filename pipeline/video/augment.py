@@ -29,7 +29,7 @@ from mote.pipeline.video.transforms import resized_shape
 REFERENCE_SIZE = 224  # the input size the spec's numbers are written for
 REFERENCE_PRE_RESIZE = 256  # its shorter-side resize before the random-resized crop
 CROP_TRIES = 10
-AREA_RANGE = (0.08, 1.0)
+AREA_RANGE = (0.08, 1.0)  # the crop's share of the frame's area; the lower end is settable
 ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)  # drawn uniformly, not log-uniformly (spec 7.2)
 FLIP_P = 0.5
 GRAY_P = 0.2
@@ -57,13 +57,20 @@ class AugmentParams:
     gray: bool
 
 
-def draw_params(height: int, width: int, size: int, rng: np.random.Generator) -> AugmentParams:
-    """Draw the augmentation of one clip whose frames are ``height`` x ``width``."""
+def draw_params(
+    height: int,
+    width: int,
+    size: int,
+    rng: np.random.Generator,
+    min_area: float = AREA_RANGE[0],
+) -> AugmentParams:
+    """Draw the augmentation of one clip whose frames are ``height`` x ``width``; a crop
+    covers ``min_area`` to all of the frame (spec 7.2: 0.08)."""
     pre_h, pre_w = resized_shape(height, width, pre_resize_size(size))
     area = pre_h * pre_w
     found: tuple[int, int, int, int] | None = None
     for _ in range(CROP_TRIES):
-        target = rng.uniform(*AREA_RANGE) * area
+        target = rng.uniform(min_area, AREA_RANGE[1]) * area
         aspect = rng.uniform(*ASPECT_RANGE)
         w = int(round(math.sqrt(target * aspect)))  # Python round: half to even
         h = int(round(math.sqrt(target / aspect)))
@@ -119,10 +126,15 @@ def apply_params(frames: np.ndarray, params: AugmentParams, size: int) -> np.nda
 
 
 def augment_clip(
-    frames: np.ndarray, size: int, rng: np.random.Generator, flip: bool = True
+    frames: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    flip: bool = True,
+    min_area: float = AREA_RANGE[0],
 ) -> tuple[np.ndarray, AugmentParams]:
     """Spec 7.2 on one clip: uint8 (T, H, W, 3) -> uint8 (T, size, size, 3) and the draw used.
 
+    ``min_area``: the smallest crop, as a share of the frame (spec 7.2: 0.08).
     ``flip=False`` never mirrors the clip (``params.flip`` is then False); a flipped clip's label
     follows its dataset's ``FlipRule`` (``flips.py``). Normalise the result with
     ``transforms.normalize(torch.from_numpy(out), spec, dtype)``.
@@ -131,7 +143,7 @@ def augment_clip(
         raise ValueError(
             f"augment_clip expects uint8 frames (T, H, W, 3), got {frames.dtype} {frames.shape}"
         )
-    params = draw_params(frames.shape[1], frames.shape[2], size, rng)
+    params = draw_params(frames.shape[1], frames.shape[2], size, rng, min_area)
     if not flip:
         params = replace(params, flip=False)
     return apply_params(np.ascontiguousarray(frames), params, size), params

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mote.pipeline.errors import DecodeError
 from mote.pipeline.threads import use_worker_threads
-from mote.pipeline.video.augment import augment_clip
+from mote.pipeline.video.augment import AREA_RANGE, augment_clip
 from mote.pipeline.video.decode import Backend, open_video
 from mote.pipeline.video.flips import KEEP_LABELS, FlipRule
 from mote.pipeline.video.sampling import sample_indices
@@ -114,7 +114,8 @@ class ClipDataset(Dataset):
     ``label``; paths are ``root / video_id``. ``dataset[i]`` uses the epoch of ``set_epoch``;
     ``dataset[(epoch, i)]`` names the epoch explicitly (what ``make_loader`` sends to workers).
     ``flip`` is the dataset's ``FlipRule`` (``DatasetSpec.flip``): what a flipped training clip's
-    label becomes, or that clips are never flipped.
+    label becomes, or that clips are never flipped. ``min_crop_area``: the smallest training
+    crop as a share of the frame (spec 7.2: 0.08).
     """
 
     def __init__(
@@ -127,6 +128,7 @@ class ClipDataset(Dataset):
         seed: int = 0,
         backend: Backend = "auto",
         flip: FlipRule = KEEP_LABELS,
+        min_crop_area: float = AREA_RANGE[0],
     ) -> None:
         if mode not in ("train", "eval"):
             raise ValueError(f"unknown clip mode {mode!r}: use 'train' or 'eval'.")
@@ -141,6 +143,7 @@ class ClipDataset(Dataset):
         self.seed = int(seed)
         self.backend: Backend = backend
         self.flip = flip
+        self.min_crop_area = float(min_crop_area)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -176,7 +179,9 @@ class ClipDataset(Dataset):
             decoded = video.get(frame_indices)  # uint8 (T, H, W, 3)
         size, label = self.spec.size, self.labels[index]
         if self.mode == "train":
-            clip, params = augment_clip(decoded, size, rng, flip=self.flip.enabled)
+            clip, params = augment_clip(
+                decoded, size, rng, flip=self.flip.enabled, min_area=self.min_crop_area
+            )
             label = self.flip.label(label, params.flip)
         else:
             clip = crop_views(decoded, size, 1, self.spec.interpolation)[0]
