@@ -47,6 +47,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pipeline.clip", ("mote.pipeline.clip.*",)),
     ("pipeline.data", ("mote.pipeline.data.*",)),
     ("pipeline.temporal", ("mote.pipeline.temporal.*",)),
+    ("pipeline.search", ("mote.pipeline.search.*",)),
     ("pipeline.runs", ("mote.pipeline.runs.*",)),
     ("pipeline.extraction", ("mote.pipeline.extraction.*",)),
     ("pipeline.train", ("mote.pipeline.train.*",)),
