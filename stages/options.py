@@ -114,9 +114,14 @@ def _parameter(f: dataclasses.Field, kind: Any, cls: type) -> inspect.Parameter:
         kind = list[typing.get_args(kind)[0]]
     if meta.get("argument"):
         argument = typer.Argument(metavar=meta.get("metavar"), help=meta["help"])
+        if meta.get("optional"):  # may be left out: the command checks what else was given
+            return inspect.Parameter(
+                f.name, keyword, default=None, annotation=Annotated[kind | None, argument]
+            )
         return inspect.Parameter(f.name, keyword, annotation=Annotated[kind, argument])
     flag = flag_of(f)
     names = [flag, *("--" + a.replace("_", "-") for a in meta.get("aliases", ()))]
+    names += [meta["short"]] if meta.get("short") else []  # a one-letter form: -k
     if kind is bool and f.default is True:
         names = [f"{flag}/--no-{flag[2:]}"]
     elif typing.get_origin(kind) is tuple or (

@@ -66,6 +66,7 @@ STAGE_IMPORTERS: dict[str, tuple[str, ...] | None] = {
     "mote.stages.__main__": ("mote.stages.cli",),  # `python -m mote.stages` (torchrun -m)
     "mote.stages.demo": None,  # runs the other stages in order
     "mote.stages.fewshot": ("mote.stages.train_temporal",),  # one training per K and seed
+    "mote.stages.search": ("mote.stages.embed", "mote.stages.predict"),  # --store, --video
 }
 
 # Imports only some modules may make: the longest matching name decides.
