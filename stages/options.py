@@ -121,7 +121,8 @@ def _parameter(f: dataclasses.Field, kind: Any, cls: type) -> inspect.Parameter:
         return inspect.Parameter(f.name, keyword, annotation=Annotated[kind, argument])
     flag = flag_of(f)
     names = [flag, *("--" + a.replace("_", "-") for a in meta.get("aliases", ()))]
-    names += [meta["short"]] if meta.get("short") else []  # a one-letter form: -k
+    if meta.get("short"):  # a one-letter form, listed first as help shows it: -k, --top-k
+        names.insert(0, meta["short"])
     if kind is bool and f.default is True:
         names = [f"{flag}/--no-{flag[2:]}"]
     elif typing.get_origin(kind) is tuple or (

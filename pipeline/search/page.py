@@ -82,7 +82,7 @@ section.query { margin: 0 0 28px; }
 h2 { font-size: 16px; margin: 0 0 8px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
 .hit { display: flex; gap: 12px; align-items: center; background: #fff; border: 1px solid #e3e3e3;
   border-radius: 6px; padding: 8px; margin: 0 0 8px; }
-.facts { width: 220px; flex: none; }
+.facts { width: 300px; flex: none; }
 .rank { font-weight: 600; font-size: 15px; }
 .score { font-variant-numeric: tabular-nums; color: #0a5; margin-left: 6px; }
 .label { display: inline-block; background: #eef; border-radius: 3px; padding: 0 5px; }
