@@ -27,7 +27,7 @@ import zarr
 from mote.cache_schema.claim import StoreClaim, refuse_if_claimed
 from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch, StoreNotFound
 from mote.cache_schema.folder import empty_folder
-from mote.cache_schema.spec import plain, show
+from mote.cache_schema.spec import fingerprint, plain, show
 from mote.cache_schema.store import CHUNK_CODECS
 
 SCHEMA = "mote.embeddings"
@@ -242,6 +242,13 @@ class EmbeddingsFile:
     @property
     def n_chunks(self) -> int:
         return math.ceil(self.n_rows / self.chunk_rows)
+
+    @property
+    def fingerprint(self) -> str:
+        """``sha256:<16 hex>`` of the identity attributes (run, store, CLIP, variant, shape):
+        what made these vectors, so a search index built from other vectors is told stale."""
+        made = {key: self.attrs[key] for key in IDENTITY_ATTRS}
+        return fingerprint([json.dumps(plain(made), sort_keys=True)])
 
     @property
     def table_file(self) -> Path:

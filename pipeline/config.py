@@ -163,8 +163,8 @@ class Settings:
 # Settings several commands share, each spelled here once. A field's metadata: ``help`` makes it
 # an option; ``flag`` names the option when it is not --field-name; ``aliases`` are old names (a
 # --config key and a second flag); ``argument`` makes it positional (``metavar`` names it);
-# ``multiple`` takes a tuple as a repeated option; ``default_text`` describes a data-dependent
-# default (stages/options.py reads them all).
+# ``multiple`` takes a tuple as a repeated option; ``short`` adds a one-letter flag (-k);
+# ``default_text`` describes a data-dependent default (stages/options.py reads them all).
 DEVICE_HELP = "auto (cuda when available), cpu, cuda, cuda:1."
 
 

@@ -51,6 +51,11 @@ class RunFileError(ConfigError):
     exit_code = 3  # damage found
 
 
+class IndexMismatch(ConfigError):
+    """A saved search index was built from other embeddings than the ones searched (or is not
+    an index mote wrote); the message says how to rebuild it."""
+
+
 class OutputError(MoteError, OSError):
     """A file could not be written (permission denied, read-only file system, disk full)."""
 

@@ -261,6 +261,27 @@ def _embed() -> Callable[..., None]:
     return config_command("embed", stage.EmbedConfig, run)
 
 
+@command("search")
+def _search() -> Callable[..., None]:
+    """Find the videos that match text (or a video) in a run's embeddings, best first."""
+    from mote.stages import search as stage
+    from mote.stages.console import print_search
+
+    def run(cfg: Any, as_json: bool) -> None:
+        result = stage.run(cfg, command_progress())
+        if as_json:
+            for record in stage.records(result):
+                print(json.dumps(record), flush=True)
+            for key in ("check_index", "retrieval"):  # one line each, after the hits
+                if key in result:
+                    print(json.dumps({key: result[key]}), flush=True)
+        else:
+            print_search(result)
+
+    json_lines = "Print one JSON object per hit, one per line."
+    return config_command("search", stage.SearchConfig, run, json_lines)
+
+
 @command("fewshot")
 def _fewshot() -> Callable[..., None]:
     """K-shot protocol: train from CLIP features on K videos per class, mean +- std over seeds.

@@ -281,6 +281,46 @@ def print_predictions(result: dict) -> None:
     )
 
 
+def print_search(result: dict) -> None:
+    """A table of hits per query (rank, score, video id, label, path), then the index check,
+    the evaluation and the page written, when there are."""
+    for entry in result["results"]:
+        table = Table(title=f"{entry['query']}", title_justify="left")
+        for column in ("#", "score", "video", "label", "path"):
+            table.add_column(column, justify="right" if column in ("#", "score") else "left")
+        for hit in entry["hits"]:
+            table.add_row(
+                str(hit["rank"]), f"{hit['score']:.4f}", hit["video_id"], hit["label"] or "",
+                hit["path"],
+            )  # fmt: skip
+        show(table)
+    check = result.get("check_index")
+    if check:
+        stdout.print(
+            f"index {check['kind']}: recall@10 {check['recall@10']:.3f} against exact search on "
+            f"{check['on']}; {check['speedup']}x faster ({check['index_s']:.4f} s vs "
+            f"{check['exact_s']:.4f} s)",
+            soft_wrap=True,
+        )
+    retrieval = result.get("retrieval")
+    if retrieval:
+        stdout.print(
+            f"retrieval on {retrieval['store']} ({retrieval['classes']} class queries, "
+            f"{retrieval['n_videos']} videos): mAP {retrieval['map']:.2f}, P@10 "
+            f"{retrieval['p@10']:.2f}, P@50 {retrieval['p@50']:.2f} (chance "
+            f"{retrieval['chance_precision']:.2f}); zero-shot top-1 "
+            f"{retrieval['zeroshot_top1']:.2f}; written to the run's metrics.json",
+            soft_wrap=True,
+        )
+    if result.get("html"):
+        stdout.print(f"page: {result['html']}", soft_wrap=True)
+    stdout.print(
+        f"{result['search']} search over {result['n_videos']} videos ({result['variant']} "
+        f"vectors), {result['seconds']:.2f} s",
+        soft_wrap=True,
+    )
+
+
 def print_demo(result: dict) -> None:
     """The demo's two result tables and closing lines."""
     table = Table(title="mote demo: close-set top-1 on held-out videos")

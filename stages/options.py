@@ -114,9 +114,15 @@ def _parameter(f: dataclasses.Field, kind: Any, cls: type) -> inspect.Parameter:
         kind = list[typing.get_args(kind)[0]]
     if meta.get("argument"):
         argument = typer.Argument(metavar=meta.get("metavar"), help=meta["help"])
+        if meta.get("optional"):  # may be left out: the command checks what else was given
+            return inspect.Parameter(
+                f.name, keyword, default=None, annotation=Annotated[kind | None, argument]
+            )
         return inspect.Parameter(f.name, keyword, annotation=Annotated[kind, argument])
     flag = flag_of(f)
     names = [flag, *("--" + a.replace("_", "-") for a in meta.get("aliases", ()))]
+    if meta.get("short"):  # a one-letter form, listed first as help shows it: -k, --top-k
+        names.insert(0, meta["short"])
     if kind is bool and f.default is True:
         names = [f"{flag}/--no-{flag[2:]}"]
     elif typing.get_origin(kind) is tuple or (

@@ -176,18 +176,20 @@ def _video_result(path: Path, reason: str | None = None) -> dict:
     return {"video": str(path), "top": [], "error": reason}
 
 
-def _decode_and_encode(
+def decode_and_encode(
     videos: list[Path],
     pool: DecodePool,
     clip,
     frames: int,
     views: tuple[int, int],
-    cfg: PredictConfig,
+    batch_size: int | None,
+    decoder: str,
     progress: Progress,
 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-    """Embeddings float16 (V, T, D) per video index, and the reason of every video without."""
+    """Embeddings float16 (V, T, D) per video index, and the reason of every video without:
+    evaluation sampling, the run's CLIP (``mote search --video`` encodes its example so too)."""
     clips, crops = views
-    batch_size = cfg.batch_size or (256 if clip.device.type == "cuda" else 32)
+    batch_size = batch_size or (256 if clip.device.type == "cuda" else 32)
     encoder = BatchedEncoder(clip, batch_size)
     embeddings: dict[int, np.ndarray] = {}
     failed: dict[int, str] = {}
@@ -212,7 +214,7 @@ def _decode_and_encode(
     size, interpolation = clip.preprocess.size, clip.preprocess.interpolation
     for index, path in enumerate(videos):
         task = DecodeTask(
-            index, str(path), frames, clips, crops, size, "eval", 0, cfg.decoder, interpolation
+            index, str(path), frames, clips, crops, size, "eval", 0, decoder, interpolation
         )
         pool.submit(task)
         while pool.inflight >= pool.capacity:
@@ -259,8 +261,8 @@ def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
             text = clip.class_text_embeddings(names).float()
         progress.start(len(videos), f"predict {len(videos)} video(s)")
         try:
-            embeddings, failed = _decode_and_encode(
-                videos, pool, clip, frames, views, cfg, progress
+            embeddings, failed = decode_and_encode(
+                videos, pool, clip, frames, views, cfg.batch_size, cfg.decoder, progress
             )
         finally:
             progress.finish()

@@ -1,7 +1,8 @@
 """``mote report``: one Markdown page and PNG plots that compare runs at a glance.
 
 Reads only the files runs leave behind (config, history, metrics and the zero-shot results of
-``mote zeroshot``, all through ``RunFolder``), so an ablation set (the paper's Table 1 rows, say)
+``mote zeroshot``, and the retrieval numbers ``mote search --eval`` adds to metrics.json, all
+through ``RunFolder``), so an ablation set (the paper's Table 1 rows, say)
 can be compared without loading a model. A run
 without zero-shot results is reported close-set only and left out of the trade-off scatter.
 """
@@ -225,6 +226,7 @@ def summarize_run(path: Path, label: str) -> dict:
         "hm_datasets": hm_over,
         "tradeoff": trade,
         "tfm": tfm,
+        "retrieval": metrics.get("retrieval") or {},
         **history,
         "curves": None,
         "confusion": confusion,
@@ -414,6 +416,8 @@ def _run_section(r: dict) -> list[str]:
     over = ", ".join(_display(n) for n in r["hm_datasets"])
     facts.append(("HM ZS", _num(r["zs_hm"]) + (f" (over {over})" if over else "")))
     facts.append(("trade-off", _num(r["tradeoff"])))
+    for store, data in r["retrieval"].items():
+        facts.append((f"text -> video retrieval on `{store}`", _retrieval_cell(data)))
     if r["epochs"] is not None:
         facts.append(
             (
@@ -457,6 +461,16 @@ def _confusion_lines(r: dict) -> list[str]:
             for p in pairs
         ]
     return lines
+
+
+def _retrieval_cell(data: dict) -> str:
+    """``mote search --eval``'s numbers: class names as queries against that class's videos."""
+    return (
+        f"mAP {_num(data.get('map'))}, P@10 {_num(data.get('p@10'))}, P@50 "
+        f"{_num(data.get('p@50'))} (chance {_num(data.get('chance_precision'))}); zero-shot "
+        f"top-1 {_num(data.get('zeroshot_top1'))} ({data.get('classes')} classes, "
+        f"{data.get('n_videos')} videos)"
+    )
 
 
 def _zeroshot_cell(data: dict) -> str:

@@ -48,6 +48,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pipeline.clip", ("mote.pipeline.clip.*",)),
     ("pipeline.data", ("mote.pipeline.data.*",)),
     ("pipeline.temporal", ("mote.pipeline.temporal.*",)),
+    ("pipeline.search", ("mote.pipeline.search.*",)),
     ("pipeline.runs", ("mote.pipeline.runs.*",)),
     ("pipeline.extraction", ("mote.pipeline.extraction.*",)),
     ("pipeline.train", ("mote.pipeline.train.*",)),
@@ -66,6 +67,7 @@ STAGE_IMPORTERS: dict[str, tuple[str, ...] | None] = {
     "mote.stages.__main__": ("mote.stages.cli",),  # `python -m mote.stages` (torchrun -m)
     "mote.stages.demo": None,  # runs the other stages in order
     "mote.stages.fewshot": ("mote.stages.train_temporal",),  # one training per K and seed
+    "mote.stages.search": ("mote.stages.embed", "mote.stages.predict"),  # --store, --video
 }
 
 # Imports only some modules may make: the longest matching name decides.

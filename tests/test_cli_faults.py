@@ -124,6 +124,7 @@ def _classes() -> dict[str, list[type]]:
         import_reference,
         predict,
         report,
+        search,
         train_temporal,
         zeroshot,
     )
@@ -134,6 +135,7 @@ def _classes() -> dict[str, list[type]]:
         "finetune-e2e": [finetune_e2e.FinetuneConfig],
         "evaluate": [evaluate.EvaluateConfig, MoTEConfig],
         "embed": [embed.EmbedConfig, MoTEConfig],
+        "search": [search.SearchConfig],
         "zeroshot": [zeroshot.ZeroShotConfig, MoTEConfig],
         "fewshot": [fewshot.FewShotConfig, train_temporal.TrainConfig],
         "import-reference": [import_reference.ImportReferenceConfig],

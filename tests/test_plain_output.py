@@ -26,6 +26,8 @@ COMMANDS = (
     "evaluate",
     "zeroshot",
     "predict",
+    "embed",
+    "search",
     "fewshot",
     "import-reference",
     "report",

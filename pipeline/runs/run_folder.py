@@ -8,7 +8,8 @@ knows its file names and formats.
 | ``model_best.safetensors`` | the same, from the epoch with the best validation top-1 |
 | ``config.json`` | every setting, resolved defaults, the stores read, parameter counts |
 | ``history.jsonl`` | one JSON line per epoch |
-| ``metrics.json`` | final metrics (contract key names) |
+| ``metrics.json`` | final metrics (contract key names); ``retrieval``: ``mote search --eval`` |
+|   | per store |
 | ``curves.png`` | loss and accuracy curves |
 | ``confusion.json`` | the final evaluation's confusion matrix: class names, counts (row = true |
 |   | class, column = predicted), the store and views it was scored on |
@@ -323,6 +324,13 @@ class RunFolder:
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.metrics_file, metrics)
+
+    def write_retrieval(self, store: str, result: dict) -> None:
+        """``mote search --eval``'s numbers on ``store`` into metrics.json under ``retrieval``,
+        beside training's metrics (a run without metrics.json gets one holding only these)."""
+        metrics = self.read_metrics() or {}
+        metrics.setdefault("retrieval", {})[store] = result
+        self.write_metrics(metrics)
 
     def write_curves(self, label: str | None = None, out: Path | None = None) -> Path:
         """Loss and accuracy curves of the history (``curves.png`` unless ``out``), titled

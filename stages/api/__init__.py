@@ -10,6 +10,7 @@ it loads no torch: each function imports its command when called.
     run = mote.load_run("run")
     run.predict(["a.mp4", "b.mp4"])
     found = run.embed("train.zarr")  # .vectors (N, D), .video_ids, .labels
+    run.search(["a person juggling"], "train.emb.zarr", k=10)  # one dict per hit
 """
 
 from mote.commands import (
@@ -23,6 +24,7 @@ from mote.commands import (
     info,
     predict,
     report,
+    search,
     train_temporal,
     zeroshot,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "open_store",
     "predict",
     "report",
+    "search",
     "train_temporal",
     "zeroshot",
 ]

@@ -79,6 +79,15 @@ def embed(**settings: Any) -> dict:
     return stage.run(config_for(stage.EmbedConfig, "mote.embed()", settings))
 
 
+def search(**settings: Any) -> dict:
+    """``mote search``: the videos of an embeddings file (or a store) that best match text
+    queries, a video or a video of the collection (``mote.load_run(...).search`` returns the
+    hits as records)."""
+    from mote.stages import search as stage
+
+    return stage.run(config_for(stage.SearchConfig, "mote.search()", settings))
+
+
 def import_reference(**settings: Any) -> dict:
     """``mote import-reference``: a reference checkpoint as a run folder."""
     from mote.stages import import_reference as stage

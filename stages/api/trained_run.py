@@ -72,6 +72,26 @@ class TrainedRun:
             stage.run(self._config(stage.EmbedConfig, "embed", {**settings, "out": temporary}))
             return dataclasses.replace(open_embeddings(temporary), path=None)
 
+    def search(
+        self,
+        queries: Iterable[str] | str,
+        embeddings: str | PathLike,
+        k: int = 10,
+        **settings: Any,
+    ) -> list[dict]:
+        """The ``k`` best videos of an embeddings file (``mote embed``) for each text query,
+        as records: ``{query, rank, score, video_id, path, label, row}``, best first per query
+        (``pandas.DataFrame(records)`` makes a table). ``settings``: the other ``mote search``
+        options (``like``, ``video``, ``index``, ``root``, ...)."""
+        from mote.stages import search as stage
+
+        settings.update(
+            queries=(queries,) if isinstance(queries, str) else tuple(queries),
+            embeddings=embeddings,
+            top_k=k,
+        )
+        return stage.records(stage.run(self._config(stage.SearchConfig, "search", settings)))
+
     def _config(self, cls: type[T], method: str, settings: dict[str, Any]) -> T:
         """The command's config for this run and device (a ``device`` setting overrides it)."""
         caller = f"TrainedRun.{method}()"
@@ -81,8 +101,8 @@ class TrainedRun:
 
 
 def load_run(path: str | PathLike, device: str = "auto") -> TrainedRun:
-    """A trained run folder to ``predict``, ``evaluate`` and ``embed`` with on ``device``
-    (auto, cpu, cuda, cuda:1); a folder that is not a run fails here, naming it."""
+    """A trained run folder to ``predict``, ``evaluate``, ``embed`` and ``search`` with on
+    ``device`` (auto, cpu, cuda, cuda:1); a folder that is not a run fails here, naming it."""
     from mote.pipeline.runs.run_folder import RunFolder  # torch: only when a run is loaded
 
     folder = RunFolder(Path(path))

@@ -1,0 +1,267 @@
+"""`mote search`: a trained run finds each class's videos by its name, --like and --video query by
+example, --json lines, --eval into metrics.json and the report, a faiss index built once and
+reused, a self-contained HTML page, and one error line per bad input.
+
+A real MoTE run trained on mote-tiny features of generated motion videos (real MP4s decoded by
+PyAV), its store embedded by `mote embed`. The class names are meaningful queries even with
+mote-tiny's random text tower: the temporal module was trained to match exactly those texts.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import motion_split_stores, random_store
+from PIL import Image
+
+import mote
+from mote.cache_schema.embeddings import EmbeddingsFile
+from mote.pipeline.runs.files import write_json
+from mote.pipeline.runs.run_folder import save_model
+from mote.pipeline.temporal.config import default_config
+from mote.pipeline.temporal.mote_model import MoTE
+from mote.stages import cli, embed, extract, report, search, train_temporal
+
+
+@dataclass(frozen=True)
+class Trained:
+    run: Path
+    store: Path
+    embeddings: Path
+    root: Path
+    classes: tuple[str, ...]
+    data: object  # the generated dataset: root, list_file, labels_file
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Trained:
+    """A run trained on 9 videos of each of 8 motion classes, and those videos embedded."""
+    work = tmp_path_factory.mktemp("search")
+    data, store, _, _ = motion_split_stores(work, 12, val_views=None)
+    run = work / "run"
+    train_temporal.run(
+        train_temporal.TrainConfig(
+            train=store, out=run, layers=2, epochs=60, warmup_epochs=5, batch_size=8,
+            micro_batches=1, lr=1e-3, clip_lr_ratio=1.0, device="cpu",
+        )
+    )  # fmt: skip
+    out = work / "e.zarr"
+    embed.run(embed.EmbedConfig(run=run, store=store, out=out, root=data.root, device="cpu"))
+    return Trained(run, store, out, data.root, tuple(data.class_names), data)
+
+
+def find(trained: Trained, *queries: str, **settings) -> dict:
+    settings.setdefault("embeddings", trained.embeddings)
+    cfg = search.SearchConfig(run=trained.run, queries=queries, device="cpu", **settings)
+    return search.run(cfg)
+
+
+def mote_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """The real `mote` entry point in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["mote", *map(str, args)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    out = capsys.readouterr()
+    return int(exited.value.code or 0), out.out, out.err
+
+
+def test_each_class_name_finds_its_videos_well_above_chance(trained):
+    result = find(trained, *trained.classes, top_k=10)
+    chance = 100 / len(trained.classes)  # 9 videos of each of 8 classes
+    precisions = []
+    for name, entry in zip(trained.classes, result["results"], strict=True):
+        hits = entry["hits"]
+        assert entry["query"] == name and [h["rank"] for h in hits] == list(range(1, 11))
+        assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+        assert name in {h["label"] for h in hits}, f"{name!r}: no video of its class in the top 10"
+        precisions.append(100 * np.mean([h["label"] == name for h in hits]))
+    # measured: mean P@10 40.0 against chance 12.5
+    assert np.mean(precisions) >= 2 * chance, precisions
+    evaluated = find(trained, evaluate=True)["retrieval"]  # the same ranking, its own numbers
+    assert evaluated["p@10"] == pytest.approx(np.mean(precisions), abs=1e-3)
+
+
+def test_like_leaves_the_video_out_and_json_lines_parse(trained, monkeypatch, capsys):
+    ids = mote.open_embeddings(trained.embeddings).video_ids
+    code, out, err = mote_cli(
+        monkeypatch, capsys, "search", "--run", trained.run, "--embeddings", trained.embeddings,
+        trained.classes[0], "--like", ids[3], "-k", "5", "--device", "cpu", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert len(lines) == 10
+    for line in lines:
+        assert set(line) == {"query", "rank", "score", "video_id", "path", "label", "row"}
+        assert (
+            line["path"] == str(trained.root / line["video_id"])
+            and ids[line["row"]] == line["video_id"]
+        )
+    like = [line for line in lines if line["query"] == f"like {ids[3]}"]
+    assert [line["rank"] for line in like] == [1, 2, 3, 4, 5]
+    assert ids[3] not in {line["video_id"] for line in like}
+
+
+def test_a_video_file_is_a_query_equal_to_its_embedded_row(trained, tiny_extract, tmp_path):
+    """--video decodes and encodes the file as predict does (evaluation sampling, the store's
+    frames and views) and embeds it with the file's variant: against a store of that very video
+    extracted with evaluation sampling, its own row scores a cosine of 1."""
+    line = trained.data.list_file.read_text().splitlines()[5]
+    one = tmp_path / "one.txt"
+    one.write_text(line + "\n")
+    store, out = tmp_path / "one.zarr", tmp_path / "one.emb.zarr"
+    trained_views = EmbeddingsFile.open(trained.embeddings).attrs["store"]["views"]
+    extract.run(tiny_extract(trained.data, store, list_file=one, views=trained_views))
+    embed.run(embed.EmbedConfig(run=trained.run, store=store, out=out, device="cpu"))
+    video = trained.root / line.rsplit(" ", 1)[0]
+    hit = find(trained, video=video, embeddings=out)["results"][0]["hits"][0]
+    assert hit["score"] == pytest.approx(1.0, abs=2e-3)
+    found = find(trained, video=video, top_k=3)["results"][0]  # and among the training clips
+    assert found["kind"] == "video" and found["hits"][0]["label"] == line.split("/")[0].replace(
+        "_", " "
+    )
+
+
+def test_bad_input_gets_one_error_line_and_exit_2(trained, tmp_path, monkeypatch, capsys):
+    base = ["search", "--run", trained.run, "--device", "cpu"]
+    emb = ["--embeddings", trained.embeddings]
+    other_encoder = tmp_path / "b16.zarr"
+    random_store(other_encoder, ["a.mp4", "b.mp4"], [0, 1], ("a", "b"), model="ViT-B-16")
+    other_run = tmp_path / "other"
+    other_run.mkdir()
+    model = MoTE(default_config(64, layers=2))
+    model.set_finetune_text(torch.randn(8, 64))
+    save_model(other_run / "model.safetensors", model)
+    write_json(other_run / "config.json", {"arch": "mote", "clip": {"model": "mote-tiny"}})
+    partial = tmp_path / "partial.zarr"
+    attrs = EmbeddingsFile.open(trained.embeddings).attrs
+    EmbeddingsFile.create(partial, {k: attrs[k] for k in ("run", "store", "clip", "variant")}
+                          | {"dim": attrs["dim"], "n_rows": attrs["n_rows"]})  # fmt: skip
+    cases = [
+        ([*base, *emb, "  "], "mote search: an empty QUERY"),
+        ([*base, *emb], "mote search: no query"),
+        ([*base, *emb, "--like", "nope.mp4"], "--like 'nope.mp4': no such video id"),
+        ([*base, "--store", other_encoder, "x"], f"{other_encoder}: model is 'ViT-B-16'"),
+        (["search", "--run", other_run, *emb, "x", "--device", "cpu"],
+         f"{trained.embeddings}: embeddings of another run than {other_run}"),
+        ([*base, "--embeddings", partial, "x"], f"{partial}: unfinished (0 of"),
+    ]  # fmt: skip
+    for args, start in cases:
+        code, out, err = mote_cli(monkeypatch, capsys, *args)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, (args, err)
+        assert lines[0].startswith(f"error: {start}"), lines[0]
+
+
+def test_eval_writes_metrics_json_and_report_shows_it(trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained.run, run)
+    (run / "metrics.json").write_text(json.dumps({"top1": 50.0, "epochs": 60}))
+    found = search.run(
+        search.SearchConfig(run=run, embeddings=trained.embeddings, evaluate=True, device="cpu")
+    )
+    numbers = found["retrieval"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    key = str(trained.store.resolve())
+    assert numbers["store"] == key
+    assert metrics["top1"] == 50.0 and metrics["epochs"] == 60  # training's numbers are kept
+    recorded = metrics["retrieval"][key]
+    assert recorded["map"] == numbers["map"] and recorded["classes"] == 8
+    assert recorded["p@10"] > recorded["chance_precision"] and 0 < recorded["zeroshot_top1"] <= 100
+    made = report.run(report.ReportConfig(runs=(run,), out=tmp_path / "report"))
+    text = Path(made["report"]).read_text()
+    assert f"text -> video retrieval on `{key}`" in text
+    assert f"mAP {recorded['map']:.2f}, P@10 {recorded['p@10']:.2f}" in text
+
+
+def test_load_run_search_returns_records(trained):
+    records = mote.load_run(trained.run, device="cpu").search(
+        [trained.classes[2], trained.classes[5]], trained.embeddings, k=4
+    )
+    assert [r["query"] for r in records] == [trained.classes[2]] * 4 + [trained.classes[5]] * 4
+    assert [r["rank"] for r in records] == [1, 2, 3, 4] * 2
+    direct = find(trained, trained.classes[2], top_k=4)["results"][0]["hits"]
+    assert records[:4] == direct
+
+
+def test_an_hnsw_index_is_built_once_reused_and_checked(trained, tmp_path):
+    pytest.importorskip("faiss")
+    emb = tmp_path / "e.zarr"
+    shutil.copytree(trained.embeddings, emb)
+    first = find(trained, trained.classes[1], embeddings=emb, index="hnsw", check_index=True)
+    assert first["index"]["built"] and (emb / "index-hnsw.faiss").is_file()
+    assert first["check_index"]["recall@10"] >= 0.9
+    exact = find(trained, trained.classes[1], embeddings=emb)
+    assert [h["video_id"] for h in first["results"][0]["hits"]] == [
+        h["video_id"] for h in exact["results"][0]["hits"]
+    ]
+    stamp = (emb / "index-hnsw.faiss").stat().st_mtime_ns
+    again = find(trained, embeddings=emb, index="hnsw", check_index=True)  # rows as queries
+    assert not again["index"]["built"] and (emb / "index-hnsw.faiss").stat().st_mtime_ns == stamp
+    assert again["check_index"]["on"].endswith("of the collection's own rows")
+    assert again["check_index"]["recall@10"] >= 0.9
+
+
+class _Page(HTMLParser):
+    """The hits, images and reasons of a search page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hits: list[dict] = []
+        self.links: list[str] = []
+        self._reason = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "div" and a.get("class") == "hit":
+            self.hits.append(
+                {"rank": int(a["data-rank"]), "score": float(a["data-score"]),
+                 "video_id": a["data-video-id"], "images": [], "reason": None}
+            )  # fmt: skip
+        elif tag == "img":
+            self.hits[-1]["images"].append(a["src"])
+        elif tag in ("link", "script") or (tag == "img" and not a["src"].startswith("data:")):
+            self.links.append(tag)
+        self._reason = tag == "p" and a.get("class") == "reason"
+
+    def handle_data(self, data):
+        if self._reason and self.hits:
+            self.hits[-1]["reason"] = data
+            self._reason = False
+
+
+def test_html_page_holds_every_hit_with_frames_or_its_reason(trained, tmp_path):
+    plain = find(trained, trained.classes[4], top_k=3)["results"][0]["hits"]
+    root = tmp_path / "videos"
+    shutil.copytree(trained.root, root)
+    broken = plain[1]["video_id"]
+    (root / broken).write_bytes(b"not a video" * 100)
+    page = tmp_path / "hits.html"
+    result = find(trained, trained.classes[4], top_k=3, html=page, root=root)
+    assert result["html"] == str(page)
+    parsed = _Page()
+    parsed.feed(page.read_text())
+    assert parsed.links == []  # self-contained: nothing fetched from elsewhere
+    assert [(h["rank"], h["video_id"]) for h in parsed.hits] == [
+        (h["rank"], h["video_id"]) for h in plain
+    ]
+    for hit, want in zip(parsed.hits, plain, strict=True):
+        assert hit["score"] == pytest.approx(want["score"], abs=1e-5)
+        if want["video_id"] == broken:
+            assert hit["images"] == [] and hit["reason"], hit
+            continue
+        assert len(hit["images"]) == 4 and hit["reason"] is None
+        for uri in hit["images"]:
+            prefix = "data:image/jpeg;base64,"
+            assert uri.startswith(prefix)
+            image = Image.open(io.BytesIO(base64.b64decode(uri[len(prefix) :], validate=True)))
+            assert image.format == "JPEG" and image.height == 96
