@@ -89,6 +89,11 @@ video=$(find "$out/e2e/videos" -name '*.mp4' 2>/dev/null | sort | head -1)
 step predict "$py" -m mote.stages predict --run "$out/e2e/e2e_run" --device "$device" \
   --json "${video:-missing.mp4}"
 
+# Exact top-k search over 10k-1M synthetic embeddings on the device (fp16 rows on the GPU).
+search_sizes=(--sections exact --sizes 10000,100000,1000000); [ "$tiny" = 1 ] && search_sizes=(--smoke --sections exact)
+step search "$py" "$here/search.py" --device "$device" "${search_sizes[@]}" \
+  --json "$out/search.json"
+
 # Last: the compiled (graphed) step against eager, same weights and draws.
 step graphed "$py" "$here/step_checks.py" graphed --device "$device" --dim "$dim" \
   --videos "$train_videos" --batch "$batch" --workdir "$out/steps"

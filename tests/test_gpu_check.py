@@ -1,6 +1,6 @@
 """bench/gpu_check.sh, the one script a lent GPU runs, on the CPU with tiny sizes: every step
-(both extract paths, epochs, the sync probe, launches per rank, finetune-e2e, predict, the
-compiled step) must run and report, so the script cannot rot between GPU loans."""
+(both extract paths, epochs, the sync probe, launches per rank, finetune-e2e, predict, exact
+search, the compiled step) must run and report, so the script cannot rot between GPU loans."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ STEPS = (
     "scaling",
     "finetune_e2e",
     "predict",
+    "search",
     "graphed",
 )
 

@@ -6,6 +6,8 @@ known exactly and ties are everywhere."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -126,3 +128,23 @@ def test_cuda_gives_the_cpu_ranking() -> None:
     on_cpu = exact_top_k(queries, chunked(rows, 64), 30, "cpu", exclude=[[0], [], [], [3]])
     np.testing.assert_array_equal(on_gpu[1], on_cpu[1])
     np.testing.assert_array_equal(on_gpu[0], on_cpu[0])
+
+
+def _syncs(chunks: int) -> int:
+    """Synchronising CUDA calls (sync debug mode) of one search over ``chunks`` chunks."""
+    rows = torch.from_numpy(quarter_rows(640, seed=7)).cuda()
+    parts = list(rows.chunk(chunks))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            exact_top_k(quarter_rows(3, seed=8), parts, 10, "cuda", exclude=[[1], [], []])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_waits_as_often_for_twenty_chunks_as_for_two() -> None:
+    assert _syncs(20) == _syncs(2)  # nothing in the loop waits for the device
