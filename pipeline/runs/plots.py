@@ -9,6 +9,7 @@ plotted, on which data, for which run.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,10 +32,22 @@ CHANCE_GID = "chance"  # the gid of chance lines, so tests (and readers of the S
 TRADEOFF_GID = "equal-tradeoff"
 
 
+# Characters of a 12-point title per inch of figure width (DejaVu Sans averages ~7 pt a character).
+TITLE_CHARS_PER_INCH = 10
+
+
 def save(fig: Figure, out: Path, dpi: int = 100) -> Path:
-    fig.savefig(out, dpi=dpi)
+    """The PNG with every artist inside it: "tight" grows the canvas to a legend or title that
+    reaches past the figure's edge instead of cutting it."""
+    fig.savefig(out, dpi=dpi, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
     return out
+
+
+def wrapped(title: str, fig: Figure, share: float = 1.0) -> str:
+    """``title`` broken into lines that fit ``share`` of the figure's width."""
+    width = max(24, int(fig.get_figwidth() * share * TITLE_CHARS_PER_INCH))
+    return textwrap.fill(title, width)
 
 
 # ------------------------------------------------------------------------------ curves
@@ -85,7 +98,7 @@ def draw_curves(rows: Sequence[Mapping], title: str) -> Figure:
         _epoch_ticks(ax, epochs)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, frameon=False)
-    fig.suptitle(title)
+    fig.suptitle(wrapped(title, fig))
     return fig
 
 
@@ -174,8 +187,9 @@ def draw_zeroshot_bars(
     handles = [Patch(color=f"C{i % 10}", label=run) for i, run in enumerate(runs)]
     if chance_drawn:
         handles.append(Line2D([], [], color="black", ls=":", lw=1.5, label="chance (100/classes)"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize="small")
-    fig.suptitle(title or "Zero-shot top-1 per test split (one bar per run)")
+    columns = min(len(handles), max(1, int(fig.get_figwidth() // 1.6)))
+    fig.legend(handles=handles, loc="outside lower center", ncol=columns, fontsize="small")
+    fig.suptitle(wrapped(title or "Zero-shot top-1 per test split (one bar per run)", fig))
     return fig
 
 
@@ -315,7 +329,7 @@ def draw_confusion(counts, class_names: Sequence[str], title: str) -> Figure:
         ax.set_yticks([])
     ax.set_xlabel("predicted class" + ("" if named else f" ({n} classes, store order)"))
     ax.set_ylabel("true class" + ("" if named else f" ({n} classes, store order)"))
-    ax.set_title(title)
+    ax.set_title(wrapped(title, fig, share=0.8))
     return fig
 
 
