@@ -102,6 +102,14 @@ class DistContext:
         dist.gather_object(obj, out, dst=0)
         return out
 
+    def everyone(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` on every rank (in rank order): what each node sees."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         if not self.distributed:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 import torch
 
 from mote.pipeline.device import tf32_matmuls
-from mote.pipeline.errors import TrainingDiverged
+from mote.pipeline.errors import ConfigError, TrainingDiverged
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.metric_logs import MetricLogs, open_logs
 from mote.pipeline.runs.run_folder import RunFolder
@@ -327,7 +327,36 @@ def run_training(
         with folder.writer_claim(ctx.is_main, shown):
             if cfg.micro_batches is not None:
                 check_micro_batches(cfg.micro_batches, ctx.world_size)
-            folder.check_new(cfg.resume)
+            if cfg.resume:
+                check_every_rank_sees(folder, ctx)
+            on_rank_0(ctx, lambda: folder.check_new(cfg.resume))
             return train(cfg, ctx, shown)
 
     return run_on_every_rank(cfg.device, progress or NullProgress(), on_rank)
+
+
+def on_rank_0(ctx: DistContext, check: Callable[[], None]) -> None:
+    """``check`` the run folder as its writer sees it (rank 0: on a shared disk the others could
+    already see rank 0's first files); its ``ConfigError`` stops every rank with the same line."""
+    problem = None
+    if ctx.is_main:
+        try:
+            check()
+        except ConfigError as error:
+            problem = str(error)
+    problem = ctx.broadcast(problem)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def check_every_rank_sees(folder: RunFolder, ctx: DistContext) -> None:
+    """``--resume`` reads the run (settings, checkpoint, failures) on every rank: a node that
+    does not see it would start over while the others continue, so refuse that up front."""
+    seen = ctx.everyone(folder.is_run())
+    if any(seen) and not all(seen):
+        blind = ", ".join(str(rank) for rank, yes in enumerate(seen) if not yes)
+        raise ConfigError(
+            f"--resume: ranks {blind} do not see the run {folder.path} that the other ranks see; "
+            "every node reads the run folder to resume, so put it on a disk all nodes share "
+            "(the same path on each)"
+        )
