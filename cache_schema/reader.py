@@ -19,20 +19,31 @@ from zarr.codecs import Crc32cCodec
 
 from mote.cache_schema import v1
 from mote.cache_schema.checks import check_expected, check_layout
-from mote.cache_schema.errors import StoreCorrupt, StoreNotFound, short_error
+from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreNotFound, short_error
+from mote.cache_schema.remote import RemoteFiles
 from mote.cache_schema.spec import StoreSpec, fingerprint
+from mote.pipeline.locations import Url, locate, resolved
 
 Indices = slice | Sequence[int] | np.ndarray
 Reader = TypeVar("Reader", bound="StoreReader")
 
 
 class StoreReader:
-    """A mote.features v1 store on local disk, opened with ``open``; reads only."""
+    """A mote.features v1 store on local disk or at a URL (read-only there), opened with
+    ``open``; reads only."""
 
     def __init__(
-        self, path: Path, group: zarr.Group, arrays: Mapping[str, zarr.Array], writable: bool
+        self,
+        path: Path | Url,
+        group: zarr.Group,
+        arrays: Mapping[str, zarr.Array],
+        writable: bool,
+        files: Path | RemoteFiles | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.path = path
+        self.files = path if files is None else files  # what checks of files by path look at
+        self._storage_options = storage_options
         self._group = group
         self._arrays = dict(arrays)
         if writable:  # an all-pending status chunk stays a file (v1.STATUS_CHUNKS_KEPT)
@@ -48,7 +59,7 @@ class StoreReader:
 
     def __reduce__(self) -> tuple:
         """Pickle as (path, writable) so dask workers reopen the store instead of copying it."""
-        return (type(self).open, (str(self.path), None, self._writable))
+        return (type(self).open, (str(self.path), None, self._writable, self._storage_options))
 
     def __repr__(self) -> str:
         name = type(self).__name__
@@ -60,21 +71,42 @@ class StoreReader:
         path: str | Path,
         expect: Mapping[str, Any] | None = None,
         writable: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> Reader:
-        """Open a store, checking schema and version first, then every key of ``expect``."""
-        path = Path(path)
-        if (path / "config.json").is_file() and not (path / "zarr.json").is_file():
+        """Open a store, checking schema and version first, then every key of ``expect``.
+
+        ``path`` may be a URL (``s3://bucket/s.zarr``, read with fsspec and
+        ``storage_options``); such a store opens read-only."""
+        path = locate(path)
+        files: Path | RemoteFiles = path
+        if isinstance(path, Url):
+            if writable:
+                raise StoreError(
+                    f"{path}: writing a store at a URL is not supported yet; write it locally"
+                )
+            files = RemoteFiles.open(path, storage_options)
+        if (files / "config.json").is_file() and not (files / "zarr.json").is_file():
             raise StoreNotFound(
                 f"{path}: a run folder, not a feature store; pass a store (`mote extract ... "
                 f"--out STORE`), or read the run with `mote report {path}`."
             )
-        if not (path / "zarr.json").is_file():
+        if not (files / "zarr.json").is_file() and isinstance(path, Url):
+            raise StoreNotFound(
+                f"{path}: no feature store here (no zarr.json); extract one locally and upload "
+                "the whole store folder (`aws s3 sync STORE URL`)."
+            )
+        if not (files / "zarr.json").is_file():
             raise StoreNotFound(
                 f"{path}: no feature store here (no zarr.json); create one with "
                 f"`mote extract ... --out {path}`."
             )
         try:
-            group = zarr.open_group(str(path), mode="r+" if writable else "r", zarr_format=3)
+            group = zarr.open_group(
+                str(path),
+                mode="r+" if writable else "r",
+                zarr_format=3,
+                storage_options=storage_options if isinstance(path, Url) else None,
+            )
         except Exception as err:  # zarr raises many types for unreadable metadata
             raise StoreCorrupt(
                 f"{path}: cannot be read as a Zarr v3 group ({err}); re-run "
@@ -85,7 +117,7 @@ class StoreReader:
         if expect:
             check_expected(attrs, expect, path)
         arrays = check_layout(group, attrs, path)
-        return cls(path, group, arrays, writable=writable)
+        return cls(path, group, arrays, writable, files, storage_options)
 
     # ------------------------------------------------------------------ facts
 
@@ -214,11 +246,12 @@ class StoreReader:
 
     # ------------------------------------------------------------------ chunks and damage
 
-    def chunk_file(self, name: str, chunk: int) -> Path:
-        """The file that holds chunk ``chunk`` of array ``name`` (for checks and repairs)."""
+    def chunk_file(self, name: str, chunk: int) -> Path | RemoteFiles:
+        """The file that holds chunk ``chunk`` of array ``name`` (for checks and repairs; a
+        ``RemoteFiles`` for a store at a URL)."""
         arr = self._arrays[name]
         coords = (int(chunk),) + (0,) * (arr.ndim - 1)
-        return self.path / name / arr.metadata.encode_chunk_key(coords)
+        return self.files / name / arr.metadata.encode_chunk_key(coords)
 
     def has_checksums(self) -> bool:
         """Whether every array ends its chunks with a CRC32C (v1 stores written before may not)."""
@@ -409,8 +442,10 @@ class StoreReader:
     # ------------------------------------------------------------------ summary
 
     def bytes_on_disk(self) -> int:
-        """Total size of the files under the store folder."""
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        """Total size of the files under the store folder (the objects under its URL)."""
+        if isinstance(self.files, RemoteFiles):
+            return self.files.total_bytes()
+        return sum(p.stat().st_size for p in self.files.rglob("*") if p.is_file())
 
     def identity(self) -> dict[str, Any]:
         """What this store holds, as something derived files record and compare: its folder,
@@ -419,7 +454,7 @@ class StoreReader:
         one before more videos were extracted, is told apart."""
         s = self._spec
         return {
-            "path": str(self.path.resolve()),
+            "path": resolved(self.path),
             "schema": v1.SCHEMA,
             "schema_version": v1.VERSION,
             "model": s.model,

@@ -18,6 +18,7 @@ import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -30,12 +31,14 @@ from mote.cache_schema.claim import StoreClaim, refuse_if_claimed
 from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch
 from mote.cache_schema.folder import clear_target, creation_interrupted, remove_partial_files
 from mote.cache_schema.reader import StoreReader
+from mote.cache_schema.remote import RemoteFiles
 from mote.cache_schema.repair import (
     array_metadata_missing,
     needs_consolidation,
     restore_array_metadata,
 )
 from mote.cache_schema.spec import StoreSpec, VideoResult
+from mote.pipeline.locations import Url
 
 # Measured on 1,024 videos x 3 views x 8 frames x 768 (fp16, CLIP-like spread per dimension):
 # zstd level 1 stores 0.93 x the raw bytes at ~450 MB/s; blosc-lz4 with byte shuffle stores
@@ -57,9 +60,15 @@ class FeatureStore(StoreReader):
     """A mote.features v1 store on local disk; build it with create, open or open_or_create."""
 
     def __init__(
-        self, path: Path, group: zarr.Group, arrays: Mapping[str, zarr.Array], writable: bool
+        self,
+        path: Path | Url,
+        group: zarr.Group,
+        arrays: Mapping[str, zarr.Array],
+        writable: bool,
+        files: Path | RemoteFiles | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(path, group, arrays, writable)
+        super().__init__(path, group, arrays, writable, files, storage_options)
         self.restored_metadata: list[str] = []  # array files a resume restored (resume)
         self.restored_creation: list[str] = []  # creation chunks a repair rewrote (resume)
 

@@ -95,7 +95,7 @@ def verify(store: FeatureStore) -> VerifyReport:
     """Read every chunk of every array: decoding (checksums), missing files, and the values of
     done rows (finite, not all zero, frame indices in range), labels in range, ids non-empty."""
     report = VerifyReport(str(store.path), store.has_checksums())
-    for name in array_metadata_missing(store.path):
+    for name in array_metadata_missing(store.files):
         reason = (
             "has no zarr.json of its own (deleted); readers use the copy in the store's root "
             "zarr.json, and any extract run on the store (e.g. --repair) writes it back"

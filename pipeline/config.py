@@ -19,6 +19,7 @@ import tomllib
 import yaml
 
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.locations import Url, check_location, locate, storage_options
 
 T = TypeVar("T")
 # Config-file keys that are spelled as the CLI flag, not as the setting's field name.
@@ -56,7 +57,7 @@ def coerce_value(name: str, value: Any, annotation: Any, source: str) -> Any:
         annotation = next(a for a in options if a is not type(None))
     try:
         if annotation is Path:
-            return Path(value).expanduser()
+            return locate(value)  # a URL stays one (Url), never a folder named "s3:"
         if annotation is bool:
             if isinstance(value, bool):
                 return value
@@ -97,6 +98,7 @@ def build_config(
                 raise ConfigError(f"{config_file}: unknown option '{key}'. Valid options: {valid}")
             values[key] = coerce_value(key, value, hints[key], str(config_file))
     values.update({key: value for key, value in flags.items() if value is not None})
+    _check_locations(options, hints, values)
     missing = [
         name
         for name, f in fields.items()
@@ -108,6 +110,52 @@ def build_config(
         names = ", ".join("--" + name.replace("_", "-") for name in missing)
         raise ConfigError(f"missing required option(s): {names}")
     return cls(**values)
+
+
+def _check_locations(
+    options: dict[str, dataclasses.Field], hints: dict[str, Any], values: dict[str, Any]
+) -> None:
+    """The one place a path option's value becomes a location: every ``Path`` option (flag,
+    file key or Python keyword) through ``locate``, refused when it is a URL the option cannot
+    use yet (its ``url`` metadata), and ``--storage-options`` JSON parsed to a dict."""
+    for name, f in options.items():
+        value = values.get(name)
+        if value is None:
+            continue
+        if f.metadata.get("storage_options"):
+            values[name] = storage_options(value, flag_name(f))
+        elif _takes_path(hints[name]):
+            values[name] = _location(value, f)
+        elif _takes_path(_item_type(hints[name])) and isinstance(value, tuple | list):
+            values[name] = tuple(_location(item, f) for item in value)
+
+
+def _location(value: Any, f: dataclasses.Field) -> Path | Url:
+    location = locate(value)
+    check_location(location, flag_name(f), f.metadata.get("url"))
+    return location
+
+
+def _item_type(annotation: Any) -> Any:
+    """The item type of ``tuple[X, ...]`` (or of ``tuple[X, ...] | None``), else None."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    args = typing.get_args(annotation) if typing.get_origin(annotation) is tuple else ()
+    return args[0] if args else None
+
+
+def _takes_path(annotation: Any) -> bool:
+    """Whether a field holds a path: ``Path``, ``Path | None`` or ``Path | Url``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(a in (Path, Url) for a in typing.get_args(annotation))
+    return annotation in (Path, Url)
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    """The option's flag (``--list`` for ``list_file``), or its metavar when positional."""
+    if f.metadata.get("argument"):
+        return f.metadata.get("metavar") or f.name.upper()
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 def _file_keys(options: Collection[dataclasses.Field], others: Collection[str]) -> list[str]:
@@ -142,7 +190,7 @@ def check_ranges(cfg: Any) -> None:
         for item in value if isinstance(value, tuple | list) else (value,):
             if isinstance(item, bool) or not isinstance(item, int | float):
                 continue
-            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            flag = flag_name(f)
             if isinstance(item, float) and not math.isfinite(item):
                 raise ConfigError(f"{flag} must be a finite number, got {item}")
             if low is not None and item < low:
@@ -205,6 +253,21 @@ def carried_clip(
     if recorded is not None and model in (None, recorded[0]):
         return recorded[0], recorded[1] if pretrained is None else pretrained
     return model or DEFAULT_MODEL, pretrained or DEFAULT_PRETRAINED
+
+
+def store_in_setting(help: str, default: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """A feature store a command reads: a local path or an fsspec URL (s3://, gs://)."""
+    return setting(default, f"{help} A path or a URL (s3://bucket/s.zarr).", url="read", **meta)
+
+
+def storage_options_setting() -> Any:
+    """fsspec options for the URLs a command reads (credentials, endpoint, region)."""
+    return setting(
+        None,
+        "JSON object of fsspec options for s3:// or gs:// stores (e.g. '{\"anon\": true}'); "
+        "credentials and endpoint otherwise come from the usual AWS_* environment and profiles.",
+        storage_options=True,
+    )
 
 
 def dataset_setting() -> Any:

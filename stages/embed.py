@@ -42,7 +42,9 @@ from mote.pipeline.threads import command_threads, use_threads
 class EmbedConfig(Settings):
     run: Path = scored_run_setting()
     store: Path = setting(help="Feature store whose done videos to embed (any view layout).")
-    out: Path = setting(help="Embeddings file to write, or to continue (a folder, e.g. E.zarr).")
+    out: Path = setting(
+        help="Embeddings file to write, or to continue (a folder, e.g. E.zarr).", url="write"
+    )
     tfm: bool = setting(
         True, "Temporal Feature Modulation, the store's class names as the test bank."
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +20,13 @@ from mote.pipeline.config import (
     device_setting,
     scored_run_setting,
     setting,
+    storage_options_setting,
+    store_in_setting,
     tfm_override_setting,
 )
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.locations import Url
 from mote.pipeline.runs.files import check_predictions_path, save_predictions
 from mote.pipeline.runs.run_clip import store_expectation
 from mote.pipeline.runs.run_folder import load_run
@@ -35,12 +39,13 @@ from mote.pipeline.threads import command_threads, use_threads
 @dataclass(frozen=True)
 class EvaluateConfig(Settings):
     run: Path = scored_run_setting()
-    store: Path = setting(help="Feature store to score (any view layout).")
+    store: Path | Url = store_in_setting("Feature store to score (any view layout).")
     tfm: bool = setting(True, "Temporal Feature Modulation.")
     best: bool = setting(False, "Use the best-validation weights, not the last.")
     tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
     tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
     device: str = device_setting()
+    storage_options: dict[str, Any] | None = storage_options_setting()
     save_predictions: Path | None = setting(
         None, "Write per-video scores, per-view logits and rho (.safetensors/.npz)."
     )
@@ -58,7 +63,9 @@ def run(cfg: EvaluateConfig) -> dict:
     loaded = load_run(cfg.run, device, best=cfg.best)
     use_threads(device, width=loaded.model.cfg.dim)
     override_tfm(loaded.model, cfg.tfm_gamma, cfg.tfm_k)
-    store = FeatureStore.open(cfg.store, expect=store_expectation(loaded))
+    store = FeatureStore.open(
+        cfg.store, expect=store_expectation(loaded), storage_options=cfg.storage_options
+    )
     indices, embeddings, labels = store.read_done()
     if len(indices) == 0:
         raise ConfigError(f"{cfg.store}: no video is done in this store; run `mote extract` first")

@@ -81,7 +81,7 @@ class ExtractConfig(Settings):
     """
 
     dataset: str = dataset_setting()
-    out: Path = setting(help="Zarr store to write (resumed if it exists).")
+    out: Path = setting(help="Zarr store to write (resumed if it exists).", url="write")
     root: Path | None = root_setting()
     split: str | None = setting(
         None,

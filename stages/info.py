@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mote.cache_schema.store import FeatureStore
 from mote.cache_schema.verify import Problem, VerifyReport, verify
-from mote.pipeline.config import Settings, device_setting, setting
+from mote.pipeline.config import (
+    Settings,
+    device_setting,
+    setting,
+    storage_options_setting,
+    store_in_setting,
+)
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.locations import Url
 
 # Re-encoded embeddings may differ from stored ones by fp16 rounding (2^-11 relative) and by
 # other kernels on another device or batch size; 2 % of a video's largest value covers both,
@@ -28,7 +36,7 @@ SAMPLE_TOLERANCE = 0.02
 class InfoConfig(Settings):
     """Settings of ``mote info``."""
 
-    store: Path = setting(help="A feature store written by mote extract.", argument=True)
+    store: Path | Url = store_in_setting("A feature store written by mote extract.", argument=True)
     verify: bool = setting(
         False,
         "Read every chunk: checksums, missing files, NaN/inf or all-zero done rows, labels, ids. "
@@ -41,6 +49,7 @@ class InfoConfig(Settings):
         min=0,
     )
     root: Path | None = setting(None, "Folder the store's video ids are relative to.")
+    storage_options: dict[str, Any] | None = storage_options_setting()
     seed: int = 0  # which videos --sample draws
     device: str = device_setting("Device for --sample: ")
     decoder: str = "auto"
@@ -56,7 +65,7 @@ def run(cfg: InfoConfig) -> dict:
         )
     if cfg.root is not None and not Path(cfg.root).is_dir():
         raise ConfigError(f"--root {cfg.root}: no such folder")
-    store = FeatureStore.open(cfg.store)
+    store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options)
     summary = store.summary()
     if cfg.verify or cfg.sample:
         report = verify(store)

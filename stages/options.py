@@ -105,6 +105,10 @@ def flag_of(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
+# How --help names a path option's value: a local path, or a path or URL it reads.
+_PATH_METAVARS = {None: "<path>", "write": "<path>", "read": "<path|url>"}
+
+
 def _parameter(f: dataclasses.Field, kind: Any, cls: type) -> inspect.Parameter:
     """The typer parameter of one option field (default None: "not given")."""
     meta = f.metadata
@@ -112,6 +116,9 @@ def _parameter(f: dataclasses.Field, kind: Any, cls: type) -> inspect.Parameter:
     repeated = typing.get_origin(kind) is tuple and (meta.get("argument") or meta.get("multiple"))
     if repeated:
         kind = list[typing.get_args(kind)[0]]
+    path = kind is Path or kind == list[Path] or meta.get("url") is not None
+    if path:  # text, so a URL reaches ``locate`` whole
+        kind = list[str] if repeated else str
     if meta.get("argument"):
         argument = typer.Argument(metavar=meta.get("metavar"), help=meta["help"])
         if meta.get("optional"):  # may be left out: the command checks what else was given
@@ -125,12 +132,11 @@ def _parameter(f: dataclasses.Field, kind: Any, cls: type) -> inspect.Parameter:
         names.insert(0, meta["short"])
     if kind is bool and f.default is True:
         names = [f"{flag}/--no-{flag[2:]}"]
-    elif typing.get_origin(kind) is tuple or (
-        not repeated and kind not in (bool, int, float, Path)
-    ):
+    elif typing.get_origin(kind) is tuple or (not repeated and kind not in (bool, int, float)):
         kind = str  # comma text for tuples (``parse_tuple``)
     help = default_help(cls, f.name, meta["help"])
-    option = typer.Option(*names, help=help, rich_help_panel=meta.get("panel"))
+    metavar = _PATH_METAVARS.get(meta.get("url")) if path else None
+    option = typer.Option(*names, help=help, rich_help_panel=meta.get("panel"), metavar=metavar)
     return inspect.Parameter(
         f.name, keyword, default=None, annotation=Annotated[kind | None, option]
     )

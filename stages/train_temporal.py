@@ -13,14 +13,21 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline import __version__
-from mote.pipeline.config import run_out_setting, setting
+from mote.pipeline.config import (
+    run_out_setting,
+    setting,
+    storage_options_setting,
+    store_in_setting,
+)
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.locations import Url
 from mote.pipeline.progress import Progress
 from mote.pipeline.runs.run_config import RunClip, RunConfig
 from mote.pipeline.runs.run_folder import RunFolder
@@ -67,9 +74,12 @@ class TrainConfig(TrainingSettings):
     """Settings of ``mote train-temporal``: the shared training settings (and MoTE switches) of
     ``TrainingSettings``, plus the stores and the memory a run of cached features needs."""
 
-    train: Path = setting(help="Feature store to train on (mote extract).")
+    train: Path | Url = store_in_setting("Feature store to train on (mote extract).")
     out: Path = run_out_setting()
-    val: Path | None = setting(None, "Feature store to validate on each epoch and at the end.")
+    val: Path | Url | None = store_in_setting(
+        "Feature store to validate on each epoch and at the end.", None
+    )
+    storage_options: dict[str, Any] | None = storage_options_setting()
     fused: bool = training_setting(
         True,
         "Run a step's micro-batches in one batched pass (same update as one by one, far fewer "
@@ -107,7 +117,7 @@ def _check(cfg: TrainConfig) -> None:
 
 def open_stores(cfg: TrainConfig) -> tuple[FeatureStore, FeatureStore | None]:
     """The training store, and a validation store that must match its model and classes."""
-    train = FeatureStore.open(cfg.train)
+    train = FeatureStore.open(cfg.train, storage_options=cfg.storage_options)
     counts = train.counts()
     if counts["pending"] and not cfg.allow_partial:
         raise ConfigError(
@@ -120,7 +130,9 @@ def open_stores(cfg: TrainConfig) -> tuple[FeatureStore, FeatureStore | None]:
         return train, None
     t = train.spec
     val = FeatureStore.open(
-        cfg.val, expect={"model": t.model, "weights_id": t.weights_id, "dim": t.dim}
+        cfg.val,
+        expect={"model": t.model, "weights_id": t.weights_id, "dim": t.dim},
+        storage_options=cfg.storage_options,
     )
     if tuple(val.class_names) != tuple(train.class_names):
         raise ConfigError(

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mote.pipeline.errors",
             "mote.pipeline.device",
             "mote.pipeline.config",
+            "mote.pipeline.locations",
             "mote.pipeline.progress",
             "mote.pipeline.safe_load",
             "mote.pipeline.threads",

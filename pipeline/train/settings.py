@@ -11,11 +11,11 @@ import math
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any, ClassVar
 
 from mote.pipeline.config import DEVICE_HELP, Settings, option_fields, setting
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.locations import resolved
 from mote.pipeline.runs.metric_logs import BACKENDS, check_logs
 from mote.pipeline.runs.run_folder import CONFIG_FILE, RunFolder
 from mote.pipeline.temporal.config import ARCHS, MoTEConfig, default_config
@@ -248,7 +248,10 @@ def recorded_settings(cfg: Any, path_keys: tuple[str, ...]) -> dict:
     settings = asdict(cfg)
     for key in path_keys:
         if settings.get(key) is not None:
-            settings[key] = str(Path(settings[key]).resolve())
+            settings[key] = resolved(settings[key])
+    for item in fields(cfg):  # credentials may be in them: never written to a run
+        if item.metadata.get("storage_options"):
+            settings.pop(item.name, None)
     return settings
 
 
@@ -274,7 +277,7 @@ def check_resume(
 
     def same(key: str, old: Any, new: Any) -> bool:
         if key in path_keys and old is not None and new is not None:
-            return Path(old).resolve() == Path(new).resolve()
+            return resolved(old) == resolved(new)
         return json.dumps(old, default=str) == json.dumps(new, default=str)
 
     def recorded(key: str) -> Any:

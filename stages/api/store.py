@@ -14,8 +14,11 @@ if TYPE_CHECKING:
     from mote.cache_schema.store import FeatureStore
 
 
-def open_store(path: str | PathLike) -> FeatureStore:
+def open_store(path: str | PathLike, storage_options: dict | None = None) -> FeatureStore:
     """Open a store written by ``mote extract``, read-only and checked (schema first).
+
+    ``path`` may be a URL (``s3://bucket/s.zarr``), read through fsspec with
+    ``storage_options`` (credentials otherwise from the AWS_* environment).
 
     The reader's methods: ``summary()``, ``read_done()`` (indices, float16 embeddings
     (N, views, frames, dim), labels), ``video_ids``, ``class_names``, ``text_embeddings``,
@@ -23,7 +26,7 @@ def open_store(path: str | PathLike) -> FeatureStore:
     """
     from mote.cache_schema.store import FeatureStore  # zarr: only when a store is opened
 
-    return FeatureStore.open(path)
+    return FeatureStore.open(path, storage_options=storage_options)
 
 
 @dataclass(frozen=True)
