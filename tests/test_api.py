@@ -109,14 +109,14 @@ def store(tmp_path):
     return random_store(tmp_path / "r.zarr", ids, [i % 3 for i in range(20)], ("a", "b", "c"))
 
 
-@pytest.mark.skipif(HAS_XARRAY, reason="xarray is installed")
-def test_to_xarray_names_the_package_to_install(store):
+def test_to_xarray_names_the_package_to_install(store, monkeypatch):
+    monkeypatch.setitem(sys.modules, "xarray", None)  # as if not installed: import fails
     with pytest.raises(ModuleNotFoundError, match="needs the xarray package: pip install xarray"):
         mote.open_store(store.path).to_xarray()
 
 
 @pytest.mark.skipif(not HAS_XARRAY, reason="xarray is not installed (pip install 'mote[xarray]')")
-def test_to_xarray_labels_every_dimension(store):
+def test_to_xarray_labels_every_dimension(store):  # mote[test] brings mote[xarray]
     opened = mote.open_store(store.path)
     data = opened.to_xarray()
     assert dict(data.sizes) == {"video": 20, "view": 1, "frame": 8, "dim": 64, "class": 3}
