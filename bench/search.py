@@ -8,7 +8,12 @@ normalise(centre + 0.6 B z / sqrt(32) + 0.2 g / sqrt(D)) with B a fixed random o
 noise. Queries are fresh draws of the same distribution. Rows are made --chunk at a time into one
 array and searched as --chunk-row views (the store already embedded, in memory).
 
-Sections (--sections, comma-separated; default "exact,dtype,index"):
+Sections (--sections, comma-separated; default "embed,exact,dtype,index"):
+
+  embed  `mote embed` itself (stages/embed.py, each device): a store of --embed-videos random
+         fp16 clips (1 view, 8 frames, D=--dim) scored by a one-epoch run of the spec's MoTE for
+         that width, written to an embeddings file; videos/s over the command's wall time
+         (the run loaded, every chunk written, the Parquet table last).
 
   exact  for each --sizes N and each device (cpu, and cuda when present): --singles single
          queries and --batches batches of --batch queries, one after another; queries/s and the
@@ -29,13 +34,16 @@ Sections (--sections, comma-separated; default "exact,dtype,index"):
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import doc_parser, machine, sync
+from benchlib import doc_parser, machine, sync, write_store
 
 from mote.pipeline.search.exact import exact_top_k
 from mote.pipeline.search.index import build_index, recall_at_k, require_faiss
@@ -218,9 +226,37 @@ def index_section(args, dist: Embeddings, queries: np.ndarray) -> list[dict]:
     return rows
 
 
+def embed_section(args, dist: Embeddings, queries: np.ndarray) -> list[dict]:
+    """videos/s of `mote embed` on each device, from a random store and a one-epoch run."""
+    from mote.stages import embed, train_temporal
+
+    work = Path(tempfile.mkdtemp(prefix="mote-bench-embed-"))
+    n = args.embed_videos
+    try:
+        store = work / "store.zarr"
+        write_store(store, n, args.dim, classes=args.embed_classes)
+        run = work / "run"
+        settings = dict(epochs=1, batch_size=min(64, n), device="cpu")
+        train_temporal.run(train_temporal.TrainConfig(train=store, out=run, **settings))
+        rows = []
+        for device in _devices():
+            started = time.perf_counter()
+            out = work / f"embeddings-{device.type}.zarr"
+            embed.run(embed.EmbedConfig(run=run, store=store, out=out, device=device.type))
+            seconds = time.perf_counter() - started
+            row = {"case": f"embed N={n:,} {device.type}", "device": device.type, "videos": n}
+            rows.append(row | {"seconds": seconds, "videos_per_s": n / seconds})
+            print(f"{row['case']}: {n / seconds:.1f} videos/s ({seconds:.1f} s)")
+        return rows
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = doc_parser(__doc__)
-    parser.add_argument("--sections", default="exact,dtype,index")
+    parser.add_argument("--sections", default="embed,exact,dtype,index")
+    parser.add_argument("--embed-videos", type=int, default=4096, help="embed: store size")
+    parser.add_argument("--embed-classes", type=int, default=400, help="embed: store classes")
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--device", default="all", help="cpu, cuda or all (cpu, cuda if present)")
     parser.add_argument("--dim", type=int, default=512)
@@ -245,11 +281,17 @@ def main() -> None:
     if args.smoke:
         args.sizes, args.dtype_size, args.index_size, args.clusters = "2000", 2000, 3000, 30
         args.singles, args.batches, args.recall_queries, args.chunk_rows = 3, 2, 20, 700
+        args.embed_videos, args.embed_classes = 64, 8
     args.sizes = [int(s) for s in args.sizes.split(",")]
     args.threads = [int(t) for t in args.threads.split(",")]
     dist = Embeddings(args.dim, args.clusters)
     queries = dist.rows(max(256, args.recall_queries, args.batch), seed=2)
-    sections = {"exact": exact_section, "dtype": dtype_section, "index": index_section}
+    sections = {
+        "embed": embed_section,
+        "exact": exact_section,
+        "dtype": dtype_section,
+        "index": index_section,
+    }
     result = {"machine": machine(torch.device("cuda" if torch.cuda.is_available() else "cpu"))}
     print(result["machine"])
     for name in args.sections.split(","):
@@ -258,7 +300,8 @@ def main() -> None:
     best = max((r for r in cases if r.get("kind")), key=lambda r: r["speedup"], default=None)
     exact = [r for r in result.get("exact", []) if r["batch"] == 1]
     top = max((r["n"] for r in exact), default=0)
-    summary = [f"{r['case']} {r['p50_ms']:.1f} ms/query" for r in exact if r["n"] == top]
+    summary = [f"{r['case']} {r['videos_per_s']:.1f} videos/s" for r in result.get("embed", [])]
+    summary += [f"{r['case']} {r['p50_ms']:.1f} ms/query" for r in exact if r["n"] == top]
     if best:
         summary.append(f"{best['kind']} {best['speedup']:.0f}x at recall@10 {best['recall_at_10']}")
     print("SUMMARY " + "; ".join(summary))

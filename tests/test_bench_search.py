@@ -26,6 +26,7 @@ def test_the_search_bench_runs_every_section(tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(out.read_text())
+    assert [r["videos"] for r in figures["embed"]] == [64] and figures["embed"][0]["seconds"] > 0
     exact = figures["exact"]
     assert {(r["threads"], r["batch"]) for r in exact} == {(1, 1), (1, 32), (2, 1), (2, 32)}
     assert len(figures["dtype"]) == 8
@@ -33,4 +34,4 @@ def test_the_search_bench_runs_every_section(tmp_path) -> None:
     assert set(kinds) == {"hnsw", "ivfpq"}
     assert all(r["recall_at_10"] >= 0.9 for r in kinds.values())  # 3,000 clustered rows
     assert all(r["queries_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in exact)
-    assert "SUMMARY exact N=2,000 cpu" in done.stdout
+    assert "SUMMARY embed N=64 cpu" in done.stdout and "; exact N=2,000 cpu" in done.stdout
