@@ -3,6 +3,7 @@
 mote deletes only what a mote store holds. ``clear_target`` makes room for a new store under the
 caller's claim: an interrupted creation is cleared without ``--overwrite`` (nothing in it is
 valid), a finished store only with it, and a folder holding anything else is never touched.
+``path`` is a local ``Path`` or, for a store at a URL, a ``LiveFiles`` answering the same calls.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def empty_folder(path: Path) -> None:
     for entry in path.iterdir():
         if entry.name == CLAIM_FILE:
             continue
-        if entry.is_dir() and not entry.is_symlink():
+        if not isinstance(entry, Path):
+            entry.remove_tree()  # a key on object storage: everything under it
+        elif entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
             entry.unlink()

@@ -19,8 +19,8 @@ from zarr.codecs import Crc32cCodec
 
 from mote.cache_schema import v1
 from mote.cache_schema.checks import check_expected, check_layout
-from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreNotFound, short_error
-from mote.cache_schema.remote import RemoteFiles
+from mote.cache_schema.errors import StoreCorrupt, StoreNotFound, short_error
+from mote.cache_schema.remote import LiveFiles, RemoteFiles
 from mote.cache_schema.spec import StoreSpec, fingerprint
 from mote.pipeline.locations import Url, locate, resolved
 
@@ -29,7 +29,7 @@ Reader = TypeVar("Reader", bound="StoreReader")
 
 
 class StoreReader:
-    """A mote.features v1 store on local disk or at a URL (read-only there), opened with
+    """A mote.features v1 store on local disk or at a URL, opened with
     ``open``; reads only."""
 
     def __init__(
@@ -79,12 +79,9 @@ class StoreReader:
         ``storage_options``); such a store opens read-only."""
         path = locate(path)
         files: Path | RemoteFiles = path
-        if isinstance(path, Url):
-            if writable:
-                raise StoreError(
-                    f"{path}: writing a store at a URL is not supported yet; write it locally"
-                )
-            files = RemoteFiles.open(path, storage_options)
+        if isinstance(path, Url):  # written under a claim it changes: look afresh each time
+            opener = LiveFiles.at if writable else RemoteFiles.open
+            files = opener(path, storage_options)
         if (files / "config.json").is_file() and not (files / "zarr.json").is_file():
             raise StoreNotFound(
                 f"{path}: a run folder, not a feature store; pass a store (`mote extract ... "

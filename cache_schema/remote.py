@@ -3,8 +3,13 @@
 ``StoreReader`` checks files by path (``zarr.json`` present, a chunk file deleted); for a store
 at a URL, ``RemoteFiles`` answers the same few ``pathlib`` calls (``/``, ``is_file``, ``exists``,
 ``read_text``, ``name``) from one listing of the store taken when it is opened, so a check is a
-set lookup, not a request. Stores at URLs are read-only (writing needs a claim that works
-across machines), so the listing stays true while the store is open.
+set lookup, not a request: a store opened to read is not written while it is open.
+
+A store opened to write (under its claim, ``remote_claim.py``) changes as it is written, so
+``LiveFiles`` asks the object store each time instead, and adds the few writing calls the store
+folder's code uses (``write_text``, ``iterdir``, ``unlink``, ``remove_tree``). Object stores have
+no rename; a single PUT is atomic, so ``write_text`` replaces a file whole where a folder uses a
+temporary file and a rename.
 """
 
 from __future__ import annotations
@@ -27,20 +32,7 @@ class RemoteFiles:
     @classmethod
     def open(cls, url: str, storage_options: dict[str, Any] | None) -> RemoteFiles:
         """List the store at ``url``; one line naming the URL when it cannot be reached."""
-        import fsspec
-
-        scheme = url.split("://", 1)[0]
-        try:
-            fs, key = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        except ImportError:
-            package, fix = PACKAGES.get(scheme, ("its fsspec backend", f"install {scheme}fs"))
-            raise ConfigError(f"{url}: reading {scheme}:// needs {package}; {fix}") from None
-        except (ValueError, TypeError) as err:
-            raise ConfigError(
-                f"{url}: cannot open this URL ({short_error(err)}); check the scheme and "
-                "--storage-options"
-            ) from None
-        key = key.rstrip("/")
+        fs, key = _file_system(url, storage_options)
         try:
             found = fs.find(key, detail=True)
         except FileNotFoundError:
@@ -59,7 +51,7 @@ class RemoteFiles:
         return cls(url, fs, key, sizes)
 
     def __truediv__(self, part: str) -> RemoteFiles:
-        return RemoteFiles(f"{self.url}/{part}", self._fs, f"{self.key}/{part}", self._sizes)
+        return type(self)(f"{self.url}/{part}", self._fs, f"{self.key}/{part}", self._sizes)
 
     def __str__(self) -> str:
         return self.url
@@ -85,3 +77,83 @@ class RemoteFiles:
         """The size of every object under this key."""
         prefix = self.key + "/"
         return sum(size for path, size in self._sizes.items() if path.startswith(prefix))
+
+
+class LiveFiles(RemoteFiles):
+    """A store's files at a URL while it is written: every question goes to the object store."""
+
+    @classmethod
+    def at(cls, url: str, storage_options: dict[str, Any] | None) -> LiveFiles:
+        fs, key = _file_system(url, storage_options)
+        return cls(url, fs, key.rstrip("/"), {})
+
+    def _fresh(self) -> Any:
+        self._fs.invalidate_cache()  # zarr writes through the same (cached) file system
+        return self._fs
+
+    def is_file(self) -> bool:
+        return self._fresh().isfile(self.key)
+
+    def is_dir(self) -> bool:
+        return self._fresh().isdir(self.key)
+
+    def is_symlink(self) -> bool:
+        return False
+
+    def exists(self) -> bool:
+        return self._fresh().exists(self.key)
+
+    def iterdir(self) -> list[LiveFiles]:
+        try:
+            names = self._fresh().ls(self.key, detail=False)
+        except FileNotFoundError:
+            return []
+        return [self / str(name).rstrip("/").rsplit("/", 1)[-1] for name in names]
+
+    def write_text(self, text: str) -> None:
+        """Replace the file whole: one PUT, which an object store applies atomically."""
+        self._fs.pipe_file(self.key, text.encode())
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            self._fs.rm_file(self.key)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def remove_tree(self) -> None:
+        self._fs.rm(self.key, recursive=True)
+
+    def mkdir(self, *args: Any, **kwargs: Any) -> None:
+        """Object stores have no folders: a key's prefix exists once a file is under it."""
+
+    def rglob(self, pattern: str) -> list[LiveFiles]:
+        suffix = pattern.lstrip("*")
+        found = self._fresh().find(self.key)
+        return [
+            LiveFiles(f"{self.url}{p[len(self.key) :]}", self._fs, p, {})
+            for p in found
+            if str(p).endswith(suffix)
+        ]
+
+    def total_bytes(self) -> int:
+        return int(self._fresh().du(self.key, total=True))
+
+
+def _file_system(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    """The fsspec file system and key of ``url``; one line naming the URL when unusable."""
+    import fsspec
+
+    scheme = url.split("://", 1)[0]
+    try:
+        fs, key = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except ImportError:
+        package, fix = PACKAGES.get(scheme, ("its fsspec backend", f"install {scheme}fs"))
+        raise ConfigError(f"{url}: reading {scheme}:// needs {package}; {fix}") from None
+    except (ValueError, TypeError) as err:
+        raise ConfigError(
+            f"{url}: cannot open this URL ({short_error(err)}); check the scheme and "
+            "--storage-options"
+        ) from None
+    key = key.rstrip("/")
+    return fs, key

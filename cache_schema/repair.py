@@ -1,8 +1,9 @@
 """Array metadata files deleted from a store, and their restore from the consolidated copy.
 
 The root ``zarr.json`` holds a copy of every array's own ``zarr.json`` (consolidated metadata),
-which readers use. A deleted array file can be written back from that copy; a file that is broken,
-or differs from its copy, is refused instead, since readers would not see it as it is.
+which readers use. A deleted array file can be written back from that copy; a file that is
+broken, or differs from its copy, is refused instead, since readers would not see it as it is.
+``path`` is the store folder, or a ``LiveFiles`` for a store at a URL.
 """
 
 from __future__ import annotations
@@ -85,8 +86,12 @@ def restore_array_metadata(path: Path, names: Sequence[str]) -> None:
         return
     held = json.loads((path / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
     for name in names:
+        text = json.dumps(held[name], indent=2)
         file = path / name / "zarr.json"
+        if not isinstance(file, Path):
+            file.write_text(text)  # object storage: one PUT replaces the file atomically
+            continue
         file.parent.mkdir(exist_ok=True)
         partial = file.with_name(f"zarr.json.{os.getpid()}.partial")
-        partial.write_text(json.dumps(held[name], indent=2))
+        partial.write_text(text)
         partial.replace(file)

@@ -27,18 +27,19 @@ from zarr.errors import ZarrUserWarning
 
 from mote.cache_schema import v1
 from mote.cache_schema.checks import check_inputs, spec_difference, video_list_difference
-from mote.cache_schema.claim import StoreClaim, refuse_if_claimed
+from mote.cache_schema.claim import StoreClaim
 from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch
 from mote.cache_schema.folder import clear_target, creation_interrupted, remove_partial_files
 from mote.cache_schema.reader import StoreReader
-from mote.cache_schema.remote import RemoteFiles
+from mote.cache_schema.remote import LiveFiles, RemoteFiles
+from mote.cache_schema.remote_claim import refuse_if_claimed_at
 from mote.cache_schema.repair import (
     array_metadata_missing,
     needs_consolidation,
     restore_array_metadata,
 )
 from mote.cache_schema.spec import StoreSpec, VideoResult
-from mote.pipeline.locations import Url
+from mote.pipeline.locations import Url, locate
 
 # Measured on 1,024 videos x 3 views x 8 frames x 768 (fp16, CLIP-like spread per dimension):
 # zstd level 1 stores 0.93 x the raw bytes at ~450 MB/s; blosc-lz4 with byte shuffle stores
@@ -48,12 +49,34 @@ from mote.pipeline.locations import Url
 CHUNK_CODECS = (ZstdCodec(level=1, checksum=False), Crc32cCodec())
 
 
-def _check_claim(path: Path, claim: StoreClaim | None) -> None:
+def _check_claim(
+    path: Path | Url, claim: StoreClaim | None, storage_options: dict[str, Any] | None
+) -> None:
     """The caller's claim must be on ``path``; without one, no live run may hold its claim."""
     if claim is None:
-        refuse_if_claimed(path)
+        refuse_if_claimed_at(path, storage_options)
     else:
         claim.check(path)
+
+
+def _where(
+    path: str | Path, storage_options: dict[str, Any] | None
+) -> tuple[Path | Url, Path | LiveFiles]:
+    """The store's location, and what its files are looked at through: the folder itself, or
+    for a URL the objects under it, asked afresh each time (the store is being written)."""
+    location = locate(path)
+    if isinstance(location, Url):
+        return location, LiveFiles.at(location, storage_options)
+    return location, location
+
+
+def _zarr_store(path: Path | Url, storage_options: dict[str, Any] | None) -> Any:
+    """What zarr opens: a folder's path, or an fsspec store for a URL with its options."""
+    if isinstance(path, Url):
+        return zarr.storage.FsspecStore.from_url(
+            str(path), storage_options=storage_options, read_only=False
+        )
+    return str(path)
 
 
 class FeatureStore(StoreReader):
@@ -85,22 +108,23 @@ class FeatureStore(StoreReader):
         chunk_videos: int = 32,
         overwrite: bool = False,
         claim: StoreClaim | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> FeatureStore:
         """Create an empty store (every video pending); the root attributes are written last.
 
         Runs under ``claim``, the caller's claim on ``path``; without one, only when no live run
-        holds the store's claim.
+        holds the store's claim. ``path`` may be an s3:// URL (``storage_options`` for fsspec).
         """
-        path = Path(path)
+        path, files = _where(path, storage_options)
         if isinstance(chunk_videos, bool) or not isinstance(chunk_videos, int | np.integer):
             raise ValueError(f"chunk_videos must be a positive integer, got {chunk_videos!r}")
         chunk_videos = int(chunk_videos)
         if chunk_videos < 1:
             raise ValueError(f"chunk_videos must be a positive integer, got {chunk_videos}")
         ids, labs, text = check_inputs(spec, video_ids, labels, text_embeddings)
-        _check_claim(path, claim)
-        clear_target(path, overwrite)
-        group = zarr.create_group(store=str(path), zarr_format=3)
+        _check_claim(path, claim, storage_options)
+        clear_target(files, overwrite)
+        group = zarr.create_group(store=_zarr_store(path, storage_options), zarr_format=3)
         sizes = spec.sizes(len(ids))
         arrays = {}
         for name, a in v1.ARRAYS.items():
@@ -123,7 +147,7 @@ class FeatureStore(StoreReader):
         # Written last: a store whose creation was interrupted has no schema and is refused.
         root = {"schema": v1.SCHEMA, "schema_version": v1.VERSION, **spec.to_attrs()}
         group.attrs.update({**root, "views": spec.layout, "chunk_videos": chunk_videos})
-        return cls(path, group, arrays, writable=True)
+        return cls(path, group, arrays, True, files, storage_options)
 
     @classmethod
     def open_or_create(
@@ -136,6 +160,7 @@ class FeatureStore(StoreReader):
         chunk_videos: int = 32,
         claim: StoreClaim | None = None,
         repair: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> FeatureStore:
         """Resume the store at ``path`` if it holds this spec and video list, else create it.
 
@@ -146,18 +171,29 @@ class FeatureStore(StoreReader):
         first rewrites damaged chunks of the arrays written at creation (labels, video ids,
         text bank) from these inputs (``restored_creation`` lists them).
         """
-        path = Path(path)
-        _check_claim(path, claim)
+        path, files = _where(path, storage_options)
+        _check_claim(path, claim, storage_options)
         text = text_embeddings if callable(text_embeddings) else lambda: text_embeddings
-        if not (path / "zarr.json").is_file() or creation_interrupted(path):
-            return cls.create(path, spec, video_ids, labels, text(), chunk_videos, claim=claim)
+        if not (files / "zarr.json").is_file() or creation_interrupted(files):
+            return cls.create(
+                path,
+                spec,
+                video_ids,
+                labels,
+                text(),
+                chunk_videos,
+                claim=claim,
+                storage_options=storage_options,
+            )
         restore = None
         if repair:
 
             def restore(store: FeatureStore) -> list[str]:
                 return store.restore_creation_arrays(video_ids, labels, text)
 
-        return cls._resume(path, spec, video_ids, labels, writable=True, restore=restore)
+        return cls._resume(
+            path, spec, video_ids, labels, True, restore, storage_options=storage_options
+        )
 
     @classmethod
     def resume(
@@ -167,16 +203,19 @@ class FeatureStore(StoreReader):
         video_ids: Sequence[str],
         labels: Sequence[int] | np.ndarray,
         claim: StoreClaim | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> FeatureStore:
         """Open an existing store to continue it, checking it holds this spec and video list.
 
         With ``claim`` the store opens writable and array metadata files that were deleted are
         restored from the consolidated copy; without, it opens read-only and writes nothing.
         """
-        path = Path(path)
+        path = locate(path)
         if claim is not None:
             claim.check(path)
-        return cls._resume(path, spec, video_ids, labels, writable=claim is not None)
+        return cls._resume(
+            path, spec, video_ids, labels, claim is not None, storage_options=storage_options
+        )
 
     @classmethod
     def _resume(
@@ -187,11 +226,13 @@ class FeatureStore(StoreReader):
         labels: Sequence[int] | np.ndarray,
         writable: bool,
         restore: Callable[[FeatureStore], list[str]] | None = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> FeatureStore:
         """``resume`` once the claim is checked; a writable resume restores deleted metadata,
         and ``restore`` (``open_or_create(repair=True)``) damaged creation arrays, before the
         video list is compared."""
-        root_attrs = _root_attributes(path)
+        path, files = _where(path, storage_options)
+        root_attrs = _root_attributes(files)
         if root_attrs is not None:
             if "schema" not in root_attrs:  # interrupted creations never get here
                 raise StoreMismatch(
@@ -199,10 +240,10 @@ class FeatureStore(StoreReader):
                     "attribute), so mote will not write there; choose another --out."
                 )
             v1.check_schema(root_attrs, path)  # another schema version
-        missing = array_metadata_missing(path)  # raises on a broken file, before zarr reads it
+        missing = array_metadata_missing(files)  # raises on a broken file, before zarr reads it
         if missing and writable:
-            restore_array_metadata(path, missing)
-        store = cls.open(path, writable=writable)
+            restore_array_metadata(files, missing)
+        store = cls.open(path, writable=writable, storage_options=storage_options)
         store.restored_metadata = missing if writable else []
         store.restored_creation = restore(store) if restore is not None else []
         fix = "pass --overwrite to start again, or choose another --out"
@@ -223,7 +264,7 @@ class FeatureStore(StoreReader):
         in-flight chunk is a ``.partial`` file too.
         """
         claim.check(self.path)
-        return remove_partial_files(self.path)
+        return remove_partial_files(self.files)
 
     # ------------------------------------------------------------------ writing
 
@@ -366,7 +407,7 @@ class FeatureStore(StoreReader):
 
         A missing array file counts as "differs": its restore is a change to write.
         """
-        return needs_consolidation(self.path)
+        return needs_consolidation(self.files)
 
     def consolidate(self) -> bool:
         """Write consolidated metadata into the root zarr.json (one read opens the store).
@@ -375,15 +416,15 @@ class FeatureStore(StoreReader):
         included) and never drops an array: a deleted array file is restored from the
         consolidated copy first, a broken one is refused. Returns whether it wrote.
         """
-        missing = array_metadata_missing(self.path)
+        missing = array_metadata_missing(self.files)
         if not self.needs_consolidation():
             return False
         self._check_writable()
-        restore_array_metadata(self.path, missing)
+        restore_array_metadata(self.files, missing)
         with warnings.catch_warnings():
             # zarr notes that consolidated metadata is not yet in the v3 spec; readers ignore it.
             warnings.simplefilter("ignore", ZarrUserWarning)
-            zarr.consolidate_metadata(str(self.path))
+            zarr.consolidate_metadata(_zarr_store(self.path, self._storage_options))
         if self.needs_consolidation():  # never leave a store whose readers miss an array
             raise StoreCorrupt(
                 f"{self.path}: its consolidated metadata does not hold every array after "
@@ -392,7 +433,7 @@ class FeatureStore(StoreReader):
         return True
 
 
-def _root_attributes(path: Path) -> dict | None:
+def _root_attributes(path: Path | LiveFiles) -> dict | None:
     """The root attributes of the group at ``path``, or None when unreadable (open says why)."""
     try:
         root = json.loads((path / "zarr.json").read_text())

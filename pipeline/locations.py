@@ -19,7 +19,10 @@ from mote.pipeline.errors import ConfigError
 
 # A scheme of two or more letters, so a Windows drive (C:\...) is never a URL.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
-READS_URLS = "--store, --train, --val and `mote info` (feature stores they read)"
+READS_URLS = (
+    "--store, --train, --val, `mote info` (feature stores they read) and `mote extract --out` "
+    "(a store it writes)"
+)
 
 
 class Url(str):
@@ -67,17 +70,20 @@ def resolved(location: Path | Url | str) -> str:
 
 def check_location(location: Path | Url, flag: str, urls: str | None) -> None:
     """Refuse a URL where the option cannot use one yet (``urls``: the field's ``url`` metadata:
-    "read" takes URLs, "write" is a store written there, None a local file or folder)."""
+    "read" takes URLs, "store" a store written to s3:// by one process under its claim,
+    "write" a file that cannot be written to a URL yet, None a local file or folder)."""
     if not isinstance(location, Url) or urls == "read":
         return
-    if urls == "write":
+    if urls == "store" and location.scheme == "s3":  # its claim needs S3's conditional writes
+        return
+    if urls in ("write", "store"):
         raise ConfigError(
             f"{flag} {location}: writing a store to {location.scheme}:// is not supported yet; "
             "write locally and upload with `aws s3 sync` (README: Stores on object storage; "
-            "issue 19 tracks writing)"
+            "`mote extract --out` writes s3:// stores)"
         )
     raise ConfigError(
-        f"{flag} {location}: takes a local path, not a URL; only {READS_URLS} read URLs yet"
+        f"{flag} {location}: takes a local path, not a URL; only {READS_URLS} take URLs yet"
     )
 
 

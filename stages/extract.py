@@ -17,12 +17,14 @@ from __future__ import annotations
 import time
 from dataclasses import InitVar, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from mote.cache_schema.claim import StoreClaim, StoreReadOnly
 from mote.cache_schema.errors import StoreCorrupt, StoreError
+from mote.cache_schema.remote_claim import claim_location
 from mote.cache_schema.spec import StoreSpec
 from mote.cache_schema.store import FeatureStore
 from mote.cache_schema.verify import verify
@@ -47,6 +49,7 @@ from mote.pipeline.config import (
     pretrained_setting,
     root_setting,
     setting,
+    storage_options_setting,
 )
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.device import release_memory, resolve_devices
@@ -55,6 +58,7 @@ from mote.pipeline.extraction.cluster import check_dask_address
 from mote.pipeline.extraction.distributed import extract_distributed
 from mote.pipeline.extraction.local import extract_local
 from mote.pipeline.extraction.results import ExtractCounts
+from mote.pipeline.locations import Url
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_clip import ClipRecipe
 from mote.pipeline.temporal.config import MoTEConfig
@@ -81,7 +85,11 @@ class ExtractConfig(Settings):
     """
 
     dataset: str = dataset_setting()
-    out: Path = setting(help="Zarr store to write (resumed if it exists).", url="write")
+    out: Path = setting(
+        help="Zarr store to write (resumed if it exists): a path, or an s3:// URL (one process "
+        "writes it; not with --dask yet).",
+        url="store",
+    )
     root: Path | None = root_setting()
     split: str | None = setting(
         None,
@@ -147,6 +155,7 @@ class ExtractConfig(Settings):
         "local cluster of N workers, each pinned to one GPU of --devices (CUDA_VISIBLE_DEVICES).",
         default_text="one local process with --decode-workers",
     )
+    storage_options: dict[str, Any] | None = storage_options_setting()
     device: InitVar[str | None] = None  # the old name of ``devices``
 
     def __post_init__(self, device: str | None) -> None:
@@ -175,6 +184,11 @@ def _check(cfg: ExtractConfig) -> None:
     check_root(cfg.dataset, cfg.root)
     if cfg.dask:
         check_dask_address(cfg.dask)
+        if isinstance(cfg.out, Url):
+            raise ConfigError(
+                f"--dask with --out {cfg.out}: dask workers cannot write a store at a URL yet; "
+                "extract without --dask (one process writes it), or write locally"
+            )
     if cfg.repair and cfg.overwrite:
         raise ConfigError("--repair keeps the store and --overwrite replaces it: pass one of them")
 
@@ -197,10 +211,12 @@ def clip_recipe(cfg: ExtractConfig) -> ClipRecipe:
 
 def _store_clip(cfg: ExtractConfig) -> tuple[str, str] | None:
     """The (model, weights) of the store this run continues; None for a new store."""
-    if cfg.overwrite or cfg.run is not None or not (Path(cfg.out) / "zarr.json").is_file():
+    if cfg.overwrite or cfg.run is not None:
+        return None
+    if not isinstance(cfg.out, Url) and not (Path(cfg.out) / "zarr.json").is_file():
         return None
     try:
-        spec = FeatureStore.open(cfg.out).spec
+        spec = FeatureStore.open(cfg.out, storage_options=cfg.storage_options).spec
     except StoreError:
         return None  # not a readable store: open_store says why
     return spec.model, spec.pretrained
@@ -269,9 +285,18 @@ def open_store(
             chunk_videos=cfg.chunk_videos,
             overwrite=True,
             claim=claim,
+            storage_options=cfg.storage_options,
         )
     store = FeatureStore.open_or_create(
-        cfg.out, spec, video_ids, labels, text, cfg.chunk_videos, claim, repair=cfg.repair
+        cfg.out,
+        spec,
+        video_ids,
+        labels,
+        text,
+        cfg.chunk_videos,
+        claim,
+        repair=cfg.repair,
+        storage_options=cfg.storage_options,
     )
     store.remove_partial_files(claim)  # a killed run may have left temporary chunk files
     return store
@@ -303,10 +328,11 @@ def claim_store(cfg: ExtractConfig, progress: Progress) -> StoreClaim | None:
 
     The run owns the claim (the store only checks it), from before anything is written to the
     end, dask workers' writes included. A second run on a claimed store is refused naming the
-    owner; a claim whose process is gone is taken over with a notice.
+    owner; a claim whose process is gone (or, on S3, whose lease ran out) is taken over with a
+    notice.
     """
     try:
-        claim = StoreClaim.acquire(cfg.out)
+        claim = claim_location(cfg.out, cfg.storage_options)
     except StoreReadOnly:
         if not (Path(cfg.out) / "zarr.json").is_file():
             raise

@@ -106,7 +106,7 @@ def flag_of(f: dataclasses.Field) -> str:
 
 
 # How --help names a path option's value: a local path, or a path or URL it reads.
-_PATH_METAVARS = {None: "<path>", "write": "<path>", "read": "<path|url>"}
+_PATH_METAVARS = {None: "<path>", "write": "<path>", "read": "<path|url>", "store": "<path|url>"}
 
 
 def _parameter(f: dataclasses.Field, kind: Any, cls: type) -> inspect.Parameter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,6 +297,22 @@ S3_ENV = {  # fake credentials: the loopback server accepts any
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+
+
+@pytest.fixture
+def mote_cli(monkeypatch, capsys):
+    """``mote_cli(*args)``: the real `mote` entry point in this process: (exit code, stdout,
+    stderr)."""
+    from mote.stages import cli
+
+    def run(*args: object) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["mote", *map(str, args)])
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+        out = capsys.readouterr()
+        return int(exited.value.code or 0), out.out, out.err
+
+    return run
 
 
 @pytest.fixture(scope="session")

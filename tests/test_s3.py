@@ -2,13 +2,13 @@
 through the AWS_* environment as a user would, and stores uploaded with s3fs.
 
 A store read from s3:// must give what its local copy gives: the same summary, the same
-training run and the same metrics. Writing a store to a URL is refused in one line.
+training run and the same metrics. `mote extract --out s3://...` writes one (test_s3_extract.py);
+other files written to a URL are refused in one line.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,6 @@ from conftest import S3_BUCKET, comparable_weights, random_store
 from safetensors.torch import load_file
 
 from mote.pipeline.runs.run_folder import MODEL_FILE
-from mote.stages import cli
 
 CLASSES = ("a", "b", "c", "d")
 TRAIN = ("train-temporal", "--device", "cpu", "--epochs", "2", "--batch-size", "8")
@@ -44,18 +43,9 @@ def upload(s3, local: Path, key: str) -> str:
 
 
 @pytest.fixture
-def mote(monkeypatch, capsys):
-    """``mote(*args)``: the real `mote` entry point in this process: (exit code, stdout,
-    stderr)."""
-
-    def run(*args: object) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["mote", *map(str, args)])
-        with pytest.raises(SystemExit) as exited:
-            cli.main()
-        out = capsys.readouterr()
-        return int(exited.value.code or 0), out.out, out.err
-
-    return run
+def mote(mote_cli):
+    """``mote(*args)``: the real `mote` entry point in this process (conftest ``mote_cli``)."""
+    return mote_cli
 
 
 def as_json(mote, *args: object) -> dict:
@@ -113,11 +103,9 @@ def test_a_missing_bucket_or_key_is_one_line_naming_the_url(s3, mote):
         assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {url}: "), err
 
 
-def test_writing_a_store_to_s3_is_refused(s3, tmp_path, monkeypatch, mote):
+def test_writing_an_embeddings_file_to_s3_is_refused(s3, tmp_path, monkeypatch, mote):
     monkeypatch.chdir(tmp_path)
-    code, _, err = mote(
-        "extract", "--dataset", "list", "--list", "l.txt", "--root", ".", "--out", "s3://b/s.zarr"
-    )
+    code, _, err = mote("embed", "--run", "r", "--store", "s.zarr", "--out", "s3://b/e.zarr")
     assert code == 2
-    assert err.startswith("error: --out s3://b/s.zarr: writing a store to s3:// is not supported")
+    assert err.startswith("error: --out s3://b/e.zarr: writing a store to s3:// is not supported")
     assert list(tmp_path.iterdir()) == []  # no folder named "s3:"

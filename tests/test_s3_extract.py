@@ -1,0 +1,115 @@
+"""`mote extract --out s3://...` from one process, against a real S3 server (moto) on loopback.
+
+The store it writes must be the one a local run writes, object for object and byte for byte;
+kill -9 in the middle, then the same command, must end there too; a second writer is refused
+naming the first while it holds the claim; `mote info --verify` reads the result clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zarr
+from conftest import S3_BUCKET
+from test_claim_anywhere import Holder
+
+from mote.cache_schema.claim import CLAIM_FILE
+from mote.stages import extract
+
+
+def args(data) -> list[str]:
+    return [
+        "extract", "--dataset", "list", "--root", str(data.root), "--list", str(data.list_file),
+        "--labels", str(data.labels_file), "--model", "mote-tiny", "--pretrained", "none",
+        "--device", "cpu", "--chunk-videos", "2", "--decode-workers", "1", "--batch-size", "8",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(motion_data, tmp_path_factory, tiny_extract) -> dict[str, bytes]:
+    """Every file of an uninterrupted local store of these settings, by relative path."""
+    out = tmp_path_factory.mktemp("s3-reference") / "whole.zarr"
+    extract.run(tiny_extract(motion_data, out, chunk_videos=2, decode_workers=1, batch_size=8))
+    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+def objects(s3, key: str) -> dict[str, bytes]:
+    """Every object under ``key``, by its path below it."""
+    s3.invalidate_cache()
+    return {path[len(key) + 1 :]: s3.cat_file(path) for path in s3.find(key)}
+
+
+def test_extract_writes_the_local_store_to_s3_and_it_verifies(s3, motion_data, reference, mote_cli):
+    key = f"{S3_BUCKET}/write/s.zarr"
+    code, out, err = mote_cli(*args(motion_data), "--out", f"s3://{key}", "--json")
+    assert code == 0, err
+    assert json.loads(out)["store"] == f"s3://{key}"
+    assert objects(s3, key) == reference  # no claim object left behind
+    code, out, err = mote_cli("info", f"s3://{key}", "--verify", "--json")
+    assert code == 0, err
+    verified = json.loads(out)["verify"]
+    assert verified["problems"] == [] and verified["chunks_read"] > 0
+    code, out, err = mote_cli(*args(motion_data), "--out", f"s3://{key}", "--json")
+    assert code == 0 and json.loads(out)["attempted"] == 0, err  # resumed: nothing left
+    assert objects(s3, key) == reference
+
+
+def some_video_done(url: str) -> bool:
+    try:
+        return bool((zarr.open_group(url, mode="r")["status"][:] == 1).any())
+    except Exception:  # noqa: BLE001 - the store is still being created
+        return False
+
+
+def test_kill_9_mid_extraction_then_rerun_ends_byte_identical(s3, motion_data, reference, mote_cli):
+    key = f"{S3_BUCKET}/killed/s.zarr"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mote.stages.cli", *args(motion_data), "--out", f"s3://{key}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if some_video_done(f"s3://{key}"):
+            break  # at least one chunk is done: the run is in the middle
+        time.sleep(0.02)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    status = zarr.open_group(f"s3://{key}", mode="r")["status"][:]
+    assert 0 < (status == 1).sum() < len(status)
+    assert s3.exists(f"{key}/{CLAIM_FILE}")  # the dead run's claim object is still there
+
+    code, out, err = mote_cli(*args(motion_data), "--out", f"s3://{key}", "--json")
+    assert code == 0, err
+    assert f"taking over the claim of a run that is gone (pid {process.pid} " in err
+    assert 0 < json.loads(out)["attempted"] < len(status)
+    assert objects(s3, key) == reference
+
+
+def test_a_second_writer_is_refused_naming_the_holder(s3, motion_data, mote_cli, tmp_path: Path):
+    url = f"s3://{S3_BUCKET}/held/s.zarr"
+    holder = Holder(url)
+    try:
+        code, _, err = mote_cli(*args(motion_data), "--out", url)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, err
+        assert lines[0].startswith(f"error: {url}: another run (pid {holder.process.pid} on host")
+        assert not s3.exists(f"{S3_BUCKET}/held/s.zarr/zarr.json")  # nothing was written
+    finally:
+        holder.let_go()
+
+
+def test_dask_cannot_write_to_s3_yet(s3, motion_data, mote_cli):
+    code, _, err = mote_cli(
+        *args(motion_data), "--out", f"s3://{S3_BUCKET}/d.zarr", "--dask", "local:2"
+    )
+    assert code == 2 and "dask workers cannot write a store at a URL yet" in err, err
