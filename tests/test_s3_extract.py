@@ -58,6 +58,10 @@ def test_extract_writes_the_local_store_to_s3_and_it_verifies(s3, motion_data, r
     assert verified["problems"] == [] and verified["chunks_read"] > 0
     code, out, err = mote_cli(*args(motion_data), "--out", f"s3://{key}", "--json")
     assert code == 0 and json.loads(out)["attempted"] == 0, err  # resumed: nothing left
+    s3.pipe_file(f"{key}/embeddings/c/0/0/0/0", b"stale")  # replaced by --overwrite
+    code, out, err = mote_cli(*args(motion_data), "--out", f"s3://{key}", "--overwrite", "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["attempted"] == summary["n_videos"], err
     assert objects(s3, key) == reference
 
 
