@@ -204,6 +204,7 @@ class StoreClaim:
     (``pipeline/runs/run_folder.py``)."""
 
     KIND = "store"
+    gone = "a run that is gone"  # how a takeover notice names the owner it replaced
 
     def __init__(
         self, path: Path, fd: int, owner: ClaimOwner, made_folder: bool, taken_over

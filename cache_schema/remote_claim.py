@@ -149,7 +149,7 @@ class RemoteClaim(StoreClaim):
             owner, owner_id = ClaimOwner.me(), uuid.uuid4().hex
             body = _record(owner, owner_id, lease)
             etag = obj.put(body, IfNoneMatch="*")
-            taken_over = None
+            taken_over = old = None
             if etag is None:
                 found = obj.read()
                 if found is None:
@@ -162,6 +162,8 @@ class RemoteClaim(StoreClaim):
                     continue  # another taker won; look again
                 taken_over = old
             claim = cls(url, obj, owner, etag, lease, taken_over)
+            if old is not None and not (old.on_this_host() and not old.alive()):
+                claim.gone = "a run whose lease ran out"
             claim._id = owner_id
             claim._start()
             return claim

@@ -339,8 +339,7 @@ def claim_store(cfg: ExtractConfig, progress: Progress) -> StoreClaim | None:
         return None
     if claim.taken_over is not None:
         progress.message(
-            f"{cfg.out}: taking over the claim of a run that is gone "
-            f"({claim.taken_over.describe()})"
+            f"{cfg.out}: taking over the claim of {claim.gone} ({claim.taken_over.describe()})"
         )
     return claim
 

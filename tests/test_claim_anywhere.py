@@ -92,7 +92,7 @@ def test_the_claim_of_a_gone_process_is_taken_over_naming_it(where):
     old = ClaimOwner.parse(where.record())
     assert old is not None and not old.alive()
     with claim_location(where.location) as claim:
-        assert claim.taken_over == old
+        assert claim.taken_over == old and claim.gone == "a run that is gone"
         assert ClaimOwner.parse(where.record()).pid == claim.owner.pid != old.pid
 
 
@@ -120,6 +120,7 @@ def test_another_hosts_live_lease_refuses_and_an_ended_one_is_taken_over(s3):
     s3.pipe_file(key, other_host_record(time.time() - 1))
     with RemoteClaim.acquire(url) as claim:
         assert claim.taken_over.host == "node-7" and claim.taken_over.pid == 4242
+        assert claim.gone == "a run whose lease ran out"
         assert ClaimOwner.parse(s3.cat_file(key).decode()) == claim.owner
     assert not s3.exists(key)
 
