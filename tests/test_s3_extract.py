@@ -63,6 +63,10 @@ def test_extract_writes_the_local_store_to_s3_and_it_verifies(s3, motion_data, r
     summary = json.loads(out)
     assert code == 0 and summary["attempted"] == summary["n_videos"], err
     assert objects(s3, key) == reference
+    s3.rm_file(f"{key}/labels/zarr.json")  # restored from the consolidated copy, with one PUT
+    code, _, err = mote_cli(*args(motion_data), "--out", f"s3://{key}")
+    assert code == 0 and "restored labels/zarr.json from the consolidated metadata" in err, err
+    assert objects(s3, key) == reference
 
 
 def some_video_done(url: str) -> bool:
