@@ -299,8 +299,8 @@ def kinetics_csv_setting() -> Any:
     )
 
 
-def root_setting(**meta: Any) -> Any:
-    return setting(None, "Folder holding the videos.", **meta)
+def root_setting(help: str = "Folder holding the videos.", **meta: Any) -> Any:
+    return setting(None, help, **meta)
 
 
 def run_out_setting() -> Any:

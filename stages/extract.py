@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import InitVar, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +48,7 @@ from mote.pipeline.config import (
     pretrained_setting,
     root_setting,
     setting,
+    storage_options_setting,
 )
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.device import release_memory, resolve_devices
@@ -55,6 +57,7 @@ from mote.pipeline.extraction.cluster import check_dask_address
 from mote.pipeline.extraction.distributed import extract_distributed
 from mote.pipeline.extraction.local import extract_local
 from mote.pipeline.extraction.results import ExtractCounts
+from mote.pipeline.locations import Url
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_clip import ClipRecipe
 from mote.pipeline.temporal.config import MoTEConfig
@@ -82,7 +85,9 @@ class ExtractConfig(Settings):
 
     dataset: str = dataset_setting()
     out: Path = setting(help="Zarr store to write (resumed if it exists).", url="write")
-    root: Path | None = root_setting()
+    root: Path | None = root_setting(
+        url="read", help="Folder holding the videos, or a URL prefix (s3://bucket/videos)."
+    )
     split: str | None = setting(
         None,
         "k400: val|test|train; k600: split1-3; ucf101/hmdb51: test1-3|train1-3; "
@@ -94,6 +99,7 @@ class ExtractConfig(Settings):
     list_file: Path | None = list_file_setting()
     labels_file: Path | None = labels_file_setting()
     kinetics_csv: Path | None = kinetics_csv_setting()
+    storage_options: dict[str, Any] | None = storage_options_setting()
     model: str | None = model_setting(carried="the store's when continuing or repairing it")
     pretrained: str | None = pretrained_setting(carried="the store's with its model")
     frames: int = setting(8, f"Frames per view T, 1 to {MAX_FRAMES}.")
@@ -172,18 +178,24 @@ def _check(cfg: ExtractConfig) -> None:
     if cfg.sampling not in ("eval", "train"):
         raise ConfigError(f"--sampling must be 'eval' or 'train', got '{cfg.sampling}'")
     check_decoder(cfg.decoder)
-    check_root(cfg.dataset, cfg.root)
+    check_root(cfg.dataset, cfg.root, storage_options=cfg.storage_options)
     if cfg.dask:
         check_dask_address(cfg.dask)
     if cfg.repair and cfg.overwrite:
         raise ConfigError("--repair keeps the store and --overwrite replaces it: pass one of them")
 
 
-def _dataset(cfg: ExtractConfig) -> tuple[DatasetSpec, Path]:
+def _dataset(cfg: ExtractConfig) -> tuple[DatasetSpec, Path | Url]:
     """The split and its video root (--kinetics-csv reads the CSV's --split, default train)."""
     split = (cfg.split or "train") if cfg.kinetics_csv is not None else cfg.resolved_split
     return open_dataset(
-        cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root
+        cfg.dataset,
+        split,
+        cfg.list_file,
+        cfg.labels_file,
+        cfg.kinetics_csv,
+        cfg.root,
+        cfg.storage_options,
     )
 
 
@@ -397,7 +409,9 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
                 progress.message(f"{cfg.out}: rewrote {rewritten} from the video list")
             repaired = repair(store) if cfg.repair else None
             todo = store.todo(cfg.retry_failed)
-            tasks = store_tasks(store.spec, store.video_ids, todo, root, cfg.decoder)
+            tasks = store_tasks(
+                store.spec, store.video_ids, todo, root, cfg.decoder, cfg.storage_options
+            )
             batch_size = cfg.batch_size or (256 if devices[0].type == "cuda" else 32)
             shape = (clip.preprocess.size, clip.dim)
             if cfg.dask or len(devices) > 1:  # processes of their own encode: free this one

@@ -20,7 +20,8 @@ from mote.pipeline.config import Settings, build_config, option_fields
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import Url, locate
 
-READS_URLS = {  # (command config, field): the path options that read stores from URLs
+READS_URLS = {  # (command config, field): the path options that read stores or videos from URLs
+    ("ExtractConfig", "root"),
     ("EvaluateConfig", "store"),
     ("InfoConfig", "store"),
     ("TrainConfig", "train"),
