@@ -115,3 +115,38 @@ def test_a_root_url_is_refused_where_videos_are_not_read_from_urls(tmp_path):
 
     with pytest.raises(ConfigError, match=r"^--root s3://b/v: takes a local path, not a URL"):
         build_config(FinetuneConfig, dataset="list", root="s3://b/v", out=tmp_path / "r")
+
+
+def test_storage_options_reach_the_decode_workers(
+    s3, s3_server, mixed_folder, tmp_path, monkeypatch, tiny_extract
+):
+    """With no endpoint in the environment, --storage-options alone lets a worker download."""
+    videos = list(mixed_folder.good[:2])
+    list_file = tmp_path / "list.txt"
+    list_file.write_text("".join(f"{video} 0\n" for video in videos))
+    url = upload_videos(s3, mixed_folder.root, videos, "options/videos")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    config = tiny_extract(
+        mixed_folder,
+        tmp_path / "o.zarr",
+        root=url,
+        list_file=list_file,
+        decode_workers=1,
+        storage_options={"endpoint_url": s3_server},
+    )
+    summary = extract.run(config)
+    assert summary["n_done"] == 2 and summary["failures"] == []
+
+
+def test_kinetics_clips_present_are_those_listed_under_the_url(s3, tmp_path):
+    from mote.pipeline.data.datasets import kinetics_dataset
+
+    s3.pipe_file(f"{S3_BUCKET}/k400/abseiling/0wR5jVB-WPk_000417_000427.mp4", b"x")
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text(
+        "label,youtube_id,time_start,time_end,split\n"
+        "abseiling,0wR5jVB-WPk,417,427,train\n"
+        "zumba,zzzzzzzzzzz,0,10,train\n"
+    )
+    dataset = kinetics_dataset(csv_path, "train", f"s3://{S3_BUCKET}/k400")
+    assert [item.video_id for item in dataset.items] == ["abseiling/0wR5jVB-WPk_000417_000427.mp4"]
