@@ -150,3 +150,30 @@ def test_kinetics_clips_present_are_those_listed_under_the_url(s3, tmp_path):
     )
     dataset = kinetics_dataset(csv_path, "train", f"s3://{S3_BUCKET}/k400")
     assert [item.video_id for item in dataset.items] == ["abseiling/0wR5jVB-WPk_000417_000427.mp4"]
+
+
+def test_predict_labels_videos_at_urls_as_it_labels_local_files(
+    s3, imported_run, mixed_folder, spill_root
+):
+    from mote.stages import predict
+
+    videos = [*mixed_folder.good[:2], "broken/truncated.mp4"]
+    url = upload_videos(s3, mixed_folder.root, videos, "predict")
+    folder = videos[0].rsplit("/", 1)[0]
+    results = {}
+    for name, given in {
+        "local": [mixed_folder.root / video for video in videos] + [mixed_folder.root / "no.mp4"],
+        "s3": [f"{url}/{folder}", f"{url}/{videos[2]}", f"{url}/no.mp4"],
+    }.items():
+        config = predict.PredictConfig(
+            run=imported_run[0], videos=tuple(given), device="cpu", decode_workers=1
+        )
+        results[name] = predict.run(config)["videos"]
+    remote = [row.pop("video") for row in results["s3"]]
+    assert remote == [f"{url}/{video}" for video in videos] + [f"{url}/no.mp4"]
+    for row in results["local"]:
+        row.pop("video")
+    assert results["s3"] == results["local"]
+    assert results["s3"][3]["error"] == "file not found"
+    assert results["s3"][2]["error"].startswith("truncated: ")
+    assert spills(spill_root) == []

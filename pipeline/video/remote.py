@@ -126,3 +126,23 @@ def list_prefix(url: str, options: dict[str, Any] | None) -> set[str]:
     except FileNotFoundError:
         return set()
     return {str(path)[len(base) :] for path in found if str(path).startswith(base)}
+
+
+def videos_under(
+    url: str, recursive: bool, extensions: tuple[str, ...], options: dict[str, Any] | None
+) -> list[str] | None:
+    """The video objects under a URL prefix (sorted; deeper ones with ``recursive``), as URLs;
+    None when ``url`` names one object or nothing (a missing one then fails as "file not
+    found" when decoded, as a missing local file does)."""
+    fs, key = filesystem(url, options)
+    key = key.rstrip("/")
+    try:
+        if fs.isfile(key) or not fs.isdir(key):
+            return None
+        found = fs.find(key, withdirs=False) if recursive else fs.ls(key, detail=False)
+    except FileNotFoundError:
+        return None
+    base, prefix = url.rstrip("/"), key + "/"
+    keys = [str(k) for k in found if str(k).startswith(prefix)]
+    keys = [k for k in keys if Path(k).suffix.lower() in extensions and fs.isfile(k)]
+    return [f"{base}/{k[len(prefix) :]}" for k in sorted(keys)]
