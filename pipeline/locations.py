@@ -20,8 +20,8 @@ from mote.pipeline.errors import ConfigError
 # A scheme of two or more letters, so a Windows drive (C:\...) is never a URL.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
 READS_URLS = (
-    "--store, --train, --val and `mote info` (feature stores they read), `mote extract --root` "
-    "and `mote predict`'s videos"
+    "--store, --train, --val and `mote info` (feature stores they read), and the videos of "
+    "`extract --root`, `finetune-e2e --root/--val-root` and `predict`"
 )
 # The fsspec package each scheme needs, and the extra that brings it.
 PACKAGES = {"s3": ("s3fs", "pip install 'mote[s3]'"), "gs": ("gcsfs", "pip install gcsfs")}

@@ -23,6 +23,8 @@ from mote.pipeline.locations import Url, locate
 READS_URLS = {  # (command config, field): the path options that read stores or videos from URLs
     ("ExtractConfig", "root"),
     ("PredictConfig", "videos"),
+    ("FinetuneConfig", "root"),
+    ("FinetuneConfig", "val_root"),
     ("EvaluateConfig", "store"),
     ("InfoConfig", "store"),
     ("TrainConfig", "train"),

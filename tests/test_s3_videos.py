@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 from conftest import S3_BUCKET
 
@@ -111,10 +112,10 @@ def test_a_root_url_with_nothing_under_it_is_one_line(s3, tmp_path):
 
 def test_a_root_url_is_refused_where_videos_are_not_read_from_urls(tmp_path):
     from mote.pipeline.config import build_config
-    from mote.stages.finetune_e2e import FinetuneConfig
+    from mote.stages.info import InfoConfig
 
     with pytest.raises(ConfigError, match=r"^--root s3://b/v: takes a local path, not a URL"):
-        build_config(FinetuneConfig, dataset="list", root="s3://b/v", out=tmp_path / "r")
+        build_config(InfoConfig, store=tmp_path / "s.zarr", root="s3://b/v")
 
 
 def test_storage_options_reach_the_decode_workers(
@@ -176,4 +177,39 @@ def test_predict_labels_videos_at_urls_as_it_labels_local_files(
     assert results["s3"] == results["local"]
     assert results["s3"][3]["error"] == "file not found"
     assert results["s3"][2]["error"].startswith("truncated: ")
+    assert spills(spill_root) == []
+
+
+def test_finetune_e2e_from_s3_matches_local(s3, mixed_folder, tmp_path, spill_root):
+    """Same weights, the same skipped videos with the same reasons, no spill left."""
+    from safetensors.torch import load_file
+    from test_finetune_e2e import COMMON
+
+    from mote.pipeline.runs.run_folder import RunFolder
+    from mote.stages import finetune_e2e
+
+    videos = [*mixed_folder.good[:4], "broken/missing.mp4", "broken/truncated.mp4"]
+    list_file = tmp_path / "list.txt"
+    list_file.write_text("".join(f"{video} {i % 2}\n" for i, video in enumerate(videos)))
+    url = upload_videos(s3, mixed_folder.root, videos, "finetune/videos")
+    runs = {}
+    for name, root in (("local", mixed_folder.root), ("s3", url)):
+        runs[name] = tmp_path / name
+        settings = {**COMMON, "epochs": 1, "batch_size": 4, "micro_batches": 1}
+        finetune_e2e.run(
+            finetune_e2e.FinetuneConfig(
+                **settings,
+                out=runs[name],
+                root=root,
+                list_file=list_file,
+                labels_file=mixed_folder.labels_file,
+                val_list=list_file,
+            )
+        )
+    local, remote = (load_file(runs[name] / "model.safetensors") for name in ("local", "s3"))
+    assert local.keys() == remote.keys()
+    assert all(torch.equal(local[key], remote[key]) for key in local)
+    failures = {name: RunFolder(runs[name]).read_failures() for name in runs}
+    assert failures["s3"] == failures["local"]
+    assert {row["video"] for row in failures["s3"]} == set(videos[4:])
     assert spills(spill_root) == []
