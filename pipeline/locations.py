@@ -21,7 +21,7 @@ from mote.pipeline.errors import ConfigError
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
 READS_URLS = (
     "--store, --train, --val and `mote info` (feature stores they read), and the videos of "
-    "`extract --root`, `finetune-e2e --root/--val-root` and `predict`"
+    "`extract --root`, `finetune-e2e --root/--val-root`, `info --root` and `predict`"
 )
 # The fsspec package each scheme needs, and the extra that brings it.
 PACKAGES = {"s3": ("s3fs", "pip install 'mote[s3]'"), "gs": ("gcsfs", "pip install gcsfs")}

@@ -25,6 +25,7 @@ READS_URLS = {  # (command config, field): the path options that read stores or 
     ("PredictConfig", "videos"),
     ("FinetuneConfig", "root"),
     ("FinetuneConfig", "val_root"),
+    ("InfoConfig", "root"),
     ("EvaluateConfig", "store"),
     ("InfoConfig", "store"),
     ("TrainConfig", "train"),

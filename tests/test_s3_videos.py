@@ -19,7 +19,7 @@ from conftest import S3_BUCKET
 from mote.pipeline.errors import ConfigError, DecodeError
 from mote.pipeline.video.decode import open_video
 from mote.pipeline.video.remote import SPILL_PREFIX
-from mote.stages import extract
+from mote.stages import extract, info
 
 # Listed and uploaded: not the empty folder (object storage has no empty folders).
 BROKEN = ("missing", "empty", "random", "text", "truncated", "zero_frames")
@@ -82,6 +82,11 @@ def test_extract_from_s3_matches_local(s3, mixed_folder, tmp_path, spill_root, t
     for name in ("embeddings", "frame_indices", "status", "num_frames", "labels", "video_ids"):
         assert np.array_equal(local[name][:], remote[name][:]), name
     assert spills(spill_root) == []  # spills and the worker's spill folder are gone
+    # info --verify --sample re-encodes stored videos from the same URL and finds them equal
+    sampled = info.run(
+        info.InfoConfig(store=stores["s3"], verify=True, sample=2, root=url, device="cpu")
+    )["verify"]
+    assert sampled["ok"] and len(sampled["sampled"]) == 2
 
 
 def test_a_spilled_video_is_deleted_on_close_and_on_failure(s3, mixed_folder, spill_root):
@@ -110,12 +115,13 @@ def test_a_root_url_with_nothing_under_it_is_one_line(s3, tmp_path):
     assert not (tmp_path / "o.zarr").exists()
 
 
-def test_a_root_url_is_refused_where_videos_are_not_read_from_urls(tmp_path):
+def test_the_video_list_stays_a_local_file(tmp_path):
     from mote.pipeline.config import build_config
-    from mote.stages.info import InfoConfig
 
-    with pytest.raises(ConfigError, match=r"^--root s3://b/v: takes a local path, not a URL"):
-        build_config(InfoConfig, store=tmp_path / "s.zarr", root="s3://b/v")
+    with pytest.raises(ConfigError, match=r"^--list s3://b/l.txt: takes a local path, not a URL"):
+        build_config(
+            extract.ExtractConfig, dataset="list", out=tmp_path / "o.zarr", list_file="s3://b/l.txt"
+        )
 
 
 def test_storage_options_reach_the_decode_workers(
