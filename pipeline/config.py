@@ -264,7 +264,8 @@ def storage_options_setting() -> Any:
     """fsspec options for the URLs a command reads (credentials, endpoint, region)."""
     return setting(
         None,
-        "JSON object of fsspec options for s3:// or gs:// stores (e.g. '{\"anon\": true}'); "
+        "JSON object of fsspec options for s3:// or gs:// stores and videos (e.g. "
+        "'{\"anon\": true}'); "
         "credentials and endpoint otherwise come from the usual AWS_* environment and profiles.",
         storage_options=True,
     )
