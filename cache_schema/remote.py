@@ -18,9 +18,7 @@ from typing import Any
 
 from mote.cache_schema.errors import StoreError, StoreNotFound, short_error
 from mote.pipeline.errors import ConfigError
-
-# The fsspec package each scheme needs, and the extra that brings it.
-PACKAGES = {"s3": ("s3fs", "pip install 'mote[s3]'"), "gs": ("gcsfs", "pip install gcsfs")}
+from mote.pipeline.locations import PACKAGES
 
 
 class RemoteFiles:

@@ -264,7 +264,8 @@ def storage_options_setting() -> Any:
     """fsspec options for the URLs a command reads (credentials, endpoint, region)."""
     return setting(
         None,
-        "JSON object of fsspec options for s3:// or gs:// stores (e.g. '{\"anon\": true}'); "
+        "JSON object of fsspec options for s3:// or gs:// stores and videos (e.g. "
+        "'{\"anon\": true}'); "
         "credentials and endpoint otherwise come from the usual AWS_* environment and profiles.",
         storage_options=True,
     )
@@ -299,8 +300,8 @@ def kinetics_csv_setting() -> Any:
     )
 
 
-def root_setting(**meta: Any) -> Any:
-    return setting(None, "Folder holding the videos.", **meta)
+def root_setting(help: str = "Folder holding the videos.", **meta: Any) -> Any:
+    return setting(None, help, **meta)
 
 
 def run_out_setting() -> Any:

@@ -20,9 +20,12 @@ from mote.pipeline.errors import ConfigError
 # A scheme of two or more letters, so a Windows drive (C:\...) is never a URL.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
 READS_URLS = (
-    "--store, --train, --val, `mote info` (feature stores they read) and `mote extract --out` "
-    "(a store it writes)"
+    "--store, --train, --val and `mote info` (feature stores they read), `mote extract --out` "
+    "(a store it writes), and the videos of `extract --root`, `finetune-e2e --root/--val-root`, "
+    "`info --root` and `predict`"
 )
+# The fsspec package each scheme needs, and the extra that brings it.
+PACKAGES = {"s3": ("s3fs", "pip install 'mote[s3]'"), "gs": ("gcsfs", "pip install gcsfs")}
 
 
 class Url(str):
@@ -103,3 +106,29 @@ def storage_options(value: Any, flag: str = "--storage-options") -> dict[str, An
     if not isinstance(value, dict):
         raise ConfigError(f"{flag}: must be a JSON object of fsspec options, got {value!r}")
     return value
+
+
+def join(root: Path | Url | str, relative: str) -> str:
+    """``root/relative`` as text: a URL joined with ``/`` (never through ``Path``, which would
+    fold ``s3://`` into ``s3:/``), a local path through ``Path``."""
+    if isinstance(root, Url) or url_scheme(str(root)):
+        return f"{str(root).rstrip('/')}/{relative.lstrip('/')}"
+    return str(Path(root) / relative)
+
+
+def filesystem(url: str, options: dict[str, Any] | None) -> tuple[Any, str]:
+    """The fsspec file system of ``url`` and the key in it; one line naming the URL and the
+    package to install when its backend is missing."""
+    import fsspec
+
+    scheme = url_scheme(url) or "file"
+    try:
+        return fsspec.core.url_to_fs(url, **(options or {}))
+    except ImportError:
+        package, fix = PACKAGES.get(scheme, ("its fsspec backend", f"install {scheme}fs"))
+        raise ConfigError(f"{url}: reading {scheme}:// needs {package}; {fix}") from None
+    except (ValueError, TypeError) as err:
+        raise ConfigError(
+            f"{url}: cannot open this URL ({type(err).__name__}: {err}); check the scheme and "
+            "--storage-options"
+        ) from None

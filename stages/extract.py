@@ -90,7 +90,9 @@ class ExtractConfig(Settings):
         "writes it; not with --dask yet).",
         url="store",
     )
-    root: Path | None = root_setting()
+    root: Path | None = root_setting(
+        url="read", help="Folder holding the videos, or a URL prefix (s3://bucket/videos)."
+    )
     split: str | None = setting(
         None,
         "k400: val|test|train; k600: split1-3; ucf101/hmdb51: test1-3|train1-3; "
@@ -102,6 +104,7 @@ class ExtractConfig(Settings):
     list_file: Path | None = list_file_setting()
     labels_file: Path | None = labels_file_setting()
     kinetics_csv: Path | None = kinetics_csv_setting()
+    storage_options: dict[str, Any] | None = storage_options_setting()
     model: str | None = model_setting(carried="the store's when continuing or repairing it")
     pretrained: str | None = pretrained_setting(carried="the store's with its model")
     frames: int = setting(8, f"Frames per view T, 1 to {MAX_FRAMES}.")
@@ -155,7 +158,6 @@ class ExtractConfig(Settings):
         "local cluster of N workers, each pinned to one GPU of --devices (CUDA_VISIBLE_DEVICES).",
         default_text="one local process with --decode-workers",
     )
-    storage_options: dict[str, Any] | None = storage_options_setting()
     device: InitVar[str | None] = None  # the old name of ``devices``
 
     def __post_init__(self, device: str | None) -> None:
@@ -181,7 +183,7 @@ def _check(cfg: ExtractConfig) -> None:
     if cfg.sampling not in ("eval", "train"):
         raise ConfigError(f"--sampling must be 'eval' or 'train', got '{cfg.sampling}'")
     check_decoder(cfg.decoder)
-    check_root(cfg.dataset, cfg.root)
+    check_root(cfg.dataset, cfg.root, storage_options=cfg.storage_options)
     if cfg.dask:
         check_dask_address(cfg.dask)
         if isinstance(cfg.out, Url):
@@ -193,11 +195,17 @@ def _check(cfg: ExtractConfig) -> None:
         raise ConfigError("--repair keeps the store and --overwrite replaces it: pass one of them")
 
 
-def _dataset(cfg: ExtractConfig) -> tuple[DatasetSpec, Path]:
+def _dataset(cfg: ExtractConfig) -> tuple[DatasetSpec, Path | Url]:
     """The split and its video root (--kinetics-csv reads the CSV's --split, default train)."""
     split = (cfg.split or "train") if cfg.kinetics_csv is not None else cfg.resolved_split
     return open_dataset(
-        cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root
+        cfg.dataset,
+        split,
+        cfg.list_file,
+        cfg.labels_file,
+        cfg.kinetics_csv,
+        cfg.root,
+        cfg.storage_options,
     )
 
 
@@ -422,7 +430,9 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
                 progress.message(f"{cfg.out}: rewrote {rewritten} from the video list")
             repaired = repair(store) if cfg.repair else None
             todo = store.todo(cfg.retry_failed)
-            tasks = store_tasks(store.spec, store.video_ids, todo, root, cfg.decoder)
+            tasks = store_tasks(
+                store.spec, store.video_ids, todo, root, cfg.decoder, cfg.storage_options
+            )
             batch_size = cfg.batch_size or (256 if devices[0].type == "cuda" else 32)
             shape = (clip.preprocess.size, clip.dim)
             if cfg.dask or len(devices) > 1:  # processes of their own encode: free this one

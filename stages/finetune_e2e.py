@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,9 +32,11 @@ from mote.pipeline.config import (
     root_setting,
     run_out_setting,
     setting,
+    storage_options_setting,
 )
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.locations import Url, locate, resolved
 from mote.pipeline.progress import Progress
 from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_start
 from mote.pipeline.runs.run_folder import RunFolder
@@ -89,7 +92,11 @@ class FinetuneConfig(TrainingSettings):
 
     dataset: str = dataset_setting()
     out: Path = run_out_setting()
-    root: Path | None = root_setting(default_text="the list file's folder (list)")
+    root: Path | None = root_setting(
+        "Folder holding the videos, or a URL prefix (s3://bucket/videos).",
+        default_text="the list file's folder (list)",
+        url="read",
+    )
     split: str | None = setting(
         None,
         "Training split: k400 train (with --list or --kinetics-csv); ucf101/hmdb51 train1-3; "
@@ -110,7 +117,10 @@ class FinetuneConfig(TrainingSettings):
         None, "Validation label CSV.", default_text="the training labels"
     )
     val_root: Path | None = setting(
-        None, "Folder of the validation videos.", default_text="--root, else the list's folder"
+        None,
+        "Folder (or URL prefix) of the validation videos.",
+        default_text="--root, else the list's folder",
+        url="read",
     )
     val_limit: int | None = setting(
         None,
@@ -135,6 +145,7 @@ class FinetuneConfig(TrainingSettings):
         min=0,
     )
     decoder: str = decoder_setting()
+    storage_options: dict[str, Any] | None = storage_options_setting()
     flip: str | None = setting(
         None,
         "What spec 7.2's horizontal flip does to a training clip's label: 'keep' it, 'off' (never "
@@ -158,9 +169,9 @@ class FinetuneConfig(TrainingSettings):
 
 
 def _check(cfg: FinetuneConfig) -> None:
-    check_root(cfg.dataset, cfg.root)
-    if cfg.val_root is not None and not Path(cfg.val_root).is_dir():
-        raise ConfigError(f"--val-root {cfg.val_root}: no such folder")
+    check_root(cfg.dataset, cfg.root, storage_options=cfg.storage_options)
+    if cfg.val_root is not None:
+        check_root("list", cfg.val_root, "--val-root", cfg.storage_options)
     if cfg.val_split is not None and cfg.val_list is not None:
         raise ConfigError("--val-split and --val-list both name validation videos: pass one")
     if cfg.val_split is not None and cfg.dataset == "list":
@@ -172,11 +183,15 @@ def _check(cfg: FinetuneConfig) -> None:
 # ------------------------------------------------------------------------------ data
 
 
-def datasets(cfg: FinetuneConfig) -> tuple[DatasetSpec, Path, DatasetSpec | None, Path | None]:
-    """The training split and its root; the validation split (same classes) and its root."""
+def datasets(
+    cfg: FinetuneConfig,
+) -> tuple[DatasetSpec, Path | Url, DatasetSpec | None, Path | Url | None]:
+    """The training split and its root; the validation split (same classes) and its root
+    (folders or URL prefixes)."""
     split = cfg.split or TRAIN_SPLIT.get(cfg.dataset, "custom")
+    options = cfg.storage_options
     train, root = open_dataset(
-        cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root
+        cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root, options
     )
     if cfg.flip is not None:
         flip = FlipRule.parse(cfg.flip)
@@ -188,13 +203,13 @@ def datasets(cfg: FinetuneConfig) -> tuple[DatasetSpec, Path, DatasetSpec | None
         labels = cfg.val_labels or Path(train.labels_file)
         val, val_root = open_dataset("list", "val", cfg.val_list, labels, None, cfg.val_root)
         if cfg.val_root is None and cfg.root is not None:
-            val_root = Path(cfg.root)
+            val_root = locate(cfg.root)
     else:
         labels = cfg.val_labels or cfg.labels_file  # ssv2's labels JSON serves both splits
         val, val_root = open_dataset(
-            cfg.dataset, cfg.val_split, None, labels, cfg.kinetics_csv, cfg.root
+            cfg.dataset, cfg.val_split, None, labels, cfg.kinetics_csv, cfg.root, options
         )
-        val_root = Path(cfg.val_root) if cfg.val_root is not None else val_root
+        val_root = locate(cfg.val_root) if cfg.val_root is not None else val_root
     if tuple(val.class_names) != tuple(train.class_names):
         raise ConfigError(
             f"validation list {val.list_file}: its {len(val.class_names)} classes differ from "
@@ -335,6 +350,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         cfg.decoder,
         flip=train_set.flip,
         min_crop_area=cfg.min_crop_area,
+        storage_options=cfg.storage_options,
     )
     data = VideoBatches(
         train_clips,
@@ -349,7 +365,14 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
     val_loader = None
     if val_set is not None and ctx.is_main:
         val_clips = ClipDataset(
-            val_set.items, val_root, model.preprocess, cfg.frames, "eval", cfg.seed, cfg.decoder
+            val_set.items,
+            val_root,
+            model.preprocess,
+            cfg.frames,
+            "eval",
+            cfg.seed,
+            cfg.decoder,
+            storage_options=cfg.storage_options,
         )
         val_loader = make_loader(
             val_clips,
@@ -425,12 +448,12 @@ def _split_name(dataset: DatasetSpec) -> str:
     return f"{dataset.name} {dataset.split}"
 
 
-def _describe(dataset: DatasetSpec, root: Path | None) -> dict:
+def _describe(dataset: DatasetSpec, root: Path | Url | None) -> dict:
     return {
         "name": dataset.name,
         "split": dataset.split,
         "videos": len(dataset.items),
         "list": dataset.list_file,
         "labels": dataset.labels_file,
-        "root": str(Path(root).resolve()) if root is not None else None,
+        "root": resolved(root) if root is not None else None,
     }

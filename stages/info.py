@@ -23,8 +23,9 @@ from mote.pipeline.config import (
     storage_options_setting,
     store_in_setting,
 )
+from mote.pipeline.data.datasets import check_root
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.locations import Url
+from mote.pipeline.locations import Url, locate
 
 # Re-encoded embeddings may differ from stored ones by fp16 rounding (2^-11 relative) and by
 # other kernels on another device or batch size; 2 % of a video's largest value covers both,
@@ -48,7 +49,11 @@ class InfoConfig(Settings):
         "with the stored embeddings.",
         min=0,
     )
-    root: Path | None = setting(None, "Folder the store's video ids are relative to.")
+    root: Path | None = setting(
+        None,
+        "Folder (or URL prefix, s3://bucket/videos) the store's video ids are relative to.",
+        url="read",
+    )
     storage_options: dict[str, Any] | None = storage_options_setting()
     seed: int = 0  # which videos --sample draws
     device: str = device_setting("Device for --sample: ")
@@ -63,8 +68,8 @@ def run(cfg: InfoConfig) -> dict:
             "--sample re-encodes videos, so it needs --root: the folder the store's video ids "
             "are relative to"
         )
-    if cfg.root is not None and not Path(cfg.root).is_dir():
-        raise ConfigError(f"--root {cfg.root}: no such folder")
+    if cfg.root is not None:
+        check_root("list", cfg.root, storage_options=cfg.storage_options)
     store = FeatureStore.open(cfg.store, storage_options=cfg.storage_options)
     summary = store.summary()
     if cfg.verify or cfg.sample:
@@ -98,7 +103,9 @@ def _sample(store: FeatureStore, cfg: InfoConfig, report: VerifyReport) -> list[
             f"{spec.pretrained} loads {clip.weights_id} here, so the sample cannot be re-encoded; "
             "verify on the machine that extracted the store"
         )
-    tasks = store_tasks(spec, store.video_ids, rows, Path(cfg.root), cfg.decoder)
+    tasks = store_tasks(
+        spec, store.video_ids, rows, locate(cfg.root), cfg.decoder, cfg.storage_options
+    )
     encoder = BatchedEncoder(clip, 256 if clip.device.type == "cuda" else 32)
     stored_idx = dict(zip(rows.tolist(), store.read_frame_indices(rows), strict=True))
     fresh: dict[int, np.ndarray] = {}

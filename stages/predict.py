@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,16 +31,19 @@ from mote.pipeline.config import (
     decoder_setting,
     device_setting,
     setting,
+    storage_options_setting,
 )
 from mote.pipeline.data.datasets import read_labels, shipped_file
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.locations import Url, locate
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_clip import clip_for_run
 from mote.pipeline.runs.run_folder import Run, load_run
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers
+from mote.pipeline.video.remote import videos_under
 from mote.pipeline.video.sampling import parse_views
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
@@ -56,9 +60,12 @@ class PredictConfig(Settings):
     )
     videos: tuple[Path, ...] = setting(
         (),
-        "Video files, or folders of them (" + ", ".join(e[1:] for e in VIDEO_EXTENSIONS) + ").",
+        "Video files, or folders of them ("
+        + ", ".join(e[1:] for e in VIDEO_EXTENSIONS)
+        + "); URLs too (s3://bucket/x.mp4, or a prefix s3://bucket/videos).",
         argument=True,
         metavar="VIDEO",
+        url="read",
     )
     recursive: bool = setting(False, "Look for videos in the subfolders of folder arguments.")
     top_k: int = setting(5, "Classes to show per video.", min=1)
@@ -92,6 +99,7 @@ class PredictConfig(Settings):
         "Exit 1 when any video failed (default: only when every video failed; failures are "
         "always listed).",
     )
+    storage_options: dict[str, Any] | None = storage_options_setting()
 
 
 def _check(cfg: PredictConfig) -> None:
@@ -103,14 +111,26 @@ def _check(cfg: PredictConfig) -> None:
     parse_views(cfg.views)
 
 
-def find_videos(paths: tuple[Path, ...], recursive: bool) -> list[Path]:
+def find_videos(
+    paths: tuple[Path | Url, ...], recursive: bool, storage_options: dict[str, Any] | None = None
+) -> list[Path | Url]:
     """The videos to label, in argument order: files as given (even with another extension:
-    the user named them), folders as their video files (sorted; subfolders with ``recursive``).
+    the user named them), folders as their video files (sorted; subfolders with ``recursive``),
+    and the same for URLs (an object, or a prefix of objects).
     A path that does not exist is kept, so it is reported as "file not found" like a bad file."""
-    found: list[Path] = []
+    found: list[Path | Url] = []
     for path in paths:
-        path = Path(path)
-        if path.is_dir():
+        path = locate(path)
+        if isinstance(path, Url):
+            inside = videos_under(path, recursive, VIDEO_EXTENSIONS, storage_options)
+            if inside == []:
+                hint = "" if recursive else "; pass --recursive to search deeper prefixes"
+                raise ConfigError(
+                    f"{path}: no video files ({', '.join(VIDEO_EXTENSIONS)}) under this "
+                    f"prefix{hint}"
+                )
+            found += [Url(url) for url in inside] if inside else [path]
+        elif path.is_dir():
             pattern = path.rglob("*") if recursive else path.iterdir()
             inside = [p for p in pattern if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS]
             if not inside:
@@ -172,12 +192,12 @@ def run_frames(loaded: Run, frames: int | None) -> int:
     return frames
 
 
-def _video_result(path: Path, reason: str | None = None) -> dict:
+def _video_result(path: Path | Url, reason: str | None = None) -> dict:
     return {"video": str(path), "top": [], "error": reason}
 
 
 def decode_and_encode(
-    videos: list[Path],
+    videos: list[Path | Url],
     pool: DecodePool,
     clip,
     frames: int,
@@ -185,6 +205,7 @@ def decode_and_encode(
     batch_size: int | None,
     decoder: str,
     progress: Progress,
+    storage_options: dict[str, Any] | None = None,
 ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """Embeddings float16 (V, T, D) per video index, and the reason of every video without:
     evaluation sampling, the run's CLIP (``mote search --video`` encodes its example so too)."""
@@ -214,7 +235,17 @@ def decode_and_encode(
     size, interpolation = clip.preprocess.size, clip.preprocess.interpolation
     for index, path in enumerate(videos):
         task = DecodeTask(
-            index, str(path), frames, clips, crops, size, "eval", 0, decoder, interpolation
+            index,
+            str(path),
+            frames,
+            clips,
+            crops,
+            size,
+            "eval",
+            0,
+            decoder,
+            interpolation,
+            storage_options,
         )
         pool.submit(task)
         while pool.inflight >= pool.capacity:
@@ -241,7 +272,7 @@ def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
     progress = progress or NullProgress()
     _check(cfg)
     views = parse_views(cfg.views)
-    videos = find_videos(cfg.videos, cfg.recursive)
+    videos = find_videos(cfg.videos, cfg.recursive, cfg.storage_options)
     names = open_vocabulary(cfg)  # a bad label file fails before anything loads
     device = resolve_device(cfg.device)
     workers = cfg.decode_workers
@@ -262,7 +293,15 @@ def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
         progress.start(len(videos), f"predict {len(videos)} video(s)")
         try:
             embeddings, failed = decode_and_encode(
-                videos, pool, clip, frames, views, cfg.batch_size, cfg.decoder, progress
+                videos,
+                pool,
+                clip,
+                frames,
+                views,
+                cfg.batch_size,
+                cfg.decoder,
+                progress,
+                cfg.storage_options,
             )
         finally:
             progress.finish()

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 from mote.pipeline.data import ssv2
 from mote.pipeline.errors import AnnotationError, ConfigError
+from mote.pipeline.locations import Url, locate
 from mote.pipeline.video.flips import FlipRule
+from mote.pipeline.video.remote import check_prefix, list_prefix
 
 ANNOTATIONS_PACKAGE = "mote.pipeline.data.annotations"
 _LIST_ONLY = ("list",)  # datasets whose files the user always supplies
@@ -333,11 +336,15 @@ def kinetics_items_from_csv(
     split: str,
     dataset: str = "k400",
     root: str | os.PathLike[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> list[VideoItem]:
     """Build a Kinetics list from the official CSV (``label,youtube_id,time_start,time_end,split``).
 
-    Rows of other splits are skipped. With ``root``, clips whose file is missing are left out.
+    Rows of other splits are skipped. With ``root``, clips whose file is missing are left out
+    (under a URL root: those absent from one listing of its prefix).
     """
+    root = locate(root) if root is not None else None
+    present = list_prefix(root, storage_options) if isinstance(root, Url) else None
     index = {name: i for i, name in enumerate(class_names)}
     reader = csv.DictReader(io.StringIO("\n".join(_lines(csv_path))))
     needed = {"label", "youtube_id", "time_start", "time_end", "split"}
@@ -361,7 +368,9 @@ def kinetics_items_from_csv(
             raise AnnotationError(f"{where}: time_start/time_end are not numbers") from None
         folder = kinetics_folder(row["label"], dataset)
         video_id = f"{folder}/{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
-        if root is None or (Path(root) / video_id).is_file():
+        if root is None or (
+            video_id in present if present is not None else (Path(root) / video_id).is_file()
+        ):
             items.append(VideoItem(video_id, index[row["label"]]))
     if not splits_seen & {split}:
         raise AnnotationError(
@@ -371,7 +380,10 @@ def kinetics_items_from_csv(
 
 
 def kinetics_dataset(
-    csv_path: str | os.PathLike[str], split: str, root: str | os.PathLike[str]
+    csv_path: str | os.PathLike[str],
+    split: str,
+    root: str | os.PathLike[str],
+    storage_options: dict[str, Any] | None = None,
 ) -> DatasetSpec:
     """K400 ``split`` from the official annotation CSV: the clips present under ``root``.
 
@@ -379,7 +391,7 @@ def kinetics_dataset(
     """
     labels = shipped_file("k400/kinetics_400_labels.csv")
     names = read_labels(labels)
-    items = kinetics_items_from_csv(csv_path, names, split, "k400", root)
+    items = kinetics_items_from_csv(csv_path, names, split, "k400", root, storage_options)
     if not items:
         raise AnnotationError(f"{csv_path}: none of its {split} clips exists under {root}")
     return DatasetSpec(
@@ -392,11 +404,20 @@ def kinetics_dataset(
     )
 
 
-def check_root(dataset: str, root: str | os.PathLike[str] | None, flag: str = "--root") -> None:
-    """A shipped dataset needs the folder of its videos; a ``list`` one defaults to its list's."""
+def check_root(
+    dataset: str,
+    root: str | os.PathLike[str] | None,
+    flag: str = "--root",
+    storage_options: dict[str, Any] | None = None,
+) -> None:
+    """A shipped dataset needs the folder of its videos; a ``list`` one defaults to its list's.
+    A URL root (``s3://bucket/videos``) must hold objects."""
     if dataset != "list" and root is None:
         raise ConfigError(f"{flag} is required: the folder that holds the {dataset} videos")
-    if root is not None and not Path(root).is_dir():
+    root = locate(root) if root is not None else None
+    if isinstance(root, Url):
+        check_prefix(root, storage_options, flag)
+    elif root is not None and not Path(root).is_dir():
         raise ConfigError(f"{flag} {root}: no such folder")
 
 
@@ -407,10 +428,11 @@ def open_dataset(
     labels_file: str | os.PathLike[str] | None = None,
     kinetics_csv: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
-) -> tuple[DatasetSpec, Path]:
+    storage_options: dict[str, Any] | None = None,
+) -> tuple[DatasetSpec, Path | Url]:
     """The dataset options of the commands that read videos (``--dataset``, ``--split``,
     ``--list/--labels``, ``--kinetics-csv``, ``--root``): the split, and the folder its video
-    paths are relative to (``--root``, else the list file's folder)."""
+    paths are relative to (``--root``, a folder or a URL prefix, else the list file's folder)."""
     if kinetics_csv is None:
         dataset = load_dataset(name, split, list_file, labels_file)
     elif name != "k400":
@@ -418,5 +440,8 @@ def open_dataset(
     elif root is None:
         raise ConfigError("--kinetics-csv needs --root: the folder that holds the k400 clips")
     else:
-        dataset = kinetics_dataset(kinetics_csv, split, root)
+        dataset = kinetics_dataset(kinetics_csv, split, root, storage_options)
+    root = locate(root) if root is not None else None
+    if isinstance(root, Url):
+        return dataset, root
     return dataset, Path(root) if root is not None else Path(dataset.list_file).parent

@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mote.pipeline.errors import DecodeError
+from mote.pipeline.locations import join, locate
 from mote.pipeline.threads import use_worker_threads
 from mote.pipeline.video.augment import AREA_RANGE, augment_clip
 from mote.pipeline.video.decode import Backend, open_video
@@ -111,7 +112,9 @@ class ClipDataset(Dataset):
     """Video clips of a list: ``mode="train"`` (spec 7.1 random + 7.2) or ``"eval"`` (7.1 + 7.3).
 
     ``items`` are ``VideoItem``s (``DatasetSpec.items``) or anything with ``video_id`` and
-    ``label``; paths are ``root / video_id``. ``dataset[i]`` uses the epoch of ``set_epoch``;
+    ``label``; paths are ``root / video_id`` (``root`` may be a URL prefix: each video is
+    spilled to a temporary file while it decodes, ``remote.py``). ``dataset[i]`` uses the
+    epoch of ``set_epoch``;
     ``dataset[(epoch, i)]`` names the epoch explicitly (what ``make_loader`` sends to workers).
     ``flip`` is the dataset's ``FlipRule`` (``DatasetSpec.flip``): what a flipped training clip's
     label becomes, or that clips are never flipped. ``min_crop_area``: the smallest training
@@ -129,6 +132,7 @@ class ClipDataset(Dataset):
         backend: Backend = "auto",
         flip: FlipRule = KEEP_LABELS,
         min_crop_area: float = AREA_RANGE[0],
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         if mode not in ("train", "eval"):
             raise ValueError(f"unknown clip mode {mode!r}: use 'train' or 'eval'.")
@@ -136,7 +140,8 @@ class ClipDataset(Dataset):
             raise ValueError(f"frames per clip must be >= 1, got {frames}.")
         self.videos = tuple(str(item.video_id) for item in items)
         self.labels = tuple(int(item.label) for item in items)
-        self.root = Path(root)
+        self.root = locate(root)  # a folder, or a URL prefix the ids are joined to
+        self.storage_options = storage_options
         self.spec = spec
         self.frames = int(frames)
         self.mode: Mode = mode
@@ -172,7 +177,8 @@ class ClipDataset(Dataset):
         """Decode, sample and crop (or augment) one video to uint8; decoding problems raise
         DecodeError. Normalising is left to the model's device."""
         rng = item_rng(self.seed, epoch, index) if self.mode == "train" else None
-        with open_video(self.root / self.videos[index], backend=self.backend) as video:
+        path = join(self.root, self.videos[index])
+        with open_video(path, self.backend, self.storage_options) as video:
             if video.num_frames < 1:
                 raise DecodeError("no frames")
             frame_indices = sample_indices(video.num_frames, self.frames, 1, self.mode, rng)[0]

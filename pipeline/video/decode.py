@@ -42,12 +42,14 @@ import struct
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 import av
 import numpy as np
 
 from mote.pipeline.errors import DecodeError
+from mote.pipeline.locations import Url, locate
+from mote.pipeline.video.remote import SpilledVideo, open_remote
 
 Backend = Literal["auto", "decord", "pyav"]
 
@@ -408,9 +410,17 @@ def decord_available() -> bool:
     return True
 
 
-def open_video(path: str | Path, backend: Backend = "auto") -> VideoSource:
-    """Open a video for random frame access; ``auto`` picks decord when it can be imported."""
-    path = Path(path)
+def open_video(
+    path: str | Path, backend: Backend = "auto", storage_options: dict[str, Any] | None = None
+) -> VideoSource:
+    """Open a video for random frame access; ``auto`` picks decord when it can be imported.
+
+    A URL (``s3://bucket/x.mp4``) is spilled to a local temporary file first (``remote.py``),
+    read with ``storage_options`` and deleted when the source closes.
+    """
+    path = locate(path)
+    if isinstance(path, Url):
+        return open_remote(path, lambda local: open_video(local, backend), storage_options)
     if backend == "auto":
         backend = "decord" if decord_available() else "pyav"
     if backend == "decord":
@@ -418,3 +428,6 @@ def open_video(path: str | Path, backend: Backend = "auto") -> VideoSource:
     if backend == "pyav":
         return PyAVSource(path)
     raise ValueError(f"unknown decode backend {backend!r}: use 'auto', 'decord' or 'pyav'.")
+
+
+VideoSource.register(SpilledVideo)

@@ -15,22 +15,26 @@ multiprocessing's spawn or forkserver, which re-import the caller's ``__main__``
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mote.pipeline.errors import DecodeError
+from mote.pipeline.locations import join
 from mote.pipeline.video.decode import open_video
+from mote.pipeline.video.remote import SPILL_DIR_ENV, SPILL_PREFIX
 from mote.pipeline.video.sampling import sample_indices
 from mote.pipeline.video.transforms import crop_views
 
@@ -54,12 +58,19 @@ class DecodeTask:
     seed: int = 0
     backend: str = "auto"
     interpolation: str = "bicubic"  # the resize the store records (open_clip's preprocess)
+    storage_options: dict[str, Any] | None = None  # fsspec options when ``path`` is a URL
 
 
 def store_tasks(
-    spec: StoreSpec, video_ids: tuple[str, ...], rows, root: Path, backend: str = "auto"
+    spec: StoreSpec,
+    video_ids: tuple[str, ...],
+    rows,
+    root: Path | str,
+    backend: str = "auto",
+    storage_options: dict[str, Any] | None = None,
 ) -> list[DecodeTask]:
-    """One DecodeTask per store row, sampled and cropped exactly as the store records.
+    """One DecodeTask per store row, sampled and cropped exactly as the store records;
+    ``root`` is a folder or a URL prefix (``s3://bucket/videos``) the ids are joined to.
 
     Extraction, repair and ``mote info --sample`` all build their tasks here, so a re-encoded
     video is compared with the same frames the store was made from.
@@ -67,7 +78,7 @@ def store_tasks(
     return [
         DecodeTask(
             index=int(row),
-            path=str(Path(root) / video_ids[row]),
+            path=join(root, video_ids[row]),
             frames=spec.frames,
             clips=spec.clips,
             crops=spec.crops,
@@ -76,6 +87,7 @@ def store_tasks(
             seed=spec.sampling_seed,
             backend=backend,
             interpolation=spec.preprocess["interpolation"],
+            storage_options=storage_options,
         )
         for row in rows
     ]
@@ -100,7 +112,7 @@ def decode_one(task: DecodeTask) -> DecodedVideo:
     """Decode, sample and crop one video; any decoding problem becomes a failed result."""
     num_frames = 0
     try:
-        with open_video(task.path, backend=task.backend) as video:
+        with open_video(task.path, task.backend, task.storage_options) as video:
             num_frames = video.num_frames
             if num_frames < 1:
                 raise DecodeError("no frames")
@@ -170,10 +182,12 @@ class _Worker:
 
     A new interpreter, never a fork of the caller (which may hold torch threads or CUDA); it
     learns where mote is from the caller's ``sys.path``. Its socket reaching end of file is how
-    the pool learns that it died.
+    the pool learns that it died. It spills remote videos into a folder of its own
+    (``remote.py``), removed when it stops, so a worker killed mid-download leaves nothing.
     """
 
     def __init__(self) -> None:
+        self.spill = tempfile.mkdtemp(prefix=SPILL_PREFIX)
         ours, theirs = socket.socketpair()
         with theirs:
             fd = theirs.fileno()
@@ -181,6 +195,7 @@ class _Worker:
                 [sys.executable, "-c", _WORKER_CODE, str(fd), *map(str, sys.path)],
                 pass_fds=(fd,),
                 stdin=subprocess.DEVNULL,
+                env={**os.environ, SPILL_DIR_ENV: self.spill},
             )
         self.conn = Connection(ours.detach())
         self.inflight: deque[tuple[DecodeTask, float]] = deque()  # (task, timeout)
@@ -194,6 +209,7 @@ class _Worker:
             self.process.kill()
             self.process.wait()
         self.conn.close()
+        shutil.rmtree(self.spill, ignore_errors=True)
 
 
 def default_workers() -> int:
