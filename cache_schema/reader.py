@@ -57,6 +57,11 @@ class StoreReader:
         self._labels: np.ndarray | None = None
         self._text: np.ndarray | None = None
 
+    @property
+    def storage_options(self) -> dict[str, Any] | None:
+        """The fsspec options the store at a URL is reached with (None for a folder)."""
+        return self._storage_options
+
     def __reduce__(self) -> tuple:
         """Pickle as (path, writable) so dask workers reopen the store instead of copying it."""
         return (type(self).open, (str(self.path), None, self._writable, self._storage_options))

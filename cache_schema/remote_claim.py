@@ -191,6 +191,11 @@ class RemoteClaim(StoreClaim):
     def held(self) -> bool:
         return self._fd is not None and not self.lost
 
+    @property
+    def token(self) -> str:
+        """What names this holding of the claim for its dask workers (``check_token``)."""
+        return self._id
+
     def check(self, path: str | Any) -> None:
         """Fail unless this claim is held and is on ``path``."""
         if self.lost:
@@ -231,6 +236,20 @@ def _ended(owner: ClaimOwner, raw: dict) -> bool:
         return time.time() > float(raw["lease_until"])
     except (KeyError, TypeError, ValueError):
         return False  # no lease: refuse rather than guess
+
+
+def check_token(url: str, token: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Fail unless the claim object of the store at ``url`` is still the holding ``token``
+    names: a dask worker asks before it writes a chunk for its driver, so a driver that was
+    killed, or whose claim another run took over, gets no more chunks written in its name."""
+    found = _Object(Url(str(url).rstrip("/")), storage_options).read()
+    holder = found[1].get("owner_id") if found is not None else None
+    if holder != token:
+        who = found[0].describe() if found is not None and found[0] is not None else "nobody"
+        raise StoreBusy(
+            f"{url}: not writing this chunk: the run that sent it no longer holds the store's "
+            f"claim (now held by {who}); the run that holds it redoes the chunk."
+        )
 
 
 def claim_location(

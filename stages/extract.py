@@ -86,8 +86,8 @@ class ExtractConfig(Settings):
 
     dataset: str = dataset_setting()
     out: Path = setting(
-        help="Zarr store to write (resumed if it exists): a path, or an s3:// URL (one process "
-        "writes it; not with --dask yet).",
+        help="Zarr store to write (resumed if it exists): a path, or an s3:// URL (which dask "
+        "workers write straight to, with no disk shared).",
         url="store",
     )
     root: Path | None = root_setting(
@@ -153,8 +153,9 @@ class ExtractConfig(Settings):
     )
     dask: str | None = setting(
         None,
-        "Scale out on dask.distributed: a scheduler address (tcp://host:8786; workers need mote "
-        "and the same paths, and encode on the GPU they were started with) or local:N for a "
+        "Scale out on dask.distributed: a scheduler address (tcp://host:8786; workers need mote, "
+        "and the same paths unless --out and --root are s3:// URLs, and encode on the GPU they "
+        "were started with) or local:N for a "
         "local cluster of N workers, each pinned to one GPU of --devices (CUDA_VISIBLE_DEVICES).",
         default_text="one local process with --decode-workers",
     )
@@ -186,11 +187,6 @@ def _check(cfg: ExtractConfig) -> None:
     check_root(cfg.dataset, cfg.root, storage_options=cfg.storage_options)
     if cfg.dask:
         check_dask_address(cfg.dask)
-        if isinstance(cfg.out, Url):
-            raise ConfigError(
-                f"--dask with --out {cfg.out}: dask workers cannot write a store at a URL yet; "
-                "extract without --dask (one process writes it), or write locally"
-            )
     if cfg.repair and cfg.overwrite:
         raise ConfigError("--repair keeps the store and --overwrite replaces it: pass one of them")
 
@@ -355,6 +351,7 @@ def claim_store(cfg: ExtractConfig, progress: Progress) -> StoreClaim | None:
 def _encode(
     cfg: ExtractConfig,
     store: FeatureStore,
+    claim: StoreClaim | None,
     tasks: list[DecodeTask],
     pool: DecodePool,
     clip: ClipEncoder | None,
@@ -380,6 +377,7 @@ def _encode(
             cfg.decode_timeout,
             progress,
             default_workers(),
+            getattr(claim, "token", None),
         )
     if clip is not None:
         return extract_local(store, tasks, pool, BatchedEncoder(clip, batch_size), progress)
@@ -446,7 +444,17 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
                 progress.start(len(tasks), f"extract {dataset.name}/{dataset.split}")
                 try:
                     counts = _encode(
-                        cfg, store, tasks, pool, clip, recipe, devices, shape, batch_size, progress
+                        cfg,
+                        store,
+                        claim,
+                        tasks,
+                        pool,
+                        clip,
+                        recipe,
+                        devices,
+                        shape,
+                        batch_size,
+                        progress,
                     )
                 finally:
                     progress.finish()

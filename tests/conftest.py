@@ -347,3 +347,13 @@ def s3(s3_server, monkeypatch, tmp_path):
     for name, value in {**S3_ENV, "AWS_ENDPOINT_URL": s3_server}.items():
         monkeypatch.setenv(name, value)
     return s3fs.S3FileSystem(skip_instance_cache=True)
+
+
+@pytest.fixture(scope="session")
+def reference(motion_data, tmp_path_factory, tiny_extract) -> dict[str, bytes]:
+    """Every file of an uninterrupted local store of these settings, by relative path."""
+    out = tmp_path_factory.mktemp("s3-reference") / "whole.zarr"
+    from mote.stages import extract
+
+    extract.run(tiny_extract(motion_data, out, chunk_videos=2, decode_workers=1, batch_size=8))
+    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}

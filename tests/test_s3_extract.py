@@ -15,13 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import zarr
 from conftest import S3_BUCKET
 from test_claim_anywhere import Holder
 
 from mote.cache_schema.claim import CLAIM_FILE
-from mote.stages import extract
 
 
 def args(data) -> list[str]:
@@ -30,14 +28,6 @@ def args(data) -> list[str]:
         "--labels", str(data.labels_file), "--model", "mote-tiny", "--pretrained", "none",
         "--device", "cpu", "--chunk-videos", "2", "--decode-workers", "1", "--batch-size", "8",
     ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def reference(motion_data, tmp_path_factory, tiny_extract) -> dict[str, bytes]:
-    """Every file of an uninterrupted local store of these settings, by relative path."""
-    out = tmp_path_factory.mktemp("s3-reference") / "whole.zarr"
-    extract.run(tiny_extract(motion_data, out, chunk_videos=2, decode_workers=1, batch_size=8))
-    return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
 
 def objects(s3, key: str) -> dict[str, bytes]:
@@ -114,10 +104,3 @@ def test_a_second_writer_is_refused_naming_the_holder(s3, motion_data, mote_cli,
         assert not s3.exists(f"{S3_BUCKET}/held/s.zarr/zarr.json")  # nothing was written
     finally:
         holder.let_go()
-
-
-def test_dask_cannot_write_to_s3_yet(s3, motion_data, mote_cli):
-    code, _, err = mote_cli(
-        *args(motion_data), "--out", f"s3://{S3_BUCKET}/d.zarr", "--dask", "local:2"
-    )
-    assert code == 2 and "dask workers cannot write a store at a URL yet" in err, err
