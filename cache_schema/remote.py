@@ -17,8 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from mote.cache_schema.errors import StoreError, StoreNotFound, short_error
-from mote.pipeline.errors import ConfigError
-from mote.pipeline.locations import PACKAGES
+from mote.pipeline.locations import filesystem
 
 
 class RemoteFiles:
@@ -30,7 +29,7 @@ class RemoteFiles:
     @classmethod
     def open(cls, url: str, storage_options: dict[str, Any] | None) -> RemoteFiles:
         """List the store at ``url``; one line naming the URL when it cannot be reached."""
-        fs, key = _file_system(url, storage_options)
+        fs, key = filesystem(url, storage_options)
         try:
             found = fs.find(key, detail=True)
         except FileNotFoundError:
@@ -82,7 +81,7 @@ class LiveFiles(RemoteFiles):
 
     @classmethod
     def at(cls, url: str, storage_options: dict[str, Any] | None) -> LiveFiles:
-        fs, key = _file_system(url, storage_options)
+        fs, key = filesystem(url, storage_options)
         return cls(url, fs, key.rstrip("/"), {})
 
     def _fresh(self) -> Any:
@@ -136,22 +135,3 @@ class LiveFiles(RemoteFiles):
 
     def total_bytes(self) -> int:
         return int(self._fresh().du(self.key, total=True))
-
-
-def _file_system(url: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
-    """The fsspec file system and key of ``url``; one line naming the URL when unusable."""
-    import fsspec
-
-    scheme = url.split("://", 1)[0]
-    try:
-        fs, key = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    except ImportError:
-        package, fix = PACKAGES.get(scheme, ("its fsspec backend", f"install {scheme}fs"))
-        raise ConfigError(f"{url}: reading {scheme}:// needs {package}; {fix}") from None
-    except (ValueError, TypeError) as err:
-        raise ConfigError(
-            f"{url}: cannot open this URL ({short_error(err)}); check the scheme and "
-            "--storage-options"
-        ) from None
-    key = key.rstrip("/")
-    return fs, key

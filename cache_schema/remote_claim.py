@@ -31,9 +31,8 @@ from mote.cache_schema.claim import (
     refuse_if_claimed,
 )
 from mote.cache_schema.errors import StoreError, short_error
-from mote.cache_schema.remote import PACKAGES
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.locations import Url, locate
+from mote.pipeline.locations import Url, filesystem, locate
 
 LEASE_SECONDS = 60.0
 _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
@@ -43,21 +42,15 @@ class _Object:
     """The claim object of one store URL, through s3fs's own client (its loop and session)."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None) -> None:
-        import fsspec
-
         scheme = url.split("://", 1)[0]
-        try:
-            fs, key = fsspec.core.url_to_fs(url, **(storage_options or {}))
-        except ImportError:
-            package, fix = PACKAGES.get(scheme, ("its fsspec backend", f"install {scheme}fs"))
-            raise ConfigError(f"{url}: writing {scheme}:// needs {package}; {fix}") from None
+        fs, key = filesystem(url, storage_options, "writing")
         if not hasattr(fs, "get_s3"):
             raise ConfigError(
                 f"{url}: writing a store to {scheme}:// is not supported yet (only s3://, whose "
                 "conditional writes make the claim safe); write locally and upload"
             )
         self.url, self.fs = url, fs
-        self.bucket, _, prefix = key.rstrip("/").partition("/")
+        self.bucket, _, prefix = key.partition("/")
         self.key = f"{prefix}/{CLAIM_FILE}" if prefix else CLAIM_FILE
 
     def _call(self, method: str, **kwargs: Any) -> Any:

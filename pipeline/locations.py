@@ -116,19 +116,20 @@ def join(root: Path | Url | str, relative: str) -> str:
     return str(Path(root) / relative)
 
 
-def filesystem(url: str, options: dict[str, Any] | None) -> tuple[Any, str]:
-    """The fsspec file system of ``url`` and the key in it; one line naming the URL and the
-    package to install when its backend is missing."""
+def filesystem(url: str, options: dict[str, Any] | None, use: str = "reading") -> tuple[Any, str]:
+    """The fsspec file system of ``url`` and its key (no trailing ``/``); one line naming the URL
+    and, when its backend is missing, the package to install for ``use`` (reading, writing)."""
     import fsspec
 
     scheme = url_scheme(url) or "file"
     try:
-        return fsspec.core.url_to_fs(url, **(options or {}))
+        fs, key = fsspec.core.url_to_fs(url, **(options or {}))
     except ImportError:
         package, fix = PACKAGES.get(scheme, ("its fsspec backend", f"install {scheme}fs"))
-        raise ConfigError(f"{url}: reading {scheme}:// needs {package}; {fix}") from None
+        raise ConfigError(f"{url}: {use} {scheme}:// needs {package}; {fix}") from None
     except (ValueError, TypeError) as err:
+        problem = " ".join(f"{type(err).__name__}: {err}".split())[:100]
         raise ConfigError(
-            f"{url}: cannot open this URL ({type(err).__name__}: {err}); check the scheme and "
-            "--storage-options"
+            f"{url}: cannot open this URL ({problem}); check the scheme and --storage-options"
         ) from None
+    return fs, key.rstrip("/")
