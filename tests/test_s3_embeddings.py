@@ -19,22 +19,25 @@ from test_claim_anywhere import Holder
 
 from mote.cache_schema.claim import CLAIM_FILE
 from mote.cache_schema.embeddings import TABLE_FILE, EmbeddingsFile
+from mote.pipeline.progress import NullProgress
 from mote.pipeline.runs.files import write_json
 from mote.pipeline.runs.run_folder import save_model
 from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.e2e import ClipFacts, text_from_store
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.stages import embed
 
 D = 64
 CLASSES = ("circle left", "circle right", "square up", "square down")
 IDS = [f"c{i % 4}/v{i:02d}.mp4" for i in range(24)]
 QUERY = ("--like", IDS[3], "-k", "5")  # a query that needs no CLIP text tower
+CHUNK_ROWS = 8  # every embeddings file here: 3 chunks, batched alike, so vectors compare exactly
 
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory) -> dict[str, Path]:
-    """A run folder (random MoTE, TFM bank), a store of 24 videos (3x1 views, 8 frames), and
-    the `list` files naming them."""
+    """A run folder (random MoTE, TFM bank), a store of 24 videos (3x1 views, 8 frames), the
+    `list` files naming them, and the store's embeddings: what every S3 copy must equal."""
     work = tmp_path_factory.mktemp("s3-embeddings")
     run = work / "run"
     run.mkdir()
@@ -47,15 +50,20 @@ def local(tmp_path_factory) -> dict[str, Path]:
     store = work / "s.zarr"
     random_store(store, IDS, [i % 4 for i in range(24)], CLASSES, dim=D, views=(3, 1))
     (work / "list.txt").write_text("".join(f"{v} {i % 4}\n" for i, v in enumerate(IDS)))
-    (work / "labels.csv").write_text(
-        "id,name\n" + "".join(f"{i},{c}\n" for i, c in enumerate(CLASSES))
-    )
-    return {"run": run, "store": store, "list": work / "list.txt", "labels": work / "labels.csv"}
+    classes = "".join(f"{i},{c}\n" for i, c in enumerate(CLASSES))
+    (work / "labels.csv").write_text(f"id,name\n{classes}")
+    embeddings = work / "e.zarr"
+    made = dict(run=run, store=store, out=embeddings, chunk_rows=CHUNK_ROWS, device="cpu")
+    embed.run(embed.EmbedConfig(**made))
+    return {
+        "run": run, "store": store, "list": work / "list.txt", "labels": work / "labels.csv",
+        "embeddings": embeddings,
+    }  # fmt: skip
 
 
 @pytest.fixture
 def remote(s3, local) -> str:
-    """The store uploaded to the bucket (once per test: each test gets a fresh environment)."""
+    """The store uploaded to the bucket (once: the bucket lives for the session)."""
     key = f"{S3_BUCKET}/urls/s.zarr"
     if not s3.isfile(f"{key}/zarr.json"):
         s3.put(str(local["store"]), key, recursive=True)
@@ -66,6 +74,14 @@ def as_json(mote_cli, *args: object) -> dict:
     code, out, err = mote_cli(*args, "--json")
     assert code == 0, err
     return json.loads(out)
+
+
+def embed_args(local: dict, store: object) -> tuple:
+    """`mote embed` of ``store`` with the run and chunking every file here has (add --out)."""
+    return (
+        "embed", "--run", local["run"], "--store", store, "--chunk-rows", CHUNK_ROWS,
+        "--device", "cpu",
+    )  # fmt: skip
 
 
 def hit_lines(mote_cli, *args: object) -> list[dict]:
@@ -97,34 +113,26 @@ def test_zeroshot_and_embed_read_from_s3_give_the_local_numbers(local, remote, t
     assert scores["s3"].pop("stores") == [remote]
     assert scores["local"].pop("stores") == [str(local["store"])]
     assert scores["s3"] == scores["local"] and scores["s3"]["splits"][0]["n_missing"] == 0
-    vectors = {}
-    for where, store in {"local": local["store"], "s3": remote}.items():
-        out = tmp_path / f"{where}.zarr"
-        made = as_json(
-            mote_cli, "embed", "--run", local["run"], "--store", store, "--out", out,
-            "--device", "cpu",
-        )  # fmt: skip
-        assert made["n_embedded"] == len(IDS)
-        file = EmbeddingsFile.open(out)
-        assert file.attrs["store"]["path"] == (remote if where == "s3" else str(local["store"]))
-        vectors[where] = file.read_vectors()
-    assert np.array_equal(vectors["s3"], vectors["local"])
+    made = as_json(mote_cli, *embed_args(local, remote), "--out", tmp_path / "e.zarr")
+    assert made["n_embedded"] == len(IDS)
+    there, here = EmbeddingsFile.open(tmp_path / "e.zarr"), EmbeddingsFile.open(local["embeddings"])
+    assert there.attrs["store"]["path"] == remote
+    assert here.attrs["store"]["path"] == str(local["store"])
+    assert np.array_equal(there.read_vectors(), here.read_vectors())
 
 
-def test_embed_out_to_s3_then_search_it_gives_the_local_hits(s3, local, remote, tmp_path, mote_cli):
+def test_embed_out_to_s3_then_search_it_gives_the_local_hits(s3, local, remote, mote_cli):
     url = f"s3://{S3_BUCKET}/urls/e.zarr"
-    embed = ("embed", "--run", local["run"], "--store", remote, "--device", "cpu", "--out")
-    written = as_json(mote_cli, *embed, url)
+    written = as_json(mote_cli, *embed_args(local, remote), "--out", url)
     assert written["out"] == url and written["n_embedded"] == len(IDS)
     assert written["table"] == f"{url}/{TABLE_FILE}" and written["bytes_on_disk"] > 0
     assert s3.isfile(f"{S3_BUCKET}/urls/e.zarr/{TABLE_FILE}")
     assert not s3.exists(f"{S3_BUCKET}/urls/e.zarr/{CLAIM_FILE}")  # released
-    again = as_json(mote_cli, *embed, url)  # a rerun finds every row done
+    again = as_json(mote_cli, *embed_args(local, remote), "--out", url)  # every row is done
     assert again["n_embedded"] == 0 and again["resumed"]
-    as_json(mote_cli, *embed, tmp_path / "e.zarr")
     hits = {
         where: hit_lines(mote_cli, *QUERY, "--run", local["run"], "--embeddings", e)
-        for where, e in {"local": tmp_path / "e.zarr", "s3": url}.items()
+        for where, e in {"local": local["embeddings"], "s3": url}.items()
     }
     assert hits["s3"] == hits["local"] and len(hits["s3"]) == 5
     assert IDS[3] not in [hit["video_id"] for hit in hits["s3"]]
@@ -134,15 +142,38 @@ def test_embed_out_to_s3_then_search_it_gives_the_local_hits(s3, local, remote, 
     assert code == 2 and err.startswith(f"error: --index with --embeddings {url}: "), err
 
 
+class StopInSecondChunk(NullProgress):
+    """Progress that stops the run once its first chunk is written."""
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    def update(self, *, done: int = 0, failed: int = 0, frames: int = 0) -> None:
+        self.done += done
+        if self.done > CHUNK_ROWS:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_embed_to_s3_resumes_to_the_local_vectors(local, remote, mote_cli):
+    url = f"s3://{S3_BUCKET}/urls/resumed.zarr"
+    made = dict(run=local["run"], store=remote, out=url, chunk_rows=CHUNK_ROWS, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        embed.run(embed.EmbedConfig(**made), StopInSecondChunk())
+    assert EmbeddingsFile.open(url).done_mask().sum() == CHUNK_ROWS  # one chunk, no table yet
+    finished = as_json(mote_cli, *embed_args(local, remote), "--out", url)
+    assert finished["resumed"] and finished["n_embedded"] == len(IDS) - CHUNK_ROWS
+    here, there = EmbeddingsFile.open(local["embeddings"]), EmbeddingsFile.open(url)
+    assert np.array_equal(there.read_vectors(), here.read_vectors())
+    assert there.read_table().equals(here.read_table())
+
+
 def test_a_second_embed_writer_on_the_same_url_is_refused_naming_the_owner(
     s3, local, remote, mote_cli
 ):
     url = f"s3://{S3_BUCKET}/urls/held.zarr"
     holder = Holder(url)
     try:
-        code, _, err = mote_cli(
-            "embed", "--run", local["run"], "--store", remote, "--out", url, "--device", "cpu"
-        )
+        code, _, err = mote_cli(*embed_args(local, remote), "--out", url)
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1, err
         assert lines[0].startswith(f"error: {url}: another run (pid {holder.process.pid} on host")
