@@ -17,6 +17,7 @@ import torch
 from conftest import S3_BUCKET, random_store
 from test_claim_anywhere import Holder
 
+import mote
 from mote.cache_schema.claim import CLAIM_FILE
 from mote.cache_schema.embeddings import TABLE_FILE, EmbeddingsFile
 from mote.pipeline.progress import NullProgress
@@ -130,6 +131,9 @@ def test_embed_out_to_s3_then_search_it_gives_the_local_hits(s3, local, remote, 
     assert not s3.exists(f"{S3_BUCKET}/urls/e.zarr/{CLAIM_FILE}")  # released
     again = as_json(mote_cli, *embed_args(local, remote), "--out", url)  # every row is done
     assert again["n_embedded"] == 0 and again["resumed"]
+    opened = mote.open_embeddings(url)
+    assert opened.path == url and opened.video_ids == IDS
+    assert np.array_equal(opened.vectors, mote.open_embeddings(local["embeddings"]).vectors)
     hits = {
         where: hit_lines(mote_cli, *QUERY, "--run", local["run"], "--embeddings", e)
         for where, e in {"local": local["embeddings"], "s3": url}.items()
