@@ -10,6 +10,11 @@ attributes are written last at creation (a file without them was interrupted and
 and one writer at a time holds the folder's claim (``EmbeddingsClaim``, claim.py's record and lock).
 The Parquet table is written last of all, once every row is done, to a temporary file renamed into
 place; a file whose rows are done but whose table is missing gets it on the next run.
+
+The file may live at an s3:// URL: zarr writes it through fsspec, the claim is the store's claim
+object (``remote_claim.py``, ``claim_embeddings``), and the table is one PUT, which S3 applies
+whole, so no rename is needed. Files are looked at through ``remote.py`` (a listing to read,
+fresh questions while written).
 """
 
 from __future__ import annotations
@@ -24,11 +29,16 @@ from typing import Any
 import numpy as np
 import zarr
 
-from mote.cache_schema.claim import StoreClaim, refuse_if_claimed
+from mote.cache_schema.claim import StoreClaim
 from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch, StoreNotFound
 from mote.cache_schema.folder import empty_folder
+from mote.cache_schema.remote import RemoteFiles, files_at
+from mote.cache_schema.remote_claim import claim_location, refuse_if_claimed_at
 from mote.cache_schema.spec import fingerprint, plain, show
 from mote.cache_schema.store import CHUNK_CODECS
+from mote.pipeline.locations import Url, locate
+
+Files = Path | RemoteFiles  # a file's folder, or its objects at a URL (remote.py)
 
 SCHEMA = "mote.embeddings"
 VERSION = 1
@@ -54,7 +64,19 @@ class EmbeddingsClaim(StoreClaim):
     KIND = "embeddings file"
 
 
-def _root_attrs(path: Path) -> dict | None:
+def claim_embeddings(
+    location: str | Path, storage_options: dict[str, Any] | None = None
+) -> StoreClaim:
+    """The writer's claim on an embeddings file: a folder's lock, or an s3:// claim object."""
+    return claim_location(location, storage_options, local=EmbeddingsClaim)
+
+
+def _options(location: Path | Url, storage_options: dict[str, Any] | None) -> dict | None:
+    """What zarr gets as ``storage_options``: fsspec's options for a URL, none for a folder."""
+    return storage_options if isinstance(location, Url) else None
+
+
+def _root_attrs(path: Files) -> dict | None:
     try:
         root = json.loads((path / "zarr.json").read_text())
     except (OSError, ValueError):
@@ -62,7 +84,7 @@ def _root_attrs(path: Path) -> dict | None:
     return root.get("attributes") if isinstance(root, dict) else None
 
 
-def _interrupted(path: Path) -> bool:
+def _interrupted(path: Files) -> bool:
     """A group whose creation never wrote its attributes, holding only what create writes."""
     attrs = _root_attrs(path)
     if attrs is None or attrs:
@@ -71,7 +93,7 @@ def _interrupted(path: Path) -> bool:
     return all(e.name in allowed or e.name.endswith(".partial") for e in path.iterdir())
 
 
-def _clear(path: Path, overwrite: bool) -> None:
+def _clear(path: Files, overwrite: bool) -> None:
     """Make room for a new file at ``path``: only an embeddings file (with ``overwrite``) or an
     interrupted creation is deleted; anything else is refused."""
     if not path.exists():
@@ -93,10 +115,14 @@ def _clear(path: Path, overwrite: bool) -> None:
 
 
 class EmbeddingsFile:
-    """An embeddings file on local disk; build it with ``open_or_create``, read it with ``open``."""
+    """An embeddings file on local disk or at an s3:// URL; build it with ``open_or_create``,
+    read it with ``open``."""
 
-    def __init__(self, path: Path, group: zarr.Group, writable: bool) -> None:
+    def __init__(
+        self, path: Path | Url, group: zarr.Group, writable: bool, files: Files | None = None
+    ) -> None:
         self.path = path
+        self.files = path if files is None else files  # what checks of files by path look at
         self.attrs: dict[str, Any] = group.attrs.asdict()
         self._vectors = group["embeddings"]
         self._status = group["status"]
@@ -117,19 +143,23 @@ class EmbeddingsFile:
         chunk_rows: int = CHUNK_ROWS,
         claim: StoreClaim | None = None,
         overwrite: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> EmbeddingsFile:
         """An empty file (every row pending) for ``identity`` (``IDENTITY_ATTRS``); the root
-        attributes are written last."""
-        path = Path(path)
-        _check_claim(path, claim)
+        attributes are written last. ``path`` may be an s3:// URL (``storage_options``)."""
+        path = locate(path)
+        _check_claim(path, claim, storage_options)
+        files = files_at(path, storage_options, live=True)
         missing = [k for k in IDENTITY_ATTRS if k not in identity]
         if missing:
             raise ValueError(f"an embeddings identity needs {missing}")
         n, dim = int(identity["n_rows"]), int(identity["dim"])
         if n < 1 or dim < 1 or chunk_rows < 1:
             raise ValueError(f"need n_rows, dim, chunk_rows >= 1, got {n}, {dim}, {chunk_rows}")
-        _clear(path, overwrite)
-        group = zarr.create_group(store=str(path), zarr_format=3)
+        _clear(files, overwrite)
+        group = zarr.create_group(
+            store=str(path), zarr_format=3, storage_options=_options(path, storage_options)
+        )
         chunk_rows = min(int(chunk_rows), n)
         group.create_array(
             "embeddings",
@@ -162,15 +192,21 @@ class EmbeddingsFile:
                 "tool_version": __version__,
             }
         )
-        return cls(path, group, writable=True)
+        return cls(path, group, writable=True, files=files)
 
     @classmethod
     def open(
-        cls, path: str | Path, expect: Mapping[str, Any] | None = None, writable: bool = False
+        cls,
+        path: str | Path,
+        expect: Mapping[str, Any] | None = None,
+        writable: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> EmbeddingsFile:
-        """Open a file, checking schema and layout first, then every key of ``expect``."""
-        path = Path(path)
-        attrs = _root_attrs(path)
+        """Open a file, checking schema and layout first, then every key of ``expect``;
+        ``path`` may be a URL, read through fsspec with ``storage_options``."""
+        path = locate(path)
+        files = files_at(path, storage_options, live=writable)
+        attrs = _root_attrs(files)
         if attrs is None:
             raise StoreNotFound(
                 f"{path}: no embeddings file here (no zarr.json); write one with "
@@ -187,7 +223,12 @@ class EmbeddingsFile:
         if missing:
             raise StoreCorrupt(f"{path}: root attributes {missing} are missing; {fix}.")
         try:
-            group = zarr.open_group(str(path), mode="r+" if writable else "r", zarr_format=3)
+            group = zarr.open_group(
+                str(path),
+                mode="r+" if writable else "r",
+                zarr_format=3,
+                storage_options=_options(path, storage_options),
+            )
             vectors, status = group["embeddings"], group["status"]
         except Exception as err:  # zarr raises many types for a broken group
             raise StoreCorrupt(f"{path}: cannot be read ({err}); {fix}.") from err
@@ -199,7 +240,7 @@ class EmbeddingsFile:
             )
         if expect:
             _check_identity(attrs, expect, path, "the command asked for")
-        return cls(path, group, writable)
+        return cls(path, group, writable, files)
 
     @classmethod
     def open_or_create(
@@ -209,19 +250,21 @@ class EmbeddingsFile:
         chunk_rows: int = CHUNK_ROWS,
         claim: StoreClaim | None = None,
         overwrite: bool = False,
+        storage_options: dict[str, Any] | None = None,
     ) -> EmbeddingsFile:
         """Continue the file at ``path`` if it holds ``identity``, else create it; a file of
         another run or store is refused (``overwrite`` replaces it)."""
-        path = Path(path)
-        _check_claim(path, claim)
-        attrs = _root_attrs(path)
-        if overwrite or attrs is None or _interrupted(path):
-            return cls.create(path, identity, chunk_rows, claim, overwrite)
+        path = locate(path)
+        _check_claim(path, claim, storage_options)
+        files = files_at(path, storage_options, live=True)
+        attrs = _root_attrs(files)
+        if overwrite or attrs is None or _interrupted(files):
+            return cls.create(path, identity, chunk_rows, claim, overwrite, storage_options)
         if attrs.get("schema") != SCHEMA:
-            _clear(path, overwrite=False)  # refuses naming the folder: not an embeddings file
-        file = cls.open(path, writable=True)
+            _clear(files, overwrite=False)  # refuses naming the folder: not an embeddings file
+        file = cls.open(path, writable=True, storage_options=storage_options)
         _check_identity(file.attrs, identity, path, "this command makes")
-        for leftover in path.rglob("*.partial"):  # a killed writer's temporary chunk files
+        for leftover in files.rglob("*.partial"):  # a killed writer's temporary chunk files
             leftover.unlink(missing_ok=True)
         return file
 
@@ -251,8 +294,8 @@ class EmbeddingsFile:
         return fingerprint([json.dumps(plain(made), sort_keys=True)])
 
     @property
-    def table_file(self) -> Path:
-        return self.path / TABLE_FILE
+    def table_file(self) -> Files:
+        return self.files / TABLE_FILE
 
     def chunk_range(self, chunk: int) -> tuple[int, int]:
         """(start, stop) rows of chunk ``chunk``."""
@@ -265,7 +308,7 @@ class EmbeddingsFile:
         """bool (row,): the rows whose vectors are written; a missing status chunk is damage."""
         for chunk in range(self.n_chunks):
             key = self._status.metadata.encode_chunk_key((chunk,))
-            if not (self.path / "status" / key).is_file():
+            if not (self.files / "status" / key).is_file():
                 raise StoreCorrupt(
                     f"{self.path}: status chunk {chunk} is missing (its file was deleted); "
                     f"re-run `mote embed ... --out {self.path}` with --overwrite."
@@ -333,6 +376,11 @@ class EmbeddingsFile:
         table = pa.Table.from_arrays(arrays, names=list(TABLE_COLUMNS)).replace_schema_metadata(
             meta
         )
+        if isinstance(self.table_file, RemoteFiles):  # one PUT: whole or absent, no rename
+            buffer = pa.BufferOutputStream()
+            pq.write_table(table, buffer)
+            self.table_file.write_bytes(buffer.getvalue().to_pybytes())
+            return
         partial = self.table_file.with_name(TABLE_FILE + ".partial")
         pq.write_table(table, partial)
         os.replace(partial, self.table_file)
@@ -365,10 +413,14 @@ class EmbeddingsFile:
 
     def read_table(self):
         """The ``videos.parquet`` table (a ``pyarrow.Table``), checked to have a row per vector."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         self._check_complete()
-        table = pq.read_table(self.table_file)
+        source = self.table_file
+        if isinstance(source, RemoteFiles):
+            source = pa.BufferReader(source.read_bytes())
+        table = pq.read_table(source)
         rows = table.column("row").to_numpy() if "row" in table.column_names else None
         if table.column_names != list(TABLE_COLUMNS) or rows is None or len(rows) != self.n_rows:
             raise StoreCorrupt(
@@ -392,13 +444,22 @@ class EmbeddingsFile:
             "dtype": DTYPE,
             "variant": self.attrs["variant"],
             "table": str(self.table_file) if self.table_file.is_file() else None,
-            "bytes_on_disk": sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file()),
+            "bytes_on_disk": self._bytes(),
         }
 
+    def _bytes(self) -> int:
+        """The size of every file of the embeddings file (objects, at a URL)."""
+        if isinstance(self.files, RemoteFiles):
+            return self.files.total_bytes()
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
 
-def _check_claim(path: Path, claim: StoreClaim | None) -> None:
+
+def _check_claim(
+    path: Path | Url, claim: StoreClaim | None, storage_options: dict[str, Any] | None
+) -> None:
+    """The caller's claim must be on ``path``; without one, no live run may hold its claim."""
     if claim is None:
-        refuse_if_claimed(path)
+        refuse_if_claimed_at(path, storage_options)
     else:
         claim.check(path)
 

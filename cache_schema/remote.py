@@ -14,10 +14,11 @@ temporary file and a rename.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mote.cache_schema.errors import StoreError, StoreNotFound, short_error
-from mote.pipeline.locations import filesystem
+from mote.pipeline.locations import Url, filesystem
 
 
 class RemoteFiles:
@@ -65,8 +66,11 @@ class RemoteFiles:
         return self.is_file() or any(path.startswith(prefix) for path in self._sizes)
 
     def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+    def read_bytes(self) -> bytes:
         try:
-            return self._fs.cat_file(self.key).decode()
+            return self._fs.cat_file(self.key)
         except FileNotFoundError as err:
             raise FileNotFoundError(2, "No such file or directory", self.url) from err
 
@@ -109,7 +113,11 @@ class LiveFiles(RemoteFiles):
 
     def write_text(self, text: str) -> None:
         """Replace the file whole: one PUT, which an object store applies atomically."""
-        self._fs.pipe_file(self.key, text.encode())
+        self.write_bytes(text.encode())
+
+    def write_bytes(self, data: bytes) -> None:
+        """Replace the file whole with ``data`` in one PUT (see ``write_text``)."""
+        self._fs.pipe_file(self.key, data)
 
     def unlink(self, missing_ok: bool = False) -> None:
         try:
@@ -135,3 +143,13 @@ class LiveFiles(RemoteFiles):
 
     def total_bytes(self) -> int:
         return int(self._fresh().du(self.key, total=True))
+
+
+def files_at(
+    location: Path | Url, storage_options: dict[str, Any] | None, live: bool
+) -> Path | RemoteFiles:
+    """What a folder's files are looked at through: the folder itself, or for a URL its
+    objects, asked afresh each time while it is written (``live``) or from one listing."""
+    if not isinstance(location, Url):
+        return location
+    return (LiveFiles.at if live else RemoteFiles.open)(location, storage_options)

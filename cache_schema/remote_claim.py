@@ -134,8 +134,10 @@ class RemoteClaim(StoreClaim):
         url: str,
         storage_options: dict[str, Any] | None = None,
         lease: float = LEASE_SECONDS,
+        kind: str = StoreClaim.KIND,
     ) -> RemoteClaim:
-        """Claim the store at ``url`` or raise StoreBusy naming the owner while its lease runs."""
+        """Claim the store at ``url`` or raise StoreBusy naming the owner while its lease runs
+        (``kind`` names what is claimed in messages: a store, an embeddings file)."""
         url = Url(str(url).rstrip("/"))
         obj = _Object(url, storage_options)
         for _ in range(100):  # retried only while other writers change the object under us
@@ -149,12 +151,13 @@ class RemoteClaim(StoreClaim):
                     continue  # released between our write and our read
                 old, raw, old_etag = found
                 if old is not None and not _ended(old, raw):
-                    raise _busy(url, old)  # type: ignore[arg-type]
+                    raise _busy(url, old, kind)  # type: ignore[arg-type]
                 etag = obj.put(body, IfMatch=old_etag)
                 if etag is None:
                     continue  # another taker won; look again
                 taken_over = old
             claim = cls(url, obj, owner, etag, lease, taken_over)
+            claim.KIND = kind
             if old is not None and not (old.on_this_host() and not old.alive()):
                 claim.gone = "a run whose lease ran out"
             claim._id = owner_id
@@ -246,13 +249,18 @@ def check_token(url: str, token: str, storage_options: dict[str, Any] | None = N
 
 
 def claim_location(
-    location: Any, storage_options: dict[str, Any] | None = None, lease: float = LEASE_SECONDS
+    location: Any,
+    storage_options: dict[str, Any] | None = None,
+    lease: float = LEASE_SECONDS,
+    local: type[StoreClaim] = StoreClaim,
 ) -> StoreClaim:
-    """The claim on a store wherever it is: a folder's lock, or a URL's claim object."""
+    """The claim on a store wherever it is: a folder's lock (``local``, a ``StoreClaim`` class
+    such as the embeddings file's), or a URL's claim object, named in messages as ``local``
+    names its folder."""
     location = locate(location)
     if isinstance(location, Url):
-        return RemoteClaim.acquire(location, storage_options, lease)
-    return StoreClaim.acquire(location)
+        return RemoteClaim.acquire(location, storage_options, lease, local.KIND)
+    return local.acquire(location)
 
 
 def refuse_if_claimed_at(location: Any, storage_options: dict[str, Any] | None = None) -> None:

@@ -3,7 +3,8 @@
 Every path a user gives (a flag, a ``--config`` key, a Python keyword) goes through
 ``locate``, so ``s3://bucket/s.zarr`` is never taken for a relative folder named ``s3:``.
 ``file://`` URLs become local paths. A field reads URLs only where its metadata says so
-(``url="read"``: feature stores that commands read through fsspec); anywhere else
+(``url="read"``: feature stores and embeddings files that commands read through fsspec;
+``url="store"``: a store or embeddings file written to s3:// under its claim); anywhere else
 ``check_location`` refuses one in one line.
 """
 
@@ -20,8 +21,9 @@ from mote.pipeline.errors import ConfigError
 # A scheme of two or more letters, so a Windows drive (C:\...) is never a URL.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
 READS_URLS = (
-    "--store, --train, --val and `mote info` (feature stores they read), `mote extract --out` "
-    "(a store it writes), and the videos of `extract --root`, `finetune-e2e --root/--val-root`, "
+    "--store, --train, --val, --test, --text-from, --embeddings and `mote info` (feature stores "
+    "and embeddings files they read), `mote extract --out` and `mote embed --out` (files they "
+    "write to s3://), and the videos of `extract --root`, `finetune-e2e --root/--val-root`, "
     "`info --root` and `predict`"
 )
 # The fsspec package each scheme needs, and the extra that brings it.

@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from mote.cache_schema.embeddings import CHUNK_ROWS, NO_LABEL, EmbeddingsClaim, EmbeddingsFile
+from mote.cache_schema.embeddings import CHUNK_ROWS, NO_LABEL, EmbeddingsFile, claim_embeddings
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline import __version__
 from mote.pipeline.config import (
@@ -25,10 +26,13 @@ from mote.pipeline.config import (
     device_setting,
     scored_run_setting,
     setting,
+    storage_options_setting,
+    store_in_setting,
     tfm_override_setting,
 )
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.locations import Url
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_clip import store_expectation
 from mote.pipeline.runs.run_folder import Run, load_run
@@ -41,9 +45,13 @@ from mote.pipeline.threads import command_threads, use_threads
 @dataclass(frozen=True)
 class EmbedConfig(Settings):
     run: Path = scored_run_setting()
-    store: Path = setting(help="Feature store whose done videos to embed (any view layout).")
-    out: Path = setting(
-        help="Embeddings file to write, or to continue (a folder, e.g. E.zarr).", url="write"
+    store: Path | Url = store_in_setting(
+        "Feature store whose done videos to embed (any view layout)."
+    )
+    out: Path | Url = setting(
+        help="Embeddings file to write, or to continue (a folder, e.g. E.zarr, or an s3:// "
+        "URL, written under the same claim as extract's).",
+        url="store",
     )
     tfm: bool = setting(
         True, "Temporal Feature Modulation, the store's class names as the test bank."
@@ -62,6 +70,7 @@ class EmbedConfig(Settings):
     )
     overwrite: bool = setting(False, "Start the embeddings file over.")
     device: str = device_setting()
+    storage_options: dict[str, Any] | None = storage_options_setting()
 
 
 def identity(cfg: EmbedConfig, loaded: Run, store: FeatureStore, rows: np.ndarray) -> dict:
@@ -147,18 +156,21 @@ def run(cfg: EmbedConfig, progress: Progress | None = None) -> dict:
     use_threads(device, width=loaded.model.cfg.dim)
     override_tfm(loaded.model, cfg.tfm_gamma, cfg.tfm_k)
     check_tfm(loaded.model, cfg.tfm)
-    store = FeatureStore.open(cfg.store, expect=store_expectation(loaded))
+    store = FeatureStore.open(
+        cfg.store, expect=store_expectation(loaded), storage_options=cfg.storage_options
+    )
     rows = np.flatnonzero(store.done_mask()).astype(np.int64)
     if not len(rows):
         raise ConfigError(f"{cfg.store}: no video is done in this store; run `mote extract` first")
     made = identity(cfg, loaded, store, rows)
-    claim = EmbeddingsClaim.acquire(cfg.out)
+    claim = claim_embeddings(cfg.out, cfg.storage_options)
     try:
         if claim.taken_over is not None:
-            progress.message(f"{cfg.out}: taking over the claim of a run that is gone")
+            progress.message(f"{cfg.out}: taking over the claim of {claim.gone}")
         file = EmbeddingsFile.open_or_create(
-            cfg.out, made, cfg.chunk_rows, claim=claim, overwrite=cfg.overwrite
-        )
+            cfg.out, made, cfg.chunk_rows, claim=claim, overwrite=cfg.overwrite,
+            storage_options=cfg.storage_options,
+        )  # fmt: skip
         resumed = bool(file.done_mask().any())
         embedded = _fill(file, cfg, loaded, store, rows, device, progress)
         if not file.table_file.is_file():

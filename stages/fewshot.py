@@ -12,14 +12,22 @@ import dataclasses
 import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore
-from mote.pipeline.config import Settings, device_setting, setting
+from mote.pipeline.config import (
+    Settings,
+    device_setting,
+    setting,
+    storage_options_setting,
+    store_in_setting,
+)
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.locations import Url
 from mote.pipeline.progress import NullProgress, Progress, Quiet
 from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.evaluation import score
@@ -30,8 +38,8 @@ from mote.stages import train_temporal
 
 @dataclass(frozen=True)
 class FewShotConfig(Settings):
-    train: Path = setting(help="Store to draw the K shots per class from.")
-    test: Path = setting(help="Store to evaluate on (single view).")
+    train: Path | Url = store_in_setting("Store to draw the K shots per class from.")
+    test: Path | Url = store_in_setting("Store to evaluate on (single view).")
     out: Path = setting(help="Folder for the runs and fewshot.json.")
     shots: tuple[int, ...] = setting((2, 4, 8, 16), "K values, comma-separated.", min=1)
     seeds: tuple[int, ...] = setting((0, 1, 2), "Sampling/training seeds per K.")
@@ -39,6 +47,7 @@ class FewShotConfig(Settings):
         10, "Training epochs per run: 10 for UCF101/HMDB51, 2 for SSv2 (spec 8.3).", min=1
     )
     device: str = device_setting()
+    storage_options: dict[str, Any] | None = storage_options_setting()
     # Every other train-temporal setting (arch, lr, MoTE switches, ...) is a fewshot flag too;
     # the K-shot protocol sets these per run itself.
     training: train_temporal.TrainConfig | None = dataclasses.field(
@@ -67,7 +76,7 @@ def sample_shots(labels: np.ndarray, done: np.ndarray, shots: int, seed: int) ->
 @command_threads()
 def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
     progress = progress or NullProgress()
-    train = FeatureStore.open(cfg.train)
+    train = FeatureStore.open(cfg.train, storage_options=cfg.storage_options)
     test = FeatureStore.open(
         cfg.test,
         expect={
@@ -75,6 +84,7 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
             "weights_id": train.spec.weights_id,
             "dim": train.spec.dim,
         },
+        storage_options=cfg.storage_options,
     )
     if tuple(test.class_names) != tuple(train.class_names):
         raise ConfigError(
@@ -119,6 +129,7 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
                         epochs=cfg.epochs,
                         seed=seed,
                         device=cfg.device,
+                        storage_options=cfg.storage_options,
                         videos=tuple(int(r) for r in rows),
                         epoch_size=full,
                         resume=False,

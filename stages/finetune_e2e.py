@@ -33,6 +33,7 @@ from mote.pipeline.config import (
     run_out_setting,
     setting,
     storage_options_setting,
+    store_in_setting,
 )
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.errors import ConfigError
@@ -163,8 +164,8 @@ class FinetuneConfig(TrainingSettings):
     init_run: Path | None = setting(
         None, "Warm start: the temporal module and logit scale of a train-temporal run."
     )
-    text_from: Path | None = setting(
-        None, "Take the class text embeddings from this feature store (same CLIP weights)."
+    text_from: Path | Url | None = store_in_setting(
+        "Take the class text embeddings from this feature store (same CLIP weights).", None
     )
 
 
@@ -262,6 +263,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         seed=cfg.seed,
         config=lambda dim: model_config(cfg, dim),
         text_from=cfg.text_from,
+        storage_options=cfg.storage_options,
     )
     dim = model.clip.dim
     # the spec's end-to-end recipe as given: no small-store rule (decoding makes steps dear)

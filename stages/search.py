@@ -36,9 +36,12 @@ from mote.pipeline.config import (
     device_setting,
     scored_run_setting,
     setting,
+    storage_options_setting,
+    store_in_setting,
 )
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError, IndexMismatch
+from mote.pipeline.locations import Url, locate
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.files import write_atomic
 from mote.pipeline.runs.run_clip import clip_for_run, store_expectation
@@ -68,13 +71,16 @@ class SearchConfig(Settings):
         metavar="QUERY",
         optional=True,
     )
-    embeddings: Path | None = setting(
-        None, "Embeddings file of the run (mote embed --out E).", default_text="--store"
-    )
-    store: Path | None = setting(
+    embeddings: Path | Url | None = setting(
         None,
+        "Embeddings file of the run (mote embed --out E). A path or a URL (s3://bucket/E.zarr).",
+        default_text="--store",
+        url="read",
+    )
+    store: Path | Url | None = store_in_setting(
         "Feature store to search instead: embedded first into a temporary file (mote embed "
         "once and pass --embeddings to make repeated searches fast).",
+        None,
     )
     video: Path | None = setting(None, "Query by example: a video file, embedded like the rows.")
     like: str | None = setting(
@@ -109,6 +115,7 @@ class SearchConfig(Settings):
     device: str = device_setting()
     decoder: str = decoder_setting()
     decode_timeout: float = decode_timeout_setting()
+    storage_options: dict[str, Any] | None = storage_options_setting()
 
 
 def _check(cfg: SearchConfig) -> list[str]:
@@ -134,6 +141,12 @@ def _check(cfg: SearchConfig) -> list[str]:
             "--index is saved beside an embeddings file: run `mote embed --run RUN --store S "
             "--out E` once and search with --embeddings E"
         )
+    if cfg.index is not None and isinstance(cfg.embeddings, Url):
+        raise ConfigError(
+            f"--index with --embeddings {cfg.embeddings}: the index is saved beside the "
+            "embeddings file, which must then be a local folder; copy it here (`aws s3 sync "
+            f"{cfg.embeddings} E.zarr`) and search --embeddings E.zarr, or search without --index"
+        )
     if cfg.video is not None and not Path(cfg.video).is_file():
         raise ConfigError(f"--video {cfg.video}: no such file")
     return texts
@@ -144,21 +157,30 @@ def collection(cfg: SearchConfig, progress: Progress) -> Iterator[EmbeddingsFile
     """The embeddings to search: --embeddings as given (finished), or --store embedded by
     ``mote embed``'s code into a temporary file, deleted on the way out."""
     if cfg.embeddings is not None:
-        file = EmbeddingsFile.open(cfg.embeddings)
+        file = EmbeddingsFile.open(cfg.embeddings, storage_options=cfg.storage_options)
         file.read_table()  # an unfinished file is refused here, naming how to finish it
         yield file
         return
     # A store of another encoder is refused before the notice and any work.
-    FeatureStore.open(cfg.store, expect=store_expectation(load_run(cfg.run)))
+    FeatureStore.open(
+        cfg.store,
+        expect=store_expectation(load_run(cfg.run)),
+        storage_options=cfg.storage_options,
+    )
     progress.message(
         f"embedding {cfg.store} for this search only; `mote embed --run {cfg.run} --store "
         f"{cfg.store} --out E` once, then `mote search --embeddings E`, makes searches fast"
     )
     with tempfile.TemporaryDirectory(prefix="mote-search-") as folder:
         out = Path(folder) / "embeddings.zarr"
-        embed.run(
-            embed.EmbedConfig(run=cfg.run, store=cfg.store, out=out, device=cfg.device), progress
+        made = embed.EmbedConfig(
+            run=cfg.run,
+            store=cfg.store,
+            out=out,
+            device=cfg.device,
+            storage_options=cfg.storage_options,
         )
+        embed.run(made, progress)
         yield EmbeddingsFile.open(out)
 
 
@@ -211,19 +233,20 @@ def like_query(video_id: str, file: EmbeddingsFile, ids: list[str]) -> Query:
     return Query(f"like {video_id}", "like", vector / np.linalg.norm(vector), (row,))
 
 
-def test_bank(file: EmbeddingsFile) -> torch.Tensor | None:
-    """The class text bank TFM compared with when the file was made (its store's), or None when
-    its variant is plain."""
+def test_bank(file: EmbeddingsFile, storage_options: dict[str, Any] | None) -> torch.Tensor | None:
+    """The class text bank TFM compared with when the file was made (its store's, local or at
+    a URL), or None when its variant is plain."""
     variant = file.attrs["variant"]
     if variant.get("name") != "tfm":
         return None
-    path = file.attrs["store"]["path"]
-    if not Path(path).exists():
+    path = locate(file.attrs["store"]["path"])
+    if isinstance(path, Path) and not path.exists():
         raise ConfigError(
             f"--video: {file.path} was made with TFM against the class names of {path}, which "
             "is gone; --video needs that store's text bank (or embeddings made with --no-tfm)"
         )
-    return torch.from_numpy(np.array(FeatureStore.open(path).text_embeddings))
+    store = FeatureStore.open(path, storage_options=storage_options)
+    return torch.from_numpy(np.array(store.text_embeddings))
 
 
 def video_query(
@@ -240,7 +263,7 @@ def video_query(
         )
     if 0 not in encoded:
         raise ConfigError(f"--video {cfg.video}: cannot be used as a query: {failed.get(0)}")
-    bank = test_bank(file)
+    bank = test_bank(file, cfg.storage_options)
     text = bank if bank is not None else torch.zeros(1, loaded.model.cfg.dim)
     vector = video_vectors(loaded.model, encoded[0][None], text, bank is not None, clip.device)[0]
     return Query(f"video {cfg.video}", "video", vector.astype(np.float32))

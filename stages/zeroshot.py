@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.config import (
@@ -18,11 +19,14 @@ from mote.pipeline.config import (
     device_setting,
     scored_run_setting,
     setting,
+    storage_options_setting,
+    store_in_setting,
     tfm_override_setting,
 )
 from mote.pipeline.data.datasets import ZERO_SHOT_SPLITS, load_dataset
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.locations import Url
 from mote.pipeline.runs.files import (
     check_predictions_path,
     save_predictions,
@@ -41,8 +45,8 @@ from mote.pipeline.threads import command_threads, use_threads
 class ZeroShotConfig(Settings):
     run: Path = scored_run_setting()
     dataset: str = setting(help="ucf101, hmdb51, k600 (3 splits each) or list.")
-    stores: tuple[Path, ...] = setting(
-        help="Feature store(s) holding the videos: one per split, or one made with --split all; "
+    stores: tuple[Path | Url, ...] = store_in_setting(
+        "Feature store(s) holding the videos: one per split, or one made with --split all; "
         "repeat the option for several.",
         flag="--store",
         multiple=True,
@@ -68,6 +72,7 @@ class ZeroShotConfig(Settings):
         max=100,
     )
     device: str = device_setting()
+    storage_options: dict[str, Any] | None = storage_options_setting()
     save_predictions: Path | None = setting(
         None,
         "Per split: fused scores, per-view logits and rho (FILE_<split>.safetensors/.npz).",
@@ -99,7 +104,10 @@ def _splits(cfg: ZeroShotConfig):
 
 def _open_stores(cfg: ZeroShotConfig, loaded) -> list[FeatureStore]:
     expect = store_expectation(loaded)
-    stores = [FeatureStore.open(path, expect=expect) for path in cfg.stores]
+    stores = [
+        FeatureStore.open(path, expect=expect, storage_options=cfg.storage_options)
+        for path in cfg.stores
+    ]
     if cfg.dataset != "list" and not cfg.allow_protocol_mismatch:
         for path, store in zip(cfg.stores, stores, strict=True):
             problems = protocol_problems(store)

@@ -2,8 +2,9 @@
 through the AWS_* environment as a user would, and stores uploaded with s3fs.
 
 A store read from s3:// must give what its local copy gives: the same summary, the same
-training run and the same metrics. `mote extract --out s3://...` writes one (test_s3_extract.py);
-other files written to a URL are refused in one line.
+training run and the same metrics. `mote extract --out s3://...` writes one (test_s3_extract.py),
+`mote embed --out s3://...` an embeddings file (test_s3_embeddings.py); other files written to a
+URL are refused in one line.
 """
 
 from __future__ import annotations
@@ -103,9 +104,13 @@ def test_a_missing_bucket_or_key_is_one_line_naming_the_url(s3, mote):
         assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {url}: "), err
 
 
-def test_writing_an_embeddings_file_to_s3_is_refused(s3, tmp_path, monkeypatch, mote):
+def test_files_that_cannot_be_written_to_a_url_are_refused(s3, tmp_path, monkeypatch, mote):
     monkeypatch.chdir(tmp_path)
-    code, _, err = mote("embed", "--run", "r", "--store", "s.zarr", "--out", "s3://b/e.zarr")
+    code, _, err = mote("embed", "--run", "r", "--store", "s.zarr", "--out", "gs://b/e.zarr")
     assert code == 2
-    assert err.startswith("error: --out s3://b/e.zarr: writing a store to s3:// is not supported")
-    assert list(tmp_path.iterdir()) == []  # no folder named "s3:"
+    assert err.startswith("error: --out gs://b/e.zarr: writing a store to gs:// is not supported")
+    url = "s3://b/p.npz"
+    code, _, err = mote("evaluate", "--run", "r", "--store", "s.zarr", "--save-predictions", url)
+    assert code == 2
+    assert err.startswith(f"error: --save-predictions {url}: takes a local path, not a URL")
+    assert list(tmp_path.iterdir()) == []  # no folder named "s3:" or "gs:"

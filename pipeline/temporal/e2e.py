@@ -28,6 +28,7 @@ from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.weights import RANDOM_TAG
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.locations import Url
 from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.video.transforms import PreprocessSpec, normalize
@@ -194,12 +195,17 @@ class EndToEnd(nn.Module):
 
 
 def text_from_store(
-    store: Path, clip: ClipFacts | ClipEncoder, class_names: Sequence[str]
+    store: Path | Url,
+    clip: ClipFacts | ClipEncoder,
+    class_names: Sequence[str],
+    storage_options: dict[str, Any] | None = None,
 ) -> Tensor:
     """A store's class text embeddings (C, D), accepted only when the store was made by the
-    same CLIP weights and lists the same classes in the same order (``--text-from``)."""
+    same CLIP weights and lists the same classes in the same order (``--text-from``); a store
+    at a URL is read with ``storage_options``."""
     facts = clip if isinstance(clip, ClipFacts) else ClipFacts.of(clip)
-    spec = FeatureStore.open(store).spec
+    opened = FeatureStore.open(store, storage_options=storage_options)
+    spec = opened.spec
     for key, want in (("model", facts.model), ("weights_id", facts.weights_id)):
         have = getattr(spec, key)
         if have != want:
@@ -219,7 +225,7 @@ def text_from_store(
             f"{len(names)} (first difference at class {first}); use a store of the same "
             "classes, or drop --text-from"
         )
-    text = torch.from_numpy(np.array(FeatureStore.open(store).text_embeddings)).float()
+    text = torch.from_numpy(np.array(opened.text_embeddings)).float()
     if text.shape != (len(names), facts.dim):
         raise ConfigError(
             f"--text-from {store}: text bank shape {tuple(text.shape)}, expected "
@@ -236,9 +242,11 @@ def build_end_to_end(
     device: str | torch.device = "auto",
     seed: int = 0,
     config: MoTEConfig | Callable[[int], MoTEConfig] | None = None,
-    text_from: Path | None = None,
+    text_from: Path | Url | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> EndToEnd:
-    """Build CLIP, encode the class text once (or read it from ``text_from``), keep only the
+    """Build CLIP, encode the class text once (or read it from the store ``text_from``, a URL
+    read with ``storage_options``), keep only the
     visual tower; the temporal module is ``config`` (or a function of the width D, or
     ``default_config(D)``), initialised from ``seed``.
 
@@ -248,7 +256,7 @@ def build_end_to_end(
     clip = build_clip(model, pretrained, str(device), seed)
     facts = ClipFacts.of(clip)
     text = (
-        text_from_store(Path(text_from), facts, class_names)
+        text_from_store(text_from, facts, class_names, storage_options)
         if text_from is not None
         else clip.class_text_embeddings(list(class_names))
     )

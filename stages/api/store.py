@@ -42,17 +42,18 @@ class Embeddings:
     label_names: list[str | None]
     store_rows: np.ndarray  # int64 (N,): each video's row in the feature store
     attrs: dict[str, Any]  # the run, store, CLIP and variant that made the vectors
-    path: Path | None = None  # the file they were read from (None: a temporary one)
+    path: Path | str | None = None  # the file (a URL: str) they were read from; None: temporary
 
     def __len__(self) -> int:
         return len(self.video_ids)
 
 
-def open_embeddings(path: str | PathLike) -> Embeddings:
-    """Read a finished embeddings file written by ``mote embed`` (vectors and its table)."""
+def open_embeddings(path: str | PathLike, storage_options: dict | None = None) -> Embeddings:
+    """Read a finished embeddings file written by ``mote embed`` (vectors and its table);
+    ``path`` may be a URL (``s3://bucket/E.zarr``), read with ``storage_options``."""
     from mote.cache_schema.embeddings import EmbeddingsFile  # zarr: only when one is opened
 
-    file = EmbeddingsFile.open(path)
+    file = EmbeddingsFile.open(path, storage_options=storage_options)
     table = file.read_table()
     return Embeddings(
         vectors=file.read_vectors().astype(np.float32),

@@ -65,8 +65,9 @@ class TrainedRun:
 
         settings["store"] = store
         if out is not None:
-            stage.run(self._config(stage.EmbedConfig, "embed", {**settings, "out": out}))
-            return open_embeddings(out)
+            cfg = self._config(stage.EmbedConfig, "embed", {**settings, "out": out})
+            stage.run(cfg)
+            return open_embeddings(cfg.out, cfg.storage_options)
         with tempfile.TemporaryDirectory(prefix="mote-embed-") as folder:
             temporary = Path(folder) / "embeddings.zarr"
             stage.run(self._config(stage.EmbedConfig, "embed", {**settings, "out": temporary}))
