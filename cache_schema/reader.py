@@ -20,7 +20,7 @@ from zarr.codecs import Crc32cCodec
 from mote.cache_schema import v1
 from mote.cache_schema.checks import check_expected, check_layout
 from mote.cache_schema.errors import StoreCorrupt, StoreNotFound, short_error
-from mote.cache_schema.remote import LiveFiles, RemoteFiles
+from mote.cache_schema.remote import RemoteFiles, files_at
 from mote.cache_schema.spec import StoreSpec, fingerprint
 from mote.pipeline.locations import Url, locate, resolved
 
@@ -83,10 +83,8 @@ class StoreReader:
         ``path`` may be a URL (``s3://bucket/s.zarr``, read with fsspec and
         ``storage_options``); such a store opens read-only."""
         path = locate(path)
-        files: Path | RemoteFiles = path
-        if isinstance(path, Url):  # written under a claim it changes: look afresh each time
-            opener = LiveFiles.at if writable else RemoteFiles.open
-            files = opener(path, storage_options)
+        # written under a claim, a store changes: then look afresh each time
+        files = files_at(path, storage_options, live=writable)
         if (files / "config.json").is_file() and not (files / "zarr.json").is_file():
             raise StoreNotFound(
                 f"{path}: a run folder, not a feature store; pass a store (`mote extract ... "

@@ -31,7 +31,7 @@ from mote.cache_schema.claim import StoreClaim
 from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch
 from mote.cache_schema.folder import clear_target, creation_interrupted, remove_partial_files
 from mote.cache_schema.reader import StoreReader
-from mote.cache_schema.remote import LiveFiles, RemoteFiles
+from mote.cache_schema.remote import LiveFiles, RemoteFiles, files_at
 from mote.cache_schema.remote_claim import refuse_if_claimed_at
 from mote.cache_schema.repair import (
     array_metadata_missing,
@@ -65,9 +65,7 @@ def _where(
     """The store's location, and what its files are looked at through: the folder itself, or
     for a URL the objects under it, asked afresh each time (the store is being written)."""
     location = locate(path)
-    if isinstance(location, Url):
-        return location, LiveFiles.at(location, storage_options)
-    return location, location
+    return location, files_at(location, storage_options, live=True)
 
 
 def _zarr_store(path: Path | Url, storage_options: dict[str, Any] | None) -> Any:
