@@ -319,9 +319,13 @@ def mote_cli(monkeypatch, capsys):
 def s3_server():
     """A real S3 server (moto) on 127.0.0.1 for the session, with bucket ``S3_BUCKET``:
     its endpoint URL. Stopped at the end."""
+    import logging
+
     import boto3
     from moto.server import ThreadedMotoServer
 
+    # werkzeug logs every request at INFO, which pytest's log capture formats and keeps
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
