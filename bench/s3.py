@@ -129,12 +129,13 @@ def figures_of(log: list[Request], store_key: str | None, n_chunks: int, videos:
     """Requests by kind and role, bytes, and per-chunk / per-video rates of one run."""
     up, down = sum(r.up for r in log), sum(r.down for r in log)
     kinds = Counter(r.kind for r in log)
-    roles = {name: {"requests": 0, "up": 0, "down": 0} for name in ROLES}
+    roles = {name: {"requests": 0, "up": 0, "down": 0, "kinds": Counter()} for name in ROLES}
     for request in log:
         row = roles[role(request, store_key or "\0")]
         row["requests"] += 1
         row["up"] += request.up
         row["down"] += request.down
+        row["kinds"][request.kind] += 1
     store_requests = sum(roles[name]["requests"] for name in ("chunk data", "metadata", "claim"))
     store_requests += sum(
         1 for r in log if r.kind == "LIST" and store_key and r.key.startswith(store_key)
@@ -259,6 +260,11 @@ def print_tables(figures: dict) -> None:
             for r in (row["roles"][name] for name in ROLES)
         )
         print(f"| {row['config']} | {cells} | {row['chunk_put_bytes_per_chunk'] or '-'} |")
+    print("\nper store chunk, by kind (S3 -> S3):")
+    for name in ("chunk data", "metadata", "listing", "claim"):
+        kinds = figures["configs"][-1]["roles"][name]["kinds"]
+        text = ", ".join(f"{k} {v / figures['chunks']:.2f}" for k, v in sorted(kinds.items()))
+        print(f"  {name}: {text}")
     tail = figures["configs"][-1]
     print(
         f"\nSUMMARY S3->S3 {tail['ratio']}x local videos/s; "
