@@ -104,6 +104,16 @@ def test_a_spilled_video_is_deleted_on_close_and_on_failure(s3, mixed_folder, sp
         assert spills(spill_root) == [], name
 
 
+def test_a_prefix_and_a_missing_key_fail_apart_with_one_get_each(s3, mixed_folder, spill_root):
+    """The spill GETs first and asks what a missing key is only after the GET failed."""
+    url = upload_videos(s3, mixed_folder.root, [mixed_folder.good[0]], "prefix")
+    folder = url + "/" + mixed_folder.good[0].rsplit("/", 1)[0]  # a prefix, not an object
+    for target, reason in ((folder, "a prefix holding"), (f"{url}/nothing.mp4", "file not found")):
+        with pytest.raises(DecodeError, match=reason):
+            open_video(target, "pyav")
+    assert spills(spill_root) == []
+
+
 def test_a_root_url_with_nothing_under_it_is_one_line(s3, tmp_path):
     (tmp_path / "l.txt").write_text("a.mp4 0\n")
     url = f"s3://{S3_BUCKET}/no/such/videos"

@@ -38,7 +38,9 @@ def download(url: str, options: dict[str, Any] | None) -> Path:
     """Copy the object at ``url`` to a new temporary file; its path (the caller deletes it).
 
     A missing object fails as a missing local file does ("file not found"); the bytes of a cut
-    or damaged object are left for the local checks to name.
+    or damaged object are left for the local checks to name. One GET per video: whether a
+    missing key is a prefix of other objects is asked only once the GET has failed (an up-front
+    HEAD doubled the requests per video, bench/s3.py).
     """
     fs, key = filesystem(url, options)
     suffix = Path(key).suffix
@@ -46,21 +48,24 @@ def download(url: str, options: dict[str, Any] | None) -> Path:
     os.close(handle)
     local = Path(name)
     try:
-        info = fs.info(key)
-        if info.get("type") == "directory":
-            raise DecodeError("not a regular file (a prefix holding other objects)")
         fs.get_file(key, str(local))
     except FileNotFoundError:
         local.unlink(missing_ok=True)
-        raise DecodeError("file not found") from None
-    except DecodeError:
-        local.unlink(missing_ok=True)
-        raise
+        raise DecodeError(missing_reason(fs, key)) from None
     except Exception as err:  # botocore and aiohttp raise many types
         local.unlink(missing_ok=True)
         text = " ".join(f"{type(err).__name__}: {err}".split())[:160]
         raise DecodeError(f"cannot read the object ({text})") from None
     return local
+
+
+def missing_reason(fs: Any, key: str) -> str:
+    """Why ``key`` has no object to GET: a prefix of other objects, or nothing at all."""
+    try:
+        prefix = fs.isdir(key)
+    except Exception:  # noqa: BLE001 - the GET already failed: say what it said
+        prefix = False
+    return "not a regular file (a prefix holding other objects)" if prefix else "file not found"
 
 
 class SpilledVideo:
