@@ -182,7 +182,7 @@ class EmbeddingsFile:
         status.with_config({"write_empty_chunks": True})[:] = PENDING
         from mote.pipeline import __version__
 
-        group.attrs.update(
+        group.update_attributes(  # one write of zarr.json, not one per key
             {
                 "schema": SCHEMA,
                 "schema_version": VERSION,

@@ -144,7 +144,8 @@ class FeatureStore(StoreReader):
         arrays["status"].attrs[v1.STATUS_CHUNKS_KEPT] = True
         # Written last: a store whose creation was interrupted has no schema and is refused.
         root = {"schema": v1.SCHEMA, "schema_version": v1.VERSION, **spec.to_attrs()}
-        group.attrs.update({**root, "views": spec.layout, "chunk_videos": chunk_videos})
+        # One write: ``attrs.update`` would rewrite zarr.json once per key (18 PUTs on S3).
+        group.update_attributes({**root, "views": spec.layout, "chunk_videos": chunk_videos})
         return cls(path, group, arrays, True, files, storage_options)
 
     @classmethod
