@@ -37,10 +37,11 @@ def show(table: Table) -> None:
     table.box = None
     table.show_edge = False
     table.pad_edge = False
-    table.title_justify = "left"
+    title, table.title = table.title, None  # its own line: rich wraps it to the table's width
     buffer = io.StringIO()
     Console(file=buffer, width=UNWRAPPED, color_system=None).print(table)
-    text = "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
+    lines = [str(title)] if title else []
+    text = "\n".join(lines + [line.rstrip() for line in buffer.getvalue().splitlines()])
     stdout.file.write(text + "\n")
     stdout.file.flush()
 

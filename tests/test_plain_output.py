@@ -263,3 +263,17 @@ def test_nested_config_keys_are_listed(tmp_path: Path) -> None:
     assert "seed" not in valid and "videos" not in valid and "epoch-size" not in valid
     _, valid = _valid_keys(ExtractConfig, tmp_path)
     assert {"list", "labels", "device", "devices"} <= valid and "list-file" not in valid
+
+
+def test_a_piped_table_title_longer_than_its_columns_stays_one_line() -> None:
+    """rich wraps a title to its table's width; off a terminal it is a line of its own."""
+    title = "mote demo: zero-shot top-1 on held-out classes (TFM on)"
+    code = (
+        "from rich.table import Table; from mote.stages.console import show\n"
+        f"table = Table(title={title!r}); table.add_column('arch'); table.add_row('mote')\n"
+        "show(table)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+    )
+    assert shown.stdout.splitlines() == [title, "arch", "mote"]
