@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import comparable_weights, tensorboard_scalars
+from conftest import DDP_TOLERANCE, comparable_weights, tensorboard_scalars
 from safetensors.torch import load_file
 
 from mote.pipeline.clip.build import build_clip
@@ -46,9 +46,6 @@ COMMON = dict(
 )
 # Learning test (measured, see the test): epochs, temporal lr, CLIP lr ratio, margin over chance.
 LEARN_EPOCHS, LEARN_LR, LEARN_RATIO, LEARN_MARGIN = 100, 1e-3, 1.0, 20.0
-DDP_TOLERANCE = (
-    1e-5  # max |weight difference|, 2 processes vs 1 (measured 2.6e-7; key biases aside)
-)
 
 
 @pytest.fixture(scope="module")
@@ -303,6 +300,15 @@ def test_cli_run_skips_a_corrupt_video_then_reextracts_and_evaluates(videos, tmp
     report = printed_json(cli("report", str(run), "--out", str(tmp_path / "report"), "--json"))
     assert report["runs"][0]["source"] == "finetune-e2e"
     assert str(tmp_path / "report" / "confusion_run.png") in report["plots"]
+
+
+def test_decode_workers_default_to_the_cores_of_a_process_s_share_of_its_node():
+    assert finetune_e2e.default_workers({}, cores=4) == 4
+    assert finetune_e2e.default_workers({}, cores=64) == finetune_e2e.MAX_WORKERS
+    # torchrun's processes of one node split its cores, whatever the number of nodes
+    assert finetune_e2e.default_workers({"LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "8"}, 16) == 8
+    assert finetune_e2e.default_workers({"LOCAL_WORLD_SIZE": "8", "WORLD_SIZE": "16"}, 16) == 2
+    assert finetune_e2e.default_workers({"LOCAL_WORLD_SIZE": "4"}, cores=2) == 1
 
 
 def test_help_names_the_torchrun_launch_line():

@@ -2,7 +2,7 @@
 
 A W-process run sees exactly the data and routing draws of a 1-process run with the same global
 batch and micro-batches, so their weights agree up to the order of float sums in the gradient
-all-reduce (measured: max difference ~1e-7; the tolerance is 1e-5).
+all-reduce (measured: max difference ~1e-7; the tolerance is conftest's DDP_TOLERANCE, 1e-5).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import comparable_weights
+from conftest import DDP_TOLERANCE, comparable_weights
 from safetensors.torch import load_file
 
 from mote.pipeline.data.synthetic import write_motion_dataset
@@ -161,7 +161,7 @@ def test_processes_match_one_with_the_same_batch_and_only_rank_0_writes(
     b = comparable_weights(weights(tmp_path / "two"))
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=0, msg=key)
+        torch.testing.assert_close(b[key], a[key], atol=DDP_TOLERANCE, rtol=0, msg=key)
     # the epochs' summed metrics agree too: the ranks' sums are all-reduced
     h1, h2 = history(tmp_path / "one"), history(tmp_path / "two")
     assert [h["epoch"] for h in h2] == [1, 2, 3]  # one line per epoch, not one per rank
