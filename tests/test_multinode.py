@@ -30,13 +30,14 @@ from mote.stages import finetune_e2e, train_temporal
 
 CLASSES = tuple(f"class_{i}" for i in range(6))
 TEMPORAL = dict(layers=1, epochs=3, warmup_epochs=1, batch_size=16, micro_batches=4, lr=1e-3)
-# finetune-e2e at its tiniest: 8 videos, 2 steps of 4 (one video per process), 2 frames. Without
-# WMR a routed step leaves experts without gradient: DDP must allow it (pitfall 12). lr 1e-4:
-# Adam's first step is lr * g / (|g| + eps), so a weight whose gradient is ~eps moves by rounding
-# noise; at lr 1e-3 three such weights of ~100k were 1.7e-5 to 4.2e-5 apart (worst now 9.4e-7),
-# while gradients left unaveraged would still move every weight by ~lr, 10x the tolerance.
+# finetune-e2e at its tiniest: 8 videos, 2 epochs of 2 steps of 4 (one video per process; the
+# shared permutation changes with the epoch), 2 frames. Without WMR a routed step leaves experts
+# without gradient: DDP must allow it (pitfall 12). lr 1e-4: Adam's first step is
+# lr * g / (|g| + eps), so a weight whose gradient is ~eps moves by rounding noise; at lr 1e-3
+# three such weights of ~100k were 1.7e-5 to 4.2e-5 apart (at 1e-4 the worst is ~1e-6), while
+# gradients left unaveraged would still move every weight by ~lr, 10x the tolerance.
 E2E = dict(
-    dataset="list", model="mote-tiny", pretrained="none", frames=2, layers=1, epochs=1,
+    dataset="list", model="mote-tiny", pretrained="none", frames=2, layers=1, epochs=2,
     warmup_epochs=0, batch_size=4, micro_batches=4, lr=1e-4, clip_lr_ratio=1.0, workers=0,
     wmr=False,
 )  # fmt: skip
@@ -215,9 +216,10 @@ def test_two_nodes_of_two_processes_match_one_process_and_only_global_rank_0_wri
     assert_same_weights(one, four)
     assert any(key.startswith("clip.visual.") for key in load_file(four / "model.safetensors"))
     h1, h4 = history(one), history(four)
-    assert [h["videos"] for h in h4] == [h["videos"] for h in h1] == [E2E_VIDEOS]
-    assert h4[0]["loss"] == pytest.approx(h1[0]["loss"], abs=1e-4)
-    assert e2e_printed["epochs"] == 1 and e2e_printed["failed_videos"] == 0
+    assert [h["videos"] for h in h4] == [h["videos"] for h in h1] == [E2E_VIDEOS] * 2
+    for x, y in zip(h1, h4, strict=True):
+        assert y["loss"] == pytest.approx(x["loss"], abs=1e-4)
+    assert e2e_printed["epochs"] == 2 and e2e_printed["failed_videos"] == 0
     config = json.loads((four / "config.json").read_text())
     assert config["world_size"] == WORLD and config["source"] == "finetune-e2e"
     assert sorted(p.name for p in four.iterdir()) == sorted(p.name for p in one.iterdir())

@@ -178,13 +178,15 @@ def test_processes_match_one_with_the_same_batch_and_only_rank_0_writes(
 
 @pytest.mark.slow
 def test_a_resumed_two_process_run_ends_with_the_uninterrupted_weights(store, tmp_path):
+    """Also: 2 processes without --micro-batches take 4 (the reference's 3 would be refused)."""
     whole, part = tmp_path / "whole", tmp_path / "part"
-    settings = dict(micro_batches=4)
-    torchrun(store, whole, **settings)
-    stopped = torchrun(store, part, stop_after_epochs=1, **settings)
+    torchrun(store, whole)
+    config = json.loads((whole / "config.json").read_text())
+    assert config["train"]["micro_batches"] == 4 and config["world_size"] == 2
+    stopped = torchrun(store, part, stop_after_epochs=1)
     assert stopped["stopped_after_epoch"] == 1
     assert json.loads((part / "config.json").read_text())["world_size"] == 2
-    torchrun(store, part, resume=True, **settings)
+    torchrun(store, part, resume=True)
     a, b = weights(whole), weights(part)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["epoch"] for h in history(part)] == [1, 2, 3]
@@ -205,13 +207,6 @@ def test_default_micro_batches_follow_the_process_count(world, expected):
     """At least the reference's 3 draws per step, the same whole number on every process."""
     assert default_micro_batches(world) == expected
     check_micro_batches(default_micro_batches(world), world)
-
-
-@pytest.mark.slow
-def test_two_processes_default_to_four_micro_batches(store, tmp_path):
-    torchrun(store, tmp_path / "run", epochs=1)  # no --micro-batches: 3 would be refused
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["train"]["micro_batches"] == 4 and config["world_size"] == 2
 
 
 def test_a_rank_uses_the_gpu_its_launcher_shows_it():
