@@ -1,4 +1,5 @@
-"""A torchrun worker that runs several ``mote`` commands in a row, for tests/test_multinode.py.
+"""A torchrun worker that runs several ``mote`` commands in a row (tests/test_multinode.py,
+tests/test_train_distributed.py).
 
 ``torchrun ... tests/multinode_commands.py ARGS [--then ARGS]...``: each ARGS is one command line
 of ``mote`` (what ``python -m mote.stages ARGS`` runs: the same ``cli.main``, its one ``error:``
