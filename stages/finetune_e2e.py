@@ -12,6 +12,8 @@ listed in ``RUN/failures.jsonl``. The run folder is a cache run's plus the tuned
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_star
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.e2e import build_end_to_end
 from mote.pipeline.temporal.metrics import confusion_matrix, topk_accuracy
-from mote.pipeline.threads import command_threads, usable_cores, use_threads
+from mote.pipeline.threads import command_threads, local_processes, usable_cores, use_threads
 from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.clip_batches import FailureLog, FrameFeatures, VideoBatches, predict_clips
 from mote.pipeline.train.distributed import DistContext
@@ -79,9 +81,13 @@ PATH_SETTINGS = (
 )  # fmt: skip
 
 
-def default_workers() -> int:
-    """One decode worker per available core, up to ``MAX_WORKERS``."""
-    return max(1, min(MAX_WORKERS, usable_cores()))
+def default_workers(env: Mapping[str, str] | None = None, cores: int | None = None) -> int:
+    """One decode worker per core of this process's share of the node, up to ``MAX_WORKERS``:
+    torchrun's ``LOCAL_WORLD_SIZE`` processes on a node share its cores, so 8 processes on 8
+    cores get one worker each, not 8 (64 decoders fighting for 8 cores)."""
+    env = os.environ if env is None else env
+    share = (cores or usable_cores()) // local_processes(env)
+    return max(1, min(MAX_WORKERS, share))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,7 +148,7 @@ class FinetuneConfig(TrainingSettings):
     workers: int | None = setting(
         None,
         "Decode worker processes per training process (0: decode in the training process).",
-        default_text=f"one per core, up to {MAX_WORKERS}",
+        default_text=f"the node's cores / its torchrun processes, up to {MAX_WORKERS}",
         min=0,
     )
     decoder: str = decoder_setting()

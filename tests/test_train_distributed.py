@@ -2,13 +2,14 @@
 
 A W-process run sees exactly the data and routing draws of a 1-process run with the same global
 batch and micro-batches, so their weights agree up to the order of float sums in the gradient
-all-reduce (measured: max difference ~1e-7; the tolerance is 1e-5).
+all-reduce (measured: max difference ~1e-7; the tolerance is conftest's DDP_TOLERANCE, 1e-5).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import comparable_weights
+from conftest import DDP_TOLERANCE, comparable_weights
 from safetensors.torch import load_file
 
 from mote.pipeline.data.synthetic import write_motion_dataset
@@ -33,6 +34,7 @@ from mote.pipeline.train.sampler import (
 from mote.pipeline.train.step import LossModule
 from mote.stages import extract, train_temporal
 
+WORKER = Path(__file__).with_name("multinode_commands.py")
 COMMON = dict(layers=1, epochs=3, warmup_epochs=1, batch_size=10, lr=1e-3, clip_lr_ratio=1.0)
 
 
@@ -59,25 +61,41 @@ def _flags(settings: dict) -> list[str]:
     return flags
 
 
-def torchrun(store: Path, out: Path, processes: int = 2, **settings) -> dict | None:
+def torchrun(store: Path, out: Path, processes: int = 2, **settings) -> dict:
     """``torchrun --nproc-per-node N -m mote.stages train-temporal ... --json`` on the CPU."""
-    args = {**COMMON, "train": store, "val": store, "out": out, "device": "cpu", **settings}
+    return torchrun_runs(store, processes, {out: settings})[out]
+
+
+def torchrun_runs(store: Path, processes: int, runs: dict[Path, dict]) -> dict[Path, dict]:
+    """Each ``out: settings`` of ``runs`` trained by one torchrun of N processes; what rank 0
+    printed for each. One run: the launch line users type. Several: one after the other in
+    the same processes (``multinode_commands.py``), so the launch is paid once."""
+    commands = []
+    for out, settings in runs.items():
+        args = {**COMMON, "train": store, "val": store, "out": out, "device": "cpu", **settings}
+        commands.append(["train-temporal", "--json", *_flags(args)])
+    if len(commands) == 1:
+        target = ["-m", "mote.stages", *commands[0]]
+    else:
+        target = [str(WORKER), *[w for c in commands for w in ("--then", *c)][1:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes)]
-        + ["--standalone", "-m", "mote.stages", "train-temporal", "--json"]
-        + _flags(args),
+        + ["--standalone", *target],
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=150 * len(commands),
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    if len(commands) > 1:  # the worker's line per command and process
+        exits = re.findall(r"^mote train-temporal: exit (\d+)$", result.stderr, re.M)
+        assert exits == ["0"] * (processes * len(commands)), result.stderr[-3000:]
     # DDP searches for unused parameters only where a step can leave one without a gradient
     assert "did not find any unused parameters" not in result.stderr
     printed = [line for line in result.stdout.splitlines() if line.startswith("{")]
-    assert len(printed) == 1, result.stdout  # rank 0 alone reports
-    return json.loads(printed[0])
+    assert len(printed) == len(runs), result.stdout  # rank 0 alone reports
+    return {out: json.loads(line) for out, line in zip(runs, printed, strict=True)}
 
 
 def in_process(store: Path, out: Path, **settings) -> dict:
@@ -150,41 +168,59 @@ PROCESS_CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def four_processes(store, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """The 4-process cases trained by one launch (starting 4 processes on 2 cores costs more
+    than their runs): case -> (run folder, what rank 0 printed)."""
+    work = tmp_path_factory.mktemp("four_processes")
+    cases = {case: s for case, (n, s) in PROCESS_CASES.items() if n == 4}
+    outs = {case: work / f"run{i}" for i, case in enumerate(cases)}
+    printed = torchrun_runs(store, 4, {outs[case]: cases[case] for case in cases})
+    return {case: (outs[case], printed[outs[case]]) for case in cases}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("processes, settings", PROCESS_CASES.values(), ids=PROCESS_CASES.keys())
+@pytest.mark.parametrize("case", PROCESS_CASES)
 def test_processes_match_one_with_the_same_batch_and_only_rank_0_writes(
-    store, tmp_path, processes, settings
+    store, tmp_path, case, request
 ):
+    processes, settings = PROCESS_CASES[case]
     one = in_process(store, tmp_path / "one", **settings)
-    two = torchrun(store, tmp_path / "two", processes, **settings)
+    if processes == 4:
+        many, two = request.getfixturevalue("four_processes")[case]
+    else:
+        many = tmp_path / "two"
+        two = torchrun(store, many, processes, **settings)
     a = comparable_weights(weights(tmp_path / "one"))
-    b = comparable_weights(weights(tmp_path / "two"))
+    b = comparable_weights(weights(many))
     assert a.keys() == b.keys()
     for key in a:
-        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=0, msg=key)
+        torch.testing.assert_close(b[key], a[key], atol=DDP_TOLERANCE, rtol=0, msg=key)
     # the epochs' summed metrics agree too: the ranks' sums are all-reduced
-    h1, h2 = history(tmp_path / "one"), history(tmp_path / "two")
+    h1, h2 = history(tmp_path / "one"), history(many)
     assert [h["epoch"] for h in h2] == [1, 2, 3]  # one line per epoch, not one per rank
     for x, y in zip(h1, h2, strict=True):
         assert y["videos"] == x["videos"]
         assert y["loss"] == pytest.approx(x["loss"], abs=1e-4)
         assert y["train_top1"] == pytest.approx(x["train_top1"], abs=1e-6)
     assert two["top1"] == pytest.approx(one["top1"], abs=1e-6)
-    config = json.loads((tmp_path / "two" / "config.json").read_text())
+    config = json.loads((many / "config.json").read_text())
     assert config["world_size"] == processes and config["precision"] == "fp32"
-    files = sorted(p.name for p in (tmp_path / "two").iterdir())
+    files = sorted(p.name for p in many.iterdir())
     assert files == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
 @pytest.mark.slow
 def test_a_resumed_two_process_run_ends_with_the_uninterrupted_weights(store, tmp_path):
+    """Also: 2 processes without --micro-batches take 4 (the reference's 3 would be refused)."""
     whole, part = tmp_path / "whole", tmp_path / "part"
-    settings = dict(micro_batches=4)
-    torchrun(store, whole, **settings)
-    stopped = torchrun(store, part, stop_after_epochs=1, **settings)
+    torchrun(store, whole)
+    config = json.loads((whole / "config.json").read_text())
+    assert config["train"]["micro_batches"] == 4 and config["world_size"] == 2
+    stopped = torchrun(store, part, stop_after_epochs=1)
     assert stopped["stopped_after_epoch"] == 1
     assert json.loads((part / "config.json").read_text())["world_size"] == 2
-    torchrun(store, part, resume=True, **settings)
+    torchrun(store, part, resume=True)
     a, b = weights(whole), weights(part)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["epoch"] for h in history(part)] == [1, 2, 3]
@@ -205,13 +241,6 @@ def test_default_micro_batches_follow_the_process_count(world, expected):
     """At least the reference's 3 draws per step, the same whole number on every process."""
     assert default_micro_batches(world) == expected
     check_micro_batches(default_micro_batches(world), world)
-
-
-@pytest.mark.slow
-def test_two_processes_default_to_four_micro_batches(store, tmp_path):
-    torchrun(store, tmp_path / "run", epochs=1)  # no --micro-batches: 3 would be refused
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["train"]["micro_batches"] == 4 and config["world_size"] == 2
 
 
 def test_a_rank_uses_the_gpu_its_launcher_shows_it():
