@@ -49,6 +49,8 @@ if __name__ == "__main__":
         for line in command_lines(sys.argv[1:]):
             code = run_command(line)
             sys.stdout.flush()
-            print(f"mote {line[0]}: exit {code}", file=sys.stderr, flush=True)
+            # one write, so the lines of processes sharing the pipe never run together
+            sys.stderr.write(f"mote {line[0]}: exit {code}\n")
+            sys.stderr.flush()
     finally:
         dist.destroy_process_group()

@@ -141,7 +141,7 @@ def two_nodes(nodes: list[Path], *commands: list[str]) -> list[tuple[int, str, s
 
 def exits(stderr: str) -> list[tuple[str, int]]:
     """The (command, exit code) lines ``multinode_commands.py`` wrote, in order."""
-    return [(m[1], int(m[2])) for m in re.finditer(r"^mote (\S+): exit (\d+)$", stderr, re.M)]
+    return [(m[1], int(m[2])) for m in re.finditer(r"mote (\S+): exit (\d+)", stderr)]
 
 
 def history(run: Path) -> list[dict]:

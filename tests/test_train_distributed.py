@@ -89,7 +89,7 @@ def torchrun_runs(store: Path, processes: int, runs: dict[Path, dict]) -> dict[P
     )
     assert result.returncode == 0, result.stderr[-3000:]
     if len(commands) > 1:  # the worker's line per command and process
-        exits = re.findall(r"^mote train-temporal: exit (\d+)$", result.stderr, re.M)
+        exits = re.findall(r"mote train-temporal: exit (\d+)", result.stderr)
         assert exits == ["0"] * (processes * len(commands)), result.stderr[-3000:]
     # DDP searches for unused parameters only where a step can leave one without a gradient
     assert "did not find any unused parameters" not in result.stderr
