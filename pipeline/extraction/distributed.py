@@ -61,20 +61,22 @@ class StoreTarget:
 
     def open(self, worker: str) -> FeatureStore:
         """The store, writable, opened once per worker and run."""
-        if self.run not in _WORKER_STORES:
-            try:
-                store = FeatureStore.open(self.path, writable=True, storage_options=self.options)
-            except StoreNotFound as err:
-                if isinstance(locate(self.path), Url):
-                    raise
-                raise ConfigError(
-                    f"{self.path}: not on dask worker {worker}; workers write a local store "
-                    "at its own path, so they need it on a shared file system: without one, "
-                    "write the store to object storage (--out s3://bucket/store.zarr)"
-                ) from err
-            _WORKER_STORES.clear()  # one run at a time: drop an earlier run's store
-            _WORKER_STORES[self.run] = store
-        return _WORKER_STORES[self.run]
+        store = _WORKER_STORES.get(self.run)
+        if store is not None:
+            return store
+        try:
+            store = FeatureStore.open(self.path, writable=True, storage_options=self.options)
+        except StoreNotFound as err:
+            if isinstance(locate(self.path), Url):
+                raise
+            raise ConfigError(
+                f"{self.path}: not on dask worker {worker}; workers write a local store "
+                "at its own path, so they need it on a shared file system: without one, "
+                "write the store to object storage (--out s3://bucket/store.zarr)"
+            ) from err
+        _WORKER_STORES.clear()  # keep the newest run's store only; older runs have ended
+        _WORKER_STORES[self.run] = store
+        return store
 
     def check_claim(self) -> None:
         """Fail unless the driver still holds the claim (S3 stores; a folder's needs none)."""
