@@ -109,6 +109,26 @@ def held_by_another_process(folder: Path):
         holder.communicate("", timeout=60)
 
 
+def smoke_bench(script: str, folder: Path) -> tuple[dict, str]:
+    """Run ``bench/<script>`` at its ``--smoke`` size in a process of its own: the figures it
+    writes with ``--json``, and what it printed (the run must succeed; its stderr tail is the
+    failure message)."""
+    import json
+    import subprocess
+
+    out = folder / f"{Path(script).stem}.json"
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / script)]
+        + ["--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text()), done.stdout
+
+
 def random_store(
     path: Path,
     ids: list[str],

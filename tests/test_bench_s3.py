@@ -4,31 +4,15 @@ asserted: speed is the benchmark's, not the test's)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import smoke_bench
 
 
 @pytest.mark.slow
 def test_the_s3_bench_counts_every_configuration(tmp_path) -> None:
     pytest.importorskip("moto.server")
     pytest.importorskip("s3fs")
-    out = tmp_path / "s3.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "s3.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures, printed = smoke_bench("s3.py", tmp_path)
     rows = {row["config"]: row for row in figures["configs"]}
     assert list(rows) == ["local -> local", "local -> S3", "S3 -> local", "S3 -> S3"]
     assert rows["local -> local"]["total_requests"] == 0 and rows["local -> local"]["ratio"] == 1
@@ -49,4 +33,4 @@ def test_the_s3_bench_counts_every_configuration(tmp_path) -> None:
         assert row["bytes_per_request"] == round(
             (row["bytes_up"] + row["bytes_down"]) / row["total_requests"]
         )
-    assert "SUMMARY S3->S3" in done.stdout and "| S3 -> S3 |" in done.stdout
+    assert "SUMMARY S3->S3" in printed and "| S3 -> S3 |" in printed

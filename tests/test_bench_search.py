@@ -3,29 +3,13 @@ and reports its figures (no timing is asserted: speed is the benchmark's, not th
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import smoke_bench
 
 
 def test_the_search_bench_runs_every_section(tmp_path) -> None:
     pytest.importorskip("faiss")
-    out = tmp_path / "search.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "search.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures, printed = smoke_bench("search.py", tmp_path)
     assert [r["videos"] for r in figures["embed"]] == [64] and figures["embed"][0]["seconds"] > 0
     exact = figures["exact"]
     assert {(r["threads"], r["batch"]) for r in exact} == {(1, 1), (1, 32), (2, 1), (2, 32)}
@@ -34,4 +18,4 @@ def test_the_search_bench_runs_every_section(tmp_path) -> None:
     assert set(kinds) == {"hnsw", "ivfpq"}
     assert all(r["recall_at_10"] >= 0.9 for r in kinds.values())  # 3,000 clustered rows
     assert all(r["queries_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in exact)
-    assert "SUMMARY embed N=64 cpu" in done.stdout and "; exact N=2,000 cpu" in done.stdout
+    assert "SUMMARY embed N=64 cpu" in printed and "; exact N=2,000 cpu" in printed
