@@ -32,8 +32,8 @@ import zarr
 from mote.cache_schema.claim import StoreClaim
 from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch, StoreNotFound
 from mote.cache_schema.folder import empty_folder
-from mote.cache_schema.remote import RemoteFiles, files_at
-from mote.cache_schema.remote_claim import claim_location, refuse_if_claimed_at
+from mote.cache_schema.remote import RemoteFiles, files_at, total_bytes
+from mote.cache_schema.remote_claim import check_claim_at, claim_location
 from mote.cache_schema.spec import fingerprint, plain, show
 from mote.cache_schema.store import CHUNK_CODECS
 from mote.pipeline.locations import Url, locate
@@ -148,7 +148,7 @@ class EmbeddingsFile:
         """An empty file (every row pending) for ``identity`` (``IDENTITY_ATTRS``); the root
         attributes are written last. ``path`` may be an s3:// URL (``storage_options``)."""
         path = locate(path)
-        _check_claim(path, claim, storage_options)
+        check_claim_at(path, claim, storage_options)
         files = files_at(path, storage_options, live=True)
         missing = [k for k in IDENTITY_ATTRS if k not in identity]
         if missing:
@@ -255,7 +255,7 @@ class EmbeddingsFile:
         """Continue the file at ``path`` if it holds ``identity``, else create it; a file of
         another run or store is refused (``overwrite`` replaces it)."""
         path = locate(path)
-        _check_claim(path, claim, storage_options)
+        check_claim_at(path, claim, storage_options)
         files = files_at(path, storage_options, live=True)
         attrs = _root_attrs(files)
         if overwrite or attrs is None or _interrupted(files):
@@ -449,19 +449,7 @@ class EmbeddingsFile:
 
     def _bytes(self) -> int:
         """The size of every file of the embeddings file (objects, at a URL)."""
-        if isinstance(self.files, RemoteFiles):
-            return self.files.total_bytes()
-        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
-
-
-def _check_claim(
-    path: Path | Url, claim: StoreClaim | None, storage_options: dict[str, Any] | None
-) -> None:
-    """The caller's claim must be on ``path``; without one, no live run may hold its claim."""
-    if claim is None:
-        refuse_if_claimed_at(path, storage_options)
-    else:
-        claim.check(path)
+        return total_bytes(self.files)
 
 
 def _differences(have: Any, want: Any, key: str) -> list[str]:

@@ -20,7 +20,7 @@ from zarr.codecs import Crc32cCodec
 from mote.cache_schema import v1
 from mote.cache_schema.checks import check_expected, check_layout
 from mote.cache_schema.errors import StoreCorrupt, StoreNotFound, short_error
-from mote.cache_schema.remote import RemoteFiles, files_at
+from mote.cache_schema.remote import RemoteFiles, files_at, total_bytes
 from mote.cache_schema.spec import StoreSpec, fingerprint
 from mote.pipeline.locations import Url, locate, resolved
 
@@ -443,9 +443,7 @@ class StoreReader:
 
     def bytes_on_disk(self) -> int:
         """Total size of the files under the store folder (the objects under its URL)."""
-        if isinstance(self.files, RemoteFiles):
-            return self.files.total_bytes()
-        return sum(p.stat().st_size for p in self.files.rglob("*") if p.is_file())
+        return total_bytes(self.files)
 
     def identity(self) -> dict[str, Any]:
         """What this store holds, as something derived files record and compare: its folder,

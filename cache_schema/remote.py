@@ -153,3 +153,10 @@ def files_at(
     if not isinstance(location, Url):
         return location
     return (LiveFiles.at if live else RemoteFiles.open)(location, storage_options)
+
+
+def total_bytes(files: Path | RemoteFiles) -> int:
+    """The size of every file under a folder, or of every object under a URL."""
+    if isinstance(files, RemoteFiles):
+        return files.total_bytes()
+    return sum(p.stat().st_size for p in files.rglob("*") if p.is_file())

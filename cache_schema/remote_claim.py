@@ -274,3 +274,14 @@ def refuse_if_claimed_at(location: Any, storage_options: dict[str, Any] | None =
         if found[0].on_this_host() and found[0].pid == os.getpid():
             return
         raise _busy(location, found[0])  # type: ignore[arg-type]
+
+
+def check_claim_at(
+    location: Any, claim: StoreClaim | None, storage_options: dict[str, Any] | None = None
+) -> None:
+    """Before writing at ``location``: the caller's ``claim`` must be on it; without one, no
+    live run may hold its claim (writers that claim nothing: tests, benchmarks)."""
+    if claim is None:
+        refuse_if_claimed_at(location, storage_options)
+    else:
+        claim.check(location)

@@ -32,7 +32,7 @@ from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch
 from mote.cache_schema.folder import clear_target, creation_interrupted, remove_partial_files
 from mote.cache_schema.reader import StoreReader
 from mote.cache_schema.remote import LiveFiles, RemoteFiles, files_at
-from mote.cache_schema.remote_claim import refuse_if_claimed_at
+from mote.cache_schema.remote_claim import check_claim_at
 from mote.cache_schema.repair import (
     array_metadata_missing,
     needs_consolidation,
@@ -47,16 +47,6 @@ from mote.pipeline.locations import Url, locate
 # run to run, which would break byte-identical stores. A CRC32C of the compressed bytes ends every
 # chunk file, so a flipped bit or a truncated file fails loudly instead of decoding to garbage.
 CHUNK_CODECS = (ZstdCodec(level=1, checksum=False), Crc32cCodec())
-
-
-def _check_claim(
-    path: Path | Url, claim: StoreClaim | None, storage_options: dict[str, Any] | None
-) -> None:
-    """The caller's claim must be on ``path``; without one, no live run may hold its claim."""
-    if claim is None:
-        refuse_if_claimed_at(path, storage_options)
-    else:
-        claim.check(path)
 
 
 def _where(
@@ -120,7 +110,7 @@ class FeatureStore(StoreReader):
         if chunk_videos < 1:
             raise ValueError(f"chunk_videos must be a positive integer, got {chunk_videos}")
         ids, labs, text = check_inputs(spec, video_ids, labels, text_embeddings)
-        _check_claim(path, claim, storage_options)
+        check_claim_at(path, claim, storage_options)
         clear_target(files, overwrite)
         group = zarr.create_group(store=_zarr_store(path, storage_options), zarr_format=3)
         sizes = spec.sizes(len(ids))
@@ -171,7 +161,7 @@ class FeatureStore(StoreReader):
         text bank) from these inputs (``restored_creation`` lists them).
         """
         path, files = _where(path, storage_options)
-        _check_claim(path, claim, storage_options)
+        check_claim_at(path, claim, storage_options)
         text = text_embeddings if callable(text_embeddings) else lambda: text_embeddings
         if not (files / "zarr.json").is_file() or creation_interrupted(files):
             return cls.create(
