@@ -4,6 +4,10 @@ Messages name the store path, what was found, what was asked for and the fix, be
 prints them as one line.
 """
 
+from mote.pipeline.errors import short_error
+
+__all__ = ["StoreError", "StoreMismatch", "StoreNotFound", "StoreCorrupt", "short_error"]
+
 
 class StoreError(ValueError):
     """Base of every error the feature store raises on purpose."""
@@ -23,9 +27,3 @@ class StoreCorrupt(StoreError):
     """The store is missing arrays or their shapes disagree with its attributes."""
 
     exit_code = 3  # damage found
-
-
-def short_error(err: BaseException, limit: int = 100) -> str:
-    """An exception as a short one-line text for error messages."""
-    text = " ".join(f"{type(err).__name__}: {err}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

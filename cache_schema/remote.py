@@ -86,7 +86,7 @@ class LiveFiles(RemoteFiles):
     @classmethod
     def at(cls, url: str, storage_options: dict[str, Any] | None) -> LiveFiles:
         fs, key = filesystem(url, storage_options)
-        return cls(url, fs, key.rstrip("/"), {})
+        return cls(url, fs, key, {})
 
     def _fresh(self) -> Any:
         self._fs.invalidate_cache()  # zarr writes through the same (cached) file system

@@ -94,3 +94,9 @@ class EncoderFailed(MoteError, RuntimeError):
     """An encoder process died or raised; the message names its device and how to go on."""
 
     exit_code = 4  # system fault (out of memory, a device error)
+
+
+def short_error(err: BaseException, limit: int = 100) -> str:
+    """An exception as a short one-line text for error messages."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

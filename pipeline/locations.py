@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from mote.pipeline.errors import ConfigError
+from mote.pipeline.errors import ConfigError, short_error
 
 # A scheme of two or more letters, so a Windows drive (C:\...) is never a URL.
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]+)://")
@@ -130,8 +130,8 @@ def filesystem(url: str, options: dict[str, Any] | None, use: str = "reading") -
         package, fix = PACKAGES.get(scheme, ("its fsspec backend", f"install {scheme}fs"))
         raise ConfigError(f"{url}: {use} {scheme}:// needs {package}; {fix}") from None
     except (ValueError, TypeError) as err:
-        problem = " ".join(f"{type(err).__name__}: {err}".split())[:100]
         raise ConfigError(
-            f"{url}: cannot open this URL ({problem}); check the scheme and --storage-options"
+            f"{url}: cannot open this URL ({short_error(err)}); check the scheme and "
+            "--storage-options"
         ) from None
     return fs, key.rstrip("/")

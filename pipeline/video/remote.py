@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mote.pipeline.errors import ConfigError, DecodeError
+from mote.pipeline.errors import ConfigError, DecodeError, short_error
 from mote.pipeline.locations import filesystem
 
 SPILL_DIR_ENV = "MOTE_SPILL_DIR"
@@ -54,8 +54,7 @@ def download(url: str, options: dict[str, Any] | None) -> Path:
         raise DecodeError(missing_reason(fs, key)) from None
     except Exception as err:  # botocore and aiohttp raise many types
         local.unlink(missing_ok=True)
-        text = " ".join(f"{type(err).__name__}: {err}".split())[:160]
-        raise DecodeError(f"cannot read the object ({text})") from None
+        raise DecodeError(f"cannot read the object ({short_error(err, 160)})") from None
     return local
 
 
@@ -105,14 +104,13 @@ def check_prefix(url: str, options: dict[str, Any] | None, flag: str) -> None:
     """Refuse, in one line, a video root URL that holds nothing (or cannot be reached)."""
     fs, key = filesystem(url, options)
     try:
-        found = fs.ls(key.rstrip("/"), detail=False)
+        found = fs.ls(key, detail=False)
     except FileNotFoundError:
         found = []
     except Exception as err:  # botocore and aiohttp raise many types
-        text = " ".join(f"{type(err).__name__}: {err}".split())[:160]
         raise ConfigError(
-            f"{flag} {url}: cannot list it ({text}); check the URL, the credentials (AWS_* "
-            "environment or --storage-options) and the endpoint"
+            f"{flag} {url}: cannot list it ({short_error(err, 160)}); check the URL, the "
+            "credentials (AWS_* environment or --storage-options) and the endpoint"
         ) from None
     if not found:
         raise ConfigError(
@@ -125,9 +123,9 @@ def list_prefix(url: str, options: dict[str, Any] | None) -> set[str]:
     """The keys under a URL prefix, relative to it (``class/x.mp4``): one listing, for finding
     which of a dataset's videos exist."""
     fs, key = filesystem(url, options)
-    base = key.rstrip("/") + "/"
+    base = key + "/"
     try:
-        found = fs.find(base.rstrip("/"), withdirs=False, detail=False)
+        found = fs.find(key, withdirs=False, detail=False)
     except FileNotFoundError:
         return set()
     return {str(path)[len(base) :] for path in found if str(path).startswith(base)}
@@ -140,7 +138,6 @@ def videos_under(
     None when ``url`` names one object or nothing (a missing one then fails as "file not
     found" when decoded, as a missing local file does)."""
     fs, key = filesystem(url, options)
-    key = key.rstrip("/")
     try:
         if fs.isfile(key) or not fs.isdir(key):
             return None
