@@ -32,7 +32,6 @@ COMMANDS = (
     "import-reference",
     "report",
     "demo",
-    "embed",
 )
 BOXES = ("╭", "│", "╰", "…")
 
@@ -48,23 +47,41 @@ def mote(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
 
 
+# Prints every command's --help through the real entry point, into the process's piped stdout,
+# between marker lines: one process imports torch once instead of once per command.
+_ALL_HELPS = """
+import sys
+from mote.stages.cli import main
+for name in sys.argv[1:]:
+    print("@@help " + name, flush=True)
+    sys.argv = ["mote", name, "--help"]
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code or 0
+    print("@@exit " + str(code), flush=True)
+"""
+
+
 @pytest.fixture(scope="module")
 def helps() -> dict[str, subprocess.CompletedProcess]:
-    """Every command's --help, piped: started together, as each imports torch for seconds."""
-    running = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "mote.stages", name, "--help"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(),
-        )
-        for name in COMMANDS
-    }
+    """Every command's --help, piped, from one process (the entry point called per command)."""
+    names = list(dict.fromkeys(COMMANDS))
+    shown = subprocess.run(
+        [sys.executable, "-c", _ALL_HELPS, *names],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
+    assert shown.returncode == 0, shown.stderr
     done = {}
-    for name, process in running.items():
-        out, err = process.communicate(timeout=600)
-        done[name] = subprocess.CompletedProcess(process.args, process.returncode, out, err)
+    for part in shown.stdout.split("@@help ")[1:]:
+        name, _, rest = part.partition("\n")
+        text, _, code = rest.rpartition("@@exit ")
+        done[name] = subprocess.CompletedProcess([name, "--help"], int(code), text, shown.stderr)
+    assert list(done) == names, shown.stdout[-2000:]
     return done
 
 

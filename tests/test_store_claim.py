@@ -334,6 +334,18 @@ def test_broken_array_metadata_is_a_one_line_error(motion_data, tmp_path):
     assert_fully_readable(out, FeatureStore.open(out).n_videos)
 
 
+@contextlib.contextmanager
+def catching_sigint():
+    """Children started in here begin with Python's Ctrl-C handler, as a terminal's foreground
+    job does: a pytest started in the background of a script (``cmd &``) ignores SIGINT, and a
+    child inherits an ignored signal, which Python then leaves ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("sent,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_ctrl_c_and_sigterm_release_the_claim(motion_data, tmp_path, reference, sent, code):
     # mote-tiny extracts these 24 videos in well under a second: on a loaded machine a run
@@ -341,10 +353,11 @@ def test_ctrl_c_and_sigterm_release_the_claim(motion_data, tmp_path, reference, 
     # signal, so it is repeated on a fresh folder; one interrupted run is required.
     for attempt in range(5):
         out = tmp_path / f"s{attempt}.zarr"
-        run = subprocess.Popen(
-            extract_args(motion_data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True,
-        )  # fmt: skip
+        with catching_sigint():
+            run = subprocess.Popen(
+                extract_args(motion_data, out), stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
         with contextlib.suppress(AssertionError):  # it may finish before the poll sees it
             wait_until_claimed_by(out, run)
         run.send_signal(sent)
