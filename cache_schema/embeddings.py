@@ -30,6 +30,18 @@ import numpy as np
 import zarr
 
 from mote.cache_schema.claim import StoreClaim
+from mote.cache_schema.embeddings_v1 import (
+    CHUNK_ROWS,
+    DONE,
+    DTYPE,
+    IDENTITY_ATTRS,
+    PENDING,
+    ROOT_ATTRS,
+    SCHEMA,
+    TABLE_COLUMNS,
+    TABLE_FILE,
+    VERSION,
+)
 from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch, StoreNotFound
 from mote.cache_schema.folder import empty_folder
 from mote.cache_schema.remote import RemoteFiles, files_at, total_bytes
@@ -39,23 +51,6 @@ from mote.cache_schema.store import CHUNK_CODECS
 from mote.pipeline.locations import Url, locate
 
 Files = Path | RemoteFiles  # a file's folder, or its objects at a URL (remote.py)
-
-SCHEMA = "mote.embeddings"
-VERSION = 1
-
-# float16: a unit vector's components are at most 1 in size, where float16 keeps 11 significant
-# bits (a relative error under 5e-4, so a cosine moves by about 1e-3 at most), and half the bytes
-# of float32: D=512 is 1 GB per million videos, read from disk or moved to a GPU in one go.
-DTYPE = "float16"
-CHUNK_ROWS = 16384  # 16 MB of D=512 vectors: a resume redoes at most this many rows
-PENDING, DONE = 0, 1
-TABLE_FILE = "videos.parquet"
-TABLE_COLUMNS = ("row", "store_row", "video_id", "path", "label", "label_name")
-NO_LABEL = -1
-
-# Root attributes that say what made the vectors; a resume must match them all.
-IDENTITY_ATTRS = ("run", "store", "clip", "variant", "dim", "n_rows")
-ROOT_ATTRS = ("schema", "schema_version", *IDENTITY_ATTRS, "chunk_rows", "dtype", "tool_version")
 
 
 class EmbeddingsClaim(StoreClaim):

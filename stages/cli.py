@@ -1,11 +1,12 @@
 """The ``mote`` command: the typer app and its command table.
 
-Every command is generated from its stage's config dataclass (stages/options.py): the options, their
-help and ``[default: X]``, positional arguments and aliases all come from the fields' metadata, so a
-setting is spelled once, in its dataclass. A command here only names that class and says how to run
-it and print the result (stages/console.py). Commands are built lazily (``_Commands``): building
-one imports its stage (torch, open_clip), which ``mote --help`` need not wait for. ``main`` turns
-every fault, click's refusals of the command line included, into one line.
+Every command is generated from its config dataclass (stages/configs/, stages/options.py): the
+options, their help and ``[default: X]``, positional arguments and aliases all come from the
+fields' metadata, so a setting is spelled once, in its dataclass. A command here only names that
+class and says how to run it and print the result (stages/console.py). Commands are built lazily
+(``_Commands``) from their light settings modules; the stage module (torch, open_clip) is imported
+only when the command runs, so no ``--help`` waits for it. ``main`` turns every fault, click's
+refusals of the command line included, into one line.
 
 Whether the reader is a terminal is decided here, for help (``TerminalHelp``) and progress
 (``_progress``): rich panels and bars on a terminal, whole plain lines (stages/plain.py) off one.
@@ -96,8 +97,24 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from mote.pipeline import __version__
+
+        print(f"mote {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _mote() -> None:
+def _mote(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print mote's version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
     """MoTE video recognition from CLIP: extract CLIP frame features once into a Zarr store,
     then train and evaluate temporal experts from the cache in minutes."""
 
@@ -132,10 +149,12 @@ def _emit(result: dict, as_json: bool, show: Callable[[dict], None]) -> None:
 @command("extract")
 def _extract() -> Callable[..., None]:
     """Stage one: decode videos, run the CLIP visual encoder, write a Zarr feature store."""
-    from mote.stages import extract as stage
+    from mote.stages.configs.extract_config import ExtractConfig
     from mote.stages.console import print_extract
 
     def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import extract as stage
+
         with _resumable("mote extract"):
             summary = stage.run(cfg, command_progress())
         _emit(summary, as_json, print_extract)
@@ -143,35 +162,38 @@ def _extract() -> Callable[..., None]:
         if code:
             raise typer.Exit(code)
 
-    return config_command("extract", stage.ExtractConfig, run, "Print the summary as JSON.")
+    return config_command("extract", ExtractConfig, run, "Print the summary as JSON.")
 
 
 @command("info")
 def _info() -> Callable[..., None]:
     """Schema, model, sampling, shapes and done/failed/pending counts of a feature store."""
-    from mote.stages import info as stage
+    from mote.stages.configs.info_config import InfoConfig
     from mote.stages.console import print_info
 
     def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import info as stage
+
         summary = stage.run(cfg)
         _emit(summary, as_json, lambda summary: print_info(summary, str(cfg.store)))
         if not summary.get("verify", {}).get("ok", True):
             raise typer.Exit(DAMAGE)
 
-    return config_command("info", stage.InfoConfig, run)
+    return config_command("info", InfoConfig, run)
 
 
-def _training(name: str, stage: Any, cls: str) -> Callable[..., None]:
+def _training(name: str, settings: type, load_stage: Callable[[], Any]) -> Callable[..., None]:
     """train-temporal and finetune-e2e: resumable; under torchrun rank 0 alone reports."""
     from mote.stages.console import print_metrics
 
     def run(cfg: Any, as_json: bool) -> None:
+        stage = load_stage()
         with _resumable(f"mote {name} (add --resume)"):
             metrics = stage.run(cfg, command_progress())
         if not metrics.get("rank", 0):
             _emit(metrics, as_json, lambda m: print_metrics(m, f"run {cfg.out}"))
 
-    return config_command(name, getattr(stage, cls), run)
+    return config_command(name, settings, run)
 
 
 @command("train-temporal")
@@ -181,9 +203,14 @@ def _train_temporal() -> Callable[..., None]:
     Many GPUs (one process each, DDP; gloo on CPU):
     torchrun --nproc-per-node N -m mote.stages train-temporal --train S --out RUN
     """
-    from mote.stages import train_temporal
+    from mote.stages.configs.train_config import TrainConfig
 
-    return _training("train-temporal", train_temporal, "TrainConfig")
+    def stage() -> Any:
+        from mote.stages import train_temporal
+
+        return train_temporal
+
+    return _training("train-temporal", TrainConfig, stage)
 
 
 @command("finetune-e2e")
@@ -195,43 +222,54 @@ def _finetune_e2e() -> Callable[..., None]:
     Many GPUs (one process each, DDP; gloo on CPU):
     torchrun --nproc-per-node N -m mote.stages finetune-e2e --dataset D --root DIR --out RUN
     """
-    from mote.stages import finetune_e2e
+    from mote.stages.configs.finetune_config import FinetuneConfig
 
-    return _training("finetune-e2e", finetune_e2e, "FinetuneConfig")
+    def stage() -> Any:
+        from mote.stages import finetune_e2e
+
+        return finetune_e2e
+
+    return _training("finetune-e2e", FinetuneConfig, stage)
 
 
 @command("evaluate")
 def _evaluate() -> Callable[..., None]:
     """Close-set top-1/top-5 of a run on a store, fusing every view the store holds."""
-    from mote.stages import evaluate as stage
+    from mote.stages.configs.evaluate_config import EvaluateConfig
     from mote.stages.console import print_evaluate
 
     def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import evaluate as stage
+
         title = f"evaluate {cfg.run} on {cfg.store}"
         _emit(stage.run(cfg), as_json, lambda result: print_evaluate(result, title))
 
-    return config_command("evaluate", stage.EvaluateConfig, run)
+    return config_command("evaluate", EvaluateConfig, run)
 
 
 @command("zeroshot")
 def _zeroshot() -> Callable[..., None]:
     """Zero-shot protocol: per split top-1/top-5, mean +- std, harmonic mean and trade-off."""
-    from mote.stages import zeroshot as stage
+    from mote.stages.configs.zeroshot_config import ZeroShotConfig
     from mote.stages.console import print_zeroshot
 
     def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import zeroshot as stage
+
         _emit(stage.run(cfg), as_json, lambda r: print_zeroshot(r, cfg.dataset, cfg.tfm))
 
-    return config_command("zeroshot", stage.ZeroShotConfig, run)
+    return config_command("zeroshot", ZeroShotConfig, run)
 
 
 @command("predict")
 def _predict() -> Callable[..., None]:
     """What is in these videos: a run's top-k classes per video, close-set or open-vocabulary."""
-    from mote.stages import predict as stage
+    from mote.stages.configs.predict_config import PredictConfig
     from mote.stages.console import print_predictions
 
     def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import predict as stage
+
         result = stage.run(cfg, None if as_json else command_progress())
         if as_json:
             for video in result["videos"]:
@@ -244,30 +282,34 @@ def _predict() -> Callable[..., None]:
             raise typer.Exit(code)
 
     json_lines = "Print one JSON object per video, one per line."
-    return config_command("predict", stage.PredictConfig, run, json_lines)
+    return config_command("predict", PredictConfig, run, json_lines)
 
 
 @command("embed")
 def _embed() -> Callable[..., None]:
     """One unit vector per done video of a store, from a run: the file text search reads."""
-    from mote.stages import embed as stage
+    from mote.stages.configs.embed_config import EmbedConfig
     from mote.stages.console import print_metrics
 
     def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import embed as stage
+
         with _resumable("mote embed"):
             result = stage.run(cfg, command_progress())
         _emit(result, as_json, lambda r: print_metrics(r, f"embed {cfg.store} -> {cfg.out}"))
 
-    return config_command("embed", stage.EmbedConfig, run)
+    return config_command("embed", EmbedConfig, run)
 
 
 @command("search")
 def _search() -> Callable[..., None]:
     """Find the videos that match text (or a video) in a run's embeddings, best first."""
-    from mote.stages import search as stage
+    from mote.stages.configs.search_config import SearchConfig
     from mote.stages.console import print_search
 
     def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import search as stage
+
         result = stage.run(cfg, command_progress())
         if as_json:
             for record in stage.records(result):
@@ -279,7 +321,7 @@ def _search() -> Callable[..., None]:
             print_search(result)
 
     json_lines = "Print one JSON object per hit, one per line."
-    return config_command("search", stage.SearchConfig, run, json_lines)
+    return config_command("search", SearchConfig, run, json_lines)
 
 
 @command("fewshot")
@@ -288,49 +330,57 @@ def _fewshot() -> Callable[..., None]:
 
     Every train-temporal option (architecture, MoTE switches, lr, ...) applies to each run.
     """
-    from mote.stages import fewshot as stage
+    from mote.stages.configs.fewshot_config import FewShotConfig
     from mote.stages.console import print_fewshot
 
     def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import fewshot as stage
+
         _emit(stage.run(cfg, command_progress()), as_json, print_fewshot)
 
-    return config_command("fewshot", stage.FewShotConfig, run)
+    return config_command("fewshot", FewShotConfig, run)
 
 
 @command("import-reference")
 def _import_reference() -> Callable[..., None]:
     """Convert a checkpoint of the reference implementation into a run folder."""
-    from mote.stages import import_reference as stage
+    from mote.stages.configs.import_reference_config import ImportReferenceConfig
     from mote.stages.console import print_imported
 
     def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import import_reference as stage
+
         _emit(stage.run(cfg), as_json, lambda result: print_imported(result, cfg.ckpt, cfg.out))
 
-    return config_command("import-reference", stage.ImportReferenceConfig, run)
+    return config_command("import-reference", ImportReferenceConfig, run)
 
 
 @command("report")
 def _report() -> Callable[..., None]:
     """Markdown report and plots (curves, zero-shot bars, trade-off scatter) for runs."""
-    from mote.stages import report as stage
+    from mote.stages.configs.report_config import ReportConfig
     from mote.stages.console import print_report
 
     def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import report as stage
+
         _emit(stage.run(cfg), as_json, lambda result: print_report(result, len(cfg.runs)))
 
-    return config_command("report", stage.ReportConfig, run)
+    return config_command("report", ReportConfig, run)
 
 
 @command("demo")
 def _demo() -> Callable[..., None]:
     """Run the whole pipeline on a built-in dataset of generated videos with a tiny CLIP."""
-    from mote.stages import demo as stage
+    from mote.stages.configs.demo_config import DemoConfig
     from mote.stages.console import print_demo
 
     def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import demo as stage
+
         print_demo(stage.run(cfg, command_progress()))
 
-    return config_command("demo", stage.DemoConfig, run, json_help=None)
+    return config_command("demo", DemoConfig, run, json_help=None)
 
 
 # ------------------------------------------------------------------------------ entry point

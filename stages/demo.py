@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from mote.pipeline.clip.factory import TINY_CONFIG
-from mote.pipeline.config import Settings, setting
 from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
 from mote.pipeline.progress import NullProgress, Progress, Quiet
 from mote.pipeline.runs.run_folder import RunFolder
@@ -38,6 +36,7 @@ from mote.stages import (
     train_temporal,
     zeroshot,
 )
+from mote.stages.configs.demo_config import DemoConfig  # noqa: F401
 
 # Classes the demo never trains on: vertical motion, evaluated zero-shot.
 HELD_OUT = ("circle moving up", "circle moving down", "square moving up", "square moving down")
@@ -45,16 +44,6 @@ HELD_OUT = ("circle moving up", "circle moving down", "square moving up", "squar
 # spec 7.2's 8% crops often cut them out (docs/performance.md, "stage three"); 1.0 keeps the
 # whole frame (a random S x S crop of its shorter side resized to S, then flip and grayscale).
 DEMO_MIN_CROP_AREA = 1.0
-
-
-@dataclass(frozen=True)
-class DemoConfig(Settings):
-    workdir: Path = setting(Path("mote-demo"), "Where to write videos and stores.")
-    videos_per_class: int = setting(24, "Generated videos per class.", min=4)
-    epochs: int = setting(100, "Training epochs.", min=1)
-    seed: int = setting(0, "Seed of the videos and the runs.")
-    decode_workers: int | None = None
-    e2e_epochs: int = 3  # finetune-e2e epochs of the last step (0: skip it)
 
 
 def split_list(list_file: Path, every: int = 4) -> tuple[Path, Path]:

@@ -11,66 +11,23 @@ ids is written last.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from mote.cache_schema.embeddings import CHUNK_ROWS, NO_LABEL, EmbeddingsFile, claim_embeddings
+from mote.cache_schema.embeddings import EmbeddingsFile, claim_embeddings
+from mote.cache_schema.embeddings_v1 import NO_LABEL
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline import __version__
-from mote.pipeline.config import (
-    Settings,
-    device_setting,
-    scored_run_setting,
-    setting,
-    storage_options_setting,
-    store_in_setting,
-    tfm_override_setting,
-)
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.locations import Url
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_clip import store_expectation
 from mote.pipeline.runs.run_folder import Run, load_run
-from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.embedding import embed_rows
 from mote.pipeline.temporal.evaluation import check_tfm, override_tfm
 from mote.pipeline.threads import command_threads, use_threads
-
-
-@dataclass(frozen=True)
-class EmbedConfig(Settings):
-    run: Path = scored_run_setting()
-    store: Path | Url = store_in_setting(
-        "Feature store whose done videos to embed (any view layout)."
-    )
-    out: Path | Url = setting(
-        help="Embeddings file to write, or to continue (a folder, e.g. E.zarr, or an s3:// "
-        "URL, written under the same claim as extract's).",
-        url="store",
-    )
-    tfm: bool = setting(
-        True, "Temporal Feature Modulation, the store's class names as the test bank."
-    )
-    best: bool = setting(False, "Use the best-validation weights, not the last.")
-    tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
-    tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
-    root: Path | None = setting(
-        None,
-        "Folder the store's video ids are relative to (mote extract --root): the table's path "
-        "column is ROOT/ID.",
-        default_text="the video id",
-    )
-    chunk_rows: int = setting(
-        CHUNK_ROWS, "Videos per chunk of the file (a resume redoes at most one chunk).", min=1
-    )
-    overwrite: bool = setting(False, "Start the embeddings file over.")
-    device: str = device_setting()
-    storage_options: dict[str, Any] | None = storage_options_setting()
+from mote.stages.configs.embed_config import EmbedConfig  # noqa: F401
 
 
 def identity(cfg: EmbedConfig, loaded: Run, store: FeatureStore, rows: np.ndarray) -> dict:

@@ -7,53 +7,19 @@ the scores almost unchanged (rho is about 1 when the test classes are the traini
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore
-from mote.pipeline.config import (
-    Settings,
-    device_setting,
-    scored_run_setting,
-    setting,
-    storage_options_setting,
-    store_in_setting,
-    tfm_override_setting,
-)
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.locations import Url
 from mote.pipeline.runs.files import check_predictions_path, save_predictions
 from mote.pipeline.runs.run_clip import store_expectation
 from mote.pipeline.runs.run_folder import load_run
-from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.evaluation import override_tfm, score
 from mote.pipeline.temporal.metrics import per_class_top1
 from mote.pipeline.threads import command_threads, use_threads
-
-
-@dataclass(frozen=True)
-class EvaluateConfig(Settings):
-    run: Path = scored_run_setting()
-    store: Path | Url = store_in_setting("Feature store to score (any view layout).")
-    tfm: bool = setting(True, "Temporal Feature Modulation.")
-    best: bool = setting(False, "Use the best-validation weights, not the last.")
-    tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
-    tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
-    device: str = device_setting()
-    storage_options: dict[str, Any] | None = storage_options_setting()
-    save_predictions: Path | None = setting(
-        None, "Write per-video scores, per-view logits and rho (.safetensors/.npz)."
-    )
-    per_class: bool = setting(
-        False,
-        "Also per-class top-1 and video counts, and the confusion matrix (rows: true class) "
-        "with class names, in the result and the predictions file.",
-    )
+from mote.stages.configs.evaluate_config import EvaluateConfig  # noqa: F401
 
 
 @command_threads()

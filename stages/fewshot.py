@@ -8,55 +8,22 @@ single view. Report top-1 mean +- std over seeds for every K.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from mote.cache_schema.store import FeatureStore
-from mote.pipeline.config import (
-    Settings,
-    device_setting,
-    setting,
-    storage_options_setting,
-    store_in_setting,
-)
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.locations import Url
 from mote.pipeline.progress import NullProgress, Progress, Quiet
 from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.metrics import mean_std
 from mote.pipeline.threads import command_threads, use_threads
 from mote.stages import train_temporal
-
-
-@dataclass(frozen=True)
-class FewShotConfig(Settings):
-    train: Path | Url = store_in_setting("Store to draw the K shots per class from.")
-    test: Path | Url = store_in_setting("Store to evaluate on (single view).")
-    out: Path = setting(help="Folder for the runs and fewshot.json.")
-    shots: tuple[int, ...] = setting((2, 4, 8, 16), "K values, comma-separated.", min=1)
-    seeds: tuple[int, ...] = setting((0, 1, 2), "Sampling/training seeds per K.")
-    epochs: int = setting(
-        10, "Training epochs per run: 10 for UCF101/HMDB51, 2 for SSv2 (spec 8.3).", min=1
-    )
-    device: str = device_setting()
-    storage_options: dict[str, Any] | None = storage_options_setting()
-    # Every other train-temporal setting (arch, lr, MoTE switches, ...) is a fewshot flag too;
-    # the K-shot protocol sets these per run itself.
-    training: train_temporal.TrainConfig | None = dataclasses.field(
-        default=None,
-        metadata={
-            "nested": train_temporal.TrainConfig,
-            "fixed": ("val", "seed", "resume", "stop_after_epochs", "tfm"),
-        },
-    )
+from mote.stages.configs.fewshot_config import FewShotConfig  # noqa: F401
 
 
 def sample_shots(labels: np.ndarray, done: np.ndarray, shots: int, seed: int) -> np.ndarray:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -24,18 +23,6 @@ from mote.pipeline import __version__
 from mote.pipeline.config import (
     carried_clip,
     check_decoder,
-    dataset_setting,
-    decoder_setting,
-    kinetics_csv_setting,
-    labels_file_setting,
-    list_file_setting,
-    model_setting,
-    pretrained_setting,
-    root_setting,
-    run_out_setting,
-    setting,
-    storage_options_setting,
-    store_in_setting,
 )
 from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
 from mote.pipeline.errors import ConfigError
@@ -52,7 +39,6 @@ from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.loop import Trainer, run_training
 from mote.pipeline.train.schedule import build_optimizer, mote_groups
 from mote.pipeline.train.settings import (
-    TrainingSettings,
     check_resume,
     check_training,
     epoch_message,
@@ -61,19 +47,17 @@ from mote.pipeline.train.settings import (
     plan,
     recorded_settings,
     steps_per_epoch,
-    training_setting,
 )
-from mote.pipeline.train.step import PRECISIONS
 from mote.pipeline.video.augment import AREA_RANGE
 from mote.pipeline.video.clips import ClipDataset, make_loader
 from mote.pipeline.video.flips import FlipRule
+from mote.stages.configs.finetune_config import (  # noqa: F401
+    CHECKPOINTED_WIDTH,
+    MAX_WORKERS,
+    TRAIN_SPLIT,
+    FinetuneConfig,
+)
 
-# The training split when --split is not given (k600 ships only its zero-shot test splits).
-TRAIN_SPLIT = {
-    "k400": "train", "k600": "split1", "ucf101": "train1", "hmdb51": "train1", "ssv2": "train",
-}  # fmt: skip
-CHECKPOINTED_WIDTH = 768  # ViT-L/14: gradient checkpointing on by default (spec 7)
-MAX_WORKERS = 8
 RESUME_IGNORED = ("resume", "stop_after_epochs", "device", "workers")
 PATH_SETTINGS = (
     "root", "list_file", "labels_file", "kinetics_csv", "val_list", "val_labels", "val_root",
@@ -88,91 +72,6 @@ def default_workers(env: Mapping[str, str] | None = None, cores: int | None = No
     env = os.environ if env is None else env
     share = (cores or usable_cores()) // local_processes(env)
     return max(1, min(MAX_WORKERS, share))
-
-
-@dataclass(frozen=True, kw_only=True)
-class FinetuneConfig(TrainingSettings):
-    """Settings of ``mote finetune-e2e``: the shared training settings (and MoTE switches) of
-    ``TrainingSettings``, plus the videos, the CLIP to tune and its decoding."""
-
-    prefer_bf16 = True  # precision auto: bf16 on GPUs that have it
-
-    dataset: str = dataset_setting()
-    out: Path = run_out_setting()
-    root: Path | None = root_setting(
-        "Folder holding the videos, or a URL prefix (s3://bucket/videos).",
-        default_text="the list file's folder (list)",
-        url="read",
-    )
-    split: str | None = setting(
-        None,
-        "Training split: k400 train (with --list or --kinetics-csv); ucf101/hmdb51 train1-3; "
-        "ssv2 train.",
-        default_text=", ".join(f"{s} for {d}" for d, s in TRAIN_SPLIT.items()),
-    )
-    list_file: Path | None = list_file_setting("Training video list", "")
-    labels_file: Path | None = labels_file_setting("")
-    kinetics_csv: Path | None = kinetics_csv_setting()
-    model: str | None = model_setting(carried="the --init-run's (or the run resumed)")
-    pretrained: str | None = pretrained_setting(carried="that run's with its model")
-    frames: int = setting(8, "Frames per clip T.", min=1)
-    val_split: str | None = setting(
-        None, "Validation split of the same dataset (1 view, eval sampling, spec 7)."
-    )
-    val_list: Path | None = setting(None, "Validation video list (instead of --val-split).")
-    val_labels: Path | None = setting(
-        None, "Validation label CSV.", default_text="the training labels"
-    )
-    val_root: Path | None = setting(
-        None,
-        "Folder (or URL prefix) of the validation videos.",
-        default_text="--root, else the list's folder",
-        url="read",
-    )
-    val_limit: int | None = setting(
-        None,
-        "Validate on N videos spread evenly over the list (a quick per-epoch check).",
-        min=1,
-    )
-    precision: str = training_setting(
-        "auto",
-        f"{', '.join(PRECISIONS)}; auto: bf16 on GPUs that have it (no loss scaler), else fp16 "
-        "with a loss scaler on CUDA, fp32 on the CPU (fp16/bf16 there: slow, for tests).",
-    )
-    grad_checkpointing: bool | None = setting(
-        None,
-        "Recompute each CLIP block in the backward pass (less memory, same numbers).",
-        flag="--grad-checkpointing/--no-grad-checkpointing",
-        default_text=f"on for D={CHECKPOINTED_WIDTH} (ViT-L/14), else off",
-    )
-    workers: int | None = setting(
-        None,
-        "Decode worker processes per training process (0: decode in the training process).",
-        default_text=f"the node's cores / its torchrun processes, up to {MAX_WORKERS}",
-        min=0,
-    )
-    decoder: str = decoder_setting()
-    storage_options: dict[str, Any] | None = storage_options_setting()
-    flip: str | None = setting(
-        None,
-        "What spec 7.2's horizontal flip does to a training clip's label: 'keep' it, 'off' (never "
-        "flip: for classes whose mirror image is another class), or class-index pairs swapped "
-        "on a flip, 'A:B,C:D' (spec 8.3).",
-        default_text="the dataset's: ssv2 swaps 86:87,93:94,166:167, others keep",
-    )
-    min_crop_area: float = setting(
-        AREA_RANGE[0],
-        "The smallest random-resized training crop, as a share of the frame (spec 7.2: 0.08); "
-        "raise it when the action fills a small part of small frames.",
-        min=0.01,
-        max=1.0,
-    )
-    init_run: Path | None = setting(
-        None, "Warm start: the temporal module and logit scale of a train-temporal run."
-    )
-    text_from: Path | Url | None = store_in_setting(
-        "Take the class text embeddings from this feature store (same CLIP weights).", None
-    )
 
 
 def _check(cfg: FinetuneConfig) -> None:

@@ -10,7 +10,6 @@ ones; the run records which.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,6 @@ from torch import Tensor
 from mote.cache_schema.claim import CLAIM_FILE
 from mote.pipeline.clip.factory import TINY_CONFIG, TINY_NAME
 from mote.pipeline.clip.weights import file_weights_id
-from mote.pipeline.config import (
-    Settings,
-    model_setting,
-    pretrained_setting,
-    run_out_setting,
-    setting,
-)
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.reference_import import (
     CLIP_KEY,
@@ -39,24 +31,7 @@ from mote.pipeline.runs.run_config import RunClip, RunConfig
 from mote.pipeline.runs.run_folder import CLIP_PREFIX, RunFolder
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.threads import command_threads
-
-
-@dataclasses.dataclass(frozen=True)
-class ImportReferenceConfig(Settings):
-    """Settings of ``mote import-reference``."""
-
-    ckpt: Path = setting(
-        help="MoTE_B16.pt / MoTE_L14.pt or a reference last_model.pt / model_best.pt.",
-        argument=True,
-    )
-    out: Path = run_out_setting()
-    head_only: bool = setting(
-        False,
-        "Import only the temporal module and text bank; CLIP visual weights then come from "
-        "--model/--pretrained.",
-    )
-    model: str = model_setting("The original CLIP: ViT-B-16 or ViT-L-14.")
-    pretrained: str = pretrained_setting("Its text tower and the test-time blend use them.")
+from mote.stages.configs.import_reference_config import ImportReferenceConfig  # noqa: F401
 
 
 def _check_new(out: Path) -> None:

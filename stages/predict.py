@@ -14,7 +14,6 @@ A video that cannot be decoded gets its reason and the others are still scored.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,7 @@ import torch
 
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.config import (
-    Settings,
-    batch_size_setting,
     check_decoder,
-    decode_timeout_setting,
-    decode_workers_setting,
-    decoder_setting,
-    device_setting,
-    setting,
-    storage_options_setting,
 )
 from mote.pipeline.data.datasets import read_labels, shipped_file
 from mote.pipeline.device import resolve_device
@@ -45,61 +36,9 @@ from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers
 from mote.pipeline.video.remote import videos_under
 from mote.pipeline.video.sampling import parse_views
+from mote.stages.configs.predict_config import DEFAULT_FRAMES, VIDEO_EXTENSIONS, PredictConfig  # noqa: F401
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
-DEFAULT_FRAMES = 8  # the paper's T, for runs that do not record their training frames
 K400_LABELS = "k400/kinetics_400_labels.csv"  # the class order of the reference's text bank
-
-
-@dataclass(frozen=True)
-class PredictConfig(Settings):
-    """Everything ``mote predict`` needs; flags and ``--config`` keys use these names."""
-
-    run: Path = setting(
-        help="Run folder: train-temporal, import-reference (with clip. weights) or finetune-e2e."
-    )
-    videos: tuple[Path, ...] = setting(
-        (),
-        "Video files, or folders of them ("
-        + ", ".join(e[1:] for e in VIDEO_EXTENSIONS)
-        + "); URLs too (s3://bucket/x.mp4, or a prefix s3://bucket/videos).",
-        argument=True,
-        metavar="VIDEO",
-        url="read",
-    )
-    recursive: bool = setting(False, "Look for videos in the subfolders of folder arguments.")
-    top_k: int = setting(5, "Classes to show per video.", min=1)
-    classes: str | None = setting(
-        None,
-        "Open vocabulary: comma-separated class names to score against instead of the run's "
-        "classes (text templates and TFM, the zero-shot path).",
-        default_text="the run's classes",
-    )
-    labels_file: Path | None = setting(
-        None,
-        "Open vocabulary from an 'id,name' label CSV (like --classes).",
-        flag="--labels",
-        default_text="the run's classes",
-    )
-    frames: int | None = setting(
-        None,
-        "Frames per view T.",
-        default_text=f"the run's training frames, {DEFAULT_FRAMES} when it records none",
-        min=1,
-    )
-    views: str = setting("1x1", "CLIPSxCROPS: 1x1, 3x1, 4x3; the views are fused (spec 8.1).")
-    tfm: bool = setting(True, "Temporal Feature Modulation (the run's fine-tuning text bank).")
-    device: str = device_setting()
-    batch_size: int | None = batch_size_setting()
-    decode_workers: int | None = decode_workers_setting("one per core, at most one per video")
-    decoder: str = decoder_setting()
-    decode_timeout: float = decode_timeout_setting()
-    strict: bool = setting(
-        False,
-        "Exit 1 when any video failed (default: only when every video failed; failures are "
-        "always listed).",
-    )
-    storage_options: dict[str, Any] | None = storage_options_setting()
 
 
 def _check(cfg: PredictConfig) -> None:

@@ -10,10 +10,8 @@ without zero-shot results is reported close-set only and left out of the trade-o
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 
-from mote.pipeline.config import Settings, setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.files import make_folder, write_atomic, writing
 from mote.pipeline.runs.plots import plot_confusion, plot_tradeoff, plot_zeroshot_bars
@@ -33,18 +31,9 @@ from mote.pipeline.temporal.metrics import (
     mean_std,
     tradeoff,
 )
+from mote.stages.configs.report_config import ReportConfig  # noqa: F401
 
 REPORT_FILE = "report.md"
-
-
-@dataclass(frozen=True)
-class ReportConfig(Settings):
-    """Settings of ``mote report``: the run folders to compare and where the report goes."""
-
-    runs: tuple[Path, ...] = setting(
-        help="Run folders to compare (one or more).", argument=True, metavar="RUN"
-    )
-    out: Path = setting(Path("mote-report"), "Folder for report.md and PNGs.")
 
 
 def run(cfg: ReportConfig) -> dict:

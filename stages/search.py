@@ -29,16 +29,6 @@ import torch
 
 from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.cache_schema.store import FeatureStore
-from mote.pipeline.config import (
-    Settings,
-    decode_timeout_setting,
-    decoder_setting,
-    device_setting,
-    scored_run_setting,
-    setting,
-    storage_options_setting,
-    store_in_setting,
-)
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError, IndexMismatch
 from mote.pipeline.locations import Url, locate
@@ -55,67 +45,10 @@ from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool
 from mote.pipeline.video.sampling import parse_views
 from mote.stages import embed
+from mote.stages.configs.search_config import CHECK_SAMPLE, SearchConfig  # noqa: F401
 from mote.stages.predict import decode_and_encode
 
-CHECK_SAMPLE = 100  # rows used as queries by --check-index when no query is given
 RECALL_K = 10
-
-
-@dataclass(frozen=True)
-class SearchConfig(Settings):
-    run: Path = scored_run_setting()
-    queries: tuple[str, ...] = setting(
-        (),
-        "Text queries, e.g. 'a person juggling'.",
-        argument=True,
-        metavar="QUERY",
-        optional=True,
-    )
-    embeddings: Path | Url | None = setting(
-        None,
-        "Embeddings file of the run (mote embed --out E). A path or a URL (s3://bucket/E.zarr).",
-        default_text="--store",
-        url="read",
-    )
-    store: Path | Url | None = store_in_setting(
-        "Feature store to search instead: embedded first into a temporary file (mote embed "
-        "once and pass --embeddings to make repeated searches fast).",
-        None,
-    )
-    video: Path | None = setting(None, "Query by example: a video file, embedded like the rows.")
-    like: str | None = setting(
-        None, "Query by a video of the collection (its id), itself left out."
-    )
-    top_k: int = setting(10, "Videos to return per query.", min=1, short="-k")
-    root: Path | None = setting(
-        None,
-        "Folder the video ids are relative to: hits' paths are ROOT/ID (for --html frames).",
-        default_text="the embeddings table's path column",
-    )
-    html: Path | None = setting(
-        None, "Write one self-contained HTML page of the hits with frames of each video."
-    )
-    index: str | None = setting(
-        None,
-        "faiss index (hnsw or ivfpq; pip install 'mote[faiss]'): built beside the embeddings "
-        "file on first use, reused while its fingerprint matches.",
-        default_text="exact search",
-    )
-    check_index: bool = setting(
-        False,
-        "Report the index's recall@10 against exact search and its speed-up (on the queries, "
-        f"or on {CHECK_SAMPLE} of the collection's own rows when none is given).",
-    )
-    evaluate: bool = setting(
-        False,
-        "Each class name as a query (labelled collections): mAP, precision@10/@50 and zero-shot "
-        "top-1, written to the run's metrics.json under 'retrieval'.",
-        flag="--eval",
-    )
-    device: str = device_setting()
-    decoder: str = decoder_setting()
-    decode_timeout: float = decode_timeout_setting()
-    storage_options: dict[str, Any] | None = storage_options_setting()
 
 
 def _check(cfg: SearchConfig) -> list[str]:

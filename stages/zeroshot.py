@@ -9,24 +9,12 @@ top-1 are computed too (the run's zero-shot summary; see ``RunFolder``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mote.cache_schema.store import FeatureStore
-from mote.pipeline.config import (
-    Settings,
-    device_setting,
-    scored_run_setting,
-    setting,
-    storage_options_setting,
-    store_in_setting,
-    tfm_override_setting,
-)
 from mote.pipeline.data.datasets import ZERO_SHOT_SPLITS, load_dataset
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.locations import Url
 from mote.pipeline.runs.files import (
     check_predictions_path,
     save_predictions,
@@ -34,50 +22,11 @@ from mote.pipeline.runs.files import (
 )
 from mote.pipeline.runs.run_clip import store_expectation
 from mote.pipeline.runs.run_folder import RunFolder, load_run
-from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.evaluation import override_tfm, score
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
 from mote.pipeline.temporal.zeroshot import StoreIndex, protocol_problems
 from mote.pipeline.threads import command_threads, use_threads
-
-
-@dataclass(frozen=True)
-class ZeroShotConfig(Settings):
-    run: Path = scored_run_setting()
-    dataset: str = setting(help="ucf101, hmdb51, k600 (3 splits each) or list.")
-    stores: tuple[Path | Url, ...] = store_in_setting(
-        "Feature store(s) holding the videos: one per split, or one made with --split all; "
-        "repeat the option for several.",
-        flag="--store",
-        multiple=True,
-    )
-    splits: tuple[str, ...] = setting(
-        (),
-        "Standard datasets: evaluate only these splits. list: LIST:LABELS, repeat once per split.",
-        flag="--split",
-        multiple=True,
-        default_text="every split of the protocol",
-    )
-    tfm: bool = setting(True, "Temporal Feature Modulation (K400 text bank as proxies).")
-    tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
-    tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
-    allow_protocol_mismatch: bool = setting(
-        False, "Accept stores that are not 3x1 views of 8 frames with the evaluation sampling."
-    )
-    close_set_top1: float | None = setting(
-        None,
-        "Close-set top-1 (%) for the trade-off.",
-        default_text="the run's metrics.json",
-        min=0,
-        max=100,
-    )
-    device: str = device_setting()
-    storage_options: dict[str, Any] | None = storage_options_setting()
-    save_predictions: Path | None = setting(
-        None,
-        "Per split: fused scores, per-view logits and rho (FILE_<split>.safetensors/.npz).",
-    )
-    save: bool = True
+from mote.stages.configs.zeroshot_config import ZeroShotConfig  # noqa: F401
 
 
 def _splits(cfg: ZeroShotConfig):

@@ -85,6 +85,9 @@ ONLY_IN: dict[str, tuple[str, ...]] = {
 # `mote --help` and every command's start need not wait for torch.
 WORKER_MODULES = ("mote.pipeline.video.decode_pool", "mote.stages.cli")
 WORKER_FORBIDDEN = ("torch", "zarr")
+# Every command's settings (stages/configs/): all that `mote X --help` loads besides stages.cli.
+HELP_PACKAGE = "mote.stages.configs"
+HELP_FORBIDDEN = ("torch", "open_clip", "zarr", "torchvision")
 
 
 @dataclass(frozen=True)
@@ -279,6 +282,8 @@ def check_stage_imports(root: Path) -> list[str]:
             _matches(source.module, "mote.stages.*") and item.target.startswith("mote.stages.")
         ):
             continue
+        if _matches(item.target, HELP_PACKAGE + ".*"):
+            continue  # settings sit below every command; configs/ itself imports no command
         allowed = STAGE_IMPORTERS.get(source.module, ())
         if allowed is not None and item.target not in allowed:
             problems.append(
@@ -305,8 +310,26 @@ def check_only_in(root: Path) -> list[str]:
 
 def check_worker_closure(root: Path) -> list[str]:
     """What a decode worker loads (module-level imports, followed through mote) has no torch."""
+    return _heavy_loads(root, WORKER_MODULES, WORKER_FORBIDDEN, "decode worker")
+
+
+def help_modules(root: Path) -> tuple[str, ...]:
+    """The settings modules of every command (what ``--help`` builds its options from)."""
+    return tuple(s.module for s in sources(root) if _matches(s.module, HELP_PACKAGE + ".*"))
+
+
+def check_help_closure(root: Path) -> list[str]:
+    """What a command's settings load (module-level imports, followed through mote) has no torch,
+    open_clip or zarr, so its ``--help`` is quick."""
+    return _heavy_loads(root, help_modules(root), HELP_FORBIDDEN, "--help")
+
+
+def _heavy_loads(
+    root: Path, starts: tuple[str, ...], forbidden: tuple[str, ...], what: str
+) -> list[str]:
+    """Each module-level import of ``forbidden`` reached from ``starts``, with its chain."""
     by_name = {s.module: s for s in sources(root)}
-    chains = {name: (name,) for start in WORKER_MODULES for name in _with_parents(start)}
+    chains = {name: (name,) for start in starts for name in _with_parents(start)}
     todo, problems = list(chains), []
     while todo:
         source = by_name.get(todo.pop())
@@ -315,11 +338,9 @@ def check_worker_closure(root: Path) -> list[str]:
         for item in imports(root, source)[0]:
             if item.lazy:
                 continue
-            if item.target.split(".")[0] in WORKER_FORBIDDEN:
+            if item.target.split(".")[0] in forbidden:
                 chain = " -> ".join(chains[source.module])
-                problems.append(
-                    f"{_at(root, source, item)}: decode worker loads {item.target} ({chain})"
-                )
+                problems.append(f"{_at(root, source, item)}: {what} loads {item.target} ({chain})")
             for name in _with_parents(item.target) if _is_mote(item.target) else ():
                 if name not in chains:
                     chains[name] = (*chains[source.module], name)
@@ -374,6 +395,16 @@ def check_worker_runtime(root: Path) -> list[str]:
     ]
 
 
+def check_help_runtime(root: Path) -> list[str]:
+    """The settings rule, measured: packages that pull torch in count too."""
+    loaded = loaded_modules(root, help_modules(root))
+    return [
+        f"importing the settings modules loads {name}: --help never imports it"
+        for name in HELP_FORBIDDEN
+        if name in loaded
+    ]
+
+
 STATIC_CHECKS = (
     check_layer_table,
     check_imports_resolve,
@@ -381,4 +412,5 @@ STATIC_CHECKS = (
     check_stage_imports,
     check_only_in,
     check_worker_closure,
+    check_help_closure,
 )

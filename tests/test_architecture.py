@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from architecture_rules import (
+    HELP_FORBIDDEN,
     LAYERS,
     STATIC_CHECKS,
     Source,
+    check_help_closure,
+    check_help_runtime,
     check_imports_resolve,
     check_layer_order,
     check_layer_table,
@@ -48,6 +53,33 @@ def test_the_code_keeps_the_rule(check: Check) -> None:
 
 def test_decode_workers_load_no_torch() -> None:
     assert check_worker_runtime(REPO) == []
+
+
+def test_settings_modules_load_no_torch() -> None:
+    assert check_help_runtime(REPO) == []
+
+
+HELP_OF_EVERY_COMMAND = """
+import sys, click, typer
+from mote.stages.cli import _BUILDERS, app
+group = typer.main.get_command(app)
+for name in _BUILDERS:
+    command = group.get_command(click.Context(group), name)
+    assert "--help" in command.get_help(click.Context(command, info_name=name)), name
+print(len(_BUILDERS), *sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1:]))
+"""
+
+
+def test_every_commands_help_loads_no_torch() -> None:
+    """Every command built and its help written, in one interpreter: none of the heavy
+    packages is loaded (what ``mote X --help`` costs is Python, typer and rich)."""
+    done = subprocess.run(
+        [sys.executable, "-c", HELP_OF_EVERY_COMMAND, *HELP_FORBIDDEN],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    count, *loaded = done.stdout.split()
+    assert int(count) >= 13 and loaded == []
 
 
 def test_the_picture_draws_the_layers_in_order() -> None:
@@ -229,6 +261,20 @@ def test_torch_in_the_decode_worker_is_seen(tree: Path) -> None:
         "importing mote.pipeline.video.decode_pool, mote.stages.cli loads torch: "
         "decode workers never import it"
     ]
+
+
+def test_torch_in_a_commands_settings_is_seen(tree: Path) -> None:
+    _write(tree, "pipeline/train/precisions.py", "from mote.pipeline.train import step")
+    _reports(
+        check_help_closure, tree, "pipeline/train/step.py", "--help loads torch",
+        "-> mote.pipeline.train.precisions -> mote.pipeline.train.step",
+    )  # fmt: skip
+    assert "loads torch" in check_help_runtime(tree)[0]
+
+
+def test_settings_importing_a_command_is_seen(tree: Path) -> None:
+    _write(tree, "stages/configs/info_config.py", "from mote.stages import info")
+    _reports(check_stage_imports, tree, "stages/configs/info_config.py", "mote.stages.info")
 
 
 def test_torch_in_the_api_package_is_seen(tree: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import mote.stages
+import mote.stages.configs
 from mote.pipeline.config import Settings, build_config, option_fields
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import Url, locate
@@ -43,12 +43,10 @@ READS_URLS = {  # (command config, field): the path options that read stores or 
 
 
 def config_classes() -> list[type]:
-    """Every command's settings dataclass, from every module of mote.stages."""
+    """Every command's settings dataclass, from every module of mote.stages.configs."""
     found = {}
-    for info in pkgutil.iter_modules(mote.stages.__path__):
-        if info.name == "__main__":  # runs the CLI
-            continue
-        module = importlib.import_module(f"mote.stages.{info.name}")
+    for info in pkgutil.iter_modules(mote.stages.configs.__path__):
+        module = importlib.import_module(f"mote.stages.configs.{info.name}")
         for value in vars(module).values():
             if (
                 isinstance(value, type)

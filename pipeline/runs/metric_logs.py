@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from mote.pipeline.runs.run_folder import RunFolder
 
 # History keys with a tag of their own; a loss term ``loss_<term>`` is ``loss/<term>``, any
 # other number ``train/<key>``.

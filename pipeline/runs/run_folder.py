@@ -1,5 +1,5 @@
 """The run folder (``RUN/``) that training writes and evaluation reads; the only module that
-knows its file names and formats.
+knows its formats (its file names are in ``layout.py``, which needs no torch).
 
 | file | content |
 |---|---|
@@ -53,24 +53,26 @@ from mote.pipeline.runs.files import (
     write_json,
     writing,
 )
+from mote.pipeline.runs.layout import (  # noqa: F401 (the names, read from here too)
+    BEST_FILE,
+    CHECKPOINT_FILE,
+    CLIP_PREFIX,
+    CONFIG_FILE,
+    CONFUSION_FILE,
+    CURVES_FILE,
+    FAILURES_FILE,
+    FEWSHOT_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    TENSORBOARD_DIR,
+    ZEROSHOT_PREFIX,
+    ZEROSHOT_SUMMARY_FILE,
+)
 from mote.pipeline.runs.run_config import RunConfig
 from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.mote_model import MoTE
 
-MODEL_FILE = "model.safetensors"
-BEST_FILE = "model_best.safetensors"
-CONFIG_FILE = "config.json"
-HISTORY_FILE = "history.jsonl"
-METRICS_FILE = "metrics.json"
-CURVES_FILE = "curves.png"
-CONFUSION_FILE = "confusion.json"
-CHECKPOINT_FILE = "checkpoint.safetensors"
-FAILURES_FILE = "failures.jsonl"
-ZEROSHOT_PREFIX = "zeroshot_"
-ZEROSHOT_SUMMARY_FILE = "zeroshot_summary.json"
-FEWSHOT_FILE = "fewshot.json"
-TENSORBOARD_DIR = "tensorboard"
-CLIP_PREFIX = "clip."  # CLIP weights inside model files (end-to-end and imported runs)
 NOT_A_RUN = (
     "train one with `mote train-temporal` or convert a released checkpoint with "
     "`mote import-reference`"

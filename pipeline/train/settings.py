@@ -11,16 +11,19 @@ import math
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mote.pipeline.config import DEVICE_HELP, Settings, option_fields, setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import resolved
+from mote.pipeline.runs.layout import CONFIG_FILE
 from mote.pipeline.runs.metric_logs import BACKENDS, check_logs
-from mote.pipeline.runs.run_folder import CONFIG_FILE, RunFolder
 from mote.pipeline.temporal.config import ARCHS, MoTEConfig, default_config
+from mote.pipeline.train.precisions import PRECISIONS, check_precision
 from mote.pipeline.train.sampler import MICRO_BATCHES_RULE, default_micro_batches
-from mote.pipeline.train.step import PRECISIONS
+
+if TYPE_CHECKING:
+    from mote.pipeline.runs.run_folder import RunFolder
 
 # Spec 7: (epochs, batch, CLIP lr ratio) by embedding width; B/16 = 512, L/14 = 768.
 SPEC_DEFAULTS = {512: (30, 192, 0.07), 768: (20, 144, 0.06)}
@@ -235,10 +238,7 @@ def check_training(cfg: TrainingSettings) -> None:
     (``check_ranges``)."""
     if cfg.arch not in ARCHS:
         raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(
-            f"--precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"
-        )
+    check_precision(cfg.precision)
     check_logs(cfg.log)
 
 

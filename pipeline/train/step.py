@@ -16,14 +16,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from mote.pipeline.errors import ConfigError
 from mote.pipeline.temporal.fused import drop_unrouted_grads, fused_loss_fn, optimizer_step
 from mote.pipeline.temporal.micro_batches import micro_batch_sizes
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.temporal.routing import StepDraws, draw_step
 from mote.pipeline.train.distributed import unwrap
+from mote.pipeline.train.precisions import check_precision
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 LOSS_TERMS = ("total", "ce", "wmr", "mse")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -35,8 +34,7 @@ def resolve_precision(precision: str, device: torch.device, prefer_bf16: bool = 
     fp16 and bf16 given explicitly run on the CPU too: CPU autocast and ``GradScaler("cpu")``
     are the CPU twin of the CUDA path, so CI runs the same code (slow; meant for tests).
     """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     if precision != "auto":
         return precision
     if device.type != "cuda":

@@ -1,0 +1,59 @@
+"""Settings of ``mote zeroshot``: a run, the protocol's dataset and stores, TFM and the
+trade-off; a light module so ``--help`` needs no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mote.pipeline.config import (
+    Settings,
+    device_setting,
+    scored_run_setting,
+    setting,
+    storage_options_setting,
+    store_in_setting,
+    tfm_override_setting,
+)
+from mote.pipeline.locations import Url
+from mote.pipeline.temporal.config import MoTEConfig
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig(Settings):
+    run: Path = scored_run_setting()
+    dataset: str = setting(help="ucf101, hmdb51, k600 (3 splits each) or list.")
+    stores: tuple[Path | Url, ...] = store_in_setting(
+        "Feature store(s) holding the videos: one per split, or one made with --split all; "
+        "repeat the option for several.",
+        flag="--store",
+        multiple=True,
+    )
+    splits: tuple[str, ...] = setting(
+        (),
+        "Standard datasets: evaluate only these splits. list: LIST:LABELS, repeat once per split.",
+        flag="--split",
+        multiple=True,
+        default_text="every split of the protocol",
+    )
+    tfm: bool = setting(True, "Temporal Feature Modulation (K400 text bank as proxies).")
+    tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
+    tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
+    allow_protocol_mismatch: bool = setting(
+        False, "Accept stores that are not 3x1 views of 8 frames with the evaluation sampling."
+    )
+    close_set_top1: float | None = setting(
+        None,
+        "Close-set top-1 (%) for the trade-off.",
+        default_text="the run's metrics.json",
+        min=0,
+        max=100,
+    )
+    device: str = device_setting()
+    storage_options: dict[str, Any] | None = storage_options_setting()
+    save_predictions: Path | None = setting(
+        None,
+        "Per split: fused scores, per-view logits and rho (FILE_<split>.safetensors/.npz).",
+    )
+    save: bool = True
