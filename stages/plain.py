@@ -131,6 +131,14 @@ class TerminalHelp:
     text with every option's whole help on one line, which rich would box and cut to 80 columns.
     A mixin for the click command and group classes of stages/cli.py."""
 
+    def get_help_option(self, ctx: Any) -> Any:
+        """typer's ``--help``, defaulting to False instead of None: a bool value skips typer's
+        pydantic coercion, whose import would double what ``mote X --help`` costs."""
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
         if stdout.is_terminal:
             super().format_help(ctx, formatter)  # type: ignore[misc]
