@@ -43,9 +43,9 @@ def timed(command: list[str], cwd: Path | None = None) -> tuple[float, str]:
 
 
 def command_names() -> list[str]:
-    from mote.stages.cli import _BUILDERS  # light: the command table and typer
+    from mote.stages.cli import BUILDERS  # light: the command table and typer
 
-    return list(_BUILDERS)
+    return list(BUILDERS)
 
 
 def help_cases(mote: str) -> dict[str, list[str]]:

@@ -62,7 +62,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 # The stages modules that may import other stages modules, and which (None: any).
 STAGE_IMPORTERS: dict[str, tuple[str, ...] | None] = {
-    "mote.stages.cli": None,  # the typer app: every command, options, console, plain, faults
+    "mote.stages.cli": None,  # the typer app over the command table, plain, faults
+    "mote.stages.command_table": None,  # every command's settings, stage (lazily) and printer
     "mote.stages.faults": ("mote.stages.console",),  # prints its lines on console's stderr
     "mote.stages.plain": ("mote.stages.console",),  # the terminal test, the rich bar on one
     "mote.stages.__main__": ("mote.stages.cli",),  # `python -m mote.stages` (torchrun -m)

@@ -61,12 +61,12 @@ def test_settings_modules_load_no_torch() -> None:
 
 HELP_OF_EVERY_COMMAND = """
 import sys, click, typer
-from mote.stages.cli import _BUILDERS, app
+from mote.stages.cli import BUILDERS, app
 group = typer.main.get_command(app)
-for name in _BUILDERS:
+for name in BUILDERS:
     command = group.get_command(click.Context(group), name)
     assert "--help" in command.get_help(click.Context(command, info_name=name)), name
-print(len(_BUILDERS), *sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1:]))
+print(len(BUILDERS), *sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1:]))
 """
 
 
