@@ -5,25 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mote.cache_schema.embeddings_v1 import CHUNK_ROWS
-from mote.pipeline.config import (
-    Settings,
-    device_setting,
-    scored_run_setting,
-    setting,
-    storage_options_setting,
-    store_in_setting,
-    tfm_override_setting,
-)
+from mote.pipeline.config import Settings, setting, store_in_setting
 from mote.pipeline.locations import Url
-from mote.pipeline.temporal.config import MoTEConfig
+from mote.stages.configs.scoring import with_scoring_settings
 
 
 @dataclass(frozen=True)
+@with_scoring_settings
 class EmbedConfig(Settings):
-    run: Path = scored_run_setting()
     store: Path | Url = store_in_setting(
         "Feature store whose done videos to embed (any view layout)."
     )
@@ -36,8 +27,6 @@ class EmbedConfig(Settings):
         True, "Temporal Feature Modulation, the store's class names as the test bank."
     )
     best: bool = setting(False, "Use the best-validation weights, not the last.")
-    tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
-    tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
     root: Path | None = setting(
         None,
         "Folder the store's video ids are relative to (mote extract --root): the table's path "
@@ -48,5 +37,3 @@ class EmbedConfig(Settings):
         CHUNK_ROWS, "Videos per chunk of the file (a resume redoes at most one chunk).", min=1
     )
     overwrite: bool = setting(False, "Start the embeddings file over.")
-    device: str = device_setting()
-    storage_options: dict[str, Any] | None = storage_options_setting()

@@ -5,24 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from mote.pipeline.config import (
-    Settings,
-    device_setting,
-    scored_run_setting,
-    setting,
-    storage_options_setting,
-    store_in_setting,
-    tfm_override_setting,
-)
+from mote.pipeline.config import Settings, setting, store_in_setting
 from mote.pipeline.locations import Url
-from mote.pipeline.temporal.config import MoTEConfig
+from mote.stages.configs.scoring import with_scoring_settings
 
 
 @dataclass(frozen=True)
+@with_scoring_settings
 class ZeroShotConfig(Settings):
-    run: Path = scored_run_setting()
     dataset: str = setting(help="ucf101, hmdb51, k600 (3 splits each) or list.")
     stores: tuple[Path | Url, ...] = store_in_setting(
         "Feature store(s) holding the videos: one per split, or one made with --split all; "
@@ -38,8 +29,6 @@ class ZeroShotConfig(Settings):
         default_text="every split of the protocol",
     )
     tfm: bool = setting(True, "Temporal Feature Modulation (K400 text bank as proxies).")
-    tfm_gamma: float | None = tfm_override_setting("tfm_gamma", MoTEConfig)
-    tfm_k: int | None = tfm_override_setting("tfm_k", MoTEConfig)
     allow_protocol_mismatch: bool = setting(
         False, "Accept stores that are not 3x1 views of 8 frames with the evaluation sampling."
     )
@@ -50,8 +39,6 @@ class ZeroShotConfig(Settings):
         min=0,
         max=100,
     )
-    device: str = device_setting()
-    storage_options: dict[str, Any] | None = storage_options_setting()
     save_predictions: Path | None = setting(
         None,
         "Per split: fused scores, per-view logits and rho (FILE_<split>.safetensors/.npz).",
