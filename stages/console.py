@@ -198,7 +198,7 @@ def print_evaluate(result: dict, title: str) -> None:
     for row in result["per_class"]:
         top1 = "n/a" if row["top1"] is None else f"{row['top1']:.2f}"
         table.add_row(row["class"], str(row["n_videos"]), top1)
-    stdout.print(table)
+    show(table)
 
 
 def print_verify(checked: dict) -> None:
