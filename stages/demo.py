@@ -24,6 +24,7 @@ from pathlib import Path
 from mote.pipeline.clip.factory import TINY_CONFIG
 from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
 from mote.pipeline.progress import NullProgress, Progress, Quiet
+from mote.pipeline.runs.report_page import millions
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.threads import command_threads, use_threads
 from mote.stages import (
@@ -198,16 +199,6 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
         arch: evaluate.run(evaluate.EvaluateConfig(run=path, store=val_store, device="cpu"))
         for arch, path in runs.items()
     }
-    close_set = [
-        {
-            "arch": arch,
-            "top1": result["top1"],
-            "top5": result["top5"],
-            "n_videos": result["n_videos"],
-            "trained_params": None if arch == "meanpool" else _params(runs[arch]),
-        }
-        for arch, result in results.items()
-    ]
     chance = 100.0 / len(data.class_names)
 
     say(f"5/8 zero-shot on {len(HELD_OUT)} held-out classes")
@@ -238,6 +229,19 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
 
     say(f"6/8 report of both runs in {work / 'report'}")
     written = report.run(report.ReportConfig(runs=tuple(runs.values()), out=work / "report"))
+    # the params column is the report's: the same number (the run's params_merged), the same text
+    params = {row["path"]: millions(row["params_merged"]) for row in written["runs"]}
+    close_set = [
+        {
+            "arch": arch,
+            "top1": result["top1"],
+            "top5": result["top5"],
+            "n_videos": result["n_videos"],
+            "views": result["views"],
+            "params_m_merged": params[str(runs[arch])],
+        }
+        for arch, result in results.items()
+    ]
     say("7/8 mote predict: the MoTE run labels two held-out video files")
     labelled = _held_out_videos(data.root, val_list, 2)
     predictions = predict.run(
@@ -287,7 +291,3 @@ def _held_out_videos(root: Path, val_list: Path, n: int) -> list[tuple[Path, int
         path, label = line.rsplit(" ", 1)
         videos.setdefault(int(label), root / path)
     return [(path, label) for label, path in list(videos.items())[:n]]
-
-
-def _params(run: Path) -> int:
-    return RunFolder(run).read_config().params_merged

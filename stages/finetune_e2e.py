@@ -50,7 +50,7 @@ from mote.pipeline.train.settings import (
 )
 from mote.pipeline.video.augment import AREA_RANGE
 from mote.pipeline.video.clips import ClipDataset, make_loader
-from mote.pipeline.video.flips import FlipRule
+from mote.pipeline.video.flips import FlipRule, mirror_warning
 from mote.stages.configs.finetune_config import (  # noqa: F401
     CHECKPOINTED_WIDTH,
     MAX_WORKERS,
@@ -99,10 +99,6 @@ def datasets(
     train, root = open_dataset(
         cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root, options
     )
-    if cfg.flip is not None:
-        flip = FlipRule.parse(cfg.flip)
-        flip.check_classes(train.num_classes, f"training list {train.list_file}")
-        train = replace(train, flip=flip)
     if cfg.val_split is None and cfg.val_list is None:
         return train, root, None, None
     if cfg.val_list is not None:
@@ -126,6 +122,18 @@ def datasets(
         keep = np.unique(np.linspace(0, len(val.items) - 1, cfg.val_limit).round().astype(int))
         val = replace(val, items=tuple(val.items[i] for i in keep))
     return train, root, val, val_root
+
+
+def training_flip(cfg: FinetuneConfig, train: DatasetSpec) -> tuple[FlipRule, str | None]:
+    """What a flip does to a training clip's label (--flip, else the dataset's: SSv2's pairs
+    are looked up here, where clips flip), and the warning when it mirrors classes whose names
+    say left or right and keeps their labels."""
+    if cfg.flip is None:
+        flip = train.flip
+    else:
+        flip = FlipRule.parse(cfg.flip)
+        flip.check_classes(train.num_classes, f"training list {train.list_file}")
+    return flip, mirror_warning(flip, train.class_names)
 
 
 # ------------------------------------------------------------------------------ the run
@@ -158,6 +166,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
     folder = RunFolder(cfg.out)
     cfg = _carried_clip(cfg)
     train_set, root, val_set, val_root = datasets(cfg)
+    flip, flip_warning = training_flip(cfg, train_set)
     device = ctx.device
 
     model = build_end_to_end(
@@ -171,8 +180,8 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         storage_options=cfg.storage_options,
     )
     dim = model.clip.dim
-    # the spec's end-to-end recipe as given: no small-store rule (decoding makes steps dear)
-    cfg, notes = plan(cfg, dim, len(train_set.items), ctx.world_size, small_store=False)
+    # a small list gets train-temporal's small-store settings, with the same line
+    cfg, notes = plan(cfg, dim, len(train_set.items), ctx.world_size, what="training list")
     if cfg.grad_checkpointing is None:
         cfg = replace(cfg, grad_checkpointing=dim == CHECKPOINTED_WIDTH)
     if cfg.workers is None:
@@ -193,6 +202,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
     )
 
     warnings = few_steps_warnings(len(train_set.items), cfg.batch_size, cfg.epochs)
+    warnings += [flip_warning] if flip_warning else []
     micro_batch = math.ceil(cfg.batch_size / cfg.micro_batches)
     settings = recorded_settings(cfg, PATH_SETTINGS)
     details = {
@@ -227,7 +237,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
             "rule": "train",
             "augment": "spec 7.2",
             "crop_area": [cfg.min_crop_area, AREA_RANGE[1]],
-            "flip": train_set.flip.text,
+            "flip": flip.text,
         },
     )
     notice = check_resume(folder, cfg, RESUME_IGNORED, PATH_SETTINGS) if cfg.resume else None
@@ -255,7 +265,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         "train",
         cfg.seed,
         cfg.decoder,
-        flip=train_set.flip,
+        flip=flip,
         min_crop_area=cfg.min_crop_area,
         storage_options=cfg.storage_options,
     )

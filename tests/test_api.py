@@ -5,10 +5,14 @@ Real runs, stores and videos; the settings checks use the real config dataclasse
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import inspect
 import json
+import pydoc
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,7 @@ import pytest
 from conftest import random_store
 
 import mote
+from mote.pipeline.config import option_fields
 from mote.pipeline.errors import ConfigError
 from mote.settings import config_for
 from mote.stages import evaluate, predict
@@ -53,6 +58,62 @@ def test_an_unknown_setting_is_an_error_listing_the_valid_ones(tmp_path):
         mote.train_temporal(train=tmp_path / "t.zarr")
     with pytest.raises(ConfigError, match="option 'lr' must be float, got 'fast'"):
         mote.train_temporal(train=tmp_path / "t.zarr", out=tmp_path / "run", lr="fast")
+
+
+def test_every_function_shows_its_options_as_keyword_only_parameters_and_in_its_help():
+    """``help(mote.extract)`` lists each option with its --help text, and the signature holds
+    each as a keyword-only parameter with its default and type: both from the config class."""
+    from mote.settings import setting_owners
+    from mote.stages.options import nested_configs
+
+    for name in mote.commands.STAGES:
+        function = getattr(mote, name)
+        config = mote.commands.STAGES[name]().config
+        params = inspect.signature(function).parameters
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params.values()), name
+        fields = {f.name: f for f in option_fields(config)}
+        one_line = " ".join(line.strip() for line in function.__doc__.splitlines())
+        for _, inner, fixed in nested_configs(config):
+            fields.update((f.name, f) for f in option_fields(inner) if f.name not in fixed)
+        aliases = set(setting_owners(config)) - set(fields)  # old names: accepted, not listed
+        assert set(params) - {"progress"} == set(fields) and not aliases & set(params), name
+        hints = {**typing.get_type_hints(config)}
+        for _, inner, _ in nested_configs(config):
+            hints = {**typing.get_type_hints(inner), **hints}
+        for key, f in fields.items():
+            assert params[key].annotation == hints[key], (name, key)
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if not required and f.default_factory is dataclasses.MISSING:
+                assert params[key].default == f.default, (name, key)
+            assert (params[key].default is inspect.Parameter.empty) == required, (name, key)
+            assert f" {key}: {f.metadata['help']}" in one_line, (name, key)
+    shown = pydoc.render_doc(mote.extract, renderer=pydoc.plaintext)
+    assert "extract(*, dataset: str, out: pathlib.Path, root:" in shown
+    assert "decode_workers: Decode processes; 0 decodes in this process. [default: one" in shown
+    assert "progress: Show progress while it runs" in shown
+    assert "dataset: k400, k600, ucf101, hmdb51, ssv2 or list. [required]" in shown
+    # a run's methods too: their own parameters, then the command's other options
+    search = inspect.signature(mote.TrainedRun.search).parameters
+    assert list(search)[:4] == ["self", "queries", "embeddings", "k"]
+    assert "like" in search and search["like"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert not {"run", "top_k", "device"} & set(search)
+    assert "top_k:" in mote.predict.__doc__ and "    top_k:" in mote.TrainedRun.predict.__doc__
+
+
+def test_progress_true_shows_plain_lines_off_a_terminal(motion_data, tmp_path, capsys):
+    tiny = tiny_clip_on(motion_data, motion_data.list_file)
+    store = tmp_path / "s.zarr"
+    settings = dict(out=store, limit=3, devices="cpu", decode_workers=0, frames=2)
+    mote.extract(**tiny, **settings, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("extract list/custom: 0/3 videos (0%)"), lines
+    assert lines[-1].startswith("extract list/custom: 3/3 videos (100%)"), lines
+    mote.extract(**tiny, **settings, overwrite=True)  # the default: nothing shown
+    assert capsys.readouterr().err == ""
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) progres\. Valid: .*progress"):
+        mote.extract(**tiny, **settings, progres=True)
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) progress\. Valid: "):
+        mote.evaluate(run=tmp_path, store=store, progress=True)  # it reports none
 
 
 def test_settings_are_the_cli_options_with_python_values():

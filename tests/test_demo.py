@@ -51,7 +51,25 @@ def test_demo_runs_every_stage(tmp_path, capsys):
     assert "mote predict on two held-out video files" in shown
     assert f"finetune-e2e, 3 epochs warm-started from {e2e['init_run']}" in shown
     assert f"val top-1 {e2e['top1']:.1f} on 24 videos" in shown
-    assert f"from the cache run's {e2e['init_top1_same_clip']:.1f} on the same clip" in shown
+    # each number says which views it is on: the table fuses 3 clips, e2e's line is 1 clip
+    assert "close-set top-1 on held-out videos (3 clips per video, scores fused)" in shown
+    start, fused = e2e["init_top1_same_clip"], mote["top1"]
+    assert f"the cache run scores {start:.1f} on that same clip" in shown
+    assert f"(the table's {fused:.1f} fuses 3 clips)" in shown
+    # the params column is report.md's number: the run's merged count in millions
+    overview = (Path(result["report"]).read_text()).splitlines()
+    for row in result["close_set"]:
+        report_row = next(line for line in overview if line.startswith(f"| {row['arch']} |"))
+        assert report_row.split(" | ")[2] == row["params_m_merged"]
+        assert any(
+            line.split()[0] == row["arch"] and line.split()[-1] == row["params_m_merged"]
+            for line in shown.splitlines()
+            if line.strip()
+        )
+    # the last line tells a newcomer what to run next, on their own videos
+    last = shown.splitlines()[-1]
+    assert last.startswith("next, your own videos: ") and "`mote extract --dataset list" in last
+    assert "`mote train-temporal --train train.zarr" in last
     assert f"mote predict --run {result['predict_run']} {predicted['videos'][0]['video']}" in shown
     for name in (
         "train.zarr",

@@ -22,7 +22,9 @@ from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.train.settings import resolve
+from mote.pipeline.video.flips import FlipRule, mirror_warning, mirrored_directions
 from mote.stages import demo, extract, finetune_e2e, train_temporal
+from mote.stages.plain import LineProgress
 
 # Flip-safe classes: spec 7.2 flips clips left-right, so "moving left/right" would swap labels.
 CLASSES = tuple(
@@ -173,6 +175,60 @@ def test_spec_defaults_per_width_and_bad_settings(videos, tmp_path):
     with pytest.raises(ConfigError, match="--micro-batches must be >= 1, got 0"):
         finetune_e2e.run(config(videos, tmp_path / "z", micro_batches=0))
     assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+
+
+def test_a_small_list_gets_train_temporal_s_small_store_settings_and_says_so(videos, tmp_path):
+    """No --epochs, --batch-size or --lr on 16 videos (1 step per epoch at the spec's batch
+    192): batch 8, 500 epochs (1,000 steps), lr 5e-4, the rule and line of train-temporal,
+    printed once and recorded; not the "too few to learn" warning. One epoch is run."""
+    lines: list[str] = []
+    settings = dict(epochs=None, batch_size=None, lr=None, stop_after_epochs=1)
+    result = finetune_e2e.run(
+        config(videos, tmp_path / "r", **settings), LineProgress(write=lines.append)
+    )
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert (saved["train"]["batch_size"], saved["train"]["epochs"], saved["train"]["lr"]) == (
+        8,
+        500,
+        5e-4,
+    )
+    note = (
+        "small training list: 16 videos are 1 steps per epoch at the spec's batch 192, so "
+        "training with batch 8, 500 epochs, lr 0.0005 (1000 steps in all) instead of the "
+        "spec's batch 192, 30 epochs, lr 5e-05; --batch-size, --epochs and --lr choose them"
+    )
+    assert saved["chosen_for_you"] == [note] and lines.count(note) == 1
+    assert result["warnings"] == saved["warnings"] == []
+    assert not any("too few to learn" in line for line in lines)
+
+
+def test_keeping_labels_on_a_flip_of_left_right_classes_warns_with_the_way_out(tmp_path):
+    """``--flip keep`` mirrors "moving left" clips into right-moving ones under the same label:
+    one warning names those classes and --flip off / pairs; a rule that swaps them or flips
+    off says nothing."""
+    classes = ("circle moving left", "circle moving right", "circle moving up")
+    data = write_motion_dataset(tmp_path / "videos", classes, videos_per_class=2, seed=1)
+    lines: list[str] = []
+    out = tmp_path / "keep"
+    files = dict(root=data.root, list_file=data.list_file, labels_file=data.labels_file)
+    cfg = finetune_e2e.FinetuneConfig(
+        **COMMON, **files, out=out, epochs=1, batch_size=6, micro_batches=1, flip="keep"
+    )
+    result = finetune_e2e.run(cfg, LineProgress(write=lines.append))
+    warning = (
+        "--flip keep: training clips are mirrored left-right at random and keep their labels, "
+        "but 2 classes name a direction ('circle moving left', 'circle moving right'), and a "
+        "mirrored clip of one shows the opposite direction; pass --flip off (never flip) or "
+        "--flip A:B,C:D (class indices of mirror pairs, swapped on a flip)"
+    )
+    assert warning in result["warnings"] and lines.count(warning) == 1
+    assert warning in json.loads((out / "config.json").read_text())["warnings"]
+    assert mirror_warning(FlipRule.parse("0:1"), classes) is None
+    assert mirror_warning(FlipRule.parse("off"), classes) is None
+    assert mirrored_directions(FlipRule.parse("0:2"), classes) == ["circle moving right"]
+    assert mirrored_directions(FlipRule(), ("Turning leftwards", "archery", "bright")) == [
+        "Turning leftwards"
+    ]
 
 
 # ------------------------------------------------------------------------------ resume

@@ -294,3 +294,32 @@ def test_a_piped_table_title_longer_than_its_columns_stays_one_line() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
     )
     assert shown.stdout.splitlines() == [title, "arch", "mote"]
+
+
+def test_piped_per_class_evaluation_is_one_plain_line_per_class(tmp_path: Path) -> None:
+    """``mote evaluate --per-class`` into a pipe: the metrics, then a title line, a header and
+    one whole line per class (its name, videos, top-1), with no box drawn around them."""
+    from conftest import random_store
+
+    from mote.stages import train_temporal
+
+    classes = ("class a moving left", "class b", "class c")
+    store = tmp_path / "s.zarr"
+    random_store(store, [f"v{i}.mp4" for i in range(12)], [i % 3 for i in range(12)], classes)
+    run = tmp_path / "run"
+    train_temporal.run(
+        train_temporal.TrainConfig(
+            train=store, out=run, epochs=1, batch_size=12, layers=1, micro_batches=1,
+            device="cpu",
+        )
+    )  # fmt: skip
+    result = mote("evaluate", "--run", str(run), "--store", str(store), "--per-class")
+    assert result.returncode == 0, result.stderr
+    assert not any(box in result.stdout for box in BOXES), result.stdout
+    lines = result.stdout.splitlines()
+    start = lines.index("per-class top-1 (fused views)")
+    assert lines[start + 1].split() == ["class", "videos", "top-1", "(%)"]
+    rows = lines[start + 2 :]
+    assert len(rows) == 3, result.stdout
+    for name, row in zip(classes, rows, strict=True):
+        assert re.fullmatch(rf"{name}\s+4\s+\d+\.\d\d", row), row

@@ -125,8 +125,9 @@ def test_test_split_and_bad_files_are_one_clear_line(ssv2: Ssv2, tmp_path: Path)
         load_dataset("ssv2", "train", unknown, gap)
     no_pairs = tmp_path / "labels.json"
     no_pairs.write_text(json.dumps({"Juggling something": "0"}))
+    subset = load_dataset("ssv2", "train", unknown, no_pairs)  # read: nothing flips here
     with pytest.raises(AnnotationError, match="'Pulling something from left to right' is miss"):
-        load_dataset("ssv2", "train", unknown, no_pairs)
+        subset.flip  # noqa: B018 (a training run's lookup)
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +158,38 @@ def test_extract_stores_the_validation_split_with_its_class_ids(extracted) -> No
     assert store.video_ids == ("5005.webm", "5006.webm", "5007.webm")
     assert list(store.labels) == [70, 166, 86] and store.class_names == NAMES
     assert store.text_embeddings.shape == (174, 64)
+
+
+def test_a_subset_without_the_flip_pairs_extracts_and_trains_with_flips_off(
+    ssv2: Ssv2, tmp_path: Path
+) -> None:
+    """extract never flips, so an SSv2 subset lacking spec 8.3's left/right classes extracts;
+    finetune-e2e flips, so it asks for the pairs (or --flip off), and trains with flips off."""
+    kept = (OFFICIAL[0], OFFICIAL[19], OFFICIAL[70])
+    labels = tmp_path / "subset" / "something-something-v2-labels.json"
+    labels.parent.mkdir()
+    labels.write_text(json.dumps({name: str(i) for i, name in enumerate(kept)}))
+    rows = [_entry(video, label) for video, label in TRAIN + VALIDATION if label in (0, 19, 70)]
+    split_file = labels.with_name("something-something-v2-train.json")
+    split_file.write_text(json.dumps(rows))
+    tiny = dict(model="mote-tiny", pretrained="none", frames=4)
+    store = tmp_path / "subset.zarr"
+    summary = extract.run(
+        extract.ExtractConfig(
+            dataset="ssv2", split="train", out=store, root=ssv2.root, labels_file=labels,
+            devices="cpu", decode_workers=0, **tiny,
+        )
+    )  # fmt: skip
+    assert summary["n_done"] == 3 and summary["classes"] == 3
+    settings = dict(
+        dataset="ssv2", root=ssv2.root, labels_file=labels, text_from=store, device="cpu",
+        layers=1, workers=0, epochs=1, batch_size=3, warmup_epochs=0, **tiny,
+    )  # fmt: skip
+    with pytest.raises(AnnotationError, match="is missing.*or --flip off"):
+        finetune_e2e.run(finetune_e2e.FinetuneConfig(out=tmp_path / "flips", **settings))
+    run = tmp_path / "off"
+    finetune_e2e.run(finetune_e2e.FinetuneConfig(out=run, flip="off", **settings))
+    assert json.loads((run / "config.json").read_text())["train_sampling"]["flip"] == "off"
 
 
 def _tiny_spec() -> PreprocessSpec:

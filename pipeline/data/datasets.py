@@ -37,11 +37,7 @@ class VideoItem:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset split: the videos in list order and the class names in label order.
-
-    ``flip``: what spec 7.2's horizontal flip of a training clip does to its label (spec 8.3:
-    SSv2 swaps its left/right pairs); flips keep every label unless the dataset says otherwise.
-    """
+    """A dataset split: the videos in list order and the class names in label order."""
 
     name: str
     split: str
@@ -49,11 +45,20 @@ class DatasetSpec:
     class_names: tuple[str, ...]
     labels_file: str
     list_file: str
-    flip: FlipRule = FlipRule()
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def flip(self) -> FlipRule:
+        """What spec 7.2's horizontal flip of a training clip does to its label: SSv2 swaps its
+        left/right pairs (spec 8.3), others keep every label. Looked up when a training run
+        flips, not when the split is read: ``extract`` never flips, so an SSv2 subset without
+        the pairs extracts."""
+        if self.name == "ssv2":
+            return FlipRule(pairs=ssv2.flip_pairs(self.class_names, self.labels_file))
+        return FlipRule()
 
 
 # split -> (list file, labels file), relative to the annotations package
@@ -301,7 +306,7 @@ def _ssv2(
     labels_file: str | os.PathLike[str] | None,
 ) -> DatasetSpec:
     """An SSv2 split from its JSON files (``--list`` defaults to the split's JSON beside
-    ``--labels``); a flip swaps the spec 8.3 left/right pairs."""
+    ``--labels``); a training flip swaps the spec 8.3 left/right pairs (``DatasetSpec.flip``)."""
     ssv2.check_split(split)
     if labels_file is None:
         raise AnnotationError(
@@ -318,7 +323,6 @@ def _ssv2(
         class_names=names,
         labels_file=os.fspath(labels_file),
         list_file=os.fspath(list_src),
-        flip=FlipRule(pairs=ssv2.flip_pairs(names, os.fspath(labels_file))),
     )
 
 

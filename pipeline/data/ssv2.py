@@ -136,6 +136,7 @@ def flip_pairs(class_names: tuple[str, ...], where: str) -> tuple[tuple[int, int
             if name not in index:
                 raise AnnotationError(
                     f"{where}: class {name!r} is missing, so the left/right classes that a flip "
-                    f"swaps (spec 8.3) cannot be found; pass the official {LABELS_FILE}"
+                    f"swaps (spec 8.3) cannot be found; pass the official {LABELS_FILE}, or "
+                    "--flip off (never flip) or --flip A:B,... (your mirror pairs) to train"
                 )
     return tuple((index[a], index[b]) for a, b in FLIP_PAIR_NAMES)

@@ -41,7 +41,7 @@ def render_markdown(rows: list[dict], bars: bool, scatter: bool) -> str:
         _table_row(["---"] * (8 + len(datasets))),
     ]
     for r in rows:
-        cells = [r["label"], r["switches"], _millions(r["params_merged"]), _views(r)]
+        cells = [r["label"], r["switches"], millions(r["params_merged"]), _views(r)]
         cells += [_num(r["top1"]), _num(r["top5"])]
         cells += [_mean_std(r["zeroshot"].get(d)) for d in datasets]
         cells += [_num(r["zs_hm"]), _num(r["tradeoff"])]
@@ -76,7 +76,7 @@ def _run_section(r: dict) -> list[str]:
         ("switches", r["switches"]),
         (
             "params",
-            f"{_millions(r['params_merged'])} M merged, {_millions(r['params_train'])} M trained",
+            f"{millions(r['params_merged'])} M merged, {millions(r['params_train'])} M trained",
         ),
         ("close-set top-1 / top-5", f"{_num(r['top1'])} / {_num(r['top5'])}"),
         ("close-set views, videos", f"{r['views'] or 'n/a'}, {r['n_videos'] or 'n/a'}"),
@@ -193,7 +193,8 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{float(value):.{digits}f}"
 
 
-def _millions(value: int | None) -> str:
+def millions(value: int | None) -> str:
+    """A parameter count in millions as the report (and the demo's table) shows it."""
     return "n/a" if value is None else f"{value / 1e6:.2f}"
 
 

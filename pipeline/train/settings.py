@@ -163,10 +163,13 @@ def steps_per_epoch(videos: int, batch_size: int) -> int:
     return max(1, math.ceil(videos / batch_size))
 
 
-def small_store_settings(cfg: Any, videos: int, dim: int) -> tuple[Any, str | None]:
-    """Batch, epochs and lr that learn on a store far smaller than the spec assumes (fewer
-    than ``FEW_STEPS`` steps per epoch at its batch), for the ones the user left unset, and
-    the one line saying so; a store of the spec's size keeps the spec's settings."""
+def small_store_settings(
+    cfg: Any, videos: int, dim: int, what: str = "store"
+) -> tuple[Any, str | None]:
+    """Batch, epochs and lr that learn on a training set far smaller than the spec assumes
+    (fewer than ``FEW_STEPS`` steps per epoch at its batch), for the ones the user left unset,
+    and the one line saying so (``what``: the store, the training list); a set of the spec's
+    size keeps the spec's settings. Both training commands apply it, so the rule is one."""
     epochs, batch, _ = SPEC_DEFAULTS.get(dim, SPEC_DEFAULTS[512])
     unset = [cfg.batch_size is None, cfg.epochs is None, cfg.lr is None]
     if steps_per_epoch(videos, batch) >= FEW_STEPS or not any(unset):
@@ -184,7 +187,7 @@ def small_store_settings(cfg: Any, videos: int, dim: int) -> tuple[Any, str | No
         if free
     ]
     note = (
-        f"small store: {videos} videos are {steps_per_epoch(videos, batch)} steps per epoch at "
+        f"small {what}: {videos} videos are {steps_per_epoch(videos, batch)} steps per epoch at "
         f"the spec's batch {batch}, so training with {', '.join(chosen)} ({steps * new_epochs} "
         f"steps in all) instead of the spec's batch {batch}, {epochs} epochs, lr {SPEC_LR:g}; "
         "--batch-size, --epochs and --lr choose them"
@@ -206,14 +209,19 @@ def capped_warmup(cfg: Any) -> tuple[Any, str | None]:
 
 
 def plan(
-    cfg: Any, dim: int, videos: int, world_size: int = 1, small_store: bool = True
+    cfg: Any,
+    dim: int,
+    videos: int,
+    world_size: int = 1,
+    small_store: bool = True,
+    what: str = "store",
 ) -> tuple[Any, list[str]]:
     """The settings a run trains with, and one line for each choice made for the user: the
-    small-store settings (unless ``small_store`` is False: a protocol that fixes them), the
-    spec's defaults (``resolve``), the warm-up cap."""
+    small-store settings (unless ``small_store`` is False: a protocol that fixes them; ``what``
+    names the training set in the line), the spec's defaults (``resolve``), the warm-up cap."""
     notes = []
     if small_store:
-        cfg, note = small_store_settings(cfg, videos, dim)
+        cfg, note = small_store_settings(cfg, videos, dim, what)
         notes += [note] if note else []
     cfg, note = capped_warmup(resolve(cfg, dim, world_size))
     return cfg, notes + ([note] if note else [])

@@ -11,6 +11,7 @@ Like ``augment``, this module imports only the standard library, so decode worke
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from mote.pipeline.errors import ConfigError
@@ -89,3 +90,34 @@ class FlipRule:
 
 
 KEEP_LABELS = FlipRule()  # the default: flips on, every label kept
+# A class name with one of these words is about a direction a mirror reverses.
+_DIRECTION = re.compile(r"\b(left|right)(wards?)?\b", re.IGNORECASE)
+
+
+def mirrored_directions(rule: FlipRule, class_names: tuple[str, ...] | list[str]) -> list[str]:
+    """The classes whose names say left or right that ``rule`` flips and keeps the label of:
+    a mirrored "moving left" clip moves right, so its label is then wrong."""
+    if not rule.enabled:
+        return []
+    swapped = rule.swaps
+    return [
+        name
+        for index, name in enumerate(class_names)
+        if index not in swapped and _DIRECTION.search(name)
+    ]
+
+
+def mirror_warning(rule: FlipRule, class_names: tuple[str, ...] | list[str]) -> str | None:
+    """One line naming the classes ``mirrored_directions`` finds, and the way out; None when
+    there are none."""
+    names = mirrored_directions(rule, class_names)
+    if not names:
+        return None
+    shown = ", ".join(repr(name) for name in names[:6])
+    more = f" and {len(names) - 6} more" if len(names) > 6 else ""
+    return (
+        f"{FLIP_FLAG} {rule.text}: training clips are mirrored left-right at random and keep "
+        f"their labels, but {len(names)} classes name a direction ({shown}{more}), and a "
+        f"mirrored clip of one shows the opposite direction; pass {FLIP_FLAG} {OFF} (never flip) "
+        f"or {FLIP_FLAG} A:B,C:D (class indices of mirror pairs, swapped on a flip)"
+    )

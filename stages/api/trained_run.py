@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import tempfile
-from collections.abc import Iterable
+import types
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mote.commands import STAGES
 from mote.pipeline.errors import ConfigError
-from mote.settings import config_for
+from mote.settings import config_for, documented
 from mote.store import Embeddings, open_embeddings
 
 if TYPE_CHECKING:
@@ -19,6 +23,31 @@ if TYPE_CHECKING:
 
 Paths = str | PathLike | Iterable[str | PathLike]
 T = TypeVar("T")
+
+
+class with_options:  # noqa: N801 (a decorator, named as one)
+    """A ``TrainedRun`` method taking its command's other options as ``**settings``, whose
+    signature and docstring list those options (less the ones it ``fills``) once looked up:
+    made from the command's config dataclass, which lives beside its stage (torch), so not at
+    ``import mote``."""
+
+    def __init__(self, command: str, fills: tuple[str, ...]) -> None:
+        self.command, self.fills = command, frozenset(fills)
+
+    def __call__(self, method: Callable[..., Any]) -> with_options:
+        self.method = method
+        return self
+
+    @functools.cached_property
+    def function(self) -> Callable[..., Any]:
+        own = inspect.signature(self.method).parameters.values()
+        head = [p for p in own if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        config = STAGES[self.command]().config
+        summary = self.method.__doc__ or ""
+        return documented(self.method, summary, config, head=head, skip=self.fills)
+
+    def __get__(self, run: TrainedRun | None, owner: type | None = None) -> Callable[..., Any]:
+        return self.function if run is None else types.MethodType(self.function, run)
 
 
 @dataclass(frozen=True)
@@ -31,6 +60,7 @@ class TrainedRun:
     device: str
     config: RunConfig = field(repr=False)  # what the run records: classes, model, ...
 
+    @with_options("predict", fills=("run", "videos", "classes", "device"))
     def predict(
         self, videos: Paths, classes: Iterable[str] | str | None = None, **settings: Any
     ) -> list[dict]:
@@ -47,6 +77,7 @@ class TrainedRun:
             settings["classes"] = _class_text(classes)
         return stage.run(self._config(stage.PredictConfig, "predict", settings))["videos"]
 
+    @with_options("evaluate", fills=("run", "store", "device"))
     def evaluate(self, store: str | PathLike, **settings: Any) -> dict:
         """Close-set top-1/top-5 on a store (``mote evaluate``; ``settings``: its options)."""
         from mote.stages import evaluate as stage
@@ -54,6 +85,7 @@ class TrainedRun:
         settings["store"] = store
         return stage.run(self._config(stage.EvaluateConfig, "evaluate", settings))
 
+    @with_options("embed", fills=("run", "store", "out", "device"))
     def embed(
         self, store: str | PathLike, out: str | PathLike | None = None, **settings: Any
     ) -> Embeddings:
@@ -73,6 +105,7 @@ class TrainedRun:
             stage.run(self._config(stage.EmbedConfig, "embed", {**settings, "out": temporary}))
             return dataclasses.replace(open_embeddings(temporary), path=None)
 
+    @with_options("search", fills=("run", "queries", "embeddings", "top_k", "device"))
     def search(
         self,
         queries: Iterable[str] | str,
