@@ -7,8 +7,9 @@ that report progress) shows it: a rich bar on a terminal, whole lines in a log, 
 
 A function's signature and docstring (each option with its ``--help`` text) are made from the
 command's config dataclass when the function is first looked up (``mote.extract``, ``from
-mote.commands import extract``): the dataclass lives beside its stage, which imports torch, so
-``import mote`` stays light and the stage is imported once, by the command used.
+mote.commands import extract``), which imports its stage (torch) too, since whether the function
+takes ``progress`` is read off the stage's ``run``: ``import mote`` stays light and the stage is
+imported once, by the command used.
 """
 
 from __future__ import annotations
