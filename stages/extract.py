@@ -48,6 +48,7 @@ from mote.pipeline.config import (
     model_setting,
     pretrained_setting,
     root_setting,
+    seed_setting,
     setting,
     storage_options_setting,
 )
@@ -116,7 +117,7 @@ class ExtractConfig(Settings):
         ),
     )
     sampling: str = setting("eval", "eval (segment starts, spec 7.1) or train (seeded random).")
-    seed: int = setting(0, "Seed for random weights and train sampling.")
+    seed: int = seed_setting("Seed for random weights and train sampling.")
     devices: str = setting(
         "all",
         "Encoder devices: all (every visible GPU, else the CPU), GPU indices (0,1,3), cuda:1, or "

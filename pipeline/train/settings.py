@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
-from mote.pipeline.config import DEVICE_HELP, Settings, option_fields, setting
+from mote.pipeline.config import DEVICE_HELP, Settings, option_fields, seed_setting, setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import resolved
 from mote.pipeline.runs.metric_logs import BACKENDS, check_logs
@@ -106,8 +106,9 @@ class TrainingSettings(Settings):
         min=0,
     )
     weight_decay: float = training_setting(0.2, "AdamW weight decay.", min=0)
-    seed: int = training_setting(
-        0, "Seed of initialisation, routing and batch order (and finetune-e2e's clip draws)."
+    seed: int = seed_setting(
+        "Seed of initialisation, routing and batch order (and finetune-e2e's clip draws).",
+        panel=TRAINING_PANEL,
     )
     device: str = training_setting("auto", DEVICE_HELP)
     precision: str = training_setting(
