@@ -41,9 +41,14 @@ class WeightsUnavailable(MoteError, RuntimeError):
 
 
 class TrainingDiverged(MoteError, RuntimeError):
-    """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept.
+    ``what`` is the message without its way out, for a command whose way out differs."""
 
     exit_code = 5
+
+    def __init__(self, message: str, what: str | None = None) -> None:
+        super().__init__(message)
+        self.what = what or message
 
 
 class RunFileError(ConfigError):

@@ -52,7 +52,9 @@ from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.loop import Trainer, run_training
 from mote.pipeline.train.schedule import build_optimizer, mote_groups
 from mote.pipeline.train.settings import (
+    CHANGED_KEY,
     TrainingSettings,
+    changed_on_resume,
     check_resume,
     check_training,
     epoch_message,
@@ -318,6 +320,9 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         "expert routing and WMR temperatures. Under torchrun each process trains "
         "micro_batches / world_size of them",
     }
+    resumed = changed_on_resume(folder, cfg, PATH_SETTINGS)  # before config.json is rewritten
+    if resumed.record:
+        details[CHANGED_KEY] = resumed.record
     config = run_config(
         model,
         details,
@@ -412,6 +417,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         progress=progress,
         title=f"fine-tune {model.clip.model} + {model.temporal.cfg.arch} on "
         f"{len(train_set.items)} videos",
+        changed=resumed.now,
     )
     if not ctx.is_main:
         if not result.stopped:

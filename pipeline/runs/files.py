@@ -140,6 +140,12 @@ def read_tensors(
         return {name: handle.get_tensor(name) for name in names}, metadata
 
 
+def read_metadata(path: Path, remake: str = REMAKE) -> dict[str, str]:
+    """A tensor file's metadata alone (its header), without loading a tensor."""
+    with _readable(path, remake), safe_open(str(path), framework="pt", device="cpu") as handle:
+        return handle.metadata() or {}
+
+
 def check_tensors(path: Path, remake: str = REMAKE) -> None:
     """Read a tensor file's header: a cut-short or damaged file fails in one line, without
     loading its tensors (safetensors checks that the data cover every tensor)."""
