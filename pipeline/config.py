@@ -299,6 +299,15 @@ def list_file_setting(lead: str = "Video list", note: str = " (list)") -> Any:
     )
 
 
+def allow_outside_root_setting() -> Any:
+    """Whether a video list may name files outside ``--root`` (``check_inside_root``)."""
+    return setting(
+        False,
+        "Read list entries that leave --root (an absolute path, a '..' part); without it such "
+        "a list is refused, naming its line.",
+    )
+
+
 def labels_file_setting(note: str = " (list)") -> Any:
     return setting(
         None,

@@ -34,6 +34,7 @@ from mote.pipeline.clip.encoder_pool import EncoderPool
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.config import (
     Settings,
+    allow_outside_root_setting,
     batch_size_setting,
     carried_clip,
     check_decoder,
@@ -94,6 +95,7 @@ class ExtractConfig(Settings):
     root: Path | None = root_setting(
         url="read", help="Folder holding the videos, or a URL prefix (s3://bucket/videos)."
     )
+    allow_outside_root: bool = allow_outside_root_setting()
     split: str | None = setting(
         None,
         "k400: val|test|train; k600: split1-3; ucf101/hmdb51: test1-3|train1-3; "
@@ -203,6 +205,7 @@ def _dataset(cfg: ExtractConfig) -> tuple[DatasetSpec, Path | Url]:
         cfg.kinetics_csv,
         cfg.root,
         cfg.storage_options,
+        allow_outside_root=cfg.allow_outside_root,
     )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from mote.pipeline import __version__
 from mote.pipeline.config import (
+    allow_outside_root_setting,
     carried_clip,
     check_decoder,
     dataset_setting,
@@ -106,6 +107,7 @@ class FinetuneConfig(TrainingSettings):
         default_text="the list file's folder (list)",
         url="read",
     )
+    allow_outside_root: bool = allow_outside_root_setting()
     split: str | None = setting(
         None,
         "Training split: k400 train (with --list or --kinetics-csv); ucf101/hmdb51 train1-3; "
@@ -199,9 +201,11 @@ def datasets(
     (folders or URL prefixes)."""
     split = cfg.split or TRAIN_SPLIT.get(cfg.dataset, "custom")
     options = cfg.storage_options
+    outside = cfg.allow_outside_root
     train, root = open_dataset(
-        cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root, options
-    )
+        cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root, options,
+        allow_outside_root=outside,
+    )  # fmt: skip
     if cfg.flip is not None:
         flip = FlipRule.parse(cfg.flip)
         flip.check_classes(train.num_classes, f"training list {train.list_file}")
@@ -210,14 +214,17 @@ def datasets(
         return train, root, None, None
     if cfg.val_list is not None:
         labels = cfg.val_labels or Path(train.labels_file)
-        val, val_root = open_dataset("list", "val", cfg.val_list, labels, None, cfg.val_root)
+        val, val_root = open_dataset(
+            "list", "val", cfg.val_list, labels, None, cfg.val_root, allow_outside_root=outside
+        )
         if cfg.val_root is None and cfg.root is not None:
             val_root = locate(cfg.root)
     else:
         labels = cfg.val_labels or cfg.labels_file  # ssv2's labels JSON serves both splits
         val, val_root = open_dataset(
-            cfg.dataset, cfg.val_split, None, labels, cfg.kinetics_csv, cfg.root, options
-        )
+            cfg.dataset, cfg.val_split, None, labels, cfg.kinetics_csv, cfg.root, options,
+            allow_outside_root=outside,
+        )  # fmt: skip
         val_root = locate(cfg.val_root) if cfg.val_root is not None else val_root
     if tuple(val.class_names) != tuple(train.class_names):
         raise ConfigError(
