@@ -174,6 +174,16 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", **meta: Any) -> 
     return dataclasses.field(default=default, metadata={"help": help, **meta})
 
 
+# Every seed: numpy's legacy RandomState, the narrowest generator a user's own code may feed a
+# seed to, takes 0 to 2**32 - 1; numpy's Generator refuses a negative one.
+SEED_MAX = 2**32 - 1
+
+
+def seed_setting(help: str, default: Any = 0, **meta: Any) -> Any:
+    """A seed (or, for a tuple, each seed) of a command: 0 to ``SEED_MAX``."""
+    return setting(default, f"{help} 0 to {SEED_MAX}.", min=0, max=SEED_MAX, **meta)
+
+
 def option_fields(cls: type) -> list[dataclasses.Field]:
     """The fields of a config dataclass that are CLI options (they carry help)."""
     return [f for f in dataclasses.fields(cls) if f.metadata.get("help")]
@@ -194,11 +204,16 @@ def check_ranges(cfg: Any) -> None:
             if isinstance(item, float) and not math.isfinite(item):
                 raise ConfigError(f"{flag} must be a finite number, got {item}")
             if low is not None and item < low:
-                raise ConfigError(f"{flag} must be >= {low:g}, got {item:g}")
+                raise ConfigError(f"{flag} must be >= {_number(low)}, got {_number(item)}")
             if above is not None and item <= above:
-                raise ConfigError(f"{flag} must be > {above:g}, got {item:g}")
+                raise ConfigError(f"{flag} must be > {_number(above)}, got {_number(item)}")
             if high is not None and item > high:
-                raise ConfigError(f"{flag} must be <= {high:g}, got {item:g}")
+                raise ConfigError(f"{flag} must be <= {_number(high)}, got {_number(item)}")
+
+
+def _number(value: float) -> str:
+    """A bound or a value as typed: an int whole (a seed's 4294967295), a float short (1e+30)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 class Settings:
@@ -281,6 +296,15 @@ def list_file_setting(lead: str = "Video list", note: str = " (list)") -> Any:
         f"{lead} 'relative/path label'{note}; ssv2: the split's JSON, by default "
         "something-something-v2-SPLIT.json beside --labels.",
         flag="--list",
+    )
+
+
+def allow_outside_root_setting() -> Any:
+    """Whether a video list may name files outside ``--root`` (``check_inside_root``)."""
+    return setting(
+        False,
+        "Read list entries that leave --root (an absolute path, a '..' part); without it such "
+        "a list is refused, naming its line.",
     )
 
 

@@ -6,6 +6,7 @@ and, where there is one, the fix.
 """
 
 import errno
+import re
 
 
 class MoteError(Exception):
@@ -40,9 +41,14 @@ class WeightsUnavailable(MoteError, RuntimeError):
 
 
 class TrainingDiverged(MoteError, RuntimeError):
-    """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept.
+    ``what`` is the message without its way out, for a command whose way out differs."""
 
     exit_code = 5
+
+    def __init__(self, message: str, what: str | None = None) -> None:
+        super().__init__(message)
+        self.what = what or message
 
 
 class RunFileError(ConfigError):
@@ -100,3 +106,29 @@ def short_error(err: BaseException, limit: int = 100) -> str:
     """An exception as a short one-line text for error messages."""
     text = " ".join(f"{type(err).__name__}: {err}".split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# torch.load's own advice, which mote never repeats: loading with weights_only=False runs any
+# code the file holds.
+_TORCH_ADVICE = re.compile(
+    r"Weights only load failed\..*?(?:WeightsUnpickler error:\s*(?P<why>.*?)\s*"
+    r"Check the documentation of torch\.load.*|$)",
+    re.DOTALL,
+)
+
+
+def torch_load_reason(err: BaseException, limit: int = 160) -> str:
+    """Why torch could not read a weights file, in one short line without torch's advice to
+    load with ``weights_only=False``; a file that is neither a zip archive nor a pickle torch
+    reads (torch's legacy reader fails with a bare KeyError or IndexError) is "not a torch
+    file"."""
+    text = " ".join(str(err).split())
+    if isinstance(err, KeyError | IndexError | EOFError | UnicodeDecodeError):
+        return "not a torch file: neither a zip archive nor a pickle torch can read"
+    found = _TORCH_ADVICE.search(text)
+    if found:
+        why = (found.group("why") or "").strip() or "content beyond tensors"
+        return f"a pickle torch's safe reader refuses ({why})"[:limit]
+    if "PytorchStreamReader" in text:  # a zip archive cut short or damaged: its first sentence
+        return text.split(". ")[0][:limit]
+    return short_error(err, limit)

@@ -20,8 +20,16 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-stderr = Console(stderr=True)
-stdout = Console()
+
+def literal_console(**options: Any) -> Console:
+    """A console that prints every string as it is: no rich markup (``[bold]`` in a file name
+    stays), no emoji codes (``:x:`` in a failure reason stays). Everything mote prints holds
+    user text (paths, class names, reasons, queries); styles go through ``Text`` instead."""
+    return Console(markup=False, emoji=False, **options)
+
+
+stderr = literal_console(stderr=True)
+stdout = literal_console()
 stdout.soft_wrap = not stdout.is_terminal  # a log or a pipe gets whole lines, never cut at 80
 
 # Wide enough that nothing wraps a line: a pipe has no width, and grep wants whole lines.
@@ -39,7 +47,7 @@ def show(table: Table) -> None:
     table.pad_edge = False
     title, table.title = table.title, None  # its own line: rich wraps it to the table's width
     buffer = io.StringIO()
-    Console(file=buffer, width=UNWRAPPED, color_system=None).print(table)
+    literal_console(file=buffer, width=UNWRAPPED, color_system=None).print(table)
     lines = [str(title)] if title else []
     text = "\n".join(lines + [line.rstrip() for line in buffer.getvalue().splitlines()])
     stdout.file.write(text + "\n")
@@ -80,7 +88,7 @@ class RichProgress:
     def start(self, total: int, label: str, unit: str = "videos") -> None:
         """A fresh bar per stage, so one RichProgress can serve several stages in a row."""
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             _RateColumn(),

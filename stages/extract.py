@@ -82,6 +82,7 @@ def _dataset(cfg: ExtractConfig) -> tuple[DatasetSpec, Path | Url]:
         cfg.kinetics_csv,
         cfg.root,
         cfg.storage_options,
+        allow_outside_root=cfg.allow_outside_root,
     )
 
 

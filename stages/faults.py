@@ -28,8 +28,8 @@ EXIT_CODES = {
     3: "damage found: a store or run file is missing, cut short or fails its checks "
     "(`info --verify` lists it; `extract --repair` or a new run fixes it)",
     4: "system fault: disk full, permission denied, read-only or failing disk",
-    5: "training diverged: the loss or weights became NaN or infinite (the last good epoch is "
-    "kept)",
+    5: "training diverged: the loss or weights became NaN or infinite, or weights too large "
+    "for fp16 (the last good epoch is kept)",
     70: "unexpected error, a bug in mote: rerun with MOTE_DEBUG=1 and report the traceback",
     130: "interrupted (Ctrl-C): rerun the same command to continue",
     143: "terminated (SIGTERM): rerun the same command to continue",

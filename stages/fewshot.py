@@ -16,7 +16,7 @@ import torch
 
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.device import resolve_device
-from mote.pipeline.errors import ConfigError
+from mote.pipeline.errors import ConfigError, TrainingDiverged
 from mote.pipeline.progress import NullProgress, Progress, Quiet
 from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.evaluation import score
@@ -38,6 +38,19 @@ def sample_shots(labels: np.ndarray, done: np.ndarray, shots: int, seed: int) ->
             )
         rows.append(rng.choice(pool, size=shots, replace=False))
     return np.sort(np.concatenate(rows))
+
+
+def train_shots(cfg: train_temporal.TrainConfig, progress: Progress) -> None:
+    """One K-shot run; a diverged one stops the protocol (exit 5) with fewshot's way out: the
+    run is unfinished, so the same command trains it again."""
+    try:
+        train_temporal.run(cfg, Quiet(progress))
+    except TrainingDiverged as error:
+        now = f" (now {cfg.lr:g})" if cfg.lr is not None else ""
+        raise TrainingDiverged(
+            f"{cfg.out}: {error.what}; lower --lr{now} or pass --precision fp32, then rerun the "
+            "same command: it keeps the finished runs and trains this one again"
+        ) from error
 
 
 @command_threads()
@@ -101,7 +114,7 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
                         epoch_size=full,
                         resume=False,
                     )
-                    train_temporal.run(train_cfg, Quiet(progress))
+                    train_shots(train_cfg, progress)
                 model = load_run(out, device).model
                 scores = score(model, single_view, test_labels, ids, text, tfm=False, device=device)
                 top1s.append(scores.metrics()["top1"])

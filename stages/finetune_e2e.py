@@ -39,6 +39,8 @@ from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.loop import Trainer, run_training
 from mote.pipeline.train.schedule import build_optimizer, mote_groups
 from mote.pipeline.train.settings import (
+    CHANGED_KEY,
+    changed_on_resume,
     check_resume,
     check_training,
     epoch_message,
@@ -96,6 +98,7 @@ def datasets(
     (folders or URL prefixes)."""
     split = cfg.split or TRAIN_SPLIT.get(cfg.dataset, "custom")
     options = cfg.storage_options
+    outside = cfg.allow_outside_root
     train, root = open_dataset(
         cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root, options
     )
@@ -103,14 +106,17 @@ def datasets(
         return train, root, None, None
     if cfg.val_list is not None:
         labels = cfg.val_labels or Path(train.labels_file)
-        val, val_root = open_dataset("list", "val", cfg.val_list, labels, None, cfg.val_root)
+        val, val_root = open_dataset(
+            "list", "val", cfg.val_list, labels, None, cfg.val_root, allow_outside_root=outside
+        )
         if cfg.val_root is None and cfg.root is not None:
             val_root = locate(cfg.root)
     else:
         labels = cfg.val_labels or cfg.labels_file  # ssv2's labels JSON serves both splits
         val, val_root = open_dataset(
-            cfg.dataset, cfg.val_split, None, labels, cfg.kinetics_csv, cfg.root, options
-        )
+            cfg.dataset, cfg.val_split, None, labels, cfg.kinetics_csv, cfg.root, options,
+            allow_outside_root=outside,
+        )  # fmt: skip
         val_root = locate(cfg.val_root) if cfg.val_root is not None else val_root
     if tuple(val.class_names) != tuple(train.class_names):
         raise ConfigError(
@@ -227,6 +233,9 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         "expert routing and WMR temperatures. Under torchrun each process trains "
         "micro_batches / world_size of them",
     }
+    resumed = changed_on_resume(folder, cfg, PATH_SETTINGS)  # before config.json is rewritten
+    if resumed.record:
+        details[CHANGED_KEY] = resumed.record
     config = run_config(
         model,
         details,
@@ -321,6 +330,7 @@ def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
         progress=progress,
         title=f"fine-tune {model.clip.model} + {model.temporal.cfg.arch} on "
         f"{len(train_set.items)} videos",
+        changed=resumed.now,
     )
     if not ctx.is_main:
         if not result.stopped:

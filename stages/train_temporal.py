@@ -36,6 +36,8 @@ from mote.pipeline.train.loop import Trainer, run_training
 from mote.pipeline.train.schedule import build_optimizer as shared_optimizer
 from mote.pipeline.train.schedule import mote_groups
 from mote.pipeline.train.settings import (
+    CHANGED_KEY,
+    changed_on_resume,
     check_resume,
     check_training,
     epoch_message,
@@ -209,6 +211,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
     )
 
     train_counts = train_store.counts()
+    resumed = changed_on_resume(folder, cfg, PATH_SETTINGS)  # before config.json is rewritten
     run_config = RunConfig(
         source="train-temporal",
         tool_version=__version__,
@@ -237,6 +240,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
             "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its "
             "own expert routing and WMR temperatures; their losses are averaged. Under torchrun "
             "each process trains micro_batches / world_size of them",
+            **({CHANGED_KEY: resumed.record} if resumed.record else {}),
         },
     )
     notice = check_resume(folder, cfg, RESUME_IGNORED, PATH_SETTINGS) if cfg.resume else None
@@ -274,6 +278,7 @@ def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
         on_epoch=report,
         progress=progress,
         title=f"train {mcfg.arch} on {len(source)} videos",
+        changed=resumed.now,
     )
     if not ctx.is_main:
         if not result.stopped:

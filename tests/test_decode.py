@@ -66,7 +66,7 @@ def broken(tmp_path_factory) -> dict[str, tuple[Path, str]]:
         "empty": (root / "empty.mp4", "empty file (0 bytes)"),
         "directory": (root / "folder.mp4", "not a regular file"),
         "random bytes": (root / "random.mp4", "cannot open"),
-        "text": (root / "text.mp4", "plain text"),
+        "text": (root / "text.mp4", "not a video: a text file"),
         "truncated, index at end": (_cut(whole, root / "cut.mp4", half), "truncated: the 'mdat'"),
         "truncated, faststart": (_cut(fast, root / "cut_fs.mp4", half), "truncated: the 'mdat'"),
         "zero frames mp4": (root / "zero.mp4", "no video stream"),

@@ -4,6 +4,7 @@ is reached by a real process on real files, and each fault is one line on stderr
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import signal
@@ -30,8 +31,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 CLASSES = ("a", "b", "c", "d")
 
 
-def mote(*args: object, limit_bytes: int | None = None) -> subprocess.CompletedProcess:
-    """The real ``mote`` entry point in a child process, optionally under a file-size limit."""
+def mote(
+    *args: object, limit_bytes: int | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """The real ``mote`` entry point in a child process, optionally under a file-size limit
+    and with ``env`` added to the environment."""
 
     def limit() -> None:
         if limit_bytes is not None:
@@ -39,7 +43,10 @@ def mote(*args: object, limit_bytes: int | None = None) -> subprocess.CompletedP
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     command = [sys.executable, "-m", "mote.stages", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, preexec_fn=limit, timeout=300)
+    return subprocess.run(
+        command, capture_output=True, text=True, preexec_fn=limit, timeout=300,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
 
 
 def one_line(result: subprocess.CompletedProcess) -> str:

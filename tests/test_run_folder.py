@@ -182,7 +182,7 @@ def test_resume_matches_runs_by_resolved_path(stores, tmp_path, monkeypatch):
     result = train_temporal.run(config((link, val), tmp_path / "runs" / "x", epochs=2, resume=True))
     assert result["epochs"] == 2 and history_epochs(RunFolder(relative)) == [1, 2]
     with pytest.raises(ConfigError, match="cannot resume with other settings"):
-        train_temporal.run(config(stores, relative, epochs=2, lr=5e-4, resume=True))
+        train_temporal.run(config(stores, relative, epochs=2, weight_decay=0.1, resume=True))
 
 
 # ------------------------------------------------------------------------------ warnings

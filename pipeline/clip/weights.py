@@ -20,7 +20,7 @@ import torch
 
 from mote.pipeline.clip import download
 from mote.pipeline.clip.factory import Architecture
-from mote.pipeline.errors import ConfigError, WeightsUnavailable
+from mote.pipeline.errors import ConfigError, WeightsUnavailable, torch_load_reason
 from mote.pipeline.safe_load import pickle_refusal, refused_pickle
 
 RANDOM_TAG = "none"
@@ -74,7 +74,9 @@ def load_weights(net: torch.nn.Module, path: Path, model: str) -> None:
         _load_torchscript(net, path, model)
         return
     try:
-        open_clip.load_checkpoint(net, str(path), strict=True, weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notes: the refusal says it all
+            warnings.simplefilter("ignore", UserWarning)
+            open_clip.load_checkpoint(net, str(path), strict=True, weights_only=True)
     except RuntimeError as exc:
         if "loading state_dict" in str(exc):
             raise _does_not_fit(path, model, exc) from exc
@@ -126,7 +128,7 @@ def _unreadable(path: Path, exc: Exception) -> WeightsUnavailable:
     if needed:
         return WeightsUnavailable(pickle_refusal(path, "the weights file", needed))
     return WeightsUnavailable(
-        f"cannot read weights file {path} ({_one_line(exc)[:300]}): it is damaged or not a "
+        f"cannot read weights file {path} ({torch_load_reason(exc)}): it is damaged or not a "
         "weights file; download or save it again"
     )
 

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mote.pipeline.data import ssv2
@@ -425,6 +425,31 @@ def check_root(
         raise ConfigError(f"{flag} {root}: no such folder")
 
 
+def check_inside_root(dataset: DatasetSpec) -> None:
+    """Refuse a list entry that leaves the video root (an absolute path, a '..' part, a URL),
+    naming the list file and line: a list must not make mote read, and store what it finds
+    in, files the user did not mean to hand it (``--allow-outside-root`` when they do)."""
+    for item in dataset.items:
+        path = PurePosixPath(item.video_id)
+        if path.is_absolute() or ".." in path.parts or "://" in item.video_id:
+            raise AnnotationError(
+                f"{_line_of(dataset.list_file, item.video_id)}: {item.video_id!r} is outside "
+                "--root (an absolute path or a '..' part); list paths relative to --root, or "
+                "pass --allow-outside-root to read it anyway"
+            )
+
+
+def _line_of(list_file: str, video_id: str) -> str:
+    """``FILE:LINE`` of the first line of ``list_file`` that names ``video_id`` (the file alone
+    when it cannot be read or does not name it: a shipped or combined list)."""
+    try:
+        lines = Path(list_file).read_text(errors="replace").splitlines()
+    except OSError:
+        return list_file
+    found = next((n for n, line in enumerate(lines, start=1) if video_id in line), None)
+    return f"{list_file}:{found}" if found else list_file
+
+
 def open_dataset(
     name: str,
     split: str,
@@ -433,10 +458,13 @@ def open_dataset(
     kinetics_csv: str | os.PathLike[str] | None = None,
     root: str | os.PathLike[str] | None = None,
     storage_options: dict[str, Any] | None = None,
+    *,
+    allow_outside_root: bool = False,
 ) -> tuple[DatasetSpec, Path | Url]:
     """The dataset options of the commands that read videos (``--dataset``, ``--split``,
     ``--list/--labels``, ``--kinetics-csv``, ``--root``): the split, and the folder its video
-    paths are relative to (``--root``, a folder or a URL prefix, else the list file's folder)."""
+    paths are relative to (``--root``, a folder or a URL prefix, else the list file's folder).
+    Its videos must be inside that folder unless ``allow_outside_root``."""
     if kinetics_csv is None:
         dataset = load_dataset(name, split, list_file, labels_file)
     elif name != "k400":
@@ -445,6 +473,8 @@ def open_dataset(
         raise ConfigError("--kinetics-csv needs --root: the folder that holds the k400 clips")
     else:
         dataset = kinetics_dataset(kinetics_csv, split, root, storage_options)
+    if not allow_outside_root:
+        check_inside_root(dataset)
     root = locate(root) if root is not None else None
     if isinstance(root, Url):
         return dataset, root

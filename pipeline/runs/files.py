@@ -81,6 +81,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
             save_file(
                 plain, str(tmp), metadata={"format": RUN_FORMAT, "version": RUN_VERSION, **metadata}
             )
+            sort_metadata(tmp)
         except Exception as error:  # safetensors reports I/O as its own error type
             tmp.unlink(missing_ok=True)
             raise _as_os_error(error) from error
@@ -95,6 +96,23 @@ def _as_os_error(error: Exception) -> OSError:
     found = re.search(r"os error (\d+)|code: (\d+)", str(error))
     code = int(found.group(1) or found.group(2)) if found else errno.EIO
     return OSError(code, os.strerror(code))
+
+
+def sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header in place with its metadata keys sorted: safetensors writes
+    them in hash-map order, which differs between processes, so two identical runs would not
+    write byte-identical files. The header keeps its length (the same keys and values)."""
+    with open(path, "r+b") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:  # another JSON spelling than safetensors': leave the file as is
+            return
+        handle.seek(8)
+        handle.write(text.ljust(size))
 
 
 @contextmanager
@@ -120,6 +138,12 @@ def read_tensors(
         metadata = handle.metadata() or {}
         names = [name for name in handle.keys() if name.startswith(prefix)]
         return {name: handle.get_tensor(name) for name in names}, metadata
+
+
+def read_metadata(path: Path, remake: str = REMAKE) -> dict[str, str]:
+    """A tensor file's metadata alone (its header), without loading a tensor."""
+    with _readable(path, remake), safe_open(str(path), framework="pt", device="cpu") as handle:
+        return handle.metadata() or {}
 
 
 def check_tensors(path: Path, remake: str = REMAKE) -> None:
@@ -185,6 +209,7 @@ def save_predictions(
 
             meta = {"video_ids": "\n".join(scores.video_ids), "class_names": "\n".join(class_names)}
             save_numpy(arrays, str(path), metadata=meta)
+            sort_metadata(path)
 
 
 # ------------------------------------------------------------------------------ the folder

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from mote.pipeline.errors import ConfigError
+from mote.pipeline.errors import ConfigError, torch_load_reason
 from mote.pipeline.safe_load import load_weights_only
 from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.temporal.mote_model import MoTE
@@ -66,8 +66,8 @@ def load_reference_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure means the same to the user
         raise ConfigError(
-            f"{path}: cannot be read as a torch checkpoint ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); expected a reference MoTE "
+            f"{path}: cannot be read as a torch checkpoint ({torch_load_reason(exc)}); "
+            "expected a reference MoTE "
             f"checkpoint with keys {list(EXPECTED_KEYS)}"
         ) from exc
     found = sorted(map(str, obj)) if isinstance(obj, dict) else []

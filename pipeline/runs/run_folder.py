@@ -46,6 +46,7 @@ from mote.pipeline.runs.files import (
     check_tensors,
     make_folder,
     read_json,
+    read_metadata,
     read_optional,
     read_tensors,
     save_tensors,
@@ -432,12 +433,16 @@ class RunFolder:
         save_tensors(self.checkpoint_file, tensors, metadata)
 
     def read_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        return read_tensors(
-            self.checkpoint_file,
-            remake="delete it to restart the run from scratch, or retrain into a new --out",
-        )
+        return read_tensors(self.checkpoint_file, remake=_REMAKE_CHECKPOINT)
+
+    def checkpoint_epoch(self) -> int:
+        """The epochs the checkpoint holds (where a resume starts); 0 without one."""
+        if not self.has_checkpoint():
+            return 0
+        return int(read_metadata(self.checkpoint_file, _REMAKE_CHECKPOINT).get("epoch", 0))
 
 
+_REMAKE_CHECKPOINT = "delete it to restart the run from scratch, or retrain into a new --out"
 _RERUN_ZEROSHOT = "rerun `mote zeroshot` for this run, or delete the file"
 
 

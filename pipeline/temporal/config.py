@@ -29,6 +29,15 @@ def width_default_text(name: str) -> str:
     return f"{known}, else {'D // 64' if name == 'heads' else 4}"
 
 
+# Bounds past which a setting can only be nonsense. A loss weight w scales every gradient by w
+# and AdamW's float32 second moment by w**2 (3.4e38 at most: gradients of 1.8e19), so 1e4 leaves
+# 15 orders of magnitude to the gradients themselves. A WMR beta above 1e4 moves every merge
+# coefficient softmax(i / tau), |tau| >= beta, less than 0.1% from uniform (tau = +inf) for
+# N <= 10 experts: nothing is left to regularise.
+LOSS_WEIGHT_MAX = 1e4
+BETA_MAX = 1e4
+
+
 def switch(default: Any = MISSING, help: str = "", **meta: Any) -> Any:
     """A MoTEConfig field that is also a training option: ``help`` makes it a
     ``train-temporal`` flag, a ``--config`` key and a ``config.json`` entry (stages/options.py)."""
@@ -63,14 +72,27 @@ class MoTEConfig:
     expert_init: str = switch("different", "different or same (Table 2a).")
     inference: str = switch("merge", "Test-time experts (Table 2c): merge, ensemble, random.")
     wmr: bool = switch(True, "Weight Merging Regularization pass (spec 4).")
-    wmr_beta: float = switch(0.6, "WMR temperature base beta (spec 4.1).", above=0)
+    wmr_beta: float = switch(
+        0.6,
+        f"WMR temperature base beta (spec 4.1), at most {BETA_MAX:g}: a larger one makes every "
+        "temperature's merge the uniform one (tau = +inf), a WMR that regularises nothing.",
+        above=0,
+        max=BETA_MAX,
+    )
     wmr_temperatures: str = switch(
         "discrete",
         "discrete (spec 4.1 set), point (always +inf), normal, uniform (Tables 2e, 7f).",
     )
     wmr_loss: str = switch("ce", "ce, kl or mse (Table 7c).")
     mse: bool = switch(True, "The MSE term of spec 4.4.")
-    loss_weights: tuple[float, float, float] = switch((1.0, 0.5, 0.1), "CE,WMR,MSE weights.", min=0)
+    loss_weights: tuple[float, float, float] = switch(
+        (1.0, 0.5, 0.1),
+        f"CE,WMR,MSE weights, each 0 to {LOSS_WEIGHT_MAX:g}: AdamW squares each gradient in "
+        "float32 (largest 3.4e38), and a weight much above the spec's makes that square "
+        "infinite, so the weights stop moving.",
+        min=0,
+        max=LOSS_WEIGHT_MAX,
+    )
     tfm_k: int = switch(5, "TFM neighbours K (spec 5, Table 7b).", min=1)
     tfm_gamma: float = switch(0.05, "TFM gamma (spec 5, Table 2f).", above=0)
     logit_scale_init: float = math.log(100)

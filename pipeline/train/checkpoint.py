@@ -99,7 +99,8 @@ def load_checkpoint(
     scaler: torch.amp.GradScaler | None,
     random_state: RandomState,
 ) -> tuple[int, dict]:
-    """Restore everything ``save_checkpoint`` wrote; returns (epochs done, best so far)."""
+    """Restore everything ``save_checkpoint`` wrote; returns (epochs done, best so far). Each
+    optimiser group keeps the base lr it was built with: ``--lr`` may change on resume."""
     tensors, meta = folder.read_checkpoint()
     if "world_size" not in meta:
         raise RunFileError(
@@ -117,7 +118,10 @@ def load_checkpoint(
         if name.startswith("optim."):
             _, index, slot = name.split(".", 2)
             state["state"].setdefault(int(index), {})[slot] = value
+    base_lrs = [group["base_lr"] for group in optimizer.param_groups]
     optimizer.load_state_dict(state)
+    for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
+        group["base_lr"] = base_lr
     if scaler is not None and json.loads(meta["scaler"]):
         scaler.load_state_dict(json.loads(meta["scaler"]))
     random_state.restore(ctx.rank, tensors, meta)

@@ -25,7 +25,7 @@ from mote.pipeline.train.checkpoint import RandomState, load_checkpoint, save_ch
 from mote.pipeline.train.distributed import DistContext, run_on_every_rank
 from mote.pipeline.train.sampler import check_micro_batches
 from mote.pipeline.train.schedule import lr_changes_at, lr_factor, set_lr
-from mote.pipeline.train.settings import TrainingSettings
+from mote.pipeline.train.settings import CHANGED_KEY, TrainingSettings
 from mote.pipeline.train.step import (
     LOSS_TERMS,
     LossModule,
@@ -67,6 +67,10 @@ class FitResult:
 
 
 MAX_SKIPPED_FRACTION = 0.5  # of an epoch's steps a loss scaler may skip (and more than 10)
+# A weight beyond float16's largest value is a diverged run even while the loss stays finite
+# (LayerNorm and cosine logits hide it: an lr of 1e30 gives weights of 1e29 and a chance-level
+# model): no trained weight is that large, and mixed precision turns it into inf.
+WEIGHT_LIMIT = 65504.0
 
 
 class EpochHealth(NamedTuple):
@@ -89,23 +93,34 @@ def check_health(
         "good epoch: lower --lr, or train with --precision fp32, then --resume (or start a "
         "new --out)"
     )
+    what = diverged_what(health, epoch, steps, world_size, scaled)
+    if what is not None:
+        raise TrainingDiverged(f"{what}; {fix}", what)
+
+
+def diverged_what(
+    health: EpochHealth, epoch: int, steps: int, world_size: int, scaled: bool
+) -> str | None:
+    """What went wrong in a diverged epoch (where, and what became NaN or too large); None
+    for a healthy one."""
     where = f"epoch {epoch + 1}"
     if health.bad_steps:
         step = int(health.first_bad_step)
         at = f", step {step} of {steps}" if step else ""
         count = int(health.bad_steps)
-        raise TrainingDiverged(
+        return (
             f"{where}{at}: the loss became NaN or infinite ({count} step"
-            f"{'s' if count != 1 else ''} of {steps * world_size} over the processes); {fix}"
+            f"{'s' if count != 1 else ''} of {steps * world_size} over the processes)"
         )
     if health.weights_broken:
-        raise TrainingDiverged(f"{where}: the weights became NaN or infinite; {fix}")
+        return f"{where}: the weights became NaN, infinite or larger than {WEIGHT_LIMIT:g}"
     skipped = round(health.skipped / world_size)  # every rank counts the same steps
     if scaled and skipped > max(10, MAX_SKIPPED_FRACTION * steps):
-        raise TrainingDiverged(
+        return (
             f"{where}: the fp16 loss scaler skipped {skipped} of {steps} steps (the gradients "
-            f"overflowed); {fix}"
+            "overflowed)"
         )
+    return None
 
 
 def routing_seed(seed: int, slot: int) -> int:
@@ -220,8 +235,12 @@ class Trainer:
                 first_bad = torch.where((first_bad < 0) & ~finite, float(i), first_bad)
             totals += torch.where(finite, terms, torch.zeros_like(terms))
             videos += len(labels)
-        weights_finite = torch.stack(
-            [torch.isfinite(p).all() for p in self.losses.parameters() if p.requires_grad]
+        weights_finite = torch.stack(  # NaN compares False: broken too
+            [
+                (p.detach().abs() <= WEIGHT_LIMIT).all()
+                for p in self.losses.parameters()
+                if p.requires_grad
+            ]
         ).all()
         first = first_bad if ctx.rank == 0 else torch.full_like(first_bad, -1.0)
         health = torch.stack([bad_steps, first + 1, skipped, (~weights_finite).float()])
@@ -245,6 +264,7 @@ class Trainer:
         on_epoch: Callable[[dict, int], None] | None = None,
         progress: Progress | None = None,
         title: str = "train",
+        changed: dict | None = None,
     ) -> FitResult:
         """Train from epoch 0, or from the checkpoint when ``loop.resume``, to ``loop.epochs``
         (or ``stop_after_epochs`` more). Every rank calls it.
@@ -253,7 +273,9 @@ class Trainer:
         calls ``save_model(best)`` (default: the head through ``folder.save_model``) for the last
         weights and, on a new best val top-1, the best ones; then ``on_epoch(line, last_epoch)``.
         The checkpoint is written at the end of every epoch; then rank 0 writes the line to the
-        metric logs (``loop.log``), so they never hold an epoch a resume does again.
+        metric logs (``loop.log``), so they never hold an epoch a resume does again. ``changed``
+        (the recovery settings this resume changed, ``changed_on_resume``) goes on the first
+        epoch's line.
         """
         ctx, loop = self.ctx, self.loop
         progress = progress if progress is not None and ctx.is_main else NullProgress()
@@ -288,6 +310,8 @@ class Trainer:
                         "seconds": round(seconds, 3),
                         "videos_per_s": round(stats["videos"] / seconds, 1),
                     }
+                    if changed and epoch == start:
+                        line[CHANGED_KEY] = changed
                     folder.append_history(line)
                     save_model(False)
                     if val_top1 is not None and val_top1 > best["top1"]:

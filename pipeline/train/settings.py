@@ -11,9 +11,9 @@ import math
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
-from mote.pipeline.config import DEVICE_HELP, Settings, option_fields, setting
+from mote.pipeline.config import DEVICE_HELP, Settings, option_fields, seed_setting, setting
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import resolved
 from mote.pipeline.runs.layout import CONFIG_FILE
@@ -39,6 +39,10 @@ WARMUP_SHARE = 0.2  # the lr warm-up takes at most this share of the epochs
 FROM_STORE = ("dim",)
 TRAINING_PANEL = "Training"  # --help panels of the shared settings and the MoTE switches
 MODEL_PANEL = "MoTE model"
+# The settings a --resume may change, on any resume: the way out a divergence names (a lower lr,
+# full precision). Every other difference from the run's settings is refused (check_resume).
+RECOVERY_SETTINGS = ("lr", "precision")
+CHANGED_KEY = "changed_on_resume"  # config.json: every resume's changes; history.jsonl: its own
 
 
 def spec_default(index: int) -> Callable[[], str]:
@@ -109,8 +113,9 @@ class TrainingSettings(Settings):
         min=0,
     )
     weight_decay: float = training_setting(0.2, "AdamW weight decay.", min=0)
-    seed: int = training_setting(
-        0, "Seed of initialisation, routing and batch order (and finetune-e2e's clip draws)."
+    seed: int = seed_setting(
+        "Seed of initialisation, routing and batch order (and finetune-e2e's clip draws).",
+        panel=TRAINING_PANEL,
     )
     device: str = training_setting("auto", DEVICE_HELP)
     precision: str = training_setting(
@@ -121,7 +126,12 @@ class TrainingSettings(Settings):
     fused: bool = True  # every micro-batch in one batched pass (same update as one by one)
     compile: bool = False  # compile the fused losses with CUDA graphs (CUDA only)
     tfm: bool = training_setting(True, "TFM in the final evaluation.")
-    resume: bool = training_setting(False, "Continue the run in --out from its last epoch.")
+    resume: bool = training_setting(
+        False,
+        "Continue the run in --out from its last epoch (after a divergence: its last good one). "
+        f"Only {' and '.join('--' + key for key in RECOVERY_SETTINGS)} may differ from the run's; "
+        "the change is recorded in config.json and on the next history.jsonl line.",
+    )
     stop_after_epochs: int | None = training_setting(
         None, "Stop after this many epochs (continue later with --resume).", min=1
     )
@@ -266,10 +276,10 @@ def recorded_settings(cfg: Any, path_keys: tuple[str, ...]) -> dict:
 def check_resume(
     folder: RunFolder, cfg: Any, ignored: tuple[str, ...], path_keys: tuple[str, ...]
 ) -> str | None:
-    """Refuse a ``--resume`` whose settings differ from the run's (except ``ignored`` ones),
-    naming every difference; paths compare resolved. A folder with no run yet starts one
-    (a job script that always passes ``--resume`` works from its first launch), and the
-    returned notice says so, for the command to print.
+    """Refuse a ``--resume`` whose settings differ from the run's (except ``ignored`` ones and
+    ``RECOVERY_SETTINGS``), naming every difference; paths compare resolved. A folder with no run
+    yet starts one (a job script that always passes ``--resume`` works from its first launch),
+    and the returned notice says so, for the command to print.
 
     The output folder is where the run is, not one of its settings: a run moved or copied to
     another folder resumes there. A setting the run does not record (it was written before
@@ -278,10 +288,48 @@ def check_resume(
     add a log or drop one."""
     if not folder.is_run():
         return f"--resume: no run in {folder.path} yet (no {CONFIG_FILE}); starting a new one"
+    ignored = (*ignored, *RECOVERY_SETTINGS, "out", "log")
+    diffs = [
+        f"{key}: {old!r} in the run, {new!r} now"
+        for key, (old, new) in _differences(folder, cfg, path_keys).items()
+        if key not in ignored
+    ]
+    if diffs:
+        raise ConfigError(
+            f"{folder.path}: cannot resume with other settings ({'; '.join(diffs)}); only "
+            f"{', '.join('--' + key for key in RECOVERY_SETTINGS)} may change on --resume"
+        )
+    return None
+
+
+class Resumed(NamedTuple):
+    """What a resume changed: ``now``, this resume's ``{"lr": [in the run, now]}`` (empty when
+    nothing), for its first history line; ``record``, config.json's list of every resume's
+    changes, each with the epochs done before it (``after_epoch``)."""
+
+    now: dict[str, list]
+    record: list[dict]
+
+
+def changed_on_resume(folder: RunFolder, cfg: Any, path_keys: tuple[str, ...]) -> Resumed:
+    """The recovery settings (``RECOVERY_SETTINGS``) this ``--resume`` changes, and the run's
+    record of them with this resume's added; nothing without a run to resume. Call it before
+    the run's config.json is written again."""
+    if not cfg.resume or not folder.is_run():
+        return Resumed({}, [])
+    earlier = list(folder.read_config(reader=False).details.get(CHANGED_KEY, []))
+    found = _differences(folder, cfg, path_keys)
+    now = {key: list(found[key]) for key in RECOVERY_SETTINGS if key in found}
+    if not now:
+        return Resumed({}, earlier)
+    return Resumed(now, [*earlier, {"after_epoch": folder.checkpoint_epoch(), **now}])
+
+
+def _differences(folder: RunFolder, cfg: Any, path_keys: tuple[str, ...]) -> dict[str, tuple]:
+    """Every setting whose value now differs from the run's: name -> (in the run, now)."""
     saved = folder.read_config(reader=False).train  # every rank of the writing job
     now = recorded_settings(cfg, path_keys)
     defaults = setting_defaults(type(cfg))
-    ignored = (*ignored, "out", "log")
 
     def same(key: str, old: Any, new: Any) -> bool:
         if key in path_keys and old is not None and new is not None:
@@ -291,14 +339,11 @@ def check_resume(
     def recorded(key: str) -> Any:
         return saved[key] if key in saved else defaults.get(key)
 
-    diffs = [
-        f"{key}: {recorded(key)!r} in the run, {now.get(key)!r} now"
+    return {
+        key: (recorded(key), now.get(key))
         for key in now
-        if key not in ignored and not same(key, recorded(key), now.get(key))
-    ]
-    if diffs:
-        raise ConfigError(f"{folder.path}: cannot resume with other settings ({'; '.join(diffs)})")
-    return None
+        if not same(key, recorded(key), now.get(key))
+    }
 
 
 def setting_defaults(config_type: type) -> dict[str, Any]:

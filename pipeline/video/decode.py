@@ -147,27 +147,24 @@ def _check_structure(path: Path, size: int) -> None:
         raise DecodeError(reason)
 
 
-def _looks_like_text(path: Path) -> str | None:
-    """The first line of the file if it is plain text, else None."""
+def _is_text(path: Path) -> bool:
+    """Whether the file starts as plain text (its first 512 bytes)."""
     with path.open("rb") as fh:
         head = fh.read(512)
     if b"\x00" in head:
-        return None
+        return False
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
-        return None
-    printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text)
-    if printable < 0.95 * len(text):
-        return None
-    return text.strip().splitlines()[0][:40] if text.strip() else ""
+        return False
+    return sum(ch.isprintable() or ch in "\r\n\t" for ch in text) >= 0.95 * len(text)
 
 
 def _unopenable_reason(path: Path, error: Exception) -> str:
-    """Turn an FFmpeg open error into a short reason, recognising text files."""
-    first_line = _looks_like_text(path)
-    if first_line is not None:
-        return f"not a video: the file is plain text (starts {first_line!r})"
+    """Turn an FFmpeg open error into a short reason, recognising text files. A reason never
+    quotes a file's contents: it is stored, listed and printed, and the file may be a secret."""
+    if _is_text(path):
+        return "not a video: a text file"
     detail = getattr(error, "strerror", None) or str(error)
     return f"cannot open: not a readable video container ({detail})"
 

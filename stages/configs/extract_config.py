@@ -9,6 +9,7 @@ from typing import Any
 
 from mote.pipeline.config import (
     Settings,
+    allow_outside_root_setting,
     batch_size_setting,
     check_ranges,
     dataset_setting,
@@ -21,6 +22,7 @@ from mote.pipeline.config import (
     model_setting,
     pretrained_setting,
     root_setting,
+    seed_setting,
     setting,
     storage_options_setting,
 )
@@ -57,6 +59,7 @@ class ExtractConfig(Settings):
     root: Path | None = root_setting(
         url="read", help="Folder holding the videos, or a URL prefix (s3://bucket/videos)."
     )
+    allow_outside_root: bool = allow_outside_root_setting()
     split: str | None = setting(
         None,
         "k400: val|test|train; k600: split1-3; ucf101/hmdb51: test1-3|train1-3; "
@@ -80,7 +83,7 @@ class ExtractConfig(Settings):
         ),
     )
     sampling: str = setting("eval", "eval (segment starts, spec 7.1) or train (seeded random).")
-    seed: int = setting(0, "Seed for random weights and train sampling.")
+    seed: int = seed_setting("Seed for random weights and train sampling.")
     devices: str = setting(
         "all",
         "Encoder devices: all (every visible GPU, else the CPU), GPU indices (0,1,3), cuda:1, or "

@@ -11,6 +11,7 @@ from typing import Any
 from mote.pipeline.config import (
     Settings,
     device_setting,
+    seed_setting,
     setting,
     storage_options_setting,
     store_in_setting,
@@ -25,7 +26,7 @@ class FewShotConfig(Settings):
     test: Path | Url = store_in_setting("Store to evaluate on (single view).")
     out: Path = setting(help="Folder for the runs and fewshot.json.")
     shots: tuple[int, ...] = setting((2, 4, 8, 16), "K values, comma-separated.", min=1)
-    seeds: tuple[int, ...] = setting((0, 1, 2), "Sampling/training seeds per K.")
+    seeds: tuple[int, ...] = seed_setting("Sampling/training seeds per K, each", (0, 1, 2))
     epochs: int = setting(
         10, "Training epochs per run: 10 for UCF101/HMDB51, 2 for SSv2 (spec 8.3).", min=1
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mote.pipeline.config import (
+    allow_outside_root_setting,
     dataset_setting,
     decoder_setting,
     kinetics_csv_setting,
@@ -52,6 +53,7 @@ class FinetuneConfig(TrainingSettings):
         default_text="the list file's folder (list)",
         url="read",
     )
+    allow_outside_root: bool = allow_outside_root_setting()
     split: str | None = setting(
         None,
         "Training split: k400 train (with --list or --kinetics-csv); ucf101/hmdb51 train1-3; "
