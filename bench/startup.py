@@ -8,6 +8,7 @@ every help at most 1.5x ``mote --help``.
 
     python bench/startup.py                 # 5 rounds, a JSON line at the end
     python bench/startup.py --smoke --json figures.json   # 1 round (tests/test_bench_startup.py)
+    python bench/startup.py --baseline /path/to/older/venv/bin/mote   # before/after, interleaved
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 HELP_TARGET = 1.5  # every command's --help within this many times `mote --help`
+BASELINE = "baseline: "  # the label of the --baseline installation's figures
 
 
 def mote_script() -> str:
@@ -48,9 +50,9 @@ def command_names() -> list[str]:
     return list(BUILDERS)
 
 
-def help_cases(mote: str) -> dict[str, list[str]]:
-    cases = {"mote --help": [mote, "--help"]}
-    cases.update({f"mote {name} --help": [mote, name, "--help"] for name in command_names()})
+def help_cases(mote: str, label: str = "") -> dict[str, list[str]]:
+    cases = {f"{label}mote --help": [mote, "--help"]}
+    cases.update({f"{label}mote {n} --help": [mote, n, "--help"] for n in command_names()})
     return cases
 
 
@@ -72,6 +74,7 @@ def measure(args: argparse.Namespace) -> dict:
         "python -c pass": [*python, "pass"],
         "import torch, open_clip": [*python, "import mote.pipeline, torch, open_clip"],
         **help_cases(mote),
+        **(help_cases(args.baseline, BASELINE) if args.baseline else {}),
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
     extract_wall, extract_inside = [], []
@@ -85,7 +88,11 @@ def measure(args: argparse.Namespace) -> dict:
             extract_inside.append(json.loads(out.strip().splitlines()[-1])["seconds"])
     median = {name: statistics.median(values) for name, values in times.items()}
     base = median["mote --help"]
-    helps = {n: round(t / base, 2) for n, t in median.items() if n.endswith("--help")}
+    helps = {
+        n: round(t / base, 2)
+        for n, t in median.items()
+        if n.endswith("--help") and not n.startswith(BASELINE)
+    }
     wall, inside = statistics.median(extract_wall), statistics.median(extract_inside)
     return {
         "rounds": args.rounds,
@@ -110,6 +117,11 @@ def main() -> None:
     parser.add_argument("--model", default="mote-tiny", help="open_clip model, random weights")
     parser.add_argument("--smoke", action="store_true", help="1 round (tests)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--baseline",
+        help="the mote script of another installation (an older commit's venv): its help "
+        "times are measured in the same rounds, interleaved, for a before/after table",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.videos_per_class = 1, 1
@@ -117,8 +129,15 @@ def main() -> None:
     result = measure(args)
     width = max(len(name) for name in result["seconds"])
     for name, seconds in result["seconds"].items():
+        if name.startswith(BASELINE):
+            continue
         ratio = result["help_ratio"].get(name)
-        print(f"{name:<{width}}  {seconds:7.3f} s" + (f"  {ratio:4.2f}x" if ratio else ""))
+        before = result["seconds"].get(BASELINE + name)
+        print(
+            f"{name:<{width}}  {seconds:7.3f} s"
+            + (f"  {ratio:4.2f}x" if ratio else "")
+            + (f"  (baseline {before:.3f} s)" if before is not None else "")
+        )
     e = result["extract"]
     print(
         f"mote extract ({e['model']}): wall {e['wall_s']:.2f} s, its own timer {e['inside_s']:.2f}"
