@@ -18,6 +18,7 @@ from mote.pipeline.config import (
     store_in_setting,
 )
 from mote.pipeline.locations import Url
+from mote.pipeline.search.score_names import DEFAULT_SCORE, RAW_SCORE, SCORES
 
 CHECK_SAMPLE = 100  # rows used as queries by --check-index when no query is given
 
@@ -46,6 +47,13 @@ class SearchConfig(Settings):
     video: Path | None = setting(None, "Query by example: a video file, embedded like the rows.")
     like: str | None = setting(
         None, "Query by a video of the collection (its id), itself left out."
+    )
+    score: str = setting(
+        DEFAULT_SCORE,
+        f"How text queries rank videos: {', '.join(SCORES)}. {DEFAULT_SCORE}: the query's share "
+        "of a softmax over a text bank (the store's class names, else a shipped action "
+        f"vocabulary) and the query, per video, as the classifier reads it; {RAW_SCORE}: the raw "
+        "dot product. Queries by example (--video, --like) always rank by cosine.",
     )
     top_k: int = setting(10, "Videos to return per query.", min=1, short="-k")
     root: Path | None = setting(
