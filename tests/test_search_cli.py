@@ -244,6 +244,24 @@ def test_eval_writes_metrics_json_and_report_shows_it(trained, tmp_path):
     assert f"mAP {recorded['map']:.2f}, P@10 {recorded['p@10']:.2f}" in text
 
 
+def test_eval_prints_the_chosen_and_the_raw_ranking_side_by_side(
+    trained, tmp_path, monkeypatch, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(trained.run, run)
+    base = ["search", "--run", run, "--embeddings", trained.embeddings, "--eval", "--device", "cpu"]
+    code, out, err = mote_cli(monkeypatch, capsys, *base, "--json")
+    assert code == 0, err
+    numbers = json.loads(out)["retrieval"]
+    assert set(numbers["rankings"]) == {"softmax", "cosine"} and numbers["score"] == "softmax"
+    code, out, err = mote_cli(monkeypatch, capsys, *base, "--score", "cosine")
+    assert code == 0, err
+    rows = {line.split()[0]: line.split()[-3:] for line in out.splitlines() if "@" not in line}
+    for name, cells in (("cosine", numbers["rankings"]["cosine"]), ("softmax", numbers)):
+        assert rows[name] == [f"{cells[key]:.2f}" for key in ("map", "p@10", "p@50")], out
+    assert "cosine (--score)" in out and "scores normalised against the store's 8 class" in out
+
+
 def test_load_run_search_returns_records(trained):
     records = mote.load_run(trained.run, device="cpu").search(
         [trained.classes[2], trained.classes[5]], trained.embeddings, k=4
