@@ -10,6 +10,7 @@ Text queries rank by ``--score`` (``pipeline/search/scoring.py``): by default th
 a softmax over a text bank and the query, per video, which cancels the per-video constant the
 raw cosine carries; the bank is the class text bank of the file's store (the same text tower and
 templates as the queries) or, for a store without class names, the shipped action vocabulary.
+Each video's statistics against the bank are made once and kept beside a local file.
 Queries by example rank by cosine: normalising them against a text bank lowered their
 precision (docs/evaluation.md, "Ranking scores").
 
@@ -24,6 +25,8 @@ name as a query against its class's videos and records the numbers in the run's 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import tempfile
 import time
 from collections.abc import Iterator
@@ -48,7 +51,7 @@ from mote.pipeline.search.exact import exact_top_k
 from mote.pipeline.search.index import KINDS, SearchIndex, build_index, recall_at_k
 from mote.pipeline.search.page import PageHit, render_page, thumbnails
 from mote.pipeline.search.score_names import DEFAULT_SCORE, RAW_SCORE, SCORES
-from mote.pipeline.search.scoring import Scorer
+from mote.pipeline.search.scoring import Scorer, collection_stats
 from mote.pipeline.search.vocabulary import vocabulary
 from mote.pipeline.temporal.embedding import video_vectors
 from mote.pipeline.threads import command_threads, use_threads
@@ -268,6 +271,30 @@ def hits_of(
     return out
 
 
+def bank_statistics(
+    file: EmbeddingsFile, bank: Bank, scale: float, device: torch.device
+) -> np.ndarray:
+    """Every row's ``bank_stats`` [2, N] against ``bank``: one pass over the file, kept beside
+    a local file (``bank-stats-<key>.npy``, keyed by the file's fingerprint, the bank and the
+    scale) so that the next search reads them instead."""
+    made = f"{file.fingerprint}:{scale!r}".encode() + bank.vectors.numpy().tobytes()
+    path = None
+    if isinstance(file.path, Path):
+        path = file.path / f"bank-stats-{hashlib.sha256(made).hexdigest()[:16]}.npy"
+    if path is not None and path.is_file():
+        kept = np.load(path)
+        if kept.shape == (2, file.n_rows):
+            return kept
+    chunks = (chunk for _, chunk in file.iter_chunks())
+    stats = collection_stats(bank.vectors, chunks, scale, device)
+    if path is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, stats)
+        with contextlib.suppress(OSError):  # a read-only folder: compute them again next time
+            write_atomic(path, buffer.getvalue())
+    return stats
+
+
 def index_path(file: EmbeddingsFile, kind: str) -> Path:
     return file.path / f"index-{kind}.faiss"
 
@@ -344,7 +371,7 @@ def rescored(
     rows = np.sort(rows)
     vectors = torch.from_numpy(file.read_vectors(rows).astype(np.float32))
     raw = torch.from_numpy(query.vector[None].astype(np.float32)) @ vectors.T
-    scores = scorer(raw, vectors)[0].numpy()
+    scores = scorer(raw, vectors, rows)[0].numpy()
     best = np.lexsort((rows, -scores))[:k]  # score descending, ties by the lower row
     return scores[best], rows[best]
 
@@ -464,7 +491,9 @@ def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
         bank = ranking_bank(file, clip, cfg.storage_options) if normalised else None
         scale = float(loaded.model.logit_scale.detach().exp())
         vectors = bank.vectors if bank is not None else None
-        scorers = {name: Scorer(name, vectors, scale) for name in scores}
+        ranked = {q.score for q in queries} - {RAW_SCORE}
+        stats = bank_statistics(file, bank, scale, device) if ranked else None
+        scorers = {name: Scorer(name, vectors, scale, stats) for name in scores}
         found = search(queries, file, cfg.top_k, device, index, scorers)
         results = [
             {"query": q.text, "kind": q.kind, "hits": hits_of(q, s, r, table, cfg.root)}

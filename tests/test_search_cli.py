@@ -130,6 +130,21 @@ def test_queries_by_example_rank_by_cosine_whatever_the_score(trained):
         assert default == cosine and {h["scoring"] for h in default} == {"cosine"}
 
 
+def test_the_bank_statistics_are_kept_beside_the_file_and_read_back(trained, tmp_path):
+    emb = tmp_path / "e.zarr"
+    shutil.copytree(trained.embeddings, emb)
+    for kept in emb.glob("bank-stats-*.npy"):
+        kept.unlink()
+    first = find(trained, trained.classes[2], embeddings=emb)
+    (kept,) = emb.glob("bank-stats-*.npy")
+    assert np.load(kept).shape == (2, 72)
+    stamp = kept.stat().st_mtime_ns
+    assert find(trained, trained.classes[2], embeddings=emb)["results"] == first["results"]
+    assert kept.stat().st_mtime_ns == stamp  # read, not made again
+    find(trained, trained.classes[2], embeddings=emb, score="cosine")
+    assert list(emb.glob("bank-stats-*.npy")) == [kept]  # the cosine needs none
+
+
 def test_the_bank_is_the_stores_class_text_else_the_shipped_vocabulary(trained, tmp_path):
     store = FeatureStore.open(trained.store)
     queries_space = clip_for_run(trained.run, "cpu").class_text_embeddings(store.class_names)

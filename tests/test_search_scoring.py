@@ -15,7 +15,7 @@ from mote.pipeline.errors import ConfigError
 from mote.pipeline.search.evaluation import class_retrieval
 from mote.pipeline.search.exact import exact_top_k
 from mote.pipeline.search.score_names import SCORES
-from mote.pipeline.search.scoring import Scorer, bank_stats, normalise
+from mote.pipeline.search.scoring import Scorer, bank_stats, collection_stats, normalise
 from mote.pipeline.search.vocabulary import LABEL_FILES, vocabulary
 
 SCALE = 100.0
@@ -49,18 +49,24 @@ def test_softmax_is_the_querys_share_of_a_softmax_over_bank_and_query():
     assert torch.allclose(centred, raw - (text @ videos.T).mean(dim=0), atol=1e-6)
 
 
+@pytest.mark.parametrize("kept", [False, True], ids=["stats-per-chunk", "stats-kept"])
 @pytest.mark.parametrize("score", SCORES)
-def test_streamed_search_ranks_by_the_score(score):
+def test_streamed_search_ranks_by_the_score(score, kept):
+    """Chunk by chunk, with each chunk's statistics computed or sliced from the collection's."""
     text, videos, _ = hub_collection(seed=1)
     queries = text[:3]
-    scorer = Scorer(score, text, SCALE)
     chunks = [videos[i : i + 37].numpy() for i in range(0, len(videos), 37)]
+    stats = collection_stats(text, chunks, SCALE, torch.device("cpu")) if kept else None
+    scorer = Scorer(score, text, SCALE, stats)
     found, rows = exact_top_k(queries, chunks, 15, rescore=scorer)
-    whole = scorer(queries @ videos.T, videos).numpy()
+    whole = Scorer(score, text, SCALE)(queries @ videos.T, videos, slice(None)).numpy()
     for q in range(len(queries)):
         order = np.lexsort((np.arange(len(videos)), -whole[q]))[:15]
         assert rows[q].tolist() == order.tolist()
         assert np.allclose(found[q], whole[q][order], atol=1e-5)
+    picked = np.array([5, 77, 140])  # an index's candidates: rows by number
+    some = scorer(queries @ videos[picked].T, videos[picked], picked).numpy()
+    assert np.allclose(some, whole[:, picked], atol=1e-5)
 
 
 def test_normalised_scores_rank_each_class_first_where_the_cosine_does_not():
@@ -82,7 +88,8 @@ def test_a_score_needs_a_known_name_and_a_bank():
         Scorer("hub", torch.eye(4), SCALE)
     with pytest.raises(ConfigError, match="needs a bank of texts"):
         Scorer("softmax", None, SCALE)
-    assert Scorer("cosine", None, SCALE)(torch.ones(1, 2), torch.eye(2)).tolist() == [[1.0, 1.0]]
+    raw = Scorer("cosine", None, SCALE)(torch.ones(1, 2), torch.eye(2), slice(None))
+    assert raw.tolist() == [[1.0, 1.0]]
 
 
 def test_the_vocabulary_holds_every_shipped_class_name_once():

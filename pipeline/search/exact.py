@@ -39,7 +39,7 @@ def exact_top_k(
     *,
     exclude: Sequence[Iterable[int]] | None = None,
     dtype: torch.dtype | None = None,
-    rescore: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    rescore: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` rows with the highest inner product with each query, best first.
 
@@ -48,7 +48,8 @@ def exact_top_k(
     return (the query video itself, for a search by example). Returns ``(scores, rows)``, both
     [Q, k'] (float32, int64) with k' = min(k, N - the most rows any query excludes): every slot
     holds a real row. ``dtype`` overrides the compute dtype (``compute_dtype``). ``rescore(scores,
-    rows)`` turns a chunk's [Q, n] inner products into the scores ranked (``scoring.Scorer``).
+    rows, where)`` turns the [Q, n] inner products of a chunk's rows, the collection's rows
+    ``where``, into the scores ranked (``scoring.Scorer``).
     """
     if k < 1:
         raise ConfigError(f"top-k search: k must be at least 1, got {k}")
@@ -66,7 +67,7 @@ def exact_top_k(
         rows = rows.to(device=device, dtype=dtype, non_blocking=True)
         scores = (q @ rows.T).float()
         if rescore is not None:
-            scores = rescore(scores, rows)
+            scores = rescore(scores, rows, slice(total, total + len(rows)))
         keys = _pack(scores, total)
         top = keys.topk(min(want, keys.shape[1]), dim=1, sorted=False).values
         if best is not None:

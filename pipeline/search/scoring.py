@@ -4,7 +4,8 @@ A video's raw cosine with a text is mostly a per-video constant when texts sit c
 (hubness of cross-modal retrieval): the classifier's softmax over its class bank cancels that
 constant, a ranking across videos keeps it. Each normalised score here compares the query with
 the bank *on the same video*, so it needs per video only two numbers over the bank: the
-log-sum-exp of its scaled cosines and their mean (``bank_stats``), whatever the query.
+log-sum-exp of its scaled cosines and their mean (``bank_stats``), whatever the query. They cost
+a [bank, N] matmul, so a collection's are computed once (``collection_stats``) and kept.
 
 - ``softmax``: the log of the query's share of a softmax over bank + query at the run's logit
   scale s, ``log sigmoid(s x - lse)``: the classifier's probability, read across videos
@@ -17,6 +18,9 @@ log-sum-exp of its scaled cosines and their mean (``bank_stats``), whatever the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,6 +32,18 @@ def bank_stats(bank: torch.Tensor, rows: torch.Tensor, scale: float) -> torch.Te
     """float32 [2, n] per video row: log-sum-exp of ``scale`` x its cosines with the bank [C, D]
     (unit rows, in the rows' dtype and device), and their mean."""
     return stats_of((bank @ rows.T).float(), scale)
+
+
+def collection_stats(
+    bank: torch.Tensor, chunks: Iterable[np.ndarray], scale: float, device: torch.device
+) -> np.ndarray:
+    """float32 [2, N]: ``bank_stats`` of every row, chunk by chunk (fp32 on every device)."""
+    unit = F.normalize(bank.float(), dim=-1).to(device)
+    parts = [
+        bank_stats(unit, torch.as_tensor(np.asarray(c)).to(device, torch.float32), scale).cpu()
+        for c in chunks
+    ]
+    return torch.cat(parts, dim=1).numpy() if parts else np.zeros((2, 0), np.float32)
 
 
 def stats_of(cos: torch.Tensor, scale: float) -> torch.Tensor:
@@ -57,18 +73,33 @@ def normalise(
 
 
 class Scorer:
-    """``exact_top_k``'s rescore: a method, its bank on the device and the run's logit scale."""
+    """``exact_top_k``'s rescore: a method, its bank and the run's logit scale, and the rows'
+    ``bank_stats`` [2, N] when already known (else computed from each chunk's rows)."""
 
-    def __init__(self, method: str, bank: torch.Tensor | None, scale: float) -> None:
+    def __init__(
+        self,
+        method: str,
+        bank: torch.Tensor | None,
+        scale: float,
+        stats: np.ndarray | None = None,
+    ) -> None:
         if method not in SCORES:
             raise ConfigError(f"--score {method!r}: use one of {', '.join(SCORES)}")
         if method != RAW_SCORE and (bank is None or not len(bank)):
             raise ConfigError(f"--score {method}: needs a bank of texts to normalise against")
         self.method, self.scale = method, float(scale)
         self.bank = None if bank is None else F.normalize(bank.float(), dim=-1)
+        self.stats = None if stats is None else torch.from_numpy(stats)
 
-    def __call__(self, scores: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, scores: torch.Tensor, rows: torch.Tensor, where: slice | np.ndarray
+    ) -> torch.Tensor:
+        """The scores of the rows at ``where`` (a slice or row numbers of the collection)."""
         if self.method == RAW_SCORE:
             return scores.float()
-        bank = self.bank.to(device=rows.device, dtype=rows.dtype)
-        return normalise(self.method, scores, bank_stats(bank, rows, self.scale), self.scale)
+        if self.stats is not None:
+            at = where if isinstance(where, slice) else torch.as_tensor(where)
+            stats = self.stats[:, at].to(scores.device)
+        else:
+            stats = bank_stats(self.bank.to(rows.device, rows.dtype), rows, self.scale)
+        return normalise(self.method, scores, stats, self.scale)
