@@ -10,8 +10,9 @@ query by example against the rest (P@10 of the videos of its class, each score).
            and searched over those 72 (the training videos themselves).
   fresh    the fixture's run over a fresh data set of its 8 classes, 10 videos each (seed 11),
            extracted with evaluation sampling: 80 videos (tests/test_search_cli.py's too).
-  held-out-4  4 direction-of-motion classes: trained on 18 of 24 videos each (seed 5), searched
-           over a fresh data set of 15 each (seed 11): 60 videos the run never saw.
+  held-out-4  4 directions of a square: trained on 18 of 24 videos each (seed 5), searched over
+           a fresh data set of 15 each (seed 11): 60 videos the run never saw.
+  held-out-4c 4 directions of a circle, trained on 36 of 48 each, searched likewise.
   held-out-8  the fixture's 8 classes, trained likewise, searched over a fresh 20 each (160).
 
     python bench/search_scores.py --json scores.json   # a few minutes on 2 busy cores
@@ -42,7 +43,7 @@ from mote.pipeline.search.score_names import SCORES
 from mote.pipeline.search.scoring import bank_stats, normalise
 from mote.stages import demo, embed, extract
 
-DIRECTIONS = tuple(f"square moving {d}" for d in ("left", "right", "up", "down"))
+DIRECTIONS = ("left", "right", "up", "down")
 
 
 def trained_run(work: Path, data) -> Path:
@@ -69,11 +70,12 @@ def collections(work: Path) -> dict[str, tuple[Path, Path]]:
     run = train_tiny_run(store, work / "fixture" / "run")
     fresh = write_motion_dataset(work / "fresh", videos_per_class=10, seed=11)
     out = {"fixture": (run, store), "fresh": (run, searched(fresh, work / "fresh.zarr"))}
-    for name, classes, fresh_videos in (
-        ("held-out-4", DIRECTIONS, 15),
-        ("held-out-8", MOTION_CLASSES, 20),
+    for name, classes, taught_videos, fresh_videos in (
+        ("held-out-4", tuple(f"square moving {d}" for d in DIRECTIONS), 24, 15),
+        ("held-out-4c", tuple(f"circle moving {d}" for d in DIRECTIONS), 48, 15),
+        ("held-out-8", MOTION_CLASSES, 24, 20),
     ):
-        taught = write_motion_dataset(work / name, classes, videos_per_class=24, seed=5)
+        taught = write_motion_dataset(work / name, classes, taught_videos, seed=5)
         new = write_motion_dataset(work / f"{name}-new", classes, fresh_videos, seed=11)
         out[name] = (trained_run(work / name, taught), searched(new, work / f"{name}.zarr"))
     return out
