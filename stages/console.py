@@ -325,9 +325,10 @@ def print_search(result: dict) -> None:
         )
     if result.get("html"):
         stdout.print(f"page: {result['html']}", soft_wrap=True)
+    ranked = f", {result['score']} against {result['bank']}" if result.get("bank") else ""
     stdout.print(
         f"{result['search']} search over {result['n_videos']} videos ({result['variant']} "
-        f"vectors), {result['seconds']:.2f} s",
+        f"vectors{ranked}), {result['seconds']:.2f} s",
         soft_wrap=True,
     )
 

@@ -465,6 +465,27 @@ def page(cfg: SearchConfig, results: list[dict]) -> None:
     write_atomic(Path(cfg.html), render_page("mote search", meta, sections).encode())
 
 
+def scorers_for(
+    cfg: SearchConfig,
+    queries: list[Query],
+    file: EmbeddingsFile,
+    loaded: Run,
+    clip: Any,
+    device: torch.device,
+) -> tuple[dict[str, Scorer], Bank | None]:
+    """A scorer per score the queries (and --eval) rank by, at the run's logit scale, and the
+    bank when any needs one; the rows' statistics are made (or read) only for queries."""
+    names = {q.score for q in queries} | ({cfg.score} if cfg.evaluate else set())
+    bank = None
+    if names - {RAW_SCORE} or cfg.evaluate:
+        bank = ranking_bank(file, clip, cfg.storage_options)
+    scale = float(loaded.model.logit_scale.detach().exp())
+    ranked = {q.score for q in queries} - {RAW_SCORE}
+    stats = bank_statistics(file, bank, scale, device) if ranked and bank else None
+    vectors = None if bank is None else bank.vectors
+    return {name: Scorer(name, vectors, scale, stats) for name in names}, bank
+
+
 @command_threads()
 def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
     """Search; return the hits per query and, when asked, the index check and evaluation."""
@@ -486,14 +507,7 @@ def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
         index, built = (None, False)
         if cfg.index is not None:
             index, built = open_index(file, cfg.index, progress)
-        scores = {q.score for q in queries} | ({cfg.score} if cfg.evaluate else set())
-        normalised = bool(scores - {RAW_SCORE}) or cfg.evaluate
-        bank = ranking_bank(file, clip, cfg.storage_options) if normalised else None
-        scale = float(loaded.model.logit_scale.detach().exp())
-        vectors = bank.vectors if bank is not None else None
-        ranked = {q.score for q in queries} - {RAW_SCORE}
-        stats = bank_statistics(file, bank, scale, device) if ranked else None
-        scorers = {name: Scorer(name, vectors, scale, stats) for name in scores}
+        scorers, bank = scorers_for(cfg, queries, file, loaded, clip, device)
         found = search(queries, file, cfg.top_k, device, index, scorers)
         results = [
             {"query": q.text, "kind": q.kind, "hits": hits_of(q, s, r, table, cfg.root)}
