@@ -158,6 +158,9 @@ def test_the_bank_is_the_stores_class_text_else_the_shipped_vocabulary(trained, 
     assert found["bank"].startswith("a vocabulary of 7") and found["score"] == "softmax"
     assert len(found["results"][0]["hits"]) == 5
     assert find(trained, trained.classes[3])["bank"] == "the store's 8 class names"
+    free = find(trained, "a dog surfing a wave", top_k=5)["results"][0]["hits"]  # in no bank
+    scores = [h["score"] for h in free]
+    assert len(free) == 5 and scores == sorted(scores, reverse=True) and max(scores) < 0
 
 
 def test_like_leaves_the_video_out_and_json_lines_parse(trained, monkeypatch, capsys):
