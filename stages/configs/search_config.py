@@ -77,8 +77,9 @@ class SearchConfig(Settings):
     )
     evaluate: bool = setting(
         False,
-        "Each class name as a query (labelled collections): mAP, precision@10/@50 and zero-shot "
-        "top-1, written to the run's metrics.json under 'retrieval'.",
+        "Each class name as a query (labelled collections): mAP and precision@10/@50 of the "
+        f"--score ranking beside the {RAW_SCORE}'s, and zero-shot top-1, written to the run's "
+        "metrics.json under 'retrieval'.",
         flag="--eval",
     )
     device: str = device_setting()
