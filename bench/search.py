@@ -8,7 +8,7 @@ normalise(centre + 0.6 B z / sqrt(32) + 0.2 g / sqrt(D)) with B a fixed random o
 noise. Queries are fresh draws of the same distribution. Rows are made --chunk at a time into one
 array and searched as --chunk-row views (the store already embedded, in memory).
 
-Sections (--sections, comma-separated; default "embed,exact,dtype,index"):
+Sections (--sections, comma-separated; default "embed,exact,score,dtype,index"):
 
   embed  `mote embed` itself (stages/embed.py, each device): a store of --embed-videos random
          fp16 clips (1 view, 8 frames, D=--dim) scored by a one-epoch run of the spec's MoTE for
@@ -19,6 +19,11 @@ Sections (--sections, comma-separated; default "embed,exact,dtype,index"):
          queries and --batches batches of --batch queries, one after another; queries/s and the
          latency p50/p99 of one call (p99 of 20 calls is about the slowest). fp32 rows on the
          CPU, once per --threads count; on CUDA fp16 rows already on the GPU.
+  score  what `mote search --score softmax` (the default) costs: at each --sizes N on the CPU (the
+         first --threads count), --singles single queries ranked by cosine and by the softmax
+         score against a bank of --bank texts (random unit rows; K400's store has 400) with the
+         per-video statistics kept (every search after the first), and the one pass that makes
+         those statistics (a [bank, N] matmul, the first search's extra).
   dtype  on the CPU at --dtype-size rows: fp32 rows (the default), fp16 rows upcast to fp32 per
          chunk, and the matmul in fp16 or bf16 itself: is fp16/bf16 storage worth it?
   index  at --index-size rows, for hnsw and ivfpq with their default settings: build seconds,
@@ -47,6 +52,7 @@ from benchlib import doc_parser, machine, sync, write_store
 
 from mote.pipeline.search.exact import exact_top_k
 from mote.pipeline.search.index import build_index, recall_at_k, require_faiss
+from mote.pipeline.search.scoring import Scorer, collection_stats
 
 RANK, SPREAD, NOISE = 32, 0.6, 0.2
 
@@ -144,6 +150,33 @@ def exact_section(args, dist: Embeddings, queries: np.ndarray) -> list[dict]:
                     rows_out.append(latency_row(label, seconds, batch, n=n, threads=threads))
     torch.set_num_threads(args.threads[0])
     return rows_out
+
+
+def score_section(args, dist: Embeddings, queries: np.ndarray) -> list[dict]:
+    cpu = torch.device("cpu")
+    torch.set_num_threads(args.threads[0])
+    bank = torch.from_numpy(dist.rows(args.bank, seed=3))
+    out = []
+    for n in args.sizes:
+        data = collection(dist, n)
+
+        def stats(data=data):
+            return collection_stats(bank, views(data, args.chunk_rows)(), 100.0, cpu)
+
+        seconds = timed(stats, cpu, max(1, args.singles // 5))
+        label = f"score statistics N={n:,} bank {args.bank}"
+        out.append(latency_row(label, seconds, 1, n=n, score="statistics", bank=args.bank))
+        for name in ("cosine", "softmax"):
+            scorer = None if name == "cosine" else Scorer(name, bank, 100.0, stats())
+
+            def call(scorer=scorer, data=data):
+                chunks = views(data, args.chunk_rows)()
+                return exact_top_k(queries[:1], chunks, args.k, cpu, rescore=scorer)
+
+            seconds = timed(call, cpu, args.singles)
+            label = f"score {name} N={n:,} bank {args.bank}"
+            out.append(latency_row(label, seconds, 1, n=n, score=name, bank=args.bank))
+    return out
 
 
 def _devices() -> list[torch.device]:
@@ -254,7 +287,7 @@ def embed_section(args, dist: Embeddings, queries: np.ndarray) -> list[dict]:
 
 def main() -> None:
     parser = doc_parser(__doc__)
-    parser.add_argument("--sections", default="embed,exact,dtype,index")
+    parser.add_argument("--sections", default="embed,exact,score,dtype,index")
     parser.add_argument("--embed-videos", type=int, default=4096, help="embed: store size")
     parser.add_argument("--embed-classes", type=int, default=400, help="embed: store classes")
     parser.add_argument("--sizes", default="10000,100000,1000000")
@@ -262,6 +295,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--bank", type=int, default=400, help="score: texts in the bank")
     parser.add_argument(
         "--threads",
         default="1,2",
@@ -289,6 +323,7 @@ def main() -> None:
     sections = {
         "embed": embed_section,
         "exact": exact_section,
+        "score": score_section,
         "dtype": dtype_section,
         "index": index_section,
     }
@@ -302,6 +337,8 @@ def main() -> None:
     top = max((r["n"] for r in exact), default=0)
     summary = [f"{r['case']} {r['videos_per_s']:.1f} videos/s" for r in result.get("embed", [])]
     summary += [f"{r['case']} {r['p50_ms']:.1f} ms/query" for r in exact if r["n"] == top]
+    scored = [r for r in result.get("score", []) if r["n"] == top]
+    summary += [f"{r['case']} {r['p50_ms']:.1f} ms/query" for r in scored]
     if best:
         summary.append(f"{best['kind']} {best['speedup']:.0f}x at recall@10 {best['recall_at_10']}")
     print("SUMMARY " + "; ".join(summary))

@@ -313,19 +313,30 @@ def print_search(result: dict) -> None:
         )
     retrieval = result.get("retrieval")
     if retrieval:
+        table = Table(
+            title=f"retrieval on {retrieval['store']} ({retrieval['classes']} class queries, "
+            f"{retrieval['n_videos']} videos)",
+            title_justify="left",
+        )
+        for column in ("score", "mAP", "P@10", "P@50"):
+            table.add_column(column, justify="left" if column == "score" else "right")
+        for name, numbers in retrieval["rankings"].items():
+            chosen = " (--score)" if name == retrieval["score"] else ""
+            cells = (numbers[key] for key in ("map", "p@10", "p@50"))
+            table.add_row(name + chosen, *(f"{value:.2f}" for value in cells))
+        show(table)
         stdout.print(
-            f"retrieval on {retrieval['store']} ({retrieval['classes']} class queries, "
-            f"{retrieval['n_videos']} videos): mAP {retrieval['map']:.2f}, P@10 "
-            f"{retrieval['p@10']:.2f}, P@50 {retrieval['p@50']:.2f} (chance "
-            f"{retrieval['chance_precision']:.2f}); zero-shot top-1 "
-            f"{retrieval['zeroshot_top1']:.2f}; written to the run's metrics.json",
+            f"chance {retrieval['chance_precision']:.2f}; zero-shot top-1 "
+            f"{retrieval['zeroshot_top1']:.2f}; scores normalised against {retrieval['bank']}; "
+            "written to the run's metrics.json",
             soft_wrap=True,
         )
     if result.get("html"):
         stdout.print(f"page: {result['html']}", soft_wrap=True)
+    ranked = f", {result['score']} against {result['bank']}" if result.get("bank") else ""
     stdout.print(
         f"{result['search']} search over {result['n_videos']} videos ({result['variant']} "
-        f"vectors), {result['seconds']:.2f} s",
+        f"vectors{ranked}), {result['seconds']:.2f} s",
         soft_wrap=True,
     )
 

@@ -6,6 +6,14 @@ and encoded as ``predict`` does, then made one vector with the embeddings file's
 against its store's class bank, the store's frames and views), so it is comparable with the rows;
 ``--like ID`` takes a video's own row and leaves that video out of its results.
 
+Text queries rank by ``--score`` (``pipeline/search/scoring.py``): by default the query's share of
+a softmax over a text bank and the query, per video, which cancels the per-video constant the
+raw cosine carries; the bank is the class text bank of the file's store (the same text tower and
+templates as the queries) or, for a store without class names, the shipped action vocabulary.
+Each video's statistics against the bank are made once and kept beside a local file.
+Queries by example rank by cosine: normalising them against a text bank lowered their
+precision (docs/evaluation.md, "Ranking scores").
+
 The vectors come from an embeddings file (``mote embed``), or, with ``--store``, from ``mote
 embed``'s code path into a temporary file that is deleted afterwards (a notice says so: one
 ``mote embed`` makes repeated searches fast). Search is exact by default (``exact_top_k``:
@@ -17,6 +25,8 @@ name as a query against its class's videos and records the numbers in the run's 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import tempfile
 import time
 from collections.abc import Iterator
@@ -40,6 +50,9 @@ from mote.pipeline.search.evaluation import class_retrieval
 from mote.pipeline.search.exact import exact_top_k
 from mote.pipeline.search.index import KINDS, SearchIndex, build_index, recall_at_k
 from mote.pipeline.search.page import PageHit, render_page, thumbnails
+from mote.pipeline.search.score_names import DEFAULT_SCORE, RAW_SCORE, SCORES
+from mote.pipeline.search.scoring import Scorer, collection_stats
+from mote.pipeline.search.vocabulary import vocabulary
 from mote.pipeline.temporal.embedding import video_vectors
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool
@@ -49,6 +62,8 @@ from mote.stages.configs.search_config import CHECK_SAMPLE, SearchConfig  # noqa
 from mote.stages.predict import decode_and_encode
 
 RECALL_K = 10
+MIN_CANDIDATES = 100  # an index hands at least this many (10 x k) candidates to a normalised score
+MIN_CLASSES = 2  # a store's class names make the bank when it has this many; else the vocabulary
 
 
 def _check(cfg: SearchConfig) -> list[str]:
@@ -65,6 +80,8 @@ def _check(cfg: SearchConfig) -> list[str]:
             raise ConfigError(
                 "mote search: no query; give a QUERY text, --video FILE, --like VIDEO_ID, or --eval"
             )
+    if cfg.score not in SCORES:
+        raise ConfigError(f"--score {cfg.score!r}: use one of {', '.join(SCORES)}")
     if cfg.index is not None and cfg.index not in KINDS:
         raise ConfigError(f"--index {cfg.index!r}: use one of {', '.join(KINDS)}")
     if cfg.check_index and cfg.index is None:
@@ -139,19 +156,21 @@ def load_for(file: EmbeddingsFile, cfg: SearchConfig, device: torch.device) -> R
 
 @dataclass
 class Query:
-    """One query: what the user asked, its unit vector, and the row it must not return."""
+    """One query: what the user asked, its unit vector, the row it must not return, and the
+    score that ranks its videos."""
 
     text: str
     kind: str  # text, video, like
     vector: np.ndarray  # float32 (D,)
     exclude: tuple[int, ...] = ()
+    score: str = RAW_SCORE
 
 
-def text_queries(texts: list[str], clip: Any) -> list[Query]:
+def text_queries(texts: list[str], clip: Any, score: str = RAW_SCORE) -> list[Query]:
     if not texts:
         return []
     vectors = clip.class_text_embeddings(texts).float().numpy()
-    return [Query(t, "text", v) for t, v in zip(texts, vectors, strict=True)]
+    return [Query(t, "text", v, score=score) for t, v in zip(texts, vectors, strict=True)]
 
 
 def like_query(video_id: str, file: EmbeddingsFile, ids: list[str]) -> Query:
@@ -166,20 +185,48 @@ def like_query(video_id: str, file: EmbeddingsFile, ids: list[str]) -> Query:
     return Query(f"like {video_id}", "like", vector / np.linalg.norm(vector), (row,))
 
 
+def file_store(file: EmbeddingsFile, storage_options: dict[str, Any] | None) -> FeatureStore | None:
+    """The store the file was embedded from (local or at a URL); None when its folder is gone."""
+    path = locate(file.attrs["store"]["path"])
+    if isinstance(path, Path) and not path.exists():
+        return None
+    return FeatureStore.open(path, storage_options=storage_options)
+
+
 def test_bank(file: EmbeddingsFile, storage_options: dict[str, Any] | None) -> torch.Tensor | None:
-    """The class text bank TFM compared with when the file was made (its store's, local or at
-    a URL), or None when its variant is plain."""
+    """The class text bank TFM compared with when the file was made (its store's), or None when
+    its variant is plain."""
     variant = file.attrs["variant"]
     if variant.get("name") != "tfm":
         return None
-    path = locate(file.attrs["store"]["path"])
-    if isinstance(path, Path) and not path.exists():
+    store = file_store(file, storage_options)
+    if store is None:
         raise ConfigError(
-            f"--video: {file.path} was made with TFM against the class names of {path}, which "
-            "is gone; --video needs that store's text bank (or embeddings made with --no-tfm)"
+            f"--video: {file.path} was made with TFM against the class names of "
+            f"{file.attrs['store']['path']}, which is gone; --video needs that store's text "
+            "bank (or embeddings made with --no-tfm)"
         )
-    store = FeatureStore.open(path, storage_options=storage_options)
     return torch.from_numpy(np.array(store.text_embeddings))
+
+
+@dataclass(frozen=True)
+class Bank:
+    """The texts a normalised score weighs a query against, and what they are."""
+
+    vectors: torch.Tensor  # float32 (C, D) unit rows, in the space of the text queries
+    source: str
+
+
+def ranking_bank(file: EmbeddingsFile, clip: Any, storage_options: dict[str, Any] | None) -> Bank:
+    """The class text bank of the file's store when it names ``MIN_CLASSES`` or more: a store
+    matches the run's CLIP (``store_expectation``), so its bank is the run's text tower over
+    the same templates as the queries. Else the shipped vocabulary through that text tower."""
+    store = file_store(file, storage_options)
+    if store is not None and len(store.class_names) >= MIN_CLASSES:
+        text = torch.from_numpy(np.array(store.text_embeddings))
+        return Bank(text, f"the store's {len(text)} class names")
+    names = vocabulary()
+    return Bank(clip.class_text_embeddings(names).float(), f"a vocabulary of {len(names)} actions")
 
 
 def video_query(
@@ -218,9 +265,34 @@ def hits_of(
                 "path": str(root / video_id) if root is not None else table["path"][row],
                 "label": table["label_name"][row],
                 "row": int(row),
+                "scoring": query.score,
             }
         )
     return out
+
+
+def bank_statistics(
+    file: EmbeddingsFile, bank: Bank, scale: float, device: torch.device
+) -> np.ndarray:
+    """Every row's ``bank_stats`` [2, N] against ``bank``: one pass over the file, kept beside
+    a local file (``bank-stats-<key>.npy``, keyed by the file's fingerprint, the bank and the
+    scale) so that the next search reads them instead."""
+    made = f"{file.fingerprint}:{scale!r}".encode() + bank.vectors.numpy().tobytes()
+    path = None
+    if isinstance(file.path, Path):
+        path = file.path / f"bank-stats-{hashlib.sha256(made).hexdigest()[:16]}.npy"
+    if path is not None and path.is_file():
+        kept = np.load(path)
+        if kept.shape == (2, file.n_rows):
+            return kept
+    chunks = (chunk for _, chunk in file.iter_chunks())
+    stats = collection_stats(bank.vectors, chunks, scale, device)
+    if path is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, stats)
+        with contextlib.suppress(OSError):  # a read-only folder: compute them again next time
+            write_atomic(path, buffer.getvalue())
+    return stats
 
 
 def index_path(file: EmbeddingsFile, kind: str) -> Path:
@@ -253,23 +325,55 @@ def search(
     k: int,
     device: torch.device,
     index: SearchIndex | None,
+    scorers: dict[str, Scorer],
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(scores, rows) per query, best first, excluded rows left out."""
-    if not queries:
-        return []
+    """(scores, rows) per query, best first, excluded rows left out: one pass over the file (or
+    the index) per score the queries rank by."""
+    found: list[Any] = [None] * len(queries)
+    for score in dict.fromkeys(q.score for q in queries):
+        group = [i for i, q in enumerate(queries) if q.score == score]
+        part = _search([queries[i] for i in group], file, k, device, index, scorers[score])
+        for i, hits in zip(group, part, strict=True):
+            found[i] = hits
+    return found
+
+
+def _search(
+    queries: list[Query],
+    file: EmbeddingsFile,
+    k: int,
+    device: torch.device,
+    index: SearchIndex | None,
+    scorer: Scorer,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     vectors = np.stack([q.vector for q in queries]).astype(np.float32)
+    raw = scorer.method == RAW_SCORE
     if index is None:
         exclude = [q.exclude for q in queries]
         chunks = (chunk for _, chunk in file.iter_chunks())
-        scores, rows = exact_top_k(vectors, chunks, k, device, exclude=exclude)
+        rescore = None if raw else scorer
+        scores, rows = exact_top_k(vectors, chunks, k, device, exclude=exclude, rescore=rescore)
         return list(zip(scores, rows, strict=True))
     extra = max(len(q.exclude) for q in queries)
-    scores, rows = index.search(vectors, k + extra)
+    scores, rows = index.search(vectors, k + extra if raw else max(10 * k, MIN_CANDIDATES) + extra)
     found = []
     for q, s, r in zip(queries, scores, rows, strict=True):
         keep = (r >= 0) & ~np.isin(r, q.exclude)
-        found.append((s[keep][:k], r[keep][:k]))
+        found.append((s[keep][:k], r[keep][:k]) if raw else rescored(q, r[keep], file, scorer, k))
     return found
+
+
+def rescored(
+    query: Query, rows: np.ndarray, file: EmbeddingsFile, scorer: Scorer, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of an index's candidate rows by the query's normalised score (from their
+    stored vectors); a video outside the candidates cannot be found this way."""
+    rows = np.sort(rows)
+    vectors = torch.from_numpy(file.read_vectors(rows).astype(np.float32))
+    raw = torch.from_numpy(query.vector[None].astype(np.float32)) @ vectors.T
+    scores = scorer(raw, vectors, rows)[0].numpy()
+    best = np.lexsort((rows, -scores))[:k]  # score descending, ties by the lower row
+    return scores[best], rows[best]
 
 
 def check_index(
@@ -303,8 +407,16 @@ def check_index(
     }
 
 
-def evaluate(file: EmbeddingsFile, table: dict[str, list], clip: Any, device: torch.device) -> dict:
-    """Every class of the collection as a text query: ``class_retrieval``'s numbers."""
+def evaluate(
+    file: EmbeddingsFile,
+    table: dict[str, list],
+    clip: Any,
+    device: torch.device,
+    scorer: Scorer,
+    source: str,
+) -> dict:
+    """Every class of the collection as a text query: ``class_retrieval``'s numbers, for the
+    chosen score and, beside it, the raw cosine (or the default score, when cosine is chosen)."""
     labels = np.asarray(table["label"], dtype=np.int64)
     names = dict(zip(table["label"], table["label_name"], strict=True))
     class_ids = np.array(sorted(c for c in names if c >= 0), dtype=np.int64)
@@ -315,11 +427,24 @@ def evaluate(file: EmbeddingsFile, table: dict[str, list], clip: Any, device: to
         )
     text = clip.class_text_embeddings([names[int(c)] for c in class_ids]).float()
     chunks = (chunk for _, chunk in file.iter_chunks())
-    result = class_retrieval(text, class_ids, chunks, labels, device)
+    other = DEFAULT_SCORE if scorer.method == RAW_SCORE else RAW_SCORE
+    result = class_retrieval(
+        text, class_ids, chunks, labels, device, scores=(scorer.method, other),
+        bank=scorer.bank, scale=scorer.scale,
+    )  # fmt: skip
     result.pop("ap")
+    result["bank"] = source
     result["variant"] = file.attrs["variant"]["name"]
     result["embeddings"] = str(file.path)
-    return {key: round(v, 4) if isinstance(v, float) else v for key, v in result.items()}
+    return _rounded(result)
+
+
+def _rounded(numbers: dict) -> dict:
+    """Floats to 4 decimals, nested dicts too (the rankings)."""
+    return {
+        key: round(v, 4) if isinstance(v, float) else _rounded(v) if isinstance(v, dict) else v
+        for key, v in numbers.items()
+    }
 
 
 def page(cfg: SearchConfig, results: list[dict]) -> None:
@@ -340,6 +465,27 @@ def page(cfg: SearchConfig, results: list[dict]) -> None:
     write_atomic(Path(cfg.html), render_page("mote search", meta, sections).encode())
 
 
+def scorers_for(
+    cfg: SearchConfig,
+    queries: list[Query],
+    file: EmbeddingsFile,
+    loaded: Run,
+    clip: Any,
+    device: torch.device,
+) -> tuple[dict[str, Scorer], Bank | None]:
+    """A scorer per score the queries (and --eval) rank by, at the run's logit scale, and the
+    bank when any needs one; the rows' statistics are made (or read) only for queries."""
+    names = {q.score for q in queries} | ({cfg.score} if cfg.evaluate else set())
+    bank = None
+    if names - {RAW_SCORE} or cfg.evaluate:
+        bank = ranking_bank(file, clip, cfg.storage_options)
+    scale = float(loaded.model.logit_scale.detach().exp())
+    ranked = {q.score for q in queries} - {RAW_SCORE}
+    stats = bank_statistics(file, bank, scale, device) if ranked and bank else None
+    vectors = None if bank is None else bank.vectors
+    return {name: Scorer(name, vectors, scale, stats) for name in names}, bank
+
+
 @command_threads()
 def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
     """Search; return the hits per query and, when asked, the index check and evaluation."""
@@ -353,7 +499,7 @@ def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
         table = file.read_table().to_pydict()
         needs_clip = bool(texts) or cfg.video is not None or cfg.evaluate
         clip = clip_for_run(cfg.run, str(device)) if needs_clip else None
-        queries = text_queries(texts, clip)
+        queries = text_queries(texts, clip, cfg.score)
         if cfg.video is not None:
             queries.append(video_query(cfg, file, loaded, clip, progress))
         if cfg.like is not None:
@@ -361,7 +507,8 @@ def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
         index, built = (None, False)
         if cfg.index is not None:
             index, built = open_index(file, cfg.index, progress)
-        found = search(queries, file, cfg.top_k, device, index)
+        scorers, bank = scorers_for(cfg, queries, file, loaded, clip, device)
+        found = search(queries, file, cfg.top_k, device, index, scorers)
         results = [
             {"query": q.text, "kind": q.kind, "hits": hits_of(q, s, r, table, cfg.root)}
             for q, (s, r) in zip(queries, found, strict=True)
@@ -374,6 +521,8 @@ def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
             "variant": file.attrs["variant"]["name"],
             "search": f"index {cfg.index}" if index is not None else "exact",
             "top_k": cfg.top_k,
+            "score": cfg.score,
+            "bank": bank.source if bank is not None else None,
             "results": results,
         }
         if index is not None:
@@ -382,7 +531,8 @@ def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
             result["check_index"] = check_index(queries, file, index, device)
         if cfg.evaluate:
             store_key = file.attrs["store"]["path"]
-            result["retrieval"] = {"store": store_key, **evaluate(file, table, clip, device)}
+            numbers = evaluate(file, table, clip, device, scorers[cfg.score], bank.source)
+            result["retrieval"] = {"store": store_key, **numbers}
             RunFolder(cfg.run).write_retrieval(store_key, _recorded(result["retrieval"]))
         if cfg.html is not None:
             page(cfg, results)

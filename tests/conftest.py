@@ -205,6 +205,20 @@ def motion_split_stores(work: Path, videos_per_class: int, val_views: str | None
     return data, train, val, val_list
 
 
+def train_tiny_run(store: Path, run: Path) -> Path:
+    """A 2-layer MoTE trained 60 epochs on a mote-tiny store on the CPU: the search tests' run
+    (bench/search_scores.py trains its runs so too)."""
+    from mote.stages import train_temporal
+
+    train_temporal.run(
+        train_temporal.TrainConfig(
+            train=store, out=run, layers=2, epochs=60, warmup_epochs=5, batch_size=8,
+            micro_batches=1, lr=1e-3, clip_lr_ratio=1.0, device="cpu",
+        )
+    )  # fmt: skip
+    return run
+
+
 @pytest.fixture(scope="session")
 def tiny_extract():
     """``tiny_extract(data, out, **overrides)``: see ``tiny_extract_config``."""

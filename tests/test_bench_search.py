@@ -14,6 +14,9 @@ def test_the_search_bench_runs_every_section(tmp_path) -> None:
     exact = figures["exact"]
     assert {(r["threads"], r["batch"]) for r in exact} == {(1, 1), (1, 32), (2, 1), (2, 32)}
     assert len(figures["dtype"]) == 8
+    assert [(r["score"], r["n"], r["bank"]) for r in figures["score"]] == [
+        ("statistics", 2000, 400), ("cosine", 2000, 400), ("softmax", 2000, 400)
+    ]  # fmt: skip
     kinds = {r["kind"]: r for r in figures["index"] if "kind" in r}
     assert set(kinds) == {"hnsw", "ivfpq"}
     assert all(r["recall_at_10"] >= 0.9 for r in kinds.values())  # 3,000 clustered rows

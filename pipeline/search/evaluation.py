@@ -8,7 +8,7 @@ host in float32 (400 classes x 1M videos is 1.6 GB), since average precision sor
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,8 @@ import torch
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.search.exact import compute_dtype
 from mote.pipeline.search.metrics import retrieval_metrics
+from mote.pipeline.search.score_names import RAW_SCORE
+from mote.pipeline.search.scoring import normalise, stats_of
 
 KS = (10, 50)
 
@@ -42,22 +44,40 @@ def class_retrieval(
     chunks: Iterable[np.ndarray],
     labels: np.ndarray,
     device: str | torch.device = "cpu",
+    *,
+    scores: Sequence[str] = (RAW_SCORE,),
+    bank: torch.Tensor | None = None,
+    scale: float = 100.0,
 ) -> dict:
     """mAP and precision@10/@50 (text -> video) and zero-shot top-1 (video -> class), percent.
 
     ``text`` [C, D] unit class vectors for the classes ``class_ids`` [C]; ``labels`` [N] each
-    video's class (-1: none, left out of top-1 and relevant to no query).
+    video's class (-1: none, left out of top-1 and relevant to no query). Each ranking of
+    ``scores`` (``scoring.normalise`` against ``bank`` [B, D] at logit ``scale``) is measured
+    under ``rankings``; the first one's numbers are also the result's own (``map``, ``p@k``).
     """
     labels = np.asarray(labels)
     class_ids = np.asarray(class_ids)
     labelled = labels >= 0
     if not labelled.any():
         raise ConfigError("retrieval evaluation needs labelled videos; these have no labels")
-    scores = class_scores(text, chunks, device)
-    if scores.shape[1] != len(labels):
-        raise ConfigError(f"retrieval evaluation: {scores.shape[1]} vectors, {len(labels)} labels")
-    result = retrieval_metrics(scores, labels, class_ids, KS)
-    predicted = class_ids[scores.argmax(axis=0)]
+    bank = text[:0] if bank is None else bank.to(text)
+    both = class_scores(torch.cat([text, bank]), chunks, device)
+    raw, bank_cos = both[: len(text)], both[len(text) :]
+    if raw.shape[1] != len(labels):
+        raise ConfigError(f"retrieval evaluation: {raw.shape[1]} vectors, {len(labels)} labels")
+    stats = stats_of(torch.from_numpy(bank_cos), scale) if len(bank) else None
+    rankings = {}
+    for name in scores:
+        scored = normalise(name, torch.from_numpy(raw), stats, scale).numpy()
+        rankings[name] = retrieval_metrics(scored, labels, class_ids, KS)
+    result = dict(rankings[scores[0]])
+    result["score"] = scores[0]
+    result["rankings"] = {
+        name: {key: m[key] for key in ("map", *(f"p@{k}" for k in KS))}
+        for name, m in rankings.items()
+    }
+    predicted = class_ids[raw.argmax(axis=0)]
     result["zeroshot_top1"] = 100.0 * float(np.mean(predicted[labelled] == labels[labelled]))
     # A random ranking's expected precision at any k: the floor to read p@k against.
     result["chance_precision"] = 100.0 * float(np.mean([np.mean(labels == c) for c in class_ids]))

@@ -12,7 +12,7 @@ for ``torch.topk`` to break its own way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ def exact_top_k(
     *,
     exclude: Sequence[Iterable[int]] | None = None,
     dtype: torch.dtype | None = None,
+    rescore: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` rows with the highest inner product with each query, best first.
 
@@ -46,7 +47,9 @@ def exact_top_k(
     row order, so row ids are global across chunks. ``exclude[q]`` lists rows query q must not
     return (the query video itself, for a search by example). Returns ``(scores, rows)``, both
     [Q, k'] (float32, int64) with k' = min(k, N - the most rows any query excludes): every slot
-    holds a real row. ``dtype`` overrides the compute dtype (``compute_dtype``).
+    holds a real row. ``dtype`` overrides the compute dtype (``compute_dtype``). ``rescore(scores,
+    rows, where)`` turns the [Q, n] inner products of a chunk's rows, the collection's rows
+    ``where``, into the scores ranked (``scoring.Scorer``).
     """
     if k < 1:
         raise ConfigError(f"top-k search: k must be at least 1, got {k}")
@@ -61,7 +64,10 @@ def exact_top_k(
         rows = _checked_chunk(chunk, q.shape[1], total)
         if len(rows) == 0:
             continue
-        scores = (q @ rows.to(device=device, dtype=dtype, non_blocking=True).T).float()
+        rows = rows.to(device=device, dtype=dtype, non_blocking=True)
+        scores = (q @ rows.T).float()
+        if rescore is not None:
+            scores = rescore(scores, rows, slice(total, total + len(rows)))
         keys = _pack(scores, total)
         top = keys.topk(min(want, keys.shape[1]), dim=1, sorted=False).values
         if best is not None:

@@ -114,9 +114,9 @@ class TrainedRun:
         **settings: Any,
     ) -> list[dict]:
         """The ``k`` best videos of an embeddings file (``mote embed``) for each text query,
-        as records: ``{query, rank, score, video_id, path, label, row}``, best first per query
-        (``pandas.DataFrame(records)`` makes a table). ``settings``: the other ``mote search``
-        options (``like``, ``video``, ``index``, ``root``, ...)."""
+        as records: ``{query, rank, score, video_id, path, label, row, scoring}``, best first
+        per query (``pandas.DataFrame(records)`` makes a table). ``settings``: the other ``mote
+        search`` options (``like``, ``video``, ``index``, ``root``, ``score``, ...)."""
         from mote.stages import search as stage
 
         settings.update(

@@ -18,6 +18,7 @@ from mote.pipeline.config import (
     store_in_setting,
 )
 from mote.pipeline.locations import Url
+from mote.pipeline.search.score_names import DEFAULT_SCORE, RAW_SCORE, SCORES
 
 CHECK_SAMPLE = 100  # rows used as queries by --check-index when no query is given
 
@@ -47,6 +48,13 @@ class SearchConfig(Settings):
     like: str | None = setting(
         None, "Query by a video of the collection (its id), itself left out."
     )
+    score: str = setting(
+        DEFAULT_SCORE,
+        f"How text queries rank videos: {', '.join(SCORES)}. {DEFAULT_SCORE}: the query's share "
+        "of a softmax over a text bank (the store's class names, else a shipped action "
+        f"vocabulary) and the query, per video, as the classifier reads it; {RAW_SCORE}: the raw "
+        "dot product. Queries by example (--video, --like) always rank by cosine.",
+    )
     top_k: int = setting(10, "Videos to return per query.", min=1, short="-k")
     root: Path | None = setting(
         None,
@@ -69,8 +77,9 @@ class SearchConfig(Settings):
     )
     evaluate: bool = setting(
         False,
-        "Each class name as a query (labelled collections): mAP, precision@10/@50 and zero-shot "
-        "top-1, written to the run's metrics.json under 'retrieval'.",
+        "Each class name as a query (labelled collections): mAP and precision@10/@50 of the "
+        f"--score ranking beside the {RAW_SCORE}'s, and zero-shot top-1, written to the run's "
+        "metrics.json under 'retrieval'.",
         flag="--eval",
     )
     device: str = device_setting()
