@@ -339,7 +339,7 @@ CASES: dict[str, tuple[Case, ...]] = {
         Case(
             "json",
             "evaluate --run {run} --store {store} --device cpu --json",
-            (json_object("top1", "top5", "views"),),
+            (json_object("top1", "top5", "views", "n_videos", "tfm"),),
         ),
     ),
     "zeroshot": (
