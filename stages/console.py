@@ -78,7 +78,8 @@ class _FailedColumn(ProgressColumn):
 
 
 class RichProgress:
-    """The ``Progress`` protocol drawn with rich on stderr."""
+    """The ``Progress`` protocol drawn with rich on stderr. An update outside ``start``...
+    ``finish`` is dropped: a caller that forgets ``start`` loses its bar, not its run."""
 
     def __init__(self, console: Console = stderr) -> None:
         self._console = console
@@ -102,6 +103,8 @@ class RichProgress:
         self._task = self._progress.add_task(label, total=total, failed=0, frames=0, unit=unit)
 
     def update(self, *, done: int = 0, failed: int = 0, frames: int = 0) -> None:
+        if self._progress is None:
+            return
         task = self._progress.tasks[self._task]
         self._progress.update(
             self._task,

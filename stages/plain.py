@@ -60,7 +60,8 @@ def _to_stderr(line: str) -> None:
 class LineProgress:
     """The ``Progress`` protocol as whole lines on stderr: one at the start, one per tenth of the
     work (``gap_s`` apart at least, so a quick stage is not a screenful) or after ``every_s``
-    seconds without one, and the last at ``finish``."""
+    seconds without one, and the last at ``finish``. An update outside ``start``...``finish``
+    is dropped: a caller that forgets ``start`` loses its lines, not its run."""
 
     def __init__(
         self,
@@ -85,6 +86,8 @@ class LineProgress:
         self._emit()
 
     def update(self, *, done: int = 0, failed: int = 0, frames: int = 0) -> None:
+        if not self._active:
+            return
         self._completed += done + failed
         self._failed += failed
         self._frames += frames

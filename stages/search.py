@@ -237,10 +237,14 @@ def video_query(
     made = file.attrs
     views = parse_views(made["store"]["views"])
     frames = int(made["store"]["frames"])
-    with DecodePool(0, cfg.decode_timeout) as pool:
-        encoded, failed = decode_and_encode(
-            [Path(cfg.video)], pool, clip, frames, views, None, cfg.decoder, progress
-        )
+    progress.start(1, f"query video {Path(cfg.video).name}")
+    try:
+        with DecodePool(0, cfg.decode_timeout) as pool:
+            encoded, failed = decode_and_encode(
+                [Path(cfg.video)], pool, clip, frames, views, None, cfg.decoder, progress
+            )
+    finally:
+        progress.finish()
     if 0 not in encoded:
         raise ConfigError(f"--video {cfg.video}: cannot be used as a query: {failed.get(0)}")
     bank = test_bank(file, cfg.storage_options)

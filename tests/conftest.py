@@ -7,6 +7,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -279,16 +280,14 @@ def worker_normalised(clips: torch.Tensor, spec) -> torch.Tensor:
     return chw.sub_(mean).div_(std).contiguous()
 
 
-@pytest.fixture(scope="session")
-def imported_run(tmp_path_factory: pytest.TempPathFactory):
-    """A reference-layout checkpoint of mote-tiny whose visual tower was 'fine-tuned',
-    imported: (run folder, the tuned visual weights, the untuned CLIP)."""
+def write_reference_checkpoint(ckpt: Path) -> tuple[dict, Any]:
+    """A checkpoint of mote-tiny in the reference implementation's layout, its visual tower
+    'fine-tuned' (seeded noise), written to ``ckpt``: (the tuned visual weights, the untuned
+    CLIP)."""
     from mote.pipeline.clip.build import build_clip
     from mote.pipeline.temporal.config import default_config
     from mote.pipeline.temporal.mote_model import MoTE
-    from mote.stages import import_reference
 
-    work = tmp_path_factory.mktemp("imported")
     original = build_clip("mote-tiny", "none", device="cpu", seed=0)
     g = torch.Generator().manual_seed(0)
     tuned = {
@@ -302,7 +301,6 @@ def imported_run(tmp_path_factory: pytest.TempPathFactory):
     state = temporal.state_dict()
     fusion = {f"module.{k}": v for k, v in state.items() if k != "logit_scale"}
     fusion["module.spe_cls_feature"] = fusion.pop("module.finetune_text")
-    ckpt = work / "MoTE_tiny.pt"
     torch.save(
         {
             "epoch": 3,
@@ -312,6 +310,18 @@ def imported_run(tmp_path_factory: pytest.TempPathFactory):
         },
         ckpt,
     )
+    return tuned, original
+
+
+@pytest.fixture(scope="session")
+def imported_run(tmp_path_factory: pytest.TempPathFactory):
+    """A reference-layout checkpoint of mote-tiny whose visual tower was 'fine-tuned',
+    imported: (run folder, the tuned visual weights, the untuned CLIP)."""
+    from mote.stages import import_reference
+
+    work = tmp_path_factory.mktemp("imported")
+    ckpt = work / "MoTE_tiny.pt"
+    tuned, original = write_reference_checkpoint(ckpt)
     run = work / "run"
     import_reference.run(
         import_reference.ImportReferenceConfig(ckpt, run, model="mote-tiny", pretrained="none")

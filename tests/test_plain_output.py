@@ -4,8 +4,7 @@ no boxes, progress as lines without escape codes, and click's refusals as one ``
 from __future__ import annotations
 
 import dataclasses
-import os
-import pty
+import io
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from mote_process import plain_env, run_in_terminal
 
 from mote.pipeline.config import build_config, option_fields
 from mote.pipeline.errors import ConfigError
@@ -36,15 +36,9 @@ COMMANDS = (
 BOXES = ("╭", "│", "╰", "…")
 
 
-def _env() -> dict[str, str]:
-    """This environment less what would make rich treat a pipe as a terminal."""
-    drop = {"FORCE_COLOR", "TTY_COMPATIBLE", "COLUMNS", "MOTE_DEBUG"}
-    return {k: v for k, v in os.environ.items() if k not in drop}
-
-
 def mote(*args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "mote.stages", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
+    return subprocess.run(command, capture_output=True, text=True, env=plain_env(), timeout=600)
 
 
 # Prints every command's --help through the real entry point, into the process's piped stdout,
@@ -72,7 +66,7 @@ def helps() -> dict[str, subprocess.CompletedProcess]:
         [sys.executable, "-c", _ALL_HELPS, *names],
         capture_output=True,
         text=True,
-        env=_env(),
+        env=plain_env(),
         timeout=600,
     )
     assert shown.returncode == 0, shown.stderr
@@ -119,23 +113,9 @@ def test_piped_top_level_help_lists_each_command_on_its_line() -> None:
 
 def test_help_on_a_terminal_keeps_rich_panels() -> None:
     """The same help on a pseudo-terminal: typer's rich boxes."""
-    main, child = pty.openpty()
-    command = [sys.executable, "-m", "mote.stages", "--help"]
-    process = subprocess.Popen(command, stdout=child, stderr=child, env=_env())
-    os.close(child)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(main, 4096)
-        except OSError:  # the child closed its end
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(main)
-    assert process.wait(timeout=120) == 0
-    shown = b"".join(chunks).decode()
-    assert "╭" in shown and "extract" in shown
+    shown = run_in_terminal(["--help"], timeout=120)
+    assert shown.code == 0, shown
+    assert "╭" in shown.out and "extract" in shown.out
 
 
 def test_piped_extract_progress_is_whole_plain_lines(motion_data, tmp_path: Path) -> None:
@@ -170,7 +150,7 @@ def test_piped_result_lines_are_never_wrapped() -> None:
     line = "finetune-e2e " + "word " * 60 + "/a/long/path/" + "x" * 120
     code = f"from mote.stages.console import stdout; stdout.print({line!r})"
     shown = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, env=plain_env(), check=True
     )
     assert shown.stdout.splitlines() == [line.rstrip()]
 
@@ -196,6 +176,32 @@ def test_line_progress_reports_tenths_and_stalls() -> None:
     now[0] += 61.0
     progress.update(done=1)  # under a tenth, but a minute without a line
     assert len(lines) == 2 and "1/1000 videos (0%)" in lines[1] and "0 failed" in lines[1]
+
+
+def test_progress_outside_start_and_finish_is_dropped() -> None:
+    """An update before ``start`` (``mote search --video`` once crashed on it, exit 70) or after
+    ``finish`` neither fails nor counts, on a terminal or off one."""
+    from rich.console import Console
+
+    from mote.stages.console import RichProgress
+
+    lines: list[str] = []
+    screen = io.StringIO()
+    line = LineProgress(write=lines.append)
+    bar = RichProgress(Console(file=screen, force_terminal=True, width=100))
+    for progress in (line, bar):
+        progress.update(done=1, frames=8)
+        progress.finish()
+        progress.start(2, "encode", "videos")
+        progress.update(done=2, frames=16)
+        progress.finish()
+        progress.update(failed=1)
+        progress.finish()
+    assert lines[0].startswith("encode: 0/2 videos (0%)"), lines
+    assert lines[-1].startswith("encode: 2/2 videos (100%)") and "0 failed" in lines[-1], lines
+    assert len(lines) == 2, lines
+    drawn = screen.getvalue()
+    assert "encode" in drawn and "2/2" in drawn and "1 failed" not in drawn, drawn
 
 
 @pytest.mark.parametrize(
@@ -291,7 +297,7 @@ def test_a_piped_table_title_longer_than_its_columns_stays_one_line() -> None:
         "show(table)"
     )
     shown = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(), check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, env=plain_env(), check=True
     )
     assert shown.stdout.splitlines() == [title, "arch", "mote"]
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -148,33 +146,6 @@ def test_evaluate_reloads_the_run_and_matches_training(stores, tmp_path):
         np.load(tmp_path / "again.npz")["fused_scores"], saved["fused_scores"].numpy()
     )
     assert again["top1"] == result["top1"]
-
-
-def test_evaluate_cli_json(stores, tmp_path):
-    out = tmp_path / "run"
-    train_temporal.run(config(stores, out, epochs=1))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mote.stages.cli",
-            "evaluate",
-            "--run",
-            str(out),
-            "--store",
-            str(stores[1]),
-            "--json",
-            "--no-tfm",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
-    assert {"top1", "top5", "views", "n_videos"} <= set(data) and data["tfm"] is False
 
 
 def test_val_store_with_other_classes_is_refused(stores, tmp_path, tiny_extract):
