@@ -1,11 +1,11 @@
 """Every registered command, in each of its main modes, as a real ``mote`` process: the venv's
 console script, piped (a log) and under a pseudo-terminal (a user's shell: rich bars on).
 
-The matrix is generated from the command table (``mote --help``'s list, stages/cli.py): a command
-registered without cases here fails. Each case asserts exit 0 and the output's shape (a JSON
-line's keys, a table's columns or rows, the files written, the progress drawn). The inputs (a
-store, a run, embeddings, videos at the paths of the shipped annotation lists) are built once
-in this process; only the commands under test start processes.
+The matrix is generated from the command table (``mote --help``'s list,
+stages/command_table.py): a command registered without cases here fails. Each case asserts exit
+0 and the output's shape (a JSON line's keys, a table's columns or rows, the files written, the
+progress drawn). The inputs (a store, a run, embeddings, videos at the paths of the shipped
+annotation lists) are built once in this process; only the commands under test start processes.
 """
 
 from __future__ import annotations
