@@ -154,8 +154,9 @@ def check_vocabulary(cfg: EmbedConfig, loaded: Run | None, store: FeatureStore) 
     if not store.labelled:
         raise ConfigError(
             f"{cfg.store}: an unlabelled store, so TFM has no test bank (it compares each "
-            "video with the store's class names); pass --no-tfm for the run's plain temporal "
-            "module, or leave out --run for CLIP mean pooling"
+            "video with the store's class names); embed with --no-tfm for the run's plain "
+            "temporal module (`mote embed --run RUN --store S --out E --no-tfm`), or leave out "
+            "--run for CLIP mean pooling"
         )
     if len(store.class_names) == 1:
         warnings.warn(

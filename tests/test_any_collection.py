@@ -159,6 +159,8 @@ def test_commands_that_need_classes_refuse_an_unlabelled_store_in_one_line(bare,
     run = random_run(tmp_path / "r")
     with pytest.raises(UnlabelledStore, match="evaluate needs labelled videos"):
         evaluate.run(evaluate.EvaluateConfig(run=run, store=bare, device="cpu"))
+    with pytest.raises(ConfigError, match="no test bank.*--no-tfm"):  # TFM has no class text
+        embed.run(embed.EmbedConfig(run=run, store=bare, out=tmp_path / "e", device="cpu"))
     with pytest.raises(UnlabelledStore, match="zeroshot needs"):
         FeatureStore.open(bare).require_labels("zeroshot")
     FeatureStore.open(random_store(tmp_path / "l.zarr", ["a"], [0], ("x",)).path).require_labels(
