@@ -124,6 +124,13 @@ def test_videos_beside_class_folders_and_labels_with_a_folder_are_refused(work):
         loose.unlink()
     with pytest.raises(ConfigError, match="drop --list, --labels"):
         open_dataset("folder", "custom", labels_file=work / "x.csv", root=work / "videos")
+    flat = work / "flat"  # videos and no class folders: an unlabelled collection
+    (flat / ".hidden").mkdir(parents=True)
+    shutil.copy(work / "videos" / NESTED, flat / "a.mp4")
+    shutil.copy(work / "videos" / NESTED, flat / ".hidden" / "b.mp4")
+    dataset, root = open_dataset("folder", "custom", root=flat)
+    assert root == flat and not dataset.labelled
+    assert [(item.video_id, item.label) for item in dataset.items] == [("a.mp4", -1)]
 
 
 def test_a_list_of_bare_paths_is_an_unlabelled_store_that_verifies_clean(bare):
