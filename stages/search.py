@@ -4,7 +4,9 @@ Text queries go through the run CLIP's text tower with the 28 templates, the ver
 ``predict --classes`` scores (``ClipEncoder.class_text_embeddings``). ``--video FILE`` is decoded
 and encoded as ``predict`` does, then made one vector with the embeddings file's own variant (TFM
 against its store's class bank, the store's frames and views), so it is comparable with the rows;
-``--like ID`` takes a video's own row and leaves that video out of its results.
+``--like ID`` takes a video's own row and leaves that video out of its results. Embeddings made
+without a run (CLIP mean pooling) are searched without one: queries then go through the text
+tower of the CLIP their store records, and a ``--video`` is mean-pooled the same way.
 
 The vectors come from an embeddings file (``mote embed``), or, with ``--store``, from ``mote
 embed``'s code path into a temporary file that is deleted afterwards (a notice says so: one
@@ -208,10 +210,14 @@ def video_query(
     made = file.attrs
     views = parse_views(made["store"]["views"])
     frames = int(made["store"]["frames"])
-    with DecodePool(0, cfg.decode_timeout) as pool:
-        encoded, failed = decode_and_encode(
-            [Path(cfg.video)], pool, clip, frames, views, None, cfg.decoder, progress
-        )
+    progress.start(1, "encode --video")  # decode_and_encode counts into a started progress
+    try:
+        with DecodePool(0, cfg.decode_timeout) as pool:
+            encoded, failed = decode_and_encode(
+                [Path(cfg.video)], pool, clip, frames, views, None, cfg.decoder, progress
+            )
+    finally:
+        progress.finish()
     if 0 not in encoded:
         raise ConfigError(f"--video {cfg.video}: cannot be used as a query: {failed.get(0)}")
     if loaded is None:  # a file of CLIP mean pooling

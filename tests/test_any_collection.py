@@ -191,10 +191,13 @@ def test_embed_and_search_without_a_run_use_mean_pooling_and_the_store_clip(fold
     np.testing.assert_allclose(vectors, mean_pooled(FeatureStore.open(folder_store)), atol=2e-3)
 
     ids = list(file.read_table().column("video_id").to_pylist())
-    done = mote("search", "--embeddings", out, "a circle", "--like", NESTED, "-k", "3",
-                "--json", "--device", "cpu")  # fmt: skip
+    example = work / "videos" / NESTED
+    done = mote("search", "--embeddings", out, "a circle", "--like", NESTED, "--video", example,
+                "-k", "3", "--json", "--device", "cpu")  # fmt: skip
     assert done.returncode == 0, done.stderr
     hits = [json.loads(line) for line in done.stdout.splitlines()]
+    by_file = [h for h in hits if h["query"] == f"video {example}"]  # mean-pooled as the rows
+    assert by_file[0]["video_id"] == NESTED and by_file[0]["score"] > 0.99
     text = build_clip("mote-tiny", "none", "cpu", seed=0).class_text_embeddings(["a circle"])
     like = vectors[ids.index(NESTED)]
     queries = (("a circle", text[0].double().numpy(), None), (f"like {NESTED}", like, NESTED))
