@@ -47,6 +47,11 @@ def check_layout(group: zarr.Group, attrs: Mapping[str, Any], path: Path) -> dic
         spec = StoreSpec.from_attrs(attrs)
     except (TypeError, ValueError) as err:
         raise StoreCorrupt(f"{path}: invalid root attributes ({err}); {fix}.") from err
+    if attrs.get(v1.LABELLED, True) is not spec.labelled:
+        said = "unlabelled" if v1.LABELLED in attrs else "labelled (no 'labelled' attribute)"
+        raise StoreCorrupt(
+            f"{path}: the store says it is {said} but names {len(spec.class_names)} classes; {fix}."
+        )
     arrays = {}
     for name in v1.ARRAYS:
         node = group.get(name)
@@ -87,12 +92,12 @@ def check_inputs(
     if labs.shape != (len(ids),) or not np.issubdtype(labs.dtype, np.integer):
         raise StoreError(f"labels must be {len(ids)} integers (one per video), got {labs.shape}.")
     n_classes = len(spec.class_names)
-    bad = np.flatnonzero((labs < 0) | (labs >= n_classes))
+    bad = np.flatnonzero(label_problems(labs, n_classes))
     if bad.size:
         i = int(bad[0])
         raise StoreError(
-            f"video {ids[i]!r} has label {int(labs[i])}, outside 0..{n_classes - 1} "
-            f"({n_classes} class names); check the list and labels files."
+            f"video {ids[i]!r} has label {int(labs[i])}, {label_rule(n_classes)}; check the "
+            "list and labels files."
         )
     if text_embeddings is None:  # resuming: the store keeps the text bank it was created with
         return ids, labs.astype(np.int32), None
@@ -103,6 +108,22 @@ def check_inputs(
             f"(classes, dim), got shape {text.shape}."
         )
     return ids, labs.astype(np.int32), text
+
+
+def label_problems(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """bool per label: outside 0..n_classes-1, or in an unlabelled store (no classes) other
+    than ``v1.NO_LABEL``."""
+    labels = np.asarray(labels)
+    if not n_classes:
+        return labels != v1.NO_LABEL
+    return (labels < 0) | (labels >= n_classes)
+
+
+def label_rule(n_classes: int) -> str:
+    """What ``label_problems`` asks of a label, for messages."""
+    if not n_classes:
+        return f"in an unlabelled store (every label {v1.NO_LABEL})"
+    return f"outside 0..{n_classes - 1}"
 
 
 def spec_difference(stored: StoreSpec, wanted: StoreSpec) -> list[str]:

@@ -5,6 +5,8 @@ can name a default (``CHUNK_ROWS``) without loading the reader. ``embeddings.py`
 writes the file by these names; ``docs/store-format.md`` describes it for readers without mote.
 """
 
+from mote.cache_schema import v1
+
 SCHEMA = "mote.embeddings"
 VERSION = 1
 
@@ -16,7 +18,7 @@ CHUNK_ROWS = 16384  # 16 MB of D=512 vectors: a resume redoes at most this many 
 PENDING, DONE = 0, 1
 TABLE_FILE = "videos.parquet"
 TABLE_COLUMNS = ("row", "store_row", "video_id", "path", "label", "label_name")
-NO_LABEL = -1
+NO_LABEL = v1.NO_LABEL  # the label column of a video without a class
 
 # Root attributes that say what made the vectors; a resume must match them all.
 IDENTITY_ATTRS = ("run", "store", "clip", "variant", "dim", "n_rows")

@@ -6,7 +6,14 @@ prints them as one line.
 
 from mote.pipeline.errors import short_error
 
-__all__ = ["StoreError", "StoreMismatch", "StoreNotFound", "StoreCorrupt", "short_error"]
+__all__ = [
+    "StoreError",
+    "StoreMismatch",
+    "StoreNotFound",
+    "StoreCorrupt",
+    "UnlabelledStore",
+    "short_error",
+]
 
 
 class StoreError(ValueError):
@@ -17,6 +24,11 @@ class StoreError(ValueError):
 
 class StoreMismatch(StoreError):
     """The store exists but holds something other than what the command asked for."""
+
+
+class UnlabelledStore(StoreMismatch):
+    """A command that needs classes (training, accuracy, the class text bank) was given a store
+    extracted without them."""
 
 
 class StoreNotFound(StoreError, FileNotFoundError):

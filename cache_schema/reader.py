@@ -18,8 +18,8 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from mote.cache_schema import v1
-from mote.cache_schema.checks import check_expected, check_layout
-from mote.cache_schema.errors import StoreCorrupt, StoreNotFound, short_error
+from mote.cache_schema.checks import check_expected, check_layout, label_problems, label_rule
+from mote.cache_schema.errors import StoreCorrupt, StoreNotFound, UnlabelledStore, short_error
 from mote.cache_schema.remote import RemoteFiles, files_at, total_bytes
 from mote.cache_schema.spec import StoreSpec, fingerprint
 from mote.pipeline.locations import Url, locate, resolved
@@ -154,14 +154,11 @@ class StoreReader:
         if self._labels is None:
             labels = np.asarray(self._read_all("labels"), dtype=np.int32)
             n_classes = len(self._spec.class_names)
-            bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+            bad = np.flatnonzero(label_problems(labels, n_classes))
             if bad.size:
                 row = int(bad[0])
-                raise self.damage(
-                    "labels",
-                    self._chunk(row),
-                    f"gives video {row} label {int(labels[row])}, outside 0..{n_classes - 1}",
-                )
+                what = f"gives video {row} label {int(labels[row])}, {label_rule(n_classes)}"
+                raise self.damage("labels", self._chunk(row), what)
             labels.flags.writeable = False
             self._labels = labels
         return self._labels
@@ -169,6 +166,23 @@ class StoreReader:
     @property
     def class_names(self) -> tuple[str, ...]:
         return self._spec.class_names
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the videos have classes (an unlabelled store: labels -1, no text bank)."""
+        return self._spec.labelled
+
+    def require_labels(self, command: str) -> None:
+        """The one refusal of an unlabelled store by a command that needs classes (training,
+        accuracy, the class text bank): one line with the way out."""
+        if not self.labelled:
+            raise UnlabelledStore(
+                f"{self.path}: an unlabelled store (extracted without classes: every label "
+                f"{v1.NO_LABEL}, no class text bank), and {command} needs labelled videos; "
+                "extract them with classes into a new store (`mote extract --dataset folder "
+                "--root DIR`, one sub-folder per class, or `--dataset list --list L --labels "
+                "CSV`); `mote embed` and `mote search` take it as it is"
+            )
 
     @property
     def text_embeddings(self) -> np.ndarray:
@@ -339,7 +353,7 @@ class StoreReader:
 
     def _read_all(self, name: str) -> np.ndarray:
         """A whole array that is written at creation, so every chunk file must exist."""
-        n_chunks = self.n_chunks if v1.ARRAYS[name].per_video else 1
+        n_chunks = self.n_chunks if v1.ARRAYS[name].per_video else int(self._arrays[name].size > 0)
         for chunk in range(n_chunks):
             if not self.chunk_file(name, chunk).is_file():
                 raise self.damage(name, chunk, "is missing (its file was deleted)")
@@ -495,6 +509,7 @@ class StoreReader:
             "n_pending": counts["pending"],
             "checksums": self.has_checksums(),
             "classes": len(s.class_names),
+            "labelled": s.labelled,
             "failures": self.failures(status),
             "missing_status_chunks": self.missing_status_chunks(),
             "chunk_videos": self.chunk_videos,

@@ -80,8 +80,11 @@ class StoreSpec:
             raise ValueError(f"StoreSpec.preprocess lacks {missing}; it needs {v1.PREPROCESS_KEYS}")
         object.__setattr__(self, "preprocess", plain(dict(self.preprocess)))
         object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
-        if not self.class_names:
-            raise ValueError("StoreSpec.class_names is empty; a store needs the class names")
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the videos have classes; an unlabelled store names none (``v1.LABELLED``)."""
+        return bool(self.class_names)
 
     @property
     def views(self) -> int:

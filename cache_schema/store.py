@@ -127,15 +127,19 @@ class FeatureStore(StoreReader):
                 dimension_names=a.dims,
             )
         arrays["video_ids"][:] = np.asarray(ids, dtype=object)
-        arrays["labels"][:] = labs
+        # Kept on disk even when all NO_LABEL (an unlabelled store): a missing chunk is damage.
+        arrays["labels"].with_config({"write_empty_chunks": True})[:] = labs
         arrays["text_embeddings"][:] = text
         # Every status chunk on disk, all pending, so a missing one later is damage.
         arrays["status"].with_config({"write_empty_chunks": True})[:] = v1.PENDING
         arrays["status"].attrs[v1.STATUS_CHUNKS_KEPT] = True
         # Written last: a store whose creation was interrupted has no schema and is refused.
         root = {"schema": v1.SCHEMA, "schema_version": v1.VERSION, **spec.to_attrs()}
+        root.update(views=spec.layout, chunk_videos=chunk_videos)
+        if not spec.labelled:  # absent in labelled stores, which stay as they always were
+            root[v1.LABELLED] = False
         # One write: ``attrs.update`` would rewrite zarr.json once per key (18 PUTs on S3).
-        group.update_attributes({**root, "views": spec.layout, "chunk_videos": chunk_videos})
+        group.update_attributes(root)
         return cls(path, group, arrays, True, files, storage_options)
 
     @classmethod
@@ -286,11 +290,13 @@ class FeatureStore(StoreReader):
                 _, why = self.try_read_chunk(name, chunk)
                 if why or not self.chunk_file(name, chunk).is_file():
                     start, stop = self.chunk_range(chunk)
-                    self._arrays[name][start:stop] = column[start:stop]
+                    kept = self._arrays[name].with_config({"write_empty_chunks": True})
+                    kept[start:stop] = column[start:stop]
                     done.append(f"{name} chunk {chunk} (videos {start}..{stop - 1})")
         stored, why = self.try_read_chunk("text_embeddings", 0)
         missing = not self.chunk_file("text_embeddings", 0).is_file()
-        if why or missing or not np.isfinite(np.asarray(stored)).all():
+        damaged = why or missing or not np.isfinite(np.asarray(stored)).all()
+        if damaged and self.spec.labelled:  # an unlabelled store has no text bank to restore
             _, _, text = check_inputs(self.spec, ids, labs, text_embeddings())
             self._arrays["text_embeddings"][:] = text
             done.append("text_embeddings")

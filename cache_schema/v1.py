@@ -51,6 +51,13 @@ SPEC_ATTRS = (
 # Every root attribute of a v1 store, in the order they are written.
 ROOT_ATTRS = ("schema", "schema_version", *SPEC_ATTRS, "views", "chunk_videos")
 
+# An optional root attribute, written last and only as ``false``: an unlabelled store (videos
+# without classes, e.g. a folder of clips to search), whose ``class_names`` is empty, every
+# label NO_LABEL and ``text_embeddings`` has no rows. Absent means labelled, as in every store
+# written before it, so labelled stores are unchanged (the version stays 1).
+LABELLED = "labelled"
+NO_LABEL = -1  # the label of every video of an unlabelled store (the labels' fill value)
+
 
 @dataclass(frozen=True)
 class ArraySpec:
@@ -70,7 +77,7 @@ ARRAYS: dict[str, ArraySpec] = {
     "embeddings": ArraySpec("float16", ("video", "view", "frame", "dim"), 0.0),
     "frame_indices": ArraySpec("int32", ("video", "view", "frame"), -1),
     "num_frames": ArraySpec("int32", ("video",), -1),
-    "labels": ArraySpec("int32", ("video",), -1),
+    "labels": ArraySpec("int32", ("video",), NO_LABEL),
     "video_ids": ArraySpec("str", ("video",), ""),
     "status": ArraySpec("uint8", ("video",), PENDING),
     "failure_reason": ArraySpec("str", ("video",), ""),

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mote.cache_schema import v1
+from mote.cache_schema.checks import label_problems, label_rule
 from mote.cache_schema.repair import array_metadata_missing
 from mote.cache_schema.store import FeatureStore
 
@@ -152,10 +153,9 @@ def _check_values(store: FeatureStore, data: dict, status: np.ndarray, add) -> N
     done = status == v1.DONE
     n_classes = len(store.class_names)
     if data["labels"] is not None:
-        labels = np.asarray(data["labels"])
-        bad = np.flatnonzero((labels < 0) | (labels >= n_classes))
+        bad = np.flatnonzero(label_problems(data["labels"], n_classes))
         if bad.size:
-            add("labels", f"holds labels outside 0..{n_classes - 1}", bad)
+            add("labels", f"holds labels {label_rule(n_classes)}", bad)
     if data["video_ids"] is not None:
         bad = np.flatnonzero([not str(v) for v in data["video_ids"]])
         if bad.size:
@@ -187,6 +187,8 @@ def _check_values(store: FeatureStore, data: dict, status: np.ndarray, add) -> N
 
 
 def _verify_text(store: FeatureStore, report: VerifyReport) -> None:
+    if not store.labelled:  # no classes, no text bank: the array has no rows and no chunk
+        return
     path, name = str(store.path), "text_embeddings"
     text, why = store.try_read_chunk(name, 0)
     report.chunks_read += 1

@@ -287,7 +287,9 @@ def storage_options_setting() -> Any:
 
 
 def dataset_setting() -> Any:
-    return setting(help="k400, k600, ucf101, hmdb51, ssv2 or list.")
+    return setting(
+        help="k400, k600, ucf101, hmdb51, ssv2, list, or folder (a class per sub-folder of --root)."
+    )
 
 
 def list_file_setting(lead: str = "Video list", note: str = " (list)") -> Any:
@@ -360,9 +362,16 @@ def check_decoder(decoder: str) -> None:
         raise ConfigError(f"--decoder must be auto, decord or pyav, got '{decoder}'")
 
 
-def scored_run_setting() -> Any:
-    """The run folder a scoring command loads (evaluate, zeroshot)."""
-    return setting(help="Run folder (train-temporal or import-reference).")
+RUN_HELP = "Run folder (train-temporal or import-reference)."
+
+
+def scored_run_setting(without: str | None = None) -> Any:
+    """The run folder a scoring command loads (evaluate, zeroshot); with ``without`` (what the
+    command does with no run) it may be left out: keyword-only, so it can stay first."""
+    if without is None:
+        return setting(help=RUN_HELP)
+    meta = {"help": f"{RUN_HELP} Without it: {without}", "default_text": "none"}
+    return dataclasses.field(default=None, kw_only=True, metadata=meta)
 
 
 TFM_OVERRIDES = {

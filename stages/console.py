@@ -146,7 +146,8 @@ def print_summary_table(summary: dict, title: str) -> None:
         "bytes_on_disk",
     ):
         if key in summary:
-            table.add_row(key, str(summary[key]))
+            unlabelled = key == "classes" and summary.get("labelled") is False
+            table.add_row(key, "none (an unlabelled store)" if unlabelled else str(summary[key]))
     devices = summary.get("devices") or []
     if len(devices) > 1:  # several encoders (or dask workers): what each did
         for row in devices:

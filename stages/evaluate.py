@@ -32,6 +32,7 @@ def run(cfg: EvaluateConfig) -> dict:
     store = FeatureStore.open(
         cfg.store, expect=store_expectation(loaded), storage_options=cfg.storage_options
     )
+    store.require_labels("evaluate")
     indices, embeddings, labels = store.read_done()
     if len(indices) == 0:
         raise ConfigError(f"{cfg.store}: no video is done in this store; run `mote extract` first")

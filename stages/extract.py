@@ -148,6 +148,8 @@ def open_store(
     labels = [item.label for item in items]
 
     def text() -> np.ndarray:
+        if not dataset.labelled:  # an unlabelled store: no class text bank
+            return np.zeros((0, clip.dim), np.float32)
         return clip.class_text_embeddings(dataset.class_names)
 
     if claim is None:

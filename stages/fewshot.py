@@ -66,6 +66,8 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
         },
         storage_options=cfg.storage_options,
     )
+    for store in (train, test):
+        store.require_labels("fewshot")
     if tuple(test.class_names) != tuple(train.class_names):
         raise ConfigError(
             f"{cfg.test}: its classes differ from {cfg.train}; the K-shot "

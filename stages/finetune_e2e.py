@@ -102,6 +102,7 @@ def datasets(
     train, root = open_dataset(
         cfg.dataset, split, cfg.list_file, cfg.labels_file, cfg.kinetics_csv, cfg.root, options
     )
+    train.require_labels("finetune-e2e")
     if cfg.val_split is None and cfg.val_list is None:
         return train, root, None, None
     if cfg.val_list is not None:

@@ -34,6 +34,7 @@ from mote.pipeline.runs.run_folder import Run, load_run
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers
+from mote.pipeline.video.files import video_files
 from mote.pipeline.video.remote import videos_under
 from mote.pipeline.video.sampling import parse_views
 from mote.stages.configs.predict_config import DEFAULT_FRAMES, VIDEO_EXTENSIONS, PredictConfig  # noqa: F401
@@ -70,8 +71,7 @@ def find_videos(
                 )
             found += [Url(url) for url in inside] if inside else [path]
         elif path.is_dir():
-            pattern = path.rglob("*") if recursive else path.iterdir()
-            inside = [p for p in pattern if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS]
+            inside = video_files(path, recursive)
             if not inside:
                 hint = "" if recursive else "; pass --recursive to search its subfolders"
                 raise ConfigError(

@@ -4,7 +4,9 @@ Text queries go through the run CLIP's text tower with the 28 templates, the ver
 ``predict --classes`` scores (``ClipEncoder.class_text_embeddings``). ``--video FILE`` is decoded
 and encoded as ``predict`` does, then made one vector with the embeddings file's own variant (TFM
 against its store's class bank, the store's frames and views), so it is comparable with the rows;
-``--like ID`` takes a video's own row and leaves that video out of its results.
+``--like ID`` takes a video's own row and leaves that video out of its results. Embeddings made
+without a run (CLIP mean pooling) are searched without one: queries then go through the text
+tower of the CLIP their store records, and a ``--video`` is mean-pooled the same way.
 
 Text queries rank by ``--score`` (``pipeline/search/scoring.py``): by default the query's share of
 a softmax over a text bank and the query, per video, which cancels the per-video constant the
@@ -44,7 +46,7 @@ from mote.pipeline.errors import ConfigError, IndexMismatch
 from mote.pipeline.locations import Url, locate
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.files import write_atomic
-from mote.pipeline.runs.run_clip import clip_for_run, store_expectation
+from mote.pipeline.runs.run_clip import clip_for_run, recorded_clip, store_expectation
 from mote.pipeline.runs.run_folder import BEST_FILE, Run, RunFolder, load_run
 from mote.pipeline.search.evaluation import class_retrieval
 from mote.pipeline.search.exact import exact_top_k
@@ -53,7 +55,7 @@ from mote.pipeline.search.page import PageHit, render_page, thumbnails
 from mote.pipeline.search.score_names import DEFAULT_SCORE, RAW_SCORE, SCORES
 from mote.pipeline.search.scoring import Scorer, collection_stats
 from mote.pipeline.search.vocabulary import vocabulary
-from mote.pipeline.temporal.embedding import video_vectors
+from mote.pipeline.temporal.embedding import mean_pooled_vectors, video_vectors
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool
 from mote.pipeline.video.sampling import parse_views
@@ -84,6 +86,8 @@ def _check(cfg: SearchConfig) -> list[str]:
         raise ConfigError(f"--score {cfg.score!r}: use one of {', '.join(SCORES)}")
     if cfg.index is not None and cfg.index not in KINDS:
         raise ConfigError(f"--index {cfg.index!r}: use one of {', '.join(KINDS)}")
+    if cfg.evaluate and cfg.run is None:
+        raise ConfigError("--eval records retrieval quality in a run's metrics.json: add --run RUN")
     if cfg.check_index and cfg.index is None:
         raise ConfigError("--check-index checks an index: add --index hnsw or --index ivfpq")
     if cfg.index is not None and cfg.store is not None:
@@ -112,13 +116,11 @@ def collection(cfg: SearchConfig, progress: Progress) -> Iterator[EmbeddingsFile
         yield file
         return
     # A store of another encoder is refused before the notice and any work.
-    FeatureStore.open(
-        cfg.store,
-        expect=store_expectation(load_run(cfg.run)),
-        storage_options=cfg.storage_options,
-    )
+    expect = store_expectation(load_run(cfg.run)) if cfg.run is not None else None
+    FeatureStore.open(cfg.store, expect=expect, storage_options=cfg.storage_options)
+    run = f" --run {cfg.run}" if cfg.run is not None else ""
     progress.message(
-        f"embedding {cfg.store} for this search only; `mote embed --run {cfg.run} --store "
+        f"embedding {cfg.store} for this search only; `mote embed{run} --store "
         f"{cfg.store} --out E` once, then `mote search --embeddings E`, makes searches fast"
     )
     with tempfile.TemporaryDirectory(prefix="mote-search-") as folder:
@@ -134,9 +136,13 @@ def collection(cfg: SearchConfig, progress: Progress) -> Iterator[EmbeddingsFile
         yield EmbeddingsFile.open(out)
 
 
-def load_for(file: EmbeddingsFile, cfg: SearchConfig, device: torch.device) -> Run:
-    """The run with the weights the file was made with, refused when it is another run."""
+def load_for(file: EmbeddingsFile, cfg: SearchConfig, device: torch.device) -> Run | None:
+    """The run with the weights the file was made with, refused when it is another run; None
+    for a file made without a run (CLIP mean pooling), searched without one."""
     made = file.attrs["run"]
+    if made is None or cfg.run is None:
+        _check_runless(file, cfg)
+        return None
     loaded = load_run(cfg.run, device, best=made.get("weights_file") == BEST_FILE)
     have = loaded.identity()
     # The folder may have moved: the weights' hash, their file and the run's source decide.
@@ -152,6 +158,20 @@ def load_for(file: EmbeddingsFile, cfg: SearchConfig, device: torch.device) -> R
             f"STORE --out {file.path} --overwrite"
         )
     return loaded
+
+
+def _check_runless(file: EmbeddingsFile, cfg: SearchConfig) -> None:
+    """A file made without a run is searched without one, and a run's file with its run."""
+    if file.attrs["run"] is not None:
+        raise ConfigError(
+            f"{file.path}: embeddings of the run {file.attrs['run'].get('path')}; search them "
+            "with --run RUN (that run), or embed the store without --run for CLIP mean pooling"
+        )
+    if cfg.run is not None:
+        raise ConfigError(
+            f"{file.path}: embeddings made without a run (CLIP mean pooling); search without "
+            f"--run, or embed with it: mote embed --run {cfg.run} --store STORE --out E"
+        )
 
 
 @dataclass
@@ -230,7 +250,7 @@ def ranking_bank(file: EmbeddingsFile, clip: Any, storage_options: dict[str, Any
 
 
 def video_query(
-    cfg: SearchConfig, file: EmbeddingsFile, loaded: Run, clip: Any, progress: Progress
+    cfg: SearchConfig, file: EmbeddingsFile, loaded: Run | None, clip: Any, progress: Progress
 ) -> Query:
     """The example video as one vector of the file's variant: the store's frames and views
     (evaluation sampling), the run's CLIP, then the views averaged as ``mote embed`` does."""
@@ -247,10 +267,23 @@ def video_query(
         progress.finish()
     if 0 not in encoded:
         raise ConfigError(f"--video {cfg.video}: cannot be used as a query: {failed.get(0)}")
-    bank = test_bank(file, cfg.storage_options)
-    text = bank if bank is not None else torch.zeros(1, loaded.model.cfg.dim)
-    vector = video_vectors(loaded.model, encoded[0][None], text, bank is not None, clip.device)[0]
+    if loaded is None:  # a file of CLIP mean pooling
+        vector = mean_pooled_vectors(encoded[0][None], clip.device)[0]
+    else:
+        bank = test_bank(file, cfg.storage_options)
+        text = bank if bank is not None else torch.zeros(1, loaded.model.cfg.dim)
+        vector = video_vectors(loaded.model, encoded[0][None], text, bank is not None, clip.device)[
+            0
+        ]
     return Query(f"video {cfg.video}", "video", vector.astype(np.float32))
+
+
+def query_clip(cfg: SearchConfig, file: EmbeddingsFile, device: torch.device) -> Any:
+    """The CLIP whose text tower embeds the queries: the run's, or without a run the one that
+    made the file's store (its model and weights as the file records them)."""
+    if cfg.run is not None:
+        return clip_for_run(cfg.run, str(device))
+    return recorded_clip(file.attrs["clip"], str(device))
 
 
 def hits_of(
@@ -465,25 +498,36 @@ def page(cfg: SearchConfig, results: list[dict]) -> None:
                         cache[hit["path"]])
             )  # fmt: skip
         sections.append((entry["query"], hits))
-    meta = f"run {cfg.run}, {cfg.embeddings or cfg.store}, top {cfg.top_k}"
+    made = f"run {cfg.run}" if cfg.run is not None else "CLIP mean pooling"
+    meta = f"{made}, {cfg.embeddings or cfg.store}, top {cfg.top_k}"
     write_atomic(Path(cfg.html), render_page("mote search", meta, sections).encode())
+
+
+def logit_scale(loaded: Run | None, clip: Any) -> float:
+    """The softmax scores' temperature: the run's learned scale, else (CLIP mean pooling) the
+    CLIP's own; 1 when neither is loaded (queries by example rank by cosine, no softmax)."""
+    if loaded is not None:
+        return float(loaded.model.logit_scale.detach().exp())
+    if clip is not None:
+        return float(clip.model.logit_scale.detach().exp())
+    return 1.0
 
 
 def scorers_for(
     cfg: SearchConfig,
     queries: list[Query],
     file: EmbeddingsFile,
-    loaded: Run,
+    loaded: Run | None,
     clip: Any,
     device: torch.device,
 ) -> tuple[dict[str, Scorer], Bank | None]:
-    """A scorer per score the queries (and --eval) rank by, at the run's logit scale, and the
+    """A scorer per score the queries (and --eval) rank by, at ``logit_scale``, and the
     bank when any needs one; the rows' statistics are made (or read) only for queries."""
     names = {q.score for q in queries} | ({cfg.score} if cfg.evaluate else set())
     bank = None
     if names - {RAW_SCORE} or cfg.evaluate:
         bank = ranking_bank(file, clip, cfg.storage_options)
-    scale = float(loaded.model.logit_scale.detach().exp())
+    scale = logit_scale(loaded, clip)
     ranked = {q.score for q in queries} - {RAW_SCORE}
     stats = bank_statistics(file, bank, scale, device) if ranked and bank else None
     vectors = None if bank is None else bank.vectors
@@ -499,10 +543,10 @@ def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
     started = time.perf_counter()
     with collection(cfg, progress) as file:
         loaded = load_for(file, cfg, device)
-        use_threads(device, width=loaded.model.cfg.dim)
+        use_threads(device, width=file.dim)
         table = file.read_table().to_pydict()
         needs_clip = bool(texts) or cfg.video is not None or cfg.evaluate
-        clip = clip_for_run(cfg.run, str(device)) if needs_clip else None
+        clip = query_clip(cfg, file, device) if needs_clip else None
         queries = text_queries(texts, clip, cfg.score)
         if cfg.video is not None:
             queries.append(video_query(cfg, file, loaded, clip, progress))
@@ -518,7 +562,7 @@ def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
             for q, (s, r) in zip(queries, found, strict=True)
         ]
         result: dict[str, Any] = {
-            "run": str(cfg.run),
+            "run": str(cfg.run) if cfg.run is not None else None,
             "embeddings": str(cfg.embeddings) if cfg.embeddings else None,
             "store": str(cfg.store) if cfg.store else None,
             "n_videos": file.n_rows,

@@ -69,6 +69,7 @@ def _check(cfg: TrainConfig) -> None:
 def open_stores(cfg: TrainConfig) -> tuple[FeatureStore, FeatureStore | None]:
     """The training store, and a validation store that must match its model and classes."""
     train = FeatureStore.open(cfg.train, storage_options=cfg.storage_options)
+    train.require_labels("train-temporal")
     counts = train.counts()
     if counts["pending"] and not cfg.allow_partial:
         raise ConfigError(
@@ -85,6 +86,7 @@ def open_stores(cfg: TrainConfig) -> tuple[FeatureStore, FeatureStore | None]:
         expect={"model": t.model, "weights_id": t.weights_id, "dim": t.dim},
         storage_options=cfg.storage_options,
     )
+    val.require_labels("train-temporal --val")
     if tuple(val.class_names) != tuple(train.class_names):
         raise ConfigError(
             f"{cfg.val}: its {len(val.class_names)} classes differ from the training store "

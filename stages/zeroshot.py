@@ -57,6 +57,8 @@ def _open_stores(cfg: ZeroShotConfig, loaded) -> list[FeatureStore]:
         FeatureStore.open(path, expect=expect, storage_options=cfg.storage_options)
         for path in cfg.stores
     ]
+    for store in stores:
+        store.require_labels("zeroshot")
     if cfg.dataset != "list" and not cfg.allow_protocol_mismatch:
         for path, store in zip(cfg.stores, stores, strict=True):
             problems = protocol_problems(store)

@@ -183,6 +183,25 @@ def random_store(
     return store
 
 
+def random_run(path: Path, seed: int = 0, layers: int = 2, texts: int = 40) -> Path:
+    """A run folder of a randomly initialised MoTE over mote-tiny features (D = 64, seeded
+    random CLIP weights) with a fine-tuning text bank of ``texts`` rows, so TFM works: what
+    scoring tests need without training."""
+    from mote.pipeline.runs.files import write_json
+    from mote.pipeline.runs.run_folder import save_model
+    from mote.pipeline.temporal.config import default_config
+    from mote.pipeline.temporal.mote_model import MoTE
+
+    path.mkdir(parents=True)
+    torch.manual_seed(seed)
+    model = MoTE(default_config(64, layers=layers))
+    model.set_finetune_text(torch.randn(texts, 64))
+    save_model(path / "model.safetensors", model)
+    clip = {"model": "mote-tiny", "weights_id": "random:seed=0", "dim": 64}
+    write_json(path / "config.json", {"arch": "mote", "clip": clip})
+    return path
+
+
 def motion_split_stores(work: Path, videos_per_class: int, val_views: str | None = "3x1"):
     """Motion videos split 3:1 per class (``demo.split_list``) and extracted by mote-tiny: a
     train store of 2 random clips per video and, unless ``val_views`` is None, a val store of

@@ -91,7 +91,7 @@ def test_every_function_shows_its_options_as_keyword_only_parameters_and_in_its_
     assert "extract(*, dataset: str, out: pathlib.Path, root:" in shown
     assert "decode_workers: Decode processes; 0 decodes in this process. [default: one" in shown
     assert "progress: Show progress while it runs" in shown
-    assert "dataset: k400, k600, ucf101, hmdb51, ssv2 or list. [required]" in shown
+    assert "dataset: k400, k600, ucf101, hmdb51, ssv2, list, or folder (a class per" in shown
     # a run's methods too: their own parameters, then the command's other options
     search = inspect.signature(mote.TrainedRun.search).parameters
     assert list(search)[:4] == ["self", "queries", "embeddings", "k"]

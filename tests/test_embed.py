@@ -16,39 +16,24 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_store
+from conftest import random_run, random_store
 
 import mote
 from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.cache_schema.errors import StoreError, StoreMismatch
 from mote.cache_schema.spec import VideoResult
 from mote.cache_schema.store import FeatureStore
-from mote.pipeline.runs.files import write_json
-from mote.pipeline.runs.run_folder import load_run, save_model
-from mote.pipeline.temporal.config import default_config
+from mote.pipeline.runs.run_folder import load_run
 from mote.pipeline.temporal.evaluation import score_views
-from mote.pipeline.temporal.mote_model import MoTE
 from mote.stages import embed
 
 D = 64
 CLASSES = ("circle left", "circle right", "square up", "square down", "star spin")
 
 
-def make_run(path, seed: int):
-    """A run folder of a randomly initialised MoTE with a fine-tuning text bank (TFM works)."""
-    path.mkdir(parents=True)
-    torch.manual_seed(seed)
-    model = MoTE(default_config(D, layers=2))
-    model.set_finetune_text(torch.randn(40, D))
-    save_model(path / "model.safetensors", model)
-    clip = {"model": "mote-tiny", "weights_id": "random:seed=0", "dim": D}
-    write_json(path / "config.json", {"arch": "mote", "clip": clip})
-    return path
-
-
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
-    return make_run(tmp_path_factory.mktemp("embed") / "run", seed=0)
+    return random_run(tmp_path_factory.mktemp("embed") / "run", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +155,7 @@ def test_a_file_of_another_run_or_an_older_store_state_is_refused(run_folder, tm
     random_store(path, ids, [i % 5 for i in range(12)], CLASSES, dim=D)
     out = tmp_path / "e.zarr"
     embed.run(embed_cfg(run_folder, path, out))
-    other = make_run(tmp_path / "other", seed=1)
+    other = random_run(tmp_path / "other", seed=1)
     with pytest.raises(StoreMismatch) as refused:
         embed.run(embed_cfg(other, path, out))
     line = str(refused.value)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zarr
+from conftest import random_run
 from test_zeroshot import make_store, subset
 
 from mote.cache_schema.errors import StoreMismatch
@@ -21,9 +21,6 @@ from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.files import write_json
-from mote.pipeline.runs.run_folder import save_model
-from mote.pipeline.temporal.config import default_config
-from mote.pipeline.temporal.mote_model import MoTE
 from mote.stages import cli, extract, train_temporal
 
 CHUNK = 4
@@ -51,14 +48,7 @@ def clean(tmp_path_factory, tiny_extract):
     )
     hmdb = load_dataset("hmdb51", "all")
     make_store(work / "zs.zarr", hmdb, subset(hmdb, 8))
-    zs_run = work / "zs_run"
-    zs_run.mkdir()
-    torch.manual_seed(0)
-    model = MoTE(default_config(64, layers=1))
-    model.set_finetune_text(torch.randn(400, 64))
-    save_model(zs_run / "model.safetensors", model)
-    clip = {"model": "mote-tiny", "weights_id": "random:seed=0", "dim": 64}
-    write_json(zs_run / "config.json", {"arch": "mote", "clip": clip})
+    zs_run = random_run(work / "zs_run", layers=1, texts=400)
     write_json(zs_run / "metrics.json", {"top1": 80.0, "top5": 95.0})
     return {
         "data": data,

@@ -17,14 +17,17 @@ from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from mote.cache_schema.embeddings_v1 import NO_LABEL
 from mote.pipeline.data import ssv2
 from mote.pipeline.errors import AnnotationError, ConfigError
 from mote.pipeline.locations import Url, locate
+from mote.pipeline.video.files import VIDEO_EXTENSIONS, is_video, video_files
 from mote.pipeline.video.flips import FlipRule
 from mote.pipeline.video.remote import check_prefix, list_prefix
 
 ANNOTATIONS_PACKAGE = "mote.pipeline.data.annotations"
 _LIST_ONLY = ("list",)  # datasets whose files the user always supplies
+FOLDER = "folder"  # one class per sub-folder of --root, nothing else to supply
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ class VideoItem:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset split: the videos in list order and the class names in label order."""
+    """A dataset split: the videos in list order and the class names in label order (none for
+    an unlabelled collection, whose labels are all ``NO_LABEL``)."""
 
     name: str
     split: str
@@ -49,6 +53,20 @@ class DatasetSpec:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.class_names)
+
+    def require_labels(self, command: str) -> None:
+        """Refuse an unlabelled split (bare paths, a folder without class folders) in one line
+        for a command that trains on classes."""
+        if not self.labelled:
+            raise AnnotationError(
+                f"{self.list_file}: its videos have no classes, and {command} needs labelled "
+                "videos; pass --labels FILE (CSV 'id,name') with a list of 'path label' lines, "
+                "or use --dataset folder with one sub-folder per class"
+            )
 
     @property
     def flip(self) -> FlipRule:
@@ -88,7 +106,7 @@ _SHIPPED: dict[str, dict[str, tuple[str, str]]] = {
 }
 # splits that exist but whose list is not shipped: the user passes --list
 _USER_LISTS = {"k400": {"train": "k400/kinetics_400_labels.csv"}}
-DATASETS: tuple[str, ...] = (*_SHIPPED, "ssv2", *_LIST_ONLY)
+DATASETS: tuple[str, ...] = (*_SHIPPED, "ssv2", *_LIST_ONLY, FOLDER)
 
 _K400_TRAIN_HELP = (
     "the K400 training list is not shipped; pass the official Kinetics-400 annotation CSV "
@@ -152,7 +170,7 @@ def _parse_list_line(line: str, where: str, num_classes: int | None) -> VideoIte
         raise AnnotationError(f"{where}: expected 'relative/path label', got {line!r}")
     head, last = line.rsplit(maxsplit=1)
     parts = head.rsplit(maxsplit=1)
-    if len(parts) == 2 and parts[1].isdigit() and (len(fields) == 3 or _has_video_suffix(parts[0])):
+    if len(parts) == 2 and parts[1].isdigit() and (len(fields) == 3 or is_video(parts[0])):
         head = parts[0]  # the 'path num_frames label' variant
     try:
         label = int(last)
@@ -166,21 +184,36 @@ def _parse_list_line(line: str, where: str, num_classes: int | None) -> VideoIte
     return VideoItem(video_id=head, label=label)
 
 
-def _has_video_suffix(path: str) -> bool:
-    return Path(path).suffix.lower() in {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg"}
+def _parse_bare_path(line: str, where: str) -> VideoItem:
+    """One line of an unlabelled list: the whole line is the path (spaces kept). A line that
+    reads as ``path label`` is refused: its labels would silently become part of the path."""
+    head, _, last = line.rpartition(" ")
+    if head and last.strip().lstrip("-").isdigit() and is_video(head.strip()):
+        raise AnnotationError(
+            f"{where}: {line!r} reads as 'path label' but no --labels was given; pass --labels "
+            "FILE (CSV 'id,name') for a labelled store, or list bare paths for an unlabelled one"
+        )
+    return VideoItem(video_id=line, label=NO_LABEL)
 
 
 def read_list(
-    path: str | os.PathLike[str] | Traversable, num_classes: int | None = None
+    path: str | os.PathLike[str] | Traversable,
+    num_classes: int | None = None,
+    labelled: bool = True,
 ) -> list[VideoItem]:
-    """Videos of a list file in file order; blank lines are skipped, a bad line names file:line."""
+    """Videos of a list file in file order; blank lines are skipped, a bad line names file:line.
+    Unless ``labelled``, each line is a bare path and every label ``NO_LABEL``."""
     items: list[VideoItem] = []
     first_line: dict[str, int] = {}
     for lineno, raw in enumerate(_lines(path), start=1):
         line = raw.strip()
         if not line:
             continue
-        item = _parse_list_line(line, f"{path}:{lineno}", num_classes)
+        where = f"{path}:{lineno}"
+        if labelled:
+            item = _parse_list_line(line, where, num_classes)
+        else:
+            item = _parse_bare_path(line, where)
         if item.video_id in first_line:
             raise AnnotationError(
                 f"{path}:{lineno}: video {item.video_id!r} already listed on line "
@@ -203,10 +236,10 @@ def _files_for(
 ) -> tuple[str | Traversable, str | Traversable]:
     """(list, labels) sources for a dataset split; user files override shipped ones."""
     if name in _LIST_ONLY:
-        if list_file is None or labels_file is None:
+        if list_file is None:
             raise AnnotationError(
-                f"dataset {name!r} needs --list FILE (lines 'relative/path label') and "
-                "--labels FILE (CSV 'id,name' with header)"
+                f"dataset {name!r} needs --list FILE: lines 'relative/path label' with --labels "
+                "FILE (CSV 'id,name' with header), or bare paths for an unlabelled store"
             )
         return list_file, labels_file
     if name not in _SHIPPED:
@@ -288,16 +321,43 @@ def load_dataset(
         None if list_file is None else os.fspath(list_file),
         None if labels_file is None else os.fspath(labels_file),
     )
-    class_names = read_labels(labels_src)
-    items = read_list(list_src, num_classes=len(class_names))
+    class_names = read_labels(labels_src) if labels_src is not None else []
+    items = read_list(list_src, len(class_names), labelled=labels_src is not None)
     return DatasetSpec(
         name=name,
         split=split,
         items=tuple(items),
         class_names=tuple(class_names),
-        labels_file=str(labels_src),
+        labels_file="" if labels_src is None else str(labels_src),
         list_file=str(list_src),
     )
+
+
+def folder_dataset(root: Path, split: str) -> DatasetSpec:
+    """``--dataset folder``: every video file under ``root`` (by extension, nested folders
+    too), its class the first folder under ``root`` (class names sorted, labels by that
+    order), its id the path relative to ``root``. A folder of videos with no sub-folders is
+    an unlabelled collection; videos beside class folders are refused, naming one."""
+    videos = [path.relative_to(root).as_posix() for path in video_files(root)]
+    if not videos:
+        raise AnnotationError(
+            f"--root {root}: no video files ({', '.join(VIDEO_EXTENSIONS)}) in it or its "
+            "sub-folders"
+        )
+    loose = [v for v in videos if "/" not in v]
+    if len(loose) == len(videos):  # no class folders: an unlabelled collection
+        items = tuple(VideoItem(v, NO_LABEL) for v in videos)
+        return DatasetSpec(FOLDER, split, items, (), "", str(root))
+    if loose:
+        raise AnnotationError(
+            f"--root {root}: {loose[0]!r} (and {len(loose) - 1} more) is not inside a class "
+            "folder; with --dataset folder each sub-folder of --root is a class: move the "
+            "loose videos into one, or list the videos with --dataset list"
+        )
+    names = sorted({v.split("/", 1)[0] for v in videos})
+    index = {name: i for i, name in enumerate(names)}
+    items = tuple(VideoItem(v, index[v.split("/", 1)[0]]) for v in videos)
+    return DatasetSpec(FOLDER, split, items, tuple(names), str(root), str(root))
 
 
 def _ssv2(
@@ -417,7 +477,12 @@ def check_root(
     """A shipped dataset needs the folder of its videos; a ``list`` one defaults to its list's.
     A URL root (``s3://bucket/videos``) must hold objects."""
     if dataset != "list" and root is None:
-        raise ConfigError(f"{flag} is required: the folder that holds the {dataset} videos")
+        what = (
+            "whose sub-folders are classes"
+            if dataset == FOLDER
+            else f"that holds the {dataset} videos"
+        )
+        raise ConfigError(f"{flag} is required: the folder {what}")
     root = locate(root) if root is not None else None
     if isinstance(root, Url):
         check_prefix(root, storage_options, flag)
@@ -450,6 +515,25 @@ def _line_of(list_file: str, video_id: str) -> str:
     return f"{list_file}:{found}" if found else list_file
 
 
+def _folder(
+    root: str | os.PathLike[str] | None, *files: str | os.PathLike[str] | None, split: str
+) -> DatasetSpec:
+    """``--dataset folder``, refusing what it does not read (its classes are its folders)."""
+    if any(f is not None for f in files):
+        raise ConfigError(
+            "--dataset folder reads the classes from the sub-folders of --root; drop --list, "
+            "--labels and --kinetics-csv, or use --dataset list with them"
+        )
+    if root is None:
+        raise ConfigError("--dataset folder needs --root: the folder whose sub-folders are classes")
+    if isinstance(locate(root), Url):
+        raise ConfigError(
+            f"--dataset folder reads a local folder, not {root}; for videos at a URL write a "
+            "list of their keys and use --dataset list --list FILE --root URL"
+        )
+    return folder_dataset(Path(root), split)
+
+
 def open_dataset(
     name: str,
     split: str,
@@ -465,7 +549,9 @@ def open_dataset(
     ``--list/--labels``, ``--kinetics-csv``, ``--root``): the split, and the folder its video
     paths are relative to (``--root``, a folder or a URL prefix, else the list file's folder).
     Its videos must be inside that folder unless ``allow_outside_root``."""
-    if kinetics_csv is None:
+    if name == FOLDER:
+        dataset = _folder(root, list_file, labels_file, kinetics_csv, split=split)
+    elif kinetics_csv is None:
         dataset = load_dataset(name, split, list_file, labels_file)
     elif name != "k400":
         raise ConfigError("--kinetics-csv is for --dataset k400 (the shipped 400 class names)")

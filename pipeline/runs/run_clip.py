@@ -33,9 +33,30 @@ def run_clip_spec(run: Path) -> tuple[str, str]:
 
 def _random_seed(run: Path) -> int:
     """The seed of a run built on random CLIP weights (``random:seed=N``), else 0."""
-    weights_id = RunFolder(run).read_config().clip.weights_id or ""
+    return random_seed(RunFolder(run).read_config().clip.weights_id or "")
+
+
+def random_seed(weights_id: str) -> int:
+    """The seed of random CLIP weights (``random:seed=N``), else 0."""
     prefix = "random:seed="
     return int(weights_id[len(prefix) :]) if weights_id.startswith(prefix) else 0
+
+
+def recorded_clip(clip: dict, device: str = "auto") -> ClipEncoder:
+    """The CLIP a store records (``model``, ``pretrained``, ``weights_id``), for its text
+    tower: what run-less search embeds queries with. A store made with ``--run RUN`` records
+    ``run:RUN``; that run's CLIP is built (its text tower is the original's)."""
+    pretrained = str(clip["pretrained"])
+    if pretrained.startswith("run:"):
+        return clip_for_run(Path(pretrained[len("run:") :]), device)
+    built = build_clip(clip["model"], pretrained, device, seed=random_seed(clip["weights_id"]))
+    if built.weights_id != clip["weights_id"]:
+        raise ConfigError(
+            f"{clip['model']} with {pretrained} loads weights {built.weights_id} here, but the "
+            f"store was encoded with {clip['weights_id']}; search on the machine that extracted "
+            "it, or pass the same weights file"
+        )
+    return built
 
 
 def store_expectation(run, blend: float = TEST_BLEND) -> dict:

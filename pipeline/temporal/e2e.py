@@ -205,6 +205,7 @@ def text_from_store(
     at a URL is read with ``storage_options``."""
     facts = clip if isinstance(clip, ClipFacts) else ClipFacts.of(clip)
     opened = FeatureStore.open(store, storage_options=storage_options)
+    opened.require_labels("finetune-e2e --text-from")
     spec = opened.spec
     for key, want in (("model", facts.model), ("weights_id", facts.weights_id)):
         have = getattr(spec, key)

@@ -1,4 +1,5 @@
-"""One unit vector per video from a run's temporal module: what ``mote embed`` writes.
+"""One unit vector per video from a run's temporal module, or by CLIP mean pooling without a
+run: what ``mote embed`` writes.
 
 Each view goes through the evaluation path (``MoTE.view_embeddings``, the vectors whose dot
 products with the class text rows are ``evaluate``'s per-view cosines, TFM applied when on); the
@@ -39,6 +40,16 @@ def video_vectors(
     return videos.cpu().numpy()
 
 
+@torch.no_grad()
+def mean_pooled_vectors(embeddings: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
+    """float32 (N, D) unit vectors by CLIP mean pooling, the paper's baseline and what needs
+    no run: per view the mean over time of the L2-normalised frame features, L2-normalised;
+    then the views averaged and L2-normalised, as ``video_vectors`` averages views."""
+    e = torch.from_numpy(np.asarray(embeddings)).to(device=device, dtype=torch.float32)
+    views = F.normalize(F.normalize(e, dim=-1).mean(dim=2), dim=-1)  # (N, V, D)
+    return F.normalize(views.mean(dim=1), dim=-1).cpu().numpy()
+
+
 def batches(rows: np.ndarray, views: int) -> Iterator[np.ndarray]:
     """Rows in groups of about ``EVAL_CLIPS`` clips, as evaluation batches them."""
     size = max(1, EVAL_CLIPS // max(1, views))
@@ -47,16 +58,14 @@ def batches(rows: np.ndarray, views: int) -> Iterator[np.ndarray]:
 
 
 def embed_rows(
-    model: MoTE,
+    vectors_of: Callable[[np.ndarray], np.ndarray],
     read: Callable[[np.ndarray], np.ndarray],
     rows: np.ndarray,
     views: int,
-    text: torch.Tensor,
-    tfm: bool,
-    device: torch.device | str = "cpu",
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """float32 (len(rows), D) vectors of the stored videos ``rows``, read with ``read(rows)`` one
+    """float32 (len(rows), D) vectors of the stored videos ``rows``: ``vectors_of`` (a run's
+    ``video_vectors``, or ``mean_pooled_vectors``) of the features ``read(rows)`` gives, read one
     batch ahead in a thread (decoding chunks overlaps the model), so memory holds two batches."""
     parts = []
     groups = list(batches(rows, views))
@@ -65,9 +74,7 @@ def embed_rows(
         for i, group in enumerate(groups):
             features = ahead.result()
             ahead = reader.submit(read, groups[i + 1]) if i + 1 < len(groups) else None
-            parts.append(video_vectors(model, features, text, tfm, device))
+            parts.append(vectors_of(features))
             if on_batch is not None:
                 on_batch(len(group))
-    if not parts:
-        return np.empty((0, model.cfg.dim), np.float32)
-    return np.concatenate(parts)
+    return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)

@@ -13,7 +13,7 @@ from mote.stages.configs.scoring import with_scoring_settings
 
 
 @dataclass(frozen=True)
-@with_scoring_settings
+@with_scoring_settings(run_optional=True)
 class EmbedConfig(Settings):
     store: Path | Url = store_in_setting(
         "Feature store whose done videos to embed (any view layout)."

@@ -17,9 +17,7 @@ from mote.pipeline.config import (
     setting,
     storage_options_setting,
 )
-
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
-
+from mote.pipeline.video.files import VIDEO_EXTENSIONS
 
 DEFAULT_FRAMES = 8  # the paper's T, for runs that do not record their training frames
 

@@ -15,12 +15,17 @@ from mote.pipeline.config import (
 )
 from mote.pipeline.temporal.config import MoTEConfig
 
+MEAN_POOLING = "CLIP mean pooling of the stored frames (no training needed)."
 
-def with_scoring_settings(cls: type) -> type:
-    """Add the shared fields to a settings class (before ``@dataclass`` makes it one)."""
+
+def with_scoring_settings(cls: type | None = None, *, run_optional: bool = False):
+    """Add the shared fields to a settings class (before ``@dataclass`` makes it one); with
+    ``run_optional`` the run may be left out (``mote embed``: CLIP mean pooling instead)."""
+    if cls is None:
+        return lambda c: with_scoring_settings(c, run_optional=run_optional)
     own = cls.__annotations__
-    cls.__annotations__ = {"run": Path, **own}
-    cls.run = scored_run_setting()
+    cls.__annotations__ = {"run": Path | None if run_optional else Path, **own}
+    cls.run = scored_run_setting(MEAN_POOLING if run_optional else None)
     shared = {
         "tfm_gamma": (float | None, tfm_override_setting("tfm_gamma", MoTEConfig)),
         "tfm_k": (int | None, tfm_override_setting("tfm_k", MoTEConfig)),

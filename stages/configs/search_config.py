@@ -25,7 +25,10 @@ CHECK_SAMPLE = 100  # rows used as queries by --check-index when no query is giv
 
 @dataclass(frozen=True)
 class SearchConfig(Settings):
-    run: Path = scored_run_setting()
+    run: Path | None = scored_run_setting(
+        "the query text goes through the CLIP text tower of the embeddings' store (embeddings "
+        "made without a run)."
+    )
     queries: tuple[str, ...] = setting(
         (),
         "Text queries, e.g. 'a person juggling'.",
