@@ -16,6 +16,8 @@ import subprocess
 import sys
 
 import pytest
+import tomllib
+from architecture_rules import sources
 from test_readme import REPO, fenced_bash_blocks
 
 # The pins that decide what a user's machine installs and that a local folder could shadow.
@@ -68,3 +70,13 @@ def test_the_readme_install_resolves_on_the_public_index_alone(tmp_path) -> None
     torch_pin = next(p for p in pins if p.startswith("torch=="))
     assert chosen["torch"]["metadata"]["version"] == torch_pin.removeprefix("torch==")
     assert "mote" in chosen and chosen["mote"]["metadata"]["version"]
+
+
+def test_every_package_of_the_tree_is_installed() -> None:
+    """pyproject lists its packages by name: a new folder with an ``__init__.py`` missing there
+    works in an editable install and the tests, and is absent from a user's wheel."""
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {source.module for source in sources(REPO) if source.is_package}
+    assert found == listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
