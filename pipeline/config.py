@@ -15,8 +15,12 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
-import tomllib
 import yaml
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import Url, check_location, locate, storage_options
