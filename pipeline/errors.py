@@ -96,6 +96,66 @@ def os_fault_reason(error: OSError) -> str:
     return reason
 
 
+class Unreachable(MoteError, ConnectionError):
+    """The server of a store or video URL cannot be reached: nothing was changed, and the same
+    command continues once it answers."""
+
+    exit_code = 4  # system fault (the network, not the data)
+
+
+# Network failures of fsspec's object stores (botocore, aiohttp, urllib3), by class name: their
+# packages are optional, and an outage must never read as damage or a refused input.
+_NETWORK_ERRORS = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ProxyConnectionError",
+        "ClientConnectorError",
+        "ClientConnectionError",
+        "ClientConnectionResetError",
+        "ServerDisconnectedError",
+        "ServerTimeoutError",
+        "ClientOSError",
+        "NewConnectionError",
+        "MaxRetryError",
+    }
+)
+
+
+def network_failure(error: BaseException | None) -> BaseException | None:
+    """The object-store network error behind ``error`` (itself, or what it was raised from or
+    while handling), None when there is none."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if any(kind.__name__ in _NETWORK_ERRORS for kind in type(error).__mro__):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def endpoint_of(error: BaseException) -> str:
+    """The server a network error could not reach: its URL's scheme and host, else its host."""
+    text = str(error)
+    found = re.search(r"https?://[^/\s\"']+", text)
+    if found:
+        return found.group(0)
+    found = re.search(r"host ([^\s:]+:\d+)", text)
+    return found.group(1) if found else "the object store"
+
+
+def unreachable_message(error: BaseException, what: str = "the store") -> str:
+    """One line for an outage: the endpoint, why, that nothing was harmed and the way on."""
+    cause = network_failure(error) or error
+    return (
+        f"{endpoint_of(cause)}: cannot reach the server ({short_error(cause, 120)}); {what} is "
+        "untouched (no video was marked failed): rerun the same command once the server "
+        "answers and it continues where it stopped"
+    )
+
+
 class EncoderFailed(MoteError, RuntimeError):
     """An encoder process died or raised; the message names its device and how to go on."""
 
