@@ -156,6 +156,13 @@ def unreachable_message(error: BaseException, what: str = "the store") -> str:
     )
 
 
+class PeerLost(MoteError, RuntimeError):
+    """Another process of a torchrun job stopped (killed, out of memory, its node gone): not a
+    bug here; the job's last checkpoint is whole and a resumed launch continues from it."""
+
+    exit_code = 4  # system fault
+
+
 class EncoderFailed(MoteError, RuntimeError):
     """An encoder process died or raised; the message names its device and how to go on."""
 
