@@ -82,7 +82,8 @@ OS_FAULTS = {
     errno.EEXIST: "already exists and is not a folder (an --out that is a file?); "
     "choose another path",
     errno.ENOENT: "no such file or folder; check the path",
-    errno.EIO: "input/output error from the disk; check the disk and rerun",
+    errno.EIO: "input/output error from the disk (nothing was marked damaged: the data may be "
+    "fine); check the disk, then rerun the same command",
     errno.EFBIG: "file larger than this process may write (ulimit -f) or the file system "
     "allows; raise the limit or write elsewhere, then rerun",
 }
@@ -134,6 +135,21 @@ def network_failure(error: BaseException | None) -> BaseException | None:
             return error
         error = error.__cause__ or error.__context__
     return None
+
+
+def system_fault(error: BaseException) -> bool:
+    """Whether reading failed for the machine's sake, not the data's: a server that cannot be
+    reached, or an operating-system error (EIO from a failing disk, permission denied) other
+    than a missing file. Such a failure is exit 4 and never counts as damage."""
+    if network_failure(error) is not None:
+        return True
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno not in (None, errno.ENOENT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def endpoint_of(error: BaseException) -> str:
