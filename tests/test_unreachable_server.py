@@ -108,6 +108,41 @@ def test_a_server_killed_mid_extraction_is_exit_4_naming_it(server, motion_data,
                       endpoint)  # fmt: skip
 
 
+def test_a_video_server_killed_mid_extraction_is_exit_4_not_failed_videos(
+    server, motion_data, tmp_path
+):
+    import boto3
+
+    endpoint, moto = server
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="t", aws_secret_access_key="t")  # fmt: skip
+    for line in motion_data.list_file.read_text().splitlines():
+        video = line.rsplit(" ", 1)[0]
+        client.upload_file(str(motion_data.root / video), BUCKET, f"videos/{video}")
+    out = tmp_path / "s.zarr"
+    run = mote(
+        environment(endpoint, tmp_path), "extract", "--dataset", "list", "--root",
+        f"s3://{BUCKET}/videos", "--list", motion_data.list_file, "--labels",
+        motion_data.labels_file, "--model", "mote-tiny", "--pretrained", "none", "--devices",
+        "cpu", "--chunk-videos", 2, "--decode-workers", 1, "--batch-size", 2, "--out", out,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while run.poll() is None and time.monotonic() < deadline:  # until a chunk is written
+        if any((out / "status" / "c").glob("*")):
+            break
+        time.sleep(0.05)
+    assert run.poll() is None, "the run finished before the server could be stopped"
+    moto.send_signal(signal.SIGKILL)
+    moto.wait()
+    check_outage_line(finished(run), endpoint)
+    shown = subprocess.run(
+        [sys.executable, "-m", "mote.stages", "info", out, "--json"], capture_output=True,
+        text=True, env=environment(endpoint, tmp_path),
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert '"n_failed": 0' in shown.stdout  # no video was recorded failed for the outage
+
+
 def test_a_video_root_that_cannot_be_reached_is_exit_4(server, motion_data, tmp_path):
     endpoint, moto = server
     moto.kill()
