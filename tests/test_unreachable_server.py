@@ -71,6 +71,16 @@ def finished(process: subprocess.Popen) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
+def kill_once(moto: subprocess.Popen, run: subprocess.Popen, written) -> None:
+    """Kill the server (SIGKILL) once ``written()`` says the run has written a chunk."""
+    deadline = time.monotonic() + 120
+    while run.poll() is None and time.monotonic() < deadline and not written():
+        time.sleep(0.05)
+    assert run.poll() is None, "the run finished before the server could be stopped"
+    moto.send_signal(signal.SIGKILL)
+    moto.wait()
+
+
 def check_outage_line(result: subprocess.CompletedProcess, endpoint: str) -> None:
     line = one_line(result)
     assert result.returncode == SYSTEM, result.stderr
@@ -93,15 +103,11 @@ def test_a_server_killed_mid_extraction_is_exit_4_naming_it(server, motion_data,
 
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id="t", aws_secret_access_key="t")  # fmt: skip
-    deadline = time.monotonic() + 120
-    while run.poll() is None and time.monotonic() < deadline:  # until a chunk is written
-        listed = client.list_objects_v2(Bucket=BUCKET, Prefix="s.zarr/status/c/")
-        if listed.get("KeyCount", 0):
-            break
-        time.sleep(0.05)
-    assert run.poll() is None, "the run finished before the server could be stopped"
-    moto.send_signal(signal.SIGKILL)
-    moto.wait()
+
+    def written() -> bool:
+        return client.list_objects_v2(Bucket=BUCKET, Prefix="s.zarr/status/c/")["KeyCount"] > 0
+
+    kill_once(moto, run, written)
     check_outage_line(finished(run), endpoint)
     # a reader of the same store, the server still down
     check_outage_line(finished(mote(env, "info", url)),
@@ -126,14 +132,7 @@ def test_a_video_server_killed_mid_extraction_is_exit_4_not_failed_videos(
         motion_data.labels_file, "--model", "mote-tiny", "--pretrained", "none", "--devices",
         "cpu", "--chunk-videos", 2, "--decode-workers", 1, "--batch-size", 2, "--out", out,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while run.poll() is None and time.monotonic() < deadline:  # until a chunk is written
-        if any((out / "status" / "c").glob("*")):
-            break
-        time.sleep(0.05)
-    assert run.poll() is None, "the run finished before the server could be stopped"
-    moto.send_signal(signal.SIGKILL)
-    moto.wait()
+    kill_once(moto, run, lambda: any((out / "status" / "c").glob("*")))
     check_outage_line(finished(run), endpoint)
     shown = subprocess.run(
         [sys.executable, "-m", "mote.stages", "info", out, "--json"], capture_output=True,
