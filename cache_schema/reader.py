@@ -22,6 +22,7 @@ from mote.cache_schema.checks import check_expected, check_layout, label_problem
 from mote.cache_schema.errors import StoreCorrupt, StoreNotFound, UnlabelledStore, short_error
 from mote.cache_schema.remote import RemoteFiles, files_at, total_bytes
 from mote.cache_schema.spec import StoreSpec, fingerprint
+from mote.pipeline.errors import system_fault
 from mote.pipeline.locations import Url, locate, resolved
 
 Indices = slice | Sequence[int] | np.ndarray
@@ -311,6 +312,8 @@ class StoreReader:
         try:
             return arr[key], ""
         except Exception as err:  # codecs raise many types
+            if system_fault(err):  # a failing disk or network: the chunk may be fine
+                raise
             if "checksum" in str(err).lower():
                 return None, "fails its checksum (the file is damaged or truncated)"
             return None, f"cannot be decoded ({short_error(err)})"
@@ -342,6 +345,8 @@ class StoreReader:
         try:
             return getter(key)
         except Exception as err:  # codecs raise many types: find the chunk and name it
+            if system_fault(err):  # a failing disk or network: the chunk may be fine
+                raise
             for chunk in self._chunks_of(name, rows):
                 problem = self.chunk_problem(name, int(chunk))
                 if problem:

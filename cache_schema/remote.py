@@ -92,11 +92,20 @@ class LiveFiles(RemoteFiles):
         self._fs.invalidate_cache()  # zarr writes through the same (cached) file system
         return self._fs
 
+    def _kind(self) -> str | None:
+        """'file', 'directory' or None when nothing is there. An unreachable server raises:
+        fsspec's ``isfile`` answers False to any error, which would call an outage a deleted
+        file (damage, and ``--repair``)."""
+        try:
+            return self._fresh().info(self.key)["type"]
+        except FileNotFoundError:
+            return None
+
     def is_file(self) -> bool:
-        return self._fresh().isfile(self.key)
+        return self._kind() == "file"
 
     def is_dir(self) -> bool:
-        return self._fresh().isdir(self.key)
+        return self._kind() == "directory"
 
     def is_symlink(self) -> bool:
         return False

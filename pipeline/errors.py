@@ -82,7 +82,8 @@ OS_FAULTS = {
     errno.EEXIST: "already exists and is not a folder (an --out that is a file?); "
     "choose another path",
     errno.ENOENT: "no such file or folder; check the path",
-    errno.EIO: "input/output error from the disk; check the disk and rerun",
+    errno.EIO: "input/output error from the disk (nothing was marked damaged: the data may be "
+    "fine); check the disk, then rerun the same command",
     errno.EFBIG: "file larger than this process may write (ulimit -f) or the file system "
     "allows; raise the limit or write elsewhere, then rerun",
 }
@@ -94,6 +95,88 @@ def os_fault_reason(error: OSError) -> str:
     if reason is None:
         reason = f"{error.strerror or error}; check the path and the disk, then rerun"
     return reason
+
+
+class Unreachable(MoteError, ConnectionError):
+    """The server of a store or video URL cannot be reached: nothing was changed, and the same
+    command continues once it answers."""
+
+    exit_code = 4  # system fault (the network, not the data)
+
+
+# Network failures of fsspec's object stores (botocore, aiohttp, urllib3), by class name: their
+# packages are optional, and an outage must never read as damage or a refused input.
+_NETWORK_ERRORS = frozenset(
+    {
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ProxyConnectionError",
+        "ClientConnectorError",
+        "ClientConnectionError",
+        "ClientConnectionResetError",
+        "ServerDisconnectedError",
+        "ServerTimeoutError",
+        "ClientOSError",
+        "NewConnectionError",
+        "MaxRetryError",
+    }
+)
+
+
+def network_failure(error: BaseException | None) -> BaseException | None:
+    """The object-store network error behind ``error`` (itself, or what it was raised from or
+    while handling), None when there is none."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if any(kind.__name__ in _NETWORK_ERRORS for kind in type(error).__mro__):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def system_fault(error: BaseException) -> bool:
+    """Whether reading failed for the machine's sake, not the data's: a server that cannot be
+    reached, or an operating-system error (EIO from a failing disk, permission denied) other
+    than a missing file. Such a failure is exit 4 and never counts as damage."""
+    if network_failure(error) is not None:
+        return True
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno not in (None, errno.ENOENT):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def endpoint_of(error: BaseException) -> str:
+    """The server a network error could not reach: its URL's scheme and host, else its host."""
+    text = str(error)
+    found = re.search(r"https?://[^/\s\"']+", text)
+    if found:
+        return found.group(0)
+    found = re.search(r"host ([^\s:]+:\d+)", text)
+    return found.group(1) if found else "the object store"
+
+
+def unreachable_message(error: BaseException, what: str = "the store") -> str:
+    """One line for an outage: the endpoint, why, that nothing was harmed and the way on."""
+    cause = network_failure(error) or error
+    return (
+        f"{endpoint_of(cause)}: cannot reach the server ({short_error(cause, 120)}); {what} is "
+        "untouched (no video was marked failed): rerun the same command once the server "
+        "answers and it continues where it stopped"
+    )
+
+
+class PeerLost(MoteError, RuntimeError):
+    """Another process of a torchrun job stopped (killed, out of memory, its node gone): not a
+    bug here; the job's last checkpoint is whole and a resumed launch continues from it."""
+
+    exit_code = 4  # system fault
 
 
 class EncoderFailed(MoteError, RuntimeError):

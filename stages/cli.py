@@ -13,6 +13,7 @@ Whether the reader is a terminal is decided for help by ``TerminalHelp`` and for
 one.
 """
 
+import logging
 import os
 import signal
 import sys
@@ -112,6 +113,9 @@ def main() -> None:
     ``faults.EXIT_CODES``; ``MOTE_DEBUG=1`` re-raises, showing the traceback."""
     signal.signal(signal.SIGTERM, _terminate)
     show_mote_warnings()
+    # fsspec's event loop logs an outage's orphaned requests as tracebacks; the fault itself
+    # reaches the command and is its one line
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     try:
         code = app(prog_name="mote", standalone_mode=False)  # click's errors come to us
     except NoArgsIsHelp as bare:  # `mote` alone: its help (rich: shown)

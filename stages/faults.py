@@ -16,7 +16,14 @@ import typer
 from rich.text import Text
 
 from mote.cache_schema.errors import StoreError
-from mote.pipeline.errors import MoteError, MoteWarning, os_fault_reason
+from mote.pipeline.errors import (
+    MoteError,
+    MoteWarning,
+    Unreachable,
+    network_failure,
+    os_fault_reason,
+    unreachable_message,
+)
 from mote.stages.console import stderr
 
 EXIT_CODES = {
@@ -27,7 +34,8 @@ EXIT_CODES = {
     "holds, a store or run that does not match",
     3: "damage found: a store or run file is missing, cut short or fails its checks "
     "(`info --verify` lists it; `extract --repair` or a new run fixes it)",
-    4: "system fault: disk full, permission denied, read-only or failing disk",
+    4: "system fault: disk full, permission denied, read-only or failing disk, a server that "
+    "cannot be reached (rerun the same command to continue)",
     5: "training diverged: the loss or weights became NaN or infinite, or weights too large "
     "for fp16 (the last good epoch is kept)",
     70: "unexpected error, a bug in mote: rerun with MOTE_DEBUG=1 and report the traceback",
@@ -60,6 +68,8 @@ def exit_code(error: BaseException) -> int:
     included) by its errno or its cause's, else the error class's ``exit_code``."""
     if isinstance(error, ClickError):  # an unknown option, a missing argument
         return USAGE
+    if network_failure(error) is not None:  # an outage, however it was reported
+        return SYSTEM
     number = _errno(error) if isinstance(error, OSError) else None
     if number is not None:
         return USAGE if number in PATH_ERRNOS else SYSTEM
@@ -104,6 +114,8 @@ def fault_message(error: BaseException) -> str:
     """One line for any fault: what failed on which file, and the way out."""
     if isinstance(error, ClickError):
         return _usage_message(error)
+    if not isinstance(error, Unreachable) and network_failure(error) is not None:
+        return unreachable_message(error)
     if isinstance(error, MoteError | StoreError):
         return str(error)
     if isinstance(error, OSError):

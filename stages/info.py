@@ -70,7 +70,7 @@ def _sample(store: FeatureStore, cfg: InfoConfig, report: VerifyReport) -> list[
         for task in tasks:
             video = decode_one(task)
             if not video.ok:
-                reason = f"cannot be re-decoded ({video.reason})"
+                reason = f"cannot be re-decoded ({video.failure()})"
                 _add(report, store, task.index, "embeddings", reason)
                 continue
             if not np.array_equal(video.frame_indices, stored_idx[task.index]):

@@ -166,7 +166,7 @@ def decode_and_encode(
     def take(decoded) -> None:
         for video in decoded:
             if not video.ok:
-                failed[video.index] = video.reason
+                failed[video.index] = video.failure()
                 progress.update(failed=1)
                 continue
             keep(encoder.add(video.index, video.views))

@@ -12,7 +12,7 @@ from mote.pipeline.video.decode_pool import DecodedVideo
 
 def failed_result(video: DecodedVideo) -> VideoResult:
     """A video that could not be decoded, with the reason the store records."""
-    return VideoResult(video.index, None, None, video.num_frames, video.reason)
+    return VideoResult(video.index, None, None, video.num_frames, video.failure())
 
 
 def done_result(video: DecodedVideo, embeddings: np.ndarray) -> VideoResult:

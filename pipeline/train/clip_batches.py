@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
+from mote.pipeline.errors import Unreachable
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.e2e import EndToEnd
 from mote.pipeline.train.distributed import DistContext
@@ -38,7 +39,11 @@ class FailureLog:
         return True
 
     def record(self, split: str, epoch: int, failed: list[ClipFailure], gather: bool) -> list:
-        """A collective when ``gather`` (every rank calls it); returns the new failures."""
+        """A collective when ``gather`` (every rank calls it); returns the new failures. A
+        video whose server could not be reached stops training (``Unreachable``, exit 4)."""
+        for failure in failed:
+            if failure.unreachable:
+                raise Unreachable(failure.reason)
         everyone = self.ctx.gather(failed) if gather else [failed]
         if not self.ctx.is_main:
             return []

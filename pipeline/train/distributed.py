@@ -7,6 +7,7 @@ runs as a single process and every helper here is a no-op.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from mote.pipeline.device import resolve_device
-from mote.pipeline.errors import ConfigError
+from mote.pipeline.errors import ConfigError, PeerLost
 from mote.pipeline.progress import NullProgress, Progress
 
 T = TypeVar("T")
@@ -199,5 +200,36 @@ def run_on_every_rank(device: str, progress: Progress, body: Callable[..., T]) -
     ctx = DistContext.from_env(device)
     try:
         return body(ctx, progress if ctx.is_main else NullProgress())
+    except RuntimeError as error:
+        reason = peer_lost(error) if ctx.distributed else None
+        if reason is None:
+            raise
+        raise PeerLost(f"{stopped_process(ctx)} stopped ({reason}): rerun the same launch line "
+                       "with --resume") from error  # fmt: skip
     finally:
         ctx.close()
+
+
+# What a collective (gloo, NCCL, the c10d store) says when the process at the other end is gone.
+_PEER_GONE = re.compile(
+    r"connection (?:reset|closed|refused) by peer|broken pipe|socket timeout|timed out|"
+    r"connection reset|remote process exited|communicator was aborted|end of file",
+    re.IGNORECASE,
+)
+
+
+def peer_lost(error: BaseException) -> str | None:
+    """A short reason when ``error`` says another process of the job is gone, else None."""
+    found = _PEER_GONE.search(str(error))
+    if found:
+        return found.group(0).lower()
+    if type(error).__name__ in ("DistNetworkError", "DistBackendError"):
+        return type(error).__name__
+    return None
+
+
+def stopped_process(ctx: DistContext) -> str:
+    """Which process stopped, as far as this one can tell: of two, the other one."""
+    if ctx.world_size == 2:
+        return f"process {1 - ctx.rank} of 2"
+    return f"a process of {ctx.world_size} (not this one, {ctx.rank})"

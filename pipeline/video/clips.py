@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mote.pipeline.errors import DecodeError
+from mote.pipeline.errors import DecodeError, Unreachable
 from mote.pipeline.locations import join, locate
 from mote.pipeline.threads import use_worker_threads
 from mote.pipeline.video.augment import AREA_RANGE, augment_clip
@@ -72,6 +72,7 @@ class ClipFailure(NamedTuple):
     index: int
     video: str
     reason: str
+    unreachable: bool = False  # its server could not be reached: training stops (exit 4)
 
 
 @dataclass
@@ -165,6 +166,8 @@ class ClipDataset(Dataset):
             raise IndexError(f"clip index {index} out of range for {len(self.videos)} videos")
         try:
             return self._load(index, epoch)
+        except Unreachable as error:  # the video may be fine: not recorded as failed
+            return ClipFailure(index, self.videos[index], str(error), unreachable=True)
         except DecodeError as error:
             return ClipFailure(index, self.videos[index], str(error) or "decode error")
         except MemoryError:

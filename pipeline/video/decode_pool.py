@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mote.pipeline.errors import DecodeError
+from mote.pipeline.errors import DecodeError, Unreachable
 from mote.pipeline.locations import join
 from mote.pipeline.video.decode import open_video
 from mote.pipeline.video.remote import SPILL_DIR_ENV, SPILL_PREFIX
@@ -102,10 +102,18 @@ class DecodedVideo:
     frame_indices: np.ndarray | None  # int32 (views, frames)
     num_frames: int
     reason: str = ""  # non-empty: the video failed
+    unreachable: bool = False  # its server could not be reached: the run stops, nothing failed
 
     @property
     def ok(self) -> bool:
         return not self.reason
+
+    def failure(self) -> str:
+        """Why the video failed, to record; an unreachable server raises ``Unreachable``
+        instead (exit 4), since the video may be fine."""
+        if self.unreachable:
+            raise Unreachable(self.reason)
+        return self.reason
 
 
 def decode_one(task: DecodeTask) -> DecodedVideo:
@@ -122,6 +130,8 @@ def decode_one(task: DecodeTask) -> DecodedVideo:
         crops = crop_views(
             frames, task.size, task.crops, task.interpolation
         )  # (crops, clips*T, S, S, 3)
+    except Unreachable as error:
+        return DecodedVideo(task.index, None, None, num_frames, str(error), unreachable=True)
     except DecodeError as error:
         return DecodedVideo(task.index, None, None, num_frames, str(error) or "decode error")
     except MemoryError:

@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from mote.pipeline.errors import ConfigError, DecodeError, short_error
+from mote.pipeline.errors import (
+    ConfigError,
+    DecodeError,
+    Unreachable,
+    network_failure,
+    short_error,
+    unreachable_message,
+)
 from mote.pipeline.locations import filesystem
 
 SPILL_DIR_ENV = "MOTE_SPILL_DIR"
@@ -54,6 +61,8 @@ def download(url: str, options: dict[str, Any] | None) -> Path:
         raise DecodeError(missing_reason(fs, key)) from None
     except Exception as err:  # botocore and aiohttp raise many types
         local.unlink(missing_ok=True)
+        if network_failure(err) is not None:  # an outage stops the run: the video is fine
+            raise Unreachable(unreachable_message(err)) from err
         raise DecodeError(f"cannot read the object ({short_error(err, 160)})") from None
     return local
 
