@@ -35,18 +35,22 @@ def not_torch_files(folder):
 
 
 def test_no_weights_refusal_repeats_torchs_unsafe_advice(motion_data, tmp_path):
-    for path in not_torch_files(tmp_path):
-        imported = mote("import-reference", path, "--out", tmp_path / f"run-{path.stem}")
-        extracted = mote(
-            "extract", "--dataset", "list", "--root", motion_data.root, "--list",
-            motion_data.list_file, "--labels", motion_data.labels_file, "--model", "mote-tiny",
-            "--pretrained", path, "--devices", "cpu", "--out", tmp_path / f"{path.stem}.zarr",
-        )  # fmt: skip
-        for result in (imported, extracted):
-            line = one_line(result)
-            assert result.returncode == USAGE and str(path) in line, result.stderr
-            assert result.stderr.strip() == line
-            assert not any(words in result.stderr for words in TORCH_ADVICE), result.stderr
+    """Every kind of file through import-reference; the legacy pickle, the kind torch gives its
+    advice for, through --pretrained too (both loaders share the refusal)."""
+    files = not_torch_files(tmp_path)
+    runs = [(path, ("import-reference", path, "--out", tmp_path / f"run-{path.stem}"))
+            for path in files]  # fmt: skip
+    runs.append((files[0], (
+        "extract", "--dataset", "list", "--root", motion_data.root, "--list",
+        motion_data.list_file, "--labels", motion_data.labels_file, "--model", "mote-tiny",
+        "--pretrained", files[0], "--devices", "cpu", "--out", tmp_path / "plain.zarr",
+    )))  # fmt: skip
+    for path, command in runs:
+        result = mote(*command)
+        line = one_line(result)
+        assert result.returncode == USAGE and str(path) in line, result.stderr
+        assert result.stderr.strip() == line
+        assert not any(words in result.stderr for words in TORCH_ADVICE), result.stderr
 
 
 def test_a_negative_seed_is_refused_before_any_video_is_read(motion_data, tmp_path):
