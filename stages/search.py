@@ -43,18 +43,19 @@ from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError, IndexMismatch
-from mote.pipeline.locations import Url, locate
+from mote.pipeline.locations import Url
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.files import write_atomic
 from mote.pipeline.runs.run_clip import clip_for_run, recorded_clip, store_expectation
 from mote.pipeline.runs.run_folder import BEST_FILE, Run, RunFolder, load_run
-from mote.pipeline.search.evaluation import class_retrieval
+from mote.pipeline.search.banks import Bank, ranking_bank, test_bank
+from mote.pipeline.search.evaluation import file_retrieval
 from mote.pipeline.search.exact import exact_top_k
-from mote.pipeline.search.index import KINDS, SearchIndex, build_index, recall_at_k
+from mote.pipeline.search.index import KINDS, SearchIndex, build_index
+from mote.pipeline.search.index_check import check_index
 from mote.pipeline.search.page import PageHit, render_page, thumbnails
-from mote.pipeline.search.score_names import DEFAULT_SCORE, RAW_SCORE, SCORES
+from mote.pipeline.search.score_names import RAW_SCORE, SCORES
 from mote.pipeline.search.scoring import Scorer, collection_stats
-from mote.pipeline.search.vocabulary import vocabulary
 from mote.pipeline.temporal.embedding import mean_pooled_vectors, video_vectors
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool
@@ -63,9 +64,7 @@ from mote.stages import embed
 from mote.stages.configs.search_config import CHECK_SAMPLE, SearchConfig  # noqa: F401
 from mote.stages.predict import decode_and_encode
 
-RECALL_K = 10
 MIN_CANDIDATES = 100  # an index hands at least this many (10 x k) candidates to a normalised score
-MIN_CLASSES = 2  # a store's class names make the bank when it has this many; else the vocabulary
 
 
 def _check(cfg: SearchConfig) -> list[str]:
@@ -203,50 +202,6 @@ def like_query(video_id: str, file: EmbeddingsFile, ids: list[str]) -> Query:
         ) from None
     vector = file.read_vectors([row])[0].astype(np.float32)
     return Query(f"like {video_id}", "like", vector / np.linalg.norm(vector), (row,))
-
-
-def file_store(file: EmbeddingsFile, storage_options: dict[str, Any] | None) -> FeatureStore | None:
-    """The store the file was embedded from (local or at a URL); None when its folder is gone."""
-    path = locate(file.attrs["store"]["path"])
-    if isinstance(path, Path) and not path.exists():
-        return None
-    return FeatureStore.open(path, storage_options=storage_options)
-
-
-def test_bank(file: EmbeddingsFile, storage_options: dict[str, Any] | None) -> torch.Tensor | None:
-    """The class text bank TFM compared with when the file was made (its store's), or None when
-    its variant is plain."""
-    variant = file.attrs["variant"]
-    if variant.get("name") != "tfm":
-        return None
-    store = file_store(file, storage_options)
-    if store is None:
-        raise ConfigError(
-            f"--video: {file.path} was made with TFM against the class names of "
-            f"{file.attrs['store']['path']}, which is gone; --video needs that store's text "
-            "bank (or embeddings made with --no-tfm)"
-        )
-    return torch.from_numpy(np.array(store.text_embeddings))
-
-
-@dataclass(frozen=True)
-class Bank:
-    """The texts a normalised score weighs a query against, and what they are."""
-
-    vectors: torch.Tensor  # float32 (C, D) unit rows, in the space of the text queries
-    source: str
-
-
-def ranking_bank(file: EmbeddingsFile, clip: Any, storage_options: dict[str, Any] | None) -> Bank:
-    """The class text bank of the file's store when it names ``MIN_CLASSES`` or more: a store
-    matches the run's CLIP (``store_expectation``), so its bank is the run's text tower over
-    the same templates as the queries. Else the shipped vocabulary through that text tower."""
-    store = file_store(file, storage_options)
-    if store is not None and len(store.class_names) >= MIN_CLASSES:
-        text = torch.from_numpy(np.array(store.text_embeddings))
-        return Bank(text, f"the store's {len(text)} class names")
-    names = vocabulary()
-    return Bank(clip.class_text_embeddings(names).float(), f"a vocabulary of {len(names)} actions")
 
 
 def video_query(
@@ -413,77 +368,6 @@ def rescored(
     return scores[best], rows[best]
 
 
-def check_index(
-    queries: list[Query], file: EmbeddingsFile, index: SearchIndex, device: torch.device
-) -> dict:
-    """recall@10 of the index against exact search, and how many times faster it answered."""
-    if queries:
-        vectors = np.stack([q.vector for q in queries]).astype(np.float32)
-        source = "the queries"
-    else:
-        rng = np.random.default_rng(0)
-        rows = np.sort(rng.choice(file.n_rows, min(CHECK_SAMPLE, file.n_rows), replace=False))
-        vectors = file.read_vectors(rows).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        source = f"{len(rows)} of the collection's own rows"
-    started = time.perf_counter()
-    chunks = (chunk for _, chunk in file.iter_chunks())
-    _, exact_rows = exact_top_k(vectors, chunks, RECALL_K, device)
-    exact_s = time.perf_counter() - started
-    started = time.perf_counter()
-    _, index_rows = index.search(vectors, RECALL_K)
-    index_s = time.perf_counter() - started
-    return {
-        "kind": index.kind,
-        "queries": int(len(vectors)),
-        "on": source,
-        "recall@10": round(recall_at_k(index_rows, exact_rows, RECALL_K), 4),
-        "exact_s": round(exact_s, 4),
-        "index_s": round(index_s, 4),
-        "speedup": round(exact_s / index_s, 1) if index_s > 0 else None,
-    }
-
-
-def evaluate(
-    file: EmbeddingsFile,
-    table: dict[str, list],
-    clip: Any,
-    device: torch.device,
-    scorer: Scorer,
-    source: str,
-) -> dict:
-    """Every class of the collection as a text query: ``class_retrieval``'s numbers, for the
-    chosen score and, beside it, the raw cosine (or the default score, when cosine is chosen)."""
-    labels = np.asarray(table["label"], dtype=np.int64)
-    names = dict(zip(table["label"], table["label_name"], strict=True))
-    class_ids = np.array(sorted(c for c in names if c >= 0), dtype=np.int64)
-    if not len(class_ids):
-        raise ConfigError(
-            f"--eval: {file.path} has no labelled video (every label is -1); evaluate on a "
-            "store extracted with labels"
-        )
-    text = clip.class_text_embeddings([names[int(c)] for c in class_ids]).float()
-    chunks = (chunk for _, chunk in file.iter_chunks())
-    other = DEFAULT_SCORE if scorer.method == RAW_SCORE else RAW_SCORE
-    result = class_retrieval(
-        text, class_ids, chunks, labels, device, scores=(scorer.method, other),
-        bank=scorer.bank, scale=scorer.scale,
-    )  # fmt: skip
-    result.pop("ap")
-    result["bank"] = source
-    result["variant"] = file.attrs["variant"]["name"]
-    result["embeddings"] = str(file.path)
-    return _rounded(result)
-
-
-def _rounded(numbers: dict) -> dict:
-    """Floats to 4 decimals, nested dicts too (the rankings)."""
-    return {
-        key: round(v, 4) if isinstance(v, float) else _rounded(v) if isinstance(v, dict) else v
-        for key, v in numbers.items()
-    }
-
-
 def page(cfg: SearchConfig, results: list[dict]) -> None:
     """Write ``--html``: frames of every hit, decoded once per video."""
     cache: dict[str, Any] = {}
@@ -576,10 +460,12 @@ def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
         if index is not None:
             result["index"] = {"path": str(index_path(file, index.kind)), "built": built}
         if cfg.check_index and index is not None:
-            result["check_index"] = check_index(queries, file, index, device)
+            result["check_index"] = check_index(
+                [q.vector for q in queries], file, index, device, CHECK_SAMPLE
+            )
         if cfg.evaluate:
             store_key = file.attrs["store"]["path"]
-            numbers = evaluate(file, table, clip, device, scorers[cfg.score], bank.source)
+            numbers = file_retrieval(file, table, clip, device, scorers[cfg.score], bank.source)
             result["retrieval"] = {"store": store_key, **numbers}
             RunFolder(cfg.run).write_retrieval(store_key, _recorded(result["retrieval"]))
         if cfg.html is not None:

@@ -9,15 +9,17 @@ host in float32 (400 classes x 1M videos is 1.6 GB), since average precision sor
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.search.exact import compute_dtype
 from mote.pipeline.search.metrics import retrieval_metrics
-from mote.pipeline.search.score_names import RAW_SCORE
-from mote.pipeline.search.scoring import normalise, stats_of
+from mote.pipeline.search.score_names import DEFAULT_SCORE, RAW_SCORE
+from mote.pipeline.search.scoring import Scorer, normalise, stats_of
 
 KS = (10, 50)
 
@@ -85,3 +87,43 @@ def class_retrieval(
     result["n_labelled"] = int(labelled.sum())
     result["classes"] = int(len(class_ids))
     return result
+
+
+def file_retrieval(
+    file: EmbeddingsFile,
+    table: dict[str, list],
+    clip: Any,
+    device: torch.device,
+    scorer: Scorer,
+    source: str,
+) -> dict:
+    """Every class of the collection as a text query: ``class_retrieval``'s numbers, for the
+    chosen score and, beside it, the raw cosine (or the default score, when cosine is chosen)."""
+    labels = np.asarray(table["label"], dtype=np.int64)
+    names = dict(zip(table["label"], table["label_name"], strict=True))
+    class_ids = np.array(sorted(c for c in names if c >= 0), dtype=np.int64)
+    if not len(class_ids):
+        raise ConfigError(
+            f"--eval: {file.path} has no labelled video (every label is -1); evaluate on a "
+            "store extracted with labels"
+        )
+    text = clip.class_text_embeddings([names[int(c)] for c in class_ids]).float()
+    chunks = (chunk for _, chunk in file.iter_chunks())
+    other = DEFAULT_SCORE if scorer.method == RAW_SCORE else RAW_SCORE
+    result = class_retrieval(
+        text, class_ids, chunks, labels, device, scores=(scorer.method, other),
+        bank=scorer.bank, scale=scorer.scale,
+    )  # fmt: skip
+    result.pop("ap")
+    result["bank"] = source
+    result["variant"] = file.attrs["variant"]["name"]
+    result["embeddings"] = str(file.path)
+    return _rounded(result)
+
+
+def _rounded(numbers: dict) -> dict:
+    """Floats to 4 decimals, nested dicts too (the rankings)."""
+    return {
+        key: round(v, 4) if isinstance(v, float) else _rounded(v) if isinstance(v, dict) else v
+        for key, v in numbers.items()
+    }
