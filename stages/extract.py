@@ -34,7 +34,8 @@ from mote.pipeline.config import (
     carried_clip,
     check_decoder,
 )
-from mote.pipeline.data.datasets import DatasetSpec, check_root, open_dataset
+from mote.pipeline.data.datasets import DatasetSpec, open_dataset
+from mote.pipeline.data.folders import check_root
 from mote.pipeline.device import release_memory, resolve_devices
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.extraction.cluster import check_dask_address

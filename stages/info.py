@@ -12,7 +12,7 @@ import numpy as np
 
 from mote.cache_schema.store import FeatureStore
 from mote.cache_schema.verify import Problem, VerifyReport, verify
-from mote.pipeline.data.datasets import check_root
+from mote.pipeline.data.folders import check_root
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import locate
 from mote.stages.configs.info_config import SAMPLE_TOLERANCE, InfoConfig  # noqa: F401
