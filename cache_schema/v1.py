@@ -111,6 +111,13 @@ def check_schema(attrs: Mapping, path: Path) -> None:
             f"{path}: not a mote feature store, or its creation was interrupted (no 'schema' "
             f"root attribute); re-run `mote extract ... --out {path} --overwrite`."
         )
+    from mote.cache_schema.embeddings_v1 import SCHEMA as EMBEDDINGS  # it imports this module
+
+    if schema == EMBEDDINGS:
+        raise StoreMismatch(
+            f"{path}: an embeddings file (mote embed), not a feature store; search it with "
+            f"`mote search --embeddings {path}`, or pass the store it was made from."
+        )
     if (schema, version) != (SCHEMA, VERSION):
         writer = attrs.get("tool_version", "unknown")
         raise StoreMismatch(

@@ -87,6 +87,8 @@ def test_one_unit_vector_per_done_video_equal_to_the_evaluation_path(run_folder,
     mine = F.normalize(torch.from_numpy(vectors @ unit_text.T), dim=-1)
     evaluation = F.normalize(logits.mean(dim=1), dim=-1)
     np.testing.assert_allclose(mine.numpy(), evaluation.numpy(), atol=5e-3)
+    with pytest.raises(StoreMismatch, match="an embeddings file .*mote search --embeddings"):
+        FeatureStore.open(out)  # `mote info E.zarr`: not told to re-extract over it
 
 
 def test_the_parquet_table_opens_with_pyarrow_and_names_the_store_videos(
