@@ -27,12 +27,9 @@ name as a query against its class's videos and records the numbers in the run's 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,23 +45,33 @@ from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.files import write_atomic
 from mote.pipeline.runs.run_clip import clip_for_run, recorded_clip, store_expectation
 from mote.pipeline.runs.run_folder import BEST_FILE, Run, RunFolder, load_run
-from mote.pipeline.search.banks import Bank, ranking_bank, test_bank
+from mote.pipeline.search.banks import file_store
+from mote.pipeline.search.engine import (
+    FileRows,
+    Query,
+    Rows,
+    embedding_query,
+    hits_of,
+    like_query,
+    logit_scale,
+    make_scorers,
+    search,
+    text_queries,
+    unit,
+)
 from mote.pipeline.search.evaluation import file_retrieval
-from mote.pipeline.search.exact import exact_top_k
+from mote.pipeline.search.examples import example_vector, image_query
 from mote.pipeline.search.index import KINDS, SearchIndex, build_index
 from mote.pipeline.search.index_check import check_index
+from mote.pipeline.search.moments import add_moments
 from mote.pipeline.search.page import PageHit, render_page, thumbnails
-from mote.pipeline.search.score_names import RAW_SCORE, SCORES
-from mote.pipeline.search.scoring import Scorer, collection_stats
-from mote.pipeline.temporal.embedding import mean_pooled_vectors, video_vectors
+from mote.pipeline.search.score_names import SCORES
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool
 from mote.pipeline.video.sampling import parse_views
 from mote.stages import embed
 from mote.stages.configs.search_config import CHECK_SAMPLE, SearchConfig  # noqa: F401
 from mote.stages.predict import decode_and_encode
-
-MIN_CANDIDATES = 100  # an index hands at least this many (10 x k) candidates to a normalised score
 
 
 def _check(cfg: SearchConfig) -> list[str]:
@@ -76,10 +83,12 @@ def _check(cfg: SearchConfig) -> list[str]:
     texts = [q.strip() for q in cfg.queries]
     if any(not q for q in texts):
         raise ConfigError("mote search: an empty QUERY; give words to search for, e.g. 'juggling'")
-    if not texts and cfg.video is None and cfg.like is None and not cfg.evaluate:
+    examples = (cfg.video, cfg.like, cfg.image, cfg.embedding or None)
+    if not texts and all(e is None for e in examples) and not cfg.evaluate:
         if not cfg.check_index:
             raise ConfigError(
-                "mote search: no query; give a QUERY text, --video FILE, --like VIDEO_ID, or --eval"
+                "mote search: no query; give a QUERY text, --video FILE, --like VIDEO_ID, "
+                "--image FILE, --embedding X1,X2,..., or --eval"
             )
     if cfg.score not in SCORES:
         raise ConfigError(f"--score {cfg.score!r}: use one of {', '.join(SCORES)}")
@@ -102,6 +111,9 @@ def _check(cfg: SearchConfig) -> list[str]:
         )
     if cfg.video is not None and not Path(cfg.video).is_file():
         raise ConfigError(f"--video {cfg.video}: no such file")
+    if cfg.image is not None and not Path(cfg.image).is_file():
+        what = "a folder, not an image file" if Path(cfg.image).is_dir() else "no such file"
+        raise ConfigError(f"--image {cfg.image}: {what}")
     return texts
 
 
@@ -173,37 +185,6 @@ def _check_runless(file: EmbeddingsFile, cfg: SearchConfig) -> None:
         )
 
 
-@dataclass
-class Query:
-    """One query: what the user asked, its unit vector, the row it must not return, and the
-    score that ranks its videos."""
-
-    text: str
-    kind: str  # text, video, like
-    vector: np.ndarray  # float32 (D,)
-    exclude: tuple[int, ...] = ()
-    score: str = RAW_SCORE
-
-
-def text_queries(texts: list[str], clip: Any, score: str = RAW_SCORE) -> list[Query]:
-    if not texts:
-        return []
-    vectors = clip.class_text_embeddings(texts).float().numpy()
-    return [Query(t, "text", v, score=score) for t, v in zip(texts, vectors, strict=True)]
-
-
-def like_query(video_id: str, file: EmbeddingsFile, ids: list[str]) -> Query:
-    try:
-        row = ids.index(video_id)
-    except ValueError:
-        raise ConfigError(
-            f"--like {video_id!r}: no such video id in {file.path} ({len(ids)} videos, e.g. "
-            f"{ids[0]!r}); the ids are the table's video_id column"
-        ) from None
-    vector = file.read_vectors([row])[0].astype(np.float32)
-    return Query(f"like {video_id}", "like", vector / np.linalg.norm(vector), (row,))
-
-
 def video_query(
     cfg: SearchConfig, file: EmbeddingsFile, loaded: Run | None, clip: Any, progress: Progress
 ) -> Query:
@@ -222,15 +203,8 @@ def video_query(
         progress.finish()
     if 0 not in encoded:
         raise ConfigError(f"--video {cfg.video}: cannot be used as a query: {failed.get(0)}")
-    if loaded is None:  # a file of CLIP mean pooling
-        vector = mean_pooled_vectors(encoded[0][None], clip.device)[0]
-    else:
-        bank = test_bank(file, cfg.storage_options)
-        text = bank if bank is not None else torch.zeros(1, loaded.model.cfg.dim)
-        vector = video_vectors(loaded.model, encoded[0][None], text, bank is not None, clip.device)[
-            0
-        ]
-    return Query(f"video {cfg.video}", "video", vector.astype(np.float32))
+    vector = example_vector(encoded[0], file, loaded, clip, cfg.storage_options)
+    return Query(f"video {cfg.video}", "video", unit(vector, f"--video {cfg.video}"))
 
 
 def query_clip(cfg: SearchConfig, file: EmbeddingsFile, device: torch.device) -> Any:
@@ -239,52 +213,6 @@ def query_clip(cfg: SearchConfig, file: EmbeddingsFile, device: torch.device) ->
     if cfg.run is not None:
         return clip_for_run(cfg.run, str(device))
     return recorded_clip(file.attrs["clip"], str(device))
-
-
-def hits_of(
-    query: Query, scores: np.ndarray, rows: np.ndarray, table: dict[str, list], root: Path | None
-) -> list[dict]:
-    """One record per hit: what ``--json`` prints a line of."""
-    out = []
-    for rank, (score, row) in enumerate(zip(scores.tolist(), rows.tolist(), strict=True), 1):
-        video_id = table["video_id"][row]
-        out.append(
-            {
-                "query": query.text,
-                "rank": rank,
-                "score": round(float(score), 6),
-                "video_id": video_id,
-                "path": str(root / video_id) if root is not None else table["path"][row],
-                "label": table["label_name"][row],
-                "row": int(row),
-                "scoring": query.score,
-            }
-        )
-    return out
-
-
-def bank_statistics(
-    file: EmbeddingsFile, bank: Bank, scale: float, device: torch.device
-) -> np.ndarray:
-    """Every row's ``bank_stats`` [2, N] against ``bank``: one pass over the file, kept beside
-    a local file (``bank-stats-<key>.npy``, keyed by the file's fingerprint, the bank and the
-    scale) so that the next search reads them instead."""
-    made = f"{file.fingerprint}:{scale!r}".encode() + bank.vectors.numpy().tobytes()
-    path = None
-    if isinstance(file.path, Path):
-        path = file.path / f"bank-stats-{hashlib.sha256(made).hexdigest()[:16]}.npy"
-    if path is not None and path.is_file():
-        kept = np.load(path)
-        if kept.shape == (2, file.n_rows):
-            return kept
-    chunks = (chunk for _, chunk in file.iter_chunks())
-    stats = collection_stats(bank.vectors, chunks, scale, device)
-    if path is not None:
-        buffer = io.BytesIO()
-        np.save(buffer, stats)
-        with contextlib.suppress(OSError):  # a read-only folder: compute them again next time
-            write_atomic(path, buffer.getvalue())
-    return stats
 
 
 def index_path(file: EmbeddingsFile, kind: str) -> Path:
@@ -311,63 +239,6 @@ def open_index(file: EmbeddingsFile, kind: str, progress: Progress) -> tuple[Sea
     return index, True
 
 
-def search(
-    queries: list[Query],
-    file: EmbeddingsFile,
-    k: int,
-    device: torch.device,
-    index: SearchIndex | None,
-    scorers: dict[str, Scorer],
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(scores, rows) per query, best first, excluded rows left out: one pass over the file (or
-    the index) per score the queries rank by."""
-    found: list[Any] = [None] * len(queries)
-    for score in dict.fromkeys(q.score for q in queries):
-        group = [i for i, q in enumerate(queries) if q.score == score]
-        part = _search([queries[i] for i in group], file, k, device, index, scorers[score])
-        for i, hits in zip(group, part, strict=True):
-            found[i] = hits
-    return found
-
-
-def _search(
-    queries: list[Query],
-    file: EmbeddingsFile,
-    k: int,
-    device: torch.device,
-    index: SearchIndex | None,
-    scorer: Scorer,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    vectors = np.stack([q.vector for q in queries]).astype(np.float32)
-    raw = scorer.method == RAW_SCORE
-    if index is None:
-        exclude = [q.exclude for q in queries]
-        chunks = (chunk for _, chunk in file.iter_chunks())
-        rescore = None if raw else scorer
-        scores, rows = exact_top_k(vectors, chunks, k, device, exclude=exclude, rescore=rescore)
-        return list(zip(scores, rows, strict=True))
-    extra = max(len(q.exclude) for q in queries)
-    scores, rows = index.search(vectors, k + extra if raw else max(10 * k, MIN_CANDIDATES) + extra)
-    found = []
-    for q, s, r in zip(queries, scores, rows, strict=True):
-        keep = (r >= 0) & ~np.isin(r, q.exclude)
-        found.append((s[keep][:k], r[keep][:k]) if raw else rescored(q, r[keep], file, scorer, k))
-    return found
-
-
-def rescored(
-    query: Query, rows: np.ndarray, file: EmbeddingsFile, scorer: Scorer, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``k`` of an index's candidate rows by the query's normalised score (from their
-    stored vectors); a video outside the candidates cannot be found this way."""
-    rows = np.sort(rows)
-    vectors = torch.from_numpy(file.read_vectors(rows).astype(np.float32))
-    raw = torch.from_numpy(query.vector[None].astype(np.float32)) @ vectors.T
-    scores = scorer(raw, vectors, rows)[0].numpy()
-    best = np.lexsort((rows, -scores))[:k]  # score descending, ties by the lower row
-    return scores[best], rows[best]
-
-
 def page(cfg: SearchConfig, results: list[dict]) -> None:
     """Write ``--html``: frames of every hit, decoded once per video."""
     cache: dict[str, Any] = {}
@@ -379,7 +250,7 @@ def page(cfg: SearchConfig, results: list[dict]) -> None:
                 cache[hit["path"]] = thumbnails(hit["path"], cfg.decoder)
             hits.append(
                 PageHit(hit["rank"], hit["score"], hit["video_id"], hit["label"], hit["path"],
-                        cache[hit["path"]])
+                        cache[hit["path"]], hit["frame"], hit["time_s"])
             )  # fmt: skip
         sections.append((entry["query"], hits))
     made = f"run {cfg.run}" if cfg.run is not None else "CLIP mean pooling"
@@ -387,35 +258,39 @@ def page(cfg: SearchConfig, results: list[dict]) -> None:
     write_atomic(Path(cfg.html), render_page("mote search", meta, sections).encode())
 
 
-def logit_scale(loaded: Run | None, clip: Any) -> float:
-    """The softmax scores' temperature: the run's learned scale, else (CLIP mean pooling) the
-    CLIP's own; 1 when neither is loaded (queries by example rank by cosine, no softmax)."""
-    if loaded is not None:
-        return float(loaded.model.logit_scale.detach().exp())
-    if clip is not None:
-        return float(clip.model.logit_scale.detach().exp())
-    return 1.0
-
-
-def scorers_for(
+def build_queries(
     cfg: SearchConfig,
-    queries: list[Query],
+    texts: list[str],
     file: EmbeddingsFile,
     loaded: Run | None,
     clip: Any,
-    device: torch.device,
-) -> tuple[dict[str, Scorer], Bank | None]:
-    """A scorer per score the queries (and --eval) rank by, at ``logit_scale``, and the
-    bank when any needs one; the rows' statistics are made (or read) only for queries."""
-    names = {q.score for q in queries} | ({cfg.score} if cfg.evaluate else set())
-    bank = None
-    if names - {RAW_SCORE} or cfg.evaluate:
-        bank = ranking_bank(file, clip, cfg.storage_options)
-    scale = logit_scale(loaded, clip)
-    ranked = {q.score for q in queries} - {RAW_SCORE}
-    stats = bank_statistics(file, bank, scale, device) if ranked and bank else None
-    vectors = None if bank is None else bank.vectors
-    return {name: Scorer(name, vectors, scale, stats) for name in names}, bank
+    ids: list[str],
+    rows: Rows,
+    progress: Progress,
+) -> list[Query]:
+    """Every query the settings ask, in a fixed order: texts, --video, --like, --image,
+    --embedding."""
+    queries = text_queries(texts, clip, cfg.score)
+    if cfg.video is not None:
+        queries.append(video_query(cfg, file, loaded, clip, progress))
+    if cfg.like is not None:
+        queries.append(like_query(cfg.like, file, ids, rows))
+    if cfg.image is not None:
+        what = f"image {cfg.image}"
+        queries.append(image_query(cfg.image, what, file, loaded, clip, cfg.storage_options))
+    if cfg.embedding:
+        queries.append(embedding_query(np.array(cfg.embedding), file.dim, "--embedding"))
+    return queries
+
+
+def with_moments(
+    queries: list[Query], results: list[dict], file: EmbeddingsFile, table: dict, options: Any
+) -> None:
+    """Each hit's best-matching frame (``frame``, ``time_s``) for queries in CLIP space."""
+    store = file_store(file, options) if any(q.moment is not None for q in queries) else None
+    for query, entry in zip(queries, results, strict=True):
+        store_rows = [table["store_row"][hit["row"]] for hit in entry["hits"]]
+        add_moments(entry["hits"], query.moment, store, store_rows)
 
 
 @command_threads()
@@ -429,22 +304,23 @@ def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
         loaded = load_for(file, cfg, device)
         use_threads(device, width=file.dim)
         table = file.read_table().to_pydict()
-        needs_clip = bool(texts) or cfg.video is not None or cfg.evaluate
+        rows = FileRows(file)
+        needs_clip = bool(texts) or cfg.video is not None or cfg.image is not None or cfg.evaluate
         clip = query_clip(cfg, file, device) if needs_clip else None
-        queries = text_queries(texts, clip, cfg.score)
-        if cfg.video is not None:
-            queries.append(video_query(cfg, file, loaded, clip, progress))
-        if cfg.like is not None:
-            queries.append(like_query(cfg.like, file, table["video_id"]))
+        queries = build_queries(cfg, texts, file, loaded, clip, table["video_id"], rows, progress)
         index, built = (None, False)
         if cfg.index is not None:
             index, built = open_index(file, cfg.index, progress)
-        scorers, bank = scorers_for(cfg, queries, file, loaded, clip, device)
-        found = search(queries, file, cfg.top_k, device, index, scorers)
+        names = {q.score for q in queries} | ({cfg.score} if cfg.evaluate else set())
+        scorers, bank = make_scorers(names, {q.score for q in queries}, file,
+                                     logit_scale(loaded, clip), clip, device,
+                                     cfg.storage_options, with_bank=cfg.evaluate)  # fmt: skip
+        found = search(queries, rows, cfg.top_k, device, index, scorers)
         results = [
             {"query": q.text, "kind": q.kind, "hits": hits_of(q, s, r, table, cfg.root)}
             for q, (s, r) in zip(queries, found, strict=True)
         ]
+        with_moments(queries, results, file, table, cfg.storage_options)
         result: dict[str, Any] = {
             "run": str(cfg.run) if cfg.run is not None else None,
             "embeddings": str(cfg.embeddings) if cfg.embeddings else None,

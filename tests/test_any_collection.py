@@ -1,7 +1,8 @@
 """Any collection, no training: `extract --dataset folder` (a class per sub-folder), a list of bare
 paths (an unlabelled store), `embed` and `search` without a run (CLIP mean pooling and the
 store's own text tower), the one refusal of an unlabelled store by the commands that need
-classes, and the warning where TFM's vocabulary is a single class.
+classes, the warning where TFM's vocabulary is a single class, and queries by an image or a raw
+vector with each hit's best-matching moment.
 
 Real `mote` processes on real MP4 files (PyAV), encoded by mote-tiny with seeded random weights;
 a random tiny CLIP makes no query meaningful, so the tests check that the vectors and rankings
@@ -18,11 +19,14 @@ import sys
 import warnings
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import zarr
 from conftest import random_run, random_store
+from PIL import Image
 
+import mote as api
 from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.cache_schema.errors import UnlabelledStore
 from mote.cache_schema.store import FeatureStore
@@ -229,3 +233,102 @@ def test_tfm_against_a_single_class_warns_with_the_way_out(tmp_path):
         warnings.simplefilter("error", MoteWarning)
         embed.run(embed.EmbedConfig(run=run, store=one.path, out=tmp_path / "p", tfm=False,
                                     device="cpu"))  # fmt: skip
+
+
+# More ways to ask `mote search`: an image file through the CLIP image tower, a raw vector from
+# the command line and from Python, and where in each video the query matches (the sampled frame
+# whose stored CLIP feature is closest, and its time in the file). A frame the store sampled,
+# saved as a PNG, is that stored feature again: its video's best frame is that frame, at that
+# frame's time (the file's rate), and its video ranks first.
+
+FPS = 25  # write_motion_dataset's frame rate
+
+
+@pytest.fixture(scope="module")
+def pooled(folder_store, work) -> Path:
+    """The folder store embedded without a run (CLIP mean pooling), in this process."""
+    out = work / "pooled.zarr"
+    embed.run(embed.EmbedConfig(store=folder_store, out=out, device="cpu"))
+    return out
+
+
+def sampled_frame(store: Path, video_id: str) -> int:
+    """A frame of ``video_id`` that the store sampled (the middle one of its first view)."""
+    reader = FeatureStore.open(store)
+    row = reader.video_ids.index(video_id)
+    frames = np.asarray(reader.read_frame_indices([row]))[0, 0]
+    return int(frames[len(frames) // 2])
+
+
+def frame_png(video: Path, index: int, out: Path) -> Path:
+    """Frame ``index`` of ``video``, decoded in order by PyAV, saved losslessly."""
+    with av.open(str(video)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i == index:
+                Image.fromarray(frame.to_ndarray(format="rgb24")).save(out)
+                return out
+    raise AssertionError(f"{video} has no frame {index}")
+
+
+def hits(done) -> list[dict]:
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_an_image_finds_its_video_and_the_moment_it_shows(pooled, folder_store, work, tmp_path):
+    index = sampled_frame(folder_store, NESTED)
+    image = frame_png(work / "videos" / NESTED, index, tmp_path / "still.png")
+    found = hits(mote("search", "--embeddings", pooled, "--image", image, "-k", "3", "--json",
+                      "--device", "cpu", "--root", work / "videos"))  # fmt: skip
+    assert [h["query"] for h in found] == [f"image {image}"] * 3
+    assert {h["scoring"] for h in found} == {"cosine"}  # by example: always cosine
+    first = found[0]
+    assert first["video_id"] == NESTED and first["score"] > 0.9
+    assert first["frame"] == index and first["time_s"] == pytest.approx(index / FPS, abs=1e-3)
+    reader = FeatureStore.open(folder_store)
+    for hit in found[1:]:  # every hit's moment is one of its own sampled frames
+        row = reader.video_ids.index(hit["video_id"])
+        assert hit["frame"] in np.asarray(reader.read_frame_indices([row])).ravel().tolist()
+
+
+def test_text_hits_carry_the_frame_of_the_best_stored_feature(pooled, folder_store, work):
+    found = hits(mote("search", "--embeddings", pooled, "a circle", "-k", "6", "--json",
+                      "--device", "cpu", "--root", work / "videos"))  # fmt: skip
+    reader = FeatureStore.open(folder_store)
+    text = build_clip("mote-tiny", "none", "cpu", seed=0).class_text_embeddings(["a circle"])[0]
+    for hit in found:
+        row = reader.video_ids.index(hit["video_id"])
+        features = np.asarray(reader.read_embeddings([row]), np.float64)[0]  # (V, T, D)
+        frames = np.asarray(reader.read_frame_indices([row]))[0].ravel()
+        flat = features.reshape(-1, features.shape[-1])
+        cosines = flat @ text.double().numpy() / np.linalg.norm(flat, axis=1)
+        assert hit["frame"] == frames[int(np.argmax(cosines))]
+        assert hit["time_s"] == pytest.approx(hit["frame"] / FPS, abs=1e-3)
+
+
+def test_a_raw_vector_from_the_command_line_and_from_python(pooled):
+    file = EmbeddingsFile.open(pooled)
+    ids = list(file.read_table().column("video_id").to_pylist())
+    vector = file.read_vectors([ids.index(NESTED)])[0].astype(np.float64)
+    text = ",".join(f"{x:.7g}" for x in vector)
+    found = hits(mote("search", "--embeddings", pooled, "--embedding", text, "-k", "2", "--json",
+                      "--device", "cpu"))  # fmt: skip
+    assert found[0]["video_id"] == NESTED and found[0]["score"] == pytest.approx(1.0, abs=2e-3)
+    assert found[0]["query"] == "--embedding" and found[0]["frame"] is None
+    records = api.search(embeddings=pooled, embedding=vector * 3.0, top_k=2, device="cpu")
+    assert [r["video_id"] for r in records["results"][0]["hits"]] == [h["video_id"] for h in found]
+
+    short = mote("search", "--embeddings", pooled, "--embedding", "0.1,0.2", "--device", "cpu")
+    assert f"a vector of {file.dim} numbers" in one_error_line(short)
+    zero = mote("search", "--embeddings", pooled, "--embedding", ",".join(["0"] * file.dim))
+    assert "not a usable vector" in one_error_line(zero)
+
+
+def test_an_unreadable_image_is_one_error_line(pooled, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not pixels")
+    assert "not an image PIL can read" in one_error_line(
+        mote("search", "--embeddings", pooled, "--image", text, "--device", "cpu")
+    )
+    missing = mote("search", "--embeddings", pooled, "--image", tmp_path / "gone.jpg")
+    assert "gone.jpg: no such file" in one_error_line(missing)

@@ -174,8 +174,13 @@ def test_like_leaves_the_video_out_and_json_lines_parse(trained, monkeypatch, ca
     assert len(lines) == 10
     for line in lines:
         assert set(line) == {
-            "query", "rank", "score", "video_id", "path", "label", "row", "scoring"
+            "query", "rank", "score", "video_id", "path", "label", "row", "scoring", "frame",
+            "time_s",
         }  # fmt: skip
+        if line["query"].startswith("like "):  # a row: no CLIP-space query, no moment
+            assert line["frame"] is None and line["time_s"] is None
+        else:  # a text: the best of the video's sampled frames, and its time in the file
+            assert isinstance(line["frame"], int) and line["time_s"] >= 0
         assert (
             line["path"] == str(trained.root / line["video_id"])
             and ids[line["row"]] == line["video_id"]
@@ -330,8 +335,10 @@ class _Page(HTMLParser):
         if tag == "div" and a.get("class") == "hit":
             self.hits.append(
                 {"rank": int(a["data-rank"]), "score": float(a["data-score"]),
-                 "video_id": a["data-video-id"], "images": [], "reason": None}
+                 "video_id": a["data-video-id"], "images": [], "reason": None, "frame": None}
             )  # fmt: skip
+        elif tag == "div" and a.get("class") == "moment":
+            self.hits[-1]["frame"] = int(a["data-frame"])
         elif tag == "img":
             self.hits[-1]["images"].append(a["src"])
         elif tag in ("link", "script") or (tag == "img" and not a["src"].startswith("data:")):
@@ -361,6 +368,7 @@ def test_html_page_holds_every_hit_with_frames_or_its_reason(trained, tmp_path):
     ]
     for hit, want in zip(parsed.hits, plain, strict=True):
         assert hit["score"] == pytest.approx(want["score"], abs=1e-5)
+        assert hit["frame"] == want["frame"] is not None  # the moment that matched, shown
         if want["video_id"] == broken:
             assert hit["images"] == [] and hit["reason"], hit
             continue

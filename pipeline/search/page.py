@@ -72,6 +72,8 @@ class PageHit:
     label: str | None
     path: str
     thumbnails: Thumbnails = field(default_factory=Thumbnails)
+    frame: int | None = None  # the best-matching sampled frame (text and image queries)
+    time_s: float | None = None
 
 
 STYLE = """
@@ -90,6 +92,7 @@ h2 { font-size: 16px; margin: 0 0 8px; border-bottom: 1px solid #ddd; padding-bo
 .frames { display: flex; gap: 4px; flex-wrap: wrap; }
 .frames img { height: 96px; border-radius: 3px; }
 .reason { color: #b00; }
+.moment { color: #555; font-size: 12px; }
 """
 
 
@@ -130,6 +133,16 @@ def _hit(hit: PageHit) -> str:
         f'data-video-id="{esc(hit.video_id)}">'
         f'<div class="facts"><span class="rank">#{hit.rank}</span>'
         f'<span class="score">{hit.score:.4f}</span>{label}'
-        f'<div class="id">{esc(hit.video_id)}</div><div class="path">{esc(hit.path)}</div></div>'
+        f'<div class="id">{esc(hit.video_id)}</div><div class="path">{esc(hit.path)}</div>'
+        f"{_moment(hit)}</div>"
         f'<div class="frames">{shown}</div></div>'
     )
+
+
+def _moment(hit: PageHit) -> str:
+    """Where in the video the query matches best, when known."""
+    if hit.frame is None:
+        return ""
+    when = f"{hit.time_s:.2f} s, " if hit.time_s is not None else ""
+    text = f"best match at {when}frame {hit.frame}"
+    return f'<div class="moment" data-frame="{hit.frame}">{text}</div>'

@@ -51,12 +51,25 @@ class SearchConfig(Settings):
     like: str | None = setting(
         None, "Query by a video of the collection (its id), itself left out."
     )
+    image: Path | None = setting(
+        None,
+        "Query by an image file (JPEG, PNG, ...): through the CLIP image tower, as a still "
+        "video in the rows' variant; hits show the frame that best matches it.",
+    )
+    embedding: tuple[float, ...] = setting(
+        (),
+        "Query by a raw vector in the collection's space: its D numbers, comma-separated "
+        "(from Python: an array).",
+        metavar="X1,X2,...",
+        default_text="none",
+    )
     score: str = setting(
         DEFAULT_SCORE,
         f"How text queries rank videos: {', '.join(SCORES)}. {DEFAULT_SCORE}: the query's share "
         "of a softmax over a text bank (the store's class names, else a shipped action "
         f"vocabulary) and the query, per video, as the classifier reads it; {RAW_SCORE}: the raw "
-        "dot product. Queries by example (--video, --like) always rank by cosine.",
+        "dot product. Queries by example (--video, --like, --image, --embedding) always rank by "
+        "cosine.",
     )
     top_k: int = setting(10, "Videos to return per query.", min=1, short="-k")
     root: Path | None = setting(

@@ -1,0 +1,268 @@
+"""The search itself, shared by ``mote search`` (one shot) and ``mote serve`` (resident): queries
+as unit vectors, the scorers that rank them, and the top-k over a collection's rows.
+
+A collection's rows come from a ``Rows`` source: the embeddings file streamed chunk by chunk
+(``FileRows``, what one search reads once), or rows held on the device (``ResidentRows``, what
+a server keeps between requests). Text queries rank by a score normalised against a text bank
+(``scoring.py``); queries by example (a video, an image, a raw vector) rank by cosine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from mote.cache_schema.embeddings import EmbeddingsFile
+from mote.pipeline.errors import ConfigError
+from mote.pipeline.search.banks import Bank, ranking_bank
+from mote.pipeline.search.exact import compute_dtype, exact_top_k
+from mote.pipeline.search.index import SearchIndex
+from mote.pipeline.search.score_names import RAW_SCORE
+from mote.pipeline.search.scoring import Scorer, collection_stats
+
+MIN_CANDIDATES = 100  # an index hands at least this many (10 x k) candidates to a normalised score
+RESIDENT_CHUNK = 65536  # rows per matmul over resident rows: bounds the [Q, n] score block
+
+
+@dataclass
+class Query:
+    """One query: what the user asked, its unit vector, the row it must not return, and the
+    score that ranks its videos."""
+
+    text: str
+    kind: str  # text, video, like, image, embedding
+    vector: np.ndarray  # float32 (D,)
+    exclude: tuple[int, ...] = ()
+    score: str = RAW_SCORE
+    moment: np.ndarray | None = None  # unit CLIP vector that finds each hit's best frame
+
+
+class Rows(Protocol):
+    """Where a search reads a collection's row vectors."""
+
+    n_rows: int
+
+    def chunks(self) -> Iterator[np.ndarray | torch.Tensor]: ...
+
+    def read_vectors(self, rows: np.ndarray) -> np.ndarray: ...
+
+
+class FileRows:
+    """The rows of an embeddings file, streamed chunk by chunk (one search reads them once)."""
+
+    def __init__(self, file: EmbeddingsFile) -> None:
+        self.file, self.n_rows = file, file.n_rows
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        return (chunk for _, chunk in self.file.iter_chunks())
+
+    def read_vectors(self, rows: np.ndarray) -> np.ndarray:
+        return self.file.read_vectors(rows)
+
+
+class ResidentRows:
+    """Every row read once and held on ``device`` in its search dtype (fp16 on CUDA): a server
+    scores each request against memory, never against the file."""
+
+    def __init__(self, file: EmbeddingsFile, device: torch.device) -> None:
+        dtype = compute_dtype(device)
+        parts = [torch.from_numpy(np.asarray(c, np.float32)).to(device, dtype) for _, c in
+                 file.iter_chunks()]  # fmt: skip
+        self.vectors = torch.cat(parts) if parts else torch.zeros(0, file.dim, dtype=dtype)
+        self.n_rows = len(self.vectors)
+
+    def chunks(self) -> Iterator[torch.Tensor]:
+        return (self.vectors[i : i + RESIDENT_CHUNK] for i in range(0, self.n_rows, RESIDENT_CHUNK))
+
+    def read_vectors(self, rows: np.ndarray) -> np.ndarray:
+        return self.vectors[torch.as_tensor(rows, device=self.vectors.device)].float().cpu().numpy()
+
+
+def unit(vector: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
+    """``vector`` as float32 of norm 1; refused when it is not a finite, non-zero vector."""
+    v = np.asarray(vector.detach().cpu() if isinstance(vector, torch.Tensor) else vector)
+    v = v.astype(np.float32).reshape(-1)
+    norm = float(np.linalg.norm(v)) if v.size else 0.0
+    if not np.isfinite(v).all() or norm == 0.0:
+        raise ConfigError(f"{what}: not a usable vector (zero, empty, or not finite)")
+    return v / norm
+
+
+def text_queries(texts: list[str], clip: Any, score: str = RAW_SCORE) -> list[Query]:
+    if not texts:
+        return []
+    vectors = clip.class_text_embeddings(texts).float().numpy()
+    return [Query(t, "text", v, score=score, moment=v) for t, v in zip(texts, vectors, strict=True)]
+
+
+def like_query(video_id: str, file: EmbeddingsFile, ids: list[str], rows: Rows) -> Query:
+    try:
+        row = ids.index(video_id)
+    except ValueError:
+        raise ConfigError(
+            f"--like {video_id!r}: no such video id in {file.path} ({len(ids)} videos, e.g. "
+            f"{ids[0]!r}); the ids are the table's video_id column"
+        ) from None
+    vector = rows.read_vectors(np.array([row]))[0]
+    return Query(f"like {video_id}", "like", unit(vector, f"--like {video_id}"), (row,))
+
+
+def embedding_query(vector: np.ndarray | torch.Tensor, dim: int, label: str = "embedding") -> Query:
+    """A raw vector in the collection's space (from Python or the API), ranked by cosine."""
+    v = np.asarray(vector.detach().cpu() if isinstance(vector, torch.Tensor) else vector)
+    if v.ndim != 1 or v.shape[0] != dim:
+        raise ConfigError(
+            f"{label}: a vector of {dim} numbers (the collection's dimension), got shape "
+            f"{tuple(v.shape)}"
+        )
+    return Query(label, "embedding", unit(v, label))
+
+
+def hits_of(
+    query: Query, scores: np.ndarray, rows: np.ndarray, table: dict[str, list], root: Path | None
+) -> list[dict]:
+    """One record per hit: what ``--json`` prints a line of."""
+    out = []
+    for rank, (score, row) in enumerate(zip(scores.tolist(), rows.tolist(), strict=True), 1):
+        video_id = table["video_id"][row]
+        out.append(
+            {
+                "query": query.text,
+                "rank": rank,
+                "score": round(float(score), 6),
+                "video_id": video_id,
+                "path": str(root / video_id) if root is not None else table["path"][row],
+                "label": table["label_name"][row],
+                "row": int(row),
+                "scoring": query.score,
+            }
+        )
+    return out
+
+
+def bank_statistics(
+    file: EmbeddingsFile, bank: Bank, scale: float, device: torch.device, rows: Rows | None = None
+) -> np.ndarray:
+    """Every row's ``bank_stats`` [2, N] against ``bank``: one pass over the rows, kept beside
+    a local file (``bank-stats-<key>.npy``, keyed by the file's fingerprint, the bank and the
+    scale) so that the next search reads them instead."""
+    made = f"{file.fingerprint}:{scale!r}".encode() + bank.vectors.numpy().tobytes()
+    path = None
+    if isinstance(file.path, Path):
+        path = file.path / f"bank-stats-{hashlib.sha256(made).hexdigest()[:16]}.npy"
+    if path is not None and path.is_file():
+        kept = np.load(path)
+        if kept.shape == (2, file.n_rows):
+            return kept
+    stats = collection_stats(bank.vectors, (rows or FileRows(file)).chunks(), scale, device)
+    if path is not None:
+        with contextlib.suppress(OSError):  # a read-only folder: compute them again next time
+            keep_array(path, stats)
+    return stats
+
+
+def keep_array(path: Path, array: np.ndarray) -> None:
+    """``array`` saved at ``path`` whole or not at all (a reader never sees half of it)."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    with partial.open("wb") as handle:
+        np.save(handle, array)
+    os.replace(partial, path)
+
+
+def logit_scale(loaded: Any, clip: Any) -> float:
+    """The softmax scores' temperature: the run's learned scale, else (CLIP mean pooling) the
+    CLIP's own; 1 when neither is loaded (queries by example rank by cosine, no softmax)."""
+    if loaded is not None:
+        return float(loaded.model.logit_scale.detach().exp())
+    if clip is not None:
+        return float(clip.model.logit_scale.detach().exp())
+    return 1.0
+
+
+def make_scorers(
+    names: set[str],
+    ranked: set[str],
+    file: EmbeddingsFile,
+    scale: float,
+    clip: Any,
+    device: torch.device,
+    storage_options: dict[str, Any] | None,
+    rows: Rows | None = None,
+    with_bank: bool = False,
+) -> tuple[dict[str, Scorer], Bank | None]:
+    """A scorer per score in ``names`` at ``scale``, and the bank when any needs one (or
+    ``with_bank``); the rows' statistics are made (or read) only when a score in ``ranked``
+    ranks queries."""
+    needed = with_bank or bool(names - {RAW_SCORE})
+    bank = ranking_bank(file, clip, storage_options) if needed else None
+    ranked = ranked - {RAW_SCORE}
+    stats = bank_statistics(file, bank, scale, device, rows) if ranked and bank else None
+    vectors = None if bank is None else bank.vectors
+    return {name: Scorer(name, vectors, scale, stats) for name in names}, bank
+
+
+def search(
+    queries: list[Query],
+    rows: Rows,
+    k: int,
+    device: torch.device,
+    index: SearchIndex | None,
+    scorers: dict[str, Scorer],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(scores, rows) per query, best first, excluded rows left out: one pass over the rows (or
+    the index) per score the queries rank by."""
+    found: list[Any] = [None] * len(queries)
+    for score in dict.fromkeys(q.score for q in queries):
+        group = [i for i, q in enumerate(queries) if q.score == score]
+        part = _search([queries[i] for i in group], rows, k, device, index, scorers[score])
+        for i, hits in zip(group, part, strict=True):
+            found[i] = hits
+    return found
+
+
+def _search(
+    queries: list[Query],
+    rows: Rows,
+    k: int,
+    device: torch.device,
+    index: SearchIndex | None,
+    scorer: Scorer,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    vectors = np.stack([q.vector for q in queries]).astype(np.float32)
+    raw = scorer.method == RAW_SCORE
+    if index is None:
+        exclude = [q.exclude for q in queries]
+        rescore = None if raw else scorer
+        scores, found = exact_top_k(vectors, rows.chunks(), k, device, exclude=exclude,
+                                    rescore=rescore)  # fmt: skip
+        return list(zip(scores, found, strict=True))
+    extra = max(len(q.exclude) for q in queries)
+    scores, candidates = index.search(
+        vectors, k + extra if raw else max(10 * k, MIN_CANDIDATES) + extra
+    )
+    out = []
+    for q, s, r in zip(queries, scores, candidates, strict=True):
+        keep = (r >= 0) & ~np.isin(r, q.exclude)
+        out.append((s[keep][:k], r[keep][:k]) if raw else rescored(q, r[keep], rows, scorer, k))
+    return out
+
+
+def rescored(
+    query: Query, candidates: np.ndarray, rows: Rows, scorer: Scorer, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of an index's candidate rows by the query's normalised score (from their
+    stored vectors); a video outside the candidates cannot be found this way."""
+    candidates = np.sort(candidates)
+    vectors = torch.from_numpy(rows.read_vectors(candidates).astype(np.float32))
+    raw = torch.from_numpy(query.vector[None].astype(np.float32)) @ vectors.T
+    scores = scorer(raw, vectors, candidates)[0].numpy()
+    best = np.lexsort((candidates, -scores))[:k]  # score descending, ties by the lower row
+    return scores[best], candidates[best]
