@@ -235,6 +235,24 @@ def _search() -> Callable[..., None]:
     return config_command("search", SearchConfig, run, json_lines)
 
 
+@command("serve")
+def _serve() -> Callable[..., None]:
+    """Serve an embeddings file over HTTP: a search API and a page to search from a browser."""
+    from mote.stages.configs.serve_config import ServeConfig
+    from mote.stages.console import print_metrics
+
+    def run(cfg: Any, as_json: bool) -> None:
+        from mote.stages import serve as stage
+
+        def ready(line: str) -> None:
+            stderr.print(line, soft_wrap=True)
+
+        result = stage.run(cfg, command_progress(), on_ready=ready)
+        _emit(result, as_json, lambda r: print_metrics(r, f"served {cfg.embeddings}"))
+
+    return config_command("serve", ServeConfig, run)
+
+
 @command("fewshot")
 def _fewshot() -> Callable[..., None]:
     """K-shot protocol: train from CLIP features on K videos per class, mean +- std over seeds.

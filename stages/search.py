@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.cache_schema.store import FeatureStore
@@ -42,9 +41,10 @@ from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError, IndexMismatch
 from mote.pipeline.locations import Url
 from mote.pipeline.progress import NullProgress, Progress
+from mote.pipeline.runs.file_run import query_clip, run_for_file
 from mote.pipeline.runs.files import write_atomic
-from mote.pipeline.runs.run_clip import clip_for_run, recorded_clip, store_expectation
-from mote.pipeline.runs.run_folder import BEST_FILE, Run, RunFolder, load_run
+from mote.pipeline.runs.run_clip import store_expectation
+from mote.pipeline.runs.run_folder import Run, RunFolder, load_run
 from mote.pipeline.search.banks import file_store
 from mote.pipeline.search.engine import (
     FileRows,
@@ -147,44 +147,6 @@ def collection(cfg: SearchConfig, progress: Progress) -> Iterator[EmbeddingsFile
         yield EmbeddingsFile.open(out)
 
 
-def load_for(file: EmbeddingsFile, cfg: SearchConfig, device: torch.device) -> Run | None:
-    """The run with the weights the file was made with, refused when it is another run; None
-    for a file made without a run (CLIP mean pooling), searched without one."""
-    made = file.attrs["run"]
-    if made is None or cfg.run is None:
-        _check_runless(file, cfg)
-        return None
-    loaded = load_run(cfg.run, device, best=made.get("weights_file") == BEST_FILE)
-    have = loaded.identity()
-    # The folder may have moved: the weights' hash, their file and the run's source decide.
-    differ = [
-        f"{key} is {made.get(key)} not {have[key]}"
-        for key in ("weights_sha256", "weights_file", "source")
-        if made.get(key) != have[key]
-    ]
-    if differ:
-        raise ConfigError(
-            f"{file.path}: embeddings of another run than {cfg.run} ({'; '.join(differ)}; made "
-            f"from {made.get('path')}); embed with this run: mote embed --run {cfg.run} --store "
-            f"STORE --out {file.path} --overwrite"
-        )
-    return loaded
-
-
-def _check_runless(file: EmbeddingsFile, cfg: SearchConfig) -> None:
-    """A file made without a run is searched without one, and a run's file with its run."""
-    if file.attrs["run"] is not None:
-        raise ConfigError(
-            f"{file.path}: embeddings of the run {file.attrs['run'].get('path')}; search them "
-            "with --run RUN (that run), or embed the store without --run for CLIP mean pooling"
-        )
-    if cfg.run is not None:
-        raise ConfigError(
-            f"{file.path}: embeddings made without a run (CLIP mean pooling); search without "
-            f"--run, or embed with it: mote embed --run {cfg.run} --store STORE --out E"
-        )
-
-
 def video_query(
     cfg: SearchConfig, file: EmbeddingsFile, loaded: Run | None, clip: Any, progress: Progress
 ) -> Query:
@@ -205,14 +167,6 @@ def video_query(
         raise ConfigError(f"--video {cfg.video}: cannot be used as a query: {failed.get(0)}")
     vector = example_vector(encoded[0], file, loaded, clip, cfg.storage_options)
     return Query(f"video {cfg.video}", "video", unit(vector, f"--video {cfg.video}"))
-
-
-def query_clip(cfg: SearchConfig, file: EmbeddingsFile, device: torch.device) -> Any:
-    """The CLIP whose text tower embeds the queries: the run's, or without a run the one that
-    made the file's store (its model and weights as the file records them)."""
-    if cfg.run is not None:
-        return clip_for_run(cfg.run, str(device))
-    return recorded_clip(file.attrs["clip"], str(device))
 
 
 def index_path(file: EmbeddingsFile, kind: str) -> Path:
@@ -301,12 +255,12 @@ def run(cfg: SearchConfig, progress: Progress | None = None) -> dict:
     device = resolve_device(cfg.device)
     started = time.perf_counter()
     with collection(cfg, progress) as file:
-        loaded = load_for(file, cfg, device)
+        loaded = run_for_file(file, cfg.run, device)
         use_threads(device, width=file.dim)
         table = file.read_table().to_pydict()
         rows = FileRows(file)
         needs_clip = bool(texts) or cfg.video is not None or cfg.image is not None or cfg.evaluate
-        clip = query_clip(cfg, file, device) if needs_clip else None
+        clip = query_clip(file, cfg.run, device) if needs_clip else None
         queries = build_queries(cfg, texts, file, loaded, clip, table["video_id"], rows, progress)
         index, built = (None, False)
         if cfg.index is not None:

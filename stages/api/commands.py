@@ -113,6 +113,14 @@ def _search() -> Stage:
     return Stage(stage.SearchConfig, stage.run)
 
 
+def _serve() -> Stage:
+    """``mote serve``: hold an embeddings file in memory and answer searches over HTTP (a page
+    at ``/``) until Ctrl-C or SIGTERM; returns what was served."""
+    from mote.stages import serve as stage
+
+    return Stage(stage.ServeConfig, stage.run)
+
+
 def _import_reference() -> Stage:
     """``mote import-reference``: a reference checkpoint as a run folder."""
     from mote.stages import import_reference as stage
@@ -146,6 +154,7 @@ STAGES: dict[str, Callable[[], Stage]] = {
     "predict": _predict,
     "embed": _embed,
     "search": _search,
+    "serve": _serve,
     "import_reference": _import_reference,
     "report": _report,
     "demo": _demo,
