@@ -38,7 +38,7 @@ import numpy as np
 from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.cache_schema.store import FeatureStore
 from mote.pipeline.device import resolve_device
-from mote.pipeline.errors import ConfigError, IndexMismatch
+from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import Url
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.file_run import query_clip, run_for_file
@@ -52,16 +52,18 @@ from mote.pipeline.search.engine import (
     Rows,
     embedding_query,
     hits_of,
+    index_path,
     like_query,
     logit_scale,
     make_scorers,
+    open_index,
     search,
     text_queries,
     unit,
 )
 from mote.pipeline.search.evaluation import file_retrieval
 from mote.pipeline.search.examples import example_vector, image_query
-from mote.pipeline.search.index import KINDS, SearchIndex, build_index
+from mote.pipeline.search.index import KINDS
 from mote.pipeline.search.index_check import check_index
 from mote.pipeline.search.moments import add_moments
 from mote.pipeline.search.page import PageHit, render_page, thumbnails
@@ -167,30 +169,6 @@ def video_query(
         raise ConfigError(f"--video {cfg.video}: cannot be used as a query: {failed.get(0)}")
     vector = example_vector(encoded[0], file, loaded, clip, cfg.storage_options)
     return Query(f"video {cfg.video}", "video", unit(vector, f"--video {cfg.video}"))
-
-
-def index_path(file: EmbeddingsFile, kind: str) -> Path:
-    return file.path / f"index-{kind}.faiss"
-
-
-def open_index(file: EmbeddingsFile, kind: str, progress: Progress) -> tuple[SearchIndex, bool]:
-    """The saved index of ``kind`` beside the file, or a new one (saved); True when built."""
-    path = index_path(file, kind)
-    if path.is_file():
-        try:
-            return SearchIndex.load(path, file.fingerprint), False
-        except IndexMismatch as stale:
-            progress.message(f"rebuilding the index: {stale}")
-    progress.message(f"building a {kind} index over {file.n_rows} embeddings: {path}")
-    index = build_index(
-        lambda: (chunk for _, chunk in file.iter_chunks()),
-        file.n_rows,
-        file.dim,
-        kind,
-        file.fingerprint,
-    )
-    index.save(path)
-    return index, True
 
 
 def page(cfg: SearchConfig, results: list[dict]) -> None:

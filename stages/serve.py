@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.pipeline.device import resolve_device
@@ -21,7 +22,8 @@ from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.file_run import query_clip, run_for_file
 from mote.pipeline.search.banks import file_store
-from mote.pipeline.search.engine import logit_scale, make_scorers
+from mote.pipeline.search.engine import logit_scale, make_scorers, open_index
+from mote.pipeline.search.index import KINDS
 from mote.pipeline.search.score_names import SCORES
 from mote.pipeline.search.service import Limits, Loaded, SearchService
 from mote.pipeline.threads import command_threads, use_threads
@@ -49,8 +51,16 @@ def load(cfg: ServeConfig, progress: Progress) -> SearchService:
             f"the store of {file.path} is gone ({file.attrs['store']['path']}): hits carry no "
             "moment and the page shows each video's first frame"
         )
+    index = None
+    if cfg.index is not None:
+        if cfg.index not in KINDS:
+            raise ConfigError(f"--index {cfg.index!r}: use one of {', '.join(KINDS)}")
+        if not isinstance(file.path, Path):
+            raise ConfigError(f"--index with --embeddings {file.path}: the index is saved beside "
+                              "the file, which must then be a local folder")  # fmt: skip
+        index = open_index(file, cfg.index, progress)[0]
     loaded = Loaded(file, clip, run, scorers, cfg.score, store, cfg.root, device, cfg.decoder,
-                    cfg.storage_options)  # fmt: skip
+                    cfg.storage_options, index)  # fmt: skip
     return SearchService(loaded, Limits(max_k=cfg.max_k))
 
 

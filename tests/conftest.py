@@ -110,7 +110,7 @@ def held_by_another_process(folder: Path):
         holder.communicate("", timeout=60)
 
 
-def smoke_bench(script: str, folder: Path) -> tuple[dict, str]:
+def smoke_bench(script: str, folder: Path, *extra: str) -> tuple[dict, str]:
     """Run ``bench/<script>`` at its ``--smoke`` size in a process of its own: the figures it
     writes with ``--json``, and what it printed (the run must succeed; its stderr tail is the
     failure message)."""
@@ -120,7 +120,7 @@ def smoke_bench(script: str, folder: Path) -> tuple[dict, str]:
     out = folder / f"{Path(script).stem}.json"
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / script)]
-        + ["--smoke", "--json", str(out)],
+        + ["--smoke", "--json", str(out), *extra],
         capture_output=True,
         text=True,
         timeout=300,

@@ -32,6 +32,7 @@ from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.runs.files import write_json
 from mote.pipeline.runs.run_clip import clip_for_run
 from mote.pipeline.runs.run_folder import save_model
+from mote.pipeline.search.vocabulary import vocabulary as shipped_vocabulary
 from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.stages import cli, embed, extract, report, search
@@ -157,6 +158,18 @@ def test_the_bank_is_the_stores_class_text_else_the_shipped_vocabulary(trained, 
     found = find(trained, trained.classes[3], embeddings=emb, top_k=5)
     assert found["bank"].startswith("a vocabulary of 7") and found["score"] == "softmax"
     assert len(found["results"][0]["hits"]) == 5
+    # the vocabulary through the text tower is kept beside the file (minutes of a ViT-B/16 on a
+    # CPU) and read back: a planted copy of other numbers changes the next search's scores
+    (kept,) = emb.glob("bank-text-*.npy")
+    vocabulary = np.load(kept)
+    first = clip_for_run(trained.run, "cpu").class_text_embeddings(shipped_vocabulary()[:1])
+    assert len(vocabulary) == len(shipped_vocabulary())
+    assert np.allclose(vocabulary[0], first[0].numpy(), atol=1e-5)
+    for stats in emb.glob("bank-stats-*.npy"):
+        stats.unlink()
+    np.save(kept, np.roll(vocabulary, 1, axis=0)[:, ::-1].copy())
+    again = find(trained, trained.classes[3], embeddings=emb, top_k=5)["results"][0]["hits"]
+    assert [h["score"] for h in again] != [h["score"] for h in found["results"][0]["hits"]]
     assert find(trained, trained.classes[3])["bank"] == "the store's 8 class names"
     free = find(trained, "a dog surfing a wave", top_k=5)["results"][0]["hits"]  # in no bank
     scores = [h["score"] for h in free]

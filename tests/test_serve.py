@@ -307,3 +307,22 @@ def test_sigterm_stops_it_cleanly_and_the_default_host_is_loopback(collection):
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
     assert taken.returncode == 2 and "cannot listen there" in taken.stderr
+
+
+def test_an_index_serves_the_same_hits_as_exact_search(collection, server):
+    pytest.importorskip("faiss")
+    _, _, embeddings = collection
+    process, url = start(embeddings, "--index", "hnsw")
+    try:
+        indexed = Server(url, process, server.root, embeddings, server.store)
+        status, health, _ = indexed.get("api/health")
+        assert status == 200 and json.loads(health)["search"] == "index hnsw"
+        for body in (
+            {"query": "a square", "k": 5},
+            {"video_id": "square_moving_up/square_moving_up_000.mp4", "k": 4},
+        ):
+            got, want = indexed.post(body)[1]["hits"], server.post(body)[1]["hits"]
+            assert [h["video_id"] for h in got] == [h["video_id"] for h in want]
+    finally:
+        process.kill()
+        process.wait()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,11 @@ import numpy as np
 import torch
 
 from mote.cache_schema.embeddings import EmbeddingsFile
-from mote.pipeline.errors import ConfigError
-from mote.pipeline.search.banks import Bank, ranking_bank
+from mote.pipeline.errors import ConfigError, IndexMismatch
+from mote.pipeline.progress import Progress
+from mote.pipeline.search.banks import Bank, keep_array, ranking_bank
 from mote.pipeline.search.exact import compute_dtype, exact_top_k
-from mote.pipeline.search.index import SearchIndex
+from mote.pipeline.search.index import SearchIndex, build_index
 from mote.pipeline.search.score_names import RAW_SCORE
 from mote.pipeline.search.scoring import Scorer, collection_stats
 
@@ -169,14 +169,6 @@ def bank_statistics(
     return stats
 
 
-def keep_array(path: Path, array: np.ndarray) -> None:
-    """``array`` saved at ``path`` whole or not at all (a reader never sees half of it)."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    with partial.open("wb") as handle:
-        np.save(handle, array)
-    os.replace(partial, path)
-
-
 def logit_scale(loaded: Any, clip: Any) -> float:
     """The softmax scores' temperature: the run's learned scale, else (CLIP mean pooling) the
     CLIP's own; 1 when neither is loaded (queries by example rank by cosine, no softmax)."""
@@ -266,3 +258,27 @@ def rescored(
     scores = scorer(raw, vectors, candidates)[0].numpy()
     best = np.lexsort((candidates, -scores))[:k]  # score descending, ties by the lower row
     return scores[best], candidates[best]
+
+
+def index_path(file: EmbeddingsFile, kind: str) -> Path:
+    return file.path / f"index-{kind}.faiss"
+
+
+def open_index(file: EmbeddingsFile, kind: str, progress: Progress) -> tuple[SearchIndex, bool]:
+    """The saved index of ``kind`` beside the file, or a new one (saved); True when built."""
+    path = index_path(file, kind)
+    if path.is_file():
+        try:
+            return SearchIndex.load(path, file.fingerprint), False
+        except IndexMismatch as stale:
+            progress.message(f"rebuilding the index: {stale}")
+    progress.message(f"building a {kind} index over {file.n_rows} embeddings: {path}")
+    index = build_index(
+        lambda: (chunk for _, chunk in file.iter_chunks()),
+        file.n_rows,
+        file.dim,
+        kind,
+        file.fingerprint,
+    )
+    index.save(path)
+    return index, True

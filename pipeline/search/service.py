@@ -36,6 +36,7 @@ from mote.pipeline.search.engine import (
     text_queries,
 )
 from mote.pipeline.search.examples import image_query
+from mote.pipeline.search.index import SearchIndex
 from mote.pipeline.search.moments import add_moments
 from mote.pipeline.search.page import frame_indices
 from mote.pipeline.search.score_names import SCORES
@@ -79,6 +80,7 @@ class Loaded:
     device: torch.device
     decoder: str = "auto"
     storage_options: dict[str, Any] | None = None
+    index: SearchIndex | None = None  # --index: candidates from faiss, re-scored from the rows
 
 
 class SearchService:
@@ -114,12 +116,20 @@ class SearchService:
         if score not in SCORES:
             raise RequestError(f"score {score!r}: use one of {', '.join(SCORES)}")
         with self.lock:
+            encoded = time.perf_counter()
             queries = self._queries(asked[0], request[asked[0]], score)
-            results = self._run(queries, k)
-        took = round((time.perf_counter() - started) * 1000, 3)
-        if asked[0] == "query" and isinstance(request["query"], list):
-            return {"results": results, "took_ms": took}
-        return {"hits": results[0]["hits"], "took_ms": took}
+            searched = time.perf_counter()
+            results, found = self._run(queries, k)
+        done = time.perf_counter()
+        timing = {  # where the time went: the query's tower, the top-k, each hit's moment
+            "encode_ms": _ms(searched - encoded),
+            "search_ms": _ms(found - searched),
+            "moments_ms": _ms(done - found),
+        }
+        answer: dict[str, Any] = {"took_ms": _ms(done - started), "timing": timing}
+        if len(results) > 1 or isinstance(request.get("query"), list):
+            return {"results": results, **answer}
+        return {"hits": results[0]["hits"], **answer}
 
     def _k(self, k: Any) -> int:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.limits.max_k:
@@ -136,13 +146,24 @@ class SearchService:
                     raise NotFound(f"video_id {value!r} is not in the collection")
                 return [like_query(value, loaded.file, self.ids, self.rows)]
             if kind == "embedding":
-                if not isinstance(value, list) or not all(_number(x) for x in value):
-                    raise RequestError("embedding must be a list of numbers")
-                return [embedding_query(np.array(value, np.float64), loaded.file.dim)]
+                return [embedding_query(np.array(v, np.float64), loaded.file.dim)
+                        for v in self._vectors(value)]  # fmt: skip
             return [image_query(_image_bytes(value), "image", loaded.file, loaded.run,
                                 loaded.clip, loaded.storage_options)]  # fmt: skip
         except ConfigError as error:
             raise RequestError(str(error)) from None
+
+    def _vectors(self, value: Any) -> list[list]:
+        """One vector, or a list of them (a batch)."""
+        vectors = (
+            value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
+        )
+        if len(vectors) > self.limits.max_queries:
+            raise RequestError(f"embedding: 1 to {self.limits.max_queries} vectors")
+        for v in vectors:
+            if not isinstance(v, list) or not all(_number(x) for x in v):
+                raise RequestError("embedding must be a list of numbers (or a list of such lists)")
+        return vectors
 
     def _texts(self, value: Any) -> list[str]:
         texts = value if isinstance(value, list) else [value]
@@ -157,9 +178,11 @@ class SearchService:
             raise RequestError(f"query longer than {self.limits.max_query_chars} characters")
         return texts
 
-    def _run(self, queries: list[Query], k: int) -> list[dict]:
+    def _run(self, queries: list[Query], k: int) -> tuple[list[dict], float]:
+        """The hits of every query, and when the top-k was done (before the moments)."""
         loaded = self.loaded
-        found = search(queries, self.rows, k, loaded.device, None, loaded.scorers)
+        found = search(queries, self.rows, k, loaded.device, loaded.index, loaded.scorers)
+        searched = time.perf_counter()
         results = []
         for query, (scores, rows) in zip(queries, found, strict=True):
             hits = hits_of(query, scores, rows, self.table, loaded.root)
@@ -168,7 +191,7 @@ class SearchService:
             for hit in hits:
                 del hit["query"]
             results.append({"query": query.text, "kind": query.kind, "hits": hits})
-        return results
+        return results, searched
 
     # ------------------------------------------------------------------------------ videos
     def video(self, video_id: str) -> dict:
@@ -229,8 +252,15 @@ class SearchService:
             "run": None if self.loaded.run is None else str(self.loaded.run.path),
             "device": str(self.loaded.device),
             "score": self.loaded.default_score,
+            "search": f"index {loaded_index.kind}"
+            if (loaded_index := self.loaded.index)
+            else "exact",
             "uptime_s": round(time.time() - self.started, 1),
         }
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
 
 
 def _number(x: Any) -> bool:

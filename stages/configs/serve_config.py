@@ -49,6 +49,12 @@ class ServeConfig(Settings):
         DEFAULT_SCORE,
         f"How text queries rank videos unless a request says (its 'score'): {', '.join(SCORES)}.",
     )
+    index: str | None = setting(
+        None,
+        "faiss index (hnsw or ivfpq; pip install 'mote[faiss]'), built beside the embeddings "
+        "file on first use (as mote search --index) and searched instead of every row.",
+        default_text="exact search",
+    )
     max_k: int = setting(1000, "The most hits one request may ask for (its 'k').", min=1)
     max_body_mb: float = setting(
         8.0, "The largest request body in MiB (a base64 image is most of one).", above=0
