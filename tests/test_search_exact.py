@@ -148,3 +148,41 @@ def _syncs(chunks: int) -> int:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_waits_as_often_for_twenty_chunks_as_for_two() -> None:
     assert _syncs(20) == _syncs(2)  # nothing in the loop waits for the device
+
+
+@pytest.mark.parametrize("spread", [0.05, 1.0])  # near-ties past the candidates; none
+def test_a_half_precision_scan_of_resident_rows_ends_in_the_fp32_order(tmp_path, spread) -> None:
+    """`mote serve` scans resident rows in fp16 where the CPU does that faster: its candidates
+    are re-scored in fp32 (and a query whose near-ties run past them scanned again in fp32),
+    so the hits (rows and scores) are those of an fp32 scan of the same rows, though fp16
+    rounds the near-equal scores of the tight cluster (checked below)."""
+    from mote.cache_schema.embeddings import EmbeddingsFile
+    from mote.pipeline.search.engine import Query, ResidentRows, search
+    from mote.pipeline.search.scoring import Scorer
+
+    rng = np.random.default_rng(0)
+    centre = rng.standard_normal(64)
+    rows = centre + spread * rng.standard_normal((20_000, 64))
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float16)
+    identity = {"run": None, "store": {"path": "none"}, "clip": {}, "variant": {}, "dim": 64,
+                "n_rows": len(rows)}  # fmt: skip
+    file = EmbeddingsFile.create(tmp_path / "e.zarr", identity, chunk_rows=4096)
+    for chunk in range(file.n_chunks):
+        start, stop = file.chunk_range(chunk)
+        file.write_chunk(chunk, rows[start:stop])
+    ids = [f"v{i}" for i in range(len(rows))]
+    labels = np.full(len(rows), -1, np.int32)
+    file.write_table({"store_row": np.arange(len(rows)), "video_id": ids, "path": ids,
+                      "label": labels, "label_name": [None] * len(ids)})  # fmt: skip
+    queries = [Query(f"q{i}", "embedding", (v / np.linalg.norm(v)).astype(np.float32))
+               for i, v in enumerate(centre + 0.05 * rng.standard_normal((4, 64)))]  # fmt: skip
+    scorers = {"cosine": Scorer("cosine", None, 1.0)}
+    cpu = torch.device("cpu")
+    full = search(queries, ResidentRows(file, cpu, torch.float32), 10, cpu, None, scorers)
+    half = search(queries, ResidentRows(file, cpu, torch.float16), 10, cpu, None, scorers)
+    for (want_scores, want_rows), (got_scores, got_rows) in zip(full, half, strict=True):
+        assert got_rows.tolist() == want_rows.tolist()
+        np.testing.assert_allclose(got_scores, want_scores, rtol=0, atol=1e-6)
+    if spread < 0.1:
+        fp16 = torch.from_numpy(rows[:2000]) @ torch.from_numpy(queries[0].vector).half()
+        assert len(torch.unique(fp16)) < 0.5 * len(fp16)  # the rounding that had to be undone

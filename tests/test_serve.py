@@ -247,6 +247,13 @@ def test_refusals_are_one_json_line_and_nothing_outside_is_read(server, tmp_path
     assert server.raw("PUT", "/api/videos/x")[0] == 405
 
 
+def test_a_text_asked_again_skips_the_tower_and_gets_the_same_hits(server):
+    first = server.post({"query": "a square moving across", "k": 4})[1]
+    again = server.post({"query": "a square moving across", "k": 4})[1]
+    assert again["hits"] == first["hits"]
+    assert again["timing"]["encode_ms"] < first["timing"]["encode_ms"] / 3  # kept, not encoded
+
+
 def test_metrics_count_what_was_served(server):
     before = metric(server, 'mote_requests_total{route="search",status="200"}')
     for _ in range(3):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ from mote.pipeline.search.score_names import RAW_SCORE
 from mote.pipeline.search.scoring import Scorer, collection_stats
 
 MIN_CANDIDATES = 100  # an index hands at least this many (10 x k) candidates to a normalised score
-RESIDENT_CHUNK = 65536  # rows per matmul over resident rows: bounds the [Q, n] score block
+RESIDENT_CHUNK = 262144  # rows per matmul over resident rows: bounds the [Q, n] score block
+REFINE = 256  # extra candidates of a half-precision scan, re-scored in fp32
+HALF_ERROR = 2.0**-9  # bound on an fp16 scan's error in a cosine of unit rows (rounding: 2^-11)
 
 
 @dataclass
@@ -69,14 +72,16 @@ class FileRows:
 
 
 class ResidentRows:
-    """Every row read once and held on ``device`` in its search dtype (fp16 on CUDA): a server
-    scores each request against memory, never against the file."""
+    """Every row read once and held on ``device`` in ``dtype`` (``scan_dtype``): a server scores
+    each request against memory, never against the file."""
 
-    def __init__(self, file: EmbeddingsFile, device: torch.device) -> None:
-        dtype = compute_dtype(device)
-        parts = [torch.from_numpy(np.asarray(c, np.float32)).to(device, dtype) for _, c in
+    def __init__(
+        self, file: EmbeddingsFile, device: torch.device, dtype: torch.dtype | None = None
+    ) -> None:
+        self.dtype = dtype or compute_dtype(device)
+        parts = [torch.from_numpy(np.asarray(c)).to(device, self.dtype) for _, c in
                  file.iter_chunks()]  # fmt: skip
-        self.vectors = torch.cat(parts) if parts else torch.zeros(0, file.dim, dtype=dtype)
+        self.vectors = torch.cat(parts) if parts else torch.zeros(0, file.dim, dtype=self.dtype)
         self.n_rows = len(self.vectors)
 
     def chunks(self) -> Iterator[torch.Tensor]:
@@ -84,6 +89,31 @@ class ResidentRows:
 
     def read_vectors(self, rows: np.ndarray) -> np.ndarray:
         return self.vectors[torch.as_tensor(rows, device=self.vectors.device)].float().cpu().numpy()
+
+
+def scan_dtype(device: torch.device, dim: int) -> torch.dtype:
+    """The dtype resident rows are scanned in: fp16 on CUDA; on a CPU fp16 where its matmul
+    beats fp32's there (half the bytes read; a probe of 131,072 rows, since not every CPU has a
+    fast fp16 kernel), else fp32. A half-precision scan's best candidates are re-scored in fp32
+    (``REFINE``), so the final order carries no fp16 rounding."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type != "cpu":
+        return torch.float32
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(131072, dim, generator=generator)
+    query = torch.randn(1, dim, generator=generator)
+
+    def fastest(dtype: torch.dtype) -> float:
+        x, q = rows.to(dtype), query.to(dtype)
+        times = []
+        for _ in range(4):
+            started = time.perf_counter()
+            q @ x.T
+            times.append(time.perf_counter() - started)
+        return min(times[1:])
+
+    return torch.float16 if fastest(torch.float16) < 0.8 * fastest(torch.float32) else torch.float32
 
 
 def unit(vector: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
@@ -233,8 +263,13 @@ def _search(
     if index is None:
         exclude = [q.exclude for q in queries]
         rescore = None if raw else scorer
-        scores, found = exact_top_k(vectors, rows.chunks(), k, device, exclude=exclude,
-                                    rescore=rescore)  # fmt: skip
+        dtype = getattr(rows, "dtype", None)
+        half = dtype in (torch.float16, torch.bfloat16)
+        scores, found = exact_top_k(vectors, rows.chunks(), k + REFINE if half else k, device,
+                                    exclude=exclude, rescore=rescore, dtype=dtype)  # fmt: skip
+        if half:
+            return [refined(q, s, r, rows, scorer, k, device)
+                    for q, s, r in zip(queries, scores, found, strict=True)]  # fmt: skip
         return list(zip(scores, found, strict=True))
     extra = max(len(q.exclude) for q in queries)
     scores, candidates = index.search(
@@ -245,6 +280,32 @@ def _search(
         keep = (r >= 0) & ~np.isin(r, q.exclude)
         out.append((s[keep][:k], r[keep][:k]) if raw else rescored(q, r[keep], rows, scorer, k))
     return out
+
+
+def refined(
+    query: Query,
+    scanned: np.ndarray,
+    candidates: np.ndarray,
+    rows: Rows,
+    scorer: Scorer,
+    k: int,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of a half-precision scan's candidates, re-scored in fp32; exact when the
+    k-th of them beats anything the scan left out by more than its error (every row is a
+    candidate, or the last candidate's scan score plus ``HALF_ERROR`` times how fast the score
+    moves with the cosine is below it). Else near-ties run past the candidates: the query is
+    scanned again in fp32."""
+    best = rescored(query, candidates, rows, scorer, k)
+    if len(candidates) < k + REFINE:  # every row not excluded was a candidate
+        return best
+    if len(best[0]) == k and best[0][-1] > scanned[-1] + scorer.slope * HALF_ERROR:
+        return best
+    chunks = (chunk.float() for chunk in rows.chunks())
+    rescore = None if scorer.method == RAW_SCORE else scorer
+    scores, found = exact_top_k(query.vector[None], chunks, k, device, exclude=[query.exclude],
+                                rescore=rescore, dtype=torch.float32)  # fmt: skip
+    return scores[0], found[0]
 
 
 def rescored(

@@ -91,6 +91,16 @@ class Scorer:
         self.bank = None if bank is None else F.normalize(bank.float(), dim=-1)
         self.stats = None if stats is None else torch.from_numpy(stats)
 
+    @property
+    def slope(self) -> float:
+        """The most the score moves per unit of cosine: 1 for cosine and centred, the scale
+        for softmax (log sigmoid), 1 + scale / 4 for the dual softmax (x sigmoid)."""
+        if self.method == "softmax":
+            return self.scale
+        if self.method == "dual-softmax":
+            return 1.0 + self.scale / 4
+        return 1.0
+
     def __call__(
         self, scores: torch.Tensor, rows: torch.Tensor, where: slice | np.ndarray
     ) -> torch.Tensor:

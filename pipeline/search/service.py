@@ -15,6 +15,7 @@ import functools
 import io
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from mote.pipeline.search.engine import (
     embedding_query,
     hits_of,
     like_query,
+    scan_dtype,
     search,
     text_queries,
 )
@@ -46,6 +48,7 @@ from mote.pipeline.video.timing import frame_rate, frame_seconds
 
 THUMB_HEIGHT = 160  # pixels of a served thumbnail
 THUMB_QUALITY = 82
+TEXT_CACHE = 4096  # texts whose vectors are kept (least recently asked dropped first)
 KINDS = ("query", "video_id", "embedding", "image")  # what a search request asks by
 
 
@@ -92,8 +95,9 @@ class SearchService:
         self.table = file.read_table().to_pydict()
         self.ids: list[str] = list(self.table["video_id"])
         self.row_of = {video_id: row for row, video_id in enumerate(self.ids)}
-        self.rows = ResidentRows(file, loaded.device)
+        self.rows = ResidentRows(file, loaded.device, scan_dtype(loaded.device, file.dim))
         self.lock = threading.Lock()  # one request at a time on the models and the device
+        self.text_cache: OrderedDict[str, np.ndarray] = OrderedDict()  # text -> unit vector
         self.started = time.time()
 
     # ------------------------------------------------------------------------------ search
@@ -140,7 +144,7 @@ class SearchService:
         loaded = self.loaded
         try:
             if kind == "query":
-                return text_queries(self._texts(value), loaded.clip, score)
+                return self._text_queries(self._texts(value), score)
             if kind == "video_id":
                 if not isinstance(value, str) or value not in self.row_of:
                     raise NotFound(f"video_id {value!r} is not in the collection")
@@ -152,6 +156,19 @@ class SearchService:
                                 loaded.clip, loaded.storage_options)]  # fmt: skip
         except ConfigError as error:
             raise RequestError(str(error)) from None
+
+    def _text_queries(self, texts: list[str], score: str) -> list[Query]:
+        """Text queries, each text through the tower once per process (``TEXT_CACHE`` kept):
+        28 templates through a ViT-B/16 text tower are seconds on a CPU, a page asks again."""
+        new = [t for t in dict.fromkeys(texts) if t not in self.text_cache]
+        for query in text_queries(new, self.loaded.clip, score):
+            self.text_cache[query.text] = query.vector
+        for text in texts:
+            self.text_cache.move_to_end(text)
+        while len(self.text_cache) > TEXT_CACHE:
+            self.text_cache.popitem(last=False)
+        return [Query(t, "text", v, score=score, moment=v) for t in texts
+                for v in (self.text_cache[t],)]  # fmt: skip
 
     def _vectors(self, value: Any) -> list[list]:
         """One vector, or a list of them (a batch)."""
@@ -251,6 +268,7 @@ class SearchService:
             "variant": file.attrs["variant"]["name"],
             "run": None if self.loaded.run is None else str(self.loaded.run.path),
             "device": str(self.loaded.device),
+            "rows_dtype": str(self.rows.dtype).replace("torch.", ""),
             "score": self.loaded.default_score,
             "search": f"index {loaded_index.kind}"
             if (loaded_index := self.loaded.index)
