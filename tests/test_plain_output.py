@@ -28,6 +28,7 @@ COMMANDS = (
     "predict",
     "embed",
     "search",
+    "serve",
     "fewshot",
     "import-reference",
     "report",
