@@ -28,11 +28,12 @@ mkdir -p "$out"
 cores=$(nproc)
 
 if [ "$tiny" = 1 ]; then
-  clip=mote-tiny dim=64 wide=64 videos=12 train_videos=256 batch=32 e2e_videos=8 e2e_batch=4
-  frames=4 devices=cpu,cpu gpus=2 limit=300 scaling=1,2
+  clip=mote-tiny dim=64 wide=64 videos=12 train_videos=128 batch=32 e2e_videos=8 e2e_batch=4
+  frames=4 devices=cpu,cpu gpus=2 limit=300 scaling=1,2 scaling_videos=384
+  clips=(--video-frames 16 --video-size 160x120)  # generated videos: a fraction to write and decode
 else
   clip=ViT-B-16 dim=512 wide=768 videos=200 train_videos=20000 batch=192 e2e_videos=64
-  e2e_batch=16 frames=8 devices=all limit=420 scaling=1
+  e2e_batch=16 frames=8 devices=all limit=420 scaling=1 scaling_videos=768 clips=()
   gpus=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$gpus" -ge 1 ] || gpus=1
 fi
 workers=$(( cores < 16 ? cores : 16 ))
@@ -59,7 +60,7 @@ print('SUMMARY', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.
 # Stage one: every device from the one decode pool, then one dask worker per GPU.
 step extract_devices "$py" "$here/extract.py" --videos "$videos" --workers "$workers" \
   --model "$clip" --pretrained none --devices "$devices" --frames "$frames" --no-rss \
-  --workdir "$out/extract" --json "$out/extract_devices.json"
+  "${clips[@]}" --workdir "$out/extract" --json "$out/extract_devices.json"
 data="$out/extract/videos"
 step extract_dask "$py" -m mote.stages extract --dataset list --root "$data" \
   --list "$data/list.txt" --labels "$data/labels.csv" --model "$clip" --pretrained none \
@@ -77,13 +78,14 @@ step sync "$py" "$here/step_checks.py" sync --device "$device" --dim "$dim" \
   --videos "$train_videos" --batch "$batch" --workdir "$out/steps"
 # Launches and host time per step and rank.
 step scaling "$py" "$here/ddp_scaling.py" --device "$device" --dim "$dim" --worlds "$scaling" \
-  --epochs 1 --json "$out/scaling.json"
+  --videos "$scaling_videos" --epochs 1 --json "$out/scaling.json"
 
 # Stage three: finetune-e2e with AMP and gradient checkpointing, against decode and steps alone.
 e2e_memory=(); [ "$tiny" = 1 ] && e2e_memory=(--no-memory)
 step finetune_e2e "$py" "$here/finetune_e2e.py" --model "$clip" --pretrained none \
   --device "$device" --videos "$e2e_videos" --batch "$e2e_batch" --frames "$frames" \
   --epochs 2 --temporal-epochs 2 --workers "$workers" --grad-checkpointing "${e2e_memory[@]}" \
+  "${clips[@]}" \
   --workdir "$out/e2e" --json "$out/finetune_e2e.json"
 video=$(find "$out/e2e/videos" -name '*.mp4' 2>/dev/null | sort | head -1)
 step predict "$py" -m mote.stages predict --run "$out/e2e/e2e_run" --device "$device" \

@@ -214,10 +214,10 @@ def test_processes_match_one_with_the_same_batch_and_only_rank_0_writes(
 def test_a_resumed_two_process_run_ends_with_the_uninterrupted_weights(store, tmp_path):
     """Also: 2 processes without --micro-batches take 4 (the reference's 3 would be refused)."""
     whole, part = tmp_path / "whole", tmp_path / "part"
-    torchrun(store, whole)
+    # the uninterrupted run and the stopped one share a launch; the resume has fresh processes
+    stopped = torchrun_runs(store, 2, {whole: {}, part: dict(stop_after_epochs=1)})[part]
     config = json.loads((whole / "config.json").read_text())
     assert config["train"]["micro_batches"] == 4 and config["world_size"] == 2
-    stopped = torchrun(store, part, stop_after_epochs=1)
     assert stopped["stopped_after_epoch"] == 1
     assert json.loads((part / "config.json").read_text())["world_size"] == 2
     torchrun(store, part, resume=True)
