@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,26 +69,39 @@ def ranking_bank(file: EmbeddingsFile, clip: Any, storage_options: dict[str, Any
 
 def vocabulary_vectors(file: EmbeddingsFile, clip: Any, names: list[str]) -> torch.Tensor:
     """The vocabulary through ``clip``'s text tower: 747 names x 28 templates is minutes of a
-    ViT-B/16 text tower on a CPU, so they are kept beside a local file (``bank-text-<key>.npy``,
-    keyed by the CLIP's weights and the names) and read back by every later search."""
-    made = f"{clip.model_name}\n{clip.weights_id}\n" + "\n".join(names)
+    ViT-B/16 text tower on a CPU, so they are kept beside the file, keyed by the CLIP's
+    weights and the names."""
+    key = f"{clip.model_name}\n{clip.weights_id}\n" + "\n".join(names)
+    vectors = kept_beside(
+        file, "bank-text", key.encode(), (len(names), None),
+        lambda: clip.class_text_embeddings(names).float().numpy(),
+    )  # fmt: skip
+    return torch.from_numpy(vectors)
+
+
+def kept_beside(
+    file: EmbeddingsFile,
+    name: str,
+    key: bytes,
+    shape: tuple[int | None, ...],
+    make: Callable[[], np.ndarray],
+) -> np.ndarray:
+    """``make()``, kept beside a local embeddings file as ``<name>-<sha256(key)>.npy`` and read
+    back while its shape fits ``shape`` (None: any size there): what every search would make
+    again. A file at a URL, or a folder that cannot be written, makes it every time."""
     path = None
     if isinstance(file.path, Path):
-        path = file.path / f"bank-text-{hashlib.sha256(made.encode()).hexdigest()[:16]}.npy"
+        path = file.path / f"{name}-{hashlib.sha256(key).hexdigest()[:16]}.npy"
     if path is not None and path.is_file():
         kept = np.load(path)
-        if kept.ndim == 2 and len(kept) == len(names):
-            return torch.from_numpy(kept)
-    vectors = clip.class_text_embeddings(names).float()
+        fits = kept.ndim == len(shape)
+        if fits and all(w in (None, h) for h, w in zip(kept.shape, shape, strict=True)):
+            return kept
+    made = make()
     if path is not None:
-        with contextlib.suppress(OSError):  # a read-only folder: encode them again next time
-            keep_array(path, vectors.numpy())
-    return vectors
-
-
-def keep_array(path: Path, array: np.ndarray) -> None:
-    """``array`` saved at ``path`` whole or not at all (a reader never sees half of it)."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    with partial.open("wb") as handle:
-        np.save(handle, array)
-    os.replace(partial, path)
+        with contextlib.suppress(OSError):  # a read-only folder: made again next time
+            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+            with partial.open("wb") as handle:
+                np.save(handle, made)
+            os.replace(partial, path)
+    return made

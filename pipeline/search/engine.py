@@ -9,8 +9,6 @@ a server keeps between requests). Text queries rank by a score normalised agains
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ import torch
 from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.pipeline.errors import ConfigError, IndexMismatch
 from mote.pipeline.progress import Progress
-from mote.pipeline.search.banks import Bank, keep_array, ranking_bank
+from mote.pipeline.search.banks import Bank, kept_beside, ranking_bank
 from mote.pipeline.search.exact import compute_dtype, exact_top_k
 from mote.pipeline.search.index import SearchIndex, build_index
 from mote.pipeline.search.score_names import RAW_SCORE
@@ -182,21 +180,12 @@ def bank_statistics(
     file: EmbeddingsFile, bank: Bank, scale: float, device: torch.device, rows: Rows | None = None
 ) -> np.ndarray:
     """Every row's ``bank_stats`` [2, N] against ``bank``: one pass over the rows, kept beside
-    a local file (``bank-stats-<key>.npy``, keyed by the file's fingerprint, the bank and the
-    scale) so that the next search reads them instead."""
-    made = f"{file.fingerprint}:{scale!r}".encode() + bank.vectors.numpy().tobytes()
-    path = None
-    if isinstance(file.path, Path):
-        path = file.path / f"bank-stats-{hashlib.sha256(made).hexdigest()[:16]}.npy"
-    if path is not None and path.is_file():
-        kept = np.load(path)
-        if kept.shape == (2, file.n_rows):
-            return kept
-    stats = collection_stats(bank.vectors, (rows or FileRows(file)).chunks(), scale, device)
-    if path is not None:
-        with contextlib.suppress(OSError):  # a read-only folder: compute them again next time
-            keep_array(path, stats)
-    return stats
+    the file (keyed by its fingerprint, the bank and the scale) for the next search."""
+    key = f"{file.fingerprint}:{scale!r}".encode() + bank.vectors.numpy().tobytes()
+    return kept_beside(
+        file, "bank-stats", key, (2, file.n_rows),
+        lambda: collection_stats(bank.vectors, (rows or FileRows(file)).chunks(), scale, device),
+    )  # fmt: skip
 
 
 def logit_scale(loaded: Any, clip: Any) -> float:

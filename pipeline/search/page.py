@@ -40,14 +40,19 @@ def frame_indices(count: int, frames: int = FRAMES) -> np.ndarray:
     return np.floor((np.arange(shown) + 0.5) * count / shown).astype(np.int64)
 
 
-def jpeg_uri(frame: np.ndarray, height: int = HEIGHT) -> str:
-    """A ``data:image/jpeg;base64`` URI of an RGB uint8 frame scaled to ``height`` pixels."""
+def jpeg_bytes(frame: np.ndarray, height: int = HEIGHT) -> bytes:
+    """A JPEG of an RGB uint8 frame scaled to ``height`` pixels."""
     image = Image.fromarray(np.ascontiguousarray(frame))
     width = max(1, round(image.width * height / max(1, image.height)))
     image = image.resize((width, height), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=QUALITY)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def jpeg_uri(frame: np.ndarray, height: int = HEIGHT) -> str:
+    """A ``data:image/jpeg;base64`` URI of ``jpeg_bytes``."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(frame, height)).decode("ascii")
 
 
 def thumbnails(path: str | Path, decoder: str = "auto", frames: int = FRAMES) -> Thumbnails:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import io
 import threading
 import time
 from collections import OrderedDict
@@ -22,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.cache_schema.store import FeatureStore
@@ -40,14 +38,13 @@ from mote.pipeline.search.engine import (
 from mote.pipeline.search.examples import image_query
 from mote.pipeline.search.index import SearchIndex
 from mote.pipeline.search.moments import add_moments
-from mote.pipeline.search.page import frame_indices
+from mote.pipeline.search.page import frame_indices, jpeg_bytes
 from mote.pipeline.search.score_names import SCORES
 from mote.pipeline.search.scoring import Scorer
 from mote.pipeline.video.decode import open_video
 from mote.pipeline.video.timing import frame_rate, frame_seconds
 
 THUMB_HEIGHT = 160  # pixels of a served thumbnail
-THUMB_QUALITY = 82
 TEXT_CACHE = 4096  # texts whose vectors are kept (least recently asked dropped first)
 KINDS = ("query", "video_id", "embedding", "image")  # what a search request asks by
 
@@ -306,9 +303,4 @@ def _thumbnail(path: str, frame: int, decoder: str) -> bytes:
             pixels = video.get([frame])[0]
     except DecodeError as error:
         raise NotFound(f"{path}: cannot be decoded ({error})") from None
-    image = Image.fromarray(np.ascontiguousarray(pixels))
-    width = max(1, round(image.width * THUMB_HEIGHT / max(1, image.height)))
-    image = image.resize((width, THUMB_HEIGHT), Image.Resampling.BILINEAR)
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=THUMB_QUALITY)
-    return buffer.getvalue()
+    return jpeg_bytes(pixels, THUMB_HEIGHT)
