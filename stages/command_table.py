@@ -248,7 +248,8 @@ def _serve() -> Callable[..., None]:
             stderr.print(line, soft_wrap=True)
 
         result = stage.run(cfg, command_progress(), on_ready=ready)
-        _emit(result, as_json, lambda r: print_metrics(r, f"served {cfg.embeddings}"))
+        title = f"{'checked' if cfg.check else 'served'} {cfg.embeddings}"
+        _emit(result, as_json, lambda r: print_metrics(r, title))
 
     return config_command("serve", ServeConfig, run)
 

@@ -29,6 +29,7 @@ from mote.pipeline.search.service import Limits, Loaded, SearchService
 from mote.pipeline.threads import command_threads, use_threads
 from mote.stages.configs.serve_config import ServeConfig
 
+CHECK_QUERY = "a person doing something"  # --check's one query
 MISSING = "mote serve needs Starlette and uvicorn: pip install 'mote[serve]'"
 
 
@@ -103,6 +104,12 @@ def run(
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/"
+    if cfg.check:
+        sock.close()
+        asked = service.search({"query": CHECK_QUERY, "k": 3})
+        progress.message(f"checked: would serve {service.loaded.file.n_rows} videos at {url}")
+        return {**service.health(), "url": url, "check_query": CHECK_QUERY,
+                "check_hits": len(asked["hits"]), "check_ms": asked["took_ms"]}  # fmt: skip
     ready = f"serving {service.loaded.file.n_rows} videos at {url} (Ctrl-C stops)"
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)

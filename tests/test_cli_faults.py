@@ -125,6 +125,7 @@ def _classes() -> dict[str, list[type]]:
         predict,
         report,
         search,
+        serve,
         train_temporal,
         zeroshot,
     )
@@ -136,6 +137,7 @@ def _classes() -> dict[str, list[type]]:
         "evaluate": [evaluate.EvaluateConfig, MoTEConfig],
         "embed": [embed.EmbedConfig, MoTEConfig],
         "search": [search.SearchConfig],
+        "serve": [serve.ServeConfig],
         "zeroshot": [zeroshot.ZeroShotConfig, MoTEConfig],
         "fewshot": [fewshot.FewShotConfig, train_temporal.TrainConfig],
         "import-reference": [import_reference.ImportReferenceConfig],

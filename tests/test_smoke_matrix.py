@@ -441,6 +441,14 @@ CASES: dict[str, tuple[Case, ...]] = {
             (*SEARCHED, says("page: "), made("hits.html")),
         ),
     ),
+    "serve": (
+        Case(
+            "check",
+            "serve --run {run} --embeddings {embeddings} --port 0 --device cpu --check",
+            (rows("videos", "url", "check_hits"), says("checked ")),
+            BOTH,
+        ),
+    ),
     "report": (
         Case(
             "run",

@@ -59,6 +59,11 @@ class ServeConfig(Settings):
     max_body_mb: float = setting(
         8.0, "The largest request body in MiB (a base64 image is most of one).", above=0
     )
+    check: bool = setting(
+        False,
+        "Load the collection, listen, answer one text query, print what would be served and "
+        "exit (a deploy script's check that the server can start).",
+    )
     device: str = device_setting()
     decoder: str = decoder_setting()
     storage_options: dict[str, Any] | None = storage_options_setting()
