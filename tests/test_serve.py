@@ -168,6 +168,8 @@ def test_a_video_a_vector_and_an_image_are_queries_too(server, tmp_path):
     status, raw = server.post({"embedding": vector, "k": 1})
     assert status == 200 and raw["hits"][0]["video_id"] == target
     assert raw["hits"][0]["score"] == pytest.approx(1.0, abs=2e-3)
+    status, batch = server.post({"embedding": [vector], "k": 1})  # a list of one: a batch
+    assert status == 200 and [r["hits"] for r in batch["results"]] == [raw["hits"]]
 
     reader = FeatureStore.open(server.store)
     frame = int(np.asarray(reader.read_frame_indices([reader.video_ids.index(target)]))[0, 0, 3])

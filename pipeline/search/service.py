@@ -128,7 +128,9 @@ class SearchService:
             "moments_ms": _ms(done - found),
         }
         answer: dict[str, Any] = {"took_ms": _ms(done - started), "timing": timing}
-        if len(results) > 1 or isinstance(request.get("query"), list):
+        value = request[asked[0]]
+        batch = isinstance(value, list) and (asked[0] == "query" or isinstance(value[0], list))
+        if batch:  # a list of texts or of vectors: one result per query
             return {"results": results, **answer}
         return {"hits": results[0]["hits"], **answer}
 
@@ -164,8 +166,10 @@ class SearchService:
             self.text_cache.move_to_end(text)
         while len(self.text_cache) > TEXT_CACHE:
             self.text_cache.popitem(last=False)
-        return [Query(t, "text", v, score=score, moment=v) for t in texts
-                for v in (self.text_cache[t],)]  # fmt: skip
+        vectors = [self.text_cache[t] for t in texts]
+        return [
+            Query(t, "text", v, score=score, moment=v) for t, v in zip(texts, vectors, strict=True)
+        ]
 
     def _vectors(self, value: Any) -> list[list]:
         """One vector, or a list of them (a batch)."""
