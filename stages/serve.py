@@ -98,9 +98,13 @@ def run(
         raise ConfigError(MISSING) from None
     progress = progress or NullProgress()
     started = time.perf_counter()
-    service = load(cfg, progress)
+    sock = listening_socket(cfg.host, cfg.port)  # a taken port fails before minutes of loading
+    try:
+        service = load(cfg, progress)
+    except BaseException:
+        sock.close()
+        raise
     app = make_app(service, int(cfg.max_body_mb * 1024 * 1024))
-    sock = listening_socket(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/"

@@ -430,3 +430,7 @@ def reference(motion_data, tmp_path_factory, tiny_extract) -> dict[str, bytes]:
 
     extract.run(tiny_extract(motion_data, out, chunk_videos=2, decode_workers=1, batch_size=8))
     return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+
+# `mote serve` over one collection, shared by tests/test_serve.py and tests/test_serve_page.py.
+from serving import served, served_collection  # noqa: E402, F401

@@ -36,6 +36,7 @@ READS_URLS = {  # (command config, field): the path options that read stores or 
     ("EmbedConfig", "store"),
     ("SearchConfig", "store"),
     ("SearchConfig", "embeddings"),
+    ("ServeConfig", "embeddings"),
     ("FinetuneConfig", "text_from"),
     ("ExtractConfig", "out"),  # written there by one process (test_s3_extract.py)
     ("EmbedConfig", "out"),  # the same, under the same claim (test_s3_embeddings.py)

@@ -15,7 +15,6 @@ import shutil
 import urllib.request
 
 import pytest
-from test_serve import collection, server  # noqa: F401  (the served collection, shared)
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Chromium on a closed network: no background lookups, no sandbox as root, no GPU.
@@ -37,7 +36,7 @@ def browser_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def page(server, tmp_path_factory):  # noqa: F811
+def page(served, tmp_path_factory):
     playwright = pytest.importorskip("playwright.sync_api")
     path = browser_path()
     with playwright.sync_playwright() as driver:
@@ -52,7 +51,7 @@ def page(server, tmp_path_factory):  # noqa: F811
         browser.close()
 
 
-def api_hits(server, query: str, k: int) -> list[dict]:  # noqa: F811
+def api_hits(server, query: str, k: int) -> list[dict]:
     body = json.dumps({"query": query, "k": k}).encode()
     request = urllib.request.Request(server.url + "api/search", data=body, method="POST")
     with urllib.request.urlopen(request, timeout=60) as answer:
@@ -61,9 +60,10 @@ def api_hits(server, query: str, k: int) -> list[dict]:  # noqa: F811
 
 def test_typing_a_query_shows_the_servers_ranking_and_a_click_plays_the_moment(
     page,
-    server,  # noqa: F811
+    served,
     tmp_path,
 ):
+    server = served
     page.goto(server.url)
     page.wait_for_function("document.getElementById('facts').textContent.includes('12 videos')")
     page.fill("#q", "a circle moving left")
