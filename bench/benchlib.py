@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.spec import StoreSpec, VideoResult
-from mote.cache_schema.store import FeatureStore
 
 
 def write_store(

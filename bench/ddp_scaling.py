@@ -75,13 +75,13 @@ class OpCounter(TorchDispatchMode):
 
 def worker(args: argparse.Namespace) -> None:
     """One rank: build train-temporal's pieces, warm up one epoch, measure one epoch."""
-    from mote.cache_schema.store import FeatureStore
+    from mote.cache_schema.feature_store import FeatureStore
     from mote.pipeline.temporal.features import InMemoryFeatures
     from mote.pipeline.temporal.mote_model import MoTE
     from mote.pipeline.train.distributed import DistContext
     from mote.pipeline.train.feature_batches import FeatureBatches
     from mote.pipeline.train.loop import Trainer
-    from mote.pipeline.train.settings import resolve
+    from mote.pipeline.train.train_settings import resolve
     from mote.stages.train_temporal import TrainConfig, build_optimizer, model_config
 
     torch.set_num_threads(1)

@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 
 from mote.cache_schema.claim import StoreClaim
+from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.spec import VideoResult
-from mote.cache_schema.store import FeatureStore
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoder_pool import EncoderPool
 from mote.pipeline.clip.encoding import BatchedEncoder

@@ -48,7 +48,7 @@ from mote.pipeline.train.clip_batches import FrameFeatures  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
 from mote.pipeline.train.loop import StepBatch, Trainer  # noqa: E402
 from mote.pipeline.train.schedule import build_optimizer, mote_groups  # noqa: E402
-from mote.pipeline.train.settings import resolve  # noqa: E402
+from mote.pipeline.train.train_settings import resolve  # noqa: E402
 from mote.pipeline.video.clips import ClipDataset, make_loader  # noqa: E402
 from mote.stages.finetune_e2e import (  # noqa: E402
     CHECKPOINTED_WIDTH,

@@ -33,14 +33,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import motion_split_stores, tiny_extract_config, train_tiny_run  # noqa: E402
 
 from mote.cache_schema.embeddings import EmbeddingsFile
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.data.synthetic import MOTION_CLASSES, write_motion_dataset
 from mote.pipeline.runs.run_clip import clip_for_run
 from mote.pipeline.runs.run_folder import load_run
-from mote.pipeline.search.evaluation import class_retrieval
-from mote.pipeline.search.metrics import precision_at_k, ranking
 from mote.pipeline.search.score_names import SCORES
 from mote.pipeline.search.scoring import bank_stats, normalise
+from mote.pipeline.search.search_evaluation import class_retrieval
+from mote.pipeline.search.search_metrics import precision_at_k, ranking
 from mote.stages import demo, embed, extract
 
 DIRECTIONS = ("left", "right", "up", "down")

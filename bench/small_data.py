@@ -1,8 +1,8 @@
 """Do mote's training defaults learn on a small store (not a test)? On generated motion videos
 extracted by mote-tiny, split 3:1 per class (`demo.split_list`): `train-temporal` with the spec's
 settings (batch 192, 30 epochs, lr 5e-5: K400's ~1,250 steps per epoch) and with no training
-flag at all (the small-store rule of pipeline/train/settings.py), for several store sizes, class
-counts and architectures. Prints one row per run: final val top-1 (1 view) and chance.
+flag at all (the small-store rule of pipeline/train/train_settings.py), for several store sizes,
+class counts and architectures. Prints one row per run: final val top-1 (1 view) and chance.
 
     python bench/small_data.py --sets 10x4 20x4 12x8 40x8 --archs mote transformer
 """

@@ -33,13 +33,13 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 from benchlib import sync, write_store  # noqa: E402
 from device_waits import DeviceWaits, optimizer_tensors  # noqa: E402
 
-from mote.cache_schema.store import FeatureStore  # noqa: E402
+from mote.cache_schema.feature_store import FeatureStore  # noqa: E402
 from mote.pipeline.temporal.features import InMemoryFeatures  # noqa: E402
 from mote.pipeline.temporal.mote_model import MoTE  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
 from mote.pipeline.train.feature_batches import FeatureBatches, ValidationView  # noqa: E402
 from mote.pipeline.train.loop import Trainer  # noqa: E402
-from mote.pipeline.train.settings import resolve  # noqa: E402
+from mote.pipeline.train.train_settings import resolve  # noqa: E402
 from mote.stages.train_temporal import (  # noqa: E402
     TrainConfig,
     _val_top1,

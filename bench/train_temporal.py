@@ -48,8 +48,8 @@ from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.feature_batches import FeatureBatches
 from mote.pipeline.train.loop import Trainer
-from mote.pipeline.train.settings import resolve
 from mote.pipeline.train.step import LossModule, train_step
+from mote.pipeline.train.train_settings import resolve
 from mote.stages.train_temporal import (
     TrainConfig,
     _val_top1,

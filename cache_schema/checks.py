@@ -15,8 +15,8 @@ import numpy as np
 import zarr
 
 from mote.cache_schema import v1
-from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch
 from mote.cache_schema.spec import StoreSpec, plain, show
+from mote.cache_schema.store_errors import StoreCorrupt, StoreError, StoreMismatch
 
 
 def check_expected(attrs: Mapping[str, Any], expect: Mapping[str, Any], path: Path) -> None:

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from mote.cache_schema.errors import StoreError
+from mote.cache_schema.store_errors import StoreError
 
 CLAIM_FILE = ".mote-claim.json"
 

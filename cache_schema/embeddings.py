@@ -42,12 +42,12 @@ from mote.cache_schema.embeddings_v1 import (
     TABLE_FILE,
     VERSION,
 )
-from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch, StoreNotFound
+from mote.cache_schema.feature_store import CHUNK_CODECS
 from mote.cache_schema.folder import empty_folder
 from mote.cache_schema.remote import RemoteFiles, files_at, total_bytes
 from mote.cache_schema.remote_claim import check_claim_at, claim_location
 from mote.cache_schema.spec import fingerprint, plain, show
-from mote.cache_schema.store import CHUNK_CODECS
+from mote.cache_schema.store_errors import StoreCorrupt, StoreError, StoreMismatch, StoreNotFound
 from mote.pipeline.locations import Url, locate
 
 Files = Path | RemoteFiles  # a file's folder, or its objects at a URL (remote.py)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mote.cache_schema import v1
 from mote.cache_schema.claim import CLAIM_FILE
-from mote.cache_schema.errors import StoreError
+from mote.cache_schema.store_errors import StoreError
 
 
 def creation_interrupted(path: Path) -> bool:

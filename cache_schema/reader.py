@@ -19,9 +19,9 @@ from zarr.codecs import Crc32cCodec
 
 from mote.cache_schema import v1
 from mote.cache_schema.checks import check_expected, check_layout, label_problems, label_rule
-from mote.cache_schema.errors import StoreCorrupt, StoreNotFound, UnlabelledStore, short_error
 from mote.cache_schema.remote import RemoteFiles, files_at, total_bytes
 from mote.cache_schema.spec import StoreSpec, fingerprint
+from mote.cache_schema.store_errors import StoreCorrupt, StoreNotFound, UnlabelledStore, short_error
 from mote.pipeline.errors import system_fault
 from mote.pipeline.locations import Url, locate, resolved
 

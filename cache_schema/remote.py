@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mote.cache_schema.errors import StoreError, StoreNotFound, short_error
+from mote.cache_schema.store_errors import StoreError, StoreNotFound, short_error
 from mote.pipeline.locations import Url, filesystem
 
 

@@ -30,7 +30,7 @@ from mote.cache_schema.claim import (
     _busy,
     refuse_if_claimed,
 )
-from mote.cache_schema.errors import StoreError, short_error
+from mote.cache_schema.store_errors import StoreError, short_error
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import Url, filesystem, locate
 

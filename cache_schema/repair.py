@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mote.cache_schema import v1
-from mote.cache_schema.errors import StoreCorrupt
+from mote.cache_schema.store_errors import StoreCorrupt
 
 
 def array_metadata_missing(path: Path) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mote.cache_schema.errors import StoreMismatch
+from mote.cache_schema.store_errors import StoreMismatch
 
 SCHEMA = "mote.features"
 VERSION = 1

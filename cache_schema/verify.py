@@ -14,8 +14,8 @@ import numpy as np
 
 from mote.cache_schema import v1
 from mote.cache_schema.checks import label_problems, label_rule
+from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.repair import array_metadata_missing
-from mote.cache_schema.store import FeatureStore
 
 MISSING = "is missing (its file was deleted)"
 

@@ -21,7 +21,7 @@ import torch
 
 from mote.cache_schema.embeddings import EmbeddingsFile, claim_embeddings
 from mote.cache_schema.embeddings_v1 import NO_LABEL
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline import __version__
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError, MoteWarning

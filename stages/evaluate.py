@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.files import check_predictions_path, save_predictions
 from mote.pipeline.runs.run_clip import store_expectation
+from mote.pipeline.runs.run_files import check_predictions_path, save_predictions
 from mote.pipeline.runs.run_folder import load_run
 from mote.pipeline.temporal.evaluation import override_tfm, score
 from mote.pipeline.temporal.metrics import per_class_top1

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from mote.cache_schema.claim import StoreClaim, StoreReadOnly
-from mote.cache_schema.errors import StoreCorrupt, StoreError
+from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.remote_claim import claim_location
 from mote.cache_schema.spec import StoreSpec
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.store_errors import StoreCorrupt, StoreError
 from mote.cache_schema.verify import verify
 from mote.pipeline import __version__
 from mote.pipeline.clip.encoder import ClipEncoder
@@ -39,7 +39,7 @@ from mote.pipeline.data.folders import check_root
 from mote.pipeline.device import release_memory, resolve_devices
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.extraction.cluster import check_dask_address
-from mote.pipeline.extraction.distributed import extract_distributed
+from mote.pipeline.extraction.dask_extraction import extract_distributed
 from mote.pipeline.extraction.local import extract_local
 from mote.pipeline.extraction.results import ExtractCounts
 from mote.pipeline.locations import Url

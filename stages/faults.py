@@ -15,7 +15,7 @@ import warnings
 import typer
 from rich.text import Text
 
-from mote.cache_schema.errors import StoreError
+from mote.cache_schema.store_errors import StoreError
 from mote.pipeline.errors import (
     MoteError,
     MoteWarning,

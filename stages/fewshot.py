@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError, TrainingDiverged
 from mote.pipeline.progress import NullProgress, Progress, Quiet

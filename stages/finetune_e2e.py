@@ -29,7 +29,7 @@ from mote.pipeline.data.folders import check_root
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import Url, locate, resolved
 from mote.pipeline.progress import Progress
-from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_start
+from mote.pipeline.runs.e2e_run import run_config, save_end_to_end, warm_start
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.temporal.e2e import build_end_to_end
 from mote.pipeline.temporal.metrics import confusion_matrix, topk_accuracy
@@ -39,7 +39,7 @@ from mote.pipeline.train.clip_batches import FailureLog, FrameFeatures, VideoBat
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.loop import Trainer, run_training
 from mote.pipeline.train.schedule import build_optimizer, mote_groups
-from mote.pipeline.train.settings import (
+from mote.pipeline.train.train_settings import (
     CHANGED_KEY,
     changed_on_resume,
     check_resume,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.verify import Problem, VerifyReport, verify
 from mote.pipeline.data.folders import check_root
 from mote.pipeline.errors import ConfigError

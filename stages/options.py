@@ -1,7 +1,7 @@
 """CLI options derived from config dataclasses, so a setting's default and help live in one place.
 
 A config field becomes a flag by carrying help text in its metadata (``setting`` in
-pipeline/config.py, ``switch`` in pipeline/temporal/config.py). ``config_parameters`` turns
+pipeline/config.py, ``switch`` in pipeline/temporal/temporal_config.py). ``config_parameters`` turns
 those fields into typer options; ``default_help`` writes the ``[default: X]`` of any option
 from the dataclass default, or from a ``default_text`` callable in the metadata for defaults
 that depend on the data (per-width sizes).

@@ -35,7 +35,7 @@ from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers
 from mote.pipeline.video.files import video_files
-from mote.pipeline.video.remote import videos_under
+from mote.pipeline.video.remote_videos import videos_under
 from mote.pipeline.video.sampling import parse_views
 from mote.stages.configs.predict_config import DEFAULT_FRAMES, VIDEO_EXTENSIONS, PredictConfig  # noqa: F401
 

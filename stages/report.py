@@ -13,7 +13,6 @@ import dataclasses
 from pathlib import Path
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.files import make_folder, write_atomic, writing
 from mote.pipeline.runs.plots import plot_confusion, plot_tradeoff, plot_zeroshot_bars
 from mote.pipeline.runs.report_page import (
     BARS_FILE,
@@ -24,6 +23,7 @@ from mote.pipeline.runs.report_page import (
     render_markdown,
 )
 from mote.pipeline.runs.run_config import RunConfig
+from mote.pipeline.runs.run_files import make_folder, write_atomic, writing
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.runs.run_labels import describe_switches, unique_labels
 from mote.pipeline.temporal.metrics import (

@@ -36,14 +36,14 @@ from typing import Any
 import numpy as np
 
 from mote.cache_schema.embeddings import EmbeddingsFile
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import Url
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.file_run import query_clip, run_for_file
-from mote.pipeline.runs.files import write_atomic
 from mote.pipeline.runs.run_clip import store_expectation
+from mote.pipeline.runs.run_files import write_atomic
 from mote.pipeline.runs.run_folder import Run, RunFolder, load_run
 from mote.pipeline.search.banks import file_store
 from mote.pipeline.search.engine import (
@@ -61,13 +61,13 @@ from mote.pipeline.search.engine import (
     text_queries,
     unit,
 )
-from mote.pipeline.search.evaluation import file_retrieval
 from mote.pipeline.search.examples import example_vector, image_query
 from mote.pipeline.search.index import KINDS
 from mote.pipeline.search.index_check import check_index
 from mote.pipeline.search.moments import add_moments
 from mote.pipeline.search.page import PageHit, render_page, thumbnails
 from mote.pipeline.search.score_names import SCORES
+from mote.pipeline.search.search_evaluation import file_retrieval
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool
 from mote.pipeline.video.sampling import parse_views

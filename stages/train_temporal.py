@@ -15,7 +15,7 @@ import os
 import numpy as np
 import torch
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline import __version__
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import Progress
@@ -35,7 +35,7 @@ from mote.pipeline.train.feature_batches import (
 from mote.pipeline.train.loop import Trainer, run_training
 from mote.pipeline.train.schedule import build_optimizer as shared_optimizer
 from mote.pipeline.train.schedule import mote_groups
-from mote.pipeline.train.settings import (
+from mote.pipeline.train.train_settings import (
     CHANGED_KEY,
     changed_on_resume,
     check_resume,

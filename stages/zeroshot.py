@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.data.datasets import ZERO_SHOT_SPLITS, load_dataset
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.files import (
+from mote.pipeline.runs.run_clip import store_expectation
+from mote.pipeline.runs.run_files import (
     check_predictions_path,
     save_predictions,
     split_predictions_path,
 )
-from mote.pipeline.runs.run_clip import store_expectation
 from mote.pipeline.runs.run_folder import RunFolder, load_run
 from mote.pipeline.temporal.evaluation import override_tfm, score
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
-from mote.pipeline.temporal.zeroshot import StoreIndex, protocol_problems
+from mote.pipeline.temporal.zeroshot_splits import StoreIndex, protocol_problems
 from mote.pipeline.threads import command_threads, use_threads
 from mote.stages.configs.zeroshot_config import ZeroShotConfig  # noqa: F401
 

@@ -145,7 +145,7 @@ def random_store(
 ):
     """A real store of random features (fp16, 8 frames of ``dim``) for these videos, every
     one done: what scoring tests need without decoding a video."""
-    from mote.cache_schema.store import FeatureStore, StoreSpec, VideoResult
+    from mote.cache_schema.feature_store import FeatureStore, StoreSpec, VideoResult
 
     clips, crops = views
     spec = StoreSpec(
@@ -187,10 +187,10 @@ def random_run(path: Path, seed: int = 0, layers: int = 2, texts: int = 40) -> P
     """A run folder of a randomly initialised MoTE over mote-tiny features (D = 64, seeded
     random CLIP weights) with a fine-tuning text bank of ``texts`` rows, so TFM works: what
     scoring tests need without training."""
-    from mote.pipeline.runs.files import write_json
+    from mote.pipeline.runs.run_files import write_json
     from mote.pipeline.runs.run_folder import save_model
-    from mote.pipeline.temporal.config import default_config
     from mote.pipeline.temporal.mote_model import MoTE
+    from mote.pipeline.temporal.temporal_config import default_config
 
     path.mkdir(parents=True)
     torch.manual_seed(seed)
@@ -304,8 +304,8 @@ def write_reference_checkpoint(ckpt: Path) -> tuple[dict, Any]:
     'fine-tuned' (seeded noise), written to ``ckpt``: (the tuned visual weights, the untuned
     CLIP)."""
     from mote.pipeline.clip.build import build_clip
-    from mote.pipeline.temporal.config import default_config
     from mote.pipeline.temporal.mote_model import MoTE
+    from mote.pipeline.temporal.temporal_config import default_config
 
     original = build_clip("mote-tiny", "none", device="cpu", seed=0)
     g = torch.Generator().manual_seed(0)

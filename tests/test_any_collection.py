@@ -28,8 +28,8 @@ from PIL import Image
 
 import mote as api
 from mote.cache_schema.embeddings import EmbeddingsFile
-from mote.cache_schema.errors import UnlabelledStore
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
+from mote.cache_schema.store_errors import UnlabelledStore
 from mote.cache_schema.verify import verify
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.data.datasets import open_dataset

@@ -12,8 +12,8 @@ import pytest
 from test_store import done, make_spec, new_store, tree
 
 from mote.cache_schema import v1
-from mote.cache_schema.errors import StoreError
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
+from mote.cache_schema.store_errors import StoreError
 from mote.pipeline.extraction.local import ChunkWriter
 
 

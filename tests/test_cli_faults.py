@@ -113,7 +113,7 @@ def test_frames_beyond_the_model_are_refused(tmp_path, frames):
 
 
 def _classes() -> dict[str, list[type]]:
-    from mote.pipeline.temporal.config import MoTEConfig
+    from mote.pipeline.temporal.temporal_config import MoTEConfig
     from mote.stages import (
         demo,
         embed,
@@ -172,7 +172,7 @@ def test_every_help_shows_the_dataclass_defaults():
 
 def test_adding_a_mote_switch_needs_only_the_field():
     """TrainConfig and the CLI options follow MoTEConfig: every switch with help is both."""
-    from mote.pipeline.temporal.config import MoTEConfig
+    from mote.pipeline.temporal.temporal_config import MoTEConfig
     from mote.stages.train_temporal import TrainConfig, model_config
 
     switches = [f.name for f in dataclasses.fields(MoTEConfig) if f.metadata.get("help")]

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.data.synthetic import read_frame_number, write_numbered_video
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, decode_one
 

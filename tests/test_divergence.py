@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 
 from mote.pipeline.errors import TrainingDiverged
 from mote.pipeline.runs.run_folder import RunFolder
-from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.temporal_config import default_config
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.loop import StepBatch, Trainer
 from mote.pipeline.train.schedule import build_optimizer
-from mote.pipeline.train.settings import TrainingSettings
+from mote.pipeline.train.train_settings import TrainingSettings
 
 D, T, C, BATCH = 16, 4, 3, 6
 

@@ -13,16 +13,16 @@ import torch
 import zarr
 from conftest import worker_normalised
 
-from mote.cache_schema.errors import StoreMismatch
+from mote.cache_schema.store_errors import StoreMismatch
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.end_to_end import run_config, save_end_to_end, warm_start
+from mote.pipeline.runs.e2e_run import run_config, save_end_to_end, warm_start
 from mote.pipeline.runs.run_config import RunClip, RunConfig
 from mote.pipeline.runs.run_folder import RunFolder, load_run
-from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.e2e import EndToEnd, build_end_to_end, text_from_store
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.temporal_config import default_config
 from mote.pipeline.train.clip_batches import FailureLog, predict_clips
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.video.clips import ClipDataset, make_loader

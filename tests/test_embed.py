@@ -20,9 +20,9 @@ from conftest import random_run, random_store
 
 import mote
 from mote.cache_schema.embeddings import EmbeddingsFile
-from mote.cache_schema.errors import StoreError, StoreMismatch
+from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.spec import VideoResult
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.store_errors import StoreError, StoreMismatch
 from mote.pipeline.runs.run_folder import load_run
 from mote.pipeline.temporal.evaluation import score_views
 from mote.stages import embed

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import zarr
 
-from mote.cache_schema.errors import StoreMismatch
+from mote.cache_schema.store_errors import StoreMismatch
 from mote.stages import extract
 
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import random_store
 from test_faults_exit_codes import CLASSES, SYSTEM, mote, one_line
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 
 
 def test_proc_self_mem_really_fails_with_eio():

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import random_store
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.stages.faults import (
     BUG,
     DAMAGE,

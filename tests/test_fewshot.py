@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import load_run

@@ -21,7 +21,7 @@ from mote.pipeline.clip.build import build_clip
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import RunFolder
-from mote.pipeline.train.settings import resolve
+from mote.pipeline.train.train_settings import resolve
 from mote.pipeline.video.flips import FlipRule, mirror_warning, mirrored_directions
 from mote.stages import demo, extract, finetune_e2e, train_temporal
 from mote.stages.plain import LineProgress
@@ -284,7 +284,7 @@ def test_init_run_and_text_from_warm_start_from_the_cache(videos, tmp_path, tiny
 
 
 def _text(store: Path):
-    from mote.cache_schema.store import FeatureStore
+    from mote.cache_schema.feature_store import FeatureStore
 
     return FeatureStore.open(store).text_embeddings
 

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.fused import adamw, adamw_options, fused_loss_fn, fused_losses
 from mote.pipeline.temporal.micro_batches import micro_batch_sizes
 from mote.pipeline.temporal.mote_model import MoTE
@@ -25,6 +24,7 @@ from mote.pipeline.temporal.routing import (
     sample_temperatures,
     wmr_coefficients,
 )
+from mote.pipeline.temporal.temporal_config import MoTEConfig
 from mote.pipeline.train.step import LossModule, fused_step, train_step
 
 D, HEADS, LAYERS, T, C, M = 64, 2, 2, 8, 6, 3

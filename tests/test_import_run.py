@@ -7,7 +7,7 @@ import pytest
 import torch
 import zarr
 
-from mote.cache_schema.errors import StoreMismatch
+from mote.cache_schema.store_errors import StoreMismatch
 from mote.pipeline.clip.build import build_clip
 from mote.stages import evaluate, extract
 

@@ -16,7 +16,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mote.pipeline.temporal.config import (
+from mote.pipeline.temporal.fused import adamw
+from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.routing import draw_step
+from mote.pipeline.temporal.temporal_config import (
     ARCHS,
     EXPERT_INITS,
     INFERENCES,
@@ -25,9 +28,6 @@ from mote.pipeline.temporal.config import (
     WMR_TEMPERATURES,
     MoTEConfig,
 )
-from mote.pipeline.temporal.fused import adamw
-from mote.pipeline.temporal.mote_model import MoTE
-from mote.pipeline.temporal.routing import draw_step
 from mote.pipeline.train.step import LossModule, fused_step
 
 D, HEADS, LAYERS, T, C, B, M = 32, 2, 2, 4, 5, 6, 2

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.temporal.mote_model import MoTE, tfm_rho_from_similarity
 from mote.pipeline.temporal.routing import (
     routing_probabilities,
@@ -24,6 +23,7 @@ from mote.pipeline.temporal.routing import (
     wmr_coefficients,
     wmr_temperature_set,
 )
+from mote.pipeline.temporal.temporal_config import MoTEConfig, default_config
 
 D, HEADS, LAYERS, N, T, B, C = 64, 2, 2, 4, 8, 3, 6
 INF = math.inf

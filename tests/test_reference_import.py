@@ -20,8 +20,8 @@ from mote.pipeline.runs.reference_import import (
     visual_from_reference,
 )
 from mote.pipeline.runs.run_folder import load_run
-from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.temporal_config import MoTEConfig, default_config
 from mote.stages import import_reference
 
 D, LAYERS = 64, 2

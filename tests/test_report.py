@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import CONFIG_FILE
 from mote.pipeline.runs.run_labels import describe_switches
-from mote.pipeline.temporal.config import default_config
+from mote.pipeline.temporal.temporal_config import default_config
 from mote.stages import report, zeroshot
 from mote.stages.cli import app
 from mote.stages.report import ReportConfig

@@ -21,13 +21,13 @@ from conftest import held_by_another_process, random_store
 from safetensors.torch import load_file
 
 from mote.cache_schema.claim import CLAIM_FILE, ClaimOwner
-from mote.cache_schema.errors import StoreError
+from mote.cache_schema.store_errors import StoreError
 from mote.pipeline.errors import ConfigError, OutputError, RunFileError
 from mote.pipeline.runs.run_config import RUN_CONFIG_VERSION, RunClip, RunConfig
 from mote.pipeline.runs.run_folder import RunFolder, load_run
-from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.mote_model import MoTE
-from mote.pipeline.train.settings import capped_warmup, small_store_settings
+from mote.pipeline.temporal.temporal_config import default_config
+from mote.pipeline.train.train_settings import capped_warmup, small_store_settings
 from mote.stages import train_temporal
 
 D = 64
@@ -483,7 +483,7 @@ def test_a_failed_weights_write_is_one_line_and_keeps_the_last_file(tmp_path):
     script = f"""
 import resource, signal, sys, torch
 from mote.pipeline.runs.run_folder import RunFolder
-from mote.pipeline.temporal.config import default_config
+from mote.pipeline.temporal.temporal_config import default_config
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.errors import OutputError
 folder = RunFolder({str(tmp_path / "run")!r})

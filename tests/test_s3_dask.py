@@ -25,8 +25,8 @@ from test_s3_extract import objects
 from test_s3_videos import upload_videos
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.extraction.distributed import StoreTarget
-from mote.pipeline.video.remote import SPILL_PREFIX
+from mote.pipeline.extraction.dask_extraction import StoreTarget
+from mote.pipeline.video.remote_videos import SPILL_PREFIX
 
 
 def _free_port() -> int:

@@ -21,11 +21,11 @@ import mote
 from mote.cache_schema.claim import CLAIM_FILE
 from mote.cache_schema.embeddings import TABLE_FILE, EmbeddingsFile
 from mote.pipeline.progress import NullProgress
-from mote.pipeline.runs.files import write_json
+from mote.pipeline.runs.run_files import write_json
 from mote.pipeline.runs.run_folder import save_model
-from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.e2e import ClipFacts, text_from_store
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.temporal_config import default_config
 from mote.stages import embed
 
 D = 64

@@ -18,7 +18,7 @@ from conftest import S3_BUCKET
 
 from mote.pipeline.errors import ConfigError, DecodeError
 from mote.pipeline.video.decode import open_video
-from mote.pipeline.video.remote import SPILL_PREFIX
+from mote.pipeline.video.remote_videos import SPILL_PREFIX
 from mote.stages import extract, info
 
 # Listed and uploaded: not the empty folder (object storage has no empty folders).

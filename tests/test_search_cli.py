@@ -27,14 +27,14 @@ from PIL import Image
 
 import mote
 from mote.cache_schema.embeddings import EmbeddingsFile
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.data.synthetic import write_motion_dataset
-from mote.pipeline.runs.files import write_json
 from mote.pipeline.runs.run_clip import clip_for_run
+from mote.pipeline.runs.run_files import write_json
 from mote.pipeline.runs.run_folder import save_model
 from mote.pipeline.search.vocabulary import vocabulary as shipped_vocabulary
-from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.temporal_config import default_config
 from mote.stages import cli, embed, extract, report, search
 
 

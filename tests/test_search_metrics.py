@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.search.metrics import average_precision, precision_at_k, retrieval_metrics
+from mote.pipeline.search.search_metrics import average_precision, precision_at_k, retrieval_metrics
 
 
 def ap_by_thresholds(scores: np.ndarray, relevant: np.ndarray) -> float:

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from mote.pipeline.data.datasets import shipped_file
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.search.evaluation import class_retrieval
 from mote.pipeline.search.exact import exact_top_k
 from mote.pipeline.search.score_names import SCORES
 from mote.pipeline.search.scoring import Scorer, bank_stats, collection_stats, normalise
+from mote.pipeline.search.search_evaluation import class_retrieval
 from mote.pipeline.search.vocabulary import LABEL_FILES, vocabulary
 
 SCALE = 100.0

@@ -27,7 +27,7 @@ from PIL import Image
 from serving import FPS, MOTE, Server, start
 
 from mote.cache_schema.embeddings import EmbeddingsFile
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.data.datasets import VideoItem, load_dataset
 from mote.pipeline.data.synthetic import write_frames
 from mote.pipeline.errors import AnnotationError, ConfigError

@@ -15,9 +15,9 @@ import pytest
 import zarr
 
 from mote.cache_schema import v1
-from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch, StoreNotFound
+from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.spec import StoreSpec, VideoResult
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.store_errors import StoreCorrupt, StoreError, StoreMismatch, StoreNotFound
 
 FIXTURE = Path(__file__).parent / "data" / "store_v1_root_attrs.json"
 CLASSES = ("circle moving left", "square moving right", "hurling (sport)")

@@ -24,8 +24,8 @@ from conftest import tiny_extract_config
 
 from mote.cache_schema import v1
 from mote.cache_schema.claim import CLAIM_FILE, ClaimOwner, StoreBusy, StoreClaim
-from mote.cache_schema.errors import StoreError
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
+from mote.cache_schema.store_errors import StoreError
 from mote.pipeline.progress import NullProgress
 from mote.stages import extract
 

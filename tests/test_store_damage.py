@@ -15,12 +15,12 @@ import zarr
 from conftest import random_run
 from test_zeroshot import make_store, subset
 
-from mote.cache_schema.errors import StoreMismatch
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
+from mote.cache_schema.store_errors import StoreMismatch
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.files import write_json
+from mote.pipeline.runs.run_files import write_json
 from mote.stages import cli, extract, train_temporal
 
 CHUNK = 4

@@ -1,4 +1,4 @@
-"""Who takes a store's claim: the writing run, never the store (see cache_schema/store.py).
+"""Who takes a store's claim: the writing run, never the store (see cache_schema/feature_store.py).
 
 A writer without a claim of its own (a test, a benchmark) takes none, but is refused on a store
 that a live run has claimed, naming that run; a record left by a process that is gone is no bar.
@@ -16,8 +16,8 @@ import pytest
 from test_store import CHUNK, done, make_spec, new_store, text_bank, video_list
 
 from mote.cache_schema.claim import CLAIM_FILE, ClaimOwner, StoreBusy, StoreClaim
+from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.reader import StoreReader
-from mote.cache_schema.store import FeatureStore
 
 
 def test_a_writer_without_a_claim_is_refused_while_a_run_holds_it(tmp_path: Path) -> None:

@@ -106,10 +106,10 @@ def test_the_probe_catches_a_host_read_inside_a_step(store, tmp_path, watched, m
 
 def test_validation_batches_never_wait_for_the_device(store):
     """Per-epoch validation: one host read per call (the final top-1), whatever the batches."""
-    from mote.cache_schema.store import FeatureStore
-    from mote.pipeline.temporal.config import default_config
+    from mote.cache_schema.feature_store import FeatureStore
     from mote.pipeline.temporal.features import InMemoryFeatures
     from mote.pipeline.temporal.mote_model import MoTE
+    from mote.pipeline.temporal.temporal_config import default_config
     from mote.pipeline.train.feature_batches import ValidationView
 
     features = InMemoryFeatures(FeatureStore.open(store))

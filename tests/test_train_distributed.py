@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.temporal_config import default_config
 from mote.pipeline.train.distributed import launcher_environment, rank_device
 from mote.pipeline.train.sampler import (
     ShardedBatchSampler,

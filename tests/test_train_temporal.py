@@ -10,7 +10,7 @@ import torch
 from conftest import comparable_weights, motion_split_stores
 from safetensors.torch import load_file
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import RunFolder, load_run

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 
-from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.evaluation import score_views
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.temporal_config import default_config
 from mote.stages import train_temporal
 
 D, CLASSES, VIDEOS, VIEWS = 32, 5, 50, 3

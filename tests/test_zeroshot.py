@@ -11,17 +11,17 @@ import pytest
 import torch
 from conftest import random_store
 
-from mote.cache_schema.errors import StoreMismatch
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
+from mote.cache_schema.store_errors import StoreMismatch
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.runs.files import write_json
+from mote.pipeline.runs.run_files import write_json
 from mote.pipeline.runs.run_folder import save_model
-from mote.pipeline.temporal.config import default_config
 from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
 from mote.pipeline.temporal.mote_model import MoTE
-from mote.pipeline.temporal.zeroshot import StoreIndex
+from mote.pipeline.temporal.temporal_config import default_config
+from mote.pipeline.temporal.zeroshot_splits import StoreIndex
 from mote.stages import zeroshot
 
 D = 64

@@ -23,7 +23,7 @@ from mote.pipeline.errors import AnnotationError, ConfigError
 from mote.pipeline.locations import Url, locate
 from mote.pipeline.video.files import is_video
 from mote.pipeline.video.flips import FlipRule
-from mote.pipeline.video.remote import list_prefix
+from mote.pipeline.video.remote_videos import list_prefix
 
 ANNOTATIONS_PACKAGE = "mote.pipeline.data.annotations"
 _LIST_ONLY = ("list",)  # datasets whose files the user always supplies

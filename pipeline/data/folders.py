@@ -13,7 +13,7 @@ from mote.pipeline.data.datasets import FOLDER, DatasetSpec, VideoItem
 from mote.pipeline.errors import AnnotationError, ConfigError
 from mote.pipeline.locations import Url, locate
 from mote.pipeline.video.files import VIDEO_EXTENSIONS, video_files
-from mote.pipeline.video.remote import check_prefix
+from mote.pipeline.video.remote_videos import check_prefix
 
 
 def folder_dataset(root: Path, split: str) -> DatasetSpec:

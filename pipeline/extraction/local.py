@@ -10,8 +10,8 @@ from dataclasses import asdict
 
 import numpy as np
 
+from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.spec import VideoResult
-from mote.cache_schema.store import FeatureStore
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.extraction.results import ExtractCounts, done_result, failed_result
 from mote.pipeline.progress import Progress

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from mote.pipeline.errors import ConfigError, torch_load_reason
 from mote.pipeline.safe_load import load_weights_only
-from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.temporal_config import MoTEConfig, default_config
 
 CLIP_KEY = "model_state_dict"
 TEMPORAL_KEY = "fusion_model_state_dict"

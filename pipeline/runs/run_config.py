@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.config import MoTEConfig
+from mote.pipeline.temporal.temporal_config import MoTEConfig
 
 # 1: the first typed record (the layout the commands wrote by hand before, plus this number).
 RUN_CONFIG_VERSION = 1

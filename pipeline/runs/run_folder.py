@@ -40,20 +40,6 @@ import torch
 
 from mote.cache_schema.claim import CLAIM_FILE, StoreClaim, live_owner
 from mote.pipeline.errors import ConfigError, RunBeingWritten, RunFileError
-from mote.pipeline.runs.files import (
-    REMAKE,
-    RUN_FORMAT,
-    check_tensors,
-    make_folder,
-    read_json,
-    read_metadata,
-    read_optional,
-    read_tensors,
-    save_tensors,
-    write_atomic,
-    write_json,
-    writing,
-)
 from mote.pipeline.runs.layout import (  # noqa: F401 (the names, read from here too)
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -71,8 +57,22 @@ from mote.pipeline.runs.layout import (  # noqa: F401 (the names, read from here
     ZEROSHOT_SUMMARY_FILE,
 )
 from mote.pipeline.runs.run_config import RunConfig
-from mote.pipeline.temporal.config import MoTEConfig
+from mote.pipeline.runs.run_files import (
+    REMAKE,
+    RUN_FORMAT,
+    check_tensors,
+    make_folder,
+    read_json,
+    read_metadata,
+    read_optional,
+    read_tensors,
+    save_tensors,
+    write_atomic,
+    write_json,
+    writing,
+)
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.temporal_config import MoTEConfig
 
 NOT_A_RUN = (
     "train one with `mote train-temporal` or convert a released checkpoint with "

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mote.pipeline.temporal.config import MoTEConfig, default_config
+from mote.pipeline.temporal.temporal_config import MoTEConfig, default_config
 
 # Switches each architecture actually uses (spec 10.1: the baselines train with CE only).
 _MOTE_ONLY = (

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from mote.cache_schema.embeddings import EmbeddingsFile
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import locate
 from mote.pipeline.search.vocabulary import vocabulary

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.video.timing import frame_seconds
 
 

@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.weights import RANDOM_TAG
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import Url
-from mote.pipeline.temporal.config import MoTEConfig, default_config
 from mote.pipeline.temporal.mote_model import MoTE
+from mote.pipeline.temporal.temporal_config import MoTEConfig, default_config
 from mote.pipeline.video.transforms import PreprocessSpec, normalize
 
 # MoTEConfig fields that fix the module's shape or function: a warm start must match them.

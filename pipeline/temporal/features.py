@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 
 Batch = tuple[np.ndarray, np.ndarray]  # (B, T, D) float16 features, (B,) int64 labels
 

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.config import MoTEConfig
 from mote.pipeline.temporal.routing import sample_experts, sample_temperatures, wmr_coefficients
+from mote.pipeline.temporal.temporal_config import MoTEConfig
 
 MODES = ("auto", "routed", "wmr", "merged", "expert")
 LN_EPS = 1e-12  # spec 2.2: TF-style LayerNorm, not PyTorch's 1e-5

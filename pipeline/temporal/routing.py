@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.temporal.config import MoTEConfig
+from mote.pipeline.temporal.temporal_config import MoTEConfig
 
 MIN_ABS_TAU = 1e-6  # a continuous draw of exactly 0 would make i/tau infinite for every i
 

@@ -19,7 +19,7 @@ from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.loop import StepBatch
 from mote.pipeline.train.sampler import ShardedBatchSampler, rank_share
-from mote.pipeline.train.settings import steps_per_epoch
+from mote.pipeline.train.train_settings import steps_per_epoch
 
 GIB = 2**30
 

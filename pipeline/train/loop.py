@@ -25,7 +25,6 @@ from mote.pipeline.train.checkpoint import RandomState, load_checkpoint, save_ch
 from mote.pipeline.train.distributed import DistContext, run_on_every_rank
 from mote.pipeline.train.sampler import check_micro_batches
 from mote.pipeline.train.schedule import lr_changes_at, lr_factor, set_lr
-from mote.pipeline.train.settings import CHANGED_KEY, TrainingSettings
 from mote.pipeline.train.step import (
     LOSS_TERMS,
     LossModule,
@@ -34,6 +33,7 @@ from mote.pipeline.train.step import (
     resolve_precision,
     train_step,
 )
+from mote.pipeline.train.train_settings import CHANGED_KEY, TrainingSettings
 
 
 class EpochData(Sized, Iterable, Protocol):

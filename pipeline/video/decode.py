@@ -49,7 +49,7 @@ import numpy as np
 
 from mote.pipeline.errors import DecodeError
 from mote.pipeline.locations import Url, locate
-from mote.pipeline.video.remote import SpilledVideo, open_remote
+from mote.pipeline.video.remote_videos import SpilledVideo, open_remote
 
 Backend = Literal["auto", "decord", "pyav"]
 

@@ -34,7 +34,7 @@ import numpy as np
 from mote.pipeline.errors import DecodeError, Unreachable
 from mote.pipeline.locations import join
 from mote.pipeline.video.decode import open_video
-from mote.pipeline.video.remote import SPILL_DIR_ENV, SPILL_PREFIX
+from mote.pipeline.video.remote_videos import SPILL_DIR_ENV, SPILL_PREFIX
 from mote.pipeline.video.sampling import sample_indices
 from mote.pipeline.video.transforms import crop_views
 

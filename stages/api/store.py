@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from mote.cache_schema.store import FeatureStore
+    from mote.cache_schema.feature_store import FeatureStore
 
 
 def open_store(path: str | PathLike, storage_options: dict | None = None) -> FeatureStore:
@@ -24,7 +24,7 @@ def open_store(path: str | PathLike, storage_options: dict | None = None) -> Fea
     (N, views, frames, dim), labels), ``video_ids``, ``class_names``, ``text_embeddings``,
     ``failures()``, and ``to_xarray()`` (needs the optional ``xarray`` package).
     """
-    from mote.cache_schema.store import FeatureStore  # zarr: only when a store is opened
+    from mote.cache_schema.feature_store import FeatureStore  # zarr: only when a store is opened
 
     return FeatureStore.open(path, storage_options=storage_options)
 

@@ -26,7 +26,7 @@ from mote.pipeline.config import (
     setting,
     storage_options_setting,
 )
-from mote.pipeline.temporal.config import MoTEConfig
+from mote.pipeline.temporal.temporal_config import MoTEConfig
 
 DEFAULT_SPLIT = {
     "k400": "val", "k600": "split1", "ucf101": "test1", "hmdb51": "test1", "ssv2": "validation",

@@ -24,7 +24,7 @@ from mote.pipeline.config import (
 )
 from mote.pipeline.locations import Url
 from mote.pipeline.train.precisions import PRECISIONS
-from mote.pipeline.train.settings import TrainingSettings, training_setting
+from mote.pipeline.train.train_settings import TrainingSettings, training_setting
 from mote.pipeline.video.augment import AREA_RANGE
 
 # The training split when --split is not given (k600 ships only its zero-shot test splits).

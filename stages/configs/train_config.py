@@ -9,7 +9,7 @@ from typing import Any
 
 from mote.pipeline.config import run_out_setting, setting, storage_options_setting, store_in_setting
 from mote.pipeline.locations import Url
-from mote.pipeline.train.settings import TrainingSettings, training_setting
+from mote.pipeline.train.train_settings import TrainingSettings, training_setting
 
 
 @dataclass(frozen=True, kw_only=True)

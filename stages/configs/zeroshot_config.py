@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mote.pipeline.config import Settings, setting, store_in_setting
 from mote.pipeline.locations import Url
-from mote.stages.configs.scoring import with_scoring_settings
+from mote.stages.configs.scoring_config import with_scoring_settings
 
 
 @dataclass(frozen=True)

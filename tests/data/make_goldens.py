@@ -32,8 +32,8 @@ def frames() -> np.ndarray:
 
 def compute() -> dict[str, torch.Tensor]:
     from mote.pipeline.clip.build import build_clip
-    from mote.pipeline.temporal.config import default_config
     from mote.pipeline.temporal.mote_model import MoTE
+    from mote.pipeline.temporal.temporal_config import default_config
     from mote.pipeline.video.transforms import crop_views
 
     clip = build_clip("mote-tiny", "none", device="cpu", seed=0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.feature_store import FeatureStore
 from mote.pipeline.data.datasets import DatasetSpec
 from mote.pipeline.errors import ConfigError
 

@@ -17,9 +17,9 @@ import torch
 from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.search.exact import compute_dtype
-from mote.pipeline.search.metrics import retrieval_metrics
 from mote.pipeline.search.score_names import DEFAULT_SCORE, RAW_SCORE
 from mote.pipeline.search.scoring import Scorer, normalise, stats_of
+from mote.pipeline.search.search_metrics import retrieval_metrics
 
 KS = (10, 50)
 

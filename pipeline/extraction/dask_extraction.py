@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from mote.cache_schema.errors import StoreNotFound
+from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.remote_claim import check_token
 from mote.cache_schema.spec import VideoResult
-from mote.cache_schema.store import FeatureStore
+from mote.cache_schema.store_errors import StoreNotFound
 from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.errors import ConfigError

@@ -28,7 +28,6 @@ from zarr.errors import ZarrUserWarning
 from mote.cache_schema import v1
 from mote.cache_schema.checks import check_inputs, spec_difference, video_list_difference
 from mote.cache_schema.claim import StoreClaim
-from mote.cache_schema.errors import StoreCorrupt, StoreError, StoreMismatch
 from mote.cache_schema.folder import clear_target, creation_interrupted, remove_partial_files
 from mote.cache_schema.reader import StoreReader
 from mote.cache_schema.remote import LiveFiles, RemoteFiles, files_at
@@ -39,6 +38,7 @@ from mote.cache_schema.repair import (
     restore_array_metadata,
 )
 from mote.cache_schema.spec import StoreSpec, VideoResult
+from mote.cache_schema.store_errors import StoreCorrupt, StoreError, StoreMismatch
 from mote.pipeline.locations import Url, locate
 
 # Measured on 1,024 videos x 3 views x 8 frames x 768 (fp16, CLIP-like spread per dimension):

@@ -18,7 +18,7 @@ from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import resolved
 from mote.pipeline.runs.layout import CONFIG_FILE
 from mote.pipeline.runs.metric_logs import BACKENDS, check_logs
-from mote.pipeline.temporal.config import ARCHS, MoTEConfig, default_config
+from mote.pipeline.temporal.temporal_config import ARCHS, MoTEConfig, default_config
 from mote.pipeline.train.precisions import PRECISIONS, check_precision
 from mote.pipeline.train.sampler import MICRO_BATCHES_RULE, default_micro_batches
 

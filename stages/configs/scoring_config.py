@@ -13,7 +13,7 @@ from mote.pipeline.config import (
     storage_options_setting,
     tfm_override_setting,
 )
-from mote.pipeline.temporal.config import MoTEConfig
+from mote.pipeline.temporal.temporal_config import MoTEConfig
 
 MEAN_POOLING = "CLIP mean pooling of the stored frames (no training needed)."
 
