@@ -370,49 +370,61 @@ def print_demo(result: dict) -> None:
         f"nothing of these words, so expect about chance ({result['zero_shot_chance']:.0f}%): "
         "this exercises the protocol, not CLIP"
     )
-    predictions = result.get("predict")
-    if predictions is not None:
-        table = Table(title="mote demo: mote predict on two held-out video files")
-        for column in ("video", "true class", "predicted", "prob", "runner-up"):
-            table.add_column(column)
-        for video, truth in zip(predictions["videos"], result["predict_truth"], strict=True):
-            top = video["top"]
-            if not top:
-                table.add_row(Path(video["video"]).name, truth, f"failed: {video['error']}")
-                continue
-            runner_up = top[1]["label"] if len(top) > 1 else ""
-            cells = (top[0]["label"], f"{top[0]['score']:.4f}", runner_up)
-            table.add_row(Path(video["video"]).name, truth, *cells)
-        show(table)
-        stdout.print(
-            f"    try it on any video: mote predict --run {result['predict_run']} "
-            f"{predictions['videos'][0]['video']}",
-            soft_wrap=True,
-        )
-    e2e = result.get("e2e")
-    if e2e is not None:
-        per_epoch = ", ".join("n/a" if v is None else f"{v:.1f}" for v in e2e["val_top1_per_epoch"])
-        start = e2e["init_top1_same_clip"]
-        verdict = (
-            "tuning CLIP too held or beat the cache run"
-            if e2e["top1"] >= start
-            else "below the cache run this time: a few epochs on a few dozen videos move by "
-            "single videos"
-        )
-        stdout.print(
-            f"finetune-e2e, {e2e['epochs']} epochs warm-started from {e2e['init_run']}: "
-            f"val top-1 {e2e['top1']:.1f} on {e2e['n_videos']} videos, 1 clip each (per epoch "
-            f"{per_epoch}); the cache run scores {start:.1f} on that same clip (the table's "
-            f"{result['close_set'][0]['top1']:.1f} fuses {_views_text(views)}). Its training "
-            f"mirrors clips and swaps the left/right labels (--flip {e2e['flip']}); {verdict}",
-            soft_wrap=True,
-        )
+    _print_demo_predictions(result)
+    _print_demo_e2e(result, views)
     stdout.print(f"demo finished in {result['seconds']:.1f} s; report: {result['report']}")
     stdout.print(
         "next, your own videos: write a list of 'relative/path label' lines and an 'id,name' "
         "labels CSV, then `mote extract --dataset list --root DIR --list LIST --labels CSV --out "
         "train.zarr` and `mote train-temporal --train train.zarr --out runs/mine` (README.md, "
         "'A short tour')",
+        soft_wrap=True,
+    )
+
+
+def _print_demo_predictions(result: dict) -> None:
+    """The demo's predict table: two held-out files, the truth and the top classes."""
+    predictions = result.get("predict")
+    if predictions is None:
+        return
+    table = Table(title="mote demo: mote predict on two held-out video files")
+    for column in ("video", "true class", "predicted", "prob", "runner-up"):
+        table.add_column(column)
+    for video, truth in zip(predictions["videos"], result["predict_truth"], strict=True):
+        top = video["top"]
+        if not top:
+            table.add_row(Path(video["video"]).name, truth, f"failed: {video['error']}")
+            continue
+        runner_up = top[1]["label"] if len(top) > 1 else ""
+        cells = (top[0]["label"], f"{top[0]['score']:.4f}", runner_up)
+        table.add_row(Path(video["video"]).name, truth, *cells)
+    show(table)
+    stdout.print(
+        f"    try it on any video: mote predict --run {result['predict_run']} "
+        f"{predictions['videos'][0]['video']}",
+        soft_wrap=True,
+    )
+
+
+def _print_demo_e2e(result: dict, views: str) -> None:
+    """The demo's finetune-e2e line, against the cache run on the same clip."""
+    e2e = result.get("e2e")
+    if e2e is None:
+        return
+    per_epoch = ", ".join("n/a" if v is None else f"{v:.1f}" for v in e2e["val_top1_per_epoch"])
+    start = e2e["init_top1_same_clip"]
+    verdict = (
+        "tuning CLIP too held or beat the cache run"
+        if e2e["top1"] >= start
+        else "below the cache run this time: a few epochs on a few dozen videos move by "
+        "single videos"
+    )
+    stdout.print(
+        f"finetune-e2e, {e2e['epochs']} epochs warm-started from {e2e['init_run']}: "
+        f"val top-1 {e2e['top1']:.1f} on {e2e['n_videos']} videos, 1 clip each (per epoch "
+        f"{per_epoch}); the cache run scores {start:.1f} on that same clip (the table's "
+        f"{result['close_set'][0]['top1']:.1f} fuses {_views_text(views)}). Its training "
+        f"mirrors clips and swaps the left/right labels (--flip {e2e['flip']}); {verdict}",
         soft_wrap=True,
     )
 

@@ -9,7 +9,8 @@ single view. Report top-1 mean +- std over seeds for every K.
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,9 +54,8 @@ def train_shots(cfg: train_temporal.TrainConfig, progress: Progress) -> None:
         ) from error
 
 
-@command_threads()
-def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
-    progress = progress or NullProgress()
+def open_stores(cfg: FewShotConfig) -> tuple[FeatureStore, FeatureStore]:
+    """The training and test stores, checked to share the CLIP, the width and the classes."""
     train = FeatureStore.open(cfg.train, storage_options=cfg.storage_options)
     test = FeatureStore.open(
         cfg.test,
@@ -73,9 +73,11 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
             f"{cfg.test}: its classes differ from {cfg.train}; the K-shot "
             "protocol trains and tests on the same classes"
         )
-    labels = np.asarray(train.labels)
-    done = train.done_mask()
-    full = int(done.sum())
+    return train, test
+
+
+def check_shots(cfg: FewShotConfig, labels: np.ndarray, done: np.ndarray) -> None:
+    """Refuse before any training when a class cannot give the largest K."""
     if not cfg.shots or not cfg.seeds:
         raise ConfigError("--shots and --seeds need at least one value each")
     fewest = min(int(((labels == c) & done).sum()) for c in np.unique(labels))
@@ -84,13 +86,64 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
             f"{cfg.train}: a class has only {fewest} done videos, fewer than "
             f"{max(cfg.shots)} shots; lower --shots"
         )
+
+
+@dataclass(frozen=True)
+class ScoredView:
+    """The test store as the protocol scores it: one view per video (spec 8.3)."""
+
+    embeddings: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+    text: torch.Tensor
+
+    @classmethod
+    def of(cls, test: FeatureStore) -> ScoredView:
+        indices, embeddings, labels = test.read_done()
+        view = train_temporal.centre_view(test.spec.crops)
+        single_view = embeddings[:, view : view + 1]  # the first clip's centre crop
+        ids = [test.video_ids[i] for i in indices]
+        return cls(single_view, labels, ids, torch.from_numpy(np.array(test.text_embeddings)))
+
+    def inputs(self) -> tuple[np.ndarray, np.ndarray, list[str], torch.Tensor]:
+        return self.embeddings, self.labels, self.ids, self.text
+
+
+def shot_settings(
+    cfg: FewShotConfig,
+    base: train_temporal.TrainConfig,
+    out: Path,
+    rows: np.ndarray,
+    seed: int,
+    epoch_size: int,
+) -> train_temporal.TrainConfig:
+    """The train-temporal settings of one K-shot run: its rows, seed and folder."""
+    return replace(
+        base,
+        train=cfg.train,
+        val=None,
+        out=out,
+        epochs=cfg.epochs,
+        seed=seed,
+        device=cfg.device,
+        storage_options=cfg.storage_options,
+        videos=tuple(int(r) for r in rows),
+        epoch_size=epoch_size,
+        resume=False,
+    )
+
+
+@command_threads()
+def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
+    progress = progress or NullProgress()
+    train, test = open_stores(cfg)
+    labels = np.asarray(train.labels)
+    done = train.done_mask()
+    full = int(done.sum())
+    check_shots(cfg, labels, done)
     device = resolve_device(cfg.device)
     use_threads(device, width=train.spec.dim)  # each train-temporal run applies it again
-    indices, embeddings, test_labels = test.read_done()
-    view = train_temporal.centre_view(test.spec.crops)
-    single_view = embeddings[:, view : view + 1]  # spec 8.3: one view, the first clip's centre
-    ids = [test.video_ids[i] for i in indices]
-    text = torch.from_numpy(np.array(test.text_embeddings))
+    tested = ScoredView.of(test)
     base = cfg.training or train_temporal.TrainConfig(train=cfg.train, out=cfg.out)
     # One fewshot call per folder: it deletes unfinished runs there before redoing them.
     with RunFolder(cfg.out).writer_claim(True, progress):
@@ -98,27 +151,14 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
         for shots in cfg.shots:
             top1s = []
             for seed in cfg.seeds:
-                rows = sample_shots(labels, done, shots, seed)
                 out = cfg.out / f"k{shots}_seed{seed}"
                 if not RunFolder(out).is_finished():  # finished runs of an earlier call are kept
                     if out.exists():
                         shutil.rmtree(out)  # an unfinished run: start it again
-                    train_cfg = replace(
-                        base,
-                        train=cfg.train,
-                        val=None,
-                        out=out,
-                        epochs=cfg.epochs,
-                        seed=seed,
-                        device=cfg.device,
-                        storage_options=cfg.storage_options,
-                        videos=tuple(int(r) for r in rows),
-                        epoch_size=full,
-                        resume=False,
-                    )
-                    train_shots(train_cfg, progress)
+                    rows = sample_shots(labels, done, shots, seed)
+                    train_shots(shot_settings(cfg, base, out, rows, seed, full), progress)
                 model = load_run(out, device).model
-                scores = score(model, single_view, test_labels, ids, text, tfm=False, device=device)
+                scores = score(model, *tested.inputs(), tfm=False, device=device)
                 top1s.append(scores.metrics()["top1"])
             mean, std = mean_std(top1s)
             results[str(shots)] = {
@@ -133,7 +173,7 @@ def run(cfg: FewShotConfig, progress: Progress | None = None) -> dict:
             "test": str(cfg.test),
             "epochs": cfg.epochs,
             "views": "1 (first stored view)",
-            "n_test_videos": len(indices),
+            "n_test_videos": len(tested.ids),
             "epoch_size": full,
         }
         RunFolder(cfg.out).write_fewshot(summary)

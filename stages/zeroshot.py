@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from mote.cache_schema.feature_store import FeatureStore
-from mote.pipeline.data.datasets import ZERO_SHOT_SPLITS, load_dataset
+from mote.pipeline.data.datasets import ZERO_SHOT_SPLITS, DatasetSpec, load_dataset
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_clip import store_expectation
@@ -21,7 +23,7 @@ from mote.pipeline.runs.run_files import (
     save_predictions,
     split_predictions_path,
 )
-from mote.pipeline.runs.run_folder import RunFolder, load_run
+from mote.pipeline.runs.run_folder import Run, RunFolder, load_run
 from mote.pipeline.temporal.evaluation import override_tfm, score
 from mote.pipeline.temporal.metrics import harmonic_mean, mean_std, tradeoff
 from mote.pipeline.temporal.zeroshot_splits import StoreIndex, protocol_problems
@@ -109,6 +111,37 @@ def summarize(run: Path, close_set_top1: float | None = None) -> dict | None:
     return summary
 
 
+def _split_result(
+    cfg: ZeroShotConfig,
+    loaded: Run,
+    index: StoreIndex,
+    name: str,
+    dataset: DatasetSpec,
+    device: torch.device,
+) -> dict:
+    """One split's metrics (its predictions saved when asked)."""
+    data = index.select(dataset)
+    if not data.video_ids:
+        raise ConfigError(
+            f"split {name}: none of its {len(dataset.items)} videos is done in "
+            f"the given stores; check --store and the video ids"
+        )
+    scores = score(
+        loaded.model, data.embeddings, data.labels, data.video_ids, data.text, cfg.tfm, device
+    )
+    if cfg.save_predictions is not None:
+        save_predictions(
+            split_predictions_path(cfg.save_predictions, name), scores, list(data.class_names)
+        )
+    return {
+        "split": name,
+        **scores.metrics(),
+        "n_missing": len(data.missing),
+        "classes": len(data.class_names),
+        "rho_mean": float(scores.rho.mean()),
+    }
+
+
 @command_threads()
 def run(cfg: ZeroShotConfig) -> dict:
     device = resolve_device(cfg.device)
@@ -118,31 +151,7 @@ def run(cfg: ZeroShotConfig) -> dict:
     use_threads(device, width=loaded.model.cfg.dim)
     override_tfm(loaded.model, cfg.tfm_gamma, cfg.tfm_k)
     index = StoreIndex(_open_stores(cfg, loaded))
-    results = []
-    for name, dataset in splits:
-        data = index.select(dataset)
-        if not data.video_ids:
-            raise ConfigError(
-                f"split {name}: none of its {len(dataset.items)} videos is done in "
-                f"the given stores; check --store and the video ids"
-            )
-        scores = score(
-            loaded.model, data.embeddings, data.labels, data.video_ids, data.text, cfg.tfm, device
-        )
-        metrics = scores.metrics()
-        results.append(
-            {
-                "split": name,
-                **metrics,
-                "n_missing": len(data.missing),
-                "classes": len(data.class_names),
-                "rho_mean": float(scores.rho.mean()),
-            }
-        )
-        if cfg.save_predictions is not None:
-            save_predictions(
-                split_predictions_path(cfg.save_predictions, name), scores, list(data.class_names)
-            )
+    results = [_split_result(cfg, loaded, index, name, dataset, device) for name, dataset in splits]
     top1_mean, top1_std = mean_std([r["top1"] for r in results])
     top5_mean, _ = mean_std([r["top5"] for r in results])
     result = {

@@ -163,6 +163,24 @@ def worker_device(address: str, spec: str, devices: Sequence[torch.device]) -> s
     return "cpu" if cpu_only else "auto"
 
 
+def _count(counts: ExtractCounts, workers: dict[str, dict], result: dict) -> None:
+    """Add one chunk's result to the totals and to its worker's row."""
+    counts.done += result["done"]
+    counts.failed += result["failed"]
+    counts.images += result["images"]
+    row = workers.setdefault(
+        result["worker"],
+        {"device": result["device"], "videos": 0, "images": 0, "busy_s": 0.0},
+    )
+    row.update(
+        videos=row["videos"] + result["videos"],
+        images=row["images"] + result["images"],
+        busy_s=row["busy_s"] + result["busy_s"],
+        worker=result["worker"],
+        cuda_visible_devices=result["cuda_visible_devices"],
+    )
+
+
 def extract_distributed(
     address: str,
     store: FeatureStore,
@@ -210,20 +228,7 @@ def extract_distributed(
         ]
         for future in as_completed(futures):
             result = future.result()
-            counts.done += result["done"]
-            counts.failed += result["failed"]
-            counts.images += result["images"]
-            row = workers.setdefault(
-                result["worker"],
-                {"device": result["device"], "videos": 0, "images": 0, "busy_s": 0.0},
-            )
-            row.update(
-                videos=row["videos"] + result["videos"],
-                images=row["images"] + result["images"],
-                busy_s=row["busy_s"] + result["busy_s"],
-                worker=result["worker"],
-                cuda_visible_devices=result["cuda_visible_devices"],
-            )
+            _count(counts, workers, result)
             progress.update(done=result["done"], failed=result["failed"], frames=result["images"])
     finally:
         client.close()

@@ -54,11 +54,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def make_app(service: SearchService, max_body: int = MAX_BODY) -> Starlette:
-    """The app: every route timed into ``/metrics`` under its name."""
-    metrics = ServedMetrics(service.loaded.file.n_rows)
+class Endpoints:
+    """The routes' handlers over one service; each a coroutine Starlette calls per request."""
 
-    def timed(name: str, endpoint: Endpoint) -> Endpoint:
+    def __init__(self, service: SearchService, metrics: ServedMetrics, max_body: int) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.max_body = max_body
+
+    def timed(self, name: str, endpoint: Endpoint) -> Endpoint:
+        """``endpoint`` with its errors as JSON lines and its time recorded under ``name``."""
+
         async def answer(request: Request) -> Response:
             started = time.perf_counter()
             try:
@@ -68,66 +74,72 @@ def make_app(service: SearchService, max_body: int = MAX_BODY) -> Starlette:
             except RequestError as bad:
                 response = error(400, str(bad))
             except BodyTooLarge:
-                response = error(413, f"the request body is larger than {max_body} bytes")
-            metrics.observe(name, response.status_code, time.perf_counter() - started)
+                response = error(413, f"the request body is larger than {self.max_body} bytes")
+            self.metrics.observe(name, response.status_code, time.perf_counter() - started)
             return response
 
         return answer
 
-    async def search(request: Request) -> Response:
-        body = await read_body(request, max_body)
+    async def search(self, request: Request) -> Response:
+        body = await read_body(request, self.max_body)
         try:
             asked = json.loads(body)
         except (ValueError, UnicodeDecodeError) as bad:
             raise RequestError(f"the body is not JSON ({bad})") from None
-        return JSONResponse(await run_in_threadpool(service.search, asked))
+        return JSONResponse(await run_in_threadpool(self.service.search, asked))
 
-    async def video(request: Request) -> Response:
-        return JSONResponse(await run_in_threadpool(service.video, _id(request)))
+    async def video(self, request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(self.service.video, _id(request)))
 
-    async def frames(request: Request) -> Response:
+    async def frames(self, request: Request) -> Response:
         video_id = _id(request)
-        shown = await run_in_threadpool(service.frames, video_id)
+        shown = await run_in_threadpool(self.service.frames, video_id)
         base = f"/api/videos/{quote(video_id)}/frames/"
         return JSONResponse({"frames": [{**f, "src": f"{base}{f['frame']}.jpg"} for f in shown]})
 
-    async def thumbnail(request: Request) -> Response:
+    async def thumbnail(self, request: Request) -> Response:
         frame = int(request.path_params["frame"])
-        data = await run_in_threadpool(service.thumbnail, _id(request), frame)
+        data = await run_in_threadpool(self.service.thumbnail, _id(request), frame)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
-    async def video_file(request: Request) -> Response:
-        path = await run_in_threadpool(service.video_file, _id(request))
+    async def video_file(self, request: Request) -> Response:
+        path = await run_in_threadpool(self.service.video_file, _id(request))
         kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return FileResponse(path, media_type=kind)
 
-    async def health(request: Request) -> Response:
-        return JSONResponse(service.health())
+    async def health(self, request: Request) -> Response:
+        return JSONResponse(self.service.health())
 
-    async def exposition(request: Request) -> Response:
-        return Response(metrics.text(), media_type=CONTENT_TYPE)
+    async def exposition(self, request: Request) -> Response:
+        return Response(self.metrics.text(), media_type=CONTENT_TYPE)
 
-    async def page(request: Request) -> Response:
+    async def page(self, request: Request) -> Response:
         return HTMLResponse(PAGE)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
+    async def not_found(self, request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         reason = "not found" if status == 404 else exc.detail if status != 500 else "error"
         response = error(status, f"{request.method} {request.url.path}: {reason}")
-        metrics.observe("other", status, 0.0)
+        self.metrics.observe("other", status, 0.0)
         return response
 
+
+def make_app(service: SearchService, max_body: int = MAX_BODY) -> Starlette:
+    """The app: every route timed into ``/metrics`` under its name."""
+    metrics = ServedMetrics(service.loaded.file.n_rows)
+    ends = Endpoints(service, metrics, max_body)
+    video = "/api/videos/{video_id:path}"
     routes = [
-        Route("/", timed("page", page)),
-        Route("/api/search", timed("search", search), methods=["POST"]),
-        Route("/api/health", timed("health", health)),
-        Route("/metrics", timed("metrics", exposition)),
-        Route("/api/videos/{video_id:path}/frames/{frame:int}.jpg", timed("thumbnail", thumbnail)),
-        Route("/api/videos/{video_id:path}/frames", timed("frames", frames)),
-        Route("/api/videos/{video_id:path}/file", timed("file", video_file)),
-        Route("/api/videos/{video_id:path}", timed("video", video)),
+        Route("/", ends.timed("page", ends.page)),
+        Route("/api/search", ends.timed("search", ends.search), methods=["POST"]),
+        Route("/api/health", ends.timed("health", ends.health)),
+        Route("/metrics", ends.timed("metrics", ends.exposition)),
+        Route(f"{video}/frames/{{frame:int}}.jpg", ends.timed("thumbnail", ends.thumbnail)),
+        Route(f"{video}/frames", ends.timed("frames", ends.frames)),
+        Route(f"{video}/file", ends.timed("file", ends.video_file)),
+        Route(video, ends.timed("video", ends.video)),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: not_found})
+    app = Starlette(routes=routes, exception_handlers={HTTPException: ends.not_found})
     app.state.metrics = metrics
     return app
 
