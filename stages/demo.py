@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mote.pipeline.clip.factory import TINY_CONFIG
@@ -39,6 +40,7 @@ from mote.stages import (
 )
 from mote.stages.configs.demo_config import DemoConfig  # noqa: F401
 
+DEMO_ARCHS = ("mote", "meanpool")  # the method and its baseline, side by side
 # Classes the demo never trains on: vertical motion, evaluated zero-shot.
 HELD_OUT = ("circle moving up", "circle moving down", "square moving up", "square moving down")
 # The e2e step's smallest training crop: the shapes fill a small part of 64-px frames, and
@@ -121,10 +123,12 @@ def _train(arch: str, train: Path, val: Path, out: Path, cfg: DemoConfig, progre
 
 
 def _finetune(
-    data, train: Path, val: Path, init: Path, store: Path, start: float, cfg: DemoConfig
+    data, train: Path, val: Path, init: Path, store: Path, trained: dict, cfg: DemoConfig
 ) -> dict:
-    """A few epochs of CLIP + MoTE end to end, from the MoTE cache run and the store's text.
-    ``start``: the cache run's top-1 on the clip the e2e run validates on."""
+    """A few epochs of CLIP + MoTE end to end, from the MoTE cache run and the store's text;
+    ``trained`` is that run's training result, to compare on the clip e2e validates on."""
+    # e2e validates on 1 eval clip (centre crop): view 0 of the 3x1 store is that clip
+    start = (trained.get("top1_per_view") or [trained["top1"]])[0]
     out = cfg.workdir / "runs" / "e2e"
     if out.exists():
         shutil.rmtree(out)
@@ -175,20 +179,14 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
     started = time.perf_counter()
     work = cfg.workdir
     say = progress.message
-    say(f"1/8 writing demo videos to {work / 'videos'}")
-    data = write_motion_dataset(
-        work / "videos", videos_per_class=cfg.videos_per_class, seed=cfg.seed
-    )
-    train_list, val_list = split_list(data.list_file)
-    say(f"    {len(data.class_names)} classes: {', '.join(data.class_names)}")
-
+    data, train_list, val_list = _videos(cfg, say)
     say("2/8 extracting mote-tiny CLIP frame features (random weights)")
     train_store, val_store = work / "train.zarr", work / "val.zarr"
     _extract(data, train_list, train_store, "2x1", "train", cfg, progress)
     _extract(data, val_list, val_store, "3x1", "eval", cfg, progress)
 
     say("3/8 training MoTE and the mean-pooling baseline from the cache")
-    runs = {arch: work / "runs" / arch for arch in ("mote", "meanpool")}
+    runs = {arch: work / "runs" / arch for arch in DEMO_ARCHS}
     trained = {
         arch: _train(arch, train_store, val_store, path, cfg, Quiet(progress))
         for arch, path in runs.items()
@@ -199,9 +197,60 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
         arch: evaluate.run(evaluate.EvaluateConfig(run=path, store=val_store, device="cpu"))
         for arch, path in runs.items()
     }
-    chance = 100.0 / len(data.class_names)
 
     say(f"5/8 zero-shot on {len(HELD_OUT)} held-out classes")
+    zero = _zero_shot(runs, cfg, progress)
+
+    say(f"6/8 report of both runs in {work / 'report'}")
+    written = report.run(report.ReportConfig(runs=tuple(runs.values()), out=work / "report"))
+    close_set = _close_set(runs, results, written["runs"])
+    say("7/8 mote predict: the MoTE run labels two held-out video files")
+    labelled = _held_out_videos(data.root, val_list, 2)
+    predictions = _predict(runs["mote"], labelled, cfg, progress)
+    e2e = None
+    if cfg.e2e_epochs > 0:
+        say(
+            f"8/8 finetune-e2e: {cfg.e2e_epochs} epochs of CLIP + MoTE end to end on the videos, "
+            "warm-started from the MoTE run"
+        )
+        e2e = _finetune(data, train_list, val_list, runs["mote"], train_store, trained["mote"], cfg)
+    return {
+        "e2e": e2e,
+        "predict": predictions,
+        "predict_truth": [data.class_names[label] for _, label in labelled],
+        "predict_run": str(runs["mote"]),
+        "results": results,
+        "trained": trained,
+        "zeroshot": zero,
+        "close_set": close_set,
+        "zero_shot": [
+            {"arch": arch, "top1": r["top1_mean"], "n_videos": r["splits"][0]["n_videos"]}
+            for arch, r in zero.items()
+        ],
+        "held_out": list(HELD_OUT),
+        "zero_shot_chance": 100.0 / len(HELD_OUT),
+        "info": info.run(info.InfoConfig(store=val_store)),
+        "store": str(val_store),
+        "seconds": time.perf_counter() - started,
+        "chance": 100.0 / len(data.class_names),
+        "report": written["report"],
+    }
+
+
+def _videos(cfg: DemoConfig, say: Callable[[str], None]) -> tuple[SyntheticDataset, Path, Path]:
+    """Step 1: the generated videos and their training and validation lists (3:1 per class)."""
+    say(f"1/8 writing demo videos to {cfg.workdir / 'videos'}")
+    data = write_motion_dataset(
+        cfg.workdir / "videos", videos_per_class=cfg.videos_per_class, seed=cfg.seed
+    )
+    train_list, val_list = split_list(data.list_file)
+    say(f"    {len(data.class_names)} classes: {', '.join(data.class_names)}")
+    return data, train_list, val_list
+
+
+def _zero_shot(runs: dict[str, Path], cfg: DemoConfig, progress: Progress) -> dict[str, dict]:
+    """Each run's zero-shot result on generated videos of classes it never saw."""
+    work = cfg.workdir
     unseen = write_motion_dataset(
         work / "heldout",
         classes=HELD_OUT,
@@ -210,7 +259,7 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
     )
     unseen_store = work / "heldout.zarr"
     _extract(unseen, unseen.list_file, unseen_store, "3x1", "eval", cfg, progress)
-    zero = {
+    return {
         arch: zeroshot.run(
             zeroshot.ZeroShotConfig(
                 run=path,
@@ -222,16 +271,13 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
         )
         for arch, path in runs.items()
     }
-    zero_shot = [
-        {"arch": arch, "top1": r["top1_mean"], "n_videos": r["splits"][0]["n_videos"]}
-        for arch, r in zero.items()
-    ]
 
-    say(f"6/8 report of both runs in {work / 'report'}")
-    written = report.run(report.ReportConfig(runs=tuple(runs.values()), out=work / "report"))
-    # the params column is the report's: the same number (the run's params_merged), the same text
-    params = {row["path"]: millions(row["params_merged"]) for row in written["runs"]}
-    close_set = [
+
+def _close_set(runs: dict[str, Path], results: dict[str, dict], report_runs: list[dict]) -> list:
+    """The close-set table's rows; the params column is the report's (the same number, the same
+    text: the run's params_merged)."""
+    params = {row["path"]: millions(row["params_merged"]) for row in report_runs}
+    return [
         {
             "arch": arch,
             "top1": result["top1"],
@@ -242,11 +288,13 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
         }
         for arch, result in results.items()
     ]
-    say("7/8 mote predict: the MoTE run labels two held-out video files")
-    labelled = _held_out_videos(data.root, val_list, 2)
-    predictions = predict.run(
+
+
+def _predict(run: Path, labelled: list[tuple[Path, int]], cfg: DemoConfig, progress: Progress):
+    """``mote predict`` of the MoTE run on held-out video files."""
+    return predict.run(
         predict.PredictConfig(
-            run=runs["mote"],
+            run=run,
             videos=tuple(path for path, _ in labelled),
             top_k=3,
             device="cpu",
@@ -254,34 +302,6 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
         ),
         progress,
     )
-    e2e = None
-    if cfg.e2e_epochs > 0:
-        say(
-            f"8/8 finetune-e2e: {cfg.e2e_epochs} epochs of CLIP + MoTE end to end on the videos, "
-            "warm-started from the MoTE run"
-        )
-        # e2e validates on 1 eval clip (centre crop): view 0 of the 3x1 store is that clip
-        start = (trained["mote"].get("top1_per_view") or [trained["mote"]["top1"]])[0]
-        e2e = _finetune(data, train_list, val_list, runs["mote"], train_store, start, cfg)
-    seconds = time.perf_counter() - started
-    return {
-        "e2e": e2e,
-        "predict": predictions,
-        "predict_truth": [data.class_names[label] for _, label in labelled],
-        "predict_run": str(runs["mote"]),
-        "results": results,
-        "trained": trained,
-        "zeroshot": zero,
-        "close_set": close_set,
-        "zero_shot": zero_shot,
-        "held_out": list(HELD_OUT),
-        "zero_shot_chance": 100.0 / len(HELD_OUT),
-        "info": info.run(info.InfoConfig(store=val_store)),
-        "store": str(val_store),
-        "seconds": seconds,
-        "chance": chance,
-        "report": written["report"],
-    }
 
 
 def _held_out_videos(root: Path, val_list: Path, n: int) -> list[tuple[Path, int]]:
