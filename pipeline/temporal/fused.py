@@ -20,8 +20,9 @@ from torch import Tensor, nn
 
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.temporal.micro_batches import group_micro_batches
-from mote.pipeline.temporal.mote_model import ExpertFFN, MoTE
+from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.temporal.routing import StepDraws
+from mote.pipeline.temporal.temporal_layers import ExpertFFN
 
 LOSS_KEYS = ("total", "ce", "wmr", "mse")
 FUSED_ADAMW_DEVICES = ("cuda", "cpu")  # torch >= 2.4 has the fused AdamW kernel on both
