@@ -26,6 +26,7 @@ from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
 from mote.pipeline.progress import NullProgress, Progress, Quiet
 from mote.pipeline.runs.report_page import millions
 from mote.pipeline.runs.run_folder import RunFolder
+from mote.pipeline.temporal.arch_names import MEANPOOL, MOTE
 from mote.pipeline.threads import command_threads, use_threads
 from mote.stages import (
     evaluate,
@@ -39,6 +40,8 @@ from mote.stages import (
 )
 from mote.stages.configs.demo_config import DemoConfig  # noqa: F401
 
+# What the demo trains and compares: MoTE against CLIP mean pooling.
+DEMO_ARCHS = (MOTE, MEANPOOL)
 # Classes the demo never trains on: vertical motion, evaluated zero-shot.
 HELD_OUT = ("circle moving up", "circle moving down", "square moving up", "square moving down")
 # The e2e step's smallest training crop: the shapes fill a small part of 64-px frames, and
@@ -188,7 +191,7 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
     _extract(data, val_list, val_store, "3x1", "eval", cfg, progress)
 
     say("3/8 training MoTE and the mean-pooling baseline from the cache")
-    runs = {arch: work / "runs" / arch for arch in ("mote", "meanpool")}
+    runs = {arch: work / "runs" / arch for arch in DEMO_ARCHS}
     trained = {
         arch: _train(arch, train_store, val_store, path, cfg, Quiet(progress))
         for arch, path in runs.items()
@@ -246,7 +249,7 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
     labelled = _held_out_videos(data.root, val_list, 2)
     predictions = predict.run(
         predict.PredictConfig(
-            run=runs["mote"],
+            run=runs[MOTE],
             videos=tuple(path for path, _ in labelled),
             top_k=3,
             device="cpu",
@@ -261,14 +264,14 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
             "warm-started from the MoTE run"
         )
         # e2e validates on 1 eval clip (centre crop): view 0 of the 3x1 store is that clip
-        start = (trained["mote"].get("top1_per_view") or [trained["mote"]["top1"]])[0]
-        e2e = _finetune(data, train_list, val_list, runs["mote"], train_store, start, cfg)
+        start = (trained[MOTE].get("top1_per_view") or [trained[MOTE]["top1"]])[0]
+        e2e = _finetune(data, train_list, val_list, runs[MOTE], train_store, start, cfg)
     seconds = time.perf_counter() - started
     return {
         "e2e": e2e,
         "predict": predictions,
         "predict_truth": [data.class_names[label] for _, label in labelled],
-        "predict_run": str(runs["mote"]),
+        "predict_run": str(runs[MOTE]),
         "results": results,
         "trained": trained,
         "zeroshot": zero,

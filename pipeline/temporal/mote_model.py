@@ -1,6 +1,7 @@
-"""The MoTE temporal module (spec sections 2-5): the model, no I/O. Settings are in
-``temporal_config.py``, the layers in ``temporal_layers.py``, random draws in ``routing.py``, the
-fused training losses in ``fused.py``.
+"""The MoTE temporal module (spec sections 2-5): the model that runs any registered architecture,
+no I/O. Settings are in ``temporal_config.py``, the layers in ``temporal_layers.py``, what each
+architecture builds and supports in ``architectures/``, random draws in ``routing.py``, the fused
+training losses in ``fused.py``.
 
 Shapes: B batch (views), T frames, D embedding width, L layers, N experts per layer, C classes.
 Parameter names mirror the reference checkpoint (spec 14), so importing one is a plain copy:
@@ -27,9 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.temporal.architectures import Architecture, get_architecture
 from mote.pipeline.temporal.routing import sample_experts, sample_temperatures, wmr_coefficients
 from mote.pipeline.temporal.temporal_config import MoTEConfig
-from mote.pipeline.temporal.temporal_layers import INIT_STD, ExpertChoice, TemporalTransformer
+from mote.pipeline.temporal.temporal_layers import ExpertChoice
 
 MODES = ("auto", "routed", "wmr", "merged", "expert")
 
@@ -45,31 +47,18 @@ class MoTE(nn.Module):
     def __init__(self, cfg: MoTEConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        if cfg.arch != "meanpool":
-            self.frame_position_embeddings = nn.Embedding(cfg.context, cfg.dim)
-            self.transformer = TemporalTransformer(cfg.dim, cfg.heads, cfg.layers, cfg.n_experts)
+        for name, part in self.architecture.build(cfg).items():
+            self.add_module(name, part)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
         self.register_buffer("finetune_text", torch.zeros(0, cfg.dim))
-        self._init_weights()
+        self.architecture.init_weights(self)
 
     # -- construction --------------------------------------------------------------------------
 
-    def _init_weights(self) -> None:
-        """Spec 2.6. The attention in-projection keeps PyTorch's Xavier-uniform (from its ctor)."""
-        if self.cfg.arch == "meanpool":
-            return
-        nn.init.normal_(self.frame_position_embeddings.weight, std=INIT_STD)
-        for block in self.transformer.resblocks:
-            nn.init.normal_(block.attn.out_proj.weight, std=INIT_STD)
-            nn.init.zeros_(block.attn.out_proj.bias)
-            for linear in [*block.mlp.fc_up, *block.mlp.fc_dn]:  # independent draw per expert
-                nn.init.normal_(linear.weight, std=INIT_STD)
-                nn.init.zeros_(linear.bias)
-            if self.cfg.expert_init == "same":  # Table 2a: copies of expert 0's draw
-                with torch.no_grad():
-                    for layer in (block.mlp.fc_up, block.mlp.fc_dn):
-                        for expert in layer[1:]:
-                            expert.weight.copy_(layer[0].weight)
+    @property
+    def architecture(self) -> Architecture:
+        """What ``cfg.arch`` builds and supports (``architectures/``)."""
+        return get_architecture(self.cfg.arch)
 
     def set_finetune_text(self, text: Tensor) -> None:
         """Store the fine-tuning class bank Y_ft (C_ft, D) that TFM needs, as unit rows."""
@@ -114,11 +103,12 @@ class MoTE(nn.Module):
         "wmr": temperature-merged pass (``temperatures`` forces tau per layer, inf allowed);
         "merged": the cfg.inference rule ("ensemble" merges here too; ``predict`` ensembles);
         "expert": expert ``experts[l]`` in layer l, unmerged; "auto": routed when training,
-        merged in eval. The meanpool arch returns e; the transformer arch ignores the mode.
+        merged in eval. An architecture without a temporal module returns e; one without routed
+        experts ignores the mode.
         """
         if mode not in MODES:
             raise ConfigError(f"forward mode {mode!r} is not one of {list(MODES)}")
-        if self.cfg.arch == "meanpool":
+        if self.architecture.pools_only:
             return e
         b, t, d = e.shape
         if t > self.cfg.context or d != self.cfg.dim:
@@ -146,7 +136,7 @@ class MoTE(nn.Module):
     ) -> list[ExpertChoice]:
         """What each layer's FFN runs for this pass."""
         cfg, layers = self.cfg, self.cfg.layers
-        if cfg.arch == "transformer":
+        if not self.architecture.routes_experts:
             return [0] * layers
         if mode == "expert" or (mode == "routed" and experts is not None):
             return list(self._check_experts(experts))
@@ -161,7 +151,7 @@ class MoTE(nn.Module):
             if len(taus) != layers:
                 raise ConfigError(f"got {len(taus)} WMR temperatures for {layers} layers")
             return [wmr_coefficients(float(tau), cfg.experts) for tau in taus]
-        if cfg.inference == "random":  # Table 2c: a uniformly random expert per layer, no merge
+        if self.architecture.inference(cfg) == "random":  # Table 2c: uniform expert draws, no merge
             return list(sample_experts("uniform", cfg.experts, layers, generator))
         return [block.mlp.merge_coefficients() for block in self.transformer.resblocks]
 
@@ -220,8 +210,8 @@ class MoTE(nn.Module):
         modulate, so its rho is all ones.
         """
         ones = torch.ones(e.shape[0], dtype=e.dtype, device=e.device)
-        rho = self.tfm_rho(e, text) if tfm and self.cfg.arch != "meanpool" else ones
-        if self.cfg.arch == "mote" and self.cfg.inference == "ensemble":
+        rho = self.tfm_rho(e, text) if tfm and self.architecture.uses_tfm else ones
+        if self.architecture.inference(self.cfg) == "ensemble":
             vectors = [
                 F.normalize(
                     self.pool(
@@ -238,11 +228,7 @@ class MoTE(nn.Module):
         return F.normalize(self.pool(x), dim=-1), rho
 
     def predict(
-        self,
-        e: Tensor,
-        text: Tensor,
-        tfm: bool = False,
-        generator: torch.Generator | None = None,
+        self, e: Tensor, text: Tensor, tfm: bool = False, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """Evaluation: cosine logits (B, C) (no scale, spec 8) and rho (B,), from
         ``view_embeddings`` and the unit class text rows."""
@@ -275,7 +261,7 @@ class MoTE(nn.Module):
         logits = self.cosine_logits(self.pool(x), text)  # (B, C)
         ce = F.cross_entropy(sigma * logits, labels)
         wmr, mse = zero, zero
-        if cfg.arch == "mote":
+        if self.architecture.wmr_mse_losses:
             x_mse = x
             if cfg.wmr:
                 x_r = self.forward_features(
@@ -310,7 +296,7 @@ class MoTE(nn.Module):
         """The deployable single-FFN module (spec 3.2, 11.4): experts replaced by their
         uniform average, named like the reference's baseline (``mlp.c_fc`` / ``mlp.c_proj``).
         Holds the temporal module only (no logit_scale, text bank or fusion vectors)."""
-        if self.cfg.arch == "meanpool":
+        if self.architecture.pools_only:
             return {}
         out: dict[str, Tensor] = {}
         with torch.no_grad():
@@ -330,7 +316,7 @@ class MoTE(nn.Module):
     def num_params(self, merged: bool) -> int:
         """Spec 11.4: merged L(12D^2 + 13D) + 77D; training counts every expert. The logit
         scale, text bank and fusion vectors are not counted."""
-        if self.cfg.arch == "meanpool":
+        if self.architecture.pools_only:
             return 0
         total = sum(p.numel() for n, p in self.named_parameters() if n != "logit_scale")
         if not merged:
