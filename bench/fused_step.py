@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from benchlib import aten_calls, machine, sync
 
 from mote.pipeline.device import resolve_device
+from mote.pipeline.temporal.architectures import architecture_names
 from mote.pipeline.temporal.fused import adamw
 from mote.pipeline.temporal.micro_batches import micro_batch_sizes
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.temporal.temporal_config import default_config
 from mote.pipeline.train.step import LossModule, fused_step, train_step
 
-ARCHS = ("mote", "transformer", "meanpool")
+ARCHS = architecture_names()
 
 
 def make_step(kind: str, arch: str, args: argparse.Namespace, device: torch.device):

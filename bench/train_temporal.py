@@ -43,6 +43,7 @@ from benchlib import aten_calls, doc_parser, machine, sync, write_store
 
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.device import resolve_device
+from mote.pipeline.temporal.architectures import architecture_names
 from mote.pipeline.temporal.features import InMemoryFeatures, StreamingFeatures
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.train.distributed import DistContext
@@ -59,7 +60,7 @@ from mote.stages.train_temporal import (
 )
 
 CLIP_FOR_DIM = {512: "ViT-B-16", 768: "ViT-L-14", 64: "mote-tiny"}
-ARCHS = ("mote", "transformer", "meanpool")
+ARCHS = architecture_names()
 K400 = (240_000, 30)  # videos, epochs of the run whose cost the epochs section reports
 # videos/s targets on one H100/H200 (issue 10), by (arch, dim)
 GPU_TARGETS = {("mote", 512): 20_000, ("mote", 768): 10_000, ("transformer", 512): 30_000}

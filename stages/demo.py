@@ -27,6 +27,7 @@ from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
 from mote.pipeline.progress import NullProgress, Progress, Quiet
 from mote.pipeline.runs.report_page import millions
 from mote.pipeline.runs.run_folder import RunFolder
+from mote.pipeline.temporal.arch_names import MEANPOOL, MOTE
 from mote.pipeline.threads import command_threads, use_threads
 from mote.stages import (
     evaluate,
@@ -40,7 +41,8 @@ from mote.stages import (
 )
 from mote.stages.configs.demo_config import DemoConfig  # noqa: F401
 
-DEMO_ARCHS = ("mote", "meanpool")  # the method and its baseline, side by side
+# What the demo trains and compares: MoTE against CLIP mean pooling.
+DEMO_ARCHS = (MOTE, MEANPOOL)
 # Classes the demo never trains on: vertical motion, evaluated zero-shot.
 HELD_OUT = ("circle moving up", "circle moving down", "square moving up", "square moving down")
 # The e2e step's smallest training crop: the shapes fill a small part of 64-px frames, and
@@ -206,19 +208,19 @@ def _run(cfg: DemoConfig, progress: Progress) -> dict:
     close_set = _close_set(runs, results, written["runs"])
     say("7/8 mote predict: the MoTE run labels two held-out video files")
     labelled = _held_out_videos(data.root, val_list, 2)
-    predictions = _predict(runs["mote"], labelled, cfg, progress)
+    predictions = _predict(runs[MOTE], labelled, cfg, progress)
     e2e = None
     if cfg.e2e_epochs > 0:
         say(
             f"8/8 finetune-e2e: {cfg.e2e_epochs} epochs of CLIP + MoTE end to end on the videos, "
             "warm-started from the MoTE run"
         )
-        e2e = _finetune(data, train_list, val_list, runs["mote"], train_store, trained["mote"], cfg)
+        e2e = _finetune(data, train_list, val_list, runs[MOTE], train_store, trained[MOTE], cfg)
     return {
         "e2e": e2e,
         "predict": predictions,
         "predict_truth": [data.class_names[label] for _, label in labelled],
-        "predict_run": str(runs["mote"]),
+        "predict_run": str(runs[MOTE]),
         "results": results,
         "trained": trained,
         "zeroshot": zero,

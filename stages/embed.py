@@ -47,7 +47,7 @@ def identity(cfg: EmbedConfig, loaded: Run | None, store: FeatureStore, rows: np
     else:
         model = loaded.model.cfg
         variant = {
-            "name": "tfm" if cfg.tfm and model.arch != "meanpool" else "plain",
+            "name": "tfm" if cfg.tfm and loaded.model.architecture.uses_tfm else "plain",
             "test_bank": "store classes" if cfg.tfm else None,
             "tfm_gamma": model.tfm_gamma if cfg.tfm else None,
             "tfm_k": model.tfm_k if cfg.tfm else None,
@@ -149,7 +149,7 @@ def _run_for(cfg: EmbedConfig, device: torch.device) -> Run | None:
 def check_vocabulary(cfg: EmbedConfig, loaded: Run | None, store: FeatureStore) -> None:
     """TFM compares each video with the store's class names: refuse a store that has none,
     warn (one line, the way out) where one class cannot tell videos apart."""
-    if loaded is None or not cfg.tfm or loaded.model.cfg.arch == "meanpool":
+    if loaded is None or not cfg.tfm or not loaded.model.architecture.uses_tfm:
         return
     if not store.labelled:
         raise ConfigError(

@@ -89,7 +89,7 @@ def run(cfg: ImportReferenceConfig) -> dict:
         "arch": cfg.arch,
         "dim": cfg.dim,
         "layers": cfg.layers,
-        "experts": cfg.n_experts,
+        "experts": temporal.architecture.n_experts(cfg),
         "heads": cfg.heads,
         "epoch": ref["epoch"],
         "finetune_classes": int(bank.shape[0]),

@@ -1,6 +1,7 @@
 """Every temporal module the switches can build, trained one step both ways (timm-style smoke).
 
-For each arch x routing x WMR x MSE combination, and each WMR loss, temperature scheme, expert
+For each registered architecture (a new one is picked up by itself), each MoTE routing x WMR x MSE
+combination, and each WMR loss, temperature scheme, expert
 init and inference mode on the default MoTE: the per-micro-batch losses and the production
 fused step run forward and backward, every loss and gradient is finite, every trainable
 parameter gets a gradient except the experts no micro-batch routed to (no WMR), and the
@@ -10,17 +11,19 @@ used to copy.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from mote.pipeline.temporal.arch_names import ARCH_NAMES, MOTE
+from mote.pipeline.temporal.architectures import architecture_names, get_architecture
 from mote.pipeline.temporal.fused import adamw
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.temporal.routing import draw_step
 from mote.pipeline.temporal.temporal_config import (
-    ARCHS,
     EXPERT_INITS,
     INFERENCES,
     ROUTINGS,
@@ -34,7 +37,7 @@ D, HEADS, LAYERS, T, C, B, M = 32, 2, 2, 4, 5, 6, 2
 
 
 def combinations() -> dict[str, dict]:
-    cases = {arch: {"arch": arch} for arch in ARCHS if arch != "mote"}
+    cases = {name: {"arch": name} for name in architecture_names()}
     for routing, wmr, mse in itertools.product(ROUTINGS, (True, False), (True, False)):
         name = f"mote {routing} wmr={wmr} mse={mse}"
         cases[name] = {"routing": routing, "wmr": wmr, "mse": mse}
@@ -69,7 +72,7 @@ def data(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def expected_without_gradient(model: MoTE, routed: list[set[int]] | None) -> set[str]:
     """The expert parameters no micro-batch routed to (None: every expert takes part)."""
-    if routed is None or model.cfg.arch != "mote":
+    if routed is None or not model.architecture.routes_experts:
         return set()
     return {
         f"transformer.resblocks.{layer}.mlp.{kind}.{expert}.{what}"
@@ -124,3 +127,18 @@ def test_fused_step_trains_every_parameter_and_evaluates(overrides):
         scores, rho = model.predict(e, text, tfm=True, generator=torch.Generator().manual_seed(0))
     assert scores.shape == (B, C) and torch.isfinite(scores).all()
     assert rho.shape == (B,) and ((rho > 0) & (rho <= 1 + 1e-5)).all()  # m <= 1 up to rounding
+
+
+def test_every_listed_name_has_one_registered_class():
+    """arch_names.py (what --help lists, torch-free) and the registry name the same set."""
+    assert architecture_names() == ARCH_NAMES
+    assert all(get_architecture(name).name == name for name in ARCH_NAMES)
+
+
+@pytest.mark.parametrize("name", architecture_names())
+def test_an_architecture_reads_only_real_switches(name):
+    """Its settings are MoTEConfig fields; MoTE reads every switch (the widest ablation)."""
+    switches = {f.name for f in dataclasses.fields(MoTEConfig)} - {"dim", "arch"}
+    settings = set(get_architecture(name).settings)
+    assert settings <= switches
+    assert name != MOTE or settings == switches

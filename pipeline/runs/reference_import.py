@@ -22,6 +22,8 @@ from torch import Tensor
 
 from mote.pipeline.errors import ConfigError, torch_load_reason
 from mote.pipeline.safe_load import load_weights_only
+from mote.pipeline.temporal.arch_names import MEANPOOL, MOTE, TRANSFORMER
+from mote.pipeline.temporal.architectures import get_architecture
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.temporal.temporal_config import MoTEConfig, default_config
 
@@ -99,7 +101,8 @@ def temporal_from_reference(
     state = {k: v.float() for k, v in strip_module_prefix(fusion_state).items()}
     bank = state.pop(TEXT_BANK_KEY, None)
     cfg = _infer_config(state, bank)
-    if cfg.arch == "transformer":
+    arch = get_architecture(cfg.arch)
+    if not (arch.pools_only or arch.routes_experts):  # the baseline's single FFN
         state = _expert_naming(state, cfg.layers)
     dim = cfg.dim
     bank = torch.zeros(0, dim) if bank is None else bank
@@ -136,19 +139,19 @@ def _infer_config(state: dict[str, Tensor], bank: Tensor | None) -> MoTEConfig:
                 f"{TEMPORAL_KEY} has no {POSITION_KEY} (found {sorted(state)[:8]}); expected the "
                 "reference's temporal module (spec 14)"
             )
-        return default_config(int(bank.shape[1]), arch="meanpool")  # reference vid_head "None"
+        return default_config(int(bank.shape[1]), arch=MEANPOOL)  # reference vid_head "None"
     context, dim = (int(n) for n in state[POSITION_KEY].shape)
     layers = len({int(m.group(1)) for k in state if (m := _LAYER.match(k))})
     experts = len({int(m.group(1)) for k in state if (m := _EXPERT.match(k))})
     if layers == 0:
         raise ConfigError(f"{TEMPORAL_KEY} has a positional table but no transformer.resblocks.*")
     if experts == 0 and "transformer.resblocks.0.mlp.c_fc.weight" in state:
-        return default_config(dim, arch="transformer", layers=layers, experts=1, context=context)
+        return default_config(dim, arch=TRANSFORMER, layers=layers, experts=1, context=context)
     if experts == 0:
         raise ConfigError(
             f"{TEMPORAL_KEY} has neither experts (mlp.fc_up.{{i}}) nor a single FFN (mlp.c_fc)"
         )
-    return default_config(dim, arch="mote", layers=layers, experts=experts, context=context)
+    return default_config(dim, arch=MOTE, layers=layers, experts=experts, context=context)
 
 
 def _expert_naming(state: dict[str, Tensor], layers: int) -> dict[str, Tensor]:
@@ -176,8 +179,9 @@ def _check_against_model(cfg: MoTEConfig, state: dict[str, Tensor]) -> None:
         if tuple(state[k].shape) != want[k]
     ]
     if missing or unexpected or shapes:
+        experts = get_architecture(cfg.arch).n_experts(cfg)
         raise ConfigError(
             f"{TEMPORAL_KEY} does not match a MoTE of dim {cfg.dim}, {cfg.layers} layers, "
-            f"{cfg.n_experts} experts: missing {missing[:6]}, unexpected {unexpected[:6]}, "
+            f"{experts} experts: missing {missing[:6]}, unexpected {unexpected[:6]}, "
             f"shape mismatches {shapes[:6]}"
         )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.temporal.arch_names import DEFAULT_ARCH
 from mote.pipeline.temporal.temporal_config import MoTEConfig
 
 # 1: the first typed record (the layout the commands wrote by hand before, plus this number).
@@ -56,7 +57,7 @@ class RunConfig:
 
     @property
     def arch(self) -> str:
-        return self.model.arch if self.model is not None else "mote"
+        return self.model.arch if self.model is not None else DEFAULT_ARCH
 
     @property
     def train_frames(self) -> int | None:

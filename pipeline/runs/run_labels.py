@@ -8,21 +8,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from mote.pipeline.temporal.arch_names import DEFAULT_ARCH
+from mote.pipeline.temporal.architectures import Architecture, get_architecture
 from mote.pipeline.temporal.temporal_config import MoTEConfig, default_config
 
-# Switches each architecture actually uses (spec 10.1: the baselines train with CE only).
-_MOTE_ONLY = (
-    "experts",
-    "routing",
-    "expert_init",
-    "inference",
-    "wmr",
-    "wmr_beta",
-    "wmr_temperatures",
-    "wmr_loss",
-    "mse",
-    "loss_weights",
-)
 _WMR_ONLY = ("wmr_beta", "wmr_temperatures", "wmr_loss")
 _NOT_SWITCHES = ("dim", "arch")
 
@@ -47,21 +36,21 @@ def describe_switches(model_config: dict, tfm: bool = True) -> str:
     sizes are compared with the default for the config's width. ``tfm=False`` adds "-tfm" for
     archs that TFM applies to.
     """
-    arch = model_config.get("arch", "mote")
+    name = model_config.get("arch", DEFAULT_ARCH)
+    arch = get_architecture(name)
     reference = _defaults(model_config)
-    parts = [
-        f"{arch} N={model_config.get('experts', reference['experts'])}" if arch == "mote" else arch
-    ]
-    for name, value in model_config.items():
-        if name not in reference or name in _NOT_SWITCHES or name == "experts":
+    experts = model_config.get("experts", reference["experts"])
+    parts = [f"{name} N={experts}" if arch.routes_experts else name]
+    for key, value in model_config.items():
+        if key not in reference or key in _NOT_SWITCHES or key == "experts":
             continue
-        if not _applies(name, arch, model_config):
+        if not _applies(key, arch, model_config):
             continue
-        default = reference[name]
+        default = reference[key]
         if _same(value, default):
             continue
-        parts.append(_token(name, value))
-    if not tfm and arch != "meanpool":
+        parts.append(_token(key, value))
+    if not tfm and arch.uses_tfm:
         parts.append("-tfm")
     return " ".join(parts)
 
@@ -78,10 +67,9 @@ def _defaults(model_config: dict) -> dict[str, Any]:
     }
 
 
-def _applies(name: str, arch: str, model_config: dict) -> bool:
-    if arch == "meanpool":
-        return name == "logit_scale_init"
-    if arch != "mote" and name in _MOTE_ONLY:
+def _applies(name: str, arch: Architecture, model_config: dict) -> bool:
+    """Whether the architecture reads switch ``name`` (the WMR ones only with WMR on)."""
+    if name not in arch.settings:
         return False
     if name in _WMR_ONLY and not model_config.get("wmr", True):
         return False

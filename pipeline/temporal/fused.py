@@ -20,8 +20,9 @@ from torch import Tensor, nn
 
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.temporal.micro_batches import group_micro_batches
-from mote.pipeline.temporal.mote_model import ExpertFFN, MoTE
+from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.temporal.routing import StepDraws
+from mote.pipeline.temporal.temporal_layers import ExpertFFN
 
 LOSS_KEYS = ("total", "ce", "wmr", "mse")
 FUSED_ADAMW_DEVICES = ("cuda", "cpu")  # torch >= 2.4 has the fused AdamW kernel on both
@@ -106,7 +107,7 @@ def drop_unrouted_grads(model: MoTE, routed: list[set[int]] | None) -> None:
     (``StepDraws.routed_experts`` of the world's draws, which every rank makes: no
     communication, no read of the GPU); None when every expert takes part.
     """
-    if routed is None or model.cfg.arch != "mote":
+    if routed is None or not model.architecture.routes_experts:
         return
     for layer, block in enumerate(model.transformer.resblocks):
         for expert in range(model.cfg.experts):
@@ -150,9 +151,9 @@ def grouped_losses(
     (M, b, T, D), yg (M, b), valid (M, b) row weights (None: every row counts). Tensors in,
     fixed shapes: this is what ``torch.compile`` captures. "logits" (M b, C) come back in
     grouped order."""
-    cfg = model.cfg
+    cfg, arch = model.cfg, model.architecture
     m, b, t, d = eg.shape
-    if cfg.arch != "meanpool" and (t > cfg.context or d != cfg.dim):
+    if not arch.pools_only and (t > cfg.context or d != cfg.dim):
         raise ConfigError(
             f"features of shape {tuple(eg.shape)} do not fit this model (at most "
             f"{cfg.context} frames of width {cfg.dim})"
@@ -165,9 +166,9 @@ def grouped_losses(
     sigma = model.logit_scale.exp()
     flat_y = yg.reshape(m * b)
     x_r = None
-    if cfg.arch == "meanpool":
+    if arch.pools_only:
         x = eg
-    elif cfg.arch == "transformer":
+    elif not arch.routes_experts:  # one FFN per layer
         u = eg.reshape(m * b, t, d) + model.frame_position_embeddings.weight[:t]
         blocks = model.transformer.resblocks
         x = run_blocks(model, u, lambda i, h: blocks[i].mlp.expert(h, 0)).view(m, b, t, d) + eg
@@ -178,7 +179,7 @@ def grouped_losses(
     wmr = mse = ce.new_zeros(m)
     if x_r is not None:
         wmr = per_micro_batch(_wmr_per_sample(model, x_r, x, logits, flat_y, text, sigma))
-    if cfg.arch == "mote" and cfg.mse:
+    if arch.wmr_mse_losses and cfg.mse:
         x_mse = x if x_r is None else x_r
         mse = per_micro_batch((x_mse - eg).pow(2).mean(dim=(2, 3)))
     w_ce, w_wmr, w_mse = cfg.loss_weights

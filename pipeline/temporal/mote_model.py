@@ -1,5 +1,7 @@
-"""The MoTE temporal module (spec sections 2-5): its layers and the model, no I/O. Settings are in
-``config.py``, random draws in ``routing.py``, the fused training losses in ``fused.py``.
+"""The MoTE temporal module (spec sections 2-5): the model that runs any registered architecture,
+no I/O. Settings are in ``temporal_config.py``, the layers in ``temporal_layers.py``, what each
+architecture builds and supports in ``architectures/``, random draws in ``routing.py``, the fused
+training losses in ``fused.py``.
 
 Shapes: B batch (views), T frames, D embedding width, L layers, N experts per layer, C classes.
 Parameter names mirror the reference checkpoint (spec 14), so importing one is a plain copy:
@@ -19,144 +21,24 @@ Expert i in code is expert i+1 in the spec's 1-based formulas (routing softmax([
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.temporal.architectures import Architecture, get_architecture
 from mote.pipeline.temporal.routing import sample_experts, sample_temperatures, wmr_coefficients
 from mote.pipeline.temporal.temporal_config import MoTEConfig
+from mote.pipeline.temporal.temporal_layers import ExpertChoice
 
 MODES = ("auto", "routed", "wmr", "merged", "expert")
-LN_EPS = 1e-12  # spec 2.2: TF-style LayerNorm, not PyTorch's 1e-5
-INIT_STD = 0.02  # spec 2.6
-
-# What one layer's FFN runs: an expert index, merge coefficients (N,), or "all" experts averaged.
-ExpertChoice = int | Tensor | Literal["all"]
 
 
 def tfm_rho_from_similarity(m: Tensor | float, gamma: float) -> Tensor:
     """Spec 5 step 5: rho = exp(-(1 - m) / gamma); 1 at m = 1, -> 0 as m falls."""
     return torch.exp(-(1.0 - torch.as_tensor(m, dtype=torch.float32)) / gamma)
-
-
-def quick_gelu(x: Tensor) -> Tensor:
-    """a * sigmoid(1.702 a), as in OpenAI CLIP (spec 2.2)."""
-    return x * torch.sigmoid(1.702 * x)
-
-
-# ---------------------------------------------------------------------------------------------
-# Modules
-
-
-class ExpertFFN(nn.Module):
-    """N complete FFN experts of one layer (spec 2.5); runs one, a weight merge, or all."""
-
-    def __init__(self, dim: int, n: int) -> None:
-        super().__init__()
-        self.fc_up = nn.ModuleList(nn.Linear(dim, 4 * dim) for _ in range(n))
-        self.fc_dn = nn.ModuleList(nn.Linear(4 * dim, dim) for _ in range(n))
-        # Frozen zeros: softmax of it gives the uniform inference merge (spec 2.5, 3.2).
-        self.register_buffer("mote_fusion_weight", torch.zeros(n))
-
-    @property
-    def n(self) -> int:
-        return len(self.fc_up)
-
-    def merge_coefficients(self) -> Tensor:
-        """Inference merge coefficients (N,): softmax(0) = 1/N each."""
-        return torch.softmax(self.mote_fusion_weight.float(), dim=0)
-
-    def merged_weights(self, coeffs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """phi = sum_i c_i theta_i for W_up, b_up, W_dn, b_dn, inside autograd (spec 4.3)."""
-        # Coefficients drawn on the host for a model on the GPU (WMR) become Python floats: no
-        # host-to-device copy, no wait; coefficients where the weights live (the stored
-        # inference merge) stay tensors, also on the CPU, so it takes the GPU's path.
-        weight = self.fc_up[0].weight
-        c = coeffs.tolist() if coeffs.device != weight.device else coeffs.to(weight.dtype)
-
-        def merge(tensors: list[Tensor]) -> Tensor:
-            merged = c[0] * tensors[0]
-            for ci, t in zip(c[1:], tensors[1:], strict=True):
-                merged = merged + ci * t
-            return merged
-
-        return (
-            merge([expert.weight for expert in self.fc_up]),
-            merge([expert.bias for expert in self.fc_up]),
-            merge([expert.weight for expert in self.fc_dn]),
-            merge([expert.bias for expert in self.fc_dn]),
-        )
-
-    def forward(self, h: Tensor, choice: ExpertChoice) -> Tensor:
-        # h: (B, T, D) -> (B, T, D)
-        if isinstance(choice, Tensor):  # weight merge (spec 3.2 / 4.3), functional linear
-            w_up, b_up, w_dn, b_dn = self.merged_weights(choice)
-            return F.linear(quick_gelu(F.linear(h, w_up, b_up)), w_dn, b_dn)
-        if isinstance(choice, str):  # "all": every expert sees the batch, outputs averaged
-            outs = [self.expert(h, i) for i in range(self.n)]
-            return torch.stack(outs).mean(dim=0)
-        return self.expert(h, choice)
-
-    def expert(self, h: Tensor, i: int) -> Tensor:
-        return self.fc_dn[i](quick_gelu(self.fc_up[i](h)))  # (B, T, 4D) inside
-
-    def stacked(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Every expert's W_up (N, 4D, D), b_up (N, 4D), W_dn (N, D, 4D), b_dn (N, D), in the
-        autograd graph, so one batched op can run several experts or merges at once."""
-        return (
-            torch.stack([expert.weight for expert in self.fc_up]),
-            torch.stack([expert.bias for expert in self.fc_up]),
-            torch.stack([expert.weight for expert in self.fc_dn]),
-            torch.stack([expert.bias for expert in self.fc_dn]),
-        )
-
-    @staticmethod
-    def grouped(h: Tensor, w_up: Tensor, b_up: Tensor, w_dn: Tensor, b_dn: Tensor) -> Tensor:
-        """Group g runs its own FFN: h (G, R, D) with W_up (G, 4D, D), b_up (G, 4D), W_dn
-        (G, D, 4D), b_dn (G, D) -> (G, R, D), two batched matmuls."""
-        a = quick_gelu(torch.baddbmm(b_up.unsqueeze(1), h, w_up.transpose(1, 2)))
-        return torch.baddbmm(b_dn.unsqueeze(1), a, w_dn.transpose(1, 2))
-
-    def all_experts(self, h: Tensor) -> Tensor:
-        """Routing "all" batched: every expert on h (..., D), outputs averaged -> (..., D)."""
-        w_up, b_up, w_dn, b_dn = self.stacked()
-        flat = h.reshape(1, -1, h.shape[-1]).expand(self.n, -1, -1)  # (N, R, D)
-        a = quick_gelu(torch.baddbmm(b_up.unsqueeze(1), flat, w_up.transpose(1, 2)))
-        out = torch.baddbmm(b_dn.unsqueeze(1), a, w_dn.transpose(1, 2)).mean(dim=0)
-        return out.view(h.shape)
-
-
-class TemporalBlock(nn.Module):
-    """Pre-LN block (spec 2.2): u + MHA(LN1 u), then u + FFN(LN2 u); no dropout."""
-
-    def __init__(self, dim: int, heads: int, n: int) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.ln_1 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mlp = ExpertFFN(dim, n)
-        self.ln_2 = nn.LayerNorm(dim, eps=LN_EPS)
-
-    def forward(self, u: Tensor, choice: ExpertChoice) -> Tensor:
-        # u: (B, T, D)
-        h = self.ln_1(u)
-        u = u + self.attn(h, h, h, need_weights=False)[0]
-        return u + self.mlp(self.ln_2(u), choice)
-
-
-class TemporalTransformer(nn.Module):
-    """L blocks; no final LayerNorm, no output projection (spec 2.2)."""
-
-    def __init__(self, dim: int, heads: int, layers: int, n: int) -> None:
-        super().__init__()
-        self.resblocks = nn.ModuleList(TemporalBlock(dim, heads, n) for _ in range(layers))
-
-    def forward(self, u: Tensor, choices: Sequence[ExpertChoice]) -> Tensor:
-        for block, choice in zip(self.resblocks, choices, strict=True):
-            u = block(u, choice)
-        return u
 
 
 class MoTE(nn.Module):
@@ -165,31 +47,18 @@ class MoTE(nn.Module):
     def __init__(self, cfg: MoTEConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        if cfg.arch != "meanpool":
-            self.frame_position_embeddings = nn.Embedding(cfg.context, cfg.dim)
-            self.transformer = TemporalTransformer(cfg.dim, cfg.heads, cfg.layers, cfg.n_experts)
+        for name, part in self.architecture.build(cfg).items():
+            self.add_module(name, part)
         self.logit_scale = nn.Parameter(torch.tensor(float(cfg.logit_scale_init)))
         self.register_buffer("finetune_text", torch.zeros(0, cfg.dim))
-        self._init_weights()
+        self.architecture.init_weights(self)
 
     # -- construction --------------------------------------------------------------------------
 
-    def _init_weights(self) -> None:
-        """Spec 2.6. The attention in-projection keeps PyTorch's Xavier-uniform (from its ctor)."""
-        if self.cfg.arch == "meanpool":
-            return
-        nn.init.normal_(self.frame_position_embeddings.weight, std=INIT_STD)
-        for block in self.transformer.resblocks:
-            nn.init.normal_(block.attn.out_proj.weight, std=INIT_STD)
-            nn.init.zeros_(block.attn.out_proj.bias)
-            for linear in [*block.mlp.fc_up, *block.mlp.fc_dn]:  # independent draw per expert
-                nn.init.normal_(linear.weight, std=INIT_STD)
-                nn.init.zeros_(linear.bias)
-            if self.cfg.expert_init == "same":  # Table 2a: copies of expert 0's draw
-                with torch.no_grad():
-                    for layer in (block.mlp.fc_up, block.mlp.fc_dn):
-                        for expert in layer[1:]:
-                            expert.weight.copy_(layer[0].weight)
+    @property
+    def architecture(self) -> Architecture:
+        """What ``cfg.arch`` builds and supports (``architectures/``)."""
+        return get_architecture(self.cfg.arch)
 
     def set_finetune_text(self, text: Tensor) -> None:
         """Store the fine-tuning class bank Y_ft (C_ft, D) that TFM needs, as unit rows."""
@@ -234,11 +103,12 @@ class MoTE(nn.Module):
         "wmr": temperature-merged pass (``temperatures`` forces tau per layer, inf allowed);
         "merged": the cfg.inference rule ("ensemble" merges here too; ``predict`` ensembles);
         "expert": expert ``experts[l]`` in layer l, unmerged; "auto": routed when training,
-        merged in eval. The meanpool arch returns e; the transformer arch ignores the mode.
+        merged in eval. An architecture without a temporal module returns e; one without routed
+        experts ignores the mode.
         """
         if mode not in MODES:
             raise ConfigError(f"forward mode {mode!r} is not one of {list(MODES)}")
-        if self.cfg.arch == "meanpool":
+        if self.architecture.pools_only:
             return e
         b, t, d = e.shape
         if t > self.cfg.context or d != self.cfg.dim:
@@ -266,7 +136,7 @@ class MoTE(nn.Module):
     ) -> list[ExpertChoice]:
         """What each layer's FFN runs for this pass."""
         cfg, layers = self.cfg, self.cfg.layers
-        if cfg.arch == "transformer":
+        if not self.architecture.routes_experts:
             return [0] * layers
         if mode == "expert" or (mode == "routed" and experts is not None):
             return list(self._check_experts(experts))
@@ -281,7 +151,7 @@ class MoTE(nn.Module):
             if len(taus) != layers:
                 raise ConfigError(f"got {len(taus)} WMR temperatures for {layers} layers")
             return [wmr_coefficients(float(tau), cfg.experts) for tau in taus]
-        if cfg.inference == "random":  # Table 2c: a uniformly random expert per layer, no merge
+        if self.architecture.inference(cfg) == "random":  # Table 2c: uniform expert draws, no merge
             return list(sample_experts("uniform", cfg.experts, layers, generator))
         return [block.mlp.merge_coefficients() for block in self.transformer.resblocks]
 
@@ -340,8 +210,8 @@ class MoTE(nn.Module):
         modulate, so its rho is all ones.
         """
         ones = torch.ones(e.shape[0], dtype=e.dtype, device=e.device)
-        rho = self.tfm_rho(e, text) if tfm and self.cfg.arch != "meanpool" else ones
-        if self.cfg.arch == "mote" and self.cfg.inference == "ensemble":
+        rho = self.tfm_rho(e, text) if tfm and self.architecture.uses_tfm else ones
+        if self.architecture.inference(self.cfg) == "ensemble":
             vectors = [
                 F.normalize(
                     self.pool(
@@ -358,11 +228,7 @@ class MoTE(nn.Module):
         return F.normalize(self.pool(x), dim=-1), rho
 
     def predict(
-        self,
-        e: Tensor,
-        text: Tensor,
-        tfm: bool = False,
-        generator: torch.Generator | None = None,
+        self, e: Tensor, text: Tensor, tfm: bool = False, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """Evaluation: cosine logits (B, C) (no scale, spec 8) and rho (B,), from
         ``view_embeddings`` and the unit class text rows."""
@@ -395,7 +261,7 @@ class MoTE(nn.Module):
         logits = self.cosine_logits(self.pool(x), text)  # (B, C)
         ce = F.cross_entropy(sigma * logits, labels)
         wmr, mse = zero, zero
-        if cfg.arch == "mote":
+        if self.architecture.wmr_mse_losses:
             x_mse = x
             if cfg.wmr:
                 x_r = self.forward_features(
@@ -430,7 +296,7 @@ class MoTE(nn.Module):
         """The deployable single-FFN module (spec 3.2, 11.4): experts replaced by their
         uniform average, named like the reference's baseline (``mlp.c_fc`` / ``mlp.c_proj``).
         Holds the temporal module only (no logit_scale, text bank or fusion vectors)."""
-        if self.cfg.arch == "meanpool":
+        if self.architecture.pools_only:
             return {}
         out: dict[str, Tensor] = {}
         with torch.no_grad():
@@ -450,7 +316,7 @@ class MoTE(nn.Module):
     def num_params(self, merged: bool) -> int:
         """Spec 11.4: merged L(12D^2 + 13D) + 77D; training counts every expert. The logit
         scale, text bank and fusion vectors are not counted."""
-        if self.cfg.arch == "meanpool":
+        if self.architecture.pools_only:
             return 0
         total = sum(p.numel() for n, p in self.named_parameters() if n != "logit_scale")
         if not merged:

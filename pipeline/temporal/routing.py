@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.temporal.architectures import get_architecture
 from mote.pipeline.temporal.temporal_config import MoTEConfig
 
 MIN_ABS_TAU = 1e-6  # a continuous draw of exactly 0 would make i/tau infinite for every i
@@ -165,7 +166,7 @@ def draw_step(
     Micro-batch j draws its routed experts, then its WMR temperatures (what
     ``training_losses`` draws), from ``generator`` (one generator shared in order j = 0..M-1)
     or from ``generator[j]`` (a list: one generator per micro-batch slot). None is the global
-    generator. The transformer and meanpool baselines draw nothing.
+    generator. An architecture without routed experts (the baselines) draws nothing.
     """
     if micro_batches < 1:
         raise ConfigError(f"draw_step needs at least 1 micro-batch, got {micro_batches}")
@@ -178,7 +179,7 @@ def draw_step(
             )
     else:
         gens = [generator] * micro_batches
-    if cfg.arch != "mote":
+    if not get_architecture(cfg.arch).routes_experts:
         return StepDraws(micro_batches)
     experts: list[Tensor] = []
     taus: list[Tensor] = []

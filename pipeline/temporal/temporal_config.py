@@ -11,8 +11,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from mote.pipeline.errors import ConfigError
+from mote.pipeline.temporal.arch_names import ARCH_NAMES, DEFAULT_ARCH, arch_help
 
-ARCHS = ("mote", "transformer", "meanpool")
 ROUTINGS = ("multinomial", "uniform", "fixed", "all")
 EXPERT_INITS = ("different", "same")
 INFERENCES = ("merge", "ensemble", "random")
@@ -59,11 +59,7 @@ class MoTEConfig:
     layers: int = switch(
         help="Temporal layers L.", default_text=lambda: width_default_text("layers"), min=1
     )
-    arch: str = switch(
-        "mote",
-        "mote, transformer (Text4Vis baseline: one FFN per layer, CE only) or "
-        "meanpool (CLIP mean pooling).",
-    )
+    arch: str = switch(DEFAULT_ARCH, arch_help())  # architectures/: what each one builds
     experts: int = switch(4, "Experts per layer N (arch mote).", min=1)
     context: int = 77  # rows of the positional table (spec 2.3)
     routing: str = switch(
@@ -100,7 +96,7 @@ class MoTEConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "loss_weights", tuple(float(w) for w in self.loss_weights))
         choices = {
-            "arch": ARCHS,
+            "arch": ARCH_NAMES,
             "routing": ROUTINGS,
             "expert_init": EXPERT_INITS,
             "inference": INFERENCES,
@@ -128,11 +124,6 @@ class MoTEConfig:
             raise ConfigError(
                 f"model config loss_weights={self.loss_weights} needs 3 values (CE, WMR, MSE)"
             )
-
-    @property
-    def n_experts(self) -> int:
-        """Experts per layer actually built: N for MoTE, 1 for the single-FFN baseline."""
-        return self.experts if self.arch == "mote" else 1
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MoTEConfig:

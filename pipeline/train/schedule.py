@@ -57,6 +57,6 @@ def mote_groups(
 ) -> list[tuple[str, list[torch.nn.Parameter], float]]:
     """Spec 7's two groups: "temporal" at ``lr``; "clip" (logit_scale, and the visual tower
     when fine-tuned end to end) at ``lr x clip_lr_ratio``."""
-    temporal = [p for n, p in head.named_parameters() if n != "logit_scale"]
-    clip = [head.logit_scale] + (list(visual.parameters()) if visual is not None else [])
+    temporal, scale = head.architecture.parameter_groups(head)
+    clip = scale + (list(visual.parameters()) if visual is not None else [])
     return [("temporal", temporal, lr), ("clip", clip, lr * clip_lr_ratio)]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from mote.pipeline.temporal.architectures import get_architecture
 from mote.pipeline.temporal.fused import drop_unrouted_grads, fused_loss_fn, optimizer_step
 from mote.pipeline.temporal.micro_batches import micro_batch_sizes
 from mote.pipeline.temporal.mote_model import MoTE
@@ -104,9 +105,7 @@ class LossModule(torch.nn.Module):
         return (
             not fused
             and cfg is not None
-            and cfg.arch == "mote"
-            and not cfg.wmr
-            and cfg.routing != "all"
+            and get_architecture(cfg.arch).unrouted_experts_possible(cfg)
         )
 
 

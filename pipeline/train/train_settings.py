@@ -18,7 +18,8 @@ from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import resolved
 from mote.pipeline.runs.layout import CONFIG_FILE
 from mote.pipeline.runs.metric_logs import BACKENDS, check_logs
-from mote.pipeline.temporal.temporal_config import ARCHS, MoTEConfig, default_config
+from mote.pipeline.temporal.arch_names import ARCH_NAMES
+from mote.pipeline.temporal.temporal_config import MoTEConfig, default_config
 from mote.pipeline.train.precisions import PRECISIONS, check_precision
 from mote.pipeline.train.sampler import MICRO_BATCHES_RULE, default_micro_batches
 
@@ -254,8 +255,8 @@ def check_training(cfg: TrainingSettings) -> None:
     """The choices every training command shares (``arch``, ``precision``, ``log`` and its
     package); numbers are checked by their fields' bounds when the settings are made
     (``check_ranges``)."""
-    if cfg.arch not in ARCHS:
-        raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
+    if cfg.arch not in ARCH_NAMES:
+        raise ConfigError(f"--arch must be one of {', '.join(ARCH_NAMES)}, got '{cfg.arch}'")
     check_precision(cfg.precision)
     check_logs(cfg.log)
 
