@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from mote.pipeline.progress import Progress
 from mote.pipeline.runs.e2e_run import run_config, save_end_to_end, warm_start
 from mote.pipeline.runs.run_config import RunConfig
 from mote.pipeline.runs.run_folder import RunFolder
-from mote.pipeline.temporal.e2e import build_end_to_end
+from mote.pipeline.temporal.e2e import EndToEnd, build_end_to_end
 from mote.pipeline.temporal.metrics import confusion_matrix, topk_accuracy
 from mote.pipeline.threads import command_threads, local_processes, usable_cores, use_threads
 from mote.pipeline.train.clip_batches import FailureLog, FrameFeatures, VideoBatches, predict_clips
@@ -161,7 +162,12 @@ def _carried_clip(cfg: FinetuneConfig) -> FinetuneConfig:
 
 
 def clips(
-    cfg: FinetuneConfig, items: tuple, root: Path | Url | None, model, rule: str, **augment
+    cfg: FinetuneConfig,
+    items: tuple,
+    root: Path | Url | None,
+    model: EndToEnd,
+    rule: str,
+    **augment: Any,
 ) -> ClipDataset:
     """The clips of a list's videos, sampled by ``rule`` (train: with spec 7.2's augmentation)."""
     return ClipDataset(

@@ -35,7 +35,7 @@ from mote.pipeline.train.feature_batches import (
 )
 from mote.pipeline.train.train_settings import (
     check_training,
-    few_steps_warnings,  # noqa: F401
+    few_steps_warnings,  # noqa: F401  (tests read it here)
     model_config,
 )
 from mote.pipeline.train.training_run import (
