@@ -81,8 +81,9 @@ def worker(args: argparse.Namespace) -> None:
     from mote.pipeline.train.distributed import DistContext
     from mote.pipeline.train.feature_batches import FeatureBatches
     from mote.pipeline.train.loop import Trainer
+    from mote.pipeline.train.schedule import spec_optimizer
     from mote.pipeline.train.train_settings import resolve
-    from mote.stages.train_temporal import TrainConfig, build_optimizer, model_config
+    from mote.stages.train_temporal import TrainConfig, model_config
 
     torch.set_num_threads(1)
     store = FeatureStore.open(args.store)
@@ -99,7 +100,7 @@ def worker(args: argparse.Namespace) -> None:
     text = torch.nn.functional.normalize(
         torch.from_numpy(store.text_embeddings[:]).float(), dim=-1
     ).to(ctx.device)
-    trainer = Trainer(cfg, ctx, model, build_optimizer(model, cfg))
+    trainer = Trainer(cfg, ctx, model, spec_optimizer(cfg, model))
     data = FeatureBatches(InMemoryFeatures(store), BATCH, cfg.micro_batches, ctx, 0)
     counter = OpCounter()
     losses = trainer.losses._fused_losses

@@ -39,11 +39,11 @@ from mote.pipeline.temporal.mote_model import MoTE  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
 from mote.pipeline.train.feature_batches import FeatureBatches, ValidationView  # noqa: E402
 from mote.pipeline.train.loop import Trainer  # noqa: E402
+from mote.pipeline.train.schedule import spec_optimizer  # noqa: E402
 from mote.pipeline.train.train_settings import resolve  # noqa: E402
 from mote.stages.train_temporal import (  # noqa: E402
     TrainConfig,
     _val_top1,
-    build_optimizer,
     model_config,
 )
 
@@ -61,7 +61,7 @@ def build(store_path: Path, args: argparse.Namespace, compile: bool):
     text = torch.from_numpy(np.array(store.text_embeddings)).float().to(ctx.device)
     model.set_finetune_text(text)
     text = torch.nn.functional.normalize(text, dim=-1)
-    trainer = Trainer(cfg, ctx, model, build_optimizer(model, cfg))
+    trainer = Trainer(cfg, ctx, model, spec_optimizer(cfg, model))
     features = InMemoryFeatures(store)
     data = FeatureBatches(features, cfg.batch_size, cfg.micro_batches, ctx, 0)
     return trainer, data, text, features

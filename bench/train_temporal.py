@@ -49,12 +49,12 @@ from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.feature_batches import FeatureBatches
 from mote.pipeline.train.loop import Trainer
+from mote.pipeline.train.schedule import spec_optimizer
 from mote.pipeline.train.step import LossModule, train_step
 from mote.pipeline.train.train_settings import resolve
 from mote.stages.train_temporal import (
     TrainConfig,
     _val_top1,
-    build_optimizer,
     final_metrics,
     model_config,
 )
@@ -152,7 +152,7 @@ def data_section(args: argparse.Namespace, device: torch.device, work: Path) -> 
     model = MoTE(model_config(cfg, args.dim)).to(device)
     text = torch.from_numpy(np.array(store.text_embeddings)).to(device)
     model.set_finetune_text(text)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = spec_optimizer(cfg, model)
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"]
 
@@ -219,7 +219,7 @@ def epoch_runner(arch: str, fused: bool, store, store_path: Path, args, device: 
     model.set_finetune_text(text)
     text = torch.nn.functional.normalize(text, dim=-1)
     ctx = DistContext.from_env(str(device))
-    trainer = Trainer(cfg, ctx, model, build_optimizer(model, cfg))
+    trainer = Trainer(cfg, ctx, model, spec_optimizer(cfg, model))
     data = FeatureBatches(InMemoryFeatures(store), cfg.batch_size, cfg.micro_batches, ctx, 0)
     epoch = int(math.ceil(cfg.warmup_epochs))  # past the warm-up: the lr is not 0
 

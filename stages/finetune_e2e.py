@@ -13,43 +13,34 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mote.pipeline import __version__
-from mote.pipeline.config import (
-    carried_clip,
-    check_decoder,
-)
+from mote.pipeline.config import carried_clip, check_decoder
 from mote.pipeline.data.datasets import DatasetSpec, open_dataset
 from mote.pipeline.data.folders import check_root
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import Url, locate, resolved
 from mote.pipeline.progress import Progress
 from mote.pipeline.runs.e2e_run import run_config, save_end_to_end, warm_start
+from mote.pipeline.runs.run_config import RunConfig
 from mote.pipeline.runs.run_folder import RunFolder
-from mote.pipeline.temporal.e2e import build_end_to_end
+from mote.pipeline.temporal.e2e import EndToEnd, build_end_to_end
 from mote.pipeline.temporal.metrics import confusion_matrix, topk_accuracy
 from mote.pipeline.threads import command_threads, local_processes, usable_cores, use_threads
-from mote.pipeline.train.checkpoint import save_checkpoint
 from mote.pipeline.train.clip_batches import FailureLog, FrameFeatures, VideoBatches, predict_clips
 from mote.pipeline.train.distributed import DistContext
-from mote.pipeline.train.loop import Trainer, run_training
-from mote.pipeline.train.schedule import build_optimizer, mote_groups
-from mote.pipeline.train.train_settings import (
-    CHANGED_KEY,
-    changed_on_resume,
-    check_resume,
-    check_training,
-    epoch_message,
-    few_steps_warnings,
-    model_config,
-    plan,
-    recorded_settings,
-    steps_per_epoch,
+from mote.pipeline.train.train_settings import check_training, model_config
+from mote.pipeline.train.training_run import (
+    TrainedModel,
+    TrainingParts,
+    TrainingSet,
+    run_training,
 )
 from mote.pipeline.video.augment import AREA_RANGE
 from mote.pipeline.video.clips import ClipDataset, make_loader
@@ -155,7 +146,7 @@ def run(cfg: FinetuneConfig, progress: Progress | None = None) -> dict:
     ``{"run": ..., "rank": r}``.
     """
     _check(cfg)
-    return run_training(cfg, cfg.out, progress, _train)
+    return run_training(ClipParts(), cfg, progress)
 
 
 def _carried_clip(cfg: FinetuneConfig) -> FinetuneConfig:
@@ -170,206 +161,164 @@ def _carried_clip(cfg: FinetuneConfig) -> FinetuneConfig:
     return replace(cfg, model=model, pretrained=pretrained)
 
 
-def _train(cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> dict:
-    folder = RunFolder(cfg.out)
-    cfg = _carried_clip(cfg)
-    train_set, root, val_set, val_root = datasets(cfg)
-    flip, flip_warning = training_flip(cfg, train_set)
-    device = ctx.device
+def clips(
+    cfg: FinetuneConfig,
+    items: tuple,
+    root: Path | Url | None,
+    model: EndToEnd,
+    rule: str,
+    **augment: Any,
+) -> ClipDataset:
+    """The clips of a list's videos, sampled by ``rule`` (train: with spec 7.2's augmentation)."""
+    return ClipDataset(
+        items, root, model.preprocess, cfg.frames, rule, cfg.seed, cfg.decoder,
+        storage_options=cfg.storage_options, **augment,
+    )  # fmt: skip
 
-    model = build_end_to_end(
-        cfg.model,
-        cfg.pretrained,
-        train_set.class_names,
-        device=device,
-        seed=cfg.seed,
-        config=lambda dim: model_config(cfg, dim),
-        text_from=cfg.text_from,
-        storage_options=cfg.storage_options,
-    )
-    dim = model.clip.dim
-    # a small list gets train-temporal's small-store settings, with the same line
-    cfg, notes = plan(cfg, dim, len(train_set.items), ctx.world_size, what="training list")
-    if cfg.grad_checkpointing is None:
-        cfg = replace(cfg, grad_checkpointing=dim == CHECKPOINTED_WIDTH)
-    if cfg.workers is None:
-        cfg = replace(cfg, workers=default_workers())
-    # The decode workers need cores too: measured on 2 cores with 2 workers, the run did 21-28
-    # videos/s with one torch thread and 8-10 with two (bench/finetune_e2e.py).
-    use_threads(device, width=dim, workers=cfg.workers)
-    model.set_grad_checkpointing(cfg.grad_checkpointing)
-    init = warm_start(model, cfg.init_run) if cfg.init_run is not None else None
 
-    text = model.class_text
-    groups = mote_groups(model.temporal, cfg.lr, cfg.clip_lr_ratio, visual=model.visual)
-    optimizer = build_optimizer(groups, cfg.weight_decay)
-    trainer = Trainer(cfg, ctx, model.temporal, optimizer, features_of=FrameFeatures(model))
-    # looked up at call time, so a test can simulate a kill by replacing save_checkpoint here
-    trainer.save_checkpoint = lambda folder_, epoch, best: save_checkpoint(
-        folder_, ctx, trainer.losses, optimizer, trainer.scaler, epoch, best, trainer.random
-    )
+class ClipParts(TrainingParts):
+    """finetune-e2e's parts of the shared run: decoded videos in, CLIP's visual tower and a
+    MoTE head tuned together."""
 
-    warnings = few_steps_warnings(len(train_set.items), cfg.batch_size, cfg.epochs)
-    warnings += [flip_warning] if flip_warning else []
-    micro_batch = math.ceil(cfg.batch_size / cfg.micro_batches)
-    settings = recorded_settings(cfg, PATH_SETTINGS)
-    details = {
-        "datasets": {
-            "train": _describe(train_set, root),
-            "val": _describe(val_set, val_root) if val_set is not None else None,
-        },
-        "val_sampling": {"frames": cfg.frames, "views": "1x1", "rule": "eval", "blend": None},
-        "init_run": init,
-        "text": str(cfg.text_from) if cfg.text_from is not None else "class templates",
-        "device": str(device),
-        "world_size": ctx.world_size,
-        "precision": trainer.precision,
-        "amp": trainer.precision != "fp32",
-        "grad_checkpointing": cfg.grad_checkpointing,
-        "effective_batch": cfg.batch_size,
-        "micro_batch": micro_batch,
-        "steps_per_epoch": steps_per_epoch(len(train_set.items), cfg.batch_size),
-        "warnings": warnings,
-        "chosen_for_you": notes,
-        "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its own "
-        "expert routing and WMR temperatures. Under torchrun each process trains "
-        "micro_batches / world_size of them",
-    }
-    resumed = changed_on_resume(folder, cfg, PATH_SETTINGS)  # before config.json is rewritten
-    if resumed.record:
-        details[CHANGED_KEY] = resumed.record
-    config = run_config(
-        model,
-        details,
-        tool_version=__version__,
-        train=settings,
-        train_sampling={
+    path_settings = PATH_SETTINGS
+    resume_ignored = RESUME_IGNORED
+    what = "training list"
+
+    def open(self, cfg: FinetuneConfig, ctx: DistContext) -> TrainingSet:
+        """The lists, and the CLIP with its class text: the tower sets the width."""
+        cfg = _carried_clip(cfg)
+        self.train_set, self.root, self.val_set, self.val_root = datasets(cfg)
+        self.flip, self.flip_warning = training_flip(cfg, self.train_set)
+        self.e2e = build_end_to_end(
+            cfg.model,
+            cfg.pretrained,
+            self.train_set.class_names,
+            device=ctx.device,
+            seed=cfg.seed,
+            config=lambda dim: model_config(cfg, dim),
+            text_from=cfg.text_from,
+            storage_options=cfg.storage_options,
+        )
+        return TrainingSet(cfg, len(self.train_set.items), self.e2e.clip.dim)
+
+    def settle(self, cfg: FinetuneConfig, dim: int) -> FinetuneConfig:
+        """Gradient checkpointing for ViT-L/14, a decode worker per core of this process."""
+        if cfg.grad_checkpointing is None:
+            cfg = replace(cfg, grad_checkpointing=dim == CHECKPOINTED_WIDTH)
+        if cfg.workers is None:
+            cfg = replace(cfg, workers=default_workers())
+        return cfg
+
+    def model(self, cfg: FinetuneConfig, ctx: DistContext) -> TrainedModel:
+        model = self.e2e
+        # The decode workers need cores too: measured on 2 cores with 2 workers, the run did
+        # 21-28 videos/s with one torch thread and 8-10 with two (bench/finetune_e2e.py).
+        use_threads(ctx.device, width=model.clip.dim, workers=cfg.workers)
+        model.set_grad_checkpointing(cfg.grad_checkpointing)
+        self.init = warm_start(model, cfg.init_run) if cfg.init_run is not None else None
+        title = (
+            f"fine-tune {model.clip.model} + {model.temporal.cfg.arch} on "
+            f"{len(self.train_set.items)} videos"
+        )
+        return TrainedModel(
+            model.temporal,
+            model.class_text,
+            title,
+            visual=model.visual,
+            features_of=FrameFeatures(model),
+            save=lambda folder, best: save_end_to_end(folder, model, best),
+        )
+
+    def warnings(self) -> list[str]:
+        return [self.flip_warning] if self.flip_warning else []
+
+    def run_config(self, cfg: FinetuneConfig, settings: dict, details: dict) -> RunConfig:
+        val_set = self.val_set
+        own = {
+            "datasets": {
+                "train": _describe(self.train_set, self.root),
+                "val": _describe(val_set, self.val_root) if val_set is not None else None,
+            },
+            "val_sampling": {"frames": cfg.frames, "views": "1x1", "rule": "eval", "blend": None},
+            "init_run": self.init,
+            "text": str(cfg.text_from) if cfg.text_from is not None else "class templates",
+            "grad_checkpointing": cfg.grad_checkpointing,
+        }
+        sampling = {
             "frames": cfg.frames,
             "rule": "train",
             "augment": "spec 7.2",
             "crop_area": [cfg.min_crop_area, AREA_RANGE[1]],
-            "flip": flip.text,
-        },
-    )
-    notice = check_resume(folder, cfg, RESUME_IGNORED, PATH_SETTINGS) if cfg.resume else None
-    ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
-    failures = FailureLog(folder, ctx)
-    if ctx.is_main:
-        if notice:
-            progress.message(notice)
-        folder.create()
-        folder.write_config(config)
-        if cfg.resume:
-            failures.load()
-        for line in (*notes, *warnings):
-            progress.message(line)
+            "flip": self.flip.text,
+        }
+        return run_config(
+            self.e2e, {**own, **details}, tool_version=__version__, train=settings,
+            train_sampling=sampling,
+        )  # fmt: skip
 
-    def tell(rows: list[dict]) -> None:
-        for row in rows:
-            progress.message(f"skipped {row['video']}: {row['reason']}")
+    def begin(self, folder: RunFolder, cfg: FinetuneConfig, ctx: DistContext) -> list[str]:
+        """The failed-videos log, with the resumed run's failures."""
+        self.failures = FailureLog(folder, ctx)
+        if ctx.is_main and cfg.resume:
+            self.failures.load()
+        return []
 
-    train_clips = ClipDataset(
-        train_set.items,
-        root,
-        model.preprocess,
-        cfg.frames,
-        "train",
-        cfg.seed,
-        cfg.decoder,
-        flip=flip,
-        min_crop_area=cfg.min_crop_area,
-        storage_options=cfg.storage_options,
-    )
-    data = VideoBatches(
-        train_clips,
-        cfg.batch_size,
-        cfg.micro_batches,
-        ctx,
-        cfg.seed,
-        cfg.workers,
-        failures,
-        on_failure=tell,
-    )
-    val_loader = None
-    if val_set is not None and ctx.is_main:
-        val_clips = ClipDataset(
-            val_set.items,
-            val_root,
-            model.preprocess,
-            cfg.frames,
-            "eval",
-            cfg.seed,
-            cfg.decoder,
-            storage_options=cfg.storage_options,
-        )
-        val_loader = make_loader(
-            val_clips,
-            batch_size=micro_batch,
-            workers=cfg.workers,
-            shuffle=False,
-            pin_memory=device.type == "cuda",
-        )
+    def validation(self, cfg: FinetuneConfig, ctx: DistContext) -> Callable[[], float | None]:
+        """Rank 0's validation clips (one view, eval sampling), decoded by their own loader."""
+        self.val_loader = None
+        if self.val_set is not None and ctx.is_main:
+            val_clips = clips(cfg, self.val_set.items, self.val_root, self.e2e, "eval")
+            self.val_loader = make_loader(
+                val_clips,
+                batch_size=math.ceil(cfg.batch_size / cfg.micro_batches),
+                workers=cfg.workers,
+                shuffle=False,
+                pin_memory=ctx.device.type == "cuda",
+            )
+        return self.val_top1
 
-    def validate() -> float | None:
-        if val_loader is None:
+    def val_top1(self) -> float | None:
+        if self.val_loader is None:
             return None
-        scores, labels = predict_clips(model, val_loader, failures, data.epoch)
+        scores, labels = predict_clips(self.e2e, self.val_loader, self.failures, self.data.epoch)
         return topk_accuracy(scores, labels, (1,))["top1"] if len(labels) else None
 
-    every = max(1, cfg.epochs // 20)
+    def batches(self, cfg: FinetuneConfig, ctx: DistContext, progress: Progress) -> VideoBatches:
+        def tell(rows: list[dict]) -> None:
+            for row in rows:
+                progress.message(f"skipped {row['video']}: {row['reason']}")
 
-    def report(line: dict, last_epoch: int) -> None:
-        if line["epoch"] % every == 0 or line["epoch"] == last_epoch:
-            progress.message(epoch_message(line, cfg.epochs))
+        train_clips = clips(
+            cfg, self.train_set.items, self.root, self.e2e, "train",
+            flip=self.flip, min_crop_area=cfg.min_crop_area,
+        )  # fmt: skip
+        self.data = VideoBatches(
+            train_clips, cfg.batch_size, cfg.micro_batches, ctx, cfg.seed, cfg.workers,
+            self.failures, on_failure=tell,
+        )  # fmt: skip
+        return self.data
 
-    result = trainer.fit(
-        data,
-        text,
-        folder,
-        validate=validate,
-        save_model=lambda best: save_end_to_end(folder, model, best),
-        on_epoch=report,
-        progress=progress,
-        title=f"fine-tune {model.clip.model} + {model.temporal.cfg.arch} on "
-        f"{len(train_set.items)} videos",
-        changed=resumed.now,
-    )
-    if not ctx.is_main:
-        if not result.stopped:
-            ctx.barrier()  # wait for rank 0's final evaluation
-        return {"run": str(cfg.out), "rank": ctx.rank}
-    folder.write_curves()
-    if result.stopped:
-        return {
-            "run": str(cfg.out),
-            "stopped_after_epoch": result.last_epoch,
-            "epochs": cfg.epochs,
-            "failed_videos": failures.count["train"],
-            "warnings": warnings,
-        }
-    metrics = {"top1": None, "top5": None, "views": None, "n_videos": 0}
-    if val_loader is not None:
-        scores, labels = predict_clips(model, val_loader, failures, cfg.epochs - 1, tfm=cfg.tfm)
+    def evaluate(self, cfg: FinetuneConfig, folder: RunFolder) -> tuple[dict, list[str]]:
+        """The last weights on the validation clips (with TFM unless --no-tfm), and the
+        confusion matrix."""
+        if self.val_loader is None:
+            return {"top1": None, "top5": None, "views": None, "n_videos": 0}, []
+        scores, labels = predict_clips(
+            self.e2e, self.val_loader, self.failures, cfg.epochs - 1, tfm=cfg.tfm
+        )
         metrics = {**topk_accuracy(scores, labels), "views": "1x1", "n_videos": len(labels)}
-        metrics.update(tfm=cfg.tfm, n_failed_skipped=len(val_set.items) - len(labels))
+        metrics.update(tfm=cfg.tfm, n_failed_skipped=len(self.val_set.items) - len(labels))
         folder.write_confusion(
             confusion_matrix(scores, labels),
-            list(model.class_names),
-            store=_split_name(val_set),
+            list(self.e2e.class_names),
+            store=_split_name(self.val_set),
             views="1x1",
             tfm=cfg.tfm,
         )
-    metrics.update(
-        best_epoch=result.best["epoch"],
-        best_val_top1=result.best["top1"],
-        checkpoint="last",
-        epochs=cfg.epochs,
-        failed_videos=failures.count["train"],
-        run=str(cfg.out),
-    )
-    folder.write_metrics(metrics)
-    ctx.barrier()
-    return {**metrics, "warnings": warnings}
+        return metrics, []
+
+    def results(self) -> dict:
+        return {"failed_videos": self.failures.count["train"]}
 
 
 def _split_name(dataset: DatasetSpec) -> str:

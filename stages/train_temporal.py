@@ -9,8 +9,9 @@ mote.pipeline.train; this module keeps what is specific to cached features.
 
 from __future__ import annotations
 
-import math
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,20 +33,16 @@ from mote.pipeline.train.feature_batches import (
     ValidationView,
     device_budget,
 )
-from mote.pipeline.train.loop import Trainer, run_training
-from mote.pipeline.train.schedule import build_optimizer as shared_optimizer
-from mote.pipeline.train.schedule import mote_groups
 from mote.pipeline.train.train_settings import (
-    CHANGED_KEY,
-    changed_on_resume,
-    check_resume,
     check_training,
-    epoch_message,
-    few_steps_warnings,
+    few_steps_warnings,  # noqa: F401  (tests read it here)
     model_config,
-    plan,
-    recorded_settings,
-    steps_per_epoch,
+)
+from mote.pipeline.train.training_run import (
+    TrainedModel,
+    TrainingParts,
+    TrainingSet,
+    run_training,
 )
 from mote.stages.configs.train_config import TrainConfig  # noqa: F401
 
@@ -123,11 +120,6 @@ def _ram_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def build_optimizer(model: MoTE, cfg: TrainConfig) -> torch.optim.AdamW:
-    """Spec 7's AdamW: the temporal group at --lr, logit_scale at --lr x --clip-lr-ratio."""
-    return shared_optimizer(mote_groups(model, cfg.lr, cfg.clip_lr_ratio), cfg.weight_decay)
-
-
 def centre_view(crops: int) -> int:
     """The view index of the first clip's centre crop (crop order: left, right, centre)."""
     return crops - 1 if crops == 3 else 0
@@ -171,142 +163,112 @@ def run(cfg: TrainConfig, progress: Progress | None = None) -> dict:
     ``{"run": ..., "rank": r}``.
     """
     _check(cfg)
-    return run_training(cfg, cfg.out, progress, _train)
+    return run_training(FeatureParts(), cfg, progress)
 
 
-def _train(cfg: TrainConfig, ctx: DistContext, progress: Progress) -> dict:
-    folder = RunFolder(cfg.out)
-    train_store, val_store = open_stores(cfg)
-    spec = train_store.spec
-    device = ctx.device
-    use_threads(device, width=spec.dim)
-    out = cfg.out
+def training_source(cfg: TrainConfig, store: FeatureStore) -> InMemoryFeatures | StreamingFeatures:
+    """The training rows: few-shot's chosen videos and epoch size, else every done video (in
+    memory or streamed)."""
     if cfg.videos is not None or cfg.epoch_size is not None:
         videos = None if cfg.videos is None else np.asarray(cfg.videos)
-        source = InMemoryFeatures(train_store, videos, cfg.epoch_size)
+        source = InMemoryFeatures(store, videos, cfg.epoch_size)
     else:
-        source = feature_source(train_store, cfg.memory_gb)
+        source = feature_source(store, cfg.memory_gb)
     if len(source) == 0:
         raise ConfigError(f"{cfg.train}: no video is done in this store; run `mote extract` first")
-    # fewshot's protocol fixes its settings: no small-store rule for its runs
-    cfg, notes = plan(cfg, spec.dim, len(source), ctx.world_size, small_store=cfg.videos is None)
-    mcfg = model_config(cfg, spec.dim)
-    val_features = None
-    if val_store is not None and ctx.is_main:
-        val_features = InMemoryFeatures(val_store)
-        if len(val_features) == 0:
-            raise ConfigError(
-                f"{cfg.val}: no video is done in this store; run `mote extract` first"
-            )
-    warnings = few_steps_warnings(len(source), cfg.batch_size, cfg.epochs)
+    return source
 
-    torch.manual_seed(cfg.seed)
-    model = MoTE(mcfg).to(device)
-    text = torch.from_numpy(np.array(train_store.text_embeddings)).float().to(device)
-    model.set_finetune_text(text)
-    text = torch.nn.functional.normalize(text, dim=-1)
-    optimizer = build_optimizer(model, cfg)
-    trainer = Trainer(cfg, ctx, model, optimizer)
-    # looked up at call time, so a test can simulate a kill by replacing save_checkpoint here
-    trainer.save_checkpoint = lambda folder_, epoch, best: save_checkpoint(
-        folder_, ctx, trainer.losses, optimizer, trainer.scaler, epoch, best, trainer.random
-    )
 
-    train_counts = train_store.counts()
-    resumed = changed_on_resume(folder, cfg, PATH_SETTINGS)  # before config.json is rewritten
-    run_config = RunConfig(
-        source="train-temporal",
-        tool_version=__version__,
-        model=mcfg,
-        clip=RunClip(spec.model, spec.pretrained, spec.weights_id, spec.dim),
-        classes=tuple(train_store.class_names),
-        train=recorded_settings(cfg, PATH_SETTINGS),
-        train_sampling={"frames": spec.frames, "views": spec.layout, "rule": spec.sampling},
-        params_merged=model.num_params(merged=True),
-        params_train=model.num_params(merged=False),
-        details={
-            "stores": {"train": str(cfg.train), "val": str(cfg.val) if cfg.val else None},
-            "train_videos": {
-                "done": train_counts["done"],
-                "failed_skipped": train_counts["failed"],
+def validation_features(
+    cfg: TrainConfig, store: FeatureStore | None, ctx: DistContext
+) -> InMemoryFeatures | None:
+    """Rank 0's validation features (every view), read once."""
+    if store is None or not ctx.is_main:
+        return None
+    features = InMemoryFeatures(store)
+    if len(features) == 0:
+        raise ConfigError(f"{cfg.val}: no video is done in this store; run `mote extract` first")
+    return features
+
+
+class FeatureParts(TrainingParts):
+    """train-temporal's parts of the shared run: cached features in, a MoTE head out."""
+
+    path_settings = PATH_SETTINGS
+    resume_ignored = RESUME_IGNORED
+
+    def open(self, cfg: TrainConfig, ctx: DistContext) -> TrainingSet:
+        self.train_store, self.val_store = open_stores(cfg)
+        self.counts = self.train_store.counts()
+        use_threads(ctx.device, width=self.train_store.spec.dim)
+        self.source = training_source(cfg, self.train_store)
+        self.val_features = validation_features(cfg, self.val_store, ctx)
+        return TrainingSet(cfg, len(self.source), self.train_store.spec.dim)
+
+    def small_store(self, cfg: TrainConfig) -> bool:
+        return cfg.videos is None  # fewshot's protocol fixes its settings
+
+    def model(self, cfg: TrainConfig, ctx: DistContext) -> TrainedModel:
+        """MoTE from the seed, with the store's class text (normalised for the loss)."""
+        self.device = ctx.device
+        torch.manual_seed(cfg.seed)
+        self.head = MoTE(model_config(cfg, self.train_store.spec.dim)).to(ctx.device)
+        text = torch.from_numpy(np.array(self.train_store.text_embeddings)).float()
+        text = text.to(ctx.device)
+        self.head.set_finetune_text(text)
+        self.text = torch.nn.functional.normalize(text, dim=-1)
+        title = f"train {self.head.cfg.arch} on {len(self.source)} videos"
+        return TrainedModel(self.head, self.text, title)
+
+    def run_config(self, cfg: TrainConfig, settings: dict, details: dict) -> RunConfig:
+        spec, counts = self.train_store.spec, self.counts
+        return RunConfig(
+            source="train-temporal",
+            tool_version=__version__,
+            model=self.head.cfg,
+            clip=RunClip(spec.model, spec.pretrained, spec.weights_id, spec.dim),
+            classes=tuple(self.train_store.class_names),
+            train=settings,
+            train_sampling={"frames": spec.frames, "views": spec.layout, "rule": spec.sampling},
+            params_merged=self.head.num_params(merged=True),
+            params_train=self.head.num_params(merged=False),
+            details={
+                "stores": {"train": str(cfg.train), "val": str(cfg.val) if cfg.val else None},
+                "train_videos": {"done": counts["done"], "failed_skipped": counts["failed"]},
+                **details,
             },
-            "device": str(device),
-            "world_size": ctx.world_size,
-            "precision": trainer.precision,
-            "amp": trainer.precision != "fp32",
-            "effective_batch": cfg.batch_size,
-            "steps_per_epoch": steps_per_epoch(len(source), cfg.batch_size),
-            "warnings": warnings,
-            "chosen_for_you": notes,
-            "micro_batch": math.ceil(cfg.batch_size / cfg.micro_batches),
-            "note": "micro-batches emulate the reference's data-parallel GPUs: each draws its "
-            "own expert routing and WMR temperatures; their losses are averaged. Under torchrun "
-            "each process trains micro_batches / world_size of them",
-            **({CHANGED_KEY: resumed.record} if resumed.record else {}),
-        },
-    )
-    notice = check_resume(folder, cfg, RESUME_IGNORED, PATH_SETTINGS) if cfg.resume else None
-    ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
-    if ctx.is_main:
-        if notice:
-            progress.message(notice)
-        folder.create()
-        folder.write_config(run_config)
-        progress.message(
-            f"training store: {train_counts['done']} videos done, {train_counts['failed']} "
-            f"failed and {train_counts['pending']} pending (skipped)"
         )
-        for line in (*notes, *warnings):
-            progress.message(line)
-    val_on_device = None
-    if val_features is not None:
-        view = centre_view(val_store.spec.crops)
-        budget = device_budget(device, cfg.device_memory_gb)
-        val_on_device = ValidationView(val_features, view, device, budget)
-    data = FeatureBatches(
-        source, cfg.batch_size, cfg.micro_batches, ctx, cfg.seed, cfg.device_memory_gb
-    )
-    every = max(1, cfg.epochs // 20)
 
-    def report(line: dict, last_epoch: int) -> None:  # about 20 lines per run
-        if line["epoch"] % every == 0 or line["epoch"] == last_epoch:
-            progress.message(epoch_message(line, cfg.epochs))
+    def begin(self, folder: RunFolder, cfg: TrainConfig, ctx: DistContext) -> list[str]:
+        counts = self.counts
+        return [
+            f"training store: {counts['done']} videos done, {counts['failed']} failed and "
+            f"{counts['pending']} pending (skipped)"
+        ]
 
-    result = trainer.fit(
-        data,
-        text,
-        folder,
-        validate=lambda: _val_top1(model, val_on_device, text, device),
-        on_epoch=report,
-        progress=progress,
-        title=f"train {mcfg.arch} on {len(source)} videos",
-        changed=resumed.now,
-    )
-    if not ctx.is_main:
-        if not result.stopped:
-            ctx.barrier()  # wait for rank 0's final evaluation
-        return {"run": str(out), "rank": ctx.rank}
-    folder.write_curves()
-    if result.stopped:
-        return {
-            "run": str(out),
-            "stopped_after_epoch": result.last_epoch,
-            "epochs": cfg.epochs,
-            "warnings": warnings,
-        }
-    metrics = final_metrics(model, val_store, val_features, text, cfg, device, folder)
-    warnings += fused_views_warnings(metrics, train_store.spec)
-    validated = result.best["epoch"] > 0
-    metrics.update(
-        best_epoch=result.best["epoch"] if validated else None,
-        best_val_top1=result.best["top1"] if validated else None,
-        checkpoint="last",
-        epochs=cfg.epochs,
-        run=str(out),
-    )
-    folder.write_metrics(metrics)
-    ctx.barrier()
-    return {**metrics, "warnings": warnings}
+    def batches(self, cfg: TrainConfig, ctx: DistContext, progress: Progress) -> FeatureBatches:
+        return FeatureBatches(
+            self.source, cfg.batch_size, cfg.micro_batches, ctx, cfg.seed, cfg.device_memory_gb
+        )
+
+    def validation(self, cfg: TrainConfig, ctx: DistContext) -> Callable[[], float | None]:
+        """The centre view of the validation features, kept on the device when it fits."""
+        view = None
+        if self.val_features is not None:
+            budget = device_budget(ctx.device, cfg.device_memory_gb)
+            centre = centre_view(self.val_store.spec.crops)
+            view = ValidationView(self.val_features, centre, ctx.device, budget)
+        return lambda: _val_top1(self.head, view, self.text, ctx.device)
+
+    def evaluate(self, cfg: TrainConfig, folder: RunFolder) -> tuple[dict, list[str]]:
+        metrics = final_metrics(
+            self.head, self.val_store, self.val_features, self.text, cfg, self.device, folder
+        )
+        return metrics, fused_views_warnings(metrics, self.train_store.spec)
+
+    def checkpoint(self, *args: Any) -> None:
+        """Through this module's name, so a test can simulate a kill by replacing it here."""
+        save_checkpoint(*args)
 
 
 FUSED_GAP = 10.0  # fused top-1 this many points below the best view alone: say why

@@ -11,18 +11,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 
 from mote.pipeline.device import tf32_matmuls
-from mote.pipeline.errors import ConfigError, TrainingDiverged
+from mote.pipeline.errors import TrainingDiverged
 from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.metric_logs import MetricLogs, open_logs
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.train.checkpoint import RandomState, load_checkpoint, save_checkpoint
-from mote.pipeline.train.distributed import DistContext, run_on_every_rank
+from mote.pipeline.train.distributed import DistContext
 from mote.pipeline.train.sampler import check_micro_batches
 from mote.pipeline.train.schedule import lr_changes_at, lr_factor, set_lr
 from mote.pipeline.train.step import (
@@ -140,9 +139,11 @@ class Trainer:
         head: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         features_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        checkpoint: Callable[..., None] = save_checkpoint,
     ) -> None:
         check_micro_batches(loop.micro_batches, ctx.world_size)
         self.loop, self.ctx, self.head, self.optimizer = loop, ctx, head, optimizer
+        self.checkpoint = checkpoint  # ``save_checkpoint``'s signature: a test's kill goes here
         self.precision = resolve_precision(loop.precision, ctx.device, loop.prefer_bf16)
         self.scaler = make_scaler(self.precision, ctx.device)
         self.losses = LossModule(head, features_of, compile=loop.compile).to(ctx.device)
@@ -277,46 +278,21 @@ class Trainer:
         (the recovery settings this resume changed, ``changed_on_resume``) goes on the first
         epoch's line.
         """
-        ctx, loop = self.ctx, self.loop
+        ctx = self.ctx
         progress = progress if progress is not None and ctx.is_main else NullProgress()
         save_model = save_model or (lambda best: folder.save_model(self.head, best=best))
-        start, best = 0, {"top1": -1.0, "epoch": -1}
-        if loop.resume and folder.has_checkpoint():
-            start, best = load_checkpoint(
-                folder, ctx, self.losses, self.optimizer, self.scaler, self.random
-            )
-        if loop.resume and ctx.is_main:
-            folder.keep_history(start)  # a kill between history line and checkpoint: redo it
-        ctx.barrier()
-        last = loop.epochs
-        if loop.stop_after_epochs is not None:
-            last = min(loop.epochs, start + loop.stop_after_epochs)
+        ends = EpochEnds(self.head, validate, save_model)
+        start, best = self.starting_point(folder)
+        last = self.last_epoch(start)
         progress.start(last - start, title, unit="epochs")
-        logs = open_logs(loop.log, folder, start + 1) if ctx.is_main else MetricLogs()
+        logs = open_logs(self.loop.log, folder, start + 1) if ctx.is_main else MetricLogs()
         try:
             for epoch in range(start, last):
                 started = time.perf_counter()
                 stats = self.train_epoch(data, text, epoch)
                 if ctx.is_main:
-                    val_top1 = None
-                    if validate is not None:
-                        self.head.eval()
-                        val_top1 = validate()
-                    seconds = time.perf_counter() - started
-                    line = {
-                        "epoch": epoch + 1,
-                        **stats,
-                        "val_top1": val_top1,
-                        "seconds": round(seconds, 3),
-                        "videos_per_s": round(stats["videos"] / seconds, 1),
-                    }
-                    if changed and epoch == start:
-                        line[CHANGED_KEY] = changed
-                    folder.append_history(line)
-                    save_model(False)
-                    if val_top1 is not None and val_top1 > best["top1"]:
-                        best = {"top1": val_top1, "epoch": epoch + 1}
-                        save_model(True)
+                    line = ends.line(epoch, stats, started, changed if epoch == start else None)
+                    best = ends.record(folder, line, best)
                 self.save_checkpoint(folder, epoch + 1, best)
                 progress.update(done=1)
                 if ctx.is_main:
@@ -326,61 +302,67 @@ class Trainer:
         finally:
             logs.close()
         progress.finish()
-        best = ctx.broadcast(best)
-        return FitResult(start, last, best, loop.epochs)
+        return FitResult(start, last, ctx.broadcast(best), self.loop.epochs)
+
+    def starting_point(self, folder: RunFolder) -> tuple[int, dict]:
+        """The epochs done and the best so far: the checkpoint's on ``--resume``, else none."""
+        ctx, loop = self.ctx, self.loop
+        start, best = 0, {"top1": -1.0, "epoch": -1}
+        if loop.resume and folder.has_checkpoint():
+            start, best = load_checkpoint(
+                folder, ctx, self.losses, self.optimizer, self.scaler, self.random
+            )
+        if loop.resume and ctx.is_main:
+            folder.keep_history(start)  # a kill between history line and checkpoint: redo it
+        ctx.barrier()
+        return start, best
+
+    def last_epoch(self, start: int) -> int:
+        """Where this call stops: the run's last epoch, or ``stop_after_epochs`` after ``start``."""
+        if self.loop.stop_after_epochs is None:
+            return self.loop.epochs
+        return min(self.loop.epochs, start + self.loop.stop_after_epochs)
 
     def save_checkpoint(self, folder: RunFolder, epoch: int, best: dict) -> None:
         """A collective: every rank calls it (a test may replace it to simulate a kill)."""
-        save_checkpoint(
+        self.checkpoint(
             folder, self.ctx, self.losses, self.optimizer, self.scaler, epoch, best, self.random
         )
 
 
-def run_training(
-    cfg: TrainingSettings,
-    out: Path,
-    progress: Progress | None,
-    train: Callable[[Any, DistContext, Progress], dict],
-) -> dict:
-    """``train(cfg, ctx, progress)`` on every rank of a torchrun world (or alone), under the
-    run folder's claim: rank 0 holds it for the whole job, so a second writer is refused
-    before any rank starts. The folder must be new unless ``cfg.resume``."""
+@dataclass
+class EpochEnds:
+    """Rank 0's end of an epoch: validation, the history line, the last and best weights."""
 
-    def on_rank(ctx: DistContext, shown: Progress) -> dict:
-        folder = RunFolder(out)
-        with folder.writer_claim(ctx.is_main, shown):
-            if cfg.micro_batches is not None:
-                check_micro_batches(cfg.micro_batches, ctx.world_size)
-            if cfg.resume:
-                check_every_rank_sees(folder, ctx)
-            on_rank_0(ctx, lambda: folder.check_new(cfg.resume))
-            return train(cfg, ctx, shown)
+    head: torch.nn.Module
+    validate: Callable[[], float | None] | None
+    save_model: Callable[[bool], None]
 
-    return run_on_every_rank(cfg.device, progress or NullProgress(), on_rank)
+    def line(self, epoch: int, stats: dict, started: float, changed: dict | None) -> dict:
+        """The epoch's history line (``changed``: this resume's changes, on its first line)."""
+        val_top1 = None
+        if self.validate is not None:
+            self.head.eval()
+            val_top1 = self.validate()
+        seconds = time.perf_counter() - started
+        line = {
+            "epoch": epoch + 1,
+            **stats,
+            "val_top1": val_top1,
+            "seconds": round(seconds, 3),
+            "videos_per_s": round(stats["videos"] / seconds, 1),
+        }
+        if changed:
+            line[CHANGED_KEY] = changed
+        return line
 
-
-def on_rank_0(ctx: DistContext, check: Callable[[], None]) -> None:
-    """``check`` the run folder as its writer sees it (rank 0: on a shared disk the others could
-    already see rank 0's first files); its ``ConfigError`` stops every rank with the same line."""
-    problem = None
-    if ctx.is_main:
-        try:
-            check()
-        except ConfigError as error:
-            problem = str(error)
-    problem = ctx.broadcast(problem)
-    if problem is not None:
-        raise ConfigError(problem)
-
-
-def check_every_rank_sees(folder: RunFolder, ctx: DistContext) -> None:
-    """``--resume`` reads the run (settings, checkpoint, failures) on every rank: a node that
-    does not see it would start over while the others continue, so refuse that up front."""
-    seen = ctx.everyone(folder.is_run())
-    if any(seen) and not all(seen):
-        blind = ", ".join(str(rank) for rank, yes in enumerate(seen) if not yes)
-        raise ConfigError(
-            f"--resume: ranks {blind} do not see the run {folder.path} that the other ranks see; "
-            "every node reads the run folder to resume, so put it on a disk all nodes share "
-            "(the same path on each)"
-        )
+    def record(self, folder: RunFolder, line: dict, best: dict) -> dict:
+        """Append ``line`` to the history, save the last weights and, on a new best val top-1,
+        the best ones; returns the best so far."""
+        folder.append_history(line)
+        self.save_model(False)
+        val_top1 = line["val_top1"]
+        if val_top1 is not None and val_top1 > best["top1"]:
+            best = {"top1": val_top1, "epoch": line["epoch"]}
+            self.save_model(True)
+        return best

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -60,3 +61,12 @@ def mote_groups(
     temporal, scale = head.architecture.parameter_groups(head)
     clip = scale + (list(visual.parameters()) if visual is not None else [])
     return [("temporal", temporal, lr), ("clip", clip, lr * clip_lr_ratio)]
+
+
+def spec_optimizer(
+    cfg: Any, head: torch.nn.Module, visual: torch.nn.Module | None = None
+) -> torch.optim.AdamW:
+    """Spec 7's AdamW of a run's settings: the temporal group at ``cfg.lr``, the CLIP side
+    (logit_scale, and ``visual`` when tuned end to end) at ``cfg.lr x cfg.clip_lr_ratio``."""
+    groups = mote_groups(head, cfg.lr, cfg.clip_lr_ratio, visual=visual)
+    return build_optimizer(groups, cfg.weight_decay)

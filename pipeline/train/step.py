@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -124,76 +126,113 @@ def own_slots(global_size: int, micro_batches: int, rank: int, world_size: int) 
     return range(start, min(start + per_rank, max(start, min(global_size, micro_batches))))
 
 
-def train_step(
-    module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    text: torch.Tensor,
-    generators: Sequence[torch.Generator],
-    *,
-    global_size: int,
-    rank: int = 0,
-    world_size: int = 1,
-    scaler: torch.amp.GradScaler | None = None,
-    precision: str = "fp32",
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """One optimiser step on this rank's share of a global batch, micro-batch by micro-batch.
+@dataclass(frozen=True)
+class StepPlace:
+    """Where this rank's step stands in the world's: the global batch's size (every rank knows
+    it), this rank of ``world_size``, the factor on each micro-batch's mean loss
+    (``micro_batch_weight``), the autocast dtype (None: fp32) and the fp16 loss scaler."""
+
+    global_size: int
+    rank: int
+    world_size: int
+    weight: float
+    dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+
+    def autocast(self, device: torch.device) -> torch.autocast:
+        return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+
+StepSums = tuple[dict[str, torch.Tensor], torch.Tensor]
+
+
+class StepData(NamedTuple):
+    """This rank's share of a global batch, the class text, and one routing generator per
+    micro-batch slot of the whole world."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    text: torch.Tensor
+    generators: Sequence[torch.Generator]
+
+
+Passes = Callable[[torch.nn.Module, StepData, StepPlace], StepSums]
+
+
+@dataclass(frozen=True)
+class OptimiserStep:
+    """One optimiser step on this rank's share of a global batch: ``passes`` runs the forward
+    and backward passes of the rank's micro-batches (``micro_batch_passes`` or ``fused_passes``),
+    then the optimiser steps (through the loss scaler when there is one).
 
     ``generators`` holds one generator per micro-batch slot of the whole world (M); this rank
-    trains slots ``rank * M/W`` onwards. Its share is split into M/W contiguous micro-batches,
-    each routed with its slot's generator. Each micro-batch's mean loss is weighted by
+    trains slots ``rank * M/W`` onwards. Each micro-batch's mean loss is weighted by
     ``micro_batch_weight``, so gradients equal one process's on the whole batch. Returns summed
     loss terms (x videos) and correct routed predictions, as device tensors: nothing here
-    waits for the GPU.
-    """
-    micro_batches = len(generators)
-    per_rank = micro_batches // world_size
-    mine = generators[rank * per_rank : (rank + 1) * per_rank]
-    weight = micro_batch_weight(global_size, micro_batches, world_size)
-    optimizer.zero_grad(set_to_none=True)
+    waits for the GPU."""
+
+    passes: Passes
+
+    def __call__(
+        self,
+        module: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        text: torch.Tensor,
+        generators: Sequence[torch.Generator],
+        *,
+        global_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        scaler: torch.amp.GradScaler | None = None,
+        precision: str = "fp32",
+    ) -> StepSums:
+        weight = micro_batch_weight(global_size, len(generators), world_size)
+        place = StepPlace(global_size, rank, world_size, weight, _DTYPES.get(precision), scaler)
+        optimizer.zero_grad(set_to_none=True)
+        sums = self.passes(module, StepData(inputs, labels, text, generators), place)
+        optimizer_step(optimizer, scaler)
+        return sums
+
+
+def micro_batch_passes(module: torch.nn.Module, data: StepData, place: StepPlace) -> StepSums:
+    """``train_step``'s passes, micro-batch by micro-batch: the rank's share is split into M/W
+    contiguous micro-batches, each routed with its slot's generator; DDP averages the gradients
+    once, after the last."""
+    inputs, labels, text, generators = data
+    per_rank = len(generators) // place.world_size
+    mine = generators[place.rank * per_rank : (place.rank + 1) * per_rank]
     zero = torch.zeros((), device=labels.device)
     sums = dict.fromkeys(LOSS_TERMS, zero)
     correct = zero
     sizes = micro_batch_sizes(len(labels), per_rank) if len(labels) else []
     sizes += [0] * (per_rank - len(sizes))
     non_empty = [j for j, n in enumerate(sizes) if n] or [per_rank - 1]
-    dtype = _DTYPES.get(precision)
     start = 0
     for j in non_empty:
         part = slice(start, start + sizes[j])
         start += sizes[j]
         last = j == non_empty[-1]
-        sync = contextlib.nullcontext() if last or world_size == 1 else module.no_sync()
+        sync = contextlib.nullcontext() if last or place.world_size == 1 else module.no_sync()
         with sync:
-            with torch.autocast(labels.device.type, dtype=dtype, enabled=dtype is not None):
+            with place.autocast(labels.device):
                 losses = module(inputs[part], labels[part], text, mine[j])
-            loss = losses["total"] * weight
-            (scaler.scale(loss) if scaler is not None else loss).backward()
+            place.backward(losses["total"] * place.weight)
         if sizes[j]:
             for key in LOSS_TERMS:
                 sums[key] = sums[key] + losses[key].detach().float() * sizes[j]
             correct = correct + (losses["logits"].argmax(dim=1) == labels[part]).sum()
-    optimizer_step(optimizer, scaler)
     return sums, correct
 
 
-def fused_step(
-    module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    inputs: torch.Tensor,
-    labels: torch.Tensor,
-    text: torch.Tensor,
-    generators: Sequence[torch.Generator],
-    *,
-    global_size: int,
-    rank: int = 0,
-    world_size: int = 1,
-    scaler: torch.amp.GradScaler | None = None,
-    precision: str = "fp32",
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """``train_step``'s update in one batched pass: the same split into micro-batches, the same
-    draws from the same generators, one forward and one backward (issue 10).
+def fused_passes(module: torch.nn.Module, data: StepData, place: StepPlace) -> StepSums:
+    """``fused_step``'s passes: ``micro_batch_passes``'s update in one batched pass, the same
+    split into micro-batches, the same draws from the same generators, one forward and one
+    backward (issue 10).
 
     ``module`` is a ``LossModule`` (or DDP around one) whose head is a ``MoTE``.
     Every rank draws for every non-empty slot of the world (a few CPU random numbers), trains
@@ -201,26 +240,20 @@ def fused_step(
     per-micro-batch step leaves those without a gradient (AdamW then skips them), and so must
     this, without asking the other ranks or the GPU.
     """
-    losses = unwrap(module)
-    head = losses.head
-    micro_batches = len(generators)
-    used = min(global_size, micro_batches)
-    mine = own_slots(global_size, micro_batches, rank, world_size)
-    weight = micro_batch_weight(global_size, micro_batches, world_size)
-    optimizer.zero_grad(set_to_none=True)
+    inputs, labels, text, generators = data
+    head = unwrap(module).head
+    used = min(place.global_size, len(generators))
+    mine = own_slots(place.global_size, len(generators), place.rank, place.world_size)
     world_draws = draw_step(list(generators[:used]), used, head.cfg) if used else None
     draws = world_draws.select(mine.start, mine.stop) if world_draws and len(mine) else None
-    dtype = _DTYPES.get(precision)
-    with torch.autocast(labels.device.type, dtype=dtype, enabled=dtype is not None):
+    with place.autocast(labels.device):
         if draws is None:  # nothing on this rank: join the gradient sync with a zero loss
             out = module(inputs, labels, text)
         else:
             out = module(inputs, labels, text, draws=draws.to(labels.device))
-    loss = out["total"].sum() * weight  # each micro-batch's mean, weighted as train_step does
-    (scaler.scale(loss) if scaler is not None else loss).backward()
+    place.backward(out["total"].sum() * place.weight)  # each micro-batch's mean, weighted
     if world_draws is not None:
         drop_unrouted_grads(head, world_draws.routed_experts())
-    optimizer_step(optimizer, scaler)
     if draws is None:
         zero = torch.zeros((), device=labels.device)
         return dict.fromkeys(LOSS_TERMS, zero), zero
@@ -228,3 +261,8 @@ def fused_step(
     sums = {key: (out[key].detach().float() * sizes).sum() for key in LOSS_TERMS}
     correct = (out["logits"].detach().argmax(dim=1) == labels).sum()
     return sums, correct
+
+
+# The two steps, with one signature (``OptimiserStep.__call__``): the loop runs one per run.
+train_step = OptimiserStep(micro_batch_passes)  # --no-fused, and the fused step's reference
+fused_step = OptimiserStep(fused_passes)  # the default

@@ -7,21 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mote.pipeline.config import (
-    allow_outside_root_setting,
-    dataset_setting,
-    decoder_setting,
-    kinetics_csv_setting,
-    labels_file_setting,
-    list_file_setting,
-    model_setting,
-    pretrained_setting,
-    root_setting,
-    run_out_setting,
-    setting,
-    storage_options_setting,
-    store_in_setting,
-)
+from mote.pipeline import config as shared
+from mote.pipeline.config import setting
 from mote.pipeline.locations import Url
 from mote.pipeline.train.precisions import PRECISIONS
 from mote.pipeline.train.train_settings import TrainingSettings, training_setting
@@ -46,25 +33,25 @@ class FinetuneConfig(TrainingSettings):
 
     prefer_bf16 = True  # precision auto: bf16 on GPUs that have it
 
-    dataset: str = dataset_setting()
-    out: Path = run_out_setting()
-    root: Path | None = root_setting(
+    dataset: str = shared.dataset_setting()
+    out: Path = shared.run_out_setting()
+    root: Path | None = shared.root_setting(
         "Folder holding the videos, or a URL prefix (s3://bucket/videos).",
         default_text="the list file's folder (list)",
         url="read",
     )
-    allow_outside_root: bool = allow_outside_root_setting()
+    allow_outside_root: bool = shared.allow_outside_root_setting()
     split: str | None = setting(
         None,
         "Training split: k400 train (with --list or --kinetics-csv); ucf101/hmdb51 train1-3; "
         "ssv2 train.",
         default_text=", ".join(f"{s} for {d}" for d, s in TRAIN_SPLIT.items()),
     )
-    list_file: Path | None = list_file_setting("Training video list", "")
-    labels_file: Path | None = labels_file_setting("")
-    kinetics_csv: Path | None = kinetics_csv_setting()
-    model: str | None = model_setting(carried="the --init-run's (or the run resumed)")
-    pretrained: str | None = pretrained_setting(carried="that run's with its model")
+    list_file: Path | None = shared.list_file_setting("Training video list", "")
+    labels_file: Path | None = shared.labels_file_setting("")
+    kinetics_csv: Path | None = shared.kinetics_csv_setting()
+    model: str | None = shared.model_setting(carried="the --init-run's (or the run resumed)")
+    pretrained: str | None = shared.pretrained_setting(carried="that run's with its model")
     frames: int = setting(8, "Frames per clip T.", min=1)
     val_split: str | None = setting(
         None, "Validation split of the same dataset (1 view, eval sampling, spec 7)."
@@ -101,8 +88,8 @@ class FinetuneConfig(TrainingSettings):
         default_text=f"the node's cores / its torchrun processes, up to {MAX_WORKERS}",
         min=0,
     )
-    decoder: str = decoder_setting()
-    storage_options: dict[str, Any] | None = storage_options_setting()
+    decoder: str = shared.decoder_setting()
+    storage_options: dict[str, Any] | None = shared.storage_options_setting()
     flip: str | None = setting(
         None,
         "What spec 7.2's horizontal flip does to a training clip's label: 'keep' it, 'off' (never "
@@ -120,6 +107,6 @@ class FinetuneConfig(TrainingSettings):
     init_run: Path | None = setting(
         None, "Warm start: the temporal module and logit scale of a train-temporal run."
     )
-    text_from: Path | Url | None = store_in_setting(
+    text_from: Path | Url | None = shared.store_in_setting(
         "Take the class text embeddings from this feature store (same CLIP weights).", None
     )

@@ -11,6 +11,8 @@ from mote.pipeline.config import run_out_setting, setting, storage_options_setti
 from mote.pipeline.locations import Url
 from mote.pipeline.train.train_settings import TrainingSettings, training_setting
 
+COMPILE_HELP = "Compile the fused step with CUDA graphs (torch.compile, CUDA only)."
+
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig(TrainingSettings):
@@ -28,9 +30,7 @@ class TrainConfig(TrainingSettings):
         "Run a step's micro-batches in one batched pass (same update as one by one, far fewer "
         "operator calls); --no-fused runs them one by one.",
     )
-    compile: bool = training_setting(
-        False, "Compile the fused step with CUDA graphs (torch.compile, CUDA only)."
-    )
+    compile: bool = training_setting(False, COMPILE_HELP)
     memory_gb: float | None = setting(
         None,
         "Stream the store chunk by chunk when it is larger than this.",
