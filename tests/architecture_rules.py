@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "mote.pipeline",  # the package: arms the torchvision shim, __version__
             "mote.pipeline.errors",
+            "mote.pipeline.exit_codes",
             "mote.pipeline.device",
             "mote.pipeline.config",
             "mote.pipeline.locations",
