@@ -40,6 +40,7 @@ from mote.cache_schema.spec import VideoResult
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoder_pool import EncoderPool
 from mote.pipeline.clip.encoding import BatchedEncoder
+from mote.pipeline.config import default_encoder_batch
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
 from mote.pipeline.device import resolve_devices
@@ -246,7 +247,7 @@ def main() -> None:
     recipe = ClipRecipe(args.model, args.pretrained)
     clip = build_clip(args.model, args.pretrained, str(devices[0]))
     use_threads(devices[0], width=clip.dim, workers=args.workers)  # as `mote extract` does
-    batch = args.batch_size or (256 if clip.device.type == "cuda" else 32)
+    batch = args.batch_size or default_encoder_batch(clip.device)
     tasks = tasks_for(data, n, clip.preprocess.size, args.frames)
 
     a, decoded = decode_only(tasks, args.workers)

@@ -353,9 +353,19 @@ def decode_timeout_setting() -> Any:
     return setting(120.0, "Seconds before a video's decode is abandoned.", above=0)
 
 
+# Images per CLIP batch when --batch-size is not given: a GPU fills its cores with larger ones.
+ENCODER_BATCH_GPU, ENCODER_BATCH_CPU = 256, 32
+
+
+def default_encoder_batch(device: Any) -> int:
+    """Images per CLIP batch on ``device`` (a ``torch.device``) when none is asked for."""
+    return ENCODER_BATCH_GPU if device.type == "cuda" else ENCODER_BATCH_CPU
+
+
 def batch_size_setting() -> Any:
-    """Images per CLIP batch, when a command encodes videos."""
-    return setting(None, "Images per CLIP batch.", default_text="256 on GPU, 32 on CPU", min=1)
+    """Images per CLIP batch, when a command encodes videos (``default_encoder_batch``)."""
+    text = f"{ENCODER_BATCH_GPU} on GPU, {ENCODER_BATCH_CPU} on CPU"
+    return setting(None, "Images per CLIP batch.", default_text=text, min=1)
 
 
 DECODERS = ("auto", "decord", "pyav")

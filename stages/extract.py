@@ -33,6 +33,7 @@ from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.config import (
     carried_clip,
     check_decoder,
+    default_encoder_batch,
 )
 from mote.pipeline.data.datasets import DatasetSpec, open_dataset
 from mote.pipeline.data.folders import check_root
@@ -315,7 +316,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
             tasks = store_tasks(
                 store.spec, store.video_ids, todo, root, cfg.decoder, cfg.storage_options
             )
-            batch_size = cfg.batch_size or (256 if devices[0].type == "cuda" else 32)
+            batch_size = cfg.batch_size or default_encoder_batch(devices[0])
             shape = (clip.preprocess.size, clip.dim)
             if cfg.dask or len(devices) > 1:  # processes of their own encode: free this one
                 clip = None
