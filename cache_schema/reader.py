@@ -19,11 +19,13 @@ from zarr.codecs import Crc32cCodec
 
 from mote.cache_schema import v1
 from mote.cache_schema.checks import check_expected, check_layout, label_problems, label_rule
+from mote.cache_schema.folder import is_store
 from mote.cache_schema.remote import RemoteFiles, files_at, total_bytes
 from mote.cache_schema.spec import StoreSpec, fingerprint
 from mote.cache_schema.store_errors import StoreCorrupt, StoreNotFound, UnlabelledStore, short_error
 from mote.pipeline.errors import system_fault
 from mote.pipeline.locations import Url, locate, resolved
+from mote.pipeline.runs.layout import is_run_folder
 
 Indices = slice | Sequence[int] | np.ndarray
 Reader = TypeVar("Reader", bound="StoreReader")
@@ -86,17 +88,17 @@ class StoreReader:
         path = locate(path)
         # written under a claim, a store changes: then look afresh each time
         files = files_at(path, storage_options, live=writable)
-        if (files / "config.json").is_file() and not (files / "zarr.json").is_file():
+        if is_run_folder(files) and not is_store(files):
             raise StoreNotFound(
                 f"{path}: a run folder, not a feature store; pass a store (`mote extract ... "
                 f"--out STORE`), or read the run with `mote report {path}`."
             )
-        if not (files / "zarr.json").is_file() and isinstance(path, Url):
+        if not is_store(files) and isinstance(path, Url):
             raise StoreNotFound(
                 f"{path}: no feature store here (no zarr.json); extract one locally and upload "
                 "the whole store folder (`aws s3 sync STORE URL`)."
             )
-        if not (files / "zarr.json").is_file():
+        if not is_store(files):
             raise StoreNotFound(
                 f"{path}: no feature store here (no zarr.json); create one with "
                 f"`mote extract ... --out {path}`."

@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mote.pipeline.threads",
             "mote.pipeline.spawning",
             "mote.pipeline._torchvision_shim",
+            "mote.pipeline.runs.layout",  # run file names, what makes a run: no imports
         ),
     ),
     ("cache_schema", ("mote.cache_schema.*",)),
