@@ -233,6 +233,8 @@ class Settings:
 # ``multiple`` takes a tuple as a repeated option; ``short`` adds a one-letter flag (-k);
 # ``default_text`` describes a data-dependent default (stages/options.py reads them all).
 DEVICE_HELP = "auto (cuda when available), cpu, cuda, cuda:1."
+# What --devices (several encoder devices) takes: extract's help and device.py's refusals.
+DEVICES_CHOICES = "all (every visible GPU, else the CPU), GPU indices (0,1,3), cuda:1"
 
 
 def device_setting(lead: str = "") -> Any:
@@ -332,6 +334,30 @@ def kinetics_csv_setting() -> Any:
 
 def root_setting(help: str = "Folder holding the videos.", **meta: Any) -> Any:
     return setting(None, help, **meta)
+
+
+def video_root_setting(**meta: Any) -> Any:
+    """The videos' folder of a command that also reads them from object storage."""
+    help = "Folder holding the videos, or a URL prefix (s3://bucket/videos)."
+    return root_setting(help, url="read", **meta)
+
+
+# The default of a --root that plays or shows the videos of an embeddings file (search, serve).
+PATH_COLUMN_DEFAULT = "the embeddings table's path column"
+
+
+def best_setting() -> Any:
+    """Which weights of a run a command scores with."""
+    return setting(False, "Use the best-validation weights, not the last.")
+
+
+def strict_setting() -> Any:
+    """Whether any failed video fails a command that decodes videos (``videos_exit_code``)."""
+    return setting(
+        False,
+        "Exit 1 when any video failed (default: only when every video failed; failures are "
+        "always listed).",
+    )
 
 
 def run_out_setting() -> Any:

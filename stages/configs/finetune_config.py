@@ -16,11 +16,11 @@ from mote.pipeline.config import (
     list_file_setting,
     model_setting,
     pretrained_setting,
-    root_setting,
     run_out_setting,
     setting,
     storage_options_setting,
     store_in_setting,
+    video_root_setting,
 )
 from mote.pipeline.locations import Url
 from mote.pipeline.train.precisions import PRECISIONS
@@ -48,11 +48,7 @@ class FinetuneConfig(TrainingSettings):
 
     dataset: str = dataset_setting()
     out: Path = run_out_setting()
-    root: Path | None = root_setting(
-        "Folder holding the videos, or a URL prefix (s3://bucket/videos).",
-        default_text="the list file's folder (list)",
-        url="read",
-    )
+    root: Path | None = video_root_setting(default_text="the list file's folder (list)")
     allow_outside_root: bool = allow_outside_root_setting()
     split: str | None = setting(
         None,
