@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import torch
@@ -102,8 +103,18 @@ def encode_only(clip, decoded: list, batch_size: int, devices: list, recipe: Cli
     threads = torch.get_num_threads()
     size = (clip.preprocess.size, clip.dim)
     with EncoderPool(recipe.build, devices, batch_size, *size, cpu_threads=threads) as pool:
-        pool.wait_ready()
+        wait_ready(pool)
         return _encode_all(BatchedEncoder(pool), decoded)
+
+
+def wait_ready(pool: EncoderPool) -> None:
+    """Block until every encoder process has built its CLIP, before the first submit (it would
+    drop finished batches), so the timing is the steady state's."""
+    encoders = pool._encoders
+    while not all(encoder.ready for encoder in encoders):
+        waiting = [e.conn for e in encoders if not e.ready]
+        wait(waiting + [e.process.sentinel for e in encoders])
+        pool.collect(block=False)  # reads the ready messages; raises for a dead encoder
 
 
 def _encode_all(encoder: BatchedEncoder, decoded: list) -> float:

@@ -15,7 +15,8 @@ from typing import Any
 
 from mote.cache_schema import v1
 from mote.cache_schema.claim import CLAIM_FILE
-from mote.cache_schema.store_errors import StoreError
+from mote.cache_schema.store_errors import StoreError, StoreNotFound
+from mote.pipeline.locations import Url
 
 METADATA_FILE = "zarr.json"  # a Zarr v3 node's metadata: the store's root, and each array's own
 
@@ -24,6 +25,27 @@ def is_store(path: Any) -> bool:
     """Whether ``path`` (a ``Path``, or a ``RemoteFiles``/``LiveFiles`` for a URL) holds a Zarr
     group: a store, or its creation begun; a folder without it is no store at all."""
     return (path / METADATA_FILE).is_file()
+
+
+def refuse_no_store(path: Any, files: Any, run_folder: bool) -> None:
+    """A ``StoreNotFound`` with the way out when ``files`` (at ``path``) holds no store:
+    ``run_folder`` says the folder is a run (``pipeline/runs/layout.is_run_folder``)."""
+    if is_store(files):
+        return
+    if run_folder:
+        raise StoreNotFound(
+            f"{path}: a run folder, not a feature store; pass a store (`mote extract ... "
+            f"--out STORE`), or read the run with `mote report {path}`."
+        )
+    if isinstance(path, Url):
+        raise StoreNotFound(
+            f"{path}: no feature store here (no zarr.json); extract one locally and upload "
+            "the whole store folder (`aws s3 sync STORE URL`)."
+        )
+    raise StoreNotFound(
+        f"{path}: no feature store here (no zarr.json); create one with "
+        f"`mote extract ... --out {path}`."
+    )
 
 
 def creation_interrupted(path: Path) -> bool:

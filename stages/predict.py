@@ -276,8 +276,3 @@ def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
         "seconds": round(time.perf_counter() - started, 3),
         "videos": results,
     }
-
-
-def top_class(result: dict) -> list[str | None]:
-    """The top-1 class name of each video (None where it failed): a short view for callers."""
-    return [video["top"][0]["label"] if video["top"] else None for video in result["videos"]]
