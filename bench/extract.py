@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import torch
@@ -40,6 +41,7 @@ from mote.cache_schema.spec import VideoResult
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoder_pool import EncoderPool
 from mote.pipeline.clip.encoding import BatchedEncoder
+from mote.pipeline.config import default_encoder_batch
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
 from mote.pipeline.device import resolve_devices
@@ -101,8 +103,18 @@ def encode_only(clip, decoded: list, batch_size: int, devices: list, recipe: Cli
     threads = torch.get_num_threads()
     size = (clip.preprocess.size, clip.dim)
     with EncoderPool(recipe.build, devices, batch_size, *size, cpu_threads=threads) as pool:
-        pool.wait_ready()
+        wait_ready(pool)
         return _encode_all(BatchedEncoder(pool), decoded)
+
+
+def wait_ready(pool: EncoderPool) -> None:
+    """Block until every encoder process has built its CLIP, before the first submit (it would
+    drop finished batches), so the timing is the steady state's."""
+    encoders = pool._encoders
+    while not all(encoder.ready for encoder in encoders):
+        waiting = [e.conn for e in encoders if not e.ready]
+        wait(waiting + [e.process.sentinel for e in encoders])
+        pool.collect(block=False)  # reads the ready messages; raises for a dead encoder
 
 
 def _encode_all(encoder: BatchedEncoder, decoded: list) -> float:
@@ -246,7 +258,7 @@ def main() -> None:
     recipe = ClipRecipe(args.model, args.pretrained)
     clip = build_clip(args.model, args.pretrained, str(devices[0]))
     use_threads(devices[0], width=clip.dim, workers=args.workers)  # as `mote extract` does
-    batch = args.batch_size or (256 if clip.device.type == "cuda" else 32)
+    batch = args.batch_size or default_encoder_batch(clip.device)
     tasks = tasks_for(data, n, clip.preprocess.size, args.frames)
 
     a, decoded = decode_only(tasks, args.workers)

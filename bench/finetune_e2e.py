@@ -40,6 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from extract import cli_extract, machine_description, make_dataset, verdict  # noqa: E402
 
+from mote.pipeline.config import default_encoder_batch  # noqa: E402
 from mote.pipeline.data.datasets import load_dataset  # noqa: E402
 from mote.pipeline.device import resolve_device  # noqa: E402
 from mote.pipeline.temporal.e2e import build_end_to_end  # noqa: E402
@@ -309,7 +310,7 @@ def main() -> None:
         devices=str(device),
         frames=args.frames,
         decode_workers=args.workers,
-        batch_size=256 if device.type == "cuda" else 32,
+        batch_size=default_encoder_batch(device),
     )
     extract_vps, _, _ = cli_extract(settings, store, len(items))
     temporal = ["--train", str(store), "--out", str(run_d), "--epochs", str(args.temporal_epochs)]

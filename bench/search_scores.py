@@ -30,7 +30,7 @@ import torch
 from benchlib import doc_parser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import motion_split_stores, tiny_extract_config, train_tiny_run  # noqa: E402
+from helpers import motion_split_stores, tiny_extract_config, train_tiny_run  # noqa: E402
 
 from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.cache_schema.feature_store import FeatureStore

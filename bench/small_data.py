@@ -1,8 +1,9 @@
 """Do mote's training defaults learn on a small store (not a test)? On generated motion videos
 extracted by mote-tiny, split 3:1 per class (`demo.split_list`): `train-temporal` with the spec's
-settings (batch 192, 30 epochs, lr 5e-5: K400's ~1,250 steps per epoch) and with no training
-flag at all (the small-store rule of pipeline/train/train_settings.py), for several store sizes,
-class counts and architectures. Prints one row per run: final val top-1 (1 view) and chance.
+settings for B/16 (train_settings' SPEC_DEFAULTS and SPEC_LR, made for K400's ~1,250 steps per
+epoch) and with no training flag at all (the small-store rule of pipeline/train/train_settings.py),
+for several store sizes, class counts and architectures. Prints one row per run: final val top-1
+(1 view) and chance.
 
     python bench/small_data.py --sets 10x4 20x4 12x8 40x8 --archs mote transformer
 """
@@ -20,9 +21,11 @@ from pathlib import Path
 import torch
 
 from mote.pipeline.data.synthetic import MOTION_CLASSES, write_motion_dataset
+from mote.pipeline.train.train_settings import SPEC_DEFAULTS, SPEC_LR
 from mote.stages import demo, extract, train_temporal
 
-SPEC = {"batch_size": 192, "epochs": 30, "lr": 5e-5}
+SPEC_EPOCHS, SPEC_BATCH, _ = SPEC_DEFAULTS[512]  # B/16's: what the spec trains K400 with
+SPEC = {"batch_size": SPEC_BATCH, "epochs": SPEC_EPOCHS, "lr": SPEC_LR}
 
 
 def stores(work: Path, videos_per_class: int, classes: int) -> tuple[Path, Path, int]:

@@ -34,6 +34,7 @@ from benchlib import sync, write_store  # noqa: E402
 from device_waits import DeviceWaits, optimizer_tensors  # noqa: E402
 
 from mote.cache_schema.feature_store import FeatureStore  # noqa: E402
+from mote.cache_schema.folder import is_store  # noqa: E402
 from mote.pipeline.temporal.features import InMemoryFeatures  # noqa: E402
 from mote.pipeline.temporal.mote_model import MoTE  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
@@ -157,7 +158,7 @@ def main() -> None:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         store = work / f"steps_{args.dim}_{args.videos}.zarr"
-        if not (store / "zarr.json").exists():
+        if not is_store(store):
             write_store(store, args.videos, args.dim, classes=400)
         check = check_sync if args.check == "sync" else check_graphed
         ok, figures = check(store, args)

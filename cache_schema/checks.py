@@ -7,12 +7,13 @@ the video list, labels and text bank a store is created or resumed with.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec
 
 from mote.cache_schema import v1
 from mote.cache_schema.spec import StoreSpec, plain, show
@@ -108,6 +109,25 @@ def check_inputs(
             f"(classes, dim), got shape {text.shape}."
         )
     return ids, labs.astype(np.int32), text
+
+
+def done_row_problems(name: str, rows: np.ndarray) -> tuple[np.ndarray, str]:
+    """Which done rows of per-video array ``name`` hold no valid result (bool per row), and the
+    damage's wording with a ``{row}`` to fill: a chunk file zarr cannot tell from fill values."""
+    flat = rows.reshape(len(rows), -1)
+    if name == "embeddings":
+        bad = ~np.isfinite(flat).all(axis=1)
+        if bad.any():
+            return bad, "holds NaN or inf in done video {row}"
+        return ~flat.any(axis=1), "holds an all-zero embedding for done video {row}"
+    if name == "frame_indices":
+        return (flat < 0).any(axis=1), "holds a negative frame index for done video {row}"
+    return (flat < 1).all(axis=1), "holds no frame count for done video {row}"
+
+
+def ends_with_checksums(arrays: Iterable[zarr.Array]) -> bool:
+    """Whether every array ends its chunks with a CRC32C (v1 stores written before may not)."""
+    return all(any(isinstance(c, Crc32cCodec) for c in a.metadata.codecs) for a in arrays)
 
 
 def label_problems(labels: np.ndarray, n_classes: int) -> np.ndarray:

@@ -71,6 +71,15 @@ def _options(location: Path | Url, storage_options: dict[str, Any] | None) -> di
     return storage_options if isinstance(location, Url) else None
 
 
+def _claimed(
+    path: str | Path, claim: StoreClaim | None, storage_options: dict[str, Any] | None
+) -> tuple[Path | Url, Files]:
+    """Where a writer writes and its files, once the claim it holds there is checked."""
+    path = locate(path)
+    check_claim_at(path, claim, storage_options)
+    return path, files_at(path, storage_options, live=True)
+
+
 def _root_attrs(path: Files) -> dict | None:
     try:
         root = json.loads((path / "zarr.json").read_text())
@@ -142,9 +151,7 @@ class EmbeddingsFile:
     ) -> EmbeddingsFile:
         """An empty file (every row pending) for ``identity`` (``IDENTITY_ATTRS``); the root
         attributes are written last. ``path`` may be an s3:// URL (``storage_options``)."""
-        path = locate(path)
-        check_claim_at(path, claim, storage_options)
-        files = files_at(path, storage_options, live=True)
+        path, files = _claimed(path, claim, storage_options)
         missing = [k for k in IDENTITY_ATTRS if k not in identity]
         if missing:
             raise ValueError(f"an embeddings identity needs {missing}")
@@ -249,9 +256,7 @@ class EmbeddingsFile:
     ) -> EmbeddingsFile:
         """Continue the file at ``path`` if it holds ``identity``, else create it; a file of
         another run or store is refused (``overwrite`` replaces it)."""
-        path = locate(path)
-        check_claim_at(path, claim, storage_options)
-        files = files_at(path, storage_options, live=True)
+        path, files = _claimed(path, claim, storage_options)
         attrs = _root_attrs(files)
         if overwrite or attrs is None or _interrupted(files):
             return cls.create(path, identity, chunk_rows, claim, overwrite, storage_options)
@@ -321,11 +326,6 @@ class EmbeddingsFile:
         """The chunks that still hold a pending row, in order."""
         done = self.done_mask()
         return [c for c in range(self.n_chunks) if not done[slice(*self.chunk_range(c))].all()]
-
-    @property
-    def complete(self) -> bool:
-        """Every row done and the table written: what readers need."""
-        return bool(self.done_mask().all()) and self.table_file.is_file()
 
     # ------------------------------------------------------------------ writing
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from mote.cache_schema.checks import check_inputs, spec_difference, video_list_d
 from mote.cache_schema.claim import StoreClaim
 from mote.cache_schema.folder import clear_target, creation_interrupted, remove_partial_files
 from mote.cache_schema.reader import StoreReader
-from mote.cache_schema.remote import LiveFiles, RemoteFiles, files_at
+from mote.cache_schema.remote import LiveFiles, files_at
 from mote.cache_schema.remote_claim import check_claim_at
 from mote.cache_schema.repair import (
     array_metadata_missing,
@@ -70,18 +70,8 @@ def _zarr_store(path: Path | Url, storage_options: dict[str, Any] | None) -> Any
 class FeatureStore(StoreReader):
     """A mote.features v1 store on local disk; build it with create, open or open_or_create."""
 
-    def __init__(
-        self,
-        path: Path | Url,
-        group: zarr.Group,
-        arrays: Mapping[str, zarr.Array],
-        writable: bool,
-        files: Path | RemoteFiles | None = None,
-        storage_options: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(path, group, arrays, writable, files, storage_options)
-        self.restored_metadata: list[str] = []  # array files a resume restored (resume)
-        self.restored_creation: list[str] = []  # creation chunks a repair rewrote (resume)
+    restored_metadata: Sequence[str] = ()  # array files a resume restored (resume)
+    restored_creation: Sequence[str] = ()  # creation chunks a repair rewrote (resume)
 
     # ------------------------------------------------------------------ construction
 

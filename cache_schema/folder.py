@@ -11,10 +11,41 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from mote.cache_schema import v1
 from mote.cache_schema.claim import CLAIM_FILE
-from mote.cache_schema.store_errors import StoreError
+from mote.cache_schema.store_errors import StoreError, StoreNotFound
+from mote.pipeline.locations import Url
+
+METADATA_FILE = "zarr.json"  # a Zarr v3 node's metadata: the store's root, and each array's own
+
+
+def is_store(path: Any) -> bool:
+    """Whether ``path`` (a ``Path``, or a ``RemoteFiles``/``LiveFiles`` for a URL) holds a Zarr
+    group: a store, or its creation begun; a folder without it is no store at all."""
+    return (path / METADATA_FILE).is_file()
+
+
+def refuse_no_store(path: Any, files: Any, run_folder: bool) -> None:
+    """A ``StoreNotFound`` with the way out when ``files`` (at ``path``) holds no store:
+    ``run_folder`` says the folder is a run (``pipeline/runs/layout.is_run_folder``)."""
+    if is_store(files):
+        return
+    if run_folder:
+        raise StoreNotFound(
+            f"{path}: a run folder, not a feature store; pass a store (`mote extract ... "
+            f"--out STORE`), or read the run with `mote report {path}`."
+        )
+    if isinstance(path, Url):
+        raise StoreNotFound(
+            f"{path}: no feature store here (no zarr.json); extract one locally and upload "
+            "the whole store folder (`aws s3 sync STORE URL`)."
+        )
+    raise StoreNotFound(
+        f"{path}: no feature store here (no zarr.json); create one with "
+        f"`mote extract ... --out {path}`."
+    )
 
 
 def creation_interrupted(path: Path) -> bool:
@@ -25,7 +56,7 @@ def creation_interrupted(path: Path) -> bool:
     files) is one.
     """
     try:
-        root = json.loads((path / "zarr.json").read_text())
+        root = json.loads((path / METADATA_FILE).read_text())
     except (OSError, ValueError):
         return False
     if not isinstance(root, dict) or root.get("node_type") != "group" or root.get("attributes"):
@@ -34,7 +65,7 @@ def creation_interrupted(path: Path) -> bool:
         if entry.name in v1.ARRAYS:
             if not entry.is_dir():
                 return False
-        elif entry.name not in ("zarr.json", CLAIM_FILE) and not entry.name.endswith(".partial"):
+        elif entry.name not in (METADATA_FILE, CLAIM_FILE) and not entry.name.endswith(".partial"):
             return False
     return True
 
@@ -42,12 +73,12 @@ def creation_interrupted(path: Path) -> bool:
 def foreign_entries(path: Path) -> list[str]:
     """Names in ``path`` that a mote store of this or another schema version would not hold."""
     try:
-        attrs = json.loads((path / "zarr.json").read_text()).get("attributes") or {}
+        attrs = json.loads((path / METADATA_FILE).read_text()).get("attributes") or {}
     except (OSError, ValueError, AttributeError):
         attrs = {}
     if isinstance(attrs, dict) and attrs.get("schema") == v1.SCHEMA:
         return []  # a mote store, maybe of another version: its layout is its own
-    known = {*v1.ARRAYS, "zarr.json", CLAIM_FILE}
+    known = {*v1.ARRAYS, METADATA_FILE, CLAIM_FILE}
     return sorted(
         e.name for e in path.iterdir() if e.name not in known and not e.name.endswith(".partial")
     )
@@ -77,7 +108,7 @@ def clear_target(path: Path, overwrite: bool) -> None:
     if creation_interrupted(path):
         empty_folder(path)
         return
-    if not (path / "zarr.json").is_file():
+    if not is_store(path):
         raise StoreError(
             f"{path}: exists and is not a Zarr store (no zarr.json), so mote will not write or "
             "delete anything there; choose another --out."

@@ -3,7 +3,7 @@
 Every read is checked, because a store can be damaged after it was written: a chunk that fails
 to decode (or its checksum) raises a ``StoreCorrupt`` naming the array, the chunk, its videos and
 the fix; a done video must have its chunk file and valid data; ids, labels and the text bank are
-checked when first read. ``FeatureStore`` (store.py) adds creating and writing.
+checked when first read. ``FeatureStore`` (feature_store.py) adds creating and writing.
 """
 
 from __future__ import annotations
@@ -15,15 +15,23 @@ from typing import Any, TypeVar
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec
 
 from mote.cache_schema import v1
-from mote.cache_schema.checks import check_expected, check_layout, label_problems, label_rule
+from mote.cache_schema.checks import (
+    check_expected,
+    check_layout,
+    done_row_problems,
+    ends_with_checksums,
+    label_problems,
+    label_rule,
+)
+from mote.cache_schema.folder import refuse_no_store
 from mote.cache_schema.remote import RemoteFiles, files_at, total_bytes
 from mote.cache_schema.spec import StoreSpec, fingerprint
-from mote.cache_schema.store_errors import StoreCorrupt, StoreNotFound, UnlabelledStore, short_error
+from mote.cache_schema.store_errors import StoreCorrupt, UnlabelledStore, short_error
 from mote.pipeline.errors import system_fault
 from mote.pipeline.locations import Url, locate, resolved
+from mote.pipeline.runs.layout import is_run_folder
 
 Indices = slice | Sequence[int] | np.ndarray
 Reader = TypeVar("Reader", bound="StoreReader")
@@ -45,7 +53,6 @@ class StoreReader:
         self.path = path
         self.files = path if files is None else files  # what checks of files by path look at
         self._storage_options = storage_options
-        self._group = group
         self._arrays = dict(arrays)
         if writable:  # an all-pending status chunk stays a file (v1.STATUS_CHUNKS_KEPT)
             self._arrays["status"] = self._arrays["status"].with_config(
@@ -86,21 +93,7 @@ class StoreReader:
         path = locate(path)
         # written under a claim, a store changes: then look afresh each time
         files = files_at(path, storage_options, live=writable)
-        if (files / "config.json").is_file() and not (files / "zarr.json").is_file():
-            raise StoreNotFound(
-                f"{path}: a run folder, not a feature store; pass a store (`mote extract ... "
-                f"--out STORE`), or read the run with `mote report {path}`."
-            )
-        if not (files / "zarr.json").is_file() and isinstance(path, Url):
-            raise StoreNotFound(
-                f"{path}: no feature store here (no zarr.json); extract one locally and upload "
-                "the whole store folder (`aws s3 sync STORE URL`)."
-            )
-        if not (files / "zarr.json").is_file():
-            raise StoreNotFound(
-                f"{path}: no feature store here (no zarr.json); create one with "
-                f"`mote extract ... --out {path}`."
-            )
+        refuse_no_store(path, files, is_run_folder(files))
         try:
             group = zarr.open_group(
                 str(path),
@@ -270,10 +263,7 @@ class StoreReader:
 
     def has_checksums(self) -> bool:
         """Whether every array ends its chunks with a CRC32C (v1 stores written before may not)."""
-        return all(
-            any(isinstance(codec, Crc32cCodec) for codec in arr.metadata.codecs)
-            for arr in self._arrays.values()
-        )
+        return ends_with_checksums(self._arrays.values())
 
     def damage(self, name: str, chunk: int, what: str) -> StoreCorrupt:
         """The one-line error for a damaged chunk: store, array, chunk, its videos and the fix."""
@@ -395,20 +385,7 @@ class StoreReader:
                 )
         if not done.any():
             return data
-        part = np.asarray(data[done])
-        flat = part.reshape(len(part), -1)
-        if name == "embeddings":
-            bad = ~np.isfinite(flat).all(axis=1)
-            what = "holds NaN or inf in done video {row}"
-            if not bad.any():
-                bad = ~flat.any(axis=1)
-                what = "holds an all-zero embedding for done video {row}"
-        elif name == "frame_indices":
-            bad = (flat < 0).any(axis=1)
-            what = "holds a negative frame index for done video {row}"
-        else:
-            bad = (flat < 1).all(axis=1)
-            what = "holds no frame count for done video {row}"
+        bad, what = done_row_problems(name, np.asarray(data[done]))
         if bad.any():
             row = int(rows[done][np.flatnonzero(bad)[0]])
             raise self.damage(name, self._chunk(row), what.format(row=row))

@@ -5,6 +5,7 @@ prints them as one line.
 """
 
 from mote.pipeline.errors import short_error
+from mote.pipeline.exit_codes import DAMAGE, USAGE
 
 __all__ = [
     "StoreError",
@@ -19,7 +20,7 @@ __all__ = [
 class StoreError(ValueError):
     """Base of every error the feature store raises on purpose."""
 
-    exit_code = 2  # the CLI's exit code: the store or the request is not usable as given
+    exit_code = USAGE  # the CLI's exit code: the store or the request is not usable as given
 
 
 class StoreMismatch(StoreError):
@@ -38,4 +39,4 @@ class StoreNotFound(StoreError, FileNotFoundError):
 class StoreCorrupt(StoreError):
     """The store is missing arrays or their shapes disagree with its attributes."""
 
-    exit_code = 3  # damage found
+    exit_code = DAMAGE

@@ -233,6 +233,8 @@ class Settings:
 # ``multiple`` takes a tuple as a repeated option; ``short`` adds a one-letter flag (-k);
 # ``default_text`` describes a data-dependent default (stages/options.py reads them all).
 DEVICE_HELP = "auto (cuda when available), cpu, cuda, cuda:1."
+# What --devices (several encoder devices) takes: extract's help and device.py's refusals.
+DEVICES_CHOICES = "all (every visible GPU, else the CPU), GPU indices (0,1,3), cuda:1"
 
 
 def device_setting(lead: str = "") -> Any:
@@ -334,6 +336,30 @@ def root_setting(help: str = "Folder holding the videos.", **meta: Any) -> Any:
     return setting(None, help, **meta)
 
 
+def video_root_setting(**meta: Any) -> Any:
+    """The videos' folder of a command that also reads them from object storage."""
+    help = "Folder holding the videos, or a URL prefix (s3://bucket/videos)."
+    return root_setting(help, url="read", **meta)
+
+
+# The default of a --root that plays or shows the videos of an embeddings file (search, serve).
+PATH_COLUMN_DEFAULT = "the embeddings table's path column"
+
+
+def best_setting() -> Any:
+    """Which weights of a run a command scores with."""
+    return setting(False, "Use the best-validation weights, not the last.")
+
+
+def strict_setting() -> Any:
+    """Whether any failed video fails a command that decodes videos (``videos_exit_code``)."""
+    return setting(
+        False,
+        "Exit 1 when any video failed (default: only when every video failed; failures are "
+        "always listed).",
+    )
+
+
 def run_out_setting() -> Any:
     """The run folder a training or import command creates."""
     return setting(help="Run folder to create.")
@@ -353,9 +379,19 @@ def decode_timeout_setting() -> Any:
     return setting(120.0, "Seconds before a video's decode is abandoned.", above=0)
 
 
+# Images per CLIP batch when --batch-size is not given: a GPU fills its cores with larger ones.
+ENCODER_BATCH_GPU, ENCODER_BATCH_CPU = 256, 32
+
+
+def default_encoder_batch(device: Any) -> int:
+    """Images per CLIP batch on ``device`` (a ``torch.device``) when none is asked for."""
+    return ENCODER_BATCH_GPU if device.type == "cuda" else ENCODER_BATCH_CPU
+
+
 def batch_size_setting() -> Any:
-    """Images per CLIP batch, when a command encodes videos."""
-    return setting(None, "Images per CLIP batch.", default_text="256 on GPU, 32 on CPU", min=1)
+    """Images per CLIP batch, when a command encodes videos (``default_encoder_batch``)."""
+    text = f"{ENCODER_BATCH_GPU} on GPU, {ENCODER_BATCH_CPU} on CPU"
+    return setting(None, "Images per CLIP batch.", default_text=text, min=1)
 
 
 DECODERS = ("auto", "decord", "pyav")

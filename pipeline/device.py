@@ -12,12 +12,10 @@ from collections.abc import Iterator
 
 import torch
 
+from mote.pipeline.config import DEVICES_CHOICES
 from mote.pipeline.errors import ConfigError
 
-DEVICES_HELP = (
-    "all (every visible GPU, else the CPU), GPU indices (0,1,3), cuda:1, cpu, or cpu,cpu "
-    "(several CPU encoder processes)"
-)
+DEVICES_HELP = f"{DEVICES_CHOICES}, cpu, or cpu,cpu (several CPU encoder processes)"
 
 
 def resolve_device(device: str) -> torch.device:

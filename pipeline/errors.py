@@ -8,11 +8,13 @@ and, where there is one, the fix.
 import errno
 import re
 
+from mote.pipeline.exit_codes import DAMAGE, DIVERGED, SYSTEM, USAGE
+
 
 class MoteError(Exception):
     """Base of every error mote raises on purpose."""
 
-    exit_code = 2  # usage or input error, unless a subclass says otherwise
+    exit_code = USAGE  # usage or input error, unless a subclass says otherwise
 
 
 class MoteWarning(UserWarning):
@@ -44,7 +46,7 @@ class TrainingDiverged(MoteError, RuntimeError):
     """The loss or the weights became NaN or infinite; the last good checkpoint is kept.
     ``what`` is the message without its way out, for a command whose way out differs."""
 
-    exit_code = 5
+    exit_code = DIVERGED
 
     def __init__(self, message: str, what: str | None = None) -> None:
         super().__init__(message)
@@ -54,7 +56,7 @@ class TrainingDiverged(MoteError, RuntimeError):
 class RunFileError(ConfigError):
     """A run folder's file is missing, cut short or damaged; the message says how to remake it."""
 
-    exit_code = 3  # damage found
+    exit_code = DAMAGE
 
 
 class IndexMismatch(ConfigError):
@@ -65,7 +67,7 @@ class IndexMismatch(ConfigError):
 class OutputError(MoteError, OSError):
     """A file could not be written (permission denied, read-only file system, disk full)."""
 
-    exit_code = 4  # system fault
+    exit_code = SYSTEM
 
 
 # What an operating-system fault means for a user, and the way out, by errno.
@@ -101,7 +103,7 @@ class Unreachable(MoteError, ConnectionError):
     """The server of a store or video URL cannot be reached: nothing was changed, and the same
     command continues once it answers."""
 
-    exit_code = 4  # system fault (the network, not the data)
+    exit_code = SYSTEM  # (the network, not the data)
 
 
 # Network failures of fsspec's object stores (botocore, aiohttp, urllib3), by class name: their
@@ -176,13 +178,13 @@ class PeerLost(MoteError, RuntimeError):
     """Another process of a torchrun job stopped (killed, out of memory, its node gone): not a
     bug here; the job's last checkpoint is whole and a resumed launch continues from it."""
 
-    exit_code = 4  # system fault
+    exit_code = SYSTEM
 
 
 class EncoderFailed(MoteError, RuntimeError):
     """An encoder process died or raised; the message names its device and how to go on."""
 
-    exit_code = 4  # system fault (out of memory, a device error)
+    exit_code = SYSTEM  # (out of memory, a device error)
 
 
 def short_error(err: BaseException, limit: int = 100) -> str:

@@ -23,9 +23,9 @@ import click
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from mote.pipeline.exit_codes import INTERRUPTED, TERMINATED, USAGE
 from mote.stages.command_table import BUILDERS, Terminated
 from mote.stages.faults import (
-    USAGE,
     ClickError,
     NoArgsIsHelp,
     exit_code,
@@ -127,10 +127,10 @@ def main() -> None:
         sys.exit(exit_code(refused))
     except Terminated:
         print_error("terminated: rerun the same command to resume where it stopped")
-        sys.exit(143)
+        sys.exit(TERMINATED)
     except (KeyboardInterrupt, typer.Abort):
         print_error("interrupted: rerun the same command to resume where it stopped")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except Exception as error:  # the last resort: never a traceback unless asked for
         if os.environ.get("MOTE_DEBUG", "") not in ("", "0"):
             raise

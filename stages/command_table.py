@@ -13,8 +13,9 @@ from typing import Any
 
 import typer
 
+from mote.pipeline.exit_codes import DAMAGE, INTERRUPTED, TERMINATED
 from mote.stages.console import stderr
-from mote.stages.faults import DAMAGE, videos_exit_code
+from mote.stages.faults import videos_exit_code
 from mote.stages.options import config_command
 from mote.stages.plain import command_progress
 
@@ -41,7 +42,8 @@ def _resumable(command: str):
     try:
         yield
     except KeyboardInterrupt as stop:
-        what, code = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        terminated = isinstance(stop, Terminated)
+        what, code = ("terminated", TERMINATED) if terminated else ("interrupted", INTERRUPTED)
         stderr.print(f"{what}: rerun the same {command} command to continue where it stopped")
         raise typer.Exit(code) from None
 

@@ -22,6 +22,7 @@ import torch
 
 from mote.cache_schema.claim import StoreClaim, StoreReadOnly
 from mote.cache_schema.feature_store import FeatureStore
+from mote.cache_schema.folder import METADATA_FILE, is_store
 from mote.cache_schema.remote_claim import claim_location
 from mote.cache_schema.spec import StoreSpec
 from mote.cache_schema.store_errors import StoreCorrupt, StoreError
@@ -33,6 +34,7 @@ from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.config import (
     carried_clip,
     check_decoder,
+    default_encoder_batch,
 )
 from mote.pipeline.data.datasets import DatasetSpec, open_dataset
 from mote.pipeline.data.folders import check_root
@@ -99,7 +101,7 @@ def _store_clip(cfg: ExtractConfig) -> tuple[str, str] | None:
     """The (model, weights) of the store this run continues; None for a new store."""
     if cfg.overwrite or cfg.run is not None:
         return None
-    if not isinstance(cfg.out, Url) and not (Path(cfg.out) / "zarr.json").is_file():
+    if not isinstance(cfg.out, Url) and not is_store(Path(cfg.out)):
         return None
     try:
         spec = FeatureStore.open(cfg.out, storage_options=cfg.storage_options).spec
@@ -222,7 +224,7 @@ def claim_store(cfg: ExtractConfig, progress: Progress) -> StoreClaim | None:
     try:
         claim = claim_location(cfg.out, cfg.storage_options)
     except StoreReadOnly:
-        if not (Path(cfg.out) / "zarr.json").is_file():
+        if not is_store(Path(cfg.out)):
             raise
         return None
     if claim.taken_over is not None:
@@ -305,7 +307,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
             use_threads(devices[0], width=clip.dim, workers=0 if cfg.dask else workers)
             store = open_store(cfg, clip, dataset, claim)
             if store.restored_metadata:
-                names = ", ".join(f"{name}/zarr.json" for name in store.restored_metadata)
+                names = ", ".join(f"{name}/{METADATA_FILE}" for name in store.restored_metadata)
                 progress.message(f"{cfg.out}: restored {names} from the consolidated metadata")
             if store.restored_creation:
                 rewritten = ", ".join(store.restored_creation)
@@ -315,7 +317,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
             tasks = store_tasks(
                 store.spec, store.video_ids, todo, root, cfg.decoder, cfg.storage_options
             )
-            batch_size = cfg.batch_size or (256 if devices[0].type == "cuda" else 32)
+            batch_size = cfg.batch_size or default_encoder_batch(devices[0])
             shape = (clip.preprocess.size, clip.dim)
             if cfg.dask or len(devices) > 1:  # processes of their own encode: free this one
                 clip = None

@@ -1,9 +1,10 @@
 """Every fault one line on stderr and one exit code, by the one rule in ``EXIT_CODES``.
 
-mote's own errors carry their exit code (``exit_code`` on the error class: a bad input is 2, a
-damaged store or run 3, a failed write 4, a diverged run 5); an operating-system error is a
-system fault (4) named by its file and errno; anything else is a bug (70). The README's exit-code
-table is this dict (tests/test_faults_exit_codes.py compares them).
+mote's own errors carry their exit code (``exit_code`` on the error class: a bad input is
+``USAGE``, a damaged store or run ``DAMAGE``, a failed write ``SYSTEM``, a diverged run
+``DIVERGED``; the numbers are pipeline/exit_codes.py's); an operating-system error is a system
+fault named by its file and errno; anything else is a ``BUG``. The README's exit-code table is
+this dict (tests/test_faults_exit_codes.py compares them).
 """
 
 from __future__ import annotations
@@ -24,25 +25,35 @@ from mote.pipeline.errors import (
     os_fault_reason,
     unreachable_message,
 )
+from mote.pipeline.exit_codes import (
+    BUG,
+    DAMAGE,
+    DIVERGED,
+    DONE,
+    INTERRUPTED,
+    NO_RESULT,
+    SYSTEM,
+    TERMINATED,
+    USAGE,
+)
 from mote.stages.console import stderr
 
 EXIT_CODES = {
-    0: "done",
-    1: "done, but no video gave a result (every one failed to decode), or with --strict some "
-    "failed (extract, predict)",
-    2: "usage or input error: an option, file or setting refused, a folder another process "
+    DONE: "done",
+    NO_RESULT: "done, but no video gave a result (every one failed to decode), or with --strict "
+    "some failed (extract, predict)",
+    USAGE: "usage or input error: an option, file or setting refused, a folder another process "
     "holds, a store or run that does not match",
-    3: "damage found: a store or run file is missing, cut short or fails its checks "
+    DAMAGE: "damage found: a store or run file is missing, cut short or fails its checks "
     "(`info --verify` lists it; `extract --repair` or a new run fixes it)",
-    4: "system fault: disk full, permission denied, read-only or failing disk, a server that "
+    SYSTEM: "system fault: disk full, permission denied, read-only or failing disk, a server that "
     "cannot be reached (rerun the same command to continue)",
-    5: "training diverged: the loss or weights became NaN or infinite, or weights too large "
+    DIVERGED: "training diverged: the loss or weights became NaN or infinite, or weights too large "
     "for fp16 (the last good epoch is kept)",
-    70: "unexpected error, a bug in mote: rerun with MOTE_DEBUG=1 and report the traceback",
-    130: "interrupted (Ctrl-C): rerun the same command to continue",
-    143: "terminated (SIGTERM): rerun the same command to continue",
+    BUG: "unexpected error, a bug in mote: rerun with MOTE_DEBUG=1 and report the traceback",
+    INTERRUPTED: "interrupted (Ctrl-C): rerun the same command to continue",
+    TERMINATED: "terminated (SIGTERM): rerun the same command to continue",
 }
-NO_RESULT, USAGE, DAMAGE, SYSTEM, DIVERGED, BUG = 1, 2, 3, 4, 5, 70
 
 # The click that typer parses with: click itself, or newer typer's own copy (typer._click), whose
 # exceptions are not click's. typer.BadParameter, public in both, says which.
@@ -60,7 +71,7 @@ PATH_ERRNOS = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOENT}
 def videos_exit_code(done: int, failed: int, strict: bool) -> int:
     """extract and predict: 0 while some video gave a result (the failed ones are listed),
     ``NO_RESULT`` when every one failed, or with ``strict`` when any failed."""
-    return NO_RESULT if failed and (strict or not done) else 0
+    return NO_RESULT if failed and (strict or not done) else DONE
 
 
 def exit_code(error: BaseException) -> int:

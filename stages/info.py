@@ -12,6 +12,7 @@ import numpy as np
 
 from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.verify import Problem, VerifyReport, verify
+from mote.pipeline.config import default_encoder_batch
 from mote.pipeline.data.folders import check_root
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import locate
@@ -63,7 +64,7 @@ def _sample(store: FeatureStore, cfg: InfoConfig, report: VerifyReport) -> list[
     tasks = store_tasks(
         spec, store.video_ids, rows, locate(cfg.root), cfg.decoder, cfg.storage_options
     )
-    encoder = BatchedEncoder(clip, 256 if clip.device.type == "cuda" else 32)
+    encoder = BatchedEncoder(clip, default_encoder_batch(clip.device))
     stored_idx = dict(zip(rows.tolist(), store.read_frame_indices(rows), strict=True))
     fresh: dict[int, np.ndarray] = {}
     with command_threads(clip.device, width=clip.dim):  # decoded in this process: no workers

@@ -21,9 +21,7 @@ import numpy as np
 import torch
 
 from mote.pipeline.clip.encoding import BatchedEncoder
-from mote.pipeline.config import (
-    check_decoder,
-)
+from mote.pipeline.config import check_decoder, default_encoder_batch
 from mote.pipeline.data.datasets import read_labels, shipped_file
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
@@ -149,7 +147,7 @@ def decode_and_encode(
     """Embeddings float16 (V, T, D) per video index, and the reason of every video without:
     evaluation sampling, the run's CLIP (``mote search --video`` encodes its example so too)."""
     clips, crops = views
-    batch_size = batch_size or (256 if clip.device.type == "cuda" else 32)
+    batch_size = batch_size or default_encoder_batch(clip.device)
     encoder = BatchedEncoder(clip, batch_size)
     embeddings: dict[int, np.ndarray] = {}
     failed: dict[int, str] = {}
@@ -278,8 +276,3 @@ def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
         "seconds": round(time.perf_counter() - started, 3),
         "videos": results,
     }
-
-
-def top_class(result: dict) -> list[str | None]:
-    """The top-1 class name of each video (None where it failed): a short view for callers."""
-    return [video["top"][0]["label"] if video["top"] else None for video in result["videos"]]

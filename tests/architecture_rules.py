@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "mote.pipeline",  # the package: arms the torchvision shim, __version__
             "mote.pipeline.errors",
+            "mote.pipeline.exit_codes",
             "mote.pipeline.device",
             "mote.pipeline.config",
             "mote.pipeline.locations",
@@ -42,6 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "mote.pipeline.threads",
             "mote.pipeline.spawning",
             "mote.pipeline._torchvision_shim",
+            "mote.pipeline.runs.layout",  # run file names, what makes a run: no imports
         ),
     ),
     ("cache_schema", ("mote.cache_schema.*",)),
@@ -103,6 +105,7 @@ class Import:
     line: int
     target: str  # an absolute name: a mote module, or a third-party name (``rich.table.Table``)
     lazy: bool  # in a function or under ``if TYPE_CHECKING:``: not run when the module loads
+    name: str | None = None  # ``from mote.x import name`` of no submodule: a name mote.x binds
 
 
 def sources(root: Path) -> list[Source]:
@@ -178,7 +181,8 @@ def imports(root: Path, source: Source) -> tuple[list[Import], list[str]]:
                 sub = f"{base}.{alias.name}"
                 mote_module = _is_mote(base) and module_file(root, sub) is not None
                 target = sub if alias.name != "*" and (mote_module or not _is_mote(base)) else base
-                found.append(Import(node.lineno, target, lazy))
+                name = alias.name if target == base and alias.name != "*" else None
+                found.append(Import(node.lineno, target, lazy, name))
         elif isinstance(node, ast.Call) and _call_name(node) in ("import_module", "__import__"):
             name = _literal(node.args[0]) if node.args else None
             if name is None:
@@ -259,7 +263,33 @@ def check_imports_resolve(root: Path) -> list[str]:
     for source, item in _all_imports(root):
         if _is_mote(item.target) and module_file(root, item.target) is None:
             problems.append(f"{_at(root, source, item)}: imports {item.target}, no module here")
+        elif _is_mote(item.target) and item.name and not _binds(root, item.target, item.name):
+            where = _at(root, source, item)
+            problems.append(f"{where}: imports {item.target}.{item.name}, no module here")
     return problems
+
+
+def _binds(root: Path, module: str, name: str) -> bool:
+    """Whether mote ``module`` defines ``name`` at its top level (a def, a class, an assignment
+    or an import, also under ``if`` and ``try``), or may (a module ``__getattr__``, a ``*``)."""
+    path = module_file(root, module)
+    if path is None:
+        return False
+    bound: set[str] = set()
+    todo = list(ast.parse(path.read_text(), str(path)).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If | ast.Try):
+            todo += [*node.body, *node.orelse, *getattr(node, "finalbody", ())]
+            todo += [line for handler in getattr(node, "handlers", ()) for line in handler.body]
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            bound |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return name in bound or "__getattr__" in bound or "*" in bound
 
 
 def check_layer_order(root: Path) -> list[str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import tiny_extract_config
 
 from mote.pipeline.data.synthetic import write_motion_dataset
 from mote.stages import embed, extract
@@ -88,8 +89,6 @@ def start(embeddings: Path, *args: object) -> tuple[subprocess.Popen, str]:
 @pytest.fixture(scope="session")
 def served_collection(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(video root, store, embeddings): 3 videos of each of 4 classes, mean-pooled."""
-    from conftest import tiny_extract_config  # conftest imports this module's fixtures
-
     work = tmp_path_factory.mktemp("serve")
     data = write_motion_dataset(work / "videos", CLASSES, videos_per_class=3, frames=16,
                                 size=(64, 48), seed=3)  # fmt: skip

@@ -23,7 +23,7 @@ import av
 import numpy as np
 import pytest
 import zarr
-from conftest import random_run, random_store
+from helpers import random_run, random_store
 from PIL import Image
 
 import mote as api

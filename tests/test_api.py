@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_store
+from helpers import random_store
 
 import mote
 from mote.pipeline.config import option_fields

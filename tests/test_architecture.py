@@ -199,6 +199,9 @@ def test_relative_names_resolve_against_the_package(tree: Path) -> None:
         "import mote.pipeline.vidoe.decode",
         "from mote.pipeline.vidoe import decode",
         "import mote.stages.api",  # that folder is the package `mote`, never `mote.stages.api`
+        "from . import _nope_module_",  # neither a module of pipeline/video/ nor a name it binds
+        "from mote.pipeline.video import _nope_module_",
+        "from mote.pipeline.errors import _NopeError",
     ],
 )
 def test_an_unknown_module_is_seen(tree: Path, code: str) -> None:

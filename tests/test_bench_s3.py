@@ -5,7 +5,7 @@ asserted: speed is the benchmark's, not the test's)."""
 from __future__ import annotations
 
 import pytest
-from conftest import smoke_bench
+from helpers import smoke_bench
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ and reports its figures (no timing is asserted: speed is the benchmark's, not th
 from __future__ import annotations
 
 import pytest
-from conftest import smoke_bench
+from helpers import smoke_bench
 
 
 def test_the_search_bench_runs_every_section(tmp_path) -> None:

@@ -5,7 +5,7 @@ and every figure is reported (no timing is asserted: speed is the benchmark's, n
 from __future__ import annotations
 
 import pytest
-from conftest import smoke_bench
+from helpers import smoke_bench
 
 
 def test_the_serve_bench_reports_the_server_the_command_and_the_index(tmp_path):

@@ -4,7 +4,7 @@ benchmark's)."""
 
 from __future__ import annotations
 
-from conftest import smoke_bench
+from helpers import smoke_bench
 
 from mote.stages.cli import BUILDERS
 

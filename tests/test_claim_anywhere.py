@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import S3_BUCKET
+from helpers import S3_BUCKET
 
 from mote.cache_schema.claim import CLAIM_FILE, ClaimOwner, StoreBusy
 from mote.cache_schema.remote_claim import RemoteClaim, _Object, claim_location

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import worker_normalised
+from helpers import worker_normalised
 
 from mote.pipeline.data.datasets import VideoItem
 from mote.pipeline.data.synthetic import write_frames, write_numbered_video

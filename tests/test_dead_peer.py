@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import random_store
+from helpers import random_store
 from test_faults_exit_codes import CLASSES
 from test_multinode import WORKER, free_port, stop
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import worker_normalised
+from helpers import worker_normalised
 
 from mote.cache_schema.store_errors import StoreMismatch
 from mote.pipeline.clip.build import build_clip

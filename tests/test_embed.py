@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import random_run, random_store
+from helpers import random_run, random_store
 
 import mote
 from mote.cache_schema.embeddings import EmbeddingsFile

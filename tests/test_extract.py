@@ -180,7 +180,6 @@ def _store_files(path: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.slow
 def _some_video_done(store: Path) -> bool:
     """Whether the status array (every chunk written at creation) marks a video done yet."""
     try:
@@ -189,6 +188,7 @@ def _some_video_done(store: Path) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_is_bit_identical(motion_data, tmp_path):
     args = [
         "extract",

@@ -10,7 +10,7 @@ import errno
 import os
 
 import pytest
-from conftest import random_store
+from helpers import random_store
 from test_faults_exit_codes import CLASSES, SYSTEM, mote, one_line
 
 from mote.cache_schema.feature_store import FeatureStore

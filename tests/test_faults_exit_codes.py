@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import random_store
+from helpers import random_store
 
 from mote.cache_schema.feature_store import FeatureStore
 from mote.stages.faults import (

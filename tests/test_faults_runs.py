@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import held_by_another_process, random_store
+from helpers import held_by_another_process, random_store
 
 from mote.cache_schema.claim import StoreBusy
 from mote.pipeline.runs.run_folder import BEST_FILE, MODEL_FILE, RunFolder

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tensorboard_scalars
+from helpers import tensorboard_scalars
 from safetensors.torch import load_file
 
 from mote.pipeline.clip.build import build_clip

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_store, tensorboard_scalars
+from helpers import random_store, tensorboard_scalars
 
 import mote
 from mote.pipeline.errors import ConfigError

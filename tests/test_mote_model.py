@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import merged_state_dict
 
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.temporal.mote_model import MoTE, tfm_rho_from_similarity
@@ -115,7 +116,7 @@ def test_parameter_counts_match_spec_11_4():
 
 def test_merged_state_dict_is_the_deployable_module():
     model = built()
-    merged = model.merged_state_dict()
+    merged = merged_state_dict(model)
     assert sum(v.numel() for v in merged.values()) == model.num_params(merged=True)
     assert model.num_params(merged=True) == LAYERS * (12 * D * D + 13 * D) + 77 * D
     sd = model.state_dict()
@@ -225,7 +226,7 @@ def test_merge_averages_weights_and_biases_not_outputs():
     baseline = MoTE(small(arch="transformer")).double().eval()
     merged = {
         k.replace("mlp.c_fc.", "mlp.fc_up.0.").replace("mlp.c_proj.", "mlp.fc_dn.0."): v
-        for k, v in model.merged_state_dict().items()
+        for k, v in merged_state_dict(model).items()
     }
     missing = baseline.load_state_dict(merged, strict=False).missing_keys
     assert sorted(missing) == sorted(

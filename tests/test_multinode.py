@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DDP_TOLERANCE, comparable_weights, random_store
+from helpers import DDP_TOLERANCE, comparable_weights, random_store
 from safetensors.torch import load_file
 
 from mote.stages import finetune_e2e, train_temporal

@@ -306,7 +306,7 @@ def test_a_piped_table_title_longer_than_its_columns_stays_one_line() -> None:
 def test_piped_per_class_evaluation_is_one_plain_line_per_class(tmp_path: Path) -> None:
     """``mote evaluate --per-class`` into a pipe: the metrics, then a title line, a header and
     one whole line per class (its name, videos, top-1), with no box drawn around them."""
-    from conftest import random_store
+    from helpers import random_store
 
     from mote.stages import train_temporal
 

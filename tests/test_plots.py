@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_store
+from helpers import random_store
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import motion_split_stores
+from helpers import motion_split_stores
 
 from mote.pipeline.data.datasets import read_labels, shipped_file
 from mote.pipeline.errors import ConfigError

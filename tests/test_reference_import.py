@@ -11,6 +11,7 @@ import pytest
 import safetensors.torch
 import torch
 import torch.nn.functional as F
+from helpers import merged_state_dict
 
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.errors import ConfigError
@@ -158,7 +159,7 @@ def test_released_sizes_are_recognised_from_shapes():
 def test_single_ffn_baseline_and_meanpool_checkpoints(original):
     """The reference's num_experts=0 layout (mlp.c_fc / mlp.c_proj) is mote's transformer
     arch; the merged MoTE written that way predicts what the MoTE predicts."""
-    fusion = original.merged_state_dict()
+    fusion = merged_state_dict(original)
     fusion["spe_cls_feature"] = original.finetune_text.clone()
     cfg, state, _ = temporal_from_reference(fusion, logit_scale=torch.tensor([4.2]))
     assert (cfg.arch, cfg.layers, cfg.experts) == ("transformer", LAYERS, 1)

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import random_store
+from helpers import random_store
 from test_faults_exit_codes import CLASSES, USAGE, mote, one_line, train
 
 TORCH_ADVICE = ("weights_only", "Re-running", "will likely succeed")

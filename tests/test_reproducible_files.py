@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from conftest import random_store
+from helpers import random_store
 from test_faults_exit_codes import CLASSES, train
 
 

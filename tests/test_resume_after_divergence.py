@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import random_store
+from helpers import random_store
 from test_faults_exit_codes import CLASSES, DIVERGED, USAGE, mote, one_line, train
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import held_by_another_process, random_store
+from helpers import held_by_another_process, random_store
 from safetensors.torch import load_file
 
 from mote.cache_schema.claim import CLAIM_FILE, ClaimOwner

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import S3_BUCKET, comparable_weights, random_store
+from helpers import S3_BUCKET, comparable_weights, random_store
 from safetensors.torch import load_file
 
 from mote.pipeline.runs.run_folder import MODEL_FILE

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import zarr
-from conftest import S3_BUCKET, S3_ENV
+from helpers import S3_BUCKET, S3_ENV
 from test_s3_extract import objects
 from test_s3_videos import upload_videos
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import S3_BUCKET, random_store
+from helpers import S3_BUCKET, random_store
 from test_claim_anywhere import Holder
 
 import mote

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import zarr
-from conftest import S3_BUCKET
+from helpers import S3_BUCKET
 from test_claim_anywhere import Holder
 
 from mote.cache_schema.claim import CLAIM_FILE

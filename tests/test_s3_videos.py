@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from conftest import S3_BUCKET
+from helpers import S3_BUCKET
 
 from mote.pipeline.errors import ConfigError, DecodeError
 from mote.pipeline.video.decode import open_video

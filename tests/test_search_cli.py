@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import motion_split_stores, random_store, tiny_extract_config, train_tiny_run
+from helpers import motion_split_stores, random_store, tiny_extract_config, train_tiny_run
 from PIL import Image
 
 import mote

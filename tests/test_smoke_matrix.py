@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from conftest import tiny_extract_config, write_reference_checkpoint
+from helpers import tiny_extract_config, write_reference_checkpoint
 from mote_process import Ran, run_mote
 
 from mote.pipeline.data.datasets import kinetics_folder, load_dataset

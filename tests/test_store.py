@@ -403,7 +403,7 @@ def test_every_array_of_a_new_store_ends_its_chunks_with_a_crc32c(tmp_path: Path
 def test_a_v1_store_without_checksums_stays_readable(tmp_path: Path, monkeypatch) -> None:
     from zarr.codecs import ZstdCodec
 
-    from mote.cache_schema import store as store_module
+    from mote.cache_schema import feature_store as store_module
     from mote.cache_schema.verify import verify
 
     monkeypatch.setattr(store_module, "CHUNK_CODECS", (ZstdCodec(level=1, checksum=False),))

@@ -20,7 +20,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from conftest import tiny_extract_config
+from helpers import tiny_extract_config
 
 from mote.cache_schema import v1
 from mote.cache_schema.claim import CLAIM_FILE, ClaimOwner, StoreBusy, StoreClaim

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import random_run
+from helpers import random_run
 from test_zeroshot import make_store, subset
 
 from mote.cache_schema.feature_store import FeatureStore

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_store
+from helpers import random_store
 
 from mote.pipeline import threads
 from mote.pipeline.threads import (

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DDP_TOLERANCE, comparable_weights
+from helpers import DDP_TOLERANCE, comparable_weights
 from safetensors.torch import load_file
 
 from mote.pipeline.data.synthetic import write_motion_dataset

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import comparable_weights, motion_split_stores
+from helpers import comparable_weights, motion_split_stores
 from safetensors.torch import load_file
 
 from mote.cache_schema.feature_store import FeatureStore

@@ -111,7 +111,7 @@ def test_spec_comes_from_open_clip_and_normalize_matches_its_eval_transform() ->
 def test_normalize_builds_its_device_tensors_once_per_spec_and_device() -> None:
     """The mean/std (and 255) are made on the first call for a (spec, device) and reused, so a
     CUDA batch does not wait for a host-to-device copy; the numbers are the per-call ones."""
-    from conftest import worker_normalised
+    from helpers import worker_normalised
 
     spec = PreprocessSpec(size=8, mean=(0.25, 0.5, 0.75), std=(0.125, 0.3, 0.7))  # a fresh key
     x = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import S3_ENV
+from helpers import S3_ENV
 from test_faults_exit_codes import SYSTEM, one_line
 
 BUCKET = "mote-outage"

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import random_store
+from helpers import random_store
 
 from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.store_errors import StoreMismatch

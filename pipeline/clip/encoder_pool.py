@@ -156,14 +156,6 @@ class EncoderPool:
             self.close()
             raise
 
-    def wait_ready(self) -> None:
-        """Block until every encoder has built its CLIP; call it before the first submit (it
-        would drop finished batches). For timing the steady state."""
-        while not all(encoder.ready for encoder in self._encoders):
-            waiting = [e.conn for e in self._encoders if not e.ready]
-            wait(waiting + [e.process.sentinel for e in self._encoders])
-            self.collect(block=False)  # reads the ready messages; raises for a dead encoder
-
     def free_slot(self) -> Slot | None:
         """A free buffer of the encoder with the fewest batches in flight (first on a tie)."""
         open_ = [(len(e.busy), i) for i, e in enumerate(self._encoders) if e.free]

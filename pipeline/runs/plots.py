@@ -76,21 +76,13 @@ def draw_curves(rows: Sequence[Mapping], title: str) -> Figure:
     _loss_axis(losses, drawn)
     losses.set_ylabel("training loss (mean over the epoch)")
     losses.set_title("losses")
-    accuracy.plot(
-        epochs,
-        [_number(row.get("train_top1")) for row in rows],
-        label="train (routed experts)",
-        marker=marker,
-        ms=3,
-    )
-    if any(row.get("val_top1") is not None for row in rows):
-        accuracy.plot(
-            epochs,
-            [_number(row.get("val_top1")) for row in rows],
-            label="validation (merged experts, 1 view)",
-            marker=marker,
-            ms=3,
-        )
+    for key, label in (
+        ("train_top1", "train (routed experts)"),
+        ("val_top1", "validation (merged experts, 1 view)"),
+    ):
+        if key == "train_top1" or any(row.get(key) is not None for row in rows):
+            values = [_number(row.get(key)) for row in rows]
+            accuracy.plot(epochs, values, label=label, marker=marker, ms=3)
     accuracy.set_ylabel("top-1 (%)")
     accuracy.set_title("top-1 accuracy")
     for ax in (losses, accuracy):

@@ -55,6 +55,7 @@ from mote.pipeline.runs.layout import (  # noqa: F401 (the names, read from here
     TENSORBOARD_DIR,
     ZEROSHOT_PREFIX,
     ZEROSHOT_SUMMARY_FILE,
+    is_run_folder,
 )
 from mote.pipeline.runs.run_config import RunConfig
 from mote.pipeline.runs.run_files import (
@@ -178,8 +179,8 @@ class RunFolder:
     # -------------------------------------------------------------- state
 
     def is_run(self) -> bool:
-        """A mote run: it has a config file (written before the first epoch)."""
-        return self.config_file.is_file()
+        """A mote run (``layout.is_run_folder``)."""
+        return is_run_folder(self.path)
 
     def has_checkpoint(self) -> bool:
         return self.checkpoint_file.is_file()

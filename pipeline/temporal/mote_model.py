@@ -292,27 +292,6 @@ class MoTE(nn.Module):
 
     # -- deployment ----------------------------------------------------------------------------
 
-    def merged_state_dict(self) -> dict[str, Tensor]:
-        """The deployable single-FFN module (spec 3.2, 11.4): experts replaced by their
-        uniform average, named like the reference's baseline (``mlp.c_fc`` / ``mlp.c_proj``).
-        Holds the temporal module only (no logit_scale, text bank or fusion vectors)."""
-        if self.architecture.pools_only:
-            return {}
-        out: dict[str, Tensor] = {}
-        with torch.no_grad():
-            for name, tensor in self.state_dict().items():
-                if name.startswith(("frame_position_embeddings.", "transformer.")) and (
-                    ".mlp." not in name
-                ):
-                    out[name] = tensor.detach().clone()
-            for index, block in enumerate(self.transformer.resblocks):
-                coeffs = block.mlp.merge_coefficients()
-                w_up, b_up, w_dn, b_dn = block.mlp.merged_weights(coeffs)
-                prefix = f"transformer.resblocks.{index}.mlp."
-                out[prefix + "c_fc.weight"], out[prefix + "c_fc.bias"] = w_up, b_up
-                out[prefix + "c_proj.weight"], out[prefix + "c_proj.bias"] = w_dn, b_dn
-        return out
-
     def num_params(self, merged: bool) -> int:
         """Spec 11.4: merged L(12D^2 + 13D) + 77D; training counts every expert. The logit
         scale, text bank and fusion vectors are not counted."""

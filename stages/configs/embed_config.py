@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mote.cache_schema.embeddings_v1 import CHUNK_ROWS
-from mote.pipeline.config import Settings, setting, store_in_setting
+from mote.pipeline.config import Settings, best_setting, setting, store_in_setting
 from mote.pipeline.locations import Url
 from mote.stages.configs.scoring_config import with_scoring_settings
 
@@ -26,7 +26,7 @@ class EmbedConfig(Settings):
     tfm: bool = setting(
         True, "Temporal Feature Modulation, the store's class names as the test bank."
     )
-    best: bool = setting(False, "Use the best-validation weights, not the last.")
+    best: bool = best_setting()
     root: Path | None = setting(
         None,
         "Folder the store's video ids are relative to (mote extract --root): the table's path "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mote.pipeline.config import Settings, setting, store_in_setting
+from mote.pipeline.config import Settings, best_setting, setting, store_in_setting
 from mote.pipeline.locations import Url
 from mote.stages.configs.scoring_config import with_scoring_settings
 
@@ -16,7 +16,7 @@ from mote.stages.configs.scoring_config import with_scoring_settings
 class EvaluateConfig(Settings):
     store: Path | Url = store_in_setting("Feature store to score (any view layout).")
     tfm: bool = setting(True, "Temporal Feature Modulation.")
-    best: bool = setting(False, "Use the best-validation weights, not the last.")
+    best: bool = best_setting()
     save_predictions: Path | None = setting(
         None, "Write per-video scores, per-view logits and rho (.safetensors/.npz)."
     )

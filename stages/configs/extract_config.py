@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mote.pipeline.config import (
+    DEVICES_CHOICES,
     Settings,
     allow_outside_root_setting,
     batch_size_setting,
@@ -21,10 +22,11 @@ from mote.pipeline.config import (
     list_file_setting,
     model_setting,
     pretrained_setting,
-    root_setting,
     seed_setting,
     setting,
     storage_options_setting,
+    strict_setting,
+    video_root_setting,
 )
 from mote.pipeline.temporal.temporal_config import MoTEConfig
 
@@ -56,9 +58,7 @@ class ExtractConfig(Settings):
         "workers write straight to, with no disk shared).",
         url="store",
     )
-    root: Path | None = root_setting(
-        url="read", help="Folder holding the videos, or a URL prefix (s3://bucket/videos)."
-    )
+    root: Path | None = video_root_setting()
     allow_outside_root: bool = allow_outside_root_setting()
     split: str | None = setting(
         None,
@@ -86,10 +86,10 @@ class ExtractConfig(Settings):
     seed: int = seed_setting("Seed for random weights and train sampling.")
     devices: str = setting(
         "all",
-        "Encoder devices: all (every visible GPU, else the CPU), GPU indices (0,1,3), cuda:1, or "
-        "cpu. Each device past the first runs its own encoder process, all fed by one decode "
-        "pool; cpu,cpu runs two CPU encoder processes (how CI tests several devices). With "
-        "--dask local:N, worker i is pinned to GPU i mod G. --device is the same option.",
+        f"Encoder devices: {DEVICES_CHOICES}, or cpu. Each device past the first runs its own "
+        "encoder process, all fed by one decode pool; cpu,cpu runs two CPU encoder processes "
+        "(how CI tests several devices). With --dask local:N, worker i is pinned to GPU i mod "
+        "G. --device is the same option.",
         aliases=("device",),
     )
     batch_size: int | None = batch_size_setting()
@@ -103,11 +103,7 @@ class ExtractConfig(Settings):
     repair: bool = setting(
         False, "Verify every chunk and re-extract the videos whose stored data are damaged."
     )
-    strict: bool = setting(
-        False,
-        "Exit 1 when any video failed (default: only when every video failed; failures are "
-        "always listed).",
-    )
+    strict: bool = strict_setting()
     run: Path | None = setting(
         None,
         "Encode with this run's CLIP: its model, and its tuned visual weights blended 0.99/0.01 "

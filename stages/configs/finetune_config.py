@@ -35,11 +35,7 @@ class FinetuneConfig(TrainingSettings):
 
     dataset: str = shared.dataset_setting()
     out: Path = shared.run_out_setting()
-    root: Path | None = shared.root_setting(
-        "Folder holding the videos, or a URL prefix (s3://bucket/videos).",
-        default_text="the list file's folder (list)",
-        url="read",
-    )
+    root: Path | None = shared.video_root_setting(default_text="the list file's folder (list)")
     allow_outside_root: bool = shared.allow_outside_root_setting()
     split: str | None = setting(
         None,

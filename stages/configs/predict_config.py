@@ -16,9 +16,11 @@ from mote.pipeline.config import (
     device_setting,
     setting,
     storage_options_setting,
+    strict_setting,
 )
 from mote.pipeline.video.files import VIDEO_EXTENSIONS
 
+RUN_CLASSES = "the run's classes"  # what predict scores against without --classes or --labels
 DEFAULT_FRAMES = 8  # the paper's T, for runs that do not record their training frames
 
 
@@ -44,13 +46,13 @@ class PredictConfig(Settings):
         None,
         "Open vocabulary: comma-separated class names to score against instead of the run's "
         "classes (text templates and TFM, the zero-shot path).",
-        default_text="the run's classes",
+        default_text=RUN_CLASSES,
     )
     labels_file: Path | None = setting(
         None,
         "Open vocabulary from an 'id,name' label CSV (like --classes).",
         flag="--labels",
-        default_text="the run's classes",
+        default_text=RUN_CLASSES,
     )
     frames: int | None = setting(
         None,
@@ -65,9 +67,5 @@ class PredictConfig(Settings):
     decode_workers: int | None = decode_workers_setting("one per core, at most one per video")
     decoder: str = decoder_setting()
     decode_timeout: float = decode_timeout_setting()
-    strict: bool = setting(
-        False,
-        "Exit 1 when any video failed (default: only when every video failed; failures are "
-        "always listed).",
-    )
+    strict: bool = strict_setting()
     storage_options: dict[str, Any] | None = storage_options_setting()

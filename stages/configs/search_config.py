@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mote.pipeline.config import (
+    PATH_COLUMN_DEFAULT,
     Settings,
     decode_timeout_setting,
     decoder_setting,
@@ -75,7 +76,7 @@ class SearchConfig(Settings):
     root: Path | None = setting(
         None,
         "Folder the video ids are relative to: hits' paths are ROOT/ID (for --html frames).",
-        default_text="the embeddings table's path column",
+        default_text=PATH_COLUMN_DEFAULT,
     )
     html: Path | None = setting(
         None, "Write one self-contained HTML page of the hits with frames of each video."

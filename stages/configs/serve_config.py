@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mote.pipeline.config import (
+    PATH_COLUMN_DEFAULT,
     Settings,
     decoder_setting,
     device_setting,
@@ -43,7 +44,7 @@ class ServeConfig(Settings):
         None,
         "Folder the video ids are relative to: the files the page plays and its thumbnails "
         "are ROOT/ID.",
-        default_text="the embeddings table's path column",
+        default_text=PATH_COLUMN_DEFAULT,
     )
     score: str = setting(
         DEFAULT_SCORE,
