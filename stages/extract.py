@@ -306,12 +306,7 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
             clip = recipe.build(devices[0])  # the store's facts and text bank: the first device
             use_threads(devices[0], width=clip.dim, workers=0 if cfg.dask else workers)
             store = open_store(cfg, clip, dataset, claim)
-            if store.restored_metadata:
-                names = ", ".join(f"{name}/{METADATA_FILE}" for name in store.restored_metadata)
-                progress.message(f"{cfg.out}: restored {names} from the consolidated metadata")
-            if store.restored_creation:
-                rewritten = ", ".join(store.restored_creation)
-                progress.message(f"{cfg.out}: rewrote {rewritten} from the video list")
+            _say_restored(cfg, store, progress)
             repaired = repair(store) if cfg.repair else None
             todo = store.todo(cfg.retry_failed)
             tasks = store_tasks(
@@ -330,18 +325,9 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
                 progress.start(len(tasks), f"extract {dataset.name}/{dataset.split}")
                 try:
                     counts = _encode(
-                        cfg,
-                        store,
-                        claim,
-                        tasks,
-                        pool,
-                        clip,
-                        recipe,
-                        devices,
-                        shape,
-                        batch_size,
+                        cfg, store, claim, tasks, pool, clip, recipe, devices, shape, batch_size,
                         progress,
-                    )
+                    )  # fmt: skip
                 finally:
                     progress.finish()
                 store.consolidate()
@@ -349,19 +335,46 @@ def run(cfg: ExtractConfig, progress: Progress | None = None) -> dict:
             if claim is not None:
                 claim.release()
     seconds = time.perf_counter() - started
+    used = {
+        "decode_workers": workers,
+        "batch_size": batch_size,
+        "device": ",".join(str(d) for d in devices),
+        "devices": device_rows(counts, seconds),
+    }
+    return _summary(cfg, store, counts, len(tasks), seconds, used, repaired)
+
+
+def _say_restored(cfg: ExtractConfig, store: FeatureStore, progress: Progress) -> None:
+    """What opening the store put back (metadata from the consolidated copy, arrays of an
+    interrupted creation), one line each."""
+    if store.restored_metadata:
+        names = ", ".join(f"{name}/{METADATA_FILE}" for name in store.restored_metadata)
+        progress.message(f"{cfg.out}: restored {names} from the consolidated metadata")
+    if store.restored_creation:
+        rewritten = ", ".join(store.restored_creation)
+        progress.message(f"{cfg.out}: rewrote {rewritten} from the video list")
+
+
+def _summary(
+    cfg: ExtractConfig,
+    store: FeatureStore,
+    counts: ExtractCounts,
+    attempted: int,
+    seconds: float,
+    used: dict,
+    repaired: dict | None,
+) -> dict:
+    """The store's summary with this call's counts, rates, what it ran on and what it repaired."""
     summary = store.summary()
     summary.update(
         store=str(cfg.out),
-        attempted=len(tasks),
+        attempted=attempted,
         newly_done=counts.done,
         newly_failed=counts.failed,
         seconds=round(seconds, 3),
-        videos_per_s=round(len(tasks) / seconds, 3) if seconds > 0 else 0.0,
+        videos_per_s=round(attempted / seconds, 3) if seconds > 0 else 0.0,
         frames_per_s=round(counts.images / seconds, 1) if seconds > 0 else 0.0,
-        decode_workers=workers,
-        batch_size=batch_size,
-        device=",".join(str(d) for d in devices),
-        devices=device_rows(counts, seconds),
+        **used,
         dask=cfg.dask,
     )
     if repaired is not None:

@@ -203,6 +203,35 @@ def class_probabilities(logits: torch.Tensor, logit_scale: torch.Tensor) -> torc
     return torch.softmax(scale * logits.float(), dim=-1).mean(dim=1)
 
 
+def _rank(
+    cfg: PredictConfig,
+    loaded: Run,
+    text: torch.Tensor,
+    names: list[str],
+    device: torch.device,
+    ids: list[str],
+    embeddings: list[np.ndarray],
+    results: list[dict],
+) -> None:
+    """Fill each decoded video's result with its top-k classes, best first."""
+    stacked = np.stack(embeddings)  # (N, V, T, D)
+    labels = np.zeros(len(ids), dtype=np.int64)  # unknown: only the scores are used
+    scores = score(loaded.model, stacked, labels, ids, text, cfg.tfm, device)
+    probs = class_probabilities(scores.view_logits, loaded.model.logit_scale)
+    k = min(cfg.top_k, len(names))
+    fused, ranked = scores.fused.topk(k, dim=1)
+    for row, result in enumerate(results):
+        result["top"] = [
+            {  # named as HF video-classification pipelines name them
+                "label": names[int(c)],
+                "score": float(probs[row, c]),
+                "id": int(c),
+                "fused": float(s),
+            }
+            for s, c in zip(fused[row].tolist(), ranked[row].tolist(), strict=True)
+        ]
+
+
 @command_threads()
 def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
     """Label every video; return the per-video top-k (``videos``) and what was used."""
@@ -243,25 +272,10 @@ def run(cfg: PredictConfig, progress: Progress | None = None) -> dict:
         finally:
             progress.finish()
     results = [_video_result(path, failed.get(i)) for i, path in enumerate(videos)]
-    scored = sorted(embeddings)
+    scored = sorted(embeddings)  # the videos that decoded, in input order
     if scored:
-        stacked = np.stack([embeddings[i] for i in scored])  # (N, V, T, D)
-        ids = [str(videos[i]) for i in scored]
-        labels = np.zeros(len(scored), dtype=np.int64)  # unknown: only the scores are used
-        scores = score(loaded.model, stacked, labels, ids, text, cfg.tfm, device)
-        probs = class_probabilities(scores.view_logits, loaded.model.logit_scale)
-        k = min(cfg.top_k, len(names))
-        fused, ranked = scores.fused.topk(k, dim=1)
-        for row, index in enumerate(scored):
-            results[index]["top"] = [
-                {  # named as HF video-classification pipelines name them
-                    "label": names[int(c)],
-                    "score": float(probs[row, c]),
-                    "id": int(c),
-                    "fused": float(s),
-                }
-                for s, c in zip(fused[row].tolist(), ranked[row].tolist(), strict=True)
-            ]
+        ids, rows = [str(videos[i]) for i in scored], [embeddings[i] for i in scored]
+        _rank(cfg, loaded, text, names, device, ids, rows, [results[i] for i in scored])
     clips, crops = views
     return {
         "run": str(cfg.run),
