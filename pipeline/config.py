@@ -372,7 +372,7 @@ def decode_workers_setting(default_text: str) -> Any:
 
 
 def decoder_setting() -> Any:
-    return setting("auto", "auto, decord or pyav.")
+    return setting("auto", "auto, decord, pyav or nvdec.")
 
 
 def decode_timeout_setting() -> Any:
@@ -394,12 +394,12 @@ def batch_size_setting() -> Any:
     return setting(None, "Images per CLIP batch.", default_text=text, min=1)
 
 
-DECODERS = ("auto", "decord", "pyav")
+DECODERS = ("auto", "decord", "pyav", "nvdec")
 
 
 def check_decoder(decoder: str) -> None:
     if decoder not in DECODERS:
-        raise ConfigError(f"--decoder must be auto, decord or pyav, got '{decoder}'")
+        raise ConfigError(f"--decoder must be auto, decord, pyav or nvdec, got '{decoder}'")
 
 
 RUN_HELP = "Run folder (train-temporal or import-reference)."

@@ -45,6 +45,7 @@ from mote.pipeline.train.training_run import (
 from mote.pipeline.video.augment import AREA_RANGE
 from mote.pipeline.video.clips import ClipDataset, make_loader
 from mote.pipeline.video.flips import FlipRule, mirror_warning
+from mote.pipeline.video.nvdec import check_nvdec
 from mote.stages.configs.finetune_config import (  # noqa: F401
     CHECKPOINTED_WIDTH,
     MAX_WORKERS,
@@ -78,6 +79,7 @@ def _check(cfg: FinetuneConfig) -> None:
         raise ConfigError("--val-split needs a shipped --dataset; for a list use --val-list FILE")
     check_training(cfg)
     check_decoder(cfg.decoder)
+    check_nvdec(cfg.decoder)
 
 
 # ------------------------------------------------------------------------------ data

@@ -165,6 +165,36 @@ def write_numbered_video(
     return write_frames(path, frames, codec=codec, fps=fps, gop=gop, faststart=faststart)
 
 
+def write_numbered_vfr_video(
+    path: str | Path, n_frames: int, size: tuple[int, int] = (64, 48), seed: int = 0
+) -> Path:
+    """A variable frame rate libx264 file whose frame i shows the number i.
+
+    Frame durations are drawn from 10-90 ms (a millisecond time base), as phone videos have: a
+    decoder that turns an index into a time and seeks by it lands on the wrong frame here.
+    """
+    width, height = _check_size(size)
+    durations = np.random.default_rng(seed).integers(10, 91, size=n_frames)
+    pts = np.concatenate([[0], np.cumsum(durations)[:-1]])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    container = av.open(str(path), mode="w")
+    try:
+        stream = container.add_stream("libx264", rate=Fraction(25))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.codec_context.thread_count = 1
+        stream.options = {"preset": "veryfast", "crf": "20"}
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(numbered_frame(i, size), format="rgb24")
+            frame.pts, frame.time_base = int(pts[i]), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    finally:
+        container.close()
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
 # Motion data set
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Open one video and fetch frames by index, as RGB uint8, with an honest frame count.
 
 Two backends share one interface (``VideoSource``): ``decord`` (one decode thread, the default
-when importable) and ``pyav`` (a sequential decode from the first frame, never a seek per index).
+when importable) and ``pyav`` (a sequential decode from the first frame, never a seek per index);
+``nvdec`` (``nvdec.py``) is ``pyav`` with the decode on a GPU.
 Every failure raises ``DecodeError`` whose message is a short reason fit to store as the video's
 failure reason ("file not found", "truncated: ...", "frame 143 of 144 could not be decoded ...").
 
@@ -51,7 +52,7 @@ from mote.pipeline.errors import DecodeError
 from mote.pipeline.locations import Url, locate
 from mote.pipeline.video.remote_videos import SpilledVideo, open_remote
 
-Backend = Literal["auto", "decord", "pyav"]
+Backend = Literal["auto", "decord", "pyav", "nvdec"]
 
 _ISO_FIRST_BOXES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"styp"}
 
@@ -259,12 +260,12 @@ class VideoSource(ABC):
 
 
 def _decode_sequential(
-    path: Path, indices: np.ndarray, num_frames: int, shape: tuple
+    path: Path, indices: np.ndarray, num_frames: int, shape: tuple, hwaccel: Any = None
 ) -> np.ndarray:
     """Decode frames 0..max(indices) in order with PyAV and keep the wanted ones.
 
     Never seeks: a damaged frame ends the pass with a ``DecodeError`` (skipping it would shift
-    every later index).
+    every later index). ``hwaccel`` (an ``av.codec.hwaccel.HWAccel``) decodes on a GPU instead.
     """
     out = np.empty((indices.size, *shape), dtype=np.uint8)
     if indices.size == 0:
@@ -275,7 +276,7 @@ def _decode_sequential(
     last = max(wanted)
     decoded = 0
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), hwaccel=hwaccel) as container:
             stream = container.streams.video[0]
             stream.codec_context.thread_count = 1
             for frame in container.decode(stream):
@@ -424,7 +425,13 @@ def open_video(
         return DecordSource(path)
     if backend == "pyav":
         return PyAVSource(path)
-    raise ValueError(f"unknown decode backend {backend!r}: use 'auto', 'decord' or 'pyav'.")
+    if backend == "nvdec":
+        from mote.pipeline.video.nvdec import NvdecSource
+
+        return NvdecSource(path)
+    raise ValueError(
+        f"unknown decode backend {backend!r}: use 'auto', 'decord', 'pyav' or 'nvdec'."
+    )
 
 
 VideoSource.register(SpilledVideo)
