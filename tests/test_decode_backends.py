@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mote_process import run_piped
 
 from mote.pipeline.config import check_decoder
 from mote.pipeline.data.synthetic import (
@@ -82,6 +83,18 @@ def test_nvdec_without_a_gpu_stops_before_the_first_video(videos):
         check_nvdec("nvdec")
     with pytest.raises(RuntimeError, match="CUDA device"):
         open_video(videos["cfr"], "nvdec")
+
+
+@pytest.mark.skipif(NO_GPU is None, reason="a GPU is here: nvdec is not refused")
+def test_extract_with_nvdec_and_no_gpu_exits_as_a_config_error(videos, tmp_path):
+    out = tmp_path / "store.zarr"
+    root = videos["cfr"].parent
+    ran = run_piped(
+        ["extract", "--dataset", "folder", "--root", root, "--out", out, "--decoder", "nvdec"]
+    )
+    assert ran.code == 2, ran.err
+    assert "--decoder nvdec: FFmpeg cannot open a CUDA device" in ran.err
+    assert not out.exists()
 
 
 def test_decode_bench_reports_every_frame_right():

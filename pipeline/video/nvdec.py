@@ -26,15 +26,22 @@ from mote.pipeline.video.decode import PyAVSource, _as_indices, _decode_sequenti
 
 
 def _hwaccel() -> HWAccel:
-    """CUDA device 0 through FFmpeg, with no software fallback."""
-    return HWAccel(device_type="cuda", allow_software_fallback=False)
+    """CUDA device 0 through FFmpeg, with no software fallback.
+
+    PyAV opens a new FFmpeg device per video; ``primary_ctx`` makes that device share the GPU's
+    primary CUDA context (held open by ``_DEVICES``) instead of creating a context per video.
+    """
+    return HWAccel(device_type="cuda", allow_software_fallback=False, options={"primary_ctx": "1"})
+
+
+_DEVICES: list[HWAccel] = []  # the probe's device: keeps the primary context alive
 
 
 @functools.cache
 def nvdec_unavailable() -> str | None:
     """Why FFmpeg cannot open a CUDA device here (e.g. no GPU or driver), or None if it can."""
     try:
-        _hwaccel().create(av.Codec("h264", "r"))
+        _DEVICES.append(_hwaccel().create(av.Codec("h264", "r")))
     except (av.FFmpegError, OSError) as err:
         detail = getattr(err, "strerror", None) or str(err)
         return f"FFmpeg cannot open a CUDA device for NVDEC ({detail})"
