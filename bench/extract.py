@@ -12,7 +12,8 @@ store <= 1.02 x raw, RSS(4N) <= 1.10 x RSS(N).
 
 With several ``--devices`` (``all``, ``0,1``; ``cpu,cpu`` on a machine without GPUs), (b) runs
 one encoder process per device, (c) is ``mote extract --devices ...``, and the figures add its
-videos/s per device (``c_devices``); (d) encodes on the first device.
+videos/s per device (``c_devices``); (d) encodes on the first device. ``--staging off`` runs (b)
+without the staged copy (``bench/staging.py`` measures the overlap alone).
 
     python bench/extract.py --videos 200 --workers 2 [--model mote-tiny --devices cpu]
     python bench/extract.py --videos 2000 --workers 16 --model ViT-B-16 --pretrained openai \
@@ -40,7 +41,7 @@ from mote.cache_schema.feature_store import FeatureStore
 from mote.cache_schema.spec import VideoResult
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoder_pool import EncoderPool
-from mote.pipeline.clip.encoding import BatchedEncoder
+from mote.pipeline.clip.encoding import BatchedEncoder, LocalBackend
 from mote.pipeline.config import default_encoder_batch
 from mote.pipeline.data.datasets import load_dataset
 from mote.pipeline.data.synthetic import SyntheticDataset, write_motion_dataset
@@ -95,14 +96,19 @@ def decode_only(tasks: list[DecodeTask], workers: int) -> tuple[float, list]:
     return len(tasks) / seconds, decoded
 
 
-def encode_only(clip, decoded: list, batch_size: int, devices: list, recipe: ClipRecipe) -> float:
+def encode_only(
+    clip, decoded: list, batch_size: int, devices: list, recipe: ClipRecipe, staging: bool = True
+) -> float:
     """(b): BatchedEncoder over frames already in memory: with ``clip`` on one device, else one
-    encoder process per device (timed once every process has built its CLIP)."""
+    encoder process per device (timed once every process has built its CLIP). ``staging``:
+    the copy overlapping the encoder (``pipeline/clip/staging.py``), or the plain path."""
     if len(devices) == 1:
-        return _encode_all(BatchedEncoder(clip, batch_size), decoded)
+        return _encode_all(BatchedEncoder(LocalBackend(clip, batch_size, staging)), decoded)
     threads = torch.get_num_threads()
     size = (clip.preprocess.size, clip.dim)
-    with EncoderPool(recipe.build, devices, batch_size, *size, cpu_threads=threads) as pool:
+    with EncoderPool(
+        recipe.build, devices, batch_size, *size, cpu_threads=threads, staging=staging
+    ) as pool:
         wait_ready(pool)
         return _encode_all(BatchedEncoder(pool), decoded)
 
@@ -246,6 +252,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     parser.add_argument("--no-rss", action="store_true", help="Skip the N vs 4N memory runs.")
+    parser.add_argument(
+        "--staging",
+        choices=("on", "off"),
+        default="on",
+        help="(b) with the staged copy overlapping the encoder (on) or the plain path (off).",
+    )
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mote-bench-"))
     width, height = (int(x) for x in args.video_size.split("x"))
@@ -262,7 +274,7 @@ def main() -> None:
     tasks = tasks_for(data, n, clip.preprocess.size, args.frames)
 
     a, decoded = decode_only(tasks, args.workers)
-    b = encode_only(clip, decoded, batch, devices, recipe)
+    b = encode_only(clip, decoded, batch, devices, recipe, args.staging == "on")
     settings = dict(
         **{key: str(value) for key, value in list_settings(data).items()},
         model=args.model,
@@ -303,6 +315,7 @@ def main() -> None:
         "frames_sampled": args.frames,
         "a_decode_vps": round(a, 2),
         "b_encode_vps": round(b, 2),
+        "b_staging": args.staging,
         "c_extract_vps": round(c, 2),
         "c_extract_wall_vps": round(c_wall, 2),
         "c_devices": [

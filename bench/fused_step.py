@@ -4,8 +4,9 @@ default ``fused_step``), for mote, transformer and meanpool, on random features 
 
 Reports per arch and step kind: aten operator calls per step (torch profiler, CPU activity; the
 figure that does not depend on the machine) and videos/s. The optimiser is AdamW as
-train-temporal builds it (``adamw``: the fused kernel on CPU and CUDA) for both steps; fp16
-autocast with a loss scaler on CUDA, fp32 on the CPU.
+train-temporal builds it (``adamw``: the fused kernel on CPU and CUDA) for both steps; the
+precision train-temporal's ``--precision auto`` picks (bf16 on GPUs that have it, else fp16 with
+a loss scaler; fp32 on the CPU).
 
     python bench/fused_step.py --dim 512 --batch 192 --micro-batches 3 [--device cuda] \
         [--steps 5] [--compile] [--json out.json]
@@ -27,7 +28,13 @@ from mote.pipeline.temporal.fused import adamw
 from mote.pipeline.temporal.micro_batches import micro_batch_sizes
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.temporal.temporal_config import default_config
-from mote.pipeline.train.step import LossModule, fused_step, train_step
+from mote.pipeline.train.step import (
+    LossModule,
+    fused_step,
+    make_scaler,
+    resolve_precision,
+    train_step,
+)
 
 ARCHS = architecture_names()
 
@@ -42,8 +49,8 @@ def make_step(kind: str, arch: str, args: argparse.Namespace, device: torch.devi
     y = torch.randint(args.classes, (args.batch,), generator=g).to(device)
     text = F.normalize(torch.randn(args.classes, args.dim, generator=g), dim=-1).to(device)
     params = [{"params": list(model.parameters()), "lr": 1e-5}]
-    cuda = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if cuda else None
+    precision = resolve_precision("auto", device)
+    scaler = make_scaler(precision, device)
     m = len(micro_batch_sizes(args.batch, args.micro_batches))
     gens = [torch.Generator().manual_seed(1 + j) for j in range(m)]
     module = LossModule(model, None, compile=args.compile and kind == "fused")
@@ -53,7 +60,7 @@ def make_step(kind: str, arch: str, args: argparse.Namespace, device: torch.devi
     def step():
         return run(
             module, opt, e, y, text, gens, global_size=args.batch, scaler=scaler,
-            precision="fp16" if cuda else "fp32",
+            precision=precision,
         )  # fmt: skip
 
     return step

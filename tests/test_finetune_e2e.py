@@ -163,6 +163,7 @@ def test_clip_weights_move_and_stay_bit_identical_at_ratio_zero(videos, tmp_path
     # trained end to end: the tuned visual tower counts (report's "M trained")
     assert config_json["params_train"] > config_json["params_visual"] > 0
     assert config_json["train"]["clip_lr_ratio"] == 0.0 and config_json["world_size"] == 1
+    assert config_json["precision"] == "fp32"  # auto on the CPU, as train-temporal
 
 
 def test_spec_defaults_per_width_and_bad_settings(videos, tmp_path):

@@ -76,6 +76,8 @@ def test_run_folder_has_every_contract_file(stores, tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["params_merged"] < cfg["params_train"]
     assert cfg["train"]["epochs"] == 4 and cfg["clip"]["model"] == "mote-tiny"
+    # --precision auto as given, and what it resolved to on the CPU
+    assert cfg["train"]["precision"] == "auto" and (cfg["precision"], cfg["amp"]) == ("fp32", False)
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert all(
@@ -96,6 +98,13 @@ def test_run_folder_has_every_contract_file(stores, tmp_path):
     assert saved["n_videos"] == len(FeatureStore.open(stores[1]).video_ids) == len(hits)
     assert saved["top1"] == pytest.approx(100 * hits[:, :1].any(axis=1).mean(), abs=1e-4)
     assert saved["top5"] == pytest.approx(100 * hits[:, :5].any(axis=1).mean(), abs=1e-4)
+
+
+def test_config_json_records_the_precision_trained_in(stores, tmp_path):
+    """The precision a run used, not only the one asked for: bf16 (CPU autocast) here."""
+    train_temporal.run(config(stores, tmp_path / "bf16", epochs=1, precision="bf16"))
+    cfg = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert (cfg["train"]["precision"], cfg["precision"], cfg["amp"]) == ("bf16", "bf16", True)
 
 
 def test_two_cpu_runs_with_one_seed_are_identical(stores, tmp_path):

@@ -75,7 +75,10 @@ class ClipEncoder:
                 f"encode_frames expects uint8 (B, {size}, {size}, 3) for {self.model_name}, "
                 f"got {x.dtype} {tuple(x.shape)}"
             )
-        x = x.to(self.device, non_blocking=True)
+        return self.encode_device_frames(x.to(self.device, non_blocking=True))
+
+    def encode_device_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """``encode_frames`` of uint8 frames already on ``device`` (``staging``'s copy)."""
         visual = self._inference_visual()
         with torch.inference_mode():
             pixels = normalize(x, self.preprocess, self.dtype)  # (B, 3, S, S)

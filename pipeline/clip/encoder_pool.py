@@ -9,7 +9,8 @@ Batches never go through a pipe: each device owns ``SLOTS_PER_DEVICE`` uint8 buf
 (B, S, S, 3) in shared memory (``RawArray``: /dev/shm when it has room, else a temporary file).
 The caller fills a free buffer of the least busy device and sends ``(slot, batch_id, n)``; the
 float16 embeddings (B x D x 2 bytes) come back through the pipe, in any order across devices.
-With several buffers per device, the next batch is copied while the current one is encoded.
+With several buffers per device, the next batch is copied while the current one is encoded;
+in the process, ``staging`` copies it on to the GPU while the one before is encoded.
 
 A process that dies (CUDA out of memory, a crash, the OOM killer) becomes one ``EncoderFailed``
 naming its device, never a hang: the caller waits on the processes' sentinels as well as their
@@ -35,6 +36,7 @@ import torch
 
 from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.encoding import EncodedBatch, Slot
+from mote.pipeline.clip.staging import EncodeQueue, encode_queue
 from mote.pipeline.errors import EncoderFailed
 from mote.pipeline.spawning import without_caller_main
 from mote.pipeline.threads import set_threads
@@ -46,7 +48,13 @@ ClipFactory = Callable[[str], ClipEncoder]  # device name -> the CLIP; must pick
 
 
 def _encoder_main(
-    factory: ClipFactory, device: str, buffers, shape: tuple, threads: int, conn: Connection
+    factory: ClipFactory,
+    device: str,
+    buffers,
+    shape: tuple,
+    threads: int,
+    conn: Connection,
+    staging: bool = True,
 ) -> None:
     """An encoder process: build the CLIP, say ready, then encode slots until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
@@ -57,21 +65,33 @@ def _encoder_main(
             torch.cuda.set_device(device)
         slots = torch.from_numpy(np.frombuffer(buffers, np.uint8).reshape(shape))
         clip = factory(device)
+        queue = encode_queue(clip, shape[1:], staging)
         conn.send(("ready", clip.dim, clip.preprocess.size))
-        while True:
-            message = conn.recv()
-            if message is None:  # nothing left to flush: skip torch's slow interpreter teardown
-                os._exit(0)
-            slot, batch_id, n = message
-            start = time.perf_counter()
-            embeddings = clip.encode_frames(slots[slot])[:n].to(torch.float16).cpu().numpy()
-            conn.send(("done", slot, batch_id, embeddings, time.perf_counter() - start))
+        _serve(conn, slots, queue)
     except (EOFError, BrokenPipeError):
         return  # the caller is gone
     except BaseException as error:  # noqa: BLE001 (reported to the caller, who raises it)
         detail = traceback.format_exception_only(type(error), error)[-1].strip()
         with contextlib.suppress(OSError):
             conn.send(("error", detail))
+
+
+def _serve(conn: Connection, slots: torch.Tensor, queue: EncodeQueue) -> None:
+    """Start each slot as it arrives and send its embeddings once encoded. The next slot is
+    read (and its copy started) while the last one is encoded; a batch is waited for only
+    when both staging buffers are in flight or no slot is waiting."""
+    while True:
+        if queue.full or (queue.busy and not conn.poll()):
+            finished = [queue.finish()]
+        else:
+            message = conn.recv()
+            if message is None:  # nothing left to flush: skip torch's slow interpreter teardown
+                os._exit(0)
+            slot, batch_id, n = message
+            queue.start(slots[slot], n, (slot, batch_id))
+            finished = queue.ready()
+        for batch in finished:
+            conn.send(("done", *batch.tag, batch.embeddings, batch.seconds))
 
 
 @contextlib.contextmanager
@@ -106,6 +126,7 @@ class _Encoder:
         device: str,
         shape: tuple[int, ...],
         threads: int,
+        staging: bool,
     ) -> None:
         self.device = device
         self.buffers = context.RawArray(ctypes.c_uint8, int(np.prod(shape)))
@@ -116,7 +137,7 @@ class _Encoder:
         self.conn, child = context.Pipe(duplex=True)
         self.process = context.Process(
             target=_encoder_main,
-            args=(factory, device, self.buffers, shape, threads, child),
+            args=(factory, device, self.buffers, shape, threads, child, staging),
             name=f"mote-encoder-{device}",
             daemon=True,
         )
@@ -130,6 +151,7 @@ class EncoderPool:
     ``factory(device)`` builds the CLIP in each process (the same model and weights everywhere);
     ``dim`` and ``image_size`` are what the caller's store expects of it. ``cpu_threads``: torch
     threads of each CPU encoder (see ``stages.extract`` for why it is the caller's count).
+    ``staging``: pinned buffers and the copy overlapping the encoder (``clip.staging``).
     """
 
     def __init__(
@@ -140,6 +162,7 @@ class EncoderPool:
         image_size: int,
         dim: int,
         cpu_threads: int = 1,
+        staging: bool = True,
     ) -> None:
         self.devices = [str(d) for d in devices]
         self.batch_size = batch_size
@@ -151,7 +174,8 @@ class EncoderPool:
         try:
             with _without_sigint(), without_caller_main():
                 for device in self.devices:
-                    self._encoders.append(_Encoder(context, factory, device, shape, cpu_threads))
+                    encoder = _Encoder(context, factory, device, shape, cpu_threads, staging)
+                    self._encoders.append(encoder)
         except BaseException:
             self.close()
             raise

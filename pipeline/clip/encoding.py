@@ -7,13 +7,13 @@ interrupted-and-resumed extraction bit-identical to an uninterrupted one, and a 
 two encoder processes identical to one written on one.
 
 ``BatchedEncoder`` only assembles batches; an ``EncoderBackend`` encodes them. ``LocalBackend``
-encodes in this process, one batch at a time; ``encoder_pool.EncoderPool`` runs one process per
-device and returns batches as they finish, possibly out of order.
+encodes in this process, the next batch's copy overlapping the encoder (``staging``);
+``encoder_pool.EncoderPool`` runs one process per device and returns batches as they finish,
+possibly out of order.
 """
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mote.pipeline.clip.encoder import ClipEncoder
+from mote.pipeline.clip.staging import Finished, encode_queue
 
 
 @dataclass
@@ -72,9 +73,11 @@ class EncoderBackend(Protocol):
 
 
 class LocalBackend:
-    """Encode synchronously with a CLIP in this process, reusing one batch buffer."""
+    """Encode with a CLIP in this process, reusing one batch buffer: its frames are staged
+    (``clip.staging``) as ``submit`` starts them, and the batch is encoded while the next one
+    is filled and copied; ``staging=False`` encodes each one as it is submitted."""
 
-    def __init__(self, clip: ClipEncoder, batch_size: int) -> None:
+    def __init__(self, clip: ClipEncoder, batch_size: int, staging: bool = True) -> None:
         size = clip.preprocess.size
         self.clip = clip
         self.devices = [str(clip.device)]
@@ -82,20 +85,27 @@ class LocalBackend:
         self.image_shape = (size, size, 3)
         self.dim = clip.dim
         self._buffer = np.zeros((batch_size, *self.image_shape), np.uint8)
+        self._queue = encode_queue(clip, (batch_size, *self.image_shape), staging)
         self._done: list[EncodedBatch] = []
 
     def free_slot(self) -> Slot:
         return Slot(self._buffer, 0, 0)  # free again as soon as submit returns
 
     def submit(self, slot: Slot, batch_id: int, n: int) -> None:
-        start = time.perf_counter()
-        embeddings = self.clip.encode_frames(torch.from_numpy(slot.images))
-        embeddings = embeddings[:n].to(torch.float16).cpu().numpy()
-        self._done.append(EncodedBatch(batch_id, 0, embeddings, time.perf_counter() - start))
+        if self._queue.full:
+            self._keep([self._queue.finish()])
+        self._queue.start(torch.from_numpy(slot.images), n, batch_id)
+        self._keep(self._queue.ready())
 
     def collect(self, block: bool) -> list[EncodedBatch]:
+        self._keep(self._queue.ready())
+        if block and not self._done and self._queue.busy:
+            self._keep([self._queue.finish()])
         done, self._done = self._done, []
         return done
+
+    def _keep(self, finished: list[Finished]) -> None:
+        self._done += [EncodedBatch(b.tag, 0, b.embeddings, b.seconds) for b in finished]
 
 
 @dataclass

@@ -144,7 +144,7 @@ class Trainer:
         check_micro_batches(loop.micro_batches, ctx.world_size)
         self.loop, self.ctx, self.head, self.optimizer = loop, ctx, head, optimizer
         self.checkpoint = checkpoint  # ``save_checkpoint``'s signature: a test's kill goes here
-        self.precision = resolve_precision(loop.precision, ctx.device, loop.prefer_bf16)
+        self.precision = resolve_precision(loop.precision, ctx.device)
         self.scaler = make_scaler(self.precision, ctx.device)
         self.losses = LossModule(head, features_of, compile=loop.compile).to(ctx.device)
         self.fused = loop.fused and self.losses.can_fuse

@@ -24,25 +24,22 @@ from mote.pipeline.temporal.micro_batches import micro_batch_sizes
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.temporal.routing import StepDraws, draw_step
 from mote.pipeline.train.distributed import unwrap
-from mote.pipeline.train.precisions import check_precision
+from mote.pipeline.train.precisions import resolved_precision
 
 LOSS_TERMS = ("total", "ce", "wmr", "mse")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_precision(precision: str, device: torch.device, prefer_bf16: bool = False) -> str:
-    """``auto`` on CUDA: fp16 with a loss scaler (spec 7, as the reference), or bf16 when the
-    command prefers it and the GPU has it (fp32's range, no scaler pass); fp32 on the CPU.
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``precision``, or what ``auto`` means on ``device`` (``precisions.auto_precision``).
 
     fp16 and bf16 given explicitly run on the CPU too: CPU autocast and ``GradScaler("cpu")``
     are the CPU twin of the CUDA path, so CI runs the same code (slow; meant for tests).
+    Emulated bf16 (pre-Ampere GPUs) counts as unsupported: fp16 + scaler is faster there.
     """
-    check_precision(precision)
-    if precision != "auto":
-        return precision
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if prefer_bf16 and torch.cuda.is_bf16_supported() else "fp16"
+    cuda = device.type == "cuda"
+    bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+    return resolved_precision(precision, device.type, bf16)
 
 
 def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:

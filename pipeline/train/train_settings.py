@@ -11,7 +11,7 @@ import math
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mote.pipeline.config import DEVICE_HELP, Settings, option_fields, seed_setting, setting
 from mote.pipeline.errors import ConfigError
@@ -20,7 +20,7 @@ from mote.pipeline.runs.layout import CONFIG_FILE
 from mote.pipeline.runs.metric_logs import BACKENDS, check_logs
 from mote.pipeline.temporal.arch_names import ARCH_NAMES
 from mote.pipeline.temporal.temporal_config import MoTEConfig, default_config
-from mote.pipeline.train.precisions import PRECISIONS, check_precision
+from mote.pipeline.train.precisions import AUTO_RULE, PRECISIONS, check_precision
 from mote.pipeline.train.sampler import MICRO_BATCHES_RULE, default_micro_batches
 
 if TYPE_CHECKING:
@@ -83,9 +83,7 @@ class TrainingSettings(Settings):
 
     Fields without help are not options; a command makes one an option by declaring it again
     with help (train-temporal's --fused and --compile). A command keyword-only subclass adds
-    its own settings; its ``prefer_bf16`` says what precision auto picks on a GPU with bf16."""
-
-    prefer_bf16: ClassVar[bool] = False  # precision auto on a bf16 GPU: bf16 (no loss scaler)
+    its own settings."""
 
     epochs: int | None = training_setting(
         None, "Training epochs (spec 7).", default_text=spec_default(0), min=1
@@ -121,8 +119,8 @@ class TrainingSettings(Settings):
     device: str = training_setting("auto", DEVICE_HELP)
     precision: str = training_setting(
         "auto",
-        f"{', '.join(PRECISIONS)}; auto: fp16 with a loss scaler on CUDA (spec 7), fp32 on the "
-        "CPU (fp16/bf16 there: CPU autocast, slow, for tests).",
+        f"{', '.join(PRECISIONS)}; auto: {AUTO_RULE} (fp16/bf16 there: CPU autocast, slow, "
+        "for tests).",
     )
     fused: bool = True  # every micro-batch in one batched pass (same update as one by one)
     compile: bool = False  # compile the fused losses with CUDA graphs (CUDA only)

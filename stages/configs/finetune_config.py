@@ -10,8 +10,7 @@ from typing import Any
 from mote.pipeline import config as shared
 from mote.pipeline.config import setting
 from mote.pipeline.locations import Url
-from mote.pipeline.train.precisions import PRECISIONS
-from mote.pipeline.train.train_settings import TrainingSettings, training_setting
+from mote.pipeline.train.train_settings import TrainingSettings
 from mote.pipeline.video.augment import AREA_RANGE
 
 # The training split when --split is not given (k600 ships only its zero-shot test splits).
@@ -30,8 +29,6 @@ MAX_WORKERS = 8
 class FinetuneConfig(TrainingSettings):
     """Settings of ``mote finetune-e2e``: the shared training settings (and MoTE switches) of
     ``TrainingSettings``, plus the videos, the CLIP to tune and its decoding."""
-
-    prefer_bf16 = True  # precision auto: bf16 on GPUs that have it
 
     dataset: str = shared.dataset_setting()
     out: Path = shared.run_out_setting()
@@ -66,11 +63,6 @@ class FinetuneConfig(TrainingSettings):
         None,
         "Validate on N videos spread evenly over the list (a quick per-epoch check).",
         min=1,
-    )
-    precision: str = training_setting(
-        "auto",
-        f"{', '.join(PRECISIONS)}; auto: bf16 on GPUs that have it (no loss scaler), else fp16 "
-        "with a loss scaler on CUDA, fp32 on the CPU (fp16/bf16 there: slow, for tests).",
     )
     grad_checkpointing: bool | None = setting(
         None,
