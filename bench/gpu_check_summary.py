@@ -170,6 +170,7 @@ def rows(work: Path) -> list[dict]:
 
 
 def markdown(table: list[dict]) -> str:
+    """The table as markdown: readable printed and in summary.md, pasteable into the docs."""
     lines = ["| step | status | s | limit s | figures |", "|---|---|---|---|---|"]
     lines += [
         f"| {r['step']} | {r['status']} | {r['s']} | {r['limit']} | {r['figures']} |" for r in table
@@ -201,8 +202,8 @@ def write_out(work: Path, out: Path, table: list[dict], text: str) -> None:
         log = work / "logs" / f"{row['step']}.log"
         if log.exists():
             parts.append(f"==== {row['step']}: {row['status']} ====\n{tail(log, LOG_TAIL)}\n")
-    logs = "".join(parts).encode()
-    (out / "logs.txt").write_bytes(logs[-max(room, 0) :] if len(logs) > room else logs)
+    logs = "".join(parts).encode()  # over the cap: the latest steps' logs are kept
+    (out / "logs.txt").write_bytes(logs[max(0, len(logs) - max(room, 0)) :])
 
 
 def main() -> None:
