@@ -81,6 +81,17 @@ def videos_per_s(step, steps: int, batch: int, device: torch.device) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
+def ops_table(rows: list[dict]) -> str:
+    """The op-count table of docs/performance.md, written here rather than by hand: the counts do
+    not depend on the machine, so tests/test_bench_tables.py checks the committed one."""
+    by = {(r["arch"], r["step"]): r["aten_ops_per_step"] for r in rows}
+    lines = ["| arch | aten ops/step plain | fused | cut |", "|---|---|---|---|"]
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        plain, fused = by[(arch, "plain")], by[(arch, "fused")]
+        lines.append(f"| {arch} | {plain:,} | {fused:,} | {plain / fused:.1f}x |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dim", type=int, default=512)
@@ -95,6 +106,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="fused: torch.compile on CUDA")
     parser.add_argument("--top", action="store_true", help="print the commonest aten ops")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--markdown", action="store_true", help="print the op-count table")
     args = parser.parse_args()
     device = resolve_device(args.device)
     rows = []
@@ -123,6 +135,8 @@ def main() -> None:
             f"{arch:>12}: ops cut {plain['aten_ops_per_step'] / fused['aten_ops_per_step']:.1f}x, "
             f"speed-up {fused['videos_per_s'] / plain['videos_per_s']:.2f}x"
         )
+    if args.markdown:
+        print(ops_table(rows))
     figures = {
         "machine": machine(device),
         "torch": torch.__version__,

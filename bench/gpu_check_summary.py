@@ -1,7 +1,12 @@
-"""The summary table of bench/gpu_check.sh: one row per step (status, seconds, key figures),
-read from the step log files and JSON figures in its output folder.
+"""The summary of bench/gpu_check.sh: one row per planned step (status, seconds, limit, key
+figures), read from the step logs and JSON figures in its work folder, written to the output
+folder as summary.md (the table, also printed), summary.json and logs.txt (each log's tail).
 
-    python bench/gpu_check_summary.py OUT_DIR
+Rewritten after every step, so a run cut short still brings back a table. What it writes is
+capped (``LOG_TAIL`` per log, ``OUT_CAP`` in all): the output folder is copied back from the
+GPU machine with limits on what comes back, and the summary must not be lost to a big log.
+
+    python bench/gpu_check_summary.py WORK_DIR OUT_DIR
 """
 
 from __future__ import annotations
@@ -10,6 +15,16 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+LOG_TAIL = 64 * 1024  # bytes of each step's log that come back
+OUT_CAP = 5 * 1024 * 1024  # bytes of the output folder in all
+JSON_CAP = 64 * 1024  # a step's JSON figures larger than this stay in the work folder
+NOTES = {  # steps.tsv's note -> the status shown when the step did not run to its end
+    "unselected": "skipped: not selected",
+    "no_time": "skipped: no time",
+    "no_environment": "skipped: no mote or no CUDA",
+    "cut": "cut at deadline",
+}
 
 
 def _json(path: Path) -> dict:
@@ -51,7 +66,7 @@ def _json_lines(log: Path) -> list[dict]:
 
 
 def _dask(out: Path) -> str:
-    lines = _json_lines(out / "extract_dask.log")
+    lines = _json_lines(out / "logs" / "extract_dask.log")
     if not lines:
         return ""
     s = lines[-1]
@@ -75,8 +90,8 @@ def _train(name: str) -> Callable[[Path], str]:
     return figures
 
 
-def _scaling(out: Path) -> str:
-    rows = _json(out / "scaling.json").get("rows", {})
+def _scaling(out: Path, name: str = "scaling.json") -> str:
+    rows = _json(out / name).get("rows", {})
     return "; ".join(
         f"W={w}: {r['launching_per_step']:.0f} launches/step ({r['outside_losses_per_step']:.0f} "
         f"outside the losses), host {r['host_ms_per_step']:.1f} ms/step"
@@ -98,7 +113,7 @@ def _e2e(out: Path) -> str:
 
 
 def _predict(out: Path) -> str:
-    lines = _json_lines(out / "predict.log")
+    lines = _json_lines(out / "logs" / "predict.log")
     if not lines:
         return ""
     top = lines[0].get("top") or [{}]
@@ -114,24 +129,90 @@ FIGURES: dict[str, Callable[[Path], str]] = {
     "scaling": _scaling,
     "finetune_e2e": _e2e,
     "predict": _predict,
+    "graphed_ddp": lambda out: _scaling(out, "graphed_ddp.json"),
 }
 
 
+def status(rc: str, note: str) -> str:
+    """The row's status: ok, FAIL rc, timeout (its own cap), cut at deadline, skipped: why."""
+    if note in NOTES:
+        return NOTES[note]
+    if rc == "0":
+        return "ok"
+    return "timeout" if rc in ("124", "137") else f"FAIL {rc}"
+
+
+def rows(work: Path) -> list[dict]:
+    """One row per planned step, in order; a step with no record yet shows as not run."""
+    plan = (work / "plan.txt").read_text().split()
+    done = {}
+    for line in (work / "steps.tsv").read_text().splitlines():
+        name, rc, seconds, limit, note = line.split("\t")
+        done[name] = {
+            "step": name,
+            "status": status(rc, note),
+            "s": int(seconds),
+            "limit": int(limit),
+        }
+    table = []
+    for name in plan:
+        row = done.get(name, {"step": name, "status": "not run", "s": 0, "limit": 0})
+        figures = ""
+        if row["status"] not in NOTES.values() and row["status"] != "not run":
+            try:
+                figures = FIGURES[name](work) if name in FIGURES else ""
+            except (KeyError, TypeError, ValueError) as error:  # a figure missing: say so, go on
+                figures = f"(figures unreadable: {error!r})"
+            figures = figures or _log_summary(work / "logs" / f"{name}.log")
+        row["figures"] = figures.replace("|", "/")
+        table.append(row)
+    return table
+
+
+def markdown(table: list[dict]) -> str:
+    """The table as markdown: readable printed and in summary.md, pasteable into the docs."""
+    lines = ["| step | status | s | limit s | figures |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r['step']} | {r['status']} | {r['s']} | {r['limit']} | {r['figures']} |" for r in table
+    ]
+    ok = sum(r["status"] == "ok" for r in table)
+    selected = [r for r in table if r["status"] != NOTES["unselected"]]
+    return "\n".join(lines) + f"\n\n{ok} of {len(selected)} steps ok\n"
+
+
+def tail(path: Path, size: int) -> str:
+    """The last ``size`` bytes of a log (a step that printed megabytes keeps only its end)."""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - size))
+        return f.read().decode(errors="replace")
+
+
+def write_out(work: Path, out: Path, table: list[dict], text: str) -> None:
+    """summary.md, summary.json and logs.txt, no more than ``OUT_CAP`` bytes together."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(text)
+    for row in table:
+        figures = work / f"{row['step']}.json"
+        if figures.exists() and figures.stat().st_size <= JSON_CAP:
+            row["json"] = _json(figures)
+    (out / "summary.json").write_text(json.dumps({"steps": table}, indent=1, default=str))
+    room = OUT_CAP - sum(f.stat().st_size for f in out.iterdir() if f.name != "logs.txt")
+    parts = []
+    for row in table:
+        log = work / "logs" / f"{row['step']}.log"
+        if log.exists():
+            parts.append(f"==== {row['step']}: {row['status']} ====\n{tail(log, LOG_TAIL)}\n")
+    logs = "".join(parts).encode()  # over the cap: the latest steps' logs are kept
+    (out / "logs.txt").write_bytes(logs[max(0, len(logs) - max(room, 0)) :])
+
+
 def main() -> None:
-    out = Path(sys.argv[1])
-    rows = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines() if line]
-    print(f"{'step':<16} {'status':<8} {'s':>5}  figures")
-    failed = 0
-    for name, rc, seconds in rows:
-        status = "ok" if rc == "0" else ("TIMEOUT" if rc == "124" else f"FAIL {rc}")
-        failed += rc != "0"
-        try:
-            figures = FIGURES[name](out) if name in FIGURES else ""
-        except (KeyError, TypeError, ValueError) as error:  # a figure missing: say so, go on
-            figures = f"(figures unreadable: {error!r})"
-        figures = figures or _log_summary(out / f"{name}.log")
-        print(f"{name:<16} {status:<8} {seconds:>5}  {figures}")
-    print(f"{len(rows) - failed} of {len(rows)} steps ok; logs and JSON in {out}")
+    work, out = Path(sys.argv[1]), Path(sys.argv[2])
+    table = rows(work)
+    text = markdown(table)
+    write_out(work, out, table, text)
+    print(text, end="")
+    failed = [r for r in table if r["status"] not in ("ok", NOTES["unselected"])]
     sys.exit(1 if failed else 0)
 
 

@@ -9,9 +9,14 @@ them, and on the CPU with tiny sizes so they cannot rot).
            same weights and draws: per-epoch losses and final weights must agree within the
            precision's noise (auto's bf16 or fp16 on CUDA), then videos/s of each over a timed
            epoch; the compiled losses must run as one graph per batch shape (no graph break).
+  profile  One epoch (20 steps with gpu_check's store of 20 batches): host ms per step (the time
+           to dispatch it; nothing in a step waits for the device) against GPU ms per step
+           (kernel time under the CUDA profiler). Host > GPU means the GPU waits for Python.
+           On the CPU the same code path runs under the CPU profiler: GPU n/a.
 
     python bench/step_checks.py sync --device cuda --dim 512 --videos 20000
     python bench/step_checks.py graphed --device cuda --dim 512 --videos 20000
+    python bench/step_checks.py profile --device cuda --dim 512 --videos 3840
 
 The last line is ``SUMMARY <check> ok|FAIL <figures>``, which gpu_check.sh's table shows.
 """
@@ -35,6 +40,7 @@ from device_waits import DeviceWaits, optimizer_tensors  # noqa: E402
 
 from mote.cache_schema.feature_store import FeatureStore  # noqa: E402
 from mote.cache_schema.folder import is_store  # noqa: E402
+from mote.pipeline.device import tf32_matmuls  # noqa: E402
 from mote.pipeline.temporal.features import InMemoryFeatures  # noqa: E402
 from mote.pipeline.temporal.mote_model import MoTE  # noqa: E402
 from mote.pipeline.train.distributed import DistContext  # noqa: E402
@@ -148,9 +154,52 @@ def check_graphed(store_path: Path, args: argparse.Namespace) -> tuple[bool, str
     return ok, figures
 
 
+def dispatched_epoch(trainer, data, text, epoch: int) -> tuple[float, float]:
+    """Seconds to dispatch an epoch's steps, and until the device is done with them."""
+    trainer.module.train()
+    data.set_epoch(epoch)
+    sync(trainer.ctx.device)
+    start = time.perf_counter()
+    with tf32_matmuls(trainer.precision != "fp32"):
+        trainer.run_steps(data, text, epoch)
+    host = time.perf_counter() - start
+    sync(trainer.ctx.device)
+    return host, time.perf_counter() - start
+
+
+def check_profile(store_path: Path, args: argparse.Namespace) -> tuple[bool, str]:
+    """Host vs GPU time per step: the graphed step only pays off where host > GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer, data, text, _ = build(store_path, args, compile=False)
+    device, steps = trainer.ctx.device, max(1, len(data))
+    trainer.train_epoch(data, text, 5)  # warm-up: optimiser state, cached layouts
+    host, wall = dispatched_epoch(trainer, data, text, 6)  # unprofiled: the profiler adds host
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        dispatched_epoch(trainer, data, text, 7)
+    if args.workdir is not None:  # the trace stays in the work folder: too big to bring back
+        prof.export_chrome_trace(str(args.workdir / "profile_trace.json"))
+    gpu = "n/a"
+    if cuda:
+        kernel_us = sum(e.self_device_time_total for e in prof.key_averages())
+        gpu_ms = kernel_us / 1000 / steps
+        bound = "host-bound" if 1000 * host / steps > gpu_ms else "GPU-bound"
+        gpu = f"{gpu_ms:.2f} ms/step ({bound})"
+    figures = (
+        f"{steps} steps, precision {trainer.precision}: host {1000 * host / steps:.2f} ms/step, "
+        f"GPU {gpu}, wall {1000 * wall / steps:.2f} ms/step"
+    )
+    return steps >= 1, figures
+
+
+CHECKS = {"sync": check_sync, "graphed": check_graphed, "profile": check_profile}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("check", choices=("sync", "graphed"))
+    parser.add_argument("check", choices=tuple(CHECKS))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--videos", type=int, default=20_000)
@@ -164,8 +213,7 @@ def main() -> None:
         store = work / f"steps_{args.dim}_{args.videos}.zarr"
         if not is_store(store):
             write_store(store, args.videos, args.dim, classes=400)
-        check = check_sync if args.check == "sync" else check_graphed
-        ok, figures = check(store, args)
+        ok, figures = CHECKS[args.check](store, args)
     print(f"SUMMARY {args.check} {'ok' if ok else 'FAIL'} {figures}")
     sys.exit(0 if ok else 1)
 
