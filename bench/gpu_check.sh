@@ -40,17 +40,22 @@ workers=$(( cores < 16 ? cores : 16 ))
 if [ "$tiny" = 1 ]; then
   clip=mote-tiny dim=64 wide=64 videos=12 train_videos=128 batch=32 e2e_videos=8 e2e_batch=4
   frames=4 devices=cpu,cpu gpus=2 scaling_videos=384 ddp_worlds=2
+  staging=(--batch 8 --batches 4) decoding=(--size 160x120 --frames-per-video 24 --repeats 1)
+  gpu_decoder=pyav  # the CPU twin of --decoder nvdec: the same PyAV path, decoding on the CPU
   clips=(--video-frames 16 --video-size 160x120)  # generated videos: a fraction to write and decode
 else
   clip=ViT-B-16 dim=512 wide=768 videos=200 train_videos=20000 batch=192 e2e_videos=64
   e2e_batch=16 frames=8 devices=all scaling_videos=768 clips=()
+  staging=(--batch 256 --batches 40) decoding=(--size 1280x720 --frames-per-video 300)
+  gpu_decoder=nvdec
   gpus=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$gpus" -ge 1 ] || gpus=1
   # NCCL refuses two ranks on one GPU ("Duplicate GPU detected"): one GPU runs W=1 under torchrun.
   ddp_worlds=$gpus
 fi
 
-STEPS=(environment extract_devices extract_dask train_b16 train_l14 sync scaling finetune_e2e
-       predict search profile graphed graphed_ddp)
+STEPS=(environment extract_devices extract_dask staging decode extract_cpu_decode
+       extract_gpu_decode train_b16 train_l14 sync scaling finetune_e2e predict search profile
+       graphed graphed_ddp)
 printf '%s\n' "${STEPS[@]}" > "$work/plan.txt"
 : > "$work/steps.tsv"
 
@@ -108,6 +113,19 @@ data="$work/extract/videos"
 step extract_dask 45 "$py" -m mote.stages extract --dataset list --root "$data" \
   --list "$data/list.txt" --labels "$data/labels.csv" --model "$clip" --pretrained none \
   --frames "$frames" --dask "local:$gpus" --out "$work/dask.zarr" --overwrite --json
+
+# The encoder's host side: pinned staging and the copy on a side stream against the plain copy.
+step staging 30 "$py" "$here/staging.py" --device "$device" --model "$clip" --pretrained none \
+  "${staging[@]}" --json "$work/staging.json"
+# Decoding: frames/s and frame accuracy per backend (NVDEC on CUDA), then extract videos/s with
+# CPU decoding and with GPU decoding on the same videos.
+step decode 45 "$py" "$here/decode_backends.py" --device "${device%%:*}" "${decoding[@]}" --markdown
+for decoder in auto "$gpu_decoder"; do
+  name=extract_cpu_decode; [ "$decoder" = auto ] || name=extract_gpu_decode
+  step "$name" 30 "$py" -m mote.stages extract --dataset list --root "$data" \
+    --list "$data/list.txt" --labels "$data/labels.csv" --model "$clip" --pretrained none \
+    --frames "$frames" --decoder "$decoder" --out "$work/$name.zarr" --overwrite --json
+done
 
 # Stage two eager: whole epochs per arch (fused vs one by one), B/16 and L/14 widths.
 step train_b16 45 "$py" "$here/train_temporal.py" --sections epochs --device "$device" \

@@ -77,6 +77,40 @@ def _dask(out: Path) -> str:
     return f"{s.get('newly_done')} done, {s.get('videos_per_s')} videos/s; workers: {workers}"
 
 
+def _staging(out: Path) -> str:
+    f = _json(out / "staging.json")
+    if not f:
+        return ""
+    return (
+        f"staged/plain {f.get('staged_over_plain')} ({f.get('staged_images_per_s')} vs "
+        f"{f.get('plain_images_per_s')} images/s), copy hidden {f.get('copy_hidden')}, "
+        f"identical {f.get('identical_embeddings')}"
+    )
+
+
+def _decode(out: Path) -> str:
+    """One cell per backend and video of decode_backends.py's table: accuracy and frames/s."""
+    try:
+        lines = (out / "logs" / "decode.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    rows = [c for c in cells if len(c) >= 5 and c[0] not in ("video", "---")]
+    return "; ".join(f"{c[0]} {c[1]}: {c[2]}, {c[4]} frames/s" for c in rows)
+
+
+def _extract_decoder(name: str) -> Callable[[Path], str]:
+    def figures(out: Path) -> str:
+        lines = _json_lines(out / "logs" / f"{name}.log")
+        if not lines:
+            return ""
+        s = lines[-1]
+        done, failed = s.get("newly_done"), s.get("newly_failed")
+        return f"{done} done, {failed} failed, {s.get('videos_per_s')} videos/s"
+
+    return figures
+
+
 def _train(name: str) -> Callable[[Path], str]:
     def figures(out: Path) -> str:
         f = _json(out / f"{name}.json")
@@ -124,6 +158,10 @@ def _predict(out: Path) -> str:
 FIGURES: dict[str, Callable[[Path], str]] = {
     "extract_devices": _extract,
     "extract_dask": _dask,
+    "staging": _staging,
+    "decode": _decode,
+    "extract_cpu_decode": _extract_decoder("extract_cpu_decode"),
+    "extract_gpu_decode": _extract_decoder("extract_gpu_decode"),
     "train_b16": _train("train_b16"),
     "train_l14": _train("train_l14"),
     "scaling": _scaling,

@@ -18,6 +18,10 @@ STEPS = (
     "environment",
     "extract_devices",
     "extract_dask",
+    "staging",
+    "decode",
+    "extract_cpu_decode",
+    "extract_gpu_decode",
     "train_b16",
     "train_l14",
     "sync",
@@ -100,3 +104,7 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     assert "0 breaks" in rows["graphed"]["figures"]
     assert "cpu,cpu" in rows["extract_devices"]["figures"]
     assert "video(s)" in rows["predict"]["figures"]
+    assert "identical True" in rows["staging"]["figures"]
+    assert "h264 vfr pyav: ok" in rows["decode"]["figures"]
+    for name in ("extract_cpu_decode", "extract_gpu_decode"):  # the same videos both ways
+        assert rows[name]["figures"].startswith(rows["extract_dask"]["figures"].split(",")[0])
