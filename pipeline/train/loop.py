@@ -1,9 +1,9 @@
 """The epoch loop every training command runs, on one process or many (torchrun).
 
 A command brings its model head, optimiser groups, data and validation; the ``Trainer`` does the
-rest the same way for all: spec 7's lr blocks, micro-batch routing draws, AMP, DDP gradient
-averaging, metrics summed over ranks, history / model / checkpoint writes on rank 0 only, and an
-exact ``--resume``.
+rest the same way for all: spec 7's lr blocks, micro-batch routing draws, AMP, gradients summed
+over ranks in one collective, metrics summed over ranks, history / model / checkpoint writes on
+rank 0 only, and an exact ``--resume``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from mote.pipeline.runs.metric_logs import MetricLogs, open_logs
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.train.checkpoint import RandomState, load_checkpoint, save_checkpoint
 from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.train.grad_sync import GradientSync
 from mote.pipeline.train.sampler import check_micro_batches
 from mote.pipeline.train.schedule import lr_changes_at, lr_factor, set_lr
 from mote.pipeline.train.step import (
@@ -129,8 +130,8 @@ def routing_seed(seed: int, slot: int) -> int:
 
 
 class Trainer:
-    """Holds one rank's training state: the (DDP-wrapped) loss module, optimiser, scaler, routing
-    generators. Build it on every rank with the same arguments."""
+    """Holds one rank's training state: the loss module and its gradient sync, optimiser,
+    scaler, routing generators. Build it on every rank with the same arguments."""
 
     def __init__(
         self,
@@ -149,8 +150,9 @@ class Trainer:
         self.losses = LossModule(head, features_of, compile=loop.compile).to(ctx.device)
         self.fused = loop.fused and self.losses.can_fuse
         self.step = fused_step if self.fused else train_step
-        self.module = ctx.wrap(
-            self.losses, find_unused_parameters=self.losses.leaves_parameters_unused(self.fused)
+        self.module = self.losses
+        self.gradients = GradientSync(
+            self.losses, ctx.world_size, self.losses.leaves_parameters_unused(self.fused)
         )
         # One generator per micro-batch slot of the whole world on every rank: the fused step
         # draws for every slot (a few CPU numbers), so each rank knows which experts the
@@ -225,6 +227,7 @@ class Trainer:
                 world_size=ctx.world_size,
                 scaler=self.scaler,
                 precision=self.precision,
+                sync=self.gradients.sync if ctx.distributed else None,
             )
             terms = torch.stack([*(sums[k] for k in LOSS_TERMS), correct.float()])
             finite = torch.isfinite(terms).all()
