@@ -239,16 +239,18 @@ class Trainer:
                 first_bad = torch.where((first_bad < 0) & ~finite, float(i), first_bad)
             totals += torch.where(finite, terms, torch.zeros_like(terms))
             videos += len(labels)
-        weights_finite = torch.stack(  # NaN compares False: broken too
-            [
-                (p.detach().abs() <= WEIGHT_LIMIT).all()
-                for p in self.losses.parameters()
-                if p.requires_grad
-            ]
-        ).all()
         first = first_bad if ctx.rank == 0 else torch.full_like(first_bad, -1.0)
-        health = torch.stack([bad_steps, first + 1, skipped, (~weights_finite).float()])
+        health = torch.stack([bad_steps, first + 1, skipped, self.weights_broken()])
         return torch.cat([totals, totals.new_full((1,), videos), health])
+
+    def weights_broken(self) -> torch.Tensor:
+        """1.0 when a trained weight is NaN, infinite or beyond ``WEIGHT_LIMIT``, else 0.0, on
+        the device: once per epoch, one multi-tensor max-abs (``_foreach_norm`` with ord inf)
+        for all parameter tensors instead of four ops per tensor."""
+        params = [p for p in self.losses.parameters() if p.requires_grad]
+        with torch.no_grad():
+            largest = torch.stack(torch._foreach_norm(params, float("inf")))
+        return (~(largest <= WEIGHT_LIMIT).all()).float()  # NaN compares False: broken too
 
     def _scale(self) -> torch.Tensor | None:
         """The loss scaler's current scale as a device tensor (a copy), None without one."""
