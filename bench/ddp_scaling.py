@@ -9,7 +9,9 @@ micro-batches for W. Every rank reports, over one epoch after a warm-up epoch:
                  launch a kernel on a GPU (views, ``detach`` and empty allocations left out);
   outside/step   the launching ops outside the compiled losses' forward and backward
                  (``--compile``): what a rank still launches one by one when the losses replay
-                 as CUDA graphs (the optimiser, the batch gather, DDP's bucket ops);
+                 as CUDA graphs (the optimiser, the batch gather, the gradient sync);
+  per epoch      the launching ops of the epoch's one weight-finiteness check, counted
+                 once per epoch and left out of the per-step figures;
   host ms/step   wall time per step. At ``--dim 8`` (the default) compute is negligible, so it
                  is the framework's host cost (Python, dispatch, autograd, optimiser), the cost
                  that does not shrink with a rank's share of the batch.
@@ -48,8 +50,9 @@ class OpCounter(TorchDispatchMode):
 
     ``graphed=True`` counts only what would still launch one by one if the losses replayed as
     a CUDA graph (``--compile`` on CUDA): nothing inside their forward (``paused``), and of the
-    backward only DDP's reducer (its ``out=`` scaling of each gradient into a bucket, and the
-    c10d collectives), because autograd replays the losses' backward as a graph too.
+    backward only ``out=`` ops and c10d collectives (a reducer's, were one hooked into it),
+    because autograd replays the losses' backward as a graph too. The gradient sync
+    (``grad_sync``) runs after the backward, so it is counted whole.
     """
 
     def __init__(self, graphed: bool = False) -> None:
@@ -57,6 +60,8 @@ class OpCounter(TorchDispatchMode):
         self.all = self.launching = 0
         self.graphed = graphed
         self.paused = False
+        self.once = False  # inside the epoch's one finiteness check: counted per epoch
+        self.epoch_launching = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if self.graphed:
@@ -65,9 +70,11 @@ class OpCounter(TorchDispatchMode):
             counted = not self.paused and (not in_backward or from_reducer)
         else:
             counted = True
-        if counted:
+        name = func.overloadpacket.__name__
+        if counted and self.once:
+            self.epoch_launching += not func.is_view and name not in NO_KERNEL
+        elif counted:
             self.all += 1
-            name = func.overloadpacket.__name__
             if not func.is_view and name not in NO_KERNEL:
                 self.launching += 1
         return func(*args, **(kwargs or {}))
@@ -113,14 +120,25 @@ def worker(args: argparse.Namespace) -> None:
             finally:
                 counter.paused = False
 
+    counters = [counter]
+    weights_broken = trainer.weights_broken
+
+    def once_per_epoch() -> torch.Tensor:
+        counters[0].once = True
+        try:
+            return weights_broken()
+        finally:
+            counters[0].once = False
+
+    trainer.weights_broken = once_per_epoch
     trainer.train_epoch(data, text, 5)  # warm-up (and compilation)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
     with counter:
         trainer.train_epoch(data, text, 6)
-    all_ops, launching = counter.all, counter.launching
+    all_ops, launching, per_epoch = counter.all, counter.launching, counter.epoch_launching
     if losses is not None:
-        counter = OpCounter(graphed=True)
+        counter = counters[0] = OpCounter(graphed=True)
         trainer.losses._fused_losses = outside
         with counter:
             trainer.train_epoch(data, text, 7)
@@ -141,12 +159,26 @@ def worker(args: argparse.Namespace) -> None:
         "ops_per_step": all_ops / steps,
         "launching_per_step": launching / steps,
         "outside_losses_per_step": counter.launching / steps if losses is not None else None,
+        "launching_per_epoch": per_epoch,
         "host_ms_per_step": 1000 * statistics.median(times),
+        **compile_counts(),
     }
     rows = ctx.gather(row)  # one print from rank 0: ranks' lines would interleave
     if ctx.is_main:
         print("\n".join("ROW " + json.dumps(r) for r in rows), flush=True)
     ctx.close()
+
+
+def compile_counts() -> dict[str, int]:
+    """What ``torch.compile`` made of this rank's epochs (``--compile``): frames captured,
+    graphs the backend compiled (a graph splitter would compile several per frame), breaks."""
+    from torch._dynamo.utils import counters
+
+    return {
+        "graphs": counters["stats"]["unique_graphs"],
+        "backend_graphs": counters["aot_autograd"]["total"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+    }
 
 
 def run_world(world: int, args: argparse.Namespace, store: Path) -> list[dict]:
@@ -209,7 +241,7 @@ def main() -> None:
         store = Path(work) / "scaling.zarr"
         write_store(store, args.videos, args.dim, classes=400)
         print(f"{'W':>3} {'M':>3} {'share':>6} {'ops/step':>9} {'launch':>7} {'outside':>8} "
-              f"{'host ms/step (ranks)':>24}")  # fmt: skip
+              f"{'/epoch':>7} {'host ms/step (ranks)':>24}")  # fmt: skip
         for world in (int(w) for w in args.worlds.split(",")):
             ranks = run_world(world, args, store)
             row = dict(ranks[0])
@@ -221,6 +253,7 @@ def main() -> None:
                 f"{world:>3} {row['micro_batches']:>3} {row['share']:>6} "
                 f"{row['ops_per_step']:>9.0f} {row['launching_per_step']:>7.0f} "
                 f"{'-' if outside is None else f'{outside:.0f}':>8} "
+                f"{row['launching_per_epoch']:>7} "
                 f"{', '.join(f'{t:.1f}' for t in row['host_ms_per_rank']):>24}"
             )
     one = rows[min(rows)]
@@ -230,6 +263,10 @@ def main() -> None:
     if max(rows) > (os.cpu_count() or 1):
         print(f"(W > {os.cpu_count()} cores here: those host ms include waiting for a core)")
     print("\n".join(node_arithmetic(rows, ISSUE_US_PER_OP)))
+    if args.compile:
+        print("compiled: " + "; ".join(
+            f"W={w}: {r['graphs']} graphs, {r['backend_graphs']} compiled by the backend, "
+            f"{r['graph_breaks']} breaks" for w, r in sorted(rows.items())))  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "args": vars(args)}, default=str))
 

@@ -271,6 +271,29 @@ def test_ddp_searches_for_unused_parameters_only_where_a_step_leaves_some(overri
     assert LossModule(head, None).leaves_parameters_unused(fused) is unused
 
 
+def test_compiled_losses_under_torchrun_are_one_graph_with_one_recompile(store, tmp_path):
+    """``--compile`` on 2 processes (gloo, aot_eager): the gradient sync is one all-reduce
+    after the backward, not DDP, so no graph splitter cuts the compiled losses: on every rank
+    one graph for full batches, at most one recompile for the epoch's smaller last batch, and
+    no graph break (issue 29)."""
+    args = {**COMMON, "train": store, "out": tmp_path / "run", "device": "cpu", "compile": True}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone"]
+        + [str(WORKER.with_name("compile_counts.py")), "train-temporal", *_flags(args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = [json.loads(m) for m in re.findall(r"^COUNTS (.*)$", result.stderr, re.MULTILINE)]
+    assert sorted(c["rank"] for c in counts) == [0, 1], result.stderr[-3000:]
+    for c in counts:
+        assert c["exit"] == 0 and c["breaks"] == 0, c
+        assert 1 <= c["graphs"] <= 2 and c["backend_graphs"] == c["graphs"], c
+
+
 @pytest.mark.parametrize(
     "env,fragment",
     [

@@ -53,8 +53,8 @@ class ClipFacts:
 
 
 class EndToEnd(nn.Module):
-    """CLIP visual tower + MoTE + frozen class text; ``forward`` is ``training_losses`` (so a
-    DistributedDataParallel wrapper sees every training pass)."""
+    """CLIP visual tower + MoTE + frozen class text; ``forward`` is ``training_losses`` (so every
+    training pass goes through the one module whose gradients the ranks sum)."""
 
     def __init__(
         self,

@@ -72,11 +72,24 @@ def temperature_draw(
     scheme: str, beta: float, layers: int, generator: torch.Generator | None = None
 ) -> Tensor:
     """``sample_temperatures`` as a float64 tensor (layers,): the same generator calls."""
+    return temperature_values(scheme, beta, temperature_sample(scheme, beta, layers, generator))
+
+
+def temperature_values(scheme: str, beta: float, sample: Tensor) -> Tensor:
+    """Temperatures from ``temperature_sample``'s draws (any leading shape): the "discrete"
+    table is looked up once for a whole step's draws, not once per micro-batch."""
+    return _temperature_table(beta)[sample] if scheme == "discrete" else sample
+
+
+def temperature_sample(
+    scheme: str, beta: float, layers: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """``temperature_draw``'s generator calls: (layers,) table indices for "discrete", else
+    the temperatures themselves."""
     if scheme == "point":
         return torch.full((layers,), math.inf, dtype=torch.float64)
     if scheme == "discrete":
-        table = _temperature_table(beta)
-        return table[torch.randint(len(table), (layers,), generator=generator)]
+        return torch.randint(len(_temperature_table(beta)), (layers,), generator=generator)
     if scheme == "normal":
         raw = torch.randn(layers, generator=generator, dtype=torch.float64)
     else:
@@ -187,9 +200,11 @@ def draw_step(
         if cfg.routing != "all":
             experts.append(expert_draw(cfg.routing, cfg.experts, cfg.layers, gen))
         if cfg.wmr:
-            taus.append(temperature_draw(cfg.wmr_temperatures, cfg.wmr_beta, cfg.layers, gen))
+            taus.append(temperature_sample(cfg.wmr_temperatures, cfg.wmr_beta, cfg.layers, gen))
     expert_t = torch.stack(experts) if experts else None
-    tau_t = torch.stack(taus) if taus else None
+    tau_t = None
+    if taus:
+        tau_t = temperature_values(cfg.wmr_temperatures, cfg.wmr_beta, torch.stack(taus))
     return StepDraws(
         micro_batches,
         expert_t,

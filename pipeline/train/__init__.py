@@ -1,1 +1,1 @@
-"""The training loop both training commands share: schedule, sampler, step, checkpoints, DDP."""
+"""The training loop both training commands share: schedule, sampler, step, checkpoints, sync."""

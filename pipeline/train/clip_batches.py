@@ -114,11 +114,11 @@ class VideoBatches:
 
 class FrameFeatures(torch.nn.Module):
     """The loop's feature function: ``model.encode_frames``. An ``nn.Module`` holding the visual
-    tower, so DDP averages the tower's gradients and the checkpoint holds its weights."""
+    tower, so the ranks sum the tower's gradients and the checkpoint holds its weights."""
 
     def __init__(self, model: EndToEnd) -> None:
         super().__init__()
-        self.visual = model.visual  # the same module: registered here for DDP and checkpoints
+        self.visual = model.visual  # the same module: registered for the gradient sync, checkpoints
         object.__setattr__(self, "_model", model)  # not a submodule (no second temporal copy)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""One process or many: torchrun's environment, the process group, DDP wrapping, reductions.
+"""One process or many: torchrun's environment, the process group, reductions.
 
 ``torchrun --nproc-per-node N`` sets RANK, WORLD_SIZE and LOCAL_RANK; without them a command
 runs as a single process and every helper here is a no-op.
@@ -63,27 +63,6 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-    def wrap(self, module: torch.nn.Module, find_unused_parameters: bool = False):
-        """DDP when there are several processes, else the module itself.
-
-        ``find_unused_parameters``: when a step can leave a parameter without a gradient
-        (the per-micro-batch step of routed MoTE without WMR, spec pitfall 12), DDP must not
-        wait for it; it costs a graph walk per step, so only then. Buffers are not broadcast
-        each forward: they are frozen (the text bank, the merge coefficients). Gradients are
-        views of DDP's buckets, so the reducer scales each into its bucket in one op instead of
-        a copy and a scale (98 fewer launches per step for MoTE, and no second copy of the
-        gradients in memory)."""
-        if not self.distributed:
-            return module
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(
-            module,
-            device_ids=ids,
-            find_unused_parameters=find_unused_parameters,
-            broadcast_buffers=False,
-            gradient_as_bucket_view=True,
-        )
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum over ranks (in place, also returned); a metric sum of the whole world."""
@@ -185,13 +164,6 @@ def rank_device(
             "own GPU with CUDA_VISIBLE_DEVICES"
         )
     return torch.device("cuda", local_rank)
-
-
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DDP wrapper (or the module itself)."""
-    return (
-        module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
-    )
 
 
 def run_on_every_rank(device: str, progress: Progress, body: Callable[..., T]) -> T:

@@ -1,9 +1,9 @@
 """The epoch loop every training command runs, on one process or many (torchrun).
 
 A command brings its model head, optimiser groups, data and validation; the ``Trainer`` does the
-rest the same way for all: spec 7's lr blocks, micro-batch routing draws, AMP, DDP gradient
-averaging, metrics summed over ranks, history / model / checkpoint writes on rank 0 only, and an
-exact ``--resume``.
+rest the same way for all: spec 7's lr blocks, micro-batch routing draws, AMP, gradients summed
+over ranks in one collective, metrics summed over ranks, history / model / checkpoint writes on
+rank 0 only, and an exact ``--resume``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from mote.pipeline.runs.metric_logs import MetricLogs, open_logs
 from mote.pipeline.runs.run_folder import RunFolder
 from mote.pipeline.train.checkpoint import RandomState, load_checkpoint, save_checkpoint
 from mote.pipeline.train.distributed import DistContext
+from mote.pipeline.train.grad_sync import GradientSync
 from mote.pipeline.train.sampler import check_micro_batches
 from mote.pipeline.train.schedule import lr_changes_at, lr_factor, set_lr
 from mote.pipeline.train.step import (
@@ -129,8 +130,8 @@ def routing_seed(seed: int, slot: int) -> int:
 
 
 class Trainer:
-    """Holds one rank's training state: the (DDP-wrapped) loss module, optimiser, scaler, routing
-    generators. Build it on every rank with the same arguments."""
+    """Holds one rank's training state: the loss module and its gradient sync, optimiser,
+    scaler, routing generators. Build it on every rank with the same arguments."""
 
     def __init__(
         self,
@@ -149,8 +150,9 @@ class Trainer:
         self.losses = LossModule(head, features_of, compile=loop.compile).to(ctx.device)
         self.fused = loop.fused and self.losses.can_fuse
         self.step = fused_step if self.fused else train_step
-        self.module = ctx.wrap(
-            self.losses, find_unused_parameters=self.losses.leaves_parameters_unused(self.fused)
+        self.module = self.losses
+        self.gradients = GradientSync(
+            self.losses, ctx.world_size, self.losses.leaves_parameters_unused(self.fused)
         )
         # One generator per micro-batch slot of the whole world on every rank: the fused step
         # draws for every slot (a few CPU numbers), so each rank knows which experts the
@@ -225,6 +227,7 @@ class Trainer:
                 world_size=ctx.world_size,
                 scaler=self.scaler,
                 precision=self.precision,
+                sync=self.gradients.sync if ctx.distributed else None,
             )
             terms = torch.stack([*(sums[k] for k in LOSS_TERMS), correct.float()])
             finite = torch.isfinite(terms).all()
@@ -236,16 +239,18 @@ class Trainer:
                 first_bad = torch.where((first_bad < 0) & ~finite, float(i), first_bad)
             totals += torch.where(finite, terms, torch.zeros_like(terms))
             videos += len(labels)
-        weights_finite = torch.stack(  # NaN compares False: broken too
-            [
-                (p.detach().abs() <= WEIGHT_LIMIT).all()
-                for p in self.losses.parameters()
-                if p.requires_grad
-            ]
-        ).all()
         first = first_bad if ctx.rank == 0 else torch.full_like(first_bad, -1.0)
-        health = torch.stack([bad_steps, first + 1, skipped, (~weights_finite).float()])
+        health = torch.stack([bad_steps, first + 1, skipped, self.weights_broken()])
         return torch.cat([totals, totals.new_full((1,), videos), health])
+
+    def weights_broken(self) -> torch.Tensor:
+        """1.0 when a trained weight is NaN, infinite or beyond ``WEIGHT_LIMIT``, else 0.0, on
+        the device: once per epoch, one multi-tensor max-abs (``_foreach_norm`` with ord inf)
+        for all parameter tensors instead of four ops per tensor."""
+        params = [p for p in self.losses.parameters() if p.requires_grad]
+        with torch.no_grad():
+            largest = torch.stack(torch._foreach_norm(params, float("inf")))
+        return (~(largest <= WEIGHT_LIMIT).all()).float()  # NaN compares False: broken too
 
     def _scale(self) -> torch.Tensor | None:
         """The loss scaler's current scale as a device tensor (a copy), None without one."""

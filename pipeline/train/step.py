@@ -11,7 +11,6 @@ reference the fused one is tested against).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -23,7 +22,6 @@ from mote.pipeline.temporal.fused import drop_unrouted_grads, fused_loss_fn, opt
 from mote.pipeline.temporal.micro_batches import micro_batch_sizes
 from mote.pipeline.temporal.mote_model import MoTE
 from mote.pipeline.temporal.routing import StepDraws, draw_step
-from mote.pipeline.train.distributed import unwrap
 from mote.pipeline.train.precisions import resolved_precision
 
 LOSS_TERMS = ("total", "ce", "wmr", "mse")
@@ -48,11 +46,12 @@ def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | 
 
 
 class LossModule(torch.nn.Module):
-    """``head.training_losses(features_of(inputs), ...)``: the one module DDP wraps.
+    """``head.training_losses(features_of(inputs), ...)``: the one module whose gradients the
+    ranks sum (``grad_sync.GradientSync``).
 
     ``features_of`` maps a micro-batch of inputs to (B, T, D) frame features: None for cached
     features, the CLIP visual tower on the clip frames for end-to-end training. When it is an
-    ``nn.Module`` its parameters are part of this module, so DDP averages their gradients too.
+    ``nn.Module`` its parameters are part of this module, so they are synchronised too.
     """
 
     def __init__(
@@ -83,7 +82,7 @@ class LossModule(torch.nn.Module):
         draws: StepDraws | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-micro-batch losses (``generator``), or every micro-batch at once (``draws``)."""
-        if len(labels) == 0:  # a rank with no data this step still joins DDP's gradient sync
+        if len(labels) == 0:  # a rank with no data this step: zero gradients
             zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
             return {key: zero for key in LOSS_TERMS}
         features = self.features(inputs).float()
@@ -96,10 +95,11 @@ class LossModule(torch.nn.Module):
         return self._fused_losses is not None
 
     def leaves_parameters_unused(self, fused: bool) -> bool:
-        """Whether a step can leave a parameter without a gradient, so DDP must search for
-        them every step (a graph walk and a flag all-reduce): only the per-micro-batch step of
-        routed MoTE without WMR (spec pitfall 12). The fused pass gives an unrouted expert a
-        zero gradient, and ``drop_unrouted_grads`` removes it after the all-reduce."""
+        """Whether a step can leave a parameter without a gradient, so the gradient sync must
+        ask the ranks which ones some rank used (a flag all-reduce and a host read): only the
+        per-micro-batch step of routed MoTE without WMR (spec pitfall 12). The fused pass gives
+        an unrouted expert a zero gradient, and ``drop_unrouted_grads`` removes it after the
+        all-reduce."""
         cfg = getattr(self.head, "cfg", None)
         return (
             not fused
@@ -108,11 +108,11 @@ class LossModule(torch.nn.Module):
         )
 
 
-def micro_batch_weight(global_size: int, micro_batches: int, world_size: int) -> float:
+def micro_batch_weight(global_size: int, micro_batches: int) -> float:
     """The factor on each micro-batch's mean loss: 1 / (non-empty micro-batches of the global
-    batch of ``global_size`` videos), times ``world_size`` because DDP averages (not sums)
-    gradients over ranks. A Python number: nothing is copied to the device."""
-    return world_size / max(1, min(global_size, micro_batches))
+    batch of ``global_size`` videos). The ranks sum their gradients, so the sum is the whole
+    batch's mean with no division. A Python number: nothing is copied to the device."""
+    return 1.0 / max(1, min(global_size, micro_batches))
 
 
 def own_slots(global_size: int, micro_batches: int, rank: int, world_size: int) -> range:
@@ -127,7 +127,8 @@ def own_slots(global_size: int, micro_batches: int, rank: int, world_size: int) 
 class StepPlace:
     """Where this rank's step stands in the world's: the global batch's size (every rank knows
     it), this rank of ``world_size``, the factor on each micro-batch's mean loss
-    (``micro_batch_weight``), the autocast dtype (None: fp32) and the fp16 loss scaler."""
+    (``micro_batch_weight``), the autocast dtype (None: fp32), the fp16 loss scaler, and the
+    gradient sum over ranks to run after the last backward (``GradientSync.sync``)."""
 
     global_size: int
     rank: int
@@ -135,12 +136,18 @@ class StepPlace:
     weight: float
     dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
+    sync: Callable[[], None] | None = None
 
     def autocast(self, device: torch.device) -> torch.autocast:
         return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def sync_gradients(self) -> None:
+        """After the step's last backward: sum the gradients over ranks (one collective)."""
+        if self.sync is not None:
+            self.sync()
 
 
 StepSums = tuple[dict[str, torch.Tensor], torch.Tensor]
@@ -187,9 +194,11 @@ class OptimiserStep:
         world_size: int = 1,
         scaler: torch.amp.GradScaler | None = None,
         precision: str = "fp32",
+        sync: Callable[[], None] | None = None,
     ) -> StepSums:
-        weight = micro_batch_weight(global_size, len(generators), world_size)
-        place = StepPlace(global_size, rank, world_size, weight, _DTYPES.get(precision), scaler)
+        weight = micro_batch_weight(global_size, len(generators))
+        dtype = _DTYPES.get(precision)
+        place = StepPlace(global_size, rank, world_size, weight, dtype, scaler, sync)
         optimizer.zero_grad(set_to_none=True)
         sums = self.passes(module, StepData(inputs, labels, text, generators), place)
         optimizer_step(optimizer, scaler)
@@ -198,7 +207,7 @@ class OptimiserStep:
 
 def micro_batch_passes(module: torch.nn.Module, data: StepData, place: StepPlace) -> StepSums:
     """``train_step``'s passes, micro-batch by micro-batch: the rank's share is split into M/W
-    contiguous micro-batches, each routed with its slot's generator; DDP averages the gradients
+    contiguous micro-batches, each routed with its slot's generator; the ranks sum the gradients
     once, after the last."""
     inputs, labels, text, generators = data
     per_rank = len(generators) // place.world_size
@@ -213,16 +222,14 @@ def micro_batch_passes(module: torch.nn.Module, data: StepData, place: StepPlace
     for j in non_empty:
         part = slice(start, start + sizes[j])
         start += sizes[j]
-        last = j == non_empty[-1]
-        sync = contextlib.nullcontext() if last or place.world_size == 1 else module.no_sync()
-        with sync:
-            with place.autocast(labels.device):
-                losses = module(inputs[part], labels[part], text, mine[j])
-            place.backward(losses["total"] * place.weight)
+        with place.autocast(labels.device):
+            losses = module(inputs[part], labels[part], text, mine[j])
+        place.backward(losses["total"] * place.weight)
         if sizes[j]:
             for key in LOSS_TERMS:
                 sums[key] = sums[key] + losses[key].detach().float() * sizes[j]
             correct = correct + (losses["logits"].argmax(dim=1) == labels[part]).sum()
+    place.sync_gradients()
     return sums, correct
 
 
@@ -231,14 +238,14 @@ def fused_passes(module: torch.nn.Module, data: StepData, place: StepPlace) -> S
     split into micro-batches, the same draws from the same generators, one forward and one
     backward (issue 10).
 
-    ``module`` is a ``LossModule`` (or DDP around one) whose head is a ``MoTE``.
+    ``module`` is a ``LossModule`` whose head is a ``MoTE``.
     Every rank draws for every non-empty slot of the world (a few CPU random numbers), trains
     on its own slots' draws and knows on the host which experts no rank routed to: the
     per-micro-batch step leaves those without a gradient (AdamW then skips them), and so must
     this, without asking the other ranks or the GPU.
     """
     inputs, labels, text, generators = data
-    head = unwrap(module).head
+    head = module.head
     used = min(place.global_size, len(generators))
     mine = own_slots(place.global_size, len(generators), place.rank, place.world_size)
     world_draws = draw_step(list(generators[:used]), used, head.cfg) if used else None
@@ -249,6 +256,7 @@ def fused_passes(module: torch.nn.Module, data: StepData, place: StepPlace) -> S
         else:
             out = module(inputs, labels, text, draws=draws.to(labels.device))
     place.backward(out["total"].sum() * place.weight)  # each micro-batch's mean, weighted
+    place.sync_gradients()
     if world_draws is not None:
         drop_unrouted_grads(head, world_draws.routed_experts())
     if draws is None:
