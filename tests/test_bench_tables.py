@@ -33,4 +33,4 @@ def test_the_op_count_table_comes_from_the_current_code():
         assert done.returncode == 0, done.stderr[-3000:]
         header = table.splitlines()[0]
         printed = done.stdout[done.stdout.index(header) :].strip()
-        assert printed == table, f"rerun `{command}` and commit its table:\n{printed}"
+        assert printed == table, f"run `python bench/doc_tables.py` and commit:\n{printed}"
