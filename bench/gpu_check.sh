@@ -64,10 +64,11 @@ cap() {
   if [ "$tiny" = 1 ]; then echo 600; else echo $(( $1 * budget / 540 )); fi
 }
 
-# record NAME RC SECONDS LIMIT NOTE: one row of steps.tsv, then the summary is rewritten.
+# record NAME RC SECONDS LIMIT NOTE: one row of steps.tsv, then, for a step that ran, the summary
+# is rewritten (a step that did not run changes no figure; finish writes the last summary).
 record() {
   printf '%s\t%s\t%s\t%s\t%s\n' "$@" >> "$work/steps.tsv"
-  "$py" "$here/gpu_check_summary.py" "$work" "$out" > /dev/null 2>&1
+  [ "$2" = - ] || "$py" "$here/gpu_check_summary.py" "$work" "$out" > /dev/null 2>&1
 }
 
 # step NAME CAP COMMAND...: run it under the lesser of CAP and what is left, log in the work folder.

@@ -67,31 +67,22 @@ def gpu_check(tmp_path: Path, *options: str) -> tuple[subprocess.CompletedProces
     return done, rows, seconds
 
 
-def test_selected_steps_run_and_every_step_has_a_row(tmp_path):
-    selected = ("environment", "sync", "profile", "graphed_ddp")
-    done, rows, _ = gpu_check(tmp_path, "--only", ",".join(selected), "--budget", "150")
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    for name in selected:
-        assert rows[name]["status"] == "ok", rows[name]
-    assert (
-        "python 3." in rows["environment"]["figures"] and "mote" in rows["environment"]["figures"]
-    )
-    assert "0 waits in steps" in rows["sync"]["figures"]
-    assert "20 steps" in rows["profile"]["figures"] and "GPU n/a" in rows["profile"]["figures"]
-    assert "W=2" in rows["graphed_ddp"]["figures"]  # the compiled step under torchrun, gloo
-    others = {r["status"] for n, r in rows.items() if n not in selected}
-    assert others == {"skipped: not selected"}
-
-
 def test_the_deadline_cuts_a_step_and_the_summary_still_comes(tmp_path):
-    budget = 35
-    done, rows, seconds = gpu_check(tmp_path, "--budget", str(budget))
+    """A budget that leaves the first selected step a few seconds: it is cut (or, on a slow
+    start, skipped), the selected steps after it are skipped for time, the others as not
+    selected, and the whole table still comes back within the budget."""
+    budget, selected = 24, ("environment", "extract_devices", "sync", "profile")
+    done, rows, seconds = gpu_check(tmp_path, "--budget", str(budget), "--only", ",".join(selected))
     assert done.returncode == 1, done.stdout + done.stderr[-3000:]
     assert rows["environment"]["status"] == "ok", rows["environment"]
-    rest = [rows[name]["status"] for name in STEPS[1:]]
-    if budget - rows["environment"]["s"] - 15 >= 7:  # time left for extract: it takes ~70 s
-        assert rest[0] == "cut at deadline", rest
-    assert set(rest[1:]) == {"skipped: no time"}, rest
+    assert "python 3." in rows["environment"]["figures"], rows["environment"]
+    left = budget - rows["environment"]["s"] - 15  # the script starts a step with >= 5 s left
+    # tiny extract (videos written, two encoder processes booted) takes ~12 s on 2 quiet cores
+    expected = "cut at deadline" if left >= 5 else "skipped: no time"
+    assert rows["extract_devices"]["status"] == expected, rows
+    assert {rows[name]["status"] for name in selected[2:]} == {"skipped: no time"}, rows
+    others = {r["status"] for name, r in rows.items() if name not in selected}
+    assert others == {"skipped: not selected"}, rows
     assert seconds < budget + 5  # the kill grace (timeout -k 10) is inside the reserve
 
 
@@ -104,6 +95,9 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     assert "0 breaks" in rows["graphed"]["figures"]
     assert "cpu,cpu" in rows["extract_devices"]["figures"]
     assert "video(s)" in rows["predict"]["figures"]
+    assert "mote" in rows["environment"]["figures"]
+    assert "20 steps" in rows["profile"]["figures"] and "GPU n/a" in rows["profile"]["figures"]
+    assert "W=2" in rows["graphed_ddp"]["figures"]  # the compiled step under torchrun, gloo
     assert "identical True" in rows["staging"]["figures"]
     assert "h264 vfr pyav: ok" in rows["decode"]["figures"]
     for name in ("extract_cpu_decode", "extract_gpu_decode"):  # the same videos both ways
