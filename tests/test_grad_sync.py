@@ -61,7 +61,7 @@ def rank_body(rank: int, init: str, out: str) -> None:
 def test_two_ranks_sum_their_gradients_in_one_all_reduce_into_views(tmp_path: Path) -> None:
     init = f"file://{tmp_path / 'rendezvous'}"
     mp.spawn(rank_body, args=(init, str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for got in ranks:
         assert got["ops"] == ["_foreach_copy_", "allreduce_"], got["ops"]
         assert got["views"]

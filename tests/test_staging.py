@@ -17,7 +17,6 @@ from mote.pipeline.clip.staging import (
     NullEvents,
     PlainEncoding,
     StagedEncoding,
-    drain,
 )
 
 BATCH = 4
@@ -42,7 +41,8 @@ def run(queue: EncodeQueue, frames: list[torch.Tensor]) -> list[tuple[int, np.nd
             out.append(queue.finish())
         queue.start(images, BATCH - (i == len(frames) - 1), i)
         out += queue.ready()
-    out += drain(queue)
+    while queue.busy:  # every batch still in flight, the oldest first
+        out.append(queue.finish())
     return [(batch.tag, batch.embeddings) for batch in out]
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -218,9 +217,3 @@ def _empty(shape: tuple[int, ...], dtype: torch.dtype, pin: bool) -> torch.Tenso
 def encode_queue(clip: ClipEncoder, batch_shape: tuple[int, ...], staging: bool) -> EncodeQueue:
     """The staged queue (the default), or the plain one to compare it against."""
     return StagedEncoding(clip, batch_shape) if staging else PlainEncoding(clip)
-
-
-def drain(queue: EncodeQueue) -> Iterator[Finished]:
-    """Every batch still in ``queue``, waiting for each in turn."""
-    while queue.busy:
-        yield queue.finish()
