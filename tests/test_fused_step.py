@@ -149,6 +149,40 @@ def test_draw_step_with_one_generator_per_slot():
         draw_step([torch.Generator(), torch.Generator()], M, cfg)
 
 
+@pytest.mark.parametrize("wmr", [True, False], ids=["WMR", "no WMR"])
+def test_a_rank_draws_only_its_own_slots_unless_an_expert_can_miss_its_gradient(wmr):
+    """Rank 1 of 2 with 4 slots trains slots 2 and 3: the fused step makes the loop's update and
+    leaves the generators of slots 0 and 1 alone, except without WMR, where it draws the whole
+    world's slots to know which experts no rank routed to (their gradients stay None; an
+    expert only the other rank drew keeps a zero gradient for the sum over ranks)."""
+    cfg = cfg_of(wmr=wmr)
+    plain, fused = model_of(cfg), model_of(cfg)
+    e, y, text = batch(12)
+    share = slice(6, 12)  # rank 1's half of a global batch of 12 in 4 micro-batches
+    world = 4
+    gens_plain = [torch.Generator().manual_seed(100 + j) for j in range(world)]
+    gens_fused = [torch.Generator().manual_seed(100 + j) for j in range(world)]
+    untouched = [g.get_state() for g in gens_fused]
+    where = {"global_size": 12, "rank": 1, "world_size": 2}
+    out_plain = train_step(
+        LossModule(plain, None), torch.optim.AdamW(plain.parameters(), lr=1e-3),
+        e[share], y[share], text, gens_plain, **where,
+    )  # fmt: skip
+    out_fused = fused_step(
+        LossModule(fused, None), adamw(fused.parameters(), "cpu", lr=1e-3),
+        e[share], y[share], text, gens_fused, **where,
+    )  # fmt: skip
+    if wmr:
+        assert_same_step(plain, fused, out_plain, out_fused)
+    else:  # before the sum over ranks an expert only rank 0 drew has a zero gradient here
+        for key in ("total", "ce", "wmr", "mse"):
+            torch.testing.assert_close(out_fused[0][key], out_plain[0][key], rtol=1e-5, atol=1e-5)
+    for j in (2, 3):  # its own slots: drawn once each, as the loop draws them
+        assert torch.equal(gens_fused[j].get_state(), gens_plain[j].get_state())
+    others = [torch.equal(gens_fused[j].get_state(), untouched[j]) for j in (0, 1)]
+    assert others == ([True, True] if wmr else [False, False])
+
+
 def test_draws_are_tensors_and_baselines_draw_nothing():
     g = torch.Generator().manual_seed(0)
     before = g.get_state()

@@ -104,8 +104,9 @@ def drop_unrouted_grads(model: MoTE, routed: list[set[int]] | None) -> None:
     expert an exact zero gradient; setting it back to None keeps the update identical.
 
     ``routed``: per layer, the experts any micro-batch of the whole world routed to
-    (``StepDraws.routed_experts`` of the world's draws, which every rank makes: no
-    communication, no read of the GPU); None when every expert takes part.
+    (``StepDraws.routed_experts`` of the world's draws, which every rank makes when an expert
+    can miss its gradient: no communication, no read of the GPU); None when every expert takes
+    part.
     """
     if routed is None or not model.architecture.routes_experts:
         return

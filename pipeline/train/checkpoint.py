@@ -25,8 +25,8 @@ class RandomState:
     """This rank's random streams: a routing generator per micro-batch slot of the world.
 
     ``owned`` are the slots this rank trains; the checkpoint takes each slot from its owner.
-    (Every rank draws every slot in the fused step, so the copies agree; in the per-micro-batch
-    step only the owner draws.)"""
+    (Only the owner's copy is sure to be current: a rank draws other slots only in the fused
+    step of routed experts without WMR.)"""
 
     routing: dict[int, torch.Generator] = field(default_factory=dict)
     owned: Iterable[int] | None = None  # None: every slot in ``routing``

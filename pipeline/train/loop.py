@@ -154,9 +154,10 @@ class Trainer:
         self.gradients = GradientSync(
             self.losses, ctx.world_size, self.losses.leaves_parameters_unused(self.fused)
         )
-        # One generator per micro-batch slot of the whole world on every rank: the fused step
-        # draws for every slot (a few CPU numbers), so each rank knows which experts the
-        # world routed to; the checkpoint keeps the slots each rank trains.
+        # One generator per micro-batch slot of the whole world on every rank: a rank draws its
+        # own slots, and every slot when an expert can miss its gradient (routed, no WMR: the
+        # fused step then knows which experts the world routed to); the checkpoint keeps each
+        # slot from the rank that trains it.
         self.generators = [
             torch.Generator().manual_seed(routing_seed(loop.seed, s))
             for s in range(loop.micro_batches)

@@ -239,17 +239,23 @@ def fused_passes(module: torch.nn.Module, data: StepData, place: StepPlace) -> S
     backward (issue 10).
 
     ``module`` is a ``LossModule`` whose head is a ``MoTE``.
-    Every rank draws for every non-empty slot of the world (a few CPU random numbers), trains
-    on its own slots' draws and knows on the host which experts no rank routed to: the
-    per-micro-batch step leaves those without a gradient (AdamW then skips them), and so must
-    this, without asking the other ranks or the GPU.
+    Each slot draws from its own generator, so a rank draws only its own slots (a few CPU
+    random numbers; fewer per rank as the world grows) unless an expert can go without a
+    gradient (routed experts without WMR): then it draws for every non-empty slot of the world
+    and knows on the host which experts no rank routed to. The per-micro-batch step leaves
+    those without a gradient (AdamW then skips them), and so must this, without asking the
+    other ranks or the GPU.
     """
     inputs, labels, text, generators = data
     head = module.head
     used = min(place.global_size, len(generators))
     mine = own_slots(place.global_size, len(generators), place.rank, place.world_size)
-    world_draws = draw_step(list(generators[:used]), used, head.cfg) if used else None
-    draws = world_draws.select(mine.start, mine.stop) if world_draws and len(mine) else None
+    world = get_architecture(head.cfg.arch).unrouted_experts_possible(head.cfg)
+    slots = range(used) if world else mine
+    drawn = draw_step([generators[s] for s in slots], len(slots), head.cfg) if slots else None
+    draws = None
+    if drawn is not None and len(mine):
+        draws = drawn.select(mine.start, mine.stop) if world else drawn
     with place.autocast(labels.device):
         if draws is None:  # nothing on this rank: join the gradient sync with a zero loss
             out = module(inputs, labels, text)
@@ -257,8 +263,8 @@ def fused_passes(module: torch.nn.Module, data: StepData, place: StepPlace) -> S
             out = module(inputs, labels, text, draws=draws.to(labels.device))
     place.backward(out["total"].sum() * place.weight)  # each micro-batch's mean, weighted
     place.sync_gradients()
-    if world_draws is not None:
-        drop_unrouted_grads(head, world_draws.routed_experts())
+    if world and drawn is not None:
+        drop_unrouted_grads(head, drawn.routed_experts())
     if draws is None:
         zero = torch.zeros((), device=labels.device)
         return dict.fromkeys(LOSS_TERMS, zero), zero
