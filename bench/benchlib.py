@@ -95,3 +95,16 @@ def machine(device: torch.device) -> str:
 
     line = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     return line + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else "")
+
+
+def ops_table(rows: list[dict], plain: str, fused: str) -> str:
+    """An op-count table of docs/performance.md (rows with ``arch``, ``step`` and
+    ``aten_ops_per_step``), printed by a bench's ``--markdown`` rather than typed by hand: the
+    counts do not depend on the machine, so tests/test_bench_tables.py checks the committed one.
+    ``plain`` and ``fused`` head the two count columns."""
+    by = {(r["arch"], r["step"]): r["aten_ops_per_step"] for r in rows}
+    lines = [f"| arch | aten ops/step {plain} | {fused} | cut |", "|---|---|---|---|"]
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        before, after = by[(arch, "plain")], by[(arch, "fused")]
+        lines.append(f"| {arch} | {before:,} | {after:,} | {before / after:.1f}x |")
+    return "\n".join(lines)

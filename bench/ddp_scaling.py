@@ -10,8 +10,9 @@ micro-batches for W. Every rank reports, over one epoch after a warm-up epoch:
   outside/step   the launching ops outside the compiled losses' forward and backward
                  (``--compile``): what a rank still launches one by one when the losses replay
                  as CUDA graphs (the optimiser, the batch gather, the gradient sync);
-  per epoch      the launching ops of the epoch's one weight-finiteness check, counted
-                 once per epoch and left out of the per-step figures;
+  per epoch      the launching ops before the epoch's first step and after its last (its
+                 sums' buffers, its one weight-finiteness check, its one sum of statistics
+                 over ranks), counted once per epoch and left out of the per-step figures;
   host ms/step   wall time per step. At ``--dim 8`` (the default) compute is negligible, so it
                  is the framework's host cost (Python, dispatch, autograd, optimiser), the cost
                  that does not shrink with a rank's share of the batch.
@@ -60,7 +61,7 @@ class OpCounter(TorchDispatchMode):
         self.all = self.launching = 0
         self.graphed = graphed
         self.paused = False
-        self.once = False  # inside the epoch's one finiteness check: counted per epoch
+        self.once = True  # outside the epoch's steps (``StepsOnly``): counted per epoch
         self.epoch_launching = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -78,6 +79,27 @@ class OpCounter(TorchDispatchMode):
             if not func.is_view and name not in NO_KERNEL:
                 self.launching += 1
         return func(*args, **(kwargs or {}))
+
+
+class StepsOnly:
+    """An epoch's batches that switch the counter to per-step counting from the first batch's
+    fetch to the end of the last step: what the epoch does before its first step (its sums'
+    buffers) and after its last (the finiteness check, the sums over ranks) counts once per
+    epoch."""
+
+    def __init__(self, data, counters: list[OpCounter]) -> None:
+        self.data, self.counters = data, counters
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.data.set_epoch(epoch)
+
+    def __iter__(self):
+        self.counters[0].once = False
+        yield from self.data
+        self.counters[0].once = True
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -121,27 +143,18 @@ def worker(args: argparse.Namespace) -> None:
                 counter.paused = False
 
     counters = [counter]
-    weights_broken = trainer.weights_broken
-
-    def once_per_epoch() -> torch.Tensor:
-        counters[0].once = True
-        try:
-            return weights_broken()
-        finally:
-            counters[0].once = False
-
-    trainer.weights_broken = once_per_epoch
+    steps_only = StepsOnly(data, counters)
     trainer.train_epoch(data, text, 5)  # warm-up (and compilation)
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
     with counter:
-        trainer.train_epoch(data, text, 6)
+        trainer.train_epoch(steps_only, text, 6)
     all_ops, launching, per_epoch = counter.all, counter.launching, counter.epoch_launching
     if losses is not None:
         counter = counters[0] = OpCounter(graphed=True)
         trainer.losses._fused_losses = outside
         with counter:
-            trainer.train_epoch(data, text, 7)
+            trainer.train_epoch(steps_only, text, 7)
         trainer.losses._fused_losses = losses
     steps = len(data)
     times = []
@@ -160,7 +173,7 @@ def worker(args: argparse.Namespace) -> None:
         "launching_per_step": launching / steps,
         "outside_losses_per_step": counter.launching / steps if losses is not None else None,
         "launching_per_epoch": per_epoch,
-        "host_ms_per_step": 1000 * statistics.median(times),
+        "host_ms_per_step": 1000 * statistics.median(times) if times else None,
         **compile_counts(),
     }
     rows = ctx.gather(row)  # one print from rank 0: ranks' lines would interleave
@@ -193,29 +206,62 @@ def run_world(world: int, args: argparse.Namespace, store: Path) -> list[dict]:
     return [json.loads(line[4:]) for line in done.stdout.splitlines() if line.startswith("ROW ")]
 
 
+def projection(world: int, row: dict, per_op_us: float) -> dict[str, float | None]:
+    """One W of the node arithmetic at ``per_op_us`` of host time per launching op: host ms
+    per step and videos/s as a fraction of W x one GPU, eager and with the losses replayed as
+    CUDA graphs (their host cost shrinks to the launches left outside, about 0.05 ms for the
+    two graph replays included)."""
+    gpu_ms = GPU_STEP_MS_1 / world
+    host_ms = row["launching_per_step"] * per_op_us / 1000
+    eager = BATCH / max(host_ms, gpu_ms) * 1000
+    out: dict[str, float | None] = {"gpu_ms": gpu_ms, "host_ms": host_ms, "eager": eager}
+    out["eager_x_w"] = eager / (world * 20_000)
+    out["graphed_ms"] = out["graphed"] = out["graphed_x_w"] = None
+    if row.get("outside_losses_per_step") is not None:
+        graphed_ms = row["outside_losses_per_step"] * per_op_us / 1000 + 0.05
+        graphed = BATCH / max(graphed_ms, gpu_ms) * 1000
+        out.update(graphed_ms=graphed_ms, graphed=graphed, graphed_x_w=graphed / (world * 20_000))
+    return out
+
+
 def node_arithmetic(rows: dict[int, dict], per_op_us: float) -> list[str]:
-    """From per-rank launch counts to a node, at ``per_op_us`` of host time per launching op:
-    eager steps vs the losses replayed as CUDA graphs (their host cost shrinks to the launches
-    left outside, about 0.05 ms for the two graph replays included)."""
+    """From per-rank launch counts to a node (``projection`` for each W), as lines."""
     lines = [f"at {per_op_us:.1f} us of host time per launching op; one GPU at the 20,000 "
              f"videos/s target spends {GPU_STEP_MS_1:.1f} ms per step of {BATCH}:"]  # fmt: skip
     for world, row in sorted(rows.items()):
-        gpu_ms = GPU_STEP_MS_1 / world
-        host_ms = row["launching_per_step"] * per_op_us / 1000
-        eager = BATCH / max(host_ms, gpu_ms) * 1000
+        p = projection(world, row, per_op_us)
         line = (
-            f"  W={world}: eager host {host_ms:.1f} ms vs GPU {gpu_ms:.1f} ms -> "
-            f"{eager:,.0f} videos/s = {eager / (world * 20_000):.2f} x W x one GPU"
+            f"  W={world}: eager host {p['host_ms']:.1f} ms vs GPU {p['gpu_ms']:.1f} ms -> "
+            f"{p['eager']:,.0f} videos/s = {p['eager_x_w']:.2f} x W x one GPU"
         )
-        if row.get("outside_losses_per_step") is not None:
-            graphed_ms = row["outside_losses_per_step"] * per_op_us / 1000 + 0.05
-            graphed = BATCH / max(graphed_ms, gpu_ms) * 1000
+        if p["graphed"] is not None:
             line += (
-                f"; graphed host {graphed_ms:.1f} ms -> {graphed:,.0f} videos/s = "
-                f"{graphed / (world * 20_000):.2f} x W x one GPU"
+                f"; graphed host {p['graphed_ms']:.1f} ms -> {p['graphed']:,.0f} videos/s = "
+                f"{p['graphed_x_w']:.2f} x W x one GPU"
             )
         lines.append(line)
     return lines
+
+
+def counts_table(rows: dict[int, dict]) -> str:
+    """The scaling table of docs/performance.md (``--markdown``): counts and the arithmetic on
+    them only, no timings, so it does not depend on the machine and tests/test_bench_tables.py
+    checks the committed one."""
+    lines = [
+        "| W | micro-batches | videos per rank | aten ops/step/rank | launching | outside graphed "
+        "losses | launching per epoch | eager x W x one GPU | graphed x W x one GPU |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for world, row in sorted(rows.items()):
+        p = projection(world, row, ISSUE_US_PER_OP)
+        outside = row["outside_losses_per_step"]
+        graphed = "-" if p["graphed_x_w"] is None else f"{p['graphed_x_w']:.2f}"
+        lines.append(
+            f"| {world} | {row['micro_batches']} | {row['share']} | {row['ops_per_step']:,.0f} "
+            f"| {row['launching_per_step']:,.0f} | {'-' if outside is None else f'{outside:.0f}'} "
+            f"| {row['launching_per_epoch']} | {p['eager_x_w']:.2f} | {graphed} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -226,9 +272,12 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=8, help="feature width (8: host cost only)")
     parser.add_argument("--worlds", default="1,2,4,8", help="process counts")
     parser.add_argument("--videos", type=int, default=BATCH * 4, help="store size")
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs (median step)")
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="timed epochs (median step; 0: counts only)"
+    )
     parser.add_argument("--compile", action="store_true", help="compiled losses")
     parser.add_argument("--json", type=Path, help="write the rows here")
+    parser.add_argument("--markdown", action="store_true", help="print the counts table")
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -245,8 +294,9 @@ def main() -> None:
         for world in (int(w) for w in args.worlds.split(",")):
             ranks = run_world(world, args, store)
             row = dict(ranks[0])
-            row["host_ms_per_step"] = max(r["host_ms_per_step"] for r in ranks)
-            row["host_ms_per_rank"] = [round(r["host_ms_per_step"], 2) for r in ranks]
+            timed = all(r["host_ms_per_step"] is not None for r in ranks)
+            row["host_ms_per_step"] = max(r["host_ms_per_step"] for r in ranks) if timed else None
+            row["host_ms_per_rank"] = [round(r["host_ms_per_step"], 2) for r in ranks if timed]
             rows[world] = row
             outside = row["outside_losses_per_step"]
             print(
@@ -254,12 +304,15 @@ def main() -> None:
                 f"{row['ops_per_step']:>9.0f} {row['launching_per_step']:>7.0f} "
                 f"{'-' if outside is None else f'{outside:.0f}':>8} "
                 f"{row['launching_per_epoch']:>7} "
-                f"{', '.join(f'{t:.1f}' for t in row['host_ms_per_rank']):>24}"
+                f"{', '.join(f'{t:.1f}' for t in row['host_ms_per_rank']) or '-':>24}"
             )
     one = rows[min(rows)]
-    measured_us = 1000 * one["host_ms_per_step"] / one["launching_per_step"]
-    print(f"host time per launching op here (W={min(rows)}): {measured_us:.1f} us; the issue "
-          f"measured {ISSUE_US_PER_OP} us on a GPU host (6.9 ms for 445 ops)")  # fmt: skip
+    if one["host_ms_per_step"] is not None:
+        measured_us = 1000 * one["host_ms_per_step"] / one["launching_per_step"]
+        print(
+            f"host time per launching op here (W={min(rows)}): {measured_us:.1f} us; the "
+            f"issue measured {ISSUE_US_PER_OP} us on a GPU host (6.9 ms for 445 ops)"
+        )
     if max(rows) > (os.cpu_count() or 1):
         print(f"(W > {os.cpu_count()} cores here: those host ms include waiting for a core)")
     print("\n".join(node_arithmetic(rows, ISSUE_US_PER_OP)))
@@ -267,6 +320,8 @@ def main() -> None:
         print("compiled: " + "; ".join(
             f"W={w}: {r['graphs']} graphs, {r['backend_graphs']} compiled by the backend, "
             f"{r['graph_breaks']} breaks" for w, r in sorted(rows.items())))  # fmt: skip
+    if args.markdown:
+        print(counts_table(rows))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "args": vars(args)}, default=str))
 

@@ -20,7 +20,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from benchlib import aten_calls, machine, sync
+from benchlib import aten_calls, machine, ops_table, sync
 
 from mote.pipeline.device import resolve_device
 from mote.pipeline.temporal.architectures import architecture_names
@@ -81,17 +81,6 @@ def videos_per_s(step, steps: int, batch: int, device: torch.device) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
-def ops_table(rows: list[dict]) -> str:
-    """The op-count table of docs/performance.md, written here rather than by hand: the counts do
-    not depend on the machine, so tests/test_bench_tables.py checks the committed one."""
-    by = {(r["arch"], r["step"]): r["aten_ops_per_step"] for r in rows}
-    lines = ["| arch | aten ops/step plain | fused | cut |", "|---|---|---|---|"]
-    for arch in dict.fromkeys(r["arch"] for r in rows):
-        plain, fused = by[(arch, "plain")], by[(arch, "fused")]
-        lines.append(f"| {arch} | {plain:,} | {fused:,} | {plain / fused:.1f}x |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dim", type=int, default=512)
@@ -136,7 +125,7 @@ def main() -> None:
             f"speed-up {fused['videos_per_s'] / plain['videos_per_s']:.2f}x"
         )
     if args.markdown:
-        print(ops_table(rows))
+        print(ops_table(rows, "plain", "fused"))
     figures = {
         "machine": machine(device),
         "torch": torch.__version__,

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import aten_calls, doc_parser, machine, sync, write_store
+from benchlib import aten_calls, doc_parser, machine, ops_table, sync, write_store
 
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.device import resolve_device
@@ -284,6 +284,8 @@ def epochs_section(args: argparse.Namespace, device: torch.device, work: Path) -
         print(line)
     if "mote" in ratios:
         print(f"target mote ops cut >= 5x: {verdict(ratios['mote']['ops_cut'], '>=', 5)}")
+    if args.markdown:
+        print(ops_table(rows, "`--no-fused`", "fused (default)"))
     return {"epoch_videos": args.epoch_videos, "compile": args.compile, "rows": rows, **ratios}
 
 
@@ -365,6 +367,7 @@ def main() -> None:
         help="epochs: store size (576 = 3 steps at batch 192; the issue's figure: 20000)",
     )
     parser.add_argument("--compile", action="store_true", help="epochs: --compile (CUDA)")
+    parser.add_argument("--markdown", action="store_true", help="epochs: print the op-count table")
     parser.add_argument(
         "--fixed-videos", type=int, default=20000, help="fixed: store size (train = val)"
     )
