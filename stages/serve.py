@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mote.cache_schema.embeddings import EmbeddingsFile
+from mote.pipeline.config import check_decoder
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
@@ -27,6 +28,7 @@ from mote.pipeline.search.index import KINDS
 from mote.pipeline.search.score_names import SCORES
 from mote.pipeline.search.service import Limits, Loaded, SearchService
 from mote.pipeline.threads import command_threads, use_threads
+from mote.pipeline.video.nvdec import check_nvdec
 from mote.stages.configs.serve_config import ServeConfig
 
 CHECK_QUERY = "a person doing something"  # --check's one query
@@ -98,6 +100,8 @@ def run(
         raise ConfigError(MISSING) from None
     progress = progress or NullProgress()
     started = time.perf_counter()
+    check_decoder(cfg.decoder)  # video queries and thumbnails decode: refused before the port
+    check_nvdec(cfg.decoder)
     sock = listening_socket(cfg.host, cfg.port)  # a taken port fails before minutes of loading
     try:
         service = load(cfg, progress)

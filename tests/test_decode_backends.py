@@ -97,6 +97,19 @@ def test_extract_with_nvdec_and_no_gpu_exits_as_a_config_error(videos, tmp_path)
     assert not out.exists()
 
 
+@pytest.mark.skipif(NO_GPU is None, reason="a GPU is here: nvdec is not refused")
+@pytest.mark.parametrize("command", ["search", "serve"])
+def test_search_and_serve_refuse_nvdec_before_opening_the_collection(command, tmp_path):
+    """Both decode (a --video query, the page's thumbnails): nvdec without a GPU is refused
+    first, before the collection is read or a port is taken."""
+    missing = tmp_path / "nothing.mote"
+    query = ["x"] if command == "search" else ["--check"]
+    ran = run_piped([command, "--embeddings", missing, "--decoder", "nvdec", *query])
+    assert ran.code == 2, ran.err
+    assert "--decoder nvdec: FFmpeg cannot open a CUDA device" in ran.err, ran.err
+    assert "nothing.mote" not in ran.err, ran.err
+
+
 def test_decode_bench_reports_every_frame_right():
     """bench/decode_backends.py at a tiny size, so the benchmark cannot rot."""
     cmd = [sys.executable, "bench/decode_backends.py", "--frames-per-video", "24", "--repeats", "1"]
