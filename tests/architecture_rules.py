@@ -9,6 +9,7 @@ one violation written in: a check that never fails on a broken copy proves nothi
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.util
 import json
 import subprocess
@@ -167,8 +168,7 @@ def imports(root: Path, source: Source) -> tuple[list[Import], list[str]]:
     where = f"{source.path.relative_to(root)}"
     found: list[Import] = []
     problems: list[str] = []
-    tree = ast.parse(source.path.read_text(), str(source.path))
-    for node, lazy in _walk(tree, False):
+    for node, lazy in _import_nodes(source.path.read_text()):
         if isinstance(node, ast.Import):
             found += [Import(node.lineno, alias.name, lazy) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -194,6 +194,18 @@ def imports(root: Path, source: Source) -> tuple[list[Import], list[str]]:
             except (ImportError, ValueError):
                 problems.append(f"{where}:{node.lineno}: import_module({name!r}) has no package")
     return found, problems
+
+
+@functools.cache
+def _import_nodes(code: str) -> tuple[tuple[ast.AST, bool], ...]:
+    """The import statements and import calls of ``code`` with ``_walk``'s lazy flag, parsed
+    once per text: the checks and their tests' copies of the tree read the same files often."""
+    return tuple(
+        (node, lazy)
+        for node, lazy in _walk(ast.parse(code), False)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        or (isinstance(node, ast.Call) and _call_name(node) in ("import_module", "__import__"))
+    )
 
 
 def _walk(node: ast.AST, lazy: bool) -> Iterator[tuple[ast.AST, bool]]:
@@ -275,8 +287,15 @@ def _binds(root: Path, module: str, name: str) -> bool:
     path = module_file(root, module)
     if path is None:
         return False
+    bound = _bound_names(path.read_text())
+    return name in bound or "__getattr__" in bound or "*" in bound
+
+
+@functools.cache
+def _bound_names(code: str) -> frozenset[str]:
+    """The names a module's code binds at its top level (``_binds``), once per text."""
     bound: set[str] = set()
-    todo = list(ast.parse(path.read_text(), str(path)).body)
+    todo = list(ast.parse(code).body)
     while todo:
         node = todo.pop()
         if isinstance(node, ast.If | ast.Try):
@@ -289,7 +308,7 @@ def _binds(root: Path, module: str, name: str) -> bool:
         elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             bound |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-    return name in bound or "__getattr__" in bound or "*" in bound
+    return frozenset(bound)
 
 
 def check_layer_order(root: Path) -> list[str]:
