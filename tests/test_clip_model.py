@@ -18,7 +18,7 @@ from mote.pipeline.clip import download
 from mote.pipeline.clip.build import build_clip
 from mote.pipeline.clip.encoder import ClipEncoder
 from mote.pipeline.clip.factory import TINY_CONFIG, register_tiny
-from mote.pipeline.clip.text import TEMPLATES, class_text_embeddings
+from mote.pipeline.clip.text import TEMPLATES, class_text_embeddings, encode_tokens
 from mote.pipeline.errors import ConfigError, WeightsUnavailable
 
 
@@ -117,6 +117,36 @@ def test_text_embeddings_are_the_normalised_template_mean() -> None:
     torch.testing.assert_close(bank, torch.stack(manual), atol=1e-6, rtol=1e-5)
     small_batches = class_text_embeddings(encoder.model, encoder.tokenizer, names, "cpu", batch=5)
     torch.testing.assert_close(small_batches, bank, atol=1e-6, rtol=1e-5)
+
+
+def test_the_text_tower_runs_only_up_to_the_longest_prompt_with_the_same_numbers() -> None:
+    """Causal attention and end-of-text pooling: the tokens after the longest prompt's end
+    change nothing, so the pass stops there; a prompt that fills the context keeps all 77, and
+    a tower that pools another way (here the last position) takes the full pass."""
+    encoder = build_clip("mote-tiny", "none", device="cpu", seed=3)
+    model = encoder.model.eval()
+    lengths = []
+    hook = model.transformer.register_forward_pre_hook(
+        lambda _, args: lengths.append(args[0].shape[1])
+    )
+    short = encoder.tokenizer(["a photo of abseiling.", "a video of a person doing archery."])
+    filled = encoder.tokenizer(["a person juggling " * 30])
+    with torch.no_grad():
+        passes = {}
+        for name, tokens in (("short", short), ("filled", filled)):
+            lengths.clear()
+            fast = encode_tokens(model, tokens)
+            full = model.encode_text(tokens)
+            torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+            assert lengths[1] == 77  # encode_text's own pass
+            passes[name] = lengths[0]
+        assert passes == {"short": int(short.argmax(dim=-1).max()) + 1, "filled": 77}
+        assert passes["short"] <= 12
+        model.text_pool_type = "last"
+        lengths.clear()
+        torch.testing.assert_close(encode_tokens(model, short), model.encode_text(short))
+        assert lengths == [77, 77]
+    hook.remove()
 
 
 def test_safetensors_file_round_trip(tmp_path: Path) -> None:
