@@ -18,7 +18,7 @@ from torch import Tensor
 
 from mote.cache_schema.claim import CLAIM_FILE
 from mote.pipeline.clip.factory import TINY_CONFIG, TINY_NAME
-from mote.pipeline.clip.weights import file_weights_id
+from mote.pipeline.clip.weights_id import file_weights_id
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.reference_import import (
     CLIP_KEY,

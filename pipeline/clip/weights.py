@@ -7,8 +7,6 @@ the same for the same weights, or existing stores stop matching.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ import torch
 
 from mote.pipeline.clip import download
 from mote.pipeline.clip.factory import Architecture
+from mote.pipeline.clip.weights_id import file_weights_id
 from mote.pipeline.errors import ConfigError, WeightsUnavailable, torch_load_reason
 from mote.pipeline.safe_load import pickle_refusal, refused_pickle
 
@@ -36,15 +35,6 @@ class Weights:
     weights_id: str
     quick_gelu: bool = False  # OpenAI's weights were trained with QuickGELU
     preprocess: dict[str, Any] = field(default_factory=dict)  # a tag's mean/std etc.
-
-
-def file_weights_id(path: str | os.PathLike[str]) -> str:
-    """``sha256:<first 16 hex digits>`` of a weights file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()[:16]}"
 
 
 def find_weights(model: str, arch: Architecture, pretrained: str) -> Weights:

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from mote.pipeline.clip.build import build_clip
-from mote.pipeline.clip.encoder import ClipEncoder
-from mote.pipeline.clip.weights import file_weights_id
+from mote.pipeline.clip.weights_id import file_weights_id
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.run_folder import CLIP_PREFIX, RunFolder
+
+if TYPE_CHECKING:
+    from mote.pipeline.clip.encoder import ClipEncoder
+
+# The CLIP builder imports open_clip (about 2 s): it is imported where a CLIP is built, so that
+# commands which only read a run's records (evaluate, embed, zeroshot's checks) never load it.
 
 TEST_BLEND = 0.99  # spec 7.4
 
@@ -46,6 +51,8 @@ def recorded_clip(clip: dict, device: str = "auto") -> ClipEncoder:
     """The CLIP a store records (``model``, ``pretrained``, ``weights_id``), for its text
     tower: what run-less search embeds queries with. A store made with ``--run RUN`` records
     ``run:RUN``; that run's CLIP is built (its text tower is the original's)."""
+    from mote.pipeline.clip.build import build_clip
+
     pretrained = str(clip["pretrained"])
     if pretrained.startswith("run:"):
         return clip_for_run(Path(pretrained[len("run:") :]), device)
@@ -90,6 +97,8 @@ def run_weights_id(run: Path, blend: float = TEST_BLEND) -> str | None:
 
 def clip_for_run(run: Path, device: str = "auto", blend: float = TEST_BLEND) -> ClipEncoder:
     """Build the run's CLIP; blend its tuned visual tower into the original when it has one."""
+    from mote.pipeline.clip.build import build_clip
+
     model, pretrained = run_clip_spec(run)
     clip = build_clip(model, pretrained, device, seed=_random_seed(run))
     tuned = tuned_visual(run)
@@ -129,6 +138,8 @@ class ClipRecipe:
     blend: bool = True
 
     def build(self, device: str | torch.device = "auto") -> ClipEncoder:
+        from mote.pipeline.clip.build import build_clip
+
         if self.run is None:
             return build_clip(self.model, self.pretrained, str(device), self.seed)
         return clip_for_run(Path(self.run), str(device), TEST_BLEND if self.blend else 1.0)

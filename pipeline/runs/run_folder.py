@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from mote.cache_schema.claim import CLAIM_FILE, StoreClaim, live_owner
+from mote.pipeline.clip.weights_id import file_weights_id
 from mote.pipeline.errors import ConfigError, RunBeingWritten, RunFileError
 from mote.pipeline.runs.layout import (  # noqa: F401 (the names, read from here too)
     BEST_FILE,
@@ -468,8 +469,6 @@ class Run:
     def identity(self) -> dict[str, Any]:
         """What files derived from this run record to name it: its folder, which weights file
         and that file's ``sha256:<16 hex>``, so a retrained run is told apart."""
-        from mote.pipeline.clip.weights import file_weights_id  # open_clip: only when asked
-
         return {
             "path": str(Path(self.path).resolve()),
             "source": self.config.source,
