@@ -13,11 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import open_clip
 from torch import Tensor
 
 from mote.cache_schema.claim import CLAIM_FILE
-from mote.pipeline.clip.factory import TINY_CONFIG, TINY_NAME
 from mote.pipeline.clip.weights_id import file_weights_id
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.runs.reference_import import (
@@ -102,7 +100,12 @@ def run(cfg: ImportReferenceConfig) -> dict:
 
 def check_visual(visual: dict[str, Tensor], model: str, dim: int, ckpt: Path) -> None:
     """The checkpoint's visual tower must be the ``--model`` architecture with output width D,
-    or evaluation would build one CLIP and load another's weights."""
+    or evaluation would build one CLIP and load another's weights. (open_clip is imported
+    here: a checkpoint without visual weights never needs it.)"""
+    import open_clip
+
+    from mote.pipeline.clip.factory import TINY_CONFIG, TINY_NAME
+
     cfg = TINY_CONFIG if model == TINY_NAME else open_clip.get_model_config(model)
     if cfg is None:
         raise ConfigError(
