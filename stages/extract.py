@@ -33,7 +33,6 @@ from mote.pipeline.clip.encoder_pool import EncoderPool
 from mote.pipeline.clip.encoding import BatchedEncoder
 from mote.pipeline.config import (
     carried_clip,
-    check_decoder,
     default_encoder_batch,
 )
 from mote.pipeline.data.datasets import DatasetSpec, open_dataset
@@ -49,7 +48,7 @@ from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.run_clip import ClipRecipe
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers, store_tasks
-from mote.pipeline.video.nvdec import check_nvdec
+from mote.pipeline.video.nvdec import check_decoder_usable
 from mote.pipeline.video.sampling import parse_views
 from mote.stages.configs.extract_config import (  # noqa: F401
     DEFAULT_SPLIT,
@@ -67,8 +66,7 @@ def _check(cfg: ExtractConfig) -> None:
         )
     if cfg.sampling not in ("eval", "train"):
         raise ConfigError(f"--sampling must be 'eval' or 'train', got '{cfg.sampling}'")
-    check_decoder(cfg.decoder)
-    check_nvdec(cfg.decoder)
+    check_decoder_usable(cfg.decoder)
     check_root(cfg.dataset, cfg.root, storage_options=cfg.storage_options)
     if cfg.dask:
         check_dask_address(cfg.dask)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mote.pipeline import __version__
-from mote.pipeline.config import carried_clip, check_decoder
+from mote.pipeline.config import carried_clip
 from mote.pipeline.data.datasets import DatasetSpec, open_dataset
 from mote.pipeline.data.folders import check_root
 from mote.pipeline.errors import ConfigError
@@ -45,7 +45,7 @@ from mote.pipeline.train.training_run import (
 from mote.pipeline.video.augment import AREA_RANGE
 from mote.pipeline.video.clips import ClipDataset, make_loader
 from mote.pipeline.video.flips import FlipRule, mirror_warning
-from mote.pipeline.video.nvdec import check_nvdec
+from mote.pipeline.video.nvdec import check_decoder_usable
 from mote.stages.configs.finetune_config import (  # noqa: F401
     CHECKPOINTED_WIDTH,
     MAX_WORKERS,
@@ -78,8 +78,7 @@ def _check(cfg: FinetuneConfig) -> None:
     if cfg.val_split is not None and cfg.dataset == "list":
         raise ConfigError("--val-split needs a shipped --dataset; for a list use --val-list FILE")
     check_training(cfg)
-    check_decoder(cfg.decoder)
-    check_nvdec(cfg.decoder)
+    check_decoder_usable(cfg.decoder)
 
 
 # ------------------------------------------------------------------------------ data

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mote.pipeline.clip.encoding import BatchedEncoder
-from mote.pipeline.config import check_decoder, default_encoder_batch
+from mote.pipeline.config import default_encoder_batch
 from mote.pipeline.data.datasets import read_labels, shipped_file
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
@@ -33,7 +33,7 @@ from mote.pipeline.temporal.evaluation import score
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool, DecodeTask, default_workers
 from mote.pipeline.video.files import video_files
-from mote.pipeline.video.nvdec import check_nvdec
+from mote.pipeline.video.nvdec import check_decoder_usable
 from mote.pipeline.video.remote_videos import videos_under
 from mote.pipeline.video.sampling import parse_views
 from mote.stages.configs.predict_config import DEFAULT_FRAMES, VIDEO_EXTENSIONS, PredictConfig  # noqa: F401
@@ -46,8 +46,7 @@ def _check(cfg: PredictConfig) -> None:
         raise ConfigError("mote predict needs at least one VIDEO (a file or a folder of videos)")
     if cfg.classes is not None and cfg.labels_file is not None:
         raise ConfigError("--classes and --labels both name the classes: pass one of them")
-    check_decoder(cfg.decoder)
-    check_nvdec(cfg.decoder)
+    check_decoder_usable(cfg.decoder)
     parse_views(cfg.views)
 
 

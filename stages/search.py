@@ -37,7 +37,6 @@ import numpy as np
 
 from mote.cache_schema.embeddings import EmbeddingsFile
 from mote.cache_schema.feature_store import FeatureStore
-from mote.pipeline.config import check_decoder
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.locations import Url
@@ -71,7 +70,7 @@ from mote.pipeline.search.score_names import SCORES
 from mote.pipeline.search.search_evaluation import file_retrieval
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool
-from mote.pipeline.video.nvdec import check_nvdec
+from mote.pipeline.video.nvdec import check_decoder_usable
 from mote.pipeline.video.sampling import parse_views
 from mote.stages import embed
 from mote.stages.configs.search_config import CHECK_SAMPLE, SearchConfig  # noqa: F401
@@ -96,8 +95,7 @@ def _check(cfg: SearchConfig) -> list[str]:
             )
     if cfg.score not in SCORES:
         raise ConfigError(f"--score {cfg.score!r}: use one of {', '.join(SCORES)}")
-    check_decoder(cfg.decoder)  # --video and the page's thumbnails decode
-    check_nvdec(cfg.decoder)
+    check_decoder_usable(cfg.decoder)  # --video and the page's thumbnails decode
     if cfg.index is not None and cfg.index not in KINDS:
         raise ConfigError(f"--index {cfg.index!r}: use one of {', '.join(KINDS)}")
     if cfg.evaluate and cfg.run is None:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mote.cache_schema.embeddings import EmbeddingsFile
-from mote.pipeline.config import check_decoder
 from mote.pipeline.device import resolve_device
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.progress import NullProgress, Progress
@@ -28,7 +27,7 @@ from mote.pipeline.search.index import KINDS
 from mote.pipeline.search.score_names import SCORES
 from mote.pipeline.search.service import Limits, Loaded, SearchService
 from mote.pipeline.threads import command_threads, use_threads
-from mote.pipeline.video.nvdec import check_nvdec
+from mote.pipeline.video.nvdec import check_decoder_usable
 from mote.stages.configs.serve_config import ServeConfig
 
 CHECK_QUERY = "a person doing something"  # --check's one query
@@ -100,8 +99,7 @@ def run(
         raise ConfigError(MISSING) from None
     progress = progress or NullProgress()
     started = time.perf_counter()
-    check_decoder(cfg.decoder)  # video queries and thumbnails decode: refused before the port
-    check_nvdec(cfg.decoder)
+    check_decoder_usable(cfg.decoder)  # queries and thumbnails decode: refused before the port
     sock = listening_socket(cfg.host, cfg.port)  # a taken port fails before minutes of loading
     try:
         service = load(cfg, progress)

@@ -21,6 +21,7 @@ import av
 import numpy as np
 from av.codec.hwaccel import HWAccel
 
+from mote.pipeline.config import check_decoder
 from mote.pipeline.errors import ConfigError
 from mote.pipeline.video.decode import PyAVSource, _as_indices, _decode_sequential
 
@@ -60,6 +61,13 @@ class NvdecSource(PyAVSource):
     def get(self, indices: np.ndarray | list[int]) -> np.ndarray:
         arr = _as_indices(indices, self.num_frames)
         return _decode_sequential(self.path, arr, self.num_frames, self._shape, _hwaccel())
+
+
+def check_decoder_usable(decoder: str) -> None:
+    """What every command that decodes checks before it starts: ``--decoder`` names a decoder
+    (``check_decoder``) and, for nvdec, a GPU is there to decode on (``check_nvdec``)."""
+    check_decoder(decoder)
+    check_nvdec(decoder)
 
 
 def check_nvdec(decoder: str) -> None:
