@@ -62,11 +62,11 @@ from mote.pipeline.search.engine import (
     unit,
 )
 from mote.pipeline.search.examples import example_vector, image_query
-from mote.pipeline.search.index import KINDS
+from mote.pipeline.search.index import check_index_option
 from mote.pipeline.search.index_check import check_index
 from mote.pipeline.search.moments import add_moments
 from mote.pipeline.search.page import PageHit, render_page, thumbnails
-from mote.pipeline.search.score_names import SCORES
+from mote.pipeline.search.score_names import check_score
 from mote.pipeline.search.search_evaluation import file_retrieval
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.decode_pool import DecodePool
@@ -93,11 +93,9 @@ def _check(cfg: SearchConfig) -> list[str]:
                 "mote search: no query; give a QUERY text, --video FILE, --like VIDEO_ID, "
                 "--image FILE, --embedding X1,X2,..., or --eval"
             )
-    if cfg.score not in SCORES:
-        raise ConfigError(f"--score {cfg.score!r}: use one of {', '.join(SCORES)}")
+    check_score(cfg.score)
     check_decoder_usable(cfg.decoder)  # --video and the page's thumbnails decode
-    if cfg.index is not None and cfg.index not in KINDS:
-        raise ConfigError(f"--index {cfg.index!r}: use one of {', '.join(KINDS)}")
+    check_index_option(cfg.index)
     if cfg.evaluate and cfg.run is None:
         raise ConfigError("--eval records retrieval quality in a run's metrics.json: add --run RUN")
     if cfg.check_index and cfg.index is None:

@@ -23,8 +23,8 @@ from mote.pipeline.progress import NullProgress, Progress
 from mote.pipeline.runs.file_run import query_clip, run_for_file
 from mote.pipeline.search.banks import file_store
 from mote.pipeline.search.engine import logit_scale, make_scorers, open_index
-from mote.pipeline.search.index import KINDS
-from mote.pipeline.search.score_names import SCORES
+from mote.pipeline.search.index import check_index_option
+from mote.pipeline.search.score_names import SCORES, check_score
 from mote.pipeline.search.service import Limits, Loaded, SearchService
 from mote.pipeline.threads import command_threads, use_threads
 from mote.pipeline.video.nvdec import check_decoder_usable
@@ -36,8 +36,7 @@ MISSING = "mote serve needs Starlette and uvicorn: pip install 'mote[serve]'"
 
 def load(cfg: ServeConfig, progress: Progress) -> SearchService:
     """The collection in memory: rows on the device, the towers, every score's scorer."""
-    if cfg.score not in SCORES:
-        raise ConfigError(f"--score {cfg.score!r}: use one of {', '.join(SCORES)}")
+    check_score(cfg.score)
     device = resolve_device(cfg.device)
     file = EmbeddingsFile.open(cfg.embeddings, storage_options=cfg.storage_options)
     file.read_table()  # an unfinished file is refused here, naming how to finish it
@@ -54,9 +53,8 @@ def load(cfg: ServeConfig, progress: Progress) -> SearchService:
             "moment and the page shows each video's first frame"
         )
     index = None
+    check_index_option(cfg.index)
     if cfg.index is not None:
-        if cfg.index not in KINDS:
-            raise ConfigError(f"--index {cfg.index!r}: use one of {', '.join(KINDS)}")
         if not isinstance(file.path, Path):
             raise ConfigError(f"--index with --embeddings {file.path}: the index is saved beside "
                               "the file, which must then be a local folder")  # fmt: skip

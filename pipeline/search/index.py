@@ -251,3 +251,9 @@ def recall_at_k(index_rows: np.ndarray, exact_rows: np.ndarray, k: int) -> float
         if wanted:
             found.append(len(wanted & set(got[:k].tolist())) / len(wanted))
     return float(np.mean(found)) if found else 1.0
+
+
+def check_index_option(kind: str | None) -> None:
+    """``--index KIND`` (search, serve) names an index kind, or is absent."""
+    if kind is not None and kind not in KINDS:
+        raise ConfigError(f"--index {kind!r}: use one of {', '.join(KINDS)}")

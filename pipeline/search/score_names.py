@@ -3,7 +3,15 @@
 
 from __future__ import annotations
 
+from mote.pipeline.errors import ConfigError
+
 # Default first. "cosine" is the raw inner product; the others normalise it against a text bank.
 SCORES: tuple[str, ...] = ("softmax", "dual-softmax", "centred", "cosine")
 DEFAULT_SCORE = SCORES[0]
 RAW_SCORE = "cosine"
+
+
+def check_score(name: str) -> None:
+    """``--score NAME`` names one of the rankings (search, serve and the scorer ask the same)."""
+    if name not in SCORES:
+        raise ConfigError(f"--score {name!r}: use one of {', '.join(SCORES)}")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from mote.pipeline.errors import ConfigError
-from mote.pipeline.search.score_names import RAW_SCORE, SCORES
+from mote.pipeline.search.score_names import RAW_SCORE, SCORES, check_score
 
 
 def bank_stats(bank: torch.Tensor, rows: torch.Tensor, scale: float) -> torch.Tensor:
@@ -83,8 +83,7 @@ class Scorer:
         scale: float,
         stats: np.ndarray | None = None,
     ) -> None:
-        if method not in SCORES:
-            raise ConfigError(f"--score {method!r}: use one of {', '.join(SCORES)}")
+        check_score(method)
         if method != RAW_SCORE and (bank is None or not len(bank)):
             raise ConfigError(f"--score {method}: needs a bank of texts to normalise against")
         self.method, self.scale = method, float(scale)
